@@ -1,0 +1,20 @@
+"""pipestate: ML training that resumes at the exact element.
+
+Checkpointable input pipelines (``pipestate.data``) and object-graph
+checkpoints of training state (``pipestate.checkpoint``) that meet in one
+checkpoint.
+"""
+
+from __future__ import annotations
+
+from pipestate import data, errors
+from pipestate.data import Dataset
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Dataset",
+    "__version__",
+    "data",
+    "errors",
+]

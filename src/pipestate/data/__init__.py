@@ -1,0 +1,20 @@
+"""Checkpointable input pipelines with tf.data's API.
+
+``Dataset`` describes a pipeline; ``iter(dataset)`` gives a
+``DatasetIterator`` whose ``get_state()`` / ``set_state()`` save and restore
+its exact position.
+"""
+
+from __future__ import annotations
+
+from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
+from pipestate.data.iterator import STATE_VERSION, DatasetIterator, State
+
+__all__ = [
+    "INFINITE_CARDINALITY",
+    "STATE_VERSION",
+    "UNKNOWN_CARDINALITY",
+    "Dataset",
+    "DatasetIterator",
+    "State",
+]

@@ -1,0 +1,315 @@
+"""The ``Dataset`` class: an immutable description of an input pipeline."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from pipestate.data import _fingerprint
+from pipestate.data._structure import Element
+
+if TYPE_CHECKING:
+    from pipestate.data.iterator import DatasetIterator
+
+INFINITE_CARDINALITY = -1
+"""``cardinality()`` of a dataset that never ends (as ``tf.data.INFINITE_CARDINALITY``)."""
+UNKNOWN_CARDINALITY = -2
+"""``cardinality()`` of a dataset whose length can't be known without iterating."""
+
+
+class Dataset:
+    """An immutable description of an input pipeline, with tf.data's API.
+
+    All position lives in the iterator that ``iter(dataset)`` returns; that
+    iterator saves and restores its position with ``get_state()`` /
+    ``set_state()``. Random-access datasets (sources and the ops that keep
+    random access) also support ``len()`` and ``dataset[i]``, and their
+    iterator state is a single global index.
+
+    Example:
+      >>> import pipestate as ps
+      >>> ds = ps.Dataset.range(10).map(lambda x: x * 2).batch(4)
+      >>> it = iter(ds)
+      >>> next(it)
+      array([0, 2, 4, 6])
+      >>> state = it.get_state()
+      >>> fresh = iter(ds)
+      >>> fresh.set_state(state)
+      >>> next(fresh)
+      array([ 8, 10, 12, 14])
+    """
+
+    _op_name: ClassVar[str] = "dataset"
+
+    def __init__(self, parents: Sequence[Dataset] = ()) -> None:
+        for parent in parents:
+            if not isinstance(parent, Dataset):
+                raise TypeError(
+                    f"{self._op_name}: expected a pipestate Dataset as input, got "
+                    f"{type(parent).__name__} {parent!r:.80}"
+                )
+        self._parents: tuple[Dataset, ...] = tuple(parents)
+        self._fingerprint_cache: str | None = None
+
+    # ----------------------------------------------------------------- op hooks
+    def _cardinality(self) -> int:
+        """Number of elements, ``INFINITE_CARDINALITY`` or ``UNKNOWN_CARDINALITY``."""
+        raise NotImplementedError
+
+    def _params(self) -> dict[str, Any]:
+        """The op's own settings (not its inputs), for ``repr`` and fingerprints."""
+        return {}
+
+    @property
+    def _random_access(self) -> bool:
+        """Whether elements can be computed from their index (``_get``)."""
+        return all(parent._random_access for parent in self._parents)
+
+    @property
+    def _vectorised(self) -> bool:
+        """Whether ``_get_batch`` is cheaper than one ``_get`` per element."""
+        return all(parent._vectorised for parent in self._parents)
+
+    def _get(self, epoch: int, position: int) -> Element:
+        """Element at ``position`` in ``[0, len)`` of pass number ``epoch``.
+
+        ``epoch`` counts how many times an enclosing ``repeat`` has restarted
+        this dataset; ops that reshuffle per epoch use it, the others pass it on.
+        """
+        from pipestate.data import _structure
+
+        return _structure.unstack(
+            self._get_batch(np.array([epoch], np.int64), np.array([position], np.int64)), 1
+        )[0]
+
+    def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Element:
+        """Elements at ``positions`` of ``epochs`` (int64 arrays), stacked on axis 0."""
+        from pipestate.data import _structure
+
+        return _structure.stack(
+            [self._get(int(e), int(p)) for e, p in zip(epochs, positions)], repr(self)
+        )
+
+    def _make_iterator(self, entropy: int | None) -> DatasetIterator:
+        """A fresh iterator; ``entropy`` seeds ops created with ``seed=None``."""
+        from pipestate.data.iterator import IndexIterator
+
+        if not self._random_access:
+            raise NotImplementedError(f"{self._op_name} has no iterator")
+        return IndexIterator(self, entropy)
+
+    def _resolve_seeds(self, entropy: int) -> Dataset:
+        """A copy of this pipeline with ``seed=None`` replaced by seeds from ``entropy``."""
+        parents = tuple(parent._resolve_seeds(entropy) for parent in self._parents)
+        if all(a is b for a, b in zip(parents, self._parents)):
+            return self
+        return self._with_parents(parents)
+
+    def _needs_entropy(self) -> bool:
+        """Whether some op in the pipeline draws its seed per iterator."""
+        return any(parent._needs_entropy() for parent in self._parents)
+
+    def _with_parents(self, parents: tuple[Dataset, ...]) -> Dataset:
+        clone = copy.copy(self)
+        clone._parents = parents
+        return clone
+
+    # ---------------------------------------------------------- introspection
+    def cardinality(self) -> int:
+        """The number of elements, or ``INFINITE_CARDINALITY`` / ``UNKNOWN_CARDINALITY``."""
+        return self._cardinality()
+
+    def __len__(self) -> int:
+        n = self._cardinality()
+        if n == INFINITE_CARDINALITY:
+            raise TypeError(f"The dataset is infinite: {self!r}")
+        if n == UNKNOWN_CARDINALITY:
+            raise TypeError(f"The dataset length is unknown: {self!r}")
+        return n
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __getitem__(self, index: int) -> Element:
+        """The element at ``index`` of a random-access dataset (negative counts from the end)."""
+        if not self._random_access:
+            raise TypeError(
+                f"{self!r} does not support random access; iterate it instead "
+                "(ops such as filter or shuffle(buffer_size) need the elements before them)."
+            )
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"Dataset indices must be integers, got {type(index).__name__} {index!r}")
+        if self._needs_entropy():
+            raise ValueError(
+                f"{self!r} has an op with seed=None, whose order is drawn per iterator; "
+                "pass a seed to index it, or iterate it."
+            )
+        index = int(index)
+        n = self._cardinality()
+        if n == INFINITE_CARDINALITY:
+            if index < 0:
+                raise IndexError(f"negative index {index} into an infinite dataset {self!r}")
+        else:
+            if index < 0:
+                index += n
+            if not 0 <= index < n:
+                raise IndexError(f"index {index} out of range for a dataset of length {n}")
+        return self._get(0, index)
+
+    def __iter__(self) -> DatasetIterator:
+        from pipestate.data.iterator import draw_entropy
+
+        return self._make_iterator(draw_entropy() if self._needs_entropy() else None)
+
+    def _op_chain(self) -> list[tuple[str, str, str]]:
+        """(name, settings digest, repr of the op alone) for every op, inputs first."""
+        chain: list[tuple[str, str, str]] = []
+        for parent in self._parents:
+            chain.extend(parent._op_chain())
+        params = self._params()
+        chain.append((self._op_name, _fingerprint.digest([self._op_name, params]), self._op_repr()))
+        return chain
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the whole pipeline definition, stored in iterator states."""
+        if self._fingerprint_cache is None:
+            self._fingerprint_cache = _fingerprint.digest([c[:2] for c in self._op_chain()])
+        return self._fingerprint_cache
+
+    def _op_repr(self) -> str:
+        args = ", ".join(f"{key}={value!r}" for key, value in self._params().items())
+        return f"{self._op_name}({args})"
+
+    def __repr__(self) -> str:
+        if len(self._parents) == 1:
+            return f"{self._parents[0]!r}.{self._op_repr()}"
+        args = [repr(parent) for parent in self._parents]
+        args += [f"{key}={value!r}" for key, value in self._params().items()]
+        return f"{self._op_name}({', '.join(args)})"
+
+    # ---------------------------------------------------------------- sources
+    @staticmethod
+    def range(*args: int, dtype: Any = np.int64) -> Dataset:
+        """Integers ``range(stop)`` or ``range(start, stop[, step])`` as int64 scalars.
+
+        Raises:
+          TypeError: for non-integer or missing/extra arguments.
+          ValueError: for ``step == 0``.
+        """
+        from pipestate.data.ops.range import RangeDataset
+
+        return RangeDataset(*args, dtype=dtype)
+
+    @staticmethod
+    def from_tensor_slices(tensors: Any) -> Dataset:
+        """One element per row of ``tensors`` (an array, list, or nested tuple/dict of arrays)."""
+        from pipestate.data.ops.from_tensor_slices import FromTensorSlicesDataset
+
+        return FromTensorSlicesDataset(tensors)
+
+    @staticmethod
+    def from_tensors(tensors: Any) -> Dataset:
+        """A dataset of exactly one element, ``tensors``."""
+        from pipestate.data.ops.from_tensors import FromTensorsDataset
+
+        return FromTensorsDataset(tensors)
+
+    @staticmethod
+    def zip(*datasets: Any) -> Dataset:
+        """Elements of several datasets side by side, as tuples (or dicts) of elements.
+
+        Accepts ``zip(a, b)``, ``zip((a, b))`` or ``zip({"x": a, "y": b})``; stops
+        with the shortest input.
+        """
+        from pipestate.data.ops.zip import ZipDataset
+
+        return ZipDataset(datasets[0] if len(datasets) == 1 else datasets)
+
+    # --------------------------------------------------------------------- ops
+    def map(self, map_func: Callable[..., Any]) -> Dataset:
+        """Applies a pure function to every element (a tuple is unpacked into its arguments)."""
+        from pipestate.data.ops.map import MapDataset
+
+        return MapDataset(self, map_func)
+
+    def batch(self, batch_size: int, drop_remainder: bool = False) -> Dataset:
+        """Stacks consecutive elements into batches; the last partial one is kept
+        unless ``drop_remainder``."""
+        from pipestate.data.ops.batch import BatchDataset
+
+        return BatchDataset(self, batch_size, drop_remainder)
+
+    def repeat(self, count: int | None = None) -> Dataset:
+        """Repeats the dataset ``count`` times (``None`` or ``-1``: forever)."""
+        from pipestate.data.ops.repeat import RepeatDataset
+
+        return RepeatDataset(self, count)
+
+    def take(self, count: int) -> Dataset:
+        """The first ``count`` elements (``-1``: all)."""
+        from pipestate.data.ops.take import TakeDataset
+
+        return TakeDataset(self, count)
+
+    def skip(self, count: int) -> Dataset:
+        """All but the first ``count`` elements (``-1``: skip all)."""
+        from pipestate.data.ops.skip import SkipDataset
+
+        return SkipDataset(self, count)
+
+    def shard(self, num_shards: int, index: int) -> Dataset:
+        """Every ``num_shards``-th element, starting at ``index``."""
+        from pipestate.data.ops.shard import ShardDataset
+
+        return ShardDataset(self, num_shards, index)
+
+    def enumerate(self, start: int = 0) -> Dataset:
+        """Pairs ``(counter, element)`` with an int64 counter from ``start``."""
+        from pipestate.data.ops.enumerate import EnumerateDataset
+
+        return EnumerateDataset(self, start)
+
+    def concatenate(self, dataset: Dataset) -> Dataset:
+        """The elements of this dataset, then those of ``dataset``."""
+        from pipestate.data.ops.concatenate import ConcatenateDataset
+
+        return ConcatenateDataset(self, dataset)
+
+    def global_shuffle(
+        self, seed: int | None = None, reshuffle_each_iteration: bool = True
+    ) -> Dataset:
+        """A pseudo-random permutation of the whole (random-access, finite) dataset.
+
+        The permutation is computed per index in O(1) memory; the iterator state
+        stays a single index. With ``reshuffle_each_iteration`` every pass of an
+        enclosing ``repeat`` gets a different order. ``seed=None`` draws a seed
+        per iterator and saves it in the iterator's state.
+        """
+        from pipestate.data.ops.global_shuffle import GlobalShuffleDataset
+
+        return GlobalShuffleDataset(self, seed, reshuffle_each_iteration)
+
+    def as_numpy_iterator(self) -> Iterator[Element]:
+        """An iterator over the elements (they are NumPy values already)."""
+        return iter(self)
+
+
+def check_int(name: str, value: Any, *, minimum: int | None = None, op: str) -> int:
+    """Validates an integer argument and returns it as ``int``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{op}: {name} must be an integer, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {name}={value}")
+    return value
+
+
+def check_dataset(name: str, value: Any, *, op: str) -> Dataset:
+    """Validates a Dataset argument."""
+    if not isinstance(value, Dataset):
+        raise TypeError(f"{op}: {name} must be a pipestate Dataset, got {type(value).__name__} {value!r:.80}")
+    return value

@@ -1,0 +1,51 @@
+"""``batch``: stacks consecutive elements into batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_int
+
+
+class BatchDataset(Dataset):
+    """Batches of ``batch_size`` elements, each leaf stacked along a new first axis.
+
+    The last, smaller batch is kept unless ``drop_remainder``. Batch ``j`` is
+    one vectorised read of the positions ``j * batch_size ...`` of the input.
+    """
+
+    _op_name = "batch"
+
+    def __init__(self, parent: Dataset, batch_size: int, drop_remainder: bool = False) -> None:
+        super().__init__([parent])
+        self._batch_size = check_int("batch_size", batch_size, minimum=1, op="batch")
+        if not isinstance(drop_remainder, (bool, np.bool_)):
+            raise TypeError(f"batch: drop_remainder must be a bool, got {drop_remainder!r}")
+        self._drop_remainder = bool(drop_remainder)
+
+    @property
+    def _vectorised(self) -> bool:
+        return False
+
+    def _cardinality(self) -> int:
+        n = self._parents[0]._cardinality()
+        if n in (INFINITE_CARDINALITY, UNKNOWN_CARDINALITY):
+            return n
+        return n // self._batch_size if self._drop_remainder else -(-n // self._batch_size)
+
+    def _params(self) -> dict[str, Any]:
+        return {"batch_size": self._batch_size, "drop_remainder": self._drop_remainder}
+
+    def _positions(self, position: int) -> np.ndarray:
+        start = position * self._batch_size
+        stop = start + self._batch_size
+        n = self._parents[0]._cardinality()
+        if n >= 0:
+            stop = min(stop, n)
+        return np.arange(start, stop, dtype=np.int64)
+
+    def _get(self, epoch: int, position: int) -> Any:
+        positions = self._positions(position)
+        return self._parents[0]._get_batch(np.full(len(positions), epoch, np.int64), positions)

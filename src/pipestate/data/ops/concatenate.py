@@ -1,0 +1,58 @@
+"""``concatenate``: one dataset's elements, then another's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipestate.data import _structure
+from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_dataset
+
+
+class ConcatenateDataset(Dataset):
+    """The elements of ``first`` followed by those of ``second`` (same structure)."""
+
+    _op_name = "concatenate"
+
+    def __init__(self, first: Dataset, second: Dataset) -> None:
+        super().__init__([first, check_dataset("dataset", second, op="concatenate")])
+
+    def _cardinality(self) -> int:
+        a, b = (parent._cardinality() for parent in self._parents)
+        for special in (INFINITE_CARDINALITY, UNKNOWN_CARDINALITY):
+            if special in (a, b):
+                return special
+        return a + b
+
+    def _get(self, epoch: int, position: int) -> Any:
+        first, second = self._parents
+        n = first._cardinality()
+        if n < 0 or position < n:
+            return first._get(epoch, position)
+        return second._get(epoch, position - n)
+
+    def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
+        first, second = self._parents
+        n = first._cardinality()
+        in_first = positions < n if n >= 0 else np.ones(len(positions), bool)
+        if in_first.all():
+            return first._get_batch(epochs, positions)
+        if not in_first.any():
+            return second._get_batch(epochs, positions - n)
+        a = first._get_batch(epochs[in_first], positions[in_first])
+        b = second._get_batch(epochs[~in_first], positions[~in_first] - n)
+        _structure.assert_same_structure(a, b, "concatenate")
+
+        def merge(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+            if x.shape[1:] != y.shape[1:] or x.dtype != y.dtype:
+                raise TypeError(
+                    f"concatenate: the two datasets' elements differ: {x.dtype}{list(x.shape[1:])} "
+                    f"vs {y.dtype}{list(y.shape[1:])}; both must have the same dtypes and shapes"
+                )
+            out = np.empty((len(positions), *x.shape[1:]), x.dtype)
+            out[in_first] = x
+            out[~in_first] = y
+            return out
+
+        return _structure.map_structure(merge, a, b)

@@ -1,0 +1,31 @@
+"""``enumerate``: pairs each element with its int64 counter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipestate.data.dataset import Dataset, check_int
+
+
+class EnumerateDataset(Dataset):
+    """``(start + i, element_i)`` pairs; the counter restarts with each pass of the input."""
+
+    _op_name = "enumerate"
+
+    def __init__(self, parent: Dataset, start: int = 0) -> None:
+        super().__init__([parent])
+        self._start = check_int("start", start, op="enumerate")
+
+    def _cardinality(self) -> int:
+        return self._parents[0]._cardinality()
+
+    def _params(self) -> dict[str, Any]:
+        return {"start": self._start}
+
+    def _get(self, epoch: int, position: int) -> Any:
+        return (np.int64(self._start + position), self._parents[0]._get(epoch, position))
+
+    def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
+        return (positions + self._start, self._parents[0]._get_batch(epochs, positions))

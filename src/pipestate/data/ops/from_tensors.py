@@ -1,0 +1,39 @@
+"""``Dataset.from_tensors``: a dataset of exactly one element."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipestate.data import _structure
+from pipestate.data.dataset import Dataset
+from pipestate.data.ops.from_tensor_slices import _read_only
+
+
+class FromTensorsDataset(Dataset):
+    """One element: ``tensors`` (a value, or a nested tuple/dict of values)."""
+
+    _op_name = "from_tensors"
+
+    def __init__(self, tensors: Any) -> None:
+        super().__init__()
+        data = _structure.normalize(tensors, lists_as_tuples=False)
+        self._data = _structure.map_structure(
+            lambda leaf: leaf if isinstance(leaf, np.generic) else _read_only(leaf), data
+        )
+
+    def _cardinality(self) -> int:
+        return 1
+
+    def _params(self) -> dict[str, Any]:
+        return {"tensors": _structure.describe(self._data)}
+
+    def _get(self, epoch: int, position: int) -> Any:
+        return self._data
+
+    def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
+        count = len(positions)
+        return _structure.map_structure(
+            lambda leaf: np.repeat(np.asarray(leaf)[np.newaxis], count, axis=0), self._data
+        )

@@ -1,0 +1,106 @@
+"""``global_shuffle``: a keyed permutation of a whole random-access dataset."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+
+from pipestate.data._permutation import Permutation
+from pipestate.data.dataset import Dataset, check_int
+
+
+class GlobalShuffleDataset(Dataset):
+    """The input in a pseudo-random order, a true permutation for every length.
+
+    The order is a function of ``(seed, epoch)`` computed per index (a Feistel
+    network with cycle walking), so it needs O(1) memory and the iterator
+    state stays one index. With ``reshuffle_each_iteration=True`` each pass of
+    an enclosing ``repeat`` is a new order; otherwise every pass repeats the
+    first. ``seed=None`` draws a seed for each iterator and saves it in the
+    iterator's state, so a restored iterator continues the same order.
+
+    Raises:
+      TypeError: the input does not support random access, or ``seed`` is not
+        an integer.
+      ValueError: the input is infinite.
+    """
+
+    _op_name = "global_shuffle"
+
+    def __init__(
+        self, parent: Dataset, seed: int | None = None, reshuffle_each_iteration: bool = True
+    ) -> None:
+        super().__init__([parent])
+        if not parent._random_access:
+            raise TypeError(
+                f"global_shuffle needs a random-access input, but {parent!r} is not; use "
+                "shuffle(buffer_size) after streaming ops, or move global_shuffle before them."
+            )
+        n = parent._cardinality()
+        if n < 0:
+            raise ValueError(
+                f"global_shuffle needs a finite input, got cardinality {n} for {parent!r}; "
+                "apply repeat() after global_shuffle instead of before it."
+            )
+        if seed is not None:
+            seed = check_int("seed", seed, op="global_shuffle")
+        if not isinstance(reshuffle_each_iteration, (bool, np.bool_)):
+            raise TypeError(
+                "global_shuffle: reshuffle_each_iteration must be a bool, got "
+                f"{reshuffle_each_iteration!r}"
+            )
+        self._seed = seed
+        self._reshuffle = bool(reshuffle_each_iteration)
+        self._permutations: dict[int, Permutation] = {}
+
+    def _cardinality(self) -> int:
+        return self._parents[0]._cardinality()
+
+    def _params(self) -> dict[str, Any]:
+        return {"seed": self._seed, "reshuffle_each_iteration": self._reshuffle}
+
+    def _needs_entropy(self) -> bool:
+        return self._seed is None or super()._needs_entropy()
+
+    def _resolve_seeds(self, entropy: int) -> Dataset:
+        resolved = super()._resolve_seeds(entropy)
+        if self._seed is not None:
+            return resolved
+        clone = copy.copy(resolved)
+        assert isinstance(clone, GlobalShuffleDataset)
+        # Mix in this op's definition so that two seedless shuffles differ.
+        own = int(self._op_chain()[-1][1], 16)
+        state = np.random.SeedSequence([entropy, own]).generate_state(1, np.uint64)
+        clone._seed = int(state[0]) >> 1
+        clone._permutations = {}
+        return clone
+
+    def _permutation(self, epoch: int) -> Permutation:
+        key = epoch if self._reshuffle else 0
+        permutation = self._permutations.get(key)
+        if permutation is None:
+            if self._seed is None:
+                raise RuntimeError("global_shuffle(seed=None) must be read through an iterator")
+            permutation = Permutation(self._cardinality(), self._seed, key)
+            if len(self._permutations) >= 8:
+                self._permutations.pop(next(iter(self._permutations)))
+            self._permutations[key] = permutation
+        return permutation
+
+    def _get(self, epoch: int, position: int) -> Any:
+        return self._parents[0]._get(epoch, self._permutation(epoch)(position))
+
+    def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
+        if len(epochs) == 0:
+            return self._parents[0]._get_batch(epochs, positions)
+        first = int(epochs[0])
+        if (epochs == first).all():
+            shuffled = self._permutation(first).apply_cached(positions)
+        else:
+            shuffled = np.empty_like(positions)
+            for epoch in np.unique(epochs):
+                mask = epochs == epoch
+                shuffled[mask] = self._permutation(int(epoch)).apply(positions[mask])
+        return self._parents[0]._get_batch(epochs, shuffled)

@@ -1,0 +1,54 @@
+"""``map``: applies a pure function to every element."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from pipestate.data import _structure
+from pipestate.data._fingerprint import describe_callable
+from pipestate.data.dataset import Dataset
+
+
+class MapDataset(Dataset):
+    """``map_func`` applied to each element; a plain tuple is unpacked into its arguments.
+
+    The function must be pure (its output depends only on its input) for a
+    restored iterator to continue exactly; its result is converted to NumPy
+    values, and a returned list becomes a tuple, as in tf.data.
+    """
+
+    _op_name = "map"
+
+    def __init__(self, parent: Dataset, map_func: Callable[..., Any]) -> None:
+        super().__init__([parent])
+        if not callable(map_func):
+            raise TypeError(f"map: map_func must be callable, got {type(map_func).__name__} {map_func!r:.80}")
+        self._fn = map_func
+
+    @property
+    def _vectorised(self) -> bool:
+        return False
+
+    def _cardinality(self) -> int:
+        return self._parents[0]._cardinality()
+
+    def _params(self) -> dict[str, Any]:
+        return {"map_func": describe_callable(self._fn)}
+
+    def _apply(self, element: Any) -> Any:
+        out = self._fn(*element) if type(element) is tuple else self._fn(element)
+        return _structure.normalize(out, lists_as_tuples=True)
+
+    def _get(self, epoch: int, position: int) -> Any:
+        return self._apply(self._parents[0]._get(epoch, position))
+
+    def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
+        parent = self._parents[0]
+        if parent._vectorised:
+            inputs = _structure.unstack(parent._get_batch(epochs, positions), len(positions))
+        else:
+            inputs = [parent._get(int(e), int(p)) for e, p in zip(epochs, positions)]
+        return _structure.stack([self._apply(x) for x in inputs], repr(self))

@@ -1,0 +1,40 @@
+"""``shard``: every ``num_shards``-th element, for one of several workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_int
+
+
+class ShardDataset(Dataset):
+    """Elements ``index, index + num_shards, index + 2 * num_shards, ...`` of the input."""
+
+    _op_name = "shard"
+
+    def __init__(self, parent: Dataset, num_shards: int, index: int) -> None:
+        super().__init__([parent])
+        self._num_shards = check_int("num_shards", num_shards, minimum=1, op="shard")
+        self._index = check_int("index", index, minimum=0, op="shard")
+        if self._index >= self._num_shards:
+            raise ValueError(
+                f"shard: index must be in [0, num_shards), got index={self._index} with "
+                f"num_shards={self._num_shards}"
+            )
+
+    def _cardinality(self) -> int:
+        n = self._parents[0]._cardinality()
+        if n in (INFINITE_CARDINALITY, UNKNOWN_CARDINALITY):
+            return n
+        return max(0, -(-(n - self._index) // self._num_shards))
+
+    def _params(self) -> dict[str, Any]:
+        return {"num_shards": self._num_shards, "index": self._index}
+
+    def _get(self, epoch: int, position: int) -> Any:
+        return self._parents[0]._get(epoch, self._index + position * self._num_shards)
+
+    def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
+        return self._parents[0]._get_batch(epochs, self._index + positions * self._num_shards)

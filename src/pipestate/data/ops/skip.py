@@ -1,0 +1,37 @@
+"""``skip``: all but the first ``count`` elements."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_int
+
+
+class SkipDataset(Dataset):
+    """The input without its first ``count`` elements (``-1``: without any).
+
+    Skipping is arithmetic on the index: nothing is read to skip it.
+    """
+
+    _op_name = "skip"
+
+    def __init__(self, parent: Dataset, count: int) -> None:
+        super().__init__([parent])
+        self._count = check_int("count", count, minimum=-1, op="skip")
+
+    def _cardinality(self) -> int:
+        n = self._parents[0]._cardinality()
+        if n in (INFINITE_CARDINALITY, UNKNOWN_CARDINALITY):
+            return 0 if self._count == -1 and n == INFINITE_CARDINALITY else n
+        return 0 if self._count == -1 else max(0, n - self._count)
+
+    def _params(self) -> dict[str, Any]:
+        return {"count": self._count}
+
+    def _get(self, epoch: int, position: int) -> Any:
+        return self._parents[0]._get(epoch, position + self._count)
+
+    def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
+        return self._parents[0]._get_batch(epochs, positions + self._count)

@@ -1,0 +1,38 @@
+"""``take``: the first ``count`` elements."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_int
+
+
+class TakeDataset(Dataset):
+    """At most ``count`` elements of the input (``-1``: all of them)."""
+
+    _op_name = "take"
+
+    def __init__(self, parent: Dataset, count: int) -> None:
+        super().__init__([parent])
+        self._count = check_int("count", count, minimum=-1, op="take")
+
+    def _cardinality(self) -> int:
+        n = self._parents[0]._cardinality()
+        if self._count == -1:
+            return n
+        if n == INFINITE_CARDINALITY:
+            return self._count
+        if n == UNKNOWN_CARDINALITY:
+            return n
+        return min(n, self._count)
+
+    def _params(self) -> dict[str, Any]:
+        return {"count": self._count}
+
+    def _get(self, epoch: int, position: int) -> Any:
+        return self._parents[0]._get(epoch, position)
+
+    def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
+        return self._parents[0]._get_batch(epochs, positions)

@@ -1,0 +1,56 @@
+"""``Dataset.zip``: elements of several datasets side by side."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipestate.data import _structure
+from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
+
+
+class ZipDataset(Dataset):
+    """Tuples (or dicts, or any nesting of them) of the inputs' elements.
+
+    Ends with the shortest input, as Python's and tf.data's ``zip``.
+    """
+
+    _op_name = "zip"
+
+    def __init__(self, datasets: Any) -> None:
+        if isinstance(datasets, Dataset):
+            datasets = (datasets,)
+        if isinstance(datasets, list):
+            datasets = tuple(datasets)
+        leaves = _structure.flatten(datasets)
+        bad = [leaf for leaf in leaves if not isinstance(leaf, Dataset)]
+        if not leaves or bad:
+            raise TypeError(
+                "zip expects datasets, as zip(a, b), zip((a, b)) or zip({'x': a, 'y': b}); got "
+                f"{datasets!r:.120}"
+            )
+        super().__init__(leaves)
+        self._structure = datasets
+
+    def _cardinality(self) -> int:
+        sizes = [parent._cardinality() for parent in self._parents]
+        finite = [n for n in sizes if n >= 0]
+        if finite:
+            return min(finite)
+        return UNKNOWN_CARDINALITY if UNKNOWN_CARDINALITY in sizes else INFINITE_CARDINALITY
+
+    def _params(self) -> dict[str, Any]:
+        if type(self._structure) is tuple and len(self._structure) == len(self._parents):
+            return {}
+        return {"structure": repr(_structure.map_structure(lambda _: "*", self._structure))}
+
+    def _pack(self, values: list[Any]) -> Any:
+        it = iter(values)
+        return _structure.map_structure(lambda _: next(it), self._structure)
+
+    def _get(self, epoch: int, position: int) -> Any:
+        return self._pack([parent._get(epoch, position) for parent in self._parents])
+
+    def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
+        return self._pack([parent._get_batch(epochs, positions) for parent in self._parents])

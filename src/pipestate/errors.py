@@ -1,0 +1,47 @@
+"""Typed errors raised by pipestate.
+
+Every error pipestate raises on purpose derives from :class:`PipestateError`,
+and also from the builtin exception a caller would naturally catch
+(``ValueError`` for bad state or arguments, ``FileNotFoundError`` for a
+missing checkpoint, ``OSError`` for storage failures).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "CorruptCheckpointError",
+    "ExternalStateError",
+    "NotFoundError",
+    "PipestateError",
+    "StateMismatchError",
+]
+
+
+class PipestateError(Exception):
+    """Base class of every error pipestate raises on purpose."""
+
+
+class StateMismatchError(PipestateError, ValueError):
+    """An iterator state does not fit the dataset it is restored into.
+
+    Raised when the state's format version is unknown, when the fingerprint of
+    the dataset definition differs (the message names the op that differs), or
+    when a key or value of the state is missing or malformed.
+    """
+
+
+class ExternalStateError(PipestateError, ValueError):
+    """A pipeline depends on state pipestate cannot save, and the policy is ``fail``."""
+
+
+class CheckpointError(PipestateError):
+    """Base class of errors about checkpoint files."""
+
+
+class CorruptCheckpointError(CheckpointError, ValueError):
+    """A checkpoint file is damaged, truncated, hostile or not a pipestate checkpoint."""
+
+
+class NotFoundError(CheckpointError, FileNotFoundError):
+    """A checkpoint (or one of its files) does not exist."""

@@ -1,0 +1,36 @@
+"""The conformance kit: checks every checkpointable pipeline must pass.
+
+Use it in the tests of any op or custom dataset::
+
+    from pipestate.testing import assert_conformant
+
+    def test_my_op():
+        assert_conformant(ps.Dataset.range(20).apply_my_op())
+
+Each check walks a pipeline with one iterator, saving the state before every
+element, then restores fresh iterators from those states and asserts that
+the continuation equals the uninterrupted run — element for element, dtype
+for dtype.
+"""
+
+from __future__ import annotations
+
+from pipestate.testing._conformance import (
+    assert_chained_resumes,
+    assert_conformant,
+    assert_elements_equal,
+    assert_epoch_boundaries,
+    assert_exhausted_restores_exhausted,
+    assert_restorable_at_every_position,
+    walk,
+)
+
+__all__ = [
+    "assert_chained_resumes",
+    "assert_conformant",
+    "assert_elements_equal",
+    "assert_epoch_boundaries",
+    "assert_exhausted_restores_exhausted",
+    "assert_restorable_at_every_position",
+    "walk",
+]
