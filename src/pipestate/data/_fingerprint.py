@@ -26,7 +26,9 @@ def describe_callable(fn: Callable[..., Any]) -> str:
     it depends on how a script was started (``__main__`` or imported).
     """
     if isinstance(fn, functools.partial):
-        args = ", ".join([*map(_short, fn.args), *(f"{k}={_short(v)}" for k, v in fn.keywords.items())])
+        args = ", ".join(
+            [*map(_short, fn.args), *(f"{k}={_short(v)}" for k, v in fn.keywords.items())]
+        )
         return f"partial({describe_callable(fn.func)}, {args})"
     return getattr(fn, "__qualname__", None) or type(fn).__qualname__
 

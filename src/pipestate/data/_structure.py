@@ -50,7 +50,9 @@ def normalize(value: Any, *, lists_as_tuples: bool) -> Element:
     if isinstance(value, _LEAF_TYPES):
         return value
     if isinstance(value, dict):
-        return {key: normalize(item, lists_as_tuples=lists_as_tuples) for key, item in value.items()}
+        return {
+            key: normalize(item, lists_as_tuples=lists_as_tuples) for key, item in value.items()
+        }
     if is_namedtuple(value):
         return type(value)(*(normalize(item, lists_as_tuples=lists_as_tuples) for item in value))
     if isinstance(value, tuple) or (lists_as_tuples and isinstance(value, list)):
@@ -103,22 +105,29 @@ def describe(element: Element) -> str:
     return f"{array.dtype}{list(array.shape)}"
 
 
-def stack_leaves(leaves: Sequence[Any], what: str) -> np.ndarray:
-    """Stacks same-shaped leaves along a new first axis."""
+def stack_leaves(leaves: Sequence[Any], what: object) -> np.ndarray:
+    """Stacks same-shaped leaves along a new first axis; ``what`` (an op) names errors."""
     first = leaves[0]
     try:
         if isinstance(first, np.generic):
-            return np.array(leaves, dtype=first.dtype)
-        return np.stack(leaves)
-    except ValueError as err:
+            stacked = np.array(leaves, dtype=first.dtype)
+        else:
+            stacked = np.stack(leaves)
+    except (ValueError, TypeError) as err:
         shapes = sorted({str(np.shape(leaf)) for leaf in leaves})
         raise ValueError(
-            f"{what}: cannot stack elements of different shapes {', '.join(shapes)}. "
+            f"{what!s}: cannot stack elements of different shapes {', '.join(shapes)}. "
             "Make every element the same shape (e.g. pad or resize in map) before batching."
         ) from err
+    if stacked.dtype == object:
+        raise TypeError(
+            f"{what!s}: elements of one batch must share a structure and dtype; got "
+            f"{', '.join(sorted({describe(leaf) for leaf in leaves}))}"
+        )
+    return stacked
 
 
-def stack(elements: Sequence[Element], what: str) -> Element:
+def stack(elements: Sequence[Element], what: object) -> Element:
     """Stacks a non-empty list of same-structured elements into one batch."""
     first = elements[0]
     if isinstance(first, dict):

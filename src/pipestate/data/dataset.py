@@ -90,7 +90,7 @@ class Dataset:
         from pipestate.data import _structure
 
         return _structure.stack(
-            [self._get(int(e), int(p)) for e, p in zip(epochs, positions)], repr(self)
+            [self._get(int(e), int(p)) for e, p in zip(epochs, positions)], self
         )
 
     def _make_iterator(self, entropy: int | None) -> DatasetIterator:
@@ -101,9 +101,13 @@ class Dataset:
             raise NotImplementedError(f"{self._op_name} has no iterator")
         return IndexIterator(self, entropy)
 
-    def _resolve_seeds(self, entropy: int) -> Dataset:
-        """A copy of this pipeline with ``seed=None`` replaced by seeds from ``entropy``."""
-        parents = tuple(parent._resolve_seeds(entropy) for parent in self._parents)
+    def _resolve_seeds(self, entropy: int, stages: Iterator[int]) -> Dataset:
+        """A copy of this pipeline with ``seed=None`` replaced by seeds from ``entropy``.
+
+        ``stages`` numbers the seedless ops in a fixed traversal order, so each
+        gets its own seed, the same one in every process.
+        """
+        parents = tuple(parent._resolve_seeds(entropy, stages) for parent in self._parents)
         if all(a is b for a, b in zip(parents, self._parents)):
             return self
         return self._with_parents(parents)
@@ -141,7 +145,9 @@ class Dataset:
                 "(ops such as filter or shuffle(buffer_size) need the elements before them)."
             )
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"Dataset indices must be integers, got {type(index).__name__} {index!r}")
+            raise TypeError(
+                f"Dataset indices must be integers, got {type(index).__name__} {index!r}"
+            )
         if self._needs_entropy():
             raise ValueError(
                 f"{self!r} has an op with seed=None, whose order is drawn per iterator; "
@@ -302,14 +308,16 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, op: str) -> 
     """Validates an integer argument and returns it as ``int``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{op}: {name} must be an integer, got {type(value).__name__} {value!r}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {name}={value}")
-    return value
+    number = int(value)
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {name}={number}")
+    return number
 
 
 def check_dataset(name: str, value: Any, *, op: str) -> Dataset:
     """Validates a Dataset argument."""
     if not isinstance(value, Dataset):
-        raise TypeError(f"{op}: {name} must be a pipestate Dataset, got {type(value).__name__} {value!r:.80}")
+        raise TypeError(
+            f"{op}: {name} must be a pipestate Dataset, got {type(value).__name__} {value!r:.80}"
+        )
     return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 from collections.abc import Iterator
@@ -193,7 +194,9 @@ def _describe_mismatch(dataset: Dataset, saved_ops: Any) -> str:
     )
 
 
-def read_int(state: State, key: str, op: str, *, minimum: int = 0, maximum: int | None = None) -> int:
+def read_int(
+    state: State, key: str, op: str, *, minimum: int = 0, maximum: int | None = None
+) -> int:
     """Reads an integer from a state strictly, naming the op and key on error."""
     if key not in state:
         raise StateMismatchError(f"{op}: iterator state has no key {key!r}: {state!r:.200}")
@@ -222,7 +225,9 @@ class IndexIterator(DatasetIterator):
         super().__init__(dataset)
         self._length = dataset._cardinality()  # >= 0 or INFINITE (-1)
         self._entropy = entropy
-        self._source = dataset if entropy is None else dataset._resolve_seeds(entropy)
+        self._source = (
+            dataset if entropy is None else dataset._resolve_seeds(entropy, itertools.count())
+        )
         self._blocked = self._source._vectorised
         self._index = 0
         self._block: list[Element] = []
@@ -266,10 +271,12 @@ class IndexIterator(DatasetIterator):
         if (seed is None) != (self._entropy is None) or (
             seed is not None and (isinstance(seed, bool) or not isinstance(seed, int))
         ):
-            raise StateMismatchError(f"{op}: state['seed'] must be an int or None here, got {seed!r}")
-        if seed != self._entropy:
-            self._entropy = seed
-            self._source = self._dataset._resolve_seeds(seed)
+            raise StateMismatchError(
+                f"{op}: state['seed'] must be an int or None here, got {seed!r}"
+            )
+        if seed is not None and seed != self._entropy:
+            self._source = self._dataset._resolve_seeds(seed, itertools.count())
+        self._entropy = seed
         self._index = index
         self._block = []
         self._block_start = 0

@@ -27,13 +27,13 @@ def assert_elements_equal(actual: Element, expected: Element, context: str = "")
         )
 
 
-def _assert_sequences_equal(actual: Sequence[Element], expected: Sequence[Element], context: str) -> None:
+def _assert_sequences_equal(
+    actual: Sequence[Element], expected: Sequence[Element], context: str
+) -> None:
     for i, (a, e) in enumerate(zip(actual, expected)):
         assert_elements_equal(a, e, f"{context}, element {i}")
     if len(actual) != len(expected):
-        raise AssertionError(
-            f"{context}: got {len(actual)} elements, expected {len(expected)}"
-        )
+        raise AssertionError(f"{context}: got {len(actual)} elements, expected {len(expected)}")
 
 
 def _roundtrip(state: State) -> State:
@@ -55,7 +55,7 @@ def _states_equal(a: Any, b: Any) -> bool:
 
 
 def _take(iterator: DatasetIterator, count: int | None) -> list[Element]:
-    out = []
+    out: list[Element] = []
     while count is None or len(out) < count:
         try:
             out.append(next(iterator))
@@ -64,7 +64,9 @@ def _take(iterator: DatasetIterator, count: int | None) -> list[Element]:
     return out
 
 
-def walk(dataset: Dataset, max_elements: int = DEFAULT_MAX_ELEMENTS) -> tuple[list[Element], list[State], bool]:
+def walk(
+    dataset: Dataset, max_elements: int = DEFAULT_MAX_ELEMENTS
+) -> tuple[list[Element], list[State], bool]:
     """Iterates once, saving the state before every element.
 
     Returns:
@@ -147,7 +149,9 @@ def _assert_ends(iterator: DatasetIterator, context: str) -> None:
         extra = next(iterator)
     except StopIteration:
         return
-    raise AssertionError(f"{context}: expected the end of the data, got another element {extra!r:.200}")
+    raise AssertionError(
+        f"{context}: expected the end of the data, got another element {extra!r:.200}"
+    )
 
 
 def assert_exhausted_restores_exhausted(dataset: Dataset, *, max_elements: int = 10_000) -> None:

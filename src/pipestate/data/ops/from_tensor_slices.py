@@ -11,7 +11,7 @@ from pipestate.data.dataset import Dataset
 
 
 def _read_only(leaf: Any) -> np.ndarray:
-    view = np.asarray(leaf).view()
+    view: np.ndarray = np.asarray(leaf).view()
     view.flags.writeable = False
     return view
 

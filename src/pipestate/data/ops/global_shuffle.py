@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -64,15 +65,13 @@ class GlobalShuffleDataset(Dataset):
     def _needs_entropy(self) -> bool:
         return self._seed is None or super()._needs_entropy()
 
-    def _resolve_seeds(self, entropy: int) -> Dataset:
-        resolved = super()._resolve_seeds(entropy)
+    def _resolve_seeds(self, entropy: int, stages: Iterator[int]) -> Dataset:
+        resolved = super()._resolve_seeds(entropy, stages)
         if self._seed is not None:
             return resolved
         clone = copy.copy(resolved)
         assert isinstance(clone, GlobalShuffleDataset)
-        # Mix in this op's definition so that two seedless shuffles differ.
-        own = int(self._op_chain()[-1][1], 16)
-        state = np.random.SeedSequence([entropy, own]).generate_state(1, np.uint64)
+        state = np.random.SeedSequence([entropy, next(stages)]).generate_state(1, np.uint64)
         clone._seed = int(state[0]) >> 1
         clone._permutations = {}
         return clone

@@ -11,6 +11,8 @@ from pipestate.data import _structure
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data.dataset import Dataset
 
+_STRUCTURES = (tuple, list, dict)
+
 
 class MapDataset(Dataset):
     """``map_func`` applied to each element; a plain tuple is unpacked into its arguments.
@@ -25,8 +27,11 @@ class MapDataset(Dataset):
     def __init__(self, parent: Dataset, map_func: Callable[..., Any]) -> None:
         super().__init__([parent])
         if not callable(map_func):
-            raise TypeError(f"map: map_func must be callable, got {type(map_func).__name__} {map_func!r:.80}")
+            raise TypeError(
+                f"map: map_func must be callable, got {type(map_func).__name__} {map_func!r:.80}"
+            )
         self._fn = map_func
+        self._parent_vectorised = parent._vectorised
 
     @property
     def _vectorised(self) -> bool:
@@ -47,8 +52,16 @@ class MapDataset(Dataset):
 
     def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
         parent = self._parents[0]
-        if parent._vectorised:
+        if self._parent_vectorised:
             inputs = _structure.unstack(parent._get_batch(epochs, positions), len(positions))
         else:
             inputs = [parent._get(int(e), int(p)) for e, p in zip(epochs, positions)]
-        return _structure.stack([self._apply(x) for x in inputs], repr(self))
+        if not inputs:
+            return parent._get_batch(epochs, positions)
+        fn = self._fn
+        # Elements of one input share a structure: decide unpacking once per batch.
+        outputs = [fn(*x) for x in inputs] if type(inputs[0]) is tuple else [fn(x) for x in inputs]
+        if isinstance(outputs[0], _STRUCTURES):
+            outputs = [_structure.normalize(out, lists_as_tuples=True) for out in outputs]
+            return _structure.stack(outputs, self)
+        return _structure.stack_leaves(outputs, self)

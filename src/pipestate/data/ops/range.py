@@ -44,7 +44,9 @@ class RangeDataset(Dataset):
         return self._dtype.type(self._range[position])
 
     def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
-        return (self._range.start + positions * self._range.step).astype(self._dtype)
+        r = self._range
+        values = positions + r.start if r.step == 1 else r.start + positions * r.step
+        return values.astype(self._dtype, copy=False)
 
 
 def _names(args: tuple[int, ...]) -> tuple[str, ...]:

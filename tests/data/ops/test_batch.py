@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pipestate as ps
+from pipestate.testing import assert_conformant, assert_elements_equal
+
+
+def test_keeps_partial_last_batch() -> None:
+    batches = list(ps.Dataset.range(7).batch(3))
+    assert [b.tolist() for b in batches] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert all(b.dtype == np.int64 for b in batches)
+    assert len(ps.Dataset.range(7).batch(3)) == 3
+
+
+def test_drop_remainder() -> None:
+    ds = ps.Dataset.range(7).batch(3, drop_remainder=True)
+    assert [b.tolist() for b in ds] == [[0, 1, 2], [3, 4, 5]]
+    assert len(ds) == 2
+
+
+def test_stacks_leaves_of_nested_elements() -> None:
+    ds = ps.Dataset.from_tensor_slices(
+        {"x": np.arange(8).reshape(4, 2), "y": ([1, 2, 3, 4],)}
+    ).batch(3)
+    first = next(iter(ds))
+    assert_elements_equal(first, {"x": np.arange(6).reshape(3, 2), "y": (np.array([1, 2, 3]),)})
+
+
+def test_batch_of_batches() -> None:
+    ds = ps.Dataset.range(8).batch(2).batch(2)
+    assert_elements_equal(list(ds)[1], np.array([[4, 5], [6, 7]]))
+
+
+def test_batch_of_infinite() -> None:
+    ds = ps.Dataset.range(3).repeat().batch(2)
+    assert ds.cardinality() == ps.data.INFINITE_CARDINALITY
+    it = iter(ds)
+    assert [next(it).tolist() for _ in range(3)] == [[0, 1], [2, 0], [1, 2]]
+
+
+def test_different_shapes_cannot_be_stacked() -> None:
+    ds = ps.Dataset.range(1, 4).map(lambda n: np.zeros(int(n))).batch(3)
+    with pytest.raises(
+        ValueError, match=r"cannot stack elements of different shapes \(1,\), \(2,\), \(3,\)"
+    ):
+        next(iter(ds))
+
+
+@pytest.mark.parametrize(
+    "ds",
+    [
+        pytest.param(ps.Dataset.range(10).batch(3), id="remainder"),
+        pytest.param(ps.Dataset.range(10).batch(3, drop_remainder=True), id="drop"),
+        pytest.param(ps.Dataset.range(10).batch(2).batch(2), id="nested"),
+    ],
+)
+def test_conformance(ds: ps.Dataset) -> None:
+    assert_conformant(ds)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        pytest.param(
+            {"batch_size": 0}, ValueError, "batch_size must be >= 1, got batch_size=0", id="zero"
+        ),
+        pytest.param(
+            {"batch_size": 2.0},
+            TypeError,
+            "batch_size must be an integer, got float 2.0",
+            id="float",
+        ),
+        pytest.param(
+            {"batch_size": 2, "drop_remainder": "yes"},
+            TypeError,
+            "drop_remainder must be a bool",
+            id="flag",
+        ),
+    ],
+)
+def test_bad_arguments(kwargs: dict[str, object], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        ps.Dataset.range(3).batch(**kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+
+import pipestate as ps
+from pipestate.testing import assert_conformant, assert_elements_equal
+
+Pair = collections.namedtuple("Pair", ["a", "b"])
+
+
+def double(x: np.int64) -> np.int64:
+    return x * 2
+
+
+def test_values_and_dtype() -> None:
+    values = list(ps.Dataset.range(4).map(double))
+    assert values == [0, 2, 4, 6]
+    assert all(type(v) is np.int64 for v in values)
+
+
+def test_tuple_is_unpacked_into_arguments() -> None:
+    ds = ps.Dataset.zip(ps.Dataset.range(3), ps.Dataset.range(10, 13)).map(lambda a, b: a + b)
+    assert list(ds) == [10, 12, 14]
+
+
+def test_dict_and_namedtuple_are_one_argument() -> None:
+    ds = ps.Dataset.from_tensor_slices({"a": np.arange(2)}).map(lambda d: d["a"] + 1)
+    assert list(ds) == [1, 2]
+    nt = ps.Dataset.from_tensor_slices(Pair(np.arange(2), np.arange(2))).map(lambda p: p.a + p.b)
+    assert list(nt) == [0, 2]
+
+
+def test_list_result_becomes_tuple_and_python_values_become_numpy() -> None:
+    element = ps.Dataset.range(1).map(lambda x: [x, 1.5, "s"])[0]
+    assert_elements_equal(element, (np.int64(0), np.float64(1.5), np.str_("s")))
+
+
+def test_batched_map_matches_per_element() -> None:
+    ds = ps.Dataset.from_tensor_slices(np.arange(20.0)).map(lambda x: {"y": x * x, "z": (x, -x)})
+    batched = list(ds.batch(6))
+    assert_elements_equal(
+        batched[0], {"y": np.arange(6.0) ** 2, "z": (np.arange(6.0), -np.arange(6.0))}
+    )
+    assert_elements_equal(batched[-1]["y"], np.arange(18.0, 20.0) ** 2)
+
+
+def test_map_of_map_batched() -> None:
+    ds = ps.Dataset.range(10).map(double).map(lambda x: x + 1).batch(4)
+    assert_elements_equal(list(ds)[1], np.array([9, 11, 13, 15]))
+
+
+def test_function_errors_propagate() -> None:
+    def broken(x: np.int64) -> np.int64:
+        raise ZeroDivisionError("boom")
+
+    with pytest.raises(ZeroDivisionError, match="boom"):
+        next(iter(ps.Dataset.range(3).map(broken)))
+
+
+@pytest.mark.parametrize(
+    "ds",
+    [
+        pytest.param(ps.Dataset.range(9).map(double), id="scalar"),
+        pytest.param(
+            ps.Dataset.range(9).map(lambda x: (x, {"sq": x * x})).batch(4), id="nested-batched"
+        ),
+    ],
+)
+def test_conformance(ds: ps.Dataset) -> None:
+    assert_conformant(ds)
+
+
+def test_not_callable() -> None:
+    with pytest.raises(TypeError, match="map_func must be callable, got int 3"):
+        ps.Dataset.range(3).map(3)  # type: ignore[arg-type]

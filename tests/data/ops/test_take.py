@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+
+import pipestate as ps
+from pipestate.testing import assert_conformant
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"), [(0, []), (2, [0, 1]), (10, [0, 1, 2, 3, 4]), (-1, [0, 1, 2, 3, 4])]
+)
+def test_values(count: int, expected: list[int]) -> None:
+    ds = ps.Dataset.range(5).take(count)
+    assert [int(x) for x in ds] == expected
+    assert len(ds) == len(expected)
+
+
+def test_take_of_infinite_is_finite() -> None:
+    ds = ps.Dataset.range(3).repeat().take(7)
+    assert len(ds) == 7
+    assert [int(x) for x in ds] == [0, 1, 2, 0, 1, 2, 0]
+
+
+def test_take_restarts_its_input_each_pass() -> None:
+    ds = ps.Dataset.range(10).global_shuffle(seed=5).take(4).repeat(2)
+    values = [int(x) for x in ds]
+    full = [int(x) for x in ps.Dataset.range(10).global_shuffle(seed=5).repeat(2)]
+    assert values == full[:4] + full[10:14]
+
+
+@pytest.mark.parametrize(
+    "ds",
+    [
+        pytest.param(ps.Dataset.range(9).take(5), id="finite"),
+        pytest.param(ps.Dataset.range(2).repeat().take(9), id="of-infinite"),
+    ],
+)
+def test_conformance(ds: ps.Dataset) -> None:
+    assert_conformant(ds)
+
+
+def test_bad_count() -> None:
+    with pytest.raises(ValueError, match="take: count must be >= -1, got count=-5"):
+        ps.Dataset.range(3).take(-5)
