@@ -53,6 +53,7 @@ class Dataset:
                 )
         self._parents: tuple[Dataset, ...] = tuple(parents)
         self._fingerprint_cache: str | None = None
+        self._chain_cache: list[tuple[str, str, str]] | None = None
 
     # ----------------------------------------------------------------- op hooks
     def _cardinality(self) -> int:
@@ -119,6 +120,7 @@ class Dataset:
     def _with_parents(self, parents: tuple[Dataset, ...]) -> Dataset:
         clone = copy.copy(self)
         clone._parents = parents
+        clone._fingerprint_cache = clone._chain_cache = None
         return clone
 
     # ---------------------------------------------------------- introspection
@@ -172,12 +174,18 @@ class Dataset:
 
     def _op_chain(self) -> list[tuple[str, str, str]]:
         """(name, settings digest, repr of the op alone) for every op, inputs first."""
-        chain: list[tuple[str, str, str]] = []
-        for parent in self._parents:
-            chain.extend(parent._op_chain())
-        params = self._params()
-        chain.append((self._op_name, _fingerprint.digest([self._op_name, params]), self._op_repr()))
-        return chain
+        if self._chain_cache is None:
+            chain: list[tuple[str, str, str]] = []
+            for parent in self._parents:
+                chain.extend(parent._op_chain())
+            digest = _fingerprint.digest([self._op_name, self._params()])
+            chain.append((self._op_name, digest, self._op_repr()))
+            self._chain_cache = chain
+        return self._chain_cache
+
+    def _op_list(self) -> list[str]:
+        """The ``"name:digest"`` list stored in iterator states (a fresh list)."""
+        return [f"{name}:{digest}" for name, digest, _ in self._op_chain()]
 
     @property
     def fingerprint(self) -> str:

@@ -90,7 +90,7 @@ class DatasetIterator(Iterator[Element]):
         return {
             _VERSION: STATE_VERSION,
             _FINGERPRINT: self._dataset.fingerprint,
-            _OPS: [f"{name}:{digest}" for name, digest, _ in self._dataset._op_chain()],
+            _OPS: self._dataset._op_list(),
             _ITERATOR: self._get_state(),
         }
 
@@ -170,7 +170,7 @@ class DatasetIterator(Iterator[Element]):
 
 def _describe_mismatch(dataset: Dataset, saved_ops: Any) -> str:
     chain = dataset._op_chain()
-    current = [f"{name}:{digest}" for name, digest, _ in chain]
+    current = dataset._op_list()
     if not isinstance(saved_ops, list) or not all(isinstance(op, str) for op in saved_ops):
         return f"Iterator state has a malformed 'ops' list {saved_ops!r:.200}"
     for i, (saved, now) in enumerate(zip(saved_ops, current)):
