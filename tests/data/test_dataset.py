@@ -38,6 +38,17 @@ def test_getitem_on_infinite() -> None:
         ds[-1]
 
 
+def test_apply() -> None:
+    def evens(ds: ps.Dataset) -> ps.Dataset:
+        return ds.shard(2, 0)
+
+    assert [int(x) for x in ps.Dataset.range(6).apply(evens)] == [0, 2, 4]
+    with pytest.raises(TypeError, match="must return a Dataset, got int"):
+        ps.Dataset.range(3).apply(lambda ds: 3)  # type: ignore[arg-type,return-value]
+    with pytest.raises(TypeError, match="transformation_func must be callable"):
+        ps.Dataset.range(3).apply(None)  # type: ignore[arg-type]
+
+
 def test_as_numpy_iterator() -> None:
     assert [int(x) for x in ps.Dataset.range(3).as_numpy_iterator()] == [0, 1, 2]
 

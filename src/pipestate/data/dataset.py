@@ -307,6 +307,23 @@ class Dataset:
 
         return GlobalShuffleDataset(self, seed, reshuffle_each_iteration)
 
+    def apply(self, transformation_func: Callable[[Dataset], Dataset]) -> Dataset:
+        """``transformation_func(self)``, for chaining reusable transformations.
+
+        Raises:
+          TypeError: ``transformation_func`` is not callable or does not return a Dataset.
+        """
+        if not callable(transformation_func):
+            raise TypeError(
+                f"apply: transformation_func must be callable, got {transformation_func!r:.80}"
+            )
+        result = transformation_func(self)
+        if not isinstance(result, Dataset):
+            raise TypeError(
+                f"apply: transformation_func must return a Dataset, got {type(result).__name__}"
+            )
+        return result
+
     def as_numpy_iterator(self) -> Iterator[Element]:
         """An iterator over the elements (they are NumPy values already)."""
         return iter(self)
