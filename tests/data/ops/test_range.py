@@ -57,6 +57,12 @@ def test_random_access() -> None:
         pytest.param((1, 2, 3, 4), TypeError, "got 4 arguments", id="four"),
         pytest.param((1.5,), TypeError, "stop must be an integer, got float 1.5", id="float"),
         pytest.param((0, 5, 0), ValueError, "step must not be zero, got step=0", id="zero-step"),
+        pytest.param(
+            (2**63,),
+            ValueError,
+            "stop must fit in int64, got stop=9223372036854775808",
+            id="overflow",
+        ),
     ],
 )
 def test_bad_arguments(args: tuple[object, ...], error: type[Exception], message: str) -> None:

@@ -8,6 +8,8 @@ import numpy as np
 
 from pipestate.data.dataset import Dataset, check_int
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
 
 class RangeDataset(Dataset):
     """Integers of ``range(start, stop, step)`` as scalars of ``dtype`` (int64 by default)."""
@@ -25,6 +27,9 @@ class RangeDataset(Dataset):
         start, stop, step = (0, values[0], 1) if len(values) == 1 else (*values, 1)[:3]
         if step == 0:
             raise ValueError("range: step must not be zero, got step=0")
+        for name, value in zip(("start", "stop", "step"), (start, stop, step)):
+            if not _INT64_MIN <= value <= _INT64_MAX:
+                raise ValueError(f"range: {name} must fit in int64, got {name}={value}")
         try:
             self._dtype = np.dtype(dtype)
         except TypeError as err:
