@@ -7,14 +7,19 @@ checkpoint.
 
 from __future__ import annotations
 
-from pipestate import data, errors
+from pipestate import checkpoint, data, errors
+from pipestate.checkpoint import Checkpoint, CheckpointableSaver, Variable
 from pipestate.data import Dataset
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Checkpoint",
+    "CheckpointableSaver",
     "Dataset",
+    "Variable",
     "__version__",
+    "checkpoint",
     "data",
     "errors",
 ]

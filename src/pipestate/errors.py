@@ -10,6 +10,8 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "CheckpointKeyError",
+    "CheckpointMismatchError",
     "CorruptCheckpointError",
     "ExternalStateError",
     "NotFoundError",
@@ -45,3 +47,14 @@ class CorruptCheckpointError(CheckpointError, ValueError):
 
 class NotFoundError(CheckpointError, FileNotFoundError):
     """A checkpoint (or one of its files) does not exist."""
+
+
+class CheckpointMismatchError(CheckpointError, ValueError):
+    """A saved value does not fit the object it is restored into (dtype, shape or kind)."""
+
+
+class CheckpointKeyError(CheckpointError, KeyError):
+    """A name asked of a checkpoint (a variable, a value) is not in it."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

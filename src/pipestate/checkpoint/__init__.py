@@ -1,0 +1,51 @@
+"""Object-graph checkpoints: trackables, the on-disk format, saving, restoring and inspecting.
+
+Example:
+    >>> import numpy as np
+    >>> from pipestate.checkpoint import Checkpoint, Variable
+    >>> ckpt = Checkpoint(step=0, weights=Variable(np.zeros(3)))
+    >>> path = ckpt.save("/tmp/doc-pkg/ckpt")
+    >>> status = ckpt.restore(path).assert_consumed()
+"""
+
+from __future__ import annotations
+
+from pipestate.checkpoint._auto import AutoTrackable, TrackableDict, TrackableList
+from pipestate.checkpoint._checkpoint import (
+    Checkpoint,
+    CheckpointableSaver,
+    CheckpointOptions,
+    TrackableSaver,
+)
+from pipestate.checkpoint._format import DEFAULT_MAX_SHARD_BYTES
+from pipestate.checkpoint._inspect import list_variables, load_variable
+from pipestate.checkpoint._names import NameBasedSaverStatus
+from pipestate.checkpoint._restore import (
+    CheckpointLoadStatus,
+    InitializationOnlyStatus,
+    LoadStatus,
+)
+from pipestate.checkpoint._trackable import Trackable, TrackableProtocol
+from pipestate.checkpoint._values import Value
+from pipestate.checkpoint._variable import Variable
+
+__all__ = [
+    "DEFAULT_MAX_SHARD_BYTES",
+    "AutoTrackable",
+    "Checkpoint",
+    "CheckpointLoadStatus",
+    "CheckpointOptions",
+    "CheckpointableSaver",
+    "InitializationOnlyStatus",
+    "LoadStatus",
+    "NameBasedSaverStatus",
+    "Trackable",
+    "TrackableDict",
+    "TrackableList",
+    "TrackableProtocol",
+    "TrackableSaver",
+    "Value",
+    "Variable",
+    "list_variables",
+    "load_variable",
+]

@@ -1,0 +1,257 @@
+"""Adapters that make ordinary objects trackable.
+
+* Python values (``int``, ``str``, lists / dicts of plain values, NumPy arrays
+  held in an attribute): saved as one value and restored by rebinding the slot
+  that holds them (an attribute, a list index, a dict key).
+* ``numpy.random.Generator``, ``numpy.random.RandomState`` and
+  ``random.Random``: their state is saved and restored in place.
+* Anything with ``state_dict()`` / ``load_state_dict()`` (PyTorch's Stateful
+  protocol): the state dict's entries are saved as attributes; torch tensors
+  become NumPy arrays on save and torch tensors again on restore.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+import numpy as np
+
+from pipestate.checkpoint._trackable import Trackable
+from pipestate.checkpoint._values import Value
+from pipestate.errors import CheckpointMismatchError
+
+__all__ = ["PythonValue", "adapt", "is_stateful"]
+
+VALUE = "VALUE"
+STATE = "STATE"
+
+
+class PythonValue(Trackable):
+    """A plain Python value living in a slot of another object (an attribute, a list index)."""
+
+    def __init__(self, get: Callable[[], Value], set_: Callable[[Value], None], where: str) -> None:
+        self._get = get
+        self._set = set_
+        self._where = where
+
+    def _checkpoint_kind(self) -> str:
+        try:
+            return type(self._get()).__name__
+        except Exception:
+            return "PythonValue"
+
+    def _serialize_to_values(self) -> Mapping[str, Value]:
+        return {VALUE: self._get()}
+
+    def _value_names(self) -> Collection[str]:
+        return (VALUE,)
+
+    def _restore_from_values(self, values: Mapping[str, Value]) -> None:
+        self._set(values[VALUE])
+
+    def __repr__(self) -> str:
+        try:
+            shown = repr(self._get())
+        except Exception:
+            shown = "<gone>"
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        return f"PythonValue({self._where}={shown})"
+
+
+class _GeneratorAdapter(Trackable):
+    """``numpy.random.Generator``: the bit generator's state dict."""
+
+    def __init__(self, generator: np.random.Generator) -> None:
+        self.wrapped = generator
+
+    def _checkpoint_kind(self) -> str:
+        return f"Generator({type(self.wrapped.bit_generator).__name__})"
+
+    def _serialize_to_values(self) -> Mapping[str, Value]:
+        return {STATE: self.wrapped.bit_generator.state}
+
+    def _value_names(self) -> Collection[str]:
+        return (STATE,)
+
+    def _restore_from_values(self, values: Mapping[str, Value]) -> None:
+        state = values[STATE]
+        expected = type(self.wrapped.bit_generator).__name__
+        saved = state.get("bit_generator") if isinstance(state, dict) else None
+        if saved != expected:
+            raise CheckpointMismatchError(
+                f"cannot restore a {expected} generator from saved {saved!r} state; "
+                f"create the generator with numpy.random.Generator(numpy.random.{saved}())"
+            )
+        try:
+            self.wrapped.bit_generator.state = state
+        except (TypeError, ValueError, KeyError) as err:
+            raise CheckpointMismatchError(f"saved {expected} state is malformed: {err}") from err
+
+    def __repr__(self) -> str:
+        return f"GeneratorAdapter({self.wrapped!r})"
+
+
+class _RandomStateAdapter(Trackable):
+    """``numpy.random.RandomState``: ``get_state(legacy=False)``."""
+
+    def __init__(self, random_state: np.random.RandomState) -> None:
+        self.wrapped = random_state
+
+    def _checkpoint_kind(self) -> str:
+        return "RandomState"
+
+    def _serialize_to_values(self) -> Mapping[str, Value]:
+        return {STATE: self.wrapped.get_state(legacy=False)}
+
+    def _value_names(self) -> Collection[str]:
+        return (STATE,)
+
+    def _restore_from_values(self, values: Mapping[str, Value]) -> None:
+        try:
+            self.wrapped.set_state(values[STATE])
+        except (TypeError, ValueError, KeyError) as err:
+            raise CheckpointMismatchError(f"saved RandomState state is malformed: {err}") from err
+
+    def __repr__(self) -> str:
+        return f"RandomStateAdapter({self.wrapped!r})"
+
+
+class _PyRandomAdapter(Trackable):
+    """``random.Random``: version, the 625 Mersenne Twister words (as uint32) and ``gauss_next``."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.wrapped = rng
+
+    def _checkpoint_kind(self) -> str:
+        return type(self.wrapped).__name__
+
+    def _serialize_to_values(self) -> Mapping[str, Value]:
+        version, internal, gauss_next = self.wrapped.getstate()
+        return {
+            STATE: {
+                "version": version,
+                "internal": np.array(internal, dtype=np.uint32),
+                "gauss_next": gauss_next,
+            }
+        }
+
+    def _value_names(self) -> Collection[str]:
+        return (STATE,)
+
+    def _restore_from_values(self, values: Mapping[str, Value]) -> None:
+        state = values[STATE]
+        try:
+            internal = tuple(int(x) for x in np.asarray(state["internal"]).reshape(-1))
+            self.wrapped.setstate((state["version"], internal, state["gauss_next"]))
+        except (TypeError, ValueError, KeyError) as err:
+            raise CheckpointMismatchError(f"saved random.Random state is malformed: {err}") from err
+
+    def __repr__(self) -> str:
+        return f"RandomAdapter({type(self.wrapped).__name__})"
+
+
+def _is_torch_tensor(value: object) -> bool:
+    return type(value).__module__.startswith("torch") and hasattr(value, "detach")
+
+
+def _to_value(value: Any) -> Value:
+    if _is_torch_tensor(value):
+        tensor = value.detach().cpu()
+        try:
+            return tensor.numpy()
+        except TypeError:
+            # bfloat16 and other types NumPy lacks: widen to float32 (exact for bfloat16).
+            return tensor.float().numpy()
+    if isinstance(value, Mapping):
+        return {k: _to_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_value(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_to_value(v) for v in value)
+    return value
+
+
+def _contains_torch(value: Any) -> bool:
+    if _is_torch_tensor(value):
+        return True
+    if isinstance(value, Mapping):
+        return any(_contains_torch(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_contains_torch(v) for v in value)
+    return False
+
+
+def _to_torch(value: Value, torch: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if isinstance(value, dict):
+        return {k: _to_torch(v, torch) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_torch(v, torch) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_to_torch(v, torch) for v in value)
+    return value
+
+
+class _StatefulAdapter(Trackable):
+    """An object with ``state_dict()`` / ``load_state_dict()``; one attribute per entry."""
+
+    def __init__(self, obj: Any) -> None:
+        self.wrapped = obj
+
+    def _checkpoint_kind(self) -> str:
+        return type(self.wrapped).__name__
+
+    def _state_dict(self) -> Mapping[str, Any]:
+        state = self.wrapped.state_dict()
+        if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
+            raise TypeError(
+                f"{type(self.wrapped).__name__}.state_dict() must return a mapping with str keys, "
+                f"got {state!r:.100}"
+            )
+        return state
+
+    def _serialize_to_values(self) -> Mapping[str, Value]:
+        return {k: _to_value(v) for k, v in self._state_dict().items()}
+
+    def _restore_from_values(self, values: Mapping[str, Value]) -> None:
+        state: dict[str, Any] = dict(values)
+        torch = sys.modules.get("torch")
+        if torch is not None and (
+            type(self.wrapped).__module__.startswith("torch") or _contains_torch(self._state_dict())
+        ):
+            state = _to_torch(state, torch)
+        self.wrapped.load_state_dict(state)
+
+    def __repr__(self) -> str:
+        return f"StatefulAdapter({type(self.wrapped).__name__})"
+
+
+def is_stateful(obj: object) -> bool:
+    """Whether ``obj`` follows the Stateful protocol (``state_dict`` and ``load_state_dict``)."""
+    return callable(getattr(obj, "state_dict", None)) and callable(
+        getattr(obj, "load_state_dict", None)
+    )
+
+
+def adapt(obj: object) -> Trackable | None:
+    """A trackable that saves and restores ``obj`` in place, or ``None`` when there is none.
+
+    Plain Python values are not handled here: they cannot be restored in
+    place, so their holder adapts them (see ``PythonValue``).
+    """
+    if isinstance(obj, Trackable):
+        return obj
+    if isinstance(obj, np.random.Generator):
+        return _GeneratorAdapter(obj)
+    if isinstance(obj, np.random.RandomState):
+        return _RandomStateAdapter(obj)
+    if isinstance(obj, random.Random) and not isinstance(obj, random.SystemRandom):
+        return _PyRandomAdapter(obj)
+    if is_stateful(obj):
+        return _StatefulAdapter(obj)
+    return None

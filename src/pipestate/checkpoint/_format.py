@@ -1,0 +1,584 @@
+"""The on-disk format of an object-graph checkpoint.
+
+A checkpoint ``<prefix>`` is ``<prefix>.index`` plus data shards
+``<prefix>.data-00000-of-0000N``. Shards are safetensors files whose tensor
+names are the values' keys; the index is a JSON document::
+
+    {"format": "pipestate-checkpoint", "version": 1, "crc32c": <of the body>,
+     "checkpoint": {
+        "num_shards": N,
+        "nodes": [{"kind": "Checkpoint", "children": {"model": 1}, "attributes": {...}}, ...],
+        "tensors": {"<key>": {"dtype": "<f4", "shape": [2, 3], "shard": 0,
+                              "offset": 128, "length": 24, "crc32c": 1234}}}}
+
+Node 0 is the root. ``offset`` is absolute in the shard file. Shards are
+written first under their final names; the index is written last and
+atomically, so a checkpoint without its index does not exist.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import queue
+import re
+import sys
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import google_crc32c
+import numpy as np
+
+from pipestate.checkpoint._safetensors import (
+    MAX_NDIM,
+    TensorInfo,
+    build_header,
+    parse_header,
+    safetensors_dtype,
+    strict_json_loads,
+)
+from pipestate.checkpoint._storage import RandomAccessFile, Storage
+from pipestate.checkpoint._values import Value, decode_value
+from pipestate.errors import CorruptCheckpointError, NotFoundError
+
+__all__ = [
+    "DEFAULT_MAX_SHARD_BYTES",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "CheckpointReader",
+    "Node",
+    "TensorEntry",
+    "index_path",
+    "missing_checkpoint_error",
+    "node_paths",
+    "prepare_array",
+    "shard_name",
+    "write_checkpoint",
+]
+
+FORMAT_NAME = "pipestate-checkpoint"
+FORMAT_VERSION = 1
+DEFAULT_MAX_SHARD_BYTES = 2 << 30
+MAX_SHARDS = 99_999
+_CHUNK = 4 << 20
+# Below this many bytes a shard is written inline; above, on a writer thread.
+_THREADED_WRITE_BYTES = 4 * _CHUNK
+_DTYPE_RE = re.compile(r"^[<>|][biufcSUVmM][0-9]{1,5}(\[[0-9]{0,6}[a-zA-Z]{1,2}\])?$")
+_SHARD_RE = r"\.data-([0-9]{5})-of-([0-9]{5})$"
+
+
+def index_path(prefix: str) -> str:
+    """The index file of a checkpoint prefix."""
+    return prefix + ".index"
+
+
+def shard_name(basename: str, shard: int, num_shards: int) -> str:
+    """The file name of one data shard of the checkpoint ``basename``."""
+    return f"{basename}.data-{shard:05d}-of-{num_shards:05d}"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One object of the saved graph."""
+
+    kind: str
+    children: dict[str, int]
+    attributes: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """Where one array lives and how to check it."""
+
+    key: str
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    shard: int
+    offset: int
+    length: int
+    crc32c: int
+
+
+# -- writing -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Pending:
+    key: str
+    array: np.ndarray
+    st_dtype: str
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.array.nbytes)
+
+    @property
+    def st_shape(self) -> tuple[int, ...]:
+        if self.st_dtype == "U8" and self.array.dtype != np.uint8:
+            return (self.nbytes,)
+        return tuple(self.array.shape)
+
+    @property
+    def alignment(self) -> int:
+        return 1 if self.st_dtype == "U8" else min(self.array.dtype.itemsize, 8)
+
+
+def prepare_array(key: str, array: np.ndarray) -> _Pending:
+    """Check that ``array`` can be saved; bring it to little-endian C order (copying if needed).
+
+    Raises:
+        TypeError: For object, structured and sub-array dtypes, which have no byte layout to save.
+    """
+    dtype = array.dtype
+    if (
+        dtype.kind == "O"
+        or dtype.fields is not None
+        or dtype.subdtype is not None
+        or dtype.itemsize == 0
+    ):
+        raise TypeError(
+            f"cannot save the array at {key!r}: dtype {dtype} has no fixed byte layout; "
+            "convert it to a numeric, bool, bytes (S) or str (U) dtype"
+        )
+    if dtype.byteorder == ">" or (dtype.byteorder == "=" and sys.byteorder == "big"):
+        array = array.astype(dtype.newbyteorder("<"))
+    if not array.flags.c_contiguous:
+        array = array.copy(order="C")
+    return _Pending(key, array, safetensors_dtype(array.dtype))
+
+
+def _plan(arrays: list[_Pending], max_shard_bytes: int) -> list[list[_Pending]]:
+    shards: list[list[_Pending]] = [[]]
+    size = 0
+    for item in arrays:
+        if shards[-1] and size + item.nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(item)
+        size += item.nbytes
+    # Falling alignment keeps each tensor aligned to its item size in the file.
+    return [sorted(s, key=lambda a: (-a.alignment, a.key)) for s in shards]
+
+
+def _write_all(f: BinaryIO, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[f.write(view) :]
+
+
+class _ChunkWriter:
+    """Writes chunks on a background thread, so checksumming the next chunk overlaps the write."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, name="pipestate-shard-writer", daemon=True
+        )
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"_ChunkWriter({self._f!r}, alive={self._thread.is_alive()})"
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    _write_all(self._f, chunk)
+                except BaseException as err:  # surfaced on the producer's next call
+                    self._error = err
+
+    def write(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        """Wait for the queued chunks; re-raise the writer's error, if any."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def _write_shard(
+    storage: Storage, path: str, items: list[_Pending], fsync: bool
+) -> dict[str, tuple[int, int]]:
+    header = build_header(
+        [(a.key, a.st_dtype, a.st_shape, a.nbytes) for a in items], {"format": FORMAT_NAME}
+    )
+    placed: dict[str, tuple[int, int]] = {}
+    offset = len(header)
+    with storage.open_write(path, fsync=fsync) as f:
+        _write_all(f, header)
+        big = sum(a.nbytes for a in items) >= _THREADED_WRITE_BYTES
+        writer = _ChunkWriter(f) if big else None
+        write = writer.write if writer is not None else functools.partial(_write_all, f)
+        try:
+            for item in items:
+                flat = item.array.reshape(-1).view(np.uint8).data
+                crc = 0
+                for start in range(0, len(flat), _CHUNK):
+                    # google_crc32c takes only immutable bytes: one chunk-sized copy, also written.
+                    chunk = flat[start : start + _CHUNK].tobytes()
+                    crc = google_crc32c.extend(crc, chunk)
+                    write(chunk)
+                placed[item.key] = (offset, crc)
+                offset += item.nbytes
+        finally:
+            if writer is not None:
+                writer.close()
+    return placed
+
+
+def write_checkpoint(
+    storage: Storage,
+    prefix: str,
+    nodes: list[dict[str, Any]],
+    arrays: list[_Pending],
+    *,
+    max_shard_bytes: int,
+    fsync: bool,
+) -> None:
+    """Write shards, then the index atomically; remove leftovers of an older save at ``prefix``."""
+    directory, basename = storage.split(prefix)
+    storage.makedirs(directory)
+    # An older checkpoint at this very prefix is being replaced: drop its index
+    # first, so that a crash leaves no checkpoint rather than one whose index
+    # points at rewritten shards.
+    storage.remove(index_path(prefix))
+    shards = _plan(arrays, max_shard_bytes)
+    num_shards = len(shards)
+    if num_shards > MAX_SHARDS:
+        raise ValueError(
+            f"the checkpoint needs {num_shards} shards, more than {MAX_SHARDS}; "
+            "raise CheckpointOptions.max_shard_bytes"
+        )
+    paths = [
+        storage.join(directory, shard_name(basename, i, num_shards)) for i in range(num_shards)
+    ]
+    if num_shards == 1:
+        placements = [_write_shard(storage, paths[0], shards[0], fsync)]
+    else:
+        with ThreadPoolExecutor(max_workers=min(num_shards, 4)) as pool:
+            placements = list(
+                pool.map(
+                    lambda i: _write_shard(storage, paths[i], shards[i], fsync), range(num_shards)
+                )
+            )
+    tensors: dict[str, Any] = {}
+    for shard, (items, placed) in enumerate(zip(shards, placements)):
+        for item in items:
+            offset, crc = placed[item.key]
+            tensors[item.key] = {
+                "dtype": item.array.dtype.str,
+                "shape": list(item.array.shape),
+                "shard": shard,
+                "offset": offset,
+                "length": item.nbytes,
+                "crc32c": crc,
+            }
+    body = {"num_shards": num_shards, "nodes": nodes, "tensors": tensors}
+    document = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "crc32c": _body_crc(body),
+        "checkpoint": body,
+    }
+    storage.write_atomic(index_path(prefix), json.dumps(document).encode("utf-8"), fsync=fsync)
+    _remove_stale_shards(storage, directory, basename, num_shards)
+
+
+def _remove_stale_shards(storage: Storage, directory: str, basename: str, num_shards: int) -> None:
+    pattern = re.compile(re.escape(basename) + _SHARD_RE)
+    for name in storage.listdir(directory):
+        match = pattern.match(name)
+        if match and int(match.group(2)) != num_shards:
+            storage.remove(storage.join(directory, name))
+
+
+def _body_crc(body: object) -> int:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return int(google_crc32c.value(canonical.encode("ascii")))
+
+
+# -- reading -------------------------------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class CheckpointReader:
+    """Reads one checkpoint: the validated index, and arrays verified against their checksums.
+
+    Arrays are read from memory-mapped shards (local files) or by ranged reads,
+    and returned as fresh writable arrays.
+    """
+
+    def __init__(self, storage: Storage, prefix: str, *, display: str | None = None) -> None:
+        self.storage = storage
+        self.prefix = prefix
+        self.display = display or prefix
+        self._index = index_path(prefix)
+        data = storage.read_bytes(self._index, what="checkpoint index")
+        self.num_shards, self.nodes, self.tensors = _parse_index(
+            data, f"checkpoint index {self._index!r}"
+        )
+        self._shards: dict[int, tuple[RandomAccessFile, dict[str, TensorInfo]]] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"CheckpointReader({self.display!r}, nodes={len(self.nodes)}, "
+            f"tensors={len(self.tensors)}, shards={self.num_shards})"
+        )
+
+    def shard_path(self, shard: int) -> str:
+        """The path of data shard number ``shard``."""
+        directory, basename = self.storage.split(self.prefix)
+        return self.storage.join(directory, shard_name(basename, shard, self.num_shards))
+
+    def _shard(self, shard: int) -> tuple[RandomAccessFile, dict[str, TensorInfo]]:
+        if shard not in self._shards:
+            path = self.shard_path(shard)
+            f = self.storage.open_random_access(path, what="checkpoint data shard")
+            try:
+                tensors, _ = parse_header(
+                    f.read(0, min(8, f.size)), f.size, what=f"data shard {path!r}", read_more=f.read
+                )
+            except BaseException:
+                f.close()
+                raise
+            self._shards[shard] = (f, tensors)
+        return self._shards[shard]
+
+    def entry(self, key: str) -> TensorEntry:
+        """The index entry of tensor ``key``."""
+        try:
+            return self.tensors[key]
+        except KeyError:
+            raise CorruptCheckpointError(
+                f"checkpoint {self.display!r} refers to tensor {key!r}, which its index lacks"
+            ) from None
+
+    def read_tensor(self, key: str, *, copy: bool = True) -> np.ndarray:
+        """Read tensor ``key`` and verify its checksum.
+
+        Args:
+            key: The tensor's key.
+            copy: Return a fresh writable array; with ``False`` a local shard
+                may return a read-only view of its memory map instead.
+
+        Raises:
+            CorruptCheckpointError: When the shard disagrees with the index, is
+                truncated, or the bytes do not match the recorded crc32c.
+        """
+        entry = self.entry(key)
+        f, header = self._shard(entry.shard)
+        info = header.get(key)
+        expected_dtype = safetensors_dtype(entry.dtype)
+        where = f"value {key!r} in data shard {f.path!r}"
+        if (
+            info is None
+            or info.offset != entry.offset
+            or info.length != entry.length
+            or info.dtype != expected_dtype
+        ):
+            raise CorruptCheckpointError(f"{where}: the shard's header does not match the index")
+        view = None if copy else f.view(entry.offset, entry.length)
+        out = np.empty(entry.shape, dtype=entry.dtype) if view is None else None
+        flat = out.reshape(-1).view(np.uint8) if out is not None else None
+        crc = 0
+        for start in range(0, entry.length, _CHUNK):
+            size = min(_CHUNK, entry.length - start)
+            chunk = f.read(entry.offset + start, size)
+            if len(chunk) != size:
+                raise CorruptCheckpointError(f"{where}: the file is truncated")
+            crc = google_crc32c.extend(crc, chunk)
+            if flat is not None:
+                flat[start : start + size] = np.frombuffer(chunk, dtype=np.uint8)
+        if crc != entry.crc32c:
+            raise CorruptCheckpointError(
+                f"{where}: checksum mismatch (crc32c {crc:#010x}, index says "
+                f"{entry.crc32c:#010x}); the checkpoint is corrupt"
+            )
+        if out is None:
+            assert view is not None
+            return np.frombuffer(view, dtype=entry.dtype).reshape(entry.shape)
+        return out
+
+    def decode(self, encoded: Any, *, where: str, copy: bool = True) -> Value:
+        """Decode one attribute's JSON, reading its arrays (see :meth:`read_tensor`)."""
+        read = self.read_tensor if copy else functools.partial(self.read_tensor, copy=False)
+        return decode_value(encoded, read, where=where)
+
+    def close(self) -> None:
+        """Close the shards opened so far."""
+        for f, _ in self._shards.values():
+            f.close()
+        self._shards.clear()
+
+    def __enter__(self) -> CheckpointReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _require(condition: bool, what: str, why: str) -> None:
+    if not condition:
+        raise CorruptCheckpointError(f"{what}: {why}")
+
+
+def _parse_index(data: bytes, what: str) -> tuple[int, list[Node], dict[str, TensorEntry]]:
+    document = strict_json_loads(data, what)
+    _require(isinstance(document, dict), what, "not a JSON object")
+    _require(
+        document.get("format") == FORMAT_NAME,
+        what,
+        f"not a pipestate checkpoint index (format {document.get('format')!r:.60})",
+    )
+    version = document.get("version")
+    _require(
+        version == FORMAT_VERSION and _is_int(version),
+        what,
+        f"format version {version!r:.60} is not supported (this pipestate reads version "
+        f"{FORMAT_VERSION}); use the pipestate release that wrote it",
+    )
+    _require(
+        set(document) == {"format", "version", "crc32c", "checkpoint"}, what, "unexpected fields"
+    )
+    body = document["checkpoint"]
+    _require(document["crc32c"] == _body_crc(body), what, "checksum mismatch; the index is corrupt")
+    _require(
+        isinstance(body, dict) and set(body) == {"num_shards", "nodes", "tensors"},
+        what,
+        "'checkpoint' must have exactly num_shards, nodes and tensors",
+    )
+    num_shards = body["num_shards"]
+    _require(
+        _is_int(num_shards) and 1 <= num_shards <= MAX_SHARDS,
+        what,
+        f"bad num_shards {num_shards!r:.60}",
+    )
+    nodes = _parse_nodes(body["nodes"], what)
+    tensors = _parse_tensors(body["tensors"], num_shards, what)
+    return num_shards, nodes, tensors
+
+
+def _parse_nodes(raw: object, what: str) -> list[Node]:
+    _require(isinstance(raw, list) and len(raw) > 0, what, "'nodes' must be a non-empty list")
+    assert isinstance(raw, list)
+    nodes = []
+    for i, node in enumerate(raw):
+        _require(
+            isinstance(node, dict) and set(node) == {"kind", "children", "attributes"},
+            what,
+            f"node {i} must have exactly kind, children and attributes",
+        )
+        kind, children, attributes = node["kind"], node["children"], node["attributes"]
+        _require(isinstance(kind, str), what, f"node {i}: kind must be a string")
+        _require(isinstance(children, dict), what, f"node {i}: children must be an object")
+        _require(isinstance(attributes, dict), what, f"node {i}: attributes must be an object")
+        for name, child in children.items():
+            _require(
+                _is_int(child) and 0 <= child < len(raw),
+                what,
+                f"node {i}: child {name!r:.100} points at node {child!r:.60}, "
+                f"not one of 0..{len(raw) - 1}",
+            )
+        nodes.append(Node(kind, children, attributes))
+    return nodes
+
+
+def _parse_dtype(text: object, where: str) -> np.dtype[Any]:
+    _require(
+        isinstance(text, str) and _DTYPE_RE.match(text) is not None,
+        where,
+        f"bad dtype {text!r:.60}",
+    )
+    try:
+        dtype = np.dtype(str(text))
+    except TypeError:
+        raise CorruptCheckpointError(f"{where}: bad dtype {text!r:.60}") from None
+    _require(dtype.itemsize > 0 and dtype.kind != "O", where, f"bad dtype {text!r:.60}")
+    return dtype
+
+
+def _parse_tensors(raw: object, num_shards: int, what: str) -> dict[str, TensorEntry]:
+    _require(isinstance(raw, dict), what, "'tensors' must be an object")
+    assert isinstance(raw, dict)
+    fields = {"dtype", "shape", "shard", "offset", "length", "crc32c"}
+    out = {}
+    for key, entry in raw.items():
+        where = f"{what}: tensor {key!r:.200}"
+        _require(
+            isinstance(entry, dict) and set(entry) == fields,
+            where,
+            f"must have exactly {sorted(fields)}",
+        )
+        dtype = _parse_dtype(entry["dtype"], where)
+        shape = entry["shape"]
+        _require(
+            isinstance(shape, list)
+            and len(shape) <= MAX_NDIM
+            and all(_is_int(d) and d >= 0 for d in shape),
+            where,
+            f"bad shape {shape!r:.200}",
+        )
+        shard, offset, length, crc = (
+            entry["shard"],
+            entry["offset"],
+            entry["length"],
+            entry["crc32c"],
+        )
+        _require(_is_int(shard) and 0 <= shard < num_shards, where, f"bad shard {shard!r:.60}")
+        _require(_is_int(offset) and offset >= 0, where, f"bad offset {offset!r:.60}")
+        _require(_is_int(length) and length >= 0, where, f"bad length {length!r:.60}")
+        _require(_is_int(crc) and 0 <= crc < 2**32, where, f"bad crc32c {crc!r:.60}")
+        needed = math.prod(shape) * dtype.itemsize
+        _require(
+            needed == length,
+            where,
+            f"dtype {dtype.str} and shape {shape!r:.200} need {needed} bytes, length says {length}",
+        )
+        out[key] = TensorEntry(key, dtype, tuple(shape), shard, offset, length, crc)
+    return out
+
+
+def missing_checkpoint_error(storage: Storage, prefix: str, display: str) -> NotFoundError:
+    """A :class:`NotFoundError` for ``prefix``, suggesting numbered checkpoints that do exist."""
+    directory, basename = storage.split(prefix)
+    pattern = re.compile(re.escape(basename) + r"-([0-9]+)\.index$")
+    numbers = sorted(
+        int(m.group(1)) for m in map(pattern.match, storage.listdir(directory)) if m is not None
+    )
+    message = f"no checkpoint at {display!r}: {index_path(display)!r} does not exist"
+    if numbers:
+        shown = ", ".join(f"{display}-{n}" for n in numbers[-3:])
+        message += (
+            f". Checkpoint.save() appends a number to the prefix; did you mean "
+            f"{display}-{numbers[-1]!s}? (found: {shown})"
+        )
+    else:
+        message += ". Pass the path save() returned, e.g. 'ckpt-1' for prefix 'ckpt'"
+    return NotFoundError(message)
+
+
+def node_paths(nodes: list[Node]) -> list[tuple[str, ...]]:
+    """The first path from the root to every node (``("<node N>",)`` for unreachable ones)."""
+    paths: list[tuple[str, ...] | None] = [None] * len(nodes)
+    paths[0] = ()
+    queue = deque([0])
+    while queue:
+        nid = queue.popleft()
+        for name, child in nodes[nid].children.items():
+            if paths[child] is None:
+                paths[child] = (*(paths[nid] or ()), name)
+                queue.append(child)
+    return [p if p is not None else (f"<node {i}>",) for i, p in enumerate(paths)]

@@ -1,0 +1,123 @@
+"""The object graph: walking it from the root, and turning it into index nodes and arrays."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from pipestate.checkpoint._format import prepare_array
+from pipestate.checkpoint._trackable import DeferredRestoration, Trackable
+from pipestate.checkpoint._values import attribute_key, encode_value
+
+__all__ = ["GraphView", "format_path", "kind_of"]
+
+
+def kind_of(obj: Trackable) -> str:
+    """The type name recorded for an object (the wrapped type for adapters)."""
+    kind = getattr(obj, "_checkpoint_kind", None)
+    return str(kind()) if callable(kind) else type(obj).__name__
+
+
+def format_path(path: tuple[str, ...]) -> str:
+    """A readable object path: ``model/dense/kernel``, or ``(root)``."""
+    return "/".join(path) if path else "(root)"
+
+
+class GraphView:
+    """The graph seen from a root, optionally with extra dependencies attached to the root.
+
+    ``Checkpoint(root=obj, **kwargs)`` saves ``obj`` as the root with the
+    keyword arguments attached, without adding them to ``obj`` itself.
+    """
+
+    def __init__(self, root: Trackable, attached: Trackable | None = None) -> None:
+        self.root = root
+        self.attached = attached
+
+    def __repr__(self) -> str:
+        return f"GraphView(root={self.root!r})"
+
+    def children(self, obj: Trackable) -> Mapping[str, Trackable]:
+        """``obj``'s dependencies, plus the attached ones when ``obj`` is the root."""
+        children = obj._trackable_children()
+        for name, child in children.items():
+            if not isinstance(child, Trackable):
+                raise TypeError(
+                    f"{obj!r} lists dependency {name!r} = {child!r:.80}, which is not a Trackable"
+                )
+        if obj is not self.root or self.attached is None:
+            return children
+        merged = dict(children)
+        for name, child in self.attached._trackable_children().items():
+            if merged.get(name, child) is not child:
+                raise ValueError(
+                    f"the root {obj!r} already has a dependency named {name!r}; the checkpoint "
+                    "cannot attach another one under that name, rename the keyword argument"
+                )
+            merged[name] = child
+        return merged
+
+    def defer(self, obj: Trackable, name: str, restoration: DeferredRestoration) -> None:
+        """Keep a restoration for a missing dependency of ``obj`` until it is created."""
+        obj._add_deferred(name, restoration)
+        if obj is self.root and self.attached is not None:
+            self.attached._add_deferred(name, restoration)
+
+    def walk(self) -> list[tuple[Trackable, tuple[str, ...], Mapping[str, Trackable]]]:
+        """Each object reachable from the root, breadth first, with its first path and children."""
+        seen = {id(self.root)}
+        queue: deque[tuple[Trackable, tuple[str, ...]]] = deque([(self.root, ())])
+        out = []
+        while queue:
+            obj, path = queue.popleft()
+            children = self.children(obj)
+            out.append((obj, path, children))
+            for name, child in children.items():
+                if id(child) not in seen:
+                    seen.add(id(child))
+                    queue.append((child, (*path, name)))
+        return out
+
+    def serialize(self) -> tuple[list[dict[str, Any]], list[Any]]:
+        """The index nodes and the arrays to write (keys unique, arrays prepared).
+
+        Every object's ``_serialize_to_values()`` runs here, before anything is
+        written, so an object can still refuse the save.
+        """
+        objects = self.walk()
+        ids = {id(obj): i for i, (obj, _, _) in enumerate(objects)}
+        nodes: list[dict[str, Any]] = []
+        arrays: list[Any] = []
+        keys: set[str] = set()
+
+        def add_array(key: str, array: np.ndarray) -> str:
+            unique, n = key, 1
+            while unique in keys:
+                n += 1
+                unique = f"{key}#{n}"
+            keys.add(unique)
+            arrays.append(prepare_array(unique, array))
+            return unique
+
+        for obj, path, children in objects:
+            values = obj._serialize_to_values()
+            if not isinstance(values, Mapping) or not all(isinstance(k, str) for k in values):
+                raise TypeError(
+                    f"{type(obj).__name__}._serialize_to_values() must return a mapping with str "
+                    f"keys, got {values!r:.100}"
+                )
+            attributes = {
+                name: encode_value(value, attribute_key(path, name), add_array)
+                for name, value in values.items()
+            }
+            nodes.append(
+                {
+                    "kind": kind_of(obj),
+                    "children": {name: ids[id(child)] for name, child in children.items()},
+                    "attributes": attributes,
+                }
+            )
+        return nodes, arrays

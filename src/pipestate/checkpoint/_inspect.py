@@ -1,0 +1,331 @@
+"""Looking inside checkpoints: variables, single values, the object tree, checks and differences."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import google_crc32c
+
+from pipestate.checkpoint._format import FORMAT_VERSION, CheckpointReader, Node, node_paths
+from pipestate.checkpoint._locate import Located, locate
+from pipestate.checkpoint._names import NameBasedFile
+from pipestate.checkpoint._state_file import read_state
+from pipestate.checkpoint._storage import Storage, as_path
+from pipestate.checkpoint._values import Value, attribute_key, decode_value
+from pipestate.checkpoint._variable import VARIABLE_VALUE
+from pipestate.errors import CheckpointError, CheckpointKeyError, CorruptCheckpointError
+
+__all__ = [
+    "describe_tree",
+    "diff_checkpoints",
+    "list_checkpoints",
+    "list_variables",
+    "load_variable",
+    "verify_checkpoint",
+]
+
+
+def _open(path: Any) -> tuple[Located, CheckpointReader | NameBasedFile]:
+    found = locate(path, "path")
+    if found.kind == "object":
+        return found, CheckpointReader(found.storage, found.path, display=found.display)
+    return found, NameBasedFile(found.storage, found.path, display=found.display)
+
+
+def list_variables(path: Any) -> list[tuple[str, list[int]]]:
+    """Names and shapes of the arrays in a checkpoint, sorted (like ``tf.train.list_variables``).
+
+    For an object-graph checkpoint the names are the values' keys, e.g.
+    ``model/kernel/.ATTRIBUTES/VARIABLE_VALUE``; for a flat safetensors file
+    they are its tensor names.
+
+    Args:
+        path: A checkpoint prefix (local path or URL) or a safetensors file.
+
+    Returns:
+        ``[(name, shape), ...]``.
+
+    Raises:
+        NotFoundError: When there is no checkpoint at ``path``.
+        CorruptCheckpointError: When its index or header is malformed.
+
+    Example:
+        >>> list_variables("ckpt/model-1")  # doctest: +SKIP
+        [('model/kernel/.ATTRIBUTES/VARIABLE_VALUE', [3, 4]), ...]
+    """
+    _, source = _open(path)
+    try:
+        tensors: dict[str, Any] = dict(source.tensors)
+        return [(k, list(tensors[k].shape)) for k in sorted(tensors)]
+    finally:
+        source.close()
+
+
+def _attribute_index(nodes: list[Node]) -> dict[str, tuple[int, str]]:
+    paths = node_paths(nodes)
+    return {
+        attribute_key(paths[nid], name): (nid, name)
+        for nid, node in enumerate(nodes)
+        for name in node.attributes
+    }
+
+
+def load_variable(path: Any, name: str) -> Value:
+    """Load one saved value, verifying its checksum.
+
+    Args:
+        path: A checkpoint prefix (local path or URL) or a safetensors file.
+        name: An array's name from :func:`list_variables`, an attribute key
+            (``epoch/.ATTRIBUTES/VALUE``, for inline values too), or a
+            variable's path (``model/kernel``).
+
+    Returns:
+        A NumPy array, or the saved Python value of an attribute.
+
+    Raises:
+        CheckpointKeyError: When ``name`` is not in the checkpoint.
+        NotFoundError, CorruptCheckpointError: As :func:`list_variables`.
+
+    Example:
+        >>> load_variable("ckpt/model-1", "model/kernel")  # doctest: +SKIP
+        array([[...]], dtype=float32)
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {name!r} of type {type(name).__name__}")
+    found, source = _open(path)
+    try:
+        if isinstance(source, NameBasedFile):
+            return source.read(name)
+        if name in source.tensors:
+            return source.read_tensor(name)
+        attributes = _attribute_index(source.nodes)
+        for key in (name, attribute_key(tuple(name.split("/")), VARIABLE_VALUE)):
+            if key in attributes:
+                nid, attr = attributes[key]
+                return source.decode(source.nodes[nid].attributes[attr], where=key)
+        close = sorted(k for k in attributes if k.startswith(name.split("/")[0]))[:5]
+        hint = f"; similar names: {', '.join(close)}" if close else "; see list_variables()"
+        raise CheckpointKeyError(f"checkpoint {found.display!r} has no value named {name!r}{hint}")
+    finally:
+        source.close()
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _summary(encoded: Any, tensors: dict[str, Any]) -> tuple[str, list[str]]:
+    """A one-line description of an encoded value, and lines for the arrays inside it."""
+    if isinstance(encoded, dict) and len(encoded) == 1:
+        ((tag, body),) = encoded.items()
+        if tag in ("array", "scalar") and body in tensors:
+            t = tensors[body]
+            shape = ", ".join(map(str, t.shape))
+            return f"{t.dtype.name}[{shape}]  {_size(t.length)}", []
+    refs: list[str] = []
+    _collect_refs(encoded, refs)
+    if not refs:
+        try:
+            text = repr(decode_value(encoded, _no_array, where="inspect"))
+        except CheckpointError:
+            text = json.dumps(encoded)
+        return (text if len(text) <= 70 else text[:67] + "..."), []
+    total = sum(tensors[r].length for r in refs if r in tensors)
+    lines = []
+    for r in refs:
+        if r in tensors:
+            t = tensors[r]
+            lines.append(f"{r}  {t.dtype.name}[{', '.join(map(str, t.shape))}]  {_size(t.length)}")
+    return f"nested value with {len(refs)} arrays ({_size(total)})", lines
+
+
+def _no_array(key: str) -> Any:
+    raise CorruptCheckpointError(f"unexpected array reference {key!r}")
+
+
+def _collect_refs(encoded: Any, out: list[str]) -> None:
+    if isinstance(encoded, list):
+        for v in encoded:
+            _collect_refs(v, out)
+    elif isinstance(encoded, dict):
+        if len(encoded) == 1:
+            ((tag, body),) = encoded.items()
+            if tag in ("array", "scalar") and isinstance(body, str):
+                out.append(body)
+                return
+        for v in encoded.values():
+            _collect_refs(v, out)
+
+
+def describe_tree(path: Any) -> str:
+    """The object tree of a checkpoint with each value's dtype, shape and size.
+
+    Raises:
+        NotFoundError, CorruptCheckpointError: As :func:`list_variables`.
+    """
+    found, source = _open(path)
+    try:
+        if isinstance(source, NameBasedFile):
+            total = sum(t.length for t in source.tensors.values())
+            lines = [
+                f"{found.display}: safetensors file, {len(source.tensors)} tensors ({_size(total)})"
+            ]
+            for name in sorted(source.tensors):
+                t = source.tensors[name]
+                lines.append(
+                    f"  {name}  {t.dtype}[{', '.join(map(str, t.shape))}]  {_size(t.length)}"
+                )
+            return "\n".join(lines)
+        total = sum(t.length for t in source.tensors.values())
+        lines = [
+            f"{found.display}: pipestate checkpoint (format {FORMAT_VERSION}), {len(source.nodes)} "
+            f"objects, {len(source.tensors)} arrays ({_size(total)}) in {source.num_shards} "
+            f"shard{'s' if source.num_shards != 1 else ''}"
+        ]
+        paths = node_paths(source.nodes)
+        seen: set[int] = set()
+
+        def visit(nid: int, label: str, indent: str, is_last: bool, top: bool) -> None:
+            branch = "" if top else ("└── " if is_last else "├── ")
+            node = source.nodes[nid]
+            if nid in seen:
+                lines.append(
+                    f"{indent}{branch}{label} -> same object as {'/'.join(paths[nid]) or '(root)'}"
+                )
+                return
+            seen.add(nid)
+            lines.append(f"{indent}{branch}{label} ({node.kind})")
+            child_indent = indent if top else indent + ("    " if is_last else "│   ")
+            entries: list[tuple[str, Any]] = [("attr", a) for a in node.attributes]
+            entries += [("child", c) for c in node.children]
+            for i, (what, name) in enumerate(entries):
+                last = i == len(entries) - 1
+                if what == "child":
+                    visit(node.children[name], name, child_indent, last, False)
+                    continue
+                text, extra = _summary(node.attributes[name], source.tensors)
+                lines.append(f"{child_indent}{'└── ' if last else '├── '}.{name}: {text}")
+                pad = child_indent + ("    " if last else "│   ")
+                lines.extend(f"{pad}  {line}" for line in extra)
+
+        visit(0, "(root)", "", True, True)
+        return "\n".join(lines)
+    finally:
+        source.close()
+
+
+def verify_checkpoint(path: Any) -> tuple[int, list[str]]:
+    """Read every value of a checkpoint and check every checksum.
+
+    Returns:
+        ``(number of values checked, problems)``; no problems means the checkpoint is intact.
+
+    Raises:
+        NotFoundError: When there is no checkpoint at ``path``.
+        CorruptCheckpointError: When the index itself cannot be read.
+    """
+    _, source = _open(path)
+    problems: list[str] = []
+    checked = 0
+    try:
+        if isinstance(source, NameBasedFile):
+            for name in sorted(source.tensors):
+                try:
+                    source.read(name)
+                    checked += 1
+                except CheckpointError as err:
+                    problems.append(str(err))
+            return checked, problems
+        for key in sorted(source.tensors):
+            try:
+                source.read_tensor(key)
+                checked += 1
+            except (CheckpointError, FileNotFoundError) as err:
+                problems.append(str(err))
+        paths = node_paths(source.nodes)
+        for nid, node in enumerate(source.nodes):
+            for name, encoded in node.attributes.items():
+                key = attribute_key(paths[nid], name)
+                try:
+                    source.decode(encoded, where=key)
+                except (CheckpointError, FileNotFoundError) as err:
+                    message = str(err)
+                    if message not in problems:
+                        problems.append(message)
+        return checked, problems
+    finally:
+        source.close()
+
+
+def _fingerprint(path: Any) -> dict[str, str]:
+    _, source = _open(path)
+    out: dict[str, str] = {}
+    try:
+        if isinstance(source, NameBasedFile):
+            for name, info in source.tensors.items():
+                crc = google_crc32c.value(source.read(name).tobytes())
+                out[name] = f"{info.dtype}{list(info.shape)} crc32c={crc:08x}"
+            return out
+        paths = node_paths(source.nodes)
+        for nid, node in enumerate(source.nodes):
+            out["/".join(paths[nid]) or "(root)"] = f"object {node.kind}"
+            for name, encoded in node.attributes.items():
+                out[attribute_key(paths[nid], name)] = json.dumps(encoded, sort_keys=True)
+        for key, t in source.tensors.items():
+            out[key] = f"{t.dtype.name}{list(t.shape)} crc32c={t.crc32c:08x}"
+        return out
+    finally:
+        source.close()
+
+
+def diff_checkpoints(path_a: Any, path_b: Any) -> list[str]:
+    """Differences between two checkpoints: objects and values only in one, and changed values.
+
+    Arrays are compared by dtype, shape and crc32c checksum.
+
+    Returns:
+        Lines such as ``- key``, ``+ key`` and ``~ key: A -> B``; empty when equal.
+    """
+    a, b = _fingerprint(path_a), _fingerprint(path_b)
+    lines = [f"- {k}: {a[k]}" for k in sorted(a.keys() - b.keys())]
+    lines += [f"+ {k}: {b[k]}" for k in sorted(b.keys() - a.keys())]
+    lines += [f"~ {k}: {a[k]} -> {b[k]}" for k in sorted(a.keys() & b.keys()) if a[k] != b[k]]
+    return lines
+
+
+def list_checkpoints(directory: Any) -> list[str]:
+    """One line per checkpoint in ``directory`` (objects, arrays, bytes); latest marked ``*``."""
+    display = as_path(directory, "directory")
+    storage, fs_dir = Storage.for_path(display)
+    try:
+        state = read_state(storage, fs_dir)
+    except CorruptCheckpointError:
+        state = None
+    latest = state.model_checkpoint_path if state else None
+    lines = []
+    names = [n[: -len(".index")] for n in storage.listdir(fs_dir) if n.endswith(".index")]
+    for name in sorted(names, key=_natural):
+        mark = "*" if name == latest else " "
+        prefix = storage.join(fs_dir, name)
+        try:
+            reader = CheckpointReader(storage, prefix, display=name)
+            size = sum(t.length for t in reader.tensors.values())
+            lines.append(
+                f"{mark} {name}  {len(reader.nodes)} objects, "
+                f"{len(reader.tensors)} arrays, {_size(size)}"
+            )
+            reader.close()
+        except CheckpointError as err:
+            lines.append(f"{mark} {name}  unreadable: {err}")
+    return lines
+
+
+def _natural(name: str) -> list[Any]:
+    return [int(p) if p.isdigit() else p for p in re.split(r"([0-9]+)", name)]

@@ -1,0 +1,215 @@
+"""The safetensors container: writing headers, and reading them without trusting them.
+
+A safetensors file is an 8-byte little-endian header length ``N``, ``N`` bytes
+of JSON (padded with spaces), then the tensor bytes. Each tensor's entry gives
+``dtype``, ``shape`` and ``data_offsets`` relative to the end of the header.
+Tensors must tile the data region exactly, so writers order them by falling
+alignment to keep every tensor aligned to its item size.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipestate.errors import CorruptCheckpointError
+
+__all__ = [
+    "MAX_HEADER_BYTES",
+    "TensorInfo",
+    "build_header",
+    "numpy_dtype",
+    "parse_header",
+    "safetensors_dtype",
+    "strict_json_loads",
+]
+
+MAX_HEADER_BYTES = 100_000_000
+MAX_NDIM = 64
+
+_ST_TO_NP: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "U8": np.dtype("<u1"),
+    "I8": np.dtype("<i1"),
+    "U16": np.dtype("<u2"),
+    "I16": np.dtype("<i2"),
+    "U32": np.dtype("<u4"),
+    "I32": np.dtype("<i4"),
+    "U64": np.dtype("<u8"),
+    "I64": np.dtype("<i8"),
+    "F16": np.dtype("<f2"),
+    "F32": np.dtype("<f4"),
+    "F64": np.dtype("<f8"),
+    "C64": np.dtype("<c8"),
+}
+_NP_TO_ST = {dt.str: name for name, dt in _ST_TO_NP.items()}
+# Types NumPy cannot hold natively: readable (BF16 widens exactly to float32) or refused.
+_ITEMSIZE_ONLY = {
+    "BF16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "F8_E8M0": 1,
+    "F4": 1,
+    "F6_E2M3": 1,
+    "F6_E3M2": 1,
+}
+
+
+def safetensors_dtype(dtype: np.dtype[Any]) -> str:
+    """The safetensors dtype for a little-endian NumPy dtype; ``U8`` (raw bytes) when none fits."""
+    return _NP_TO_ST.get(dtype.str, "U8")
+
+
+def numpy_dtype(name: str) -> np.dtype[Any] | None:
+    """The NumPy dtype for a safetensors dtype name, or ``None`` when NumPy has none."""
+    return _ST_TO_NP.get(name)
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {token}")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def strict_json_loads(data: bytes, what: str) -> Any:
+    """Parse standard JSON (no NaN, no duplicate keys) or raise :class:`CorruptCheckpointError`."""
+    try:
+        return json.loads(
+            data.decode("utf-8"),
+            parse_constant=_reject_constant,
+            object_pairs_hook=_no_duplicates,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise CorruptCheckpointError(f"{what} is not valid JSON: {err}") from None
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor's entry in a safetensors header, with absolute file offsets."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+    length: int
+
+
+def build_header(
+    entries: list[tuple[str, str, tuple[int, ...], int]], metadata: Mapping[str, str]
+) -> bytes:
+    """Build the length prefix and padded JSON header for ``(name, dtype, shape, nbytes)`` entries.
+
+    Returns:
+        The bytes to write before the tensor data; tensors follow in ``entries`` order.
+    """
+    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    start = 0
+    for name, dtype, shape, nbytes in entries:
+        header[name] = {
+            "dtype": dtype,
+            "shape": list(shape),
+            "data_offsets": [start, start + nbytes],
+        }
+        start += nbytes
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-(8 + len(text)) % 8)
+    return struct.pack("<Q", len(text)) + text
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_header(
+    head: bytes, file_size: int, *, what: str, read_more: Any
+) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Validate a safetensors header and return its tensors and metadata.
+
+    Args:
+        head: The first bytes of the file (at least 8 when the file has them).
+        file_size: The file's size in bytes.
+        what: How to name the file in errors.
+        read_more: ``read_more(offset, length) -> bytes`` for the header JSON.
+
+    Raises:
+        CorruptCheckpointError: When the header length, JSON, dtypes, shapes
+            or offsets do not describe tensors inside the file.
+    """
+    if file_size < 8 or len(head) < 8:
+        raise CorruptCheckpointError(
+            f"{what} is {file_size} bytes, too short to be a safetensors file"
+        )
+    (n,) = struct.unpack("<Q", head[:8])
+    if n > file_size - 8 or n > MAX_HEADER_BYTES:
+        raise CorruptCheckpointError(
+            f"{what}: header length {n} is larger than the file ({file_size} bytes) allows"
+        )
+    raw = read_more(8, n)
+    if not raw.lstrip().startswith(b"{"):
+        raise CorruptCheckpointError(f"{what}: header is not a JSON object")
+    header = strict_json_loads(raw, f"{what} header")
+    if not isinstance(header, dict):
+        raise CorruptCheckpointError(f"{what}: header is not a JSON object")
+    data_start = 8 + n
+    data_size = file_size - data_start
+    metadata: dict[str, str] = {}
+    tensors: dict[str, TensorInfo] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+                raise CorruptCheckpointError(f"{what}: __metadata__ must map str to str")
+            metadata = entry
+            continue
+        tensors[name] = _parse_entry(name, entry, data_start, data_size, what)
+    spans = sorted((t.offset, t.offset + t.length, t.name) for t in tensors.values())
+    for (_, end, left), (start, _, right) in itertools.pairwise(spans):
+        if start < end:
+            raise CorruptCheckpointError(f"{what}: tensors {left!r} and {right!r} overlap")
+    return tensors, metadata
+
+
+def _parse_entry(
+    name: str, entry: object, data_start: int, data_size: int, what: str
+) -> TensorInfo:
+    where = f"{what}: tensor {name!r}"
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise CorruptCheckpointError(f"{where} must have exactly dtype, shape and data_offsets")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str) or (dtype not in _ST_TO_NP and dtype not in _ITEMSIZE_ONLY):
+        raise CorruptCheckpointError(f"{where} has unknown dtype {dtype!r:.50}")
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_NDIM
+        or not all(_is_int(d) and d >= 0 for d in shape)
+    ):
+        raise CorruptCheckpointError(f"{where} has invalid shape {shape!r:.200}")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
+        raise CorruptCheckpointError(f"{where} has invalid data_offsets {offsets!r:.100}")
+    begin, end = offsets
+    if not 0 <= begin <= end <= data_size:
+        raise CorruptCheckpointError(
+            f"{where} has data_offsets [{begin}, {end}] outside the file's {data_size} data bytes"
+        )
+    np_dtype = _ST_TO_NP.get(dtype)
+    itemsize = np_dtype.itemsize if np_dtype is not None else _ITEMSIZE_ONLY[dtype]
+    expected = math.prod(shape) * itemsize
+    if expected != end - begin:
+        raise CorruptCheckpointError(
+            f"{where}: dtype {dtype} and shape {shape} need {expected} bytes, "
+            f"data_offsets span {end - begin}"
+        )
+    return TensorInfo(name, dtype, tuple(shape), data_start + begin, end - begin)

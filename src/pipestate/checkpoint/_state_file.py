@@ -1,0 +1,246 @@
+"""The ``checkpoint`` state file: which checkpoints a directory holds, newest last.
+
+The format is TensorFlow's text format for ``CheckpointState``::
+
+    model_checkpoint_path: "ckpt-3"
+    all_model_checkpoint_paths: "ckpt-2"
+    all_model_checkpoint_paths: "ckpt-3"
+    all_model_checkpoint_timestamps: 1700000000.5
+    all_model_checkpoint_timestamps: 1700000100.25
+    last_preserved_timestamp: 1699999000.0
+
+Paths are stored relative to the directory holding the file when they lie in
+it; absolute paths and URLs are kept as given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+
+from pipestate.checkpoint._storage import Storage, as_path
+from pipestate.errors import CorruptCheckpointError, NotFoundError
+
+__all__ = [
+    "STATE_FILENAME",
+    "CheckpointState",
+    "format_state",
+    "parse_state",
+    "read_state",
+    "read_state_file",
+    "resolve_checkpoint_path",
+    "write_state",
+    "write_state_file",
+]
+
+STATE_FILENAME = "checkpoint"
+_MAX_STATE_BYTES = 16 << 20
+
+_LINE = re.compile(r"^\s*([a-z_]+)\s*:\s*(.*?)\s*$")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "'": "'", "\\": "\\"}
+
+
+@dataclasses.dataclass
+class CheckpointState:
+    """The contents of a ``checkpoint`` state file.
+
+    Attributes:
+        model_checkpoint_path: The newest checkpoint prefix.
+        all_model_checkpoint_paths: Prefixes of the checkpoints kept, oldest first.
+        all_model_checkpoint_timestamps: Save times (seconds since the epoch) of
+            those checkpoints; empty or as long as ``all_model_checkpoint_paths``.
+        last_preserved_timestamp: When the last checkpoint kept for good was saved.
+    """
+
+    model_checkpoint_path: str
+    all_model_checkpoint_paths: list[str] = dataclasses.field(default_factory=list)
+    all_model_checkpoint_timestamps: list[float] = dataclasses.field(default_factory=list)
+    last_preserved_timestamp: float | None = None
+
+
+def _quote(text: str) -> str:
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _unquote(token: str, line_no: int, source: str) -> str:
+    if len(token) < 2 or token[0] != '"' or token[-1] != '"':
+        raise CorruptCheckpointError(
+            f"{source}, line {line_no}: expected a double-quoted string, got {token!r}"
+        )
+    body = token[1:-1]
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        ch = body[i]
+        if ch == '"':
+            raise CorruptCheckpointError(
+                f"{source}, line {line_no}: unescaped quote inside {token!r}"
+            )
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        nxt = body[i + 1 : i + 2]
+        if nxt in _ESCAPES:
+            out.append(_ESCAPES[nxt])
+            i += 2
+        elif nxt and nxt in "01234567":
+            digits = re.match(r"[0-7]{1,3}", body[i + 1 :])
+            assert digits is not None
+            out.append(chr(int(digits.group(0), 8)))
+            i += 1 + len(digits.group(0))
+        else:
+            raise CorruptCheckpointError(
+                f"{source}, line {line_no}: unknown escape sequence in {token!r}"
+            )
+    return "".join(out)
+
+
+def _number(token: str, line_no: int, source: str) -> float:
+    try:
+        value = float(token)
+    except ValueError:
+        raise CorruptCheckpointError(
+            f"{source}, line {line_no}: expected a number, got {token!r}"
+        ) from None
+    if not math.isfinite(value):
+        raise CorruptCheckpointError(
+            f"{source}, line {line_no}: expected a finite number, got {token!r}"
+        )
+    return value
+
+
+def parse_state(text: str, *, source: str = "checkpoint state file") -> CheckpointState:
+    """Parse the text of a state file strictly.
+
+    Raises:
+        CorruptCheckpointError: On an unknown field, a malformed value, a
+            missing ``model_checkpoint_path`` or timestamps that do not pair up
+            with the paths.
+    """
+    model_path: str | None = None
+    paths: list[str] = []
+    stamps: list[float] = []
+    preserved: float | None = None
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _LINE.match(line)
+        if match is None:
+            raise CorruptCheckpointError(f"{source}, line {line_no}: cannot parse {line!r}")
+        key, token = match.groups()
+        if key == "model_checkpoint_path":
+            if model_path is not None:
+                raise CorruptCheckpointError(
+                    f"{source}, line {line_no}: model_checkpoint_path given twice"
+                )
+            model_path = _unquote(token, line_no, source)
+        elif key == "all_model_checkpoint_paths":
+            paths.append(_unquote(token, line_no, source))
+        elif key == "all_model_checkpoint_timestamps":
+            stamps.append(_number(token, line_no, source))
+        elif key == "last_preserved_timestamp":
+            preserved = _number(token, line_no, source)
+        else:
+            raise CorruptCheckpointError(f"{source}, line {line_no}: unknown field {key!r}")
+    if model_path is None:
+        raise CorruptCheckpointError(f"{source}: no model_checkpoint_path")
+    if stamps and len(stamps) != len(paths):
+        raise CorruptCheckpointError(
+            f"{source}: {len(stamps)} timestamps for {len(paths)} checkpoint paths"
+        )
+    return CheckpointState(model_path, paths, stamps, preserved)
+
+
+def format_state(state: CheckpointState) -> str:
+    """Render a :class:`CheckpointState` in the text format :func:`parse_state` reads."""
+    lines = [f"model_checkpoint_path: {_quote(state.model_checkpoint_path)}"]
+    lines += [f"all_model_checkpoint_paths: {_quote(p)}" for p in state.all_model_checkpoint_paths]
+    lines += [
+        f"all_model_checkpoint_timestamps: {t!r}" for t in state.all_model_checkpoint_timestamps
+    ]
+    if state.last_preserved_timestamp is not None:
+        lines.append(f"last_preserved_timestamp: {state.last_preserved_timestamp!r}")
+    return "\n".join(lines) + "\n"
+
+
+def read_state(
+    storage: Storage, directory: str, filename: str = STATE_FILENAME
+) -> CheckpointState | None:
+    """Read the state file in ``directory`` (a path on ``storage``); ``None`` when there is none.
+
+    Raises:
+        CorruptCheckpointError: When the file exists but cannot be parsed.
+    """
+    path = storage.join(directory, filename)
+    if not storage.isfile(path):
+        return None
+    try:
+        data = storage.read_bytes(path, what="state file")
+    except NotFoundError:
+        return None
+    if len(data) > _MAX_STATE_BYTES:
+        raise CorruptCheckpointError(
+            f"state file {path!r} is {len(data)} bytes, too large to be one"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CorruptCheckpointError(f"state file {path!r} is not UTF-8 text: {err}") from None
+    return parse_state(text, source=f"state file {path!r}")
+
+
+def write_state(
+    storage: Storage, directory: str, state: CheckpointState, filename: str = STATE_FILENAME
+) -> None:
+    """Atomically replace the state file in ``directory`` (a path on ``storage``)."""
+    storage.makedirs(directory)
+    storage.write_atomic(
+        storage.join(directory, filename), format_state(state).encode("utf-8"), fsync=True
+    )
+
+
+def read_state_file(directory: str, filename: str = STATE_FILENAME) -> CheckpointState | None:
+    """Read the state file in ``directory`` (a local path or URL).
+
+    Returns:
+        The parsed state, or ``None`` when the directory has no state file.
+
+    Raises:
+        CorruptCheckpointError: When the file exists but cannot be parsed.
+    """
+    storage, fs_dir = Storage.for_path(as_path(directory, "directory"))
+    return read_state(storage, fs_dir, filename)
+
+
+def write_state_file(
+    directory: str, state: CheckpointState, filename: str = STATE_FILENAME
+) -> None:
+    """Atomically replace the state file in ``directory`` (a local path or URL)."""
+    storage, fs_dir = Storage.for_path(as_path(directory, "directory"))
+    write_state(storage, fs_dir, state, filename)
+
+
+def resolve_checkpoint_path(directory: str, path: str) -> str:
+    """Make a path read from a state file usable (a relative one is joined to ``directory``)."""
+    if "://" in path or path.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", path):
+        return path
+    if "://" in directory:
+        return f"{directory.rstrip('/')}/{path}"
+    return os.path.join(directory, path)

@@ -1,0 +1,223 @@
+"""Saved values: nested plain Python data with NumPy arrays inside.
+
+A value saved by a trackable is ``None``, ``bool``, ``int``, ``float``,
+``str``, ``bytes``, a NumPy array or scalar, or a ``list`` / ``tuple`` /
+``dict`` of values. In the index it is encoded as JSON where plain JSON types
+stand for themselves and everything else is a one-key tagged object::
+
+    {"float": "nan" | "inf" | "-inf"}     non-finite floats
+    {"bytes": "<base64>"}                 bytes
+    {"tuple": [...]}                      tuples
+    {"dict": {"key": ...}}                dicts whose keys are all str
+    {"items": [[key, value], ...]}        dicts with other keys (int, tuple, ...)
+    {"array": "<tensor key>"}             a NumPy array stored in a data shard
+    {"scalar": "<tensor key>"}            a NumPy scalar stored in a data shard
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, TypeAlias
+
+import numpy as np
+
+from pipestate.errors import CorruptCheckpointError
+
+__all__ = [
+    "ATTRIBUTES",
+    "MAX_DEPTH",
+    "Value",
+    "attribute_key",
+    "decode_value",
+    "encode_value",
+    "escape_name",
+    "is_plain_value",
+    "node_key",
+]
+
+Value: TypeAlias = Any
+"""A nested structure of plain Python values and NumPy arrays (see the module docstring)."""
+
+ATTRIBUTES = ".ATTRIBUTES"
+MAX_DEPTH = 100
+_TAGS = frozenset({"float", "bytes", "tuple", "dict", "items", "array", "scalar"})
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def escape_name(name: str) -> str:
+    """Escape one path component so that ``/`` only ever separates components."""
+    return name.replace(".", "..").replace("/", "./")
+
+
+def node_key(path: tuple[str, ...]) -> str:
+    """The key of an object in the graph: its escaped local names joined by ``/``."""
+    return "/".join(escape_name(p) for p in path)
+
+
+def attribute_key(path: tuple[str, ...], attribute: str) -> str:
+    """The key of one saved attribute, e.g. ``model/kernel/.ATTRIBUTES/VARIABLE_VALUE``."""
+    prefix = node_key(path)
+    tail = f"{ATTRIBUTES}/{escape_name(attribute)}"
+    return f"{prefix}/{tail}" if prefix else tail
+
+
+def is_plain_value(value: object, depth: int = 0) -> bool:
+    """Whether ``value`` can be saved as a value (no trackables, no arbitrary objects)."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes, np.generic)):
+        return True
+    if isinstance(value, np.ndarray):
+        return bool(value.dtype.kind != "O")
+    if depth >= MAX_DEPTH:
+        return False
+    if isinstance(value, (list, tuple)):
+        return all(is_plain_value(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(
+            is_plain_value(k, depth + 1) and is_plain_value(v, depth + 1) for k, v in value.items()
+        )
+    return False
+
+
+def _nested_key(key: str, part: object) -> str:
+    return f"{key}/{escape_name(str(part))}"
+
+
+def encode_value(value: Value, key: str, add_array: Callable[[str, np.ndarray], str]) -> Any:
+    """Encode ``value`` as JSON, handing every array to ``add_array(key, array) -> tensor key``.
+
+    Raises:
+        TypeError: For a value of an unsupported type (named with its key).
+        ValueError: For a structure nested deeper than ``MAX_DEPTH`` (or containing itself).
+    """
+    return _encode(value, key, add_array, 0)
+
+
+def _encode(value: Value, key: str, add_array: Callable[[str, np.ndarray], str], depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise ValueError(
+            f"value at {key!r} is nested more than {MAX_DEPTH} levels deep (or contains itself)"
+        )
+    if value is None or isinstance(value, (bool, str)):
+        return str(value) if isinstance(value, str) and type(value) is not str else value
+    if isinstance(value, np.ndarray):
+        return {"array": add_array(key, value)}
+    if isinstance(value, np.generic):
+        return {"scalar": add_array(key, np.asarray(value))}
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        value = float(value)
+        if math.isfinite(value):
+            return value
+        return {"float": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+    if isinstance(value, (bytes, bytearray)):
+        return {"bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, list):
+        return [_encode(v, _nested_key(key, i), add_array, depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, tuple):
+        return {
+            "tuple": [
+                _encode(v, _nested_key(key, i), add_array, depth + 1) for i, v in enumerate(value)
+            ]
+        }
+    if isinstance(value, Mapping):
+        if all(type(k) is str for k in value):
+            return {
+                "dict": {
+                    k: _encode(v, _nested_key(key, k), add_array, depth + 1)
+                    for k, v in value.items()
+                }
+            }
+        items = []
+        for k, v in value.items():
+            if isinstance(k, (np.ndarray, list, dict)) or not is_plain_value(k):
+                raise TypeError(
+                    f"dict key {k!r} at {key!r} cannot be saved; use str, int or tuple keys"
+                )
+            items.append(
+                [
+                    _encode(k, _nested_key(key, k), add_array, depth + 1),
+                    _encode(v, _nested_key(key, k), add_array, depth + 1),
+                ]
+            )
+        return {"items": items}
+    raise TypeError(
+        f"cannot save value {value!r} of type {type(value).__name__} at {key!r}; supported are "
+        "None, bool, int, float, str, bytes, NumPy arrays and scalars, and lists, tuples and "
+        "dicts of them"
+    )
+
+
+def decode_value(encoded: Any, read_array: Callable[[str], np.ndarray], *, where: str) -> Value:
+    """Decode JSON written by :func:`encode_value`, reading arrays with ``read_array(tensor key)``.
+
+    Raises:
+        CorruptCheckpointError: For anything :func:`encode_value` cannot have written.
+    """
+    return _decode(encoded, read_array, where, 0)
+
+
+def _bad(where: str, why: str) -> CorruptCheckpointError:
+    return CorruptCheckpointError(f"malformed value at {where!r} in checkpoint index: {why}")
+
+
+def _decode(encoded: Any, read_array: Callable[[str], np.ndarray], where: str, depth: int) -> Value:
+    if depth > MAX_DEPTH:
+        raise _bad(where, f"nested more than {MAX_DEPTH} levels deep")
+    if encoded is None or isinstance(encoded, (bool, int, str)):
+        return encoded
+    if isinstance(encoded, float):
+        return encoded
+    if isinstance(encoded, list):
+        return [_decode(v, read_array, where, depth + 1) for v in encoded]
+    if not isinstance(encoded, dict) or len(encoded) != 1:
+        raise _bad(where, f"expected a JSON value or a one-key tagged object, got {encoded!r:.200}")
+    ((tag, body),) = encoded.items()
+    if tag not in _TAGS:
+        raise _bad(where, f"unknown tag {tag!r}")
+    if tag == "float":
+        if body not in _NON_FINITE:
+            raise _bad(where, f"'float' must be 'nan', 'inf' or '-inf', got {body!r:.100}")
+        return _NON_FINITE[body]
+    if tag == "bytes":
+        if not isinstance(body, str):
+            raise _bad(where, "'bytes' must be a base64 string")
+        try:
+            return base64.b64decode(body.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError) as err:
+            raise _bad(where, f"'bytes' is not valid base64: {err}") from None
+    if tag == "tuple":
+        if not isinstance(body, list):
+            raise _bad(where, "'tuple' must be a JSON array")
+        return tuple(_decode(v, read_array, where, depth + 1) for v in body)
+    if tag == "dict":
+        if not isinstance(body, dict):
+            raise _bad(where, "'dict' must be a JSON object")
+        return {k: _decode(v, read_array, where, depth + 1) for k, v in body.items()}
+    if tag == "items":
+        if not isinstance(body, list):
+            raise _bad(where, "'items' must be a JSON array of [key, value] pairs")
+        out: dict[Any, Value] = {}
+        for pair in body:
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise _bad(where, f"'items' entry {pair!r:.100} is not a [key, value] pair")
+            k = _decode(pair[0], read_array, where, depth + 1)
+            try:
+                hash(k)
+            except TypeError:
+                raise _bad(where, f"dict key {k!r:.100} is not hashable") from None
+            if isinstance(k, np.generic):
+                raise _bad(where, "dict keys cannot be NumPy scalars")
+            out[k] = _decode(pair[1], read_array, where, depth + 1)
+        return out
+    if not isinstance(body, str):
+        raise _bad(where, f"{tag!r} must name a tensor, got {body!r:.100}")
+    array = read_array(body)
+    if tag == "scalar":
+        if array.ndim != 0:
+            raise _bad(where, f"scalar tensor {body!r} has shape {array.shape}")
+        return array[()]
+    return array

@@ -1,0 +1,172 @@
+"""Values a trackable saves survive a save and restore bit for bit (or are refused)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipestate.checkpoint import CheckpointableSaver, Trackable, list_variables
+
+
+class Holder(Trackable):
+    """Saves whatever value it holds under ``"state"``."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def _serialize_to_values(self) -> Mapping[str, Any]:
+        return {"state": self.value}
+
+    def _restore_from_values(self, values: Mapping[str, Any]) -> None:
+        self.value = values["state"]
+
+
+def round_trip(tmp_path: Path, value: Any) -> Any:
+    path = CheckpointableSaver(Holder(value)).save(str(tmp_path / "v"))
+    restored = Holder(None)
+    CheckpointableSaver(restored).restore(path).assert_consumed()
+    return restored.value
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal with types, including NaN and array dtypes."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, np.ndarray):
+        return bool(a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes())
+    if isinstance(a, np.generic):
+        return bool(a.dtype == b.dtype and a.tobytes() == b.tobytes())
+    if isinstance(a, float):
+        return (math.isnan(a) and math.isnan(b)) or (
+            a == b and math.copysign(1, a) == math.copysign(1, b)
+        )
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(2**63 + 5, id="int-beyond-int64"),
+        pytest.param(-(2**70), id="negative-big-int"),
+        pytest.param(2**53 + 1, id="int-beyond-float53"),
+        pytest.param(float("nan"), id="nan"),
+        pytest.param(float("inf"), id="inf"),
+        pytest.param(float("-inf"), id="minus-inf"),
+        pytest.param(-0.0, id="negative-zero"),
+        pytest.param(0.1 + 0.2, id="float-repr"),
+        pytest.param(b"\x00\xffbytes", id="bytes"),
+        pytest.param((1, [2, (3,)]), id="tuple-vs-list"),
+        pytest.param({0: "int key", (1, 2): "tuple key", "s": None}, id="non-str-keys"),
+        pytest.param({"b": 1, "a": 2}, id="key-order"),
+        pytest.param(np.float32(1.5), id="numpy-scalar"),
+        pytest.param(np.int64(-(2**62)), id="numpy-int64"),
+        pytest.param(np.array(7, dtype=np.int16), id="zero-d-array"),
+        pytest.param(np.zeros((0, 3)), id="empty-array"),
+        pytest.param(np.array(["ab", "c"]), id="unicode-array"),
+        pytest.param(np.array([b"x", b"yz"]), id="bytes-array"),
+        pytest.param(np.array([1 + 2j], dtype=np.complex128), id="complex128"),
+        pytest.param(np.array(["2020-01-01"], dtype="datetime64[ns]"), id="datetime64"),
+        pytest.param(np.array([True, False]), id="bool-array"),
+        pytest.param(np.arange(12, dtype=np.float64).reshape(3, 4)[:, ::2], id="non-contiguous"),
+        pytest.param(
+            {"buffer": [np.arange(3), np.ones((2, 2), np.float16)], "index": 4}, id="nested"
+        ),
+        pytest.param("ünïcode ☃", id="unicode-str"),
+        pytest.param(None, id="none"),
+    ],
+)
+def test_value_round_trips_exactly(tmp_path: Path, value: Any) -> None:
+    expected = value.copy() if isinstance(value, np.ndarray) else value
+    restored = round_trip(tmp_path, value)
+    if isinstance(value, np.ndarray) and not value.flags.c_contiguous:
+        expected = np.ascontiguousarray(value)
+    assert same(restored, expected), (restored, expected)
+
+
+def test_big_endian_array_is_stored_little_endian(tmp_path: Path) -> None:
+    value = np.arange(4, dtype=">i4")
+    restored = round_trip(tmp_path, value)
+    assert restored.dtype == np.dtype("<i4")
+    assert restored.tolist() == [0, 1, 2, 3]
+
+
+def test_restored_arrays_are_fresh_and_writable(tmp_path: Path) -> None:
+    restored = round_trip(tmp_path, {"a": np.arange(3)})
+    restored["a"][0] = 9
+    assert restored["a"].flags.writeable
+
+
+def test_arrays_go_to_shards_and_plain_values_stay_inline(tmp_path: Path) -> None:
+    path = CheckpointableSaver(Holder({"n": 1, "x": np.float64(2.0), "a": np.zeros(2)})).save(
+        str(tmp_path / "v")
+    )
+    names = [name for name, _ in list_variables(path)]
+    assert names == [".ATTRIBUTES/state/a", ".ATTRIBUTES/state/x"]
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "match"),
+    [
+        pytest.param({1, 2}, TypeError, "cannot save value {1, 2} of type set", id="set"),
+        pytest.param(object(), TypeError, "of type object at '.ATTRIBUTES/state'", id="object"),
+        pytest.param(
+            np.array([None]), TypeError, "dtype object has no fixed byte layout", id="obj-array"
+        ),
+        pytest.param(
+            np.zeros(2, dtype=[("a", "i4")]), TypeError, "no fixed byte layout", id="structured"
+        ),
+        pytest.param(
+            {np.zeros(1).tobytes(): {frozenset(): 1}}, TypeError, "dict key frozenset", id="bad-key"
+        ),
+    ],
+)
+def test_unsupported_values_are_refused_at_save(
+    tmp_path: Path, value: Any, error: type, match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        CheckpointableSaver(Holder(value)).save(str(tmp_path / "v"))
+    assert not (tmp_path / "v.index").exists()
+
+
+def test_self_containing_value_is_refused(tmp_path: Path) -> None:
+    value: list[Any] = []
+    value.append(value)
+    with pytest.raises(ValueError, match="nested more than 100 levels deep"):
+        CheckpointableSaver(Holder(value)).save(str(tmp_path / "v"))
+
+
+json_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=5)
+    | st.binary(max_size=5)
+)
+values = st.recursive(
+    json_leaves,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+        | st.dictionaries(st.integers(-5, 5), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(value=values)
+def test_any_plain_value_round_trips(tmp_path_factory: pytest.TempPathFactory, value: Any) -> None:
+    assert same(round_trip(tmp_path_factory.mktemp("v"), value), value)
