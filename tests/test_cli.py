@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pipestate.checkpoint import Checkpoint, Variable
+from pipestate.checkpoint._storage import Storage
 from pipestate.cli import main
 
 
@@ -92,3 +93,16 @@ def test_runs_as_module(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "(root) (Checkpoint)" in done.stdout
+
+
+def test_storage_errors_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = save(tmp_path, 1.0)
+
+    def denied(*args: object, **kwargs: object) -> bytes:
+        raise PermissionError(13, "Permission denied", path + ".index")
+
+    monkeypatch.setattr(Storage, "read_bytes", denied)
+    assert main(["inspect", path]) == 2
+    assert capsys.readouterr().err.startswith("pipestate inspect: error: [Errno 13] Permission")

@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _run(args)
-    except (CheckpointError, FileNotFoundError, ValueError, TypeError) as err:
+    except (CheckpointError, OSError, ValueError, TypeError) as err:
         print(f"pipestate {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +17,14 @@ from pipestate.checkpoint import (
     Checkpoint,
     CheckpointableSaver,
     CheckpointLoadStatus,
+    CheckpointOptions,
     TrackableSaver,
     Variable,
 )
+from pipestate.checkpoint._storage import Storage
 from pipestate.errors import CheckpointMismatchError, NotFoundError
 
-from ._helpers import Model, read_index
+from ._helpers import Model, read_index, rewrite_index
 
 
 class Stateful:
@@ -355,3 +359,114 @@ def test_dataset_iterator_is_a_dependency_through_its_state_dict(tmp_path: Path)
     fresh = iter(dataset)
     Checkpoint(iterator=fresh).restore(path).assert_consumed()
     np.testing.assert_array_equal(next(fresh), expected)
+
+
+def test_torch_shape_mismatch_is_a_typed_error(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    path = CheckpointableSaver(torch.nn.Linear(3, 2)).save(str(tmp_path / "lin"))
+    with pytest.raises(CheckpointMismatchError, match=r"Linear.load_state_dict\(\) refused"):
+        CheckpointableSaver(torch.nn.Linear(4, 2)).restore(path)
+
+
+_OVERWRITE_WHILE_MAPPED = """
+import sys
+import numpy as np
+from pipestate.checkpoint import AutoTrackable, CheckpointableSaver, Variable
+
+prefix = sys.argv[1]
+root = AutoTrackable()
+root.a = Variable(np.arange(10.0))
+root.b = Variable(np.arange(100_000.0))
+CheckpointableSaver(root).save(prefix)
+fresh = AutoTrackable()
+fresh.a = Variable(np.zeros(10))
+status = CheckpointableSaver(fresh).restore(prefix)  # maps the shard; 'b' waits
+small = AutoTrackable()
+small.a = Variable(np.arange(1.0))
+CheckpointableSaver(small).save(prefix)  # the same prefix, a much smaller shard
+fresh.b = Variable(np.zeros(100_000))  # deferred: read from the shard mapped before
+assert fresh.b.numpy()[-1] == 99_999.0
+status.assert_consumed()
+"""
+
+
+def test_overwriting_a_checkpoint_being_restored_does_not_crash(tmp_path: Path) -> None:
+    """Rewriting a shard in place under a live memory map would kill the process (SIGBUS)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _OVERWRITE_WHILE_MAPPED, str(tmp_path / "ckpt")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr)
+
+
+def test_leftovers_of_a_crashed_save_are_removed(tmp_path: Path) -> None:
+    saver = CheckpointableSaver(Model())
+    stale = tmp_path / f".ckpt.index.tmp-{'0' * 32}"
+    stale.write_bytes(b"half an index")
+    other = tmp_path / f".other.index.tmp-{'0' * 32}"  # another prefix's: not ours to remove
+    other.write_bytes(b"x")
+    saver.save(str(tmp_path / "ckpt"))
+    assert not stale.exists()
+    assert other.exists()
+
+
+def test_index_is_committed_after_the_shards_are_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    real_fsync_dir, real_write_atomic = Storage.fsync_dir, Storage.write_atomic
+
+    def fsync_dir(self: Storage, directory: str) -> None:
+        events.append("fsync_dir")
+        real_fsync_dir(self, directory)
+
+    def write_atomic(self: Storage, path: str, data: bytes, *, fsync: bool) -> None:
+        events.append(f"write {Path(path).name}")
+        real_write_atomic(self, path, data, fsync=fsync)
+
+    monkeypatch.setattr(Storage, "fsync_dir", fsync_dir)
+    monkeypatch.setattr(Storage, "write_atomic", write_atomic)
+    ckpt = Checkpoint(model=Model())
+    ckpt.save(str(tmp_path / "ckpt"))
+    assert events == [
+        "fsync_dir",  # the shards' directory entries
+        "write ckpt-1.index",
+        "fsync_dir",
+        "write checkpoint",
+        "fsync_dir",
+    ]
+    events.clear()
+    ckpt.write(str(tmp_path / "ckpt-1"))  # replaces a checkpoint: its index goes first
+    assert events[:3] == ["fsync_dir", "fsync_dir", "write ckpt-1.index"]
+    events.clear()
+    ckpt.save(str(tmp_path / "ckpt"), options=CheckpointOptions(fsync=False))
+    assert events == ["write ckpt-2.index", "write checkpoint"]
+
+
+@pytest.mark.parametrize(
+    ("make", "state"),
+    [
+        pytest.param(
+            lambda: random.Random(1), {"array": "rng/.ATTRIBUTES/STATE/internal"}, id="py"
+        ),
+        pytest.param(lambda: random.Random(1), {"dict": {"version": 3}}, id="py-missing"),
+        pytest.param(lambda: np.random.default_rng(1), [1, 2], id="generator"),
+        pytest.param(  # found by fuzzing: compared an array with a str
+            lambda: np.random.default_rng(1),
+            {"dict": {"bit_generator": {"array": "w/.ATTRIBUTES/VARIABLE_VALUE"}}},
+            id="generator-name-not-a-str",
+        ),
+        pytest.param(lambda: np.random.RandomState(1), {"tuple": [1]}, id="random-state"),
+    ],
+)
+def test_malformed_rng_state_is_a_typed_error(tmp_path: Path, make: Any, state: Any) -> None:
+    """Found by fuzzing: a random.Random state swapped for an array raised IndexError."""
+    path = Checkpoint(rng=make(), w=Variable(np.zeros(2))).save(str(tmp_path / "c"))
+    rng_node = read_index(path)["checkpoint"]["nodes"][0]["children"]["rng"]
+    rewrite_index(
+        path, lambda body: body["nodes"][rng_node]["attributes"].__setitem__("STATE", state)
+    )
+    with pytest.raises(CheckpointMismatchError, match="state"):
+        Checkpoint(rng=make(), w=Variable(np.zeros(2))).restore(path)

@@ -12,7 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipestate.checkpoint import AutoTrackable, Checkpoint, CheckpointableSaver, Variable
+from pipestate.checkpoint import (
+    AutoTrackable,
+    Checkpoint,
+    CheckpointableSaver,
+    Variable,
+    load_variable,
+)
+from pipestate.checkpoint._inspect import describe_tree, list_checkpoints
 from pipestate.errors import CorruptCheckpointError, NotFoundError
 
 from ._helpers import Model, read_index, rewrite_index, saved_model, shard
@@ -232,6 +239,18 @@ def set_kernel_value(value: Any) -> Callable[[dict[str, Any]], None]:
             "'float' must be",
             id="bad-float",
         ),
+        pytest.param(  # found by fuzzing: raised TypeError (unhashable list)
+            set_kernel_value({"float": []}),
+            CorruptCheckpointError,
+            "'float' must be 'nan', 'inf' or '-inf', got \\[\\]",
+            id="float-not-a-string",
+        ),
+        pytest.param(
+            set_kernel_value({"array": [1]}),
+            CorruptCheckpointError,
+            "'array' must name a tensor, got \\[1\\]",
+            id="array-not-a-string",
+        ),
         pytest.param(
             set_kernel_value({"items": [[[1], 2]]}),
             CorruptCheckpointError,
@@ -255,14 +274,27 @@ def test_hand_crafted_index(
         restore(path)
 
 
-def test_deeply_nested_value_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("levels", "match"),
+    [
+        # Two JSON levels per tuple: the value is too deep, the document is not.
+        pytest.param(120, "malformed value .* nested more than 100 levels deep", id="value"),
+        pytest.param(250, "is not valid JSON: nested more than 400 levels deep", id="document"),
+    ],
+)
+def test_deeply_nested_value_is_refused(tmp_path: Path, levels: int, match: str) -> None:
     path, _ = saved_model(tmp_path)
     nested: Any = 1
-    for _ in range(200):
+    for _ in range(levels):
         nested = {"tuple": [nested]}
     rewrite_index(path, set_kernel_value(nested))
-    with pytest.raises(CorruptCheckpointError, match="nested more than 100 levels deep"):
+    with pytest.raises(CorruptCheckpointError, match=match):
         restore(path)
+    with pytest.raises(CorruptCheckpointError, match=match):
+        load_variable(path, "model/dense/kernel")
+    if levels > 200:  # inspect walks raw JSON; it must not recurse into it
+        with pytest.raises(CorruptCheckpointError, match=match):
+            describe_tree(path)
 
 
 def write_safetensors(
@@ -401,3 +433,87 @@ def test_loading_never_uses_pickle(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     CheckpointableSaver(fresh).restore(path).assert_consumed()
     assert fresh.state["n"] == 2**70
     CheckpointableSaver(fresh).save(str(tmp_path / "q"))
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        pytest.param([0, 2**63], id="dimension-beyond-intp"),
+        pytest.param([0, 2**62], id="empty-but-too-large"),
+    ],
+)
+def test_empty_array_with_absurd_shape(tmp_path: Path, shape: list[int]) -> None:
+    """Zero bytes pass the length check; NumPy would still refuse to make the array."""
+    root = AutoTrackable()
+    root.v = Variable(np.zeros((2, 0), np.float32))
+    path = CheckpointableSaver(root).save(str(tmp_path / "a"))
+    key = "v/.ATTRIBUTES/VARIABLE_VALUE"
+    rewrite_index(path, lambda body: body["tensors"][key].__setitem__("shape", shape))
+    with pytest.raises(CorruptCheckpointError, match="is too large"):
+        CheckpointableSaver(root).restore(path)
+    file = tmp_path / "flat.safetensors"
+    write_safetensors(file, {"v": {"dtype": "F32", "shape": shape, "data_offsets": [0, 0]}})
+    with pytest.raises(CorruptCheckpointError, match="too large for NumPy"):
+        load_variable(str(file), "v")
+
+
+def test_shard_header_shape_must_agree_with_the_index(tmp_path: Path) -> None:
+    path, _ = saved_model(tmp_path)
+    data = shard(path).read_bytes()
+    # Same byte count, other shape: the index and the shard disagree about the array.
+    shard(path).write_bytes(data.replace(b'"shape":[3,4]', b'"shape":[4,3]'))
+    with pytest.raises(CorruptCheckpointError, match="header does not match the index"):
+        restore(path)
+
+
+def _chain(n: int) -> Callable[[dict[str, Any]], None]:
+    def mutate(body: dict[str, Any]) -> None:
+        body["nodes"] = [
+            {"kind": "X", "children": {"next": i + 1} if i < n - 1 else {}, "attributes": {}}
+            for i in range(n)
+        ]
+        body["tensors"] = {}
+
+    return mutate
+
+
+@pytest.mark.timeout(20)
+def test_long_chain_of_objects_is_refused_quickly(tmp_path: Path) -> None:
+    """Naming each object by its path would take quadratic time and memory."""
+    path = CheckpointableSaver(AutoTrackable()).save(str(tmp_path / "a"))
+    rewrite_index(path, _chain(50_000))
+    with pytest.raises(
+        CorruptCheckpointError, match="49999 levels deep, more than the 1000 allowed"
+    ):
+        CheckpointableSaver(AutoTrackable()).restore(path)
+    with pytest.raises(CorruptCheckpointError, match="levels deep"):
+        describe_tree(path)
+
+
+def test_deep_graph_within_limits_is_inspected_without_recursion(tmp_path: Path) -> None:
+    path = CheckpointableSaver(AutoTrackable()).save(str(tmp_path / "a"))
+    rewrite_index(path, _chain(1000))
+    assert describe_tree(path).count("next (X)") == 999
+
+
+def test_graph_deeper_than_readers_accept_is_not_written(tmp_path: Path) -> None:
+    root = node = AutoTrackable()
+    for _ in range(1001):
+        node.next = AutoTrackable()
+        node = node.next
+    with pytest.raises(ValueError, match="1001 levels deep, more than the 1000 allowed"):
+        CheckpointableSaver(root).save(str(tmp_path / "deep"))
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.timeout(20)
+def test_fifo_in_place_of_a_file_does_not_hang(tmp_path: Path) -> None:
+    path, _ = saved_model(tmp_path)
+    shard(path).unlink()
+    os.mkfifo(shard(path))
+    with pytest.raises(CorruptCheckpointError, match="is not a regular file"):
+        restore(path)
+    os.mkfifo(tmp_path / "other.index")  # 'pipestate ls' opens every index in a directory
+    (line,) = [line for line in list_checkpoints(str(tmp_path)) if "other" in line]
+    assert line.endswith("is not a regular file")

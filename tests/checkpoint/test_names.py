@@ -16,6 +16,7 @@ from pipestate.checkpoint import (
     NameBasedSaverStatus,
     Variable,
 )
+from pipestate.checkpoint._inspect import diff_checkpoints, verify_checkpoint
 from pipestate.errors import CheckpointMismatchError
 
 from ._helpers import Model
@@ -152,3 +153,12 @@ def test_repr(tmp_path: Path) -> None:
     save_file(weights(), str(file))
     status = CheckpointableSaver(Model()).restore(str(file))
     assert repr(status).endswith("w.safetensors', used 3 of 3 names)")
+
+
+def test_verify_and_diff_accept_types_numpy_cannot_hold(tmp_path: Path) -> None:
+    header = b'{"out":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]}}'
+    header += b" " * (-(8 + len(header)) % 8)
+    file = tmp_path / "f8.safetensors"
+    file.write_bytes(len(header).to_bytes(8, "little") + header + b"\x00\x00")
+    assert verify_checkpoint(str(file)) == (1, [])
+    assert diff_checkpoints(str(file), str(file)) == []

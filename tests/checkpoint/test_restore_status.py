@@ -45,8 +45,9 @@ def test_checkpoint_object_missing_in_python(tmp_path: Path) -> None:
         status.assert_consumed()
     message = str(info.value)
     assert "was not fully consumed" in message
-    assert "Unresolved object in checkpoint: model/dense (AutoTrackable)" in message
     assert "Unresolved object in checkpoint: model/dense/kernel (Variable)" in message
+    # As in TensorFlow, an object that saved no values is not listed; its dependencies are.
+    assert "model/dense (AutoTrackable)" not in message
     status.assert_existing_objects_matched()  # what exists did match
     status.assert_nontrivial_match()
 
@@ -194,3 +195,19 @@ def test_newer_restore_wins_over_older_on_existing_objects(tmp_path: Path) -> No
     assert float(v.numpy()) == 2.0
     older.assert_consumed()  # objects restored by a newer restore count as restored
     newer.assert_consumed()
+
+
+def test_objects_without_values_need_no_match_either_way(tmp_path: Path) -> None:
+    """TensorFlow's rule: only objects with values count, in the checkpoint and in Python."""
+    root = AutoTrackable()
+    root.kept = Variable(np.ones(2))
+    root.gone = AutoTrackable()  # saves nothing
+    path = CheckpointableSaver(root).save(str(tmp_path / "a"))
+    fresh = AutoTrackable()
+    fresh.kept = Variable(np.zeros(2))
+    fresh.added = AutoTrackable()  # restores nothing
+    status = CheckpointableSaver(fresh).restore(path)
+    status.assert_consumed().assert_existing_objects_matched().assert_nontrivial_match()
+    fresh.added.v = Variable(np.zeros(1))  # now it holds a value the checkpoint lacks
+    with pytest.raises(AssertionError, match=r"not assigned a value from checkpoint: added/v \("):
+        status.assert_existing_objects_matched()

@@ -81,6 +81,11 @@ class _GeneratorAdapter(Trackable):
         state = values[STATE]
         expected = type(self.wrapped.bit_generator).__name__
         saved = state.get("bit_generator") if isinstance(state, dict) else None
+        if not isinstance(saved, str):
+            raise CheckpointMismatchError(
+                f"saved {expected} generator state is malformed: it names no bit generator "
+                f"({state!r:.80})"
+            )
         if saved != expected:
             raise CheckpointMismatchError(
                 f"cannot restore a {expected} generator from saved {saved!r} state; "
@@ -88,7 +93,7 @@ class _GeneratorAdapter(Trackable):
             )
         try:
             self.wrapped.bit_generator.state = state
-        except (TypeError, ValueError, KeyError) as err:
+        except (TypeError, ValueError, KeyError, IndexError, OverflowError) as err:
             raise CheckpointMismatchError(f"saved {expected} state is malformed: {err}") from err
 
     def __repr__(self) -> str:
@@ -113,7 +118,7 @@ class _RandomStateAdapter(Trackable):
     def _restore_from_values(self, values: Mapping[str, Value]) -> None:
         try:
             self.wrapped.set_state(values[STATE])
-        except (TypeError, ValueError, KeyError) as err:
+        except (TypeError, ValueError, KeyError, IndexError, OverflowError) as err:
             raise CheckpointMismatchError(f"saved RandomState state is malformed: {err}") from err
 
     def __repr__(self) -> str:
@@ -144,10 +149,15 @@ class _PyRandomAdapter(Trackable):
 
     def _restore_from_values(self, values: Mapping[str, Value]) -> None:
         state = values[STATE]
+        if not isinstance(state, dict):
+            raise CheckpointMismatchError(
+                f"saved random.Random state must be a dict, got {type(state).__name__} "
+                f"({state!r:.60})"
+            )
         try:
             internal = tuple(int(x) for x in np.asarray(state["internal"]).reshape(-1))
             self.wrapped.setstate((state["version"], internal, state["gauss_next"]))
-        except (TypeError, ValueError, KeyError) as err:
+        except (TypeError, ValueError, KeyError, IndexError, OverflowError) as err:
             raise CheckpointMismatchError(f"saved random.Random state is malformed: {err}") from err
 
     def __repr__(self) -> str:
@@ -225,7 +235,16 @@ class _StatefulAdapter(Trackable):
             type(self.wrapped).__module__.startswith("torch") or _contains_torch(self._state_dict())
         ):
             state = _to_torch(state, torch)
-        self.wrapped.load_state_dict(state)
+        try:
+            self.wrapped.load_state_dict(state)
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as err:
+            # torch raises RuntimeError for a shape mismatch; others raise what they like.
+            if isinstance(err, CheckpointMismatchError):
+                raise
+            raise CheckpointMismatchError(
+                f"{type(self.wrapped).__name__}.load_state_dict() refused the saved state: "
+                f"{type(err).__name__}: {err}"
+            ) from err
 
     def __repr__(self) -> str:
         return f"StatefulAdapter({type(self.wrapped).__name__})"

@@ -94,7 +94,10 @@ def _restore(
     found = locate(save_path)
     if found.kind == "names":
         file = NameBasedFile(found.storage, found.path, display=found.display)
-        return restore_by_name(graph, file, (*optional, *optional_by_name))
+        try:
+            return restore_by_name(graph, file, (*optional, *optional_by_name))
+        finally:
+            file.close()  # name-based restores are not deferred: nothing reads it later
     reader = CheckpointReader(found.storage, found.path, display=found.display)
     root_children = reader.nodes[0].children
     skip = {root_children[n] for n in optional_root_children if n in root_children}
@@ -310,7 +313,12 @@ class Checkpoint(AutoTrackable):
             raise
         storage, fs_path = Storage.for_path(path)
         directory, basename = storage.split(fs_path)
-        write_state(storage, directory, CheckpointState(basename, [basename], [time.time()]))
+        write_state(
+            storage,
+            directory,
+            CheckpointState(basename, [basename], [time.time()]),
+            fsync=_options(options).fsync,
+        )
         return path
 
     def write(self, file_prefix: Any, *, options: CheckpointOptions | None = None) -> str:

@@ -34,11 +34,12 @@ import google_crc32c
 import numpy as np
 
 from pipestate.checkpoint._safetensors import (
-    MAX_NDIM,
     TensorInfo,
     build_header,
+    empty_shape_fits,
     parse_header,
     safetensors_dtype,
+    shape_is_valid,
     strict_json_loads,
 )
 from pipestate.checkpoint._storage import RandomAccessFile, Storage
@@ -52,6 +53,7 @@ __all__ = [
     "CheckpointReader",
     "Node",
     "TensorEntry",
+    "check_graph_size",
     "index_path",
     "missing_checkpoint_error",
     "node_paths",
@@ -64,6 +66,11 @@ FORMAT_NAME = "pipestate-checkpoint"
 FORMAT_VERSION = 1
 DEFAULT_MAX_SHARD_BYTES = 2 << 30
 MAX_SHARDS = 99_999
+# Every object's first path from the root is materialised (for keys and messages), so
+# the graph's depth and the summed length of those paths are bounded: a hostile index
+# of a long chain of objects must not take quadratic time and memory.
+MAX_GRAPH_DEPTH = 1000
+MAX_PATH_COMPONENTS = 8_000_000
 _CHUNK = 4 << 20
 # Below this many bytes a shard is written inline; above, on a writer thread.
 _THREADED_WRITE_BYTES = 4 * _CHUNK
@@ -251,7 +258,8 @@ def write_checkpoint(
     # An older checkpoint at this very prefix is being replaced: drop its index
     # first, so that a crash leaves no checkpoint rather than one whose index
     # points at rewritten shards.
-    storage.remove(index_path(prefix))
+    if storage.remove(index_path(prefix)) and fsync:
+        storage.fsync_dir(directory)
     shards = _plan(arrays, max_shard_bytes)
     num_shards = len(shards)
     if num_shards > MAX_SHARDS:
@@ -290,15 +298,20 @@ def write_checkpoint(
         "crc32c": _body_crc(body),
         "checkpoint": body,
     }
+    if fsync:
+        # The shards' directory entries must be durable before the index that commits them.
+        storage.fsync_dir(directory)
     storage.write_atomic(index_path(prefix), json.dumps(document).encode("utf-8"), fsync=fsync)
-    _remove_stale_shards(storage, directory, basename, num_shards)
+    _remove_leftovers(storage, directory, basename, num_shards)
 
 
-def _remove_stale_shards(storage: Storage, directory: str, basename: str, num_shards: int) -> None:
-    pattern = re.compile(re.escape(basename) + _SHARD_RE)
+def _remove_leftovers(storage: Storage, directory: str, basename: str, num_shards: int) -> None:
+    """Remove shards of an older save at this prefix, and index temporaries of crashed saves."""
+    shards = re.compile(re.escape(basename) + _SHARD_RE)
+    temporaries = re.compile(re.escape(f".{basename}.index.tmp-") + "[0-9a-f]{32}$")
     for name in storage.listdir(directory):
-        match = pattern.match(name)
-        if match and int(match.group(2)) != num_shards:
+        match = shards.match(name)
+        if (match and int(match.group(2)) != num_shards) or temporaries.match(name):
             storage.remove(storage.join(directory, name))
 
 
@@ -383,11 +396,13 @@ class CheckpointReader:
         info = header.get(key)
         expected_dtype = safetensors_dtype(entry.dtype)
         where = f"value {key!r} in data shard {f.path!r}"
+        raw = expected_dtype == "U8" and entry.dtype != np.uint8
         if (
             info is None
             or info.offset != entry.offset
             or info.length != entry.length
             or info.dtype != expected_dtype
+            or info.shape != ((entry.length,) if raw else entry.shape)
         ):
             raise CorruptCheckpointError(f"{where}: the shard's header does not match the index")
         view = None if copy else f.view(entry.offset, entry.length)
@@ -493,7 +508,42 @@ def _parse_nodes(raw: object, what: str) -> list[Node]:
                 f"not one of 0..{len(raw) - 1}",
             )
         nodes.append(Node(kind, children, attributes))
+    depths = [-1] * len(nodes)
+    depths[0] = 0
+    queue = deque([0])
+    while queue:
+        nid = queue.popleft()
+        for child in nodes[nid].children.values():
+            if depths[child] < 0:
+                depths[child] = depths[nid] + 1
+                queue.append(child)
+    try:
+        check_graph_size(depths)
+    except ValueError as err:
+        raise CorruptCheckpointError(f"{what}: {err}") from None
     return nodes
+
+
+def check_graph_size(depths: list[int]) -> None:
+    """Refuse graphs too deep or too large to name every object by its path.
+
+    Args:
+        depths: Each object's distance from the root.
+
+    Raises:
+        ValueError: Naming the limit that was exceeded.
+    """
+    deepest = max(depths, default=0)
+    if deepest > MAX_GRAPH_DEPTH:
+        raise ValueError(
+            f"the object graph is {deepest} levels deep, more than the {MAX_GRAPH_DEPTH} allowed"
+        )
+    total = sum(max(d, 1) for d in depths)
+    if total > MAX_PATH_COMPONENTS:
+        raise ValueError(
+            f"the paths from the root to the graph's {len(depths)} objects have {total} "
+            f"components in all, more than the {MAX_PATH_COMPONENTS} allowed"
+        )
 
 
 def _parse_dtype(text: object, where: str) -> np.dtype[Any]:
@@ -524,13 +574,7 @@ def _parse_tensors(raw: object, num_shards: int, what: str) -> dict[str, TensorE
         )
         dtype = _parse_dtype(entry["dtype"], where)
         shape = entry["shape"]
-        _require(
-            isinstance(shape, list)
-            and len(shape) <= MAX_NDIM
-            and all(_is_int(d) and d >= 0 for d in shape),
-            where,
-            f"bad shape {shape!r:.200}",
-        )
+        _require(shape_is_valid(shape), where, f"bad shape {shape!r:.200}")
         shard, offset, length, crc = (
             entry["shard"],
             entry["offset"],
@@ -546,6 +590,9 @@ def _parse_tensors(raw: object, num_shards: int, what: str) -> dict[str, TensorE
             needed == length,
             where,
             f"dtype {dtype.str} and shape {shape!r:.200} need {needed} bytes, length says {length}",
+        )
+        _require(
+            empty_shape_fits(shape, dtype.itemsize), where, f"shape {shape!r:.200} is too large"
         )
         out[key] = TensorEntry(key, dtype, tuple(shape), shard, offset, length, crc)
     return out

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pipestate.checkpoint._format import prepare_array
+from pipestate.checkpoint._format import check_graph_size, prepare_array
 from pipestate.checkpoint._trackable import DeferredRestoration, Trackable
 from pipestate.checkpoint._values import attribute_key, encode_value
 
@@ -86,8 +86,14 @@ class GraphView:
 
         Every object's ``_serialize_to_values()`` runs here, before anything is
         written, so an object can still refuse the save.
+
+        Raises:
+            ValueError: When the graph is deeper or larger than readers accept.
+            TypeError: When an object serializes something that is not a value.
         """
         objects = self.walk()
+        # Never write a checkpoint that readers would refuse.
+        check_graph_size([len(path) for _, path, _ in objects])
         ids = {id(obj): i for i, (obj, _, _) in enumerate(objects)}
         nodes: list[dict[str, Any]] = []
         arrays: list[Any] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import deque
 from typing import Any
 
 import google_crc32c
@@ -125,7 +126,7 @@ def _summary(encoded: Any, tensors: dict[str, Any]) -> tuple[str, list[str]]:
     """A one-line description of an encoded value, and lines for the arrays inside it."""
     if isinstance(encoded, dict) and len(encoded) == 1:
         ((tag, body),) = encoded.items()
-        if tag in ("array", "scalar") and body in tensors:
+        if tag in ("array", "scalar") and isinstance(body, str) and body in tensors:
             t = tensors[body]
             shape = ", ".join(map(str, t.shape))
             return f"{t.dtype.name}[{shape}]  {_size(t.length)}", []
@@ -151,17 +152,34 @@ def _no_array(key: str) -> Any:
 
 
 def _collect_refs(encoded: Any, out: list[str]) -> None:
-    if isinstance(encoded, list):
-        for v in encoded:
-            _collect_refs(v, out)
-    elif isinstance(encoded, dict):
-        if len(encoded) == 1:
-            ((tag, body),) = encoded.items()
-            if tag in ("array", "scalar") and isinstance(body, str):
-                out.append(body)
-                return
-        for v in encoded.values():
-            _collect_refs(v, out)
+    # Iterative: the JSON comes from a file and may nest deeper than the stack allows.
+    stack = [encoded]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, list):
+            stack.extend(reversed(value))
+        elif isinstance(value, dict):
+            if len(value) == 1:
+                ((tag, body),) = value.items()
+                if tag in ("array", "scalar") and isinstance(body, str):
+                    out.append(body)
+                    continue
+            stack.extend(reversed(list(value.values())))
+
+
+def _first_parents(nodes: list[Node]) -> list[tuple[int, str] | None]:
+    """Each node's parent and local name on its first (breadth-first) path, as in node_paths."""
+    parents: list[tuple[int, str] | None] = [None] * len(nodes)
+    seen = {0}
+    queue = deque([0])
+    while queue:
+        nid = queue.popleft()
+        for name, child in nodes[nid].children.items():
+            if child not in seen:
+                seen.add(child)
+                parents[child] = (nid, name)
+                queue.append(child)
+    return parents
 
 
 def describe_tree(path: Any) -> str:
@@ -190,32 +208,34 @@ def describe_tree(path: Any) -> str:
             f"shard{'s' if source.num_shards != 1 else ''}"
         ]
         paths = node_paths(source.nodes)
-        seen: set[int] = set()
-
-        def visit(nid: int, label: str, indent: str, is_last: bool, top: bool) -> None:
+        parents = _first_parents(source.nodes)
+        # Iterative, and each object is expanded only on its first path, so the printed
+        # tree is as deep as the graph (bounded when the index is read), never deeper.
+        stack: list[tuple[int, str, str, bool, bool, tuple[int, str] | None]] = [
+            (0, "(root)", "", True, True, None)
+        ]
+        while stack:
+            nid, label, indent, is_last, top, via = stack.pop()
             branch = "" if top else ("└── " if is_last else "├── ")
             node = source.nodes[nid]
-            if nid in seen:
+            if not top and parents[nid] != via:
                 lines.append(
                     f"{indent}{branch}{label} -> same object as {'/'.join(paths[nid]) or '(root)'}"
                 )
-                return
-            seen.add(nid)
+                continue
             lines.append(f"{indent}{branch}{label} ({node.kind})")
             child_indent = indent if top else indent + ("    " if is_last else "│   ")
-            entries: list[tuple[str, Any]] = [("attr", a) for a in node.attributes]
-            entries += [("child", c) for c in node.children]
-            for i, (what, name) in enumerate(entries):
-                last = i == len(entries) - 1
-                if what == "child":
-                    visit(node.children[name], name, child_indent, last, False)
-                    continue
+            n_entries = len(node.attributes) + len(node.children)
+            for i, name in enumerate(node.attributes):
+                last = i == n_entries - 1
                 text, extra = _summary(node.attributes[name], source.tensors)
                 lines.append(f"{child_indent}{'└── ' if last else '├── '}.{name}: {text}")
                 pad = child_indent + ("    " if last else "│   ")
                 lines.extend(f"{pad}  {line}" for line in extra)
-
-        visit(0, "(root)", "", True, True)
+            children = list(node.children.items())
+            for i, (name, child) in reversed(list(enumerate(children))):
+                last = len(node.attributes) + i == n_entries - 1
+                stack.append((child, name, child_indent, last, False, (nid, name)))
         return "\n".join(lines)
     finally:
         source.close()
@@ -236,9 +256,11 @@ def verify_checkpoint(path: Any) -> tuple[int, list[str]]:
     checked = 0
     try:
         if isinstance(source, NameBasedFile):
+            # A flat file has no checksums: check that every tensor's bytes are there
+            # (float8 and other types NumPy cannot hold are fine here).
             for name in sorted(source.tensors):
                 try:
-                    source.read(name)
+                    source.read_bytes(name)
                     checked += 1
                 except CheckpointError as err:
                     problems.append(str(err))
@@ -270,7 +292,7 @@ def _fingerprint(path: Any) -> dict[str, str]:
     try:
         if isinstance(source, NameBasedFile):
             for name, info in source.tensors.items():
-                crc = google_crc32c.value(source.read(name).tobytes())
+                crc = google_crc32c.value(source.read_bytes(name))
                 out[name] = f"{info.dtype}{list(info.shape)} crc32c={crc:08x}"
             return out
         paths = node_paths(source.nodes)

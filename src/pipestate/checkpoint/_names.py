@@ -65,10 +65,7 @@ class NameBasedFile:
             CorruptCheckpointError: When the file is shorter than its header says.
         """
         info = self.info(name)
-        assert self._file is not None, "file is closed"
-        data = self._file.read(info.offset, info.length)
-        if len(data) != info.length:
-            raise CorruptCheckpointError(f"{self.display!r}: tensor {name!r} is truncated")
+        data = self.read_bytes(name)
         dtype = numpy_dtype(info.dtype)
         if dtype is not None:
             array: np.ndarray = np.frombuffer(data, dtype=dtype).reshape(info.shape).copy()
@@ -80,6 +77,20 @@ class NameBasedFile:
             f"tensor {name!r} in {self.display!r} has dtype {info.dtype}, which NumPy cannot hold; "
             "convert the file to a supported dtype (e.g. F16 or F32)"
         )
+
+    def read_bytes(self, name: str) -> bytes:
+        """The raw bytes of tensor ``name``, whatever its dtype.
+
+        Raises:
+            CorruptCheckpointError: When the file is shorter than its header says.
+        """
+        info = self.info(name)
+        if self._file is None:
+            raise ValueError(f"{self!r} is closed")
+        data = self._file.read(info.offset, info.length)
+        if len(data) != info.length:
+            raise CorruptCheckpointError(f"{self.display!r}: tensor {name!r} is truncated")
+        return data
 
     def close(self) -> None:
         """Close the file."""

@@ -41,6 +41,11 @@ def _listing(lines: list[str]) -> str:
     return "\n".join(f"  {line}" for line in shown)
 
 
+def _has_values(obj: Trackable) -> bool:
+    names = obj._value_names()
+    return names is None or len(names) > 0
+
+
 class _Restoration:
     """A deferred restoration of checkpoint node ``node_id`` (see ``Trackable._add_deferred``)."""
 
@@ -149,11 +154,15 @@ class RestoreSession:
 
     # -- what is left over -------------------------------------------------------
     def unresolved(self) -> list[str]:
-        """Checkpoint objects not bound to a Python object (yet)."""
+        """Checkpoint objects with saved values not bound to a Python object (yet).
+
+        As in TensorFlow, objects that saved nothing are left out: either they do
+        not matter or a dependency of theirs with values is listed.
+        """
         return [
             f"Unresolved object in checkpoint: {format_path(self.node_path(nid))} ({node.kind})"
             for nid, node in enumerate(self.reader.nodes)
-            if nid not in self.matched and nid not in self.optional_nodes
+            if node.attributes and nid not in self.matched and nid not in self.optional_nodes
         ]
 
     def unused_attributes(self) -> list[str]:
@@ -166,11 +175,15 @@ class RestoreSession:
         ]
 
     def unassigned(self, graph: GraphView, is_optional: Callable[[Trackable], bool]) -> list[str]:
-        """Python objects of ``graph`` that got no value from this restore (or a newer one)."""
+        """Python objects of ``graph`` that got no value from this restore (or a newer one).
+
+        As in TensorFlow, objects that restore no values (``_value_names()`` empty)
+        are left out.
+        """
         return [
             f"Object not assigned a value from checkpoint: {format_path(path)} ({obj!r:.100})"
             for obj, path, _ in graph.walk()
-            if obj._restore_uid < self.uid and not is_optional(obj)
+            if obj._restore_uid < self.uid and not is_optional(obj) and _has_values(obj)
         ]
 
     def __del__(self) -> None:

@@ -23,16 +23,26 @@ from pipestate.errors import CorruptCheckpointError
 
 __all__ = [
     "MAX_HEADER_BYTES",
+    "MAX_JSON_DEPTH",
     "TensorInfo",
     "build_header",
+    "empty_shape_fits",
     "numpy_dtype",
     "parse_header",
     "safetensors_dtype",
+    "shape_is_valid",
     "strict_json_loads",
 ]
 
 MAX_HEADER_BYTES = 100_000_000
 MAX_NDIM = 64
+# Enough for values nested MAX_DEPTH (100) levels ({"items": [[k, v]]} is three JSON
+# levels per value level) inside the index; shallow enough that nothing recursive
+# that walks a parsed document can run out of stack.
+MAX_JSON_DEPTH = 400
+# NumPy refuses shapes whose size in bytes (zero-length dimensions counted as one)
+# does not fit in an intp, even for empty arrays.
+_MAX_SHAPE_BYTES = 2**62
 
 _ST_TO_NP: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
@@ -85,16 +95,54 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _json_depth(document: Any) -> int:
+    """How deeply ``document``'s lists and objects nest (walked without recursion)."""
+    deepest = 0
+    stack = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        elif not isinstance(value, list):
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((v, depth + 1) for v in value if isinstance(v, (list, dict)))
+    return deepest
+
+
 def strict_json_loads(data: bytes, what: str) -> Any:
-    """Parse standard JSON (no NaN, no duplicate keys) or raise :class:`CorruptCheckpointError`."""
+    """Parse standard JSON (no NaN, no duplicate keys, at most ``MAX_JSON_DEPTH`` levels).
+
+    Raises:
+        CorruptCheckpointError: For anything else, including text that is not UTF-8.
+    """
     try:
-        return json.loads(
+        document = json.loads(
             data.decode("utf-8"),
             parse_constant=_reject_constant,
             object_pairs_hook=_no_duplicates,
         )
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise CorruptCheckpointError(f"{what} is not valid JSON: {err}") from None
+    if _json_depth(document) > MAX_JSON_DEPTH:
+        raise CorruptCheckpointError(
+            f"{what} is not valid JSON: nested more than {MAX_JSON_DEPTH} levels deep"
+        )
+    return document
+
+
+def shape_is_valid(shape: object) -> bool:
+    """Whether ``shape`` is a list of at most ``MAX_NDIM`` ints >= 0."""
+    return (
+        isinstance(shape, list)
+        and len(shape) <= MAX_NDIM
+        and all(_is_int(d) and d >= 0 for d in shape)
+    )
+
+
+def empty_shape_fits(shape: list[int], itemsize: int) -> bool:
+    """Whether NumPy can make an array of ``shape`` (an empty one may still be refused)."""
+    return math.prod(max(d, 1) for d in shape) * max(itemsize, 1) <= _MAX_SHAPE_BYTES
 
 
 @dataclass(frozen=True)
@@ -191,11 +239,9 @@ def _parse_entry(
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if not isinstance(dtype, str) or (dtype not in _ST_TO_NP and dtype not in _ITEMSIZE_ONLY):
         raise CorruptCheckpointError(f"{where} has unknown dtype {dtype!r:.50}")
-    if (
-        not isinstance(shape, list)
-        or len(shape) > MAX_NDIM
-        or not all(_is_int(d) and d >= 0 for d in shape)
-    ):
+    np_dtype = _ST_TO_NP.get(dtype)
+    itemsize = np_dtype.itemsize if np_dtype is not None else _ITEMSIZE_ONLY[dtype]
+    if not shape_is_valid(shape):
         raise CorruptCheckpointError(f"{where} has invalid shape {shape!r:.200}")
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
         raise CorruptCheckpointError(f"{where} has invalid data_offsets {offsets!r:.100}")
@@ -204,12 +250,12 @@ def _parse_entry(
         raise CorruptCheckpointError(
             f"{where} has data_offsets [{begin}, {end}] outside the file's {data_size} data bytes"
         )
-    np_dtype = _ST_TO_NP.get(dtype)
-    itemsize = np_dtype.itemsize if np_dtype is not None else _ITEMSIZE_ONLY[dtype]
     expected = math.prod(shape) * itemsize
     if expected != end - begin:
         raise CorruptCheckpointError(
-            f"{where}: dtype {dtype} and shape {shape} need {expected} bytes, "
+            f"{where}: dtype {dtype} and shape {shape!r:.200} need {expected} bytes, "
             f"data_offsets span {end - begin}"
         )
+    if not empty_shape_fits(shape, itemsize):
+        raise CorruptCheckpointError(f"{where} has shape {shape!r:.200}, too large for NumPy")
     return TensorInfo(name, dtype, tuple(shape), data_start + begin, end - begin)

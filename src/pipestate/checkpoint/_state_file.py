@@ -207,12 +207,17 @@ def read_state(
 
 
 def write_state(
-    storage: Storage, directory: str, state: CheckpointState, filename: str = STATE_FILENAME
+    storage: Storage,
+    directory: str,
+    state: CheckpointState,
+    filename: str = STATE_FILENAME,
+    *,
+    fsync: bool = True,
 ) -> None:
     """Atomically replace the state file in ``directory`` (a path on ``storage``)."""
     storage.makedirs(directory)
     storage.write_atomic(
-        storage.join(directory, filename), format_state(state).encode("utf-8"), fsync=True
+        storage.join(directory, filename), format_state(state).encode("utf-8"), fsync=fsync
     )
 
 

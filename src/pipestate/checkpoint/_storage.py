@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from typing import Any, BinaryIO
 
 import fsspec
 
-from pipestate.errors import NotFoundError
+from pipestate.errors import CorruptCheckpointError, NotFoundError
 
 __all__ = ["RandomAccessFile", "Storage", "as_path"]
 
@@ -36,7 +37,30 @@ def as_path(value: object, what: str) -> str:
         raise ValueError(
             f"{what} must not be empty, got {value!r}; pass a path such as 'ckpt/model'"
         )
+    if "\0" in value:
+        raise ValueError(f"{what} must not contain NUL characters, got {value!r}")
     return value
+
+
+def _open_regular(path: str) -> BinaryIO:
+    """Open a local regular file for reading.
+
+    A FIFO or device under a checkpoint's name would block or never end; it is
+    opened without blocking and refused.
+
+    Raises:
+        CorruptCheckpointError: When ``path`` is not a regular file.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CorruptCheckpointError(f"{path!r} is not a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class RandomAccessFile:
@@ -47,7 +71,7 @@ class RandomAccessFile:
         self._map: mmap.mmap | None = None
         self._file: Any = None
         if storage.local:
-            with open(path, "rb") as f:
+            with _open_regular(path) as f:
                 self.size = os.fstat(f.fileno()).st_size
                 if self.size:
                     self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -149,7 +173,7 @@ class Storage:
         """Read a whole (small) file; raise :class:`NotFoundError` when it is missing."""
         try:
             if self.local:
-                with open(path, "rb") as f:
+                with _open_regular(path) as f:
                     return f.read()
             data: bytes = self.fs.cat_file(path)
             return data
@@ -173,6 +197,9 @@ class Storage:
     def open_write(self, path: str, *, fsync: bool) -> Iterator[BinaryIO]:
         """Open ``path`` for streaming writes under its final name; flush (and fsync) on exit."""
         if self.local:
+            # A new file, never the old one truncated: a reader may still have the old
+            # one memory-mapped, and touching its vanished pages would kill the process.
+            self.remove(path)
             with open(path, "wb", buffering=0) as raw:
                 yield raw
                 if fsync:
@@ -218,12 +245,13 @@ class Storage:
         finally:
             os.close(fd)
 
-    def remove(self, path: str) -> None:
-        """Delete a file if it exists."""
+    def remove(self, path: str) -> bool:
+        """Delete a file if it exists; return whether there was one."""
         try:
             if self.local:
                 os.unlink(path)
             else:
                 self.fs.rm_file(path)
         except FileNotFoundError:
-            pass
+            return False
+        return True

@@ -179,7 +179,7 @@ def _decode(encoded: Any, read_array: Callable[[str], np.ndarray], where: str, d
     if tag not in _TAGS:
         raise _bad(where, f"unknown tag {tag!r}")
     if tag == "float":
-        if body not in _NON_FINITE:
+        if not isinstance(body, str) or body not in _NON_FINITE:
             raise _bad(where, f"'float' must be 'nan', 'inf' or '-inf', got {body!r:.100}")
         return _NON_FINITE[body]
     if tag == "bytes":
