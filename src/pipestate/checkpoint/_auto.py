@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, SupportsIndex, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, SupportsIndex, TypeVar
 
 from pipestate.checkpoint._adapters import VALUE, PythonValue, adapt
 from pipestate.checkpoint._trackable import Trackable
@@ -137,8 +137,21 @@ class _Container(Trackable):
     def _entries(self) -> Iterable[tuple[Any, Any]]:
         raise NotImplementedError
 
+    _BASE: ClassVar[type[list[Any]] | type[dict[Any, Any]]]
+    """The builtin container, whose methods read and write slots without re-wrapping."""
+
     def _slot(self, key: Any) -> PythonValue:
-        raise NotImplementedError
+        """The entry at ``key`` as a plain value, held weakly so it never keeps ``self`` alive."""
+        ref = weakref.ref(self)
+        base: Any = self._BASE  # list or dict: their methods, not the wrapping overrides
+
+        def get() -> Value:
+            return base.__getitem__(_alive(ref), key)
+
+        def set_(value: Value) -> None:
+            base.__setitem__(_alive(ref), key, value)
+
+        return PythonValue(get, set_, f"[{key!r}]")
 
     def _replace_contents(self, value: Any) -> None:
         raise NotImplementedError
@@ -193,6 +206,8 @@ class _Container(Trackable):
 class TrackableList(_Container, list):  # type: ignore[type-arg]
     """A list tracked as a dependency: saved as one value, or element by element."""
 
+    _BASE = list
+
     def __init__(self, values: Iterable[Any] = ()) -> None:
         list.__init__(self, (_wrap_element(v) for v in values))
 
@@ -208,19 +223,6 @@ class TrackableList(_Container, list):  # type: ignore[type-arg]
                 f"a TrackableList cannot be restored from a saved {type(value).__name__}"
             )
         list.__setitem__(self, slice(None), value)
-
-    def _slot(self, index: Any) -> PythonValue:
-        ref = weakref.ref(self)
-
-        def get() -> Value:
-            owner = _alive(ref)
-            return list.__getitem__(owner, index)
-
-        def set_(value: Value) -> None:
-            owner = _alive(ref)
-            list.__setitem__(owner, index, value)
-
-        return PythonValue(get, set_, f"[{index}]")
 
     def append(self, value: Any) -> None:
         list.append(self, _wrap_element(value))
@@ -252,6 +254,8 @@ class TrackableList(_Container, list):  # type: ignore[type-arg]
 class TrackableDict(_Container, dict):  # type: ignore[type-arg]
     """A dict tracked as a dependency: saved as one value, or entry by entry (str keys)."""
 
+    _BASE = dict
+
     def __init__(self, values: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = ()) -> None:
         dict.__init__(self, values)
         for key, value in dict.items(self):
@@ -270,19 +274,6 @@ class TrackableDict(_Container, dict):  # type: ignore[type-arg]
             )
         dict.clear(self)
         dict.update(self, value)
-
-    def _slot(self, key: Any) -> PythonValue:
-        ref = weakref.ref(self)
-
-        def get() -> Value:
-            owner = _alive(ref)
-            return dict.__getitem__(owner, key)
-
-        def set_(value: Value) -> None:
-            owner = _alive(ref)
-            dict.__setitem__(owner, key, value)
-
-        return PythonValue(get, set_, f"[{key!r}]")
 
     def __setitem__(self, key: Any, value: Any) -> None:
         dict.__setitem__(self, key, _wrap_element(value))
