@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -89,10 +90,16 @@ def test_resumed_stream_equals_uninterrupted(ds: ps.Dataset, cuts: list[int]) ->
     reference_iterator = iter(ds)
     start_state = reference_iterator.get_state()
     reference = []
-    for element in reference_iterator:
-        reference.append(element)
-        if len(reference) == LIMIT:
-            break
+    # An invalid pipeline (e.g. batching ragged batches) fails where tf.data would;
+    # the resumed run must then fail at the very same element.
+    failure: type[Exception] | None = None
+    try:
+        for element in reference_iterator:
+            reference.append(element)
+            if len(reference) == LIMIT:
+                break
+    except (ValueError, TypeError) as err:
+        failure = type(err)
 
     iterator = iter(ds)
     iterator.set_state(start_state)
@@ -105,8 +112,11 @@ def test_resumed_stream_equals_uninterrupted(ds: ps.Dataset, cuts: list[int]) ->
         iterator.set_state(json.loads(saved))
     while len(resumed) < len(reference):
         resumed.append(next(iterator))
+    if failure is not None:
+        with pytest.raises(failure):
+            next(iterator)
     assert len(resumed) == len(reference)
     for i, (a, b) in enumerate(zip(resumed, reference)):
         assert_elements_equal(a, b, f"element {i} of {ds!r}")
-    if len(reference) < LIMIT:
+    if failure is None and len(reference) < LIMIT:
         assert next(iterator, None) is None, "resumed stream is longer than the uninterrupted one"
