@@ -228,10 +228,11 @@ class IndexIterator(DatasetIterator):
         self._source = (
             dataset if entropy is None else dataset._resolve_seeds(entropy, itertools.count())
         )
-        self._blocked = self._source._vectorised
         self._index = 0
         self._block: list[Element] = []
         self._block_start = 0
+        if not self._source._vectorised:
+            self._next = self._next_unblocked  # type: ignore[method-assign]
 
     def _next(self) -> Element:
         index = self._index
@@ -239,13 +240,18 @@ class IndexIterator(DatasetIterator):
             raise StopIteration
         offset = index - self._block_start
         if not 0 <= offset < len(self._block):
-            if not self._blocked:
-                self._index = index + 1
-                return self._source._get(0, index)
             self._fill(index)
             offset = 0
         self._index = index + 1
         return self._block[offset]
+
+    def _next_unblocked(self) -> Element:
+        """``_next`` for pipelines with a per-element function: one ``_get`` each."""
+        index = self._index
+        if index == self._length:
+            raise StopIteration
+        self._index = index + 1
+        return self._source._get(0, index)
 
     def _fill(self, index: int) -> None:
         stop = index + self._BLOCK
