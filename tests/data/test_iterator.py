@@ -162,7 +162,7 @@ def good_state() -> dict[str, object]:
         ),
         pytest.param(
             lambda s: {**s, "iterator": {"index": 3, "seed": 5}},
-            r"state\['seed'\] must be an int or None here, got 5",
+            r"state\['seed'\] must be None here, got 5",
             id="seed",
         ),
         pytest.param(

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import STATE_VERSION, DatasetIterator, State
+from pipestate.data.options import AUTOTUNE, ExternalStatePolicy, Options
 
 __all__ = [
+    "AUTOTUNE",
     "INFINITE_CARDINALITY",
     "STATE_VERSION",
     "UNKNOWN_CARDINALITY",
     "Dataset",
     "DatasetIterator",
+    "ExternalStatePolicy",
+    "Options",
     "State",
 ]

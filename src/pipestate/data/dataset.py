@@ -12,7 +12,8 @@ from pipestate.data import _fingerprint
 from pipestate.data._structure import Element
 
 if TYPE_CHECKING:
-    from pipestate.data.iterator import DatasetIterator
+    from pipestate.data.iterator import DatasetIterator, StreamIterator
+    from pipestate.data.options import Options
 
 INFINITE_CARDINALITY = -1
 """``cardinality()`` of a dataset that never ends (as ``tf.data.INFINITE_CARDINALITY``)."""
@@ -43,6 +44,8 @@ class Dataset:
     """
 
     _op_name: ClassVar[str] = "dataset"
+    _iterator_class: ClassVar[type[StreamIterator] | None] = None
+    """The op's streaming iterator, used when an input is not random access."""
 
     def __init__(self, parents: Sequence[Dataset] = ()) -> None:
         for parent in parents:
@@ -54,6 +57,8 @@ class Dataset:
         self._parents: tuple[Dataset, ...] = tuple(parents)
         self._fingerprint_cache: str | None = None
         self._chain_cache: list[tuple[str, str, str]] | None = None
+        self._external_cache: list[str] | None = None
+        self._own_options: Options | None = None
 
     # ----------------------------------------------------------------- op hooks
     def _cardinality(self) -> int:
@@ -94,13 +99,35 @@ class Dataset:
             [self._get(int(e), int(p)) for e, p in zip(epochs, positions)], self
         )
 
-    def _make_iterator(self, entropy: int | None) -> DatasetIterator:
-        """A fresh iterator; ``entropy`` seeds ops created with ``seed=None``."""
+    def _make_iterator(self, entropy: int | None, epoch: int = 0) -> DatasetIterator:
+        """A fresh iterator over pass ``epoch``; ``entropy`` seeds ops created with ``seed=None``.
+
+        Random-access pipelines get the index iterator; the others their last
+        op's streaming iterator, which reads its inputs' iterators.
+        """
         from pipestate.data.iterator import IndexIterator
 
-        if not self._random_access:
-            raise NotImplementedError(f"{self._op_name} has no iterator")
-        return IndexIterator(self, entropy)
+        if self._random_access:
+            return IndexIterator(self, entropy, epoch)
+        if self._iterator_class is None:
+            raise NotImplementedError(f"{self._op_name} has no streaming iterator")
+        return self._iterator_class(self, entropy, epoch)
+
+    def _external_state(self) -> str | None:
+        """Why this op alone depends on state pipestate can't save, or ``None``."""
+        return None
+
+    def _external_ops(self) -> list[str]:
+        """Reprs of the ops of the pipeline that have external state, inputs first."""
+        if self._external_cache is None:
+            found: list[str] = []
+            for parent in self._parents:
+                found.extend(op for op in parent._external_ops() if op not in found)
+            reason = self._external_state()
+            if reason is not None:
+                found.append(f"{self._op_repr()} ({reason})")
+            self._external_cache = found
+        return self._external_cache
 
     def _resolve_seeds(self, entropy: int, stages: Iterator[int]) -> Dataset:
         """A copy of this pipeline with ``seed=None`` replaced by seeds from ``entropy``.
@@ -120,10 +147,42 @@ class Dataset:
     def _with_parents(self, parents: tuple[Dataset, ...]) -> Dataset:
         clone = copy.copy(self)
         clone._parents = parents
-        clone._fingerprint_cache = clone._chain_cache = None
+        clone._fingerprint_cache = clone._chain_cache = clone._external_cache = None
         return clone
 
     # ---------------------------------------------------------- introspection
+    def options(self) -> Options:
+        """The pipeline's options: its inputs', overridden by later ``with_options``."""
+        from pipestate.data.options import Options
+
+        merged = Options()
+        for parent in self._parents:
+            merged = merged.merge(parent.options())
+        if self._own_options is not None:
+            merged = merged.merge(self._own_options)
+        return merged
+
+    def with_options(self, options: Options) -> Dataset:
+        """This dataset with ``options`` set (options set earlier and not in ``options`` stay).
+
+        Options do not change the elements or the saved position: a state saved
+        with one set of options restores into the pipeline with another.
+
+        Raises:
+          TypeError: ``options`` is not a :class:`pipestate.data.Options`.
+        """
+        from pipestate.data.options import Options
+
+        if not isinstance(options, Options):
+            raise TypeError(
+                f"with_options expects pipestate.data.Options, got {type(options).__name__} "
+                f"{options!r:.80}"
+            )
+        clone = copy.copy(self)
+        own = self._own_options if self._own_options is not None else Options()
+        clone._own_options = own.merge(options)
+        return clone
+
     def cardinality(self) -> int:
         """The number of elements, or ``INFINITE_CARDINALITY`` / ``UNKNOWN_CARDINALITY``."""
         return self._cardinality()
@@ -233,6 +292,31 @@ class Dataset:
         return FromTensorsDataset(tensors)
 
     @staticmethod
+    def from_generator(
+        generator: Callable[..., Any], output_signature: Any = None, args: Any = None
+    ) -> Dataset:
+        """Elements of ``generator(*args)``, a callable returning an iterator.
+
+        The generator's progress is external state: see ``docs/ops.md`` for
+        what saving and restoring such a pipeline does.
+        """
+        from pipestate.data.ops.from_generator import FromGeneratorDataset
+
+        return FromGeneratorDataset(generator, output_signature, args)
+
+    @staticmethod
+    def list_files(
+        file_pattern: Any, shuffle: bool | None = None, seed: int | None = None
+    ) -> Dataset:
+        """The file names matching ``file_pattern`` (a glob, or a list of them), as bytes.
+
+        Shuffled unless ``shuffle=False`` (the matches are sorted first), as tf.data.
+        """
+        from pipestate.data.ops.list_files import ListFilesDataset
+
+        return ListFilesDataset(file_pattern, shuffle, seed)
+
+    @staticmethod
     def zip(*datasets: Any) -> Dataset:
         """Elements of several datasets side by side, as tuples (or dicts) of elements.
 
@@ -244,11 +328,124 @@ class Dataset:
         return ZipDataset(datasets[0] if len(datasets) == 1 else datasets)
 
     # --------------------------------------------------------------------- ops
-    def map(self, map_func: Callable[..., Any]) -> Dataset:
-        """Applies a pure function to every element (a tuple is unpacked into its arguments)."""
+    def map(
+        self,
+        map_func: Callable[..., Any],
+        num_parallel_calls: int | None = None,
+        deterministic: bool | None = None,
+        *,
+        stateful: bool = False,
+    ) -> Dataset:
+        """Applies ``map_func`` to every element (a tuple is unpacked into its arguments).
+
+        Args:
+          map_func: a function of the element; pure unless ``stateful``.
+          num_parallel_calls: run the function on this many threads
+            (``pipestate.data.AUTOTUNE``: as many as the cores available);
+            ``None`` runs it in the consumer's thread.
+          deterministic: ``False`` lets parallel results arrive out of order.
+          stateful: ``True`` if the function depends on state outside the
+            element; the pipeline then has external state.
+        """
         from pipestate.data.ops.map import MapDataset
 
-        return MapDataset(self, map_func)
+        if num_parallel_calls is None:
+            if deterministic is not None and not isinstance(deterministic, (bool, np.bool_)):
+                raise TypeError(f"map: deterministic must be a bool or None, got {deterministic!r}")
+            return MapDataset(self, map_func, stateful=stateful)
+        from pipestate.data.ops.parallel_map import ParallelMapDataset
+
+        return ParallelMapDataset(
+            self, map_func, num_parallel_calls, deterministic, stateful=stateful
+        )
+
+    def filter(self, predicate: Callable[..., Any], *, stateful: bool = False) -> Dataset:
+        """The elements for which ``predicate`` returns true (a scalar bool)."""
+        from pipestate.data.ops.filter import FilterDataset
+
+        return FilterDataset(self, predicate, stateful=stateful)
+
+    def shuffle(
+        self, buffer_size: int, seed: int | None = None, reshuffle_each_iteration: bool = True
+    ) -> Dataset:
+        """tf.data's buffer shuffle: a random element of a ``buffer_size`` buffer at a time.
+
+        Use :meth:`global_shuffle` for a full permutation of a random-access dataset.
+        """
+        from pipestate.data.ops.shuffle import ShuffleDataset
+
+        return ShuffleDataset(self, buffer_size, seed, reshuffle_each_iteration)
+
+    def unbatch(self) -> Dataset:
+        """Splits each element along its first axis into that many elements."""
+        from pipestate.data.ops.unbatch import UnbatchDataset
+
+        return UnbatchDataset(self)
+
+    def padded_batch(
+        self,
+        batch_size: int,
+        padded_shapes: Any = None,
+        padding_values: Any = None,
+        drop_remainder: bool = False,
+    ) -> Dataset:
+        """Batches elements of varying shapes, padding each leaf to a common shape."""
+        from pipestate.data.ops.padded_batch import PaddedBatchDataset
+
+        return PaddedBatchDataset(self, batch_size, padded_shapes, padding_values, drop_remainder)
+
+    def interleave(
+        self,
+        map_func: Callable[..., Dataset],
+        cycle_length: int | None = None,
+        block_length: int = 1,
+        num_parallel_calls: int | None = None,
+        deterministic: bool | None = None,
+        *,
+        stateful: bool = False,
+    ) -> Dataset:
+        """Maps elements to datasets and interleaves them, ``block_length`` at a time."""
+        from pipestate.data.ops.interleave import InterleaveDataset
+
+        return InterleaveDataset(
+            self,
+            map_func,
+            cycle_length,
+            block_length,
+            num_parallel_calls,
+            deterministic,
+            stateful=stateful,
+        )
+
+    def flat_map(self, map_func: Callable[..., Dataset], *, stateful: bool = False) -> Dataset:
+        """Maps each element to a dataset and reads those datasets one after another."""
+        from pipestate.data.ops.flat_map import FlatMapDataset
+
+        return FlatMapDataset(self, map_func, stateful=stateful)
+
+    def scan(
+        self, initial_state: Any, scan_func: Callable[..., Any], *, stateful: bool = False
+    ) -> Dataset:
+        """Threads a state through the elements: ``scan_func(state, x) -> (state, output)``."""
+        from pipestate.data.ops.scan import ScanDataset
+
+        return ScanDataset(self, initial_state, scan_func, stateful=stateful)
+
+    def take_while(self, predicate: Callable[..., Any]) -> Dataset:
+        """The elements up to (not including) the first for which ``predicate`` is false."""
+        from pipestate.data.ops.take_while import TakeWhileDataset
+
+        return TakeWhileDataset(self, predicate)
+
+    def prefetch(self, buffer_size: int) -> Dataset:
+        """Prepares up to ``buffer_size`` elements ahead on a background thread.
+
+        ``pipestate.data.AUTOTUNE`` picks the size. Prefetched elements are never
+        saved: ``get_state()`` describes what the consumer received.
+        """
+        from pipestate.data.ops.prefetch import PrefetchDataset
+
+        return PrefetchDataset(self, buffer_size)
 
     def batch(self, batch_size: int, drop_remainder: bool = False) -> Dataset:
         """Stacks consecutive elements into batches; the last partial one is kept

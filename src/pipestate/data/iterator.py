@@ -12,6 +12,7 @@ import numpy as np
 
 from pipestate.data import _structure
 from pipestate.data._structure import Element
+from pipestate.data.options import ExternalStatePolicy, apply_external_state_policy
 from pipestate.errors import StateMismatchError
 
 if TYPE_CHECKING:
@@ -80,19 +81,45 @@ class DatasetIterator(Iterator[Element]):
         """The dataset this iterator walks."""
         return self._dataset
 
-    def get_state(self) -> State:
-        """The position, as a JSON-serialisable dict; O(1) for random-access pipelines.
+    def get_state(self, *, external_state_policy: ExternalStatePolicy | str | None = None) -> State:
+        """The position, as a dict of plain values; O(1) for random-access pipelines.
+
+        Args:
+          external_state_policy: what to do if an op of the pipeline has
+            external state (``'fail'``, ``'warn'``, ``'ignore'`` or an
+            :class:`ExternalStatePolicy`); ``None`` uses the pipeline's
+            ``Options``, whose default is ``'fail'``.
 
         Returns:
-          ``{"version": 1, "fingerprint": ..., "ops": [...], "iterator": {...}}``.
+          ``{"version": 1, "fingerprint": ..., "ops": [...], "iterator": {...}}``;
+          JSON-serialisable unless a buffer of elements had to be saved (then it
+          holds NumPy arrays; save it with ``pipestate.Checkpoint``).
+
+        Raises:
+          ExternalStateError: the policy is ``'fail'`` and an op has external state.
+          ValueError: an invalid ``external_state_policy``.
         """
         self._check_open()
+        external = self._dataset._external_ops()
+        if external or external_state_policy is not None:
+            policy = self._policy(external_state_policy)
+            apply_external_state_policy(policy, external, repr(self))
         return {
             _VERSION: STATE_VERSION,
             _FINGERPRINT: self._dataset.fingerprint,
             _OPS: self._dataset._op_list(),
             _ITERATOR: self._get_state(),
         }
+
+    def _policy(self, explicit: ExternalStatePolicy | str | None) -> ExternalStatePolicy:
+        if explicit is not None:
+            return ExternalStatePolicy.coerce(explicit)
+        configured = self._dataset.options().external_state_policy
+        return (
+            ExternalStatePolicy.FAIL
+            if configured is None
+            else ExternalStatePolicy.coerce(configured)
+        )
 
     def set_state(self, state: State) -> None:
         """Restores a position saved by ``get_state()``, discarding the current one.
@@ -126,11 +153,17 @@ class DatasetIterator(Iterator[Element]):
             raise StateMismatchError(
                 f"{self._dataset._op_name}: state['iterator'] must be a dict, got {inner!r:.80}"
             )
+        # A state that fails half-way through a nested restore must not leave
+        # the iterator half-restored: put the previous position back.
+        backup = self._get_state()
         try:
             self._set_state(inner)
-        except StateMismatchError:
-            raise
-        except (KeyError, TypeError, ValueError, IndexError) as err:
+        except BaseException as err:
+            self._set_state(backup)
+            if isinstance(err, StateMismatchError) or not isinstance(
+                err, (KeyError, TypeError, ValueError, IndexError)
+            ):
+                raise
             raise StateMismatchError(
                 f"{self._dataset._op_name}: malformed iterator state {inner!r:.200}: "
                 f"{type(err).__name__}: {err}"
@@ -209,6 +242,25 @@ def read_int(
     return value
 
 
+def read_seed(state: State, op: str, current: int | None) -> int | None:
+    """Reads the seed drawn for ``seed=None`` ops: an int where ``current`` is one, else None."""
+    seed = state["seed"]
+    if (seed is None) != (current is None) or (
+        seed is not None and (isinstance(seed, bool) or not isinstance(seed, int))
+    ):
+        expected = "None" if current is None else "an int"
+        raise StateMismatchError(f"{op}: state['seed'] must be {expected} here, got {seed!r:.80}")
+    return seed
+
+
+def check_keys(state: State, expected: tuple[str, ...], op: str) -> None:
+    """Raises StateMismatchError unless ``state`` has exactly the keys ``expected``."""
+    if set(state) != set(expected):
+        raise StateMismatchError(
+            f"{op}: iterator state keys {sorted(state)} != expected {sorted(expected)}"
+        )
+
+
 class IndexIterator(DatasetIterator):
     """Iterator over a random-access pipeline; its whole state is one global index.
 
@@ -221,9 +273,10 @@ class IndexIterator(DatasetIterator):
     _STATE_KEYS = (_INDEX, _SEED)
     _BLOCK = 128
 
-    def __init__(self, dataset: Dataset, entropy: int | None) -> None:
+    def __init__(self, dataset: Dataset, entropy: int | None, epoch: int = 0) -> None:
         super().__init__(dataset)
         self._length = dataset._cardinality()  # >= 0 or INFINITE (-1)
+        self._epoch = epoch
         self._entropy = entropy
         self._source = (
             dataset if entropy is None else dataset._resolve_seeds(entropy, itertools.count())
@@ -251,14 +304,14 @@ class IndexIterator(DatasetIterator):
         if index == self._length:
             raise StopIteration
         self._index = index + 1
-        return self._source._get(0, index)
+        return self._source._get(self._epoch, index)
 
     def _fill(self, index: int) -> None:
         stop = index + self._BLOCK
         if self._length >= 0:
             stop = min(stop, self._length)
         positions = np.arange(index, stop, dtype=np.int64)
-        batch = self._source._get_batch(np.zeros_like(positions), positions)
+        batch = self._source._get_batch(np.full_like(positions, self._epoch), positions)
         self._block = _structure.unstack(batch, len(positions))
         self._block_start = index
 
@@ -267,19 +320,10 @@ class IndexIterator(DatasetIterator):
 
     def _set_state(self, state: State) -> None:
         op = self._dataset._op_name
-        if set(state) != set(self._STATE_KEYS):
-            raise StateMismatchError(
-                f"{op}: iterator state keys {sorted(state)} != expected {sorted(self._STATE_KEYS)}"
-            )
+        check_keys(state, self._STATE_KEYS, op)
         maximum = None if self._length < 0 else self._length
         index = read_int(state, self._INDEX, op, maximum=maximum)
-        seed = state[self._SEED]
-        if (seed is None) != (self._entropy is None) or (
-            seed is not None and (isinstance(seed, bool) or not isinstance(seed, int))
-        ):
-            raise StateMismatchError(
-                f"{op}: state['seed'] must be an int or None here, got {seed!r}"
-            )
+        seed = read_seed(state, op, self._entropy)
         if seed is not None and seed != self._entropy:
             self._source = self._dataset._resolve_seeds(seed, itertools.count())
         self._entropy = seed
@@ -289,6 +333,108 @@ class IndexIterator(DatasetIterator):
 
     def _close(self) -> None:
         self._block = []
+
+
+class StreamIterator(DatasetIterator):
+    """Base of the streaming ops' iterators, which read the iterators of their inputs.
+
+    The state is the op's own keys (``_STATE_KEYS``; by default the input's
+    state under ``"parent"``, or a list under ``"parents"``) plus ``"seed"``:
+    the seed drawn for the pipeline's ``seed=None`` ops, saved by the
+    outermost iterator (``None`` in nested ones). Subclasses implement
+    ``_next`` and, when they keep more than their inputs' positions,
+    ``_start`` (a fresh position), ``_op_state`` and ``_restore``.
+    """
+
+    _PARENT = "parent"
+    _PARENTS = "parents"
+    _SEED = "seed"
+    _STATE_KEYS: ClassVar[tuple[str, ...]] = (_PARENT,)
+
+    def __init__(self, dataset: Dataset, entropy: int | None, epoch: int = 0) -> None:
+        super().__init__(dataset)
+        self._epoch = epoch
+        self._entropy = entropy
+        self._source = (
+            dataset if entropy is None else dataset._resolve_seeds(entropy, itertools.count())
+        )
+        self._inputs: list[DatasetIterator] = []
+        self._start()
+
+    # --------------------------------------------------------- subclass hooks
+    def _start(self) -> None:
+        """Sets up a fresh position: by default one open iterator per input."""
+        self._inputs = [self._open(i) for i in range(len(self._source._parents))]
+
+    def _op_state(self) -> State:
+        """The op's state without the seed (a fresh dict)."""
+        if len(self._inputs) == 1 and self._STATE_KEYS == (self._PARENT,):
+            return {self._PARENT: self._inputs[0]._get_state()}
+        return {self._PARENTS: [it._get_state() for it in self._inputs]}
+
+    def _restore(self, state: State) -> None:
+        """Restores the op's state into the fresh position ``_start`` set up."""
+        if self._PARENT in state:
+            self._inputs[0]._set_state(read_dict(state, self._PARENT, self._op))
+            return
+        states = state[self._PARENTS]
+        if not isinstance(states, list) or len(states) != len(self._inputs):
+            raise StateMismatchError(
+                f"{self._op}: state['parents'] must be a list of {len(self._inputs)} states, "
+                f"got {states!r:.120}"
+            )
+        for it, inner in zip(self._inputs, states):
+            it._set_state(inner)
+
+    def _children(self) -> list[DatasetIterator]:
+        """The input iterators open now (closed with this one)."""
+        return self._inputs
+
+    # ---------------------------------------------------------------- helpers
+    @property
+    def _op(self) -> str:
+        return self._dataset._op_name
+
+    def _open(self, index: int = 0, epoch: int | None = None) -> DatasetIterator:
+        """A fresh iterator over input ``index`` (its seeds already resolved)."""
+        parent = self._source._parents[index]
+        return parent._make_iterator(None, self._epoch if epoch is None else epoch)
+
+    # ------------------------------------------------------------ base parts
+    def _get_state(self) -> State:
+        state = self._op_state()
+        state[self._SEED] = self._entropy
+        return state
+
+    def _set_state(self, state: State) -> None:
+        check_keys(state, (*self._STATE_KEYS, self._SEED), self._op)
+        seed = read_seed(state, self._op, self._entropy)
+        if seed != self._entropy:
+            self._entropy = seed
+            self._source = self._dataset._resolve_seeds(seed, itertools.count())  # type: ignore[arg-type]
+        self._close()
+        self._start()
+        self._restore(state)
+
+    def _close(self) -> None:
+        for child in self._children():
+            child.close()
+
+
+def read_dict(state: State, key: str, op: str) -> State:
+    """Reads a nested state (a dict) strictly, naming the op and key on error."""
+    value = state[key]
+    if not isinstance(value, dict):
+        raise StateMismatchError(f"{op}: state[{key!r}] must be a dict, got {value!r:.80}")
+    return value
+
+
+def read_bool(state: State, key: str, op: str) -> bool:
+    """Reads a bool from a state strictly."""
+    value = state[key]
+    if not isinstance(value, bool):
+        raise StateMismatchError(f"{op}: state[{key!r}] must be a bool, got {value!r:.80}")
+    return value
 
 
 def state_to_json(state: State) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from pipestate.data._structure import Element, describe, elements_equal
-from pipestate.data.dataset import Dataset
+from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import DatasetIterator, State
 
 DEFAULT_MAX_ELEMENTS = 200
@@ -199,9 +199,13 @@ def assert_chained_resumes(
 def assert_epoch_boundaries(dataset: Dataset, *, epochs: int = 3, max_elements: int = 600) -> None:
     """Restores around every epoch boundary of ``dataset.repeat(epochs)``.
 
-    Skipped (returns) for datasets with no finite length.
+    Skipped (returns) for infinite datasets; a dataset of unknown length is
+    counted first (and skipped if longer than ``max_elements``).
     """
     n = dataset.cardinality()
+    if n == UNKNOWN_CARDINALITY:
+        with iter(dataset) as counting:
+            n = len(_take(counting, max_elements + 1))
     if n < 0 or n * epochs > max_elements:
         return
     repeated = dataset.repeat(epochs)
@@ -234,6 +238,9 @@ def assert_conformant(
     )
     assert_chained_resumes(dataset, max_elements=max_elements)
     n = dataset.cardinality()
+    if n == UNKNOWN_CARDINALITY:
+        with iter(dataset) as counting:
+            n = len(_take(counting, max_elements + 1))
     if 0 <= n <= max_elements:
         assert_exhausted_restores_exhausted(dataset, max_elements=max_elements + 1)
     assert_epoch_boundaries(dataset)

@@ -9,6 +9,7 @@ from pipestate.data.dataset import Dataset
 from pipestate.data.ops.batch import BatchDataset
 from pipestate.data.ops.concatenate import ConcatenateDataset
 from pipestate.data.ops.enumerate import EnumerateDataset
+from pipestate.data.ops.filter import FilterDataset
 from pipestate.data.ops.from_tensor_slices import FromTensorSlicesDataset
 from pipestate.data.ops.from_tensors import FromTensorsDataset
 from pipestate.data.ops.global_shuffle import GlobalShuffleDataset
@@ -16,6 +17,7 @@ from pipestate.data.ops.map import MapDataset
 from pipestate.data.ops.range import RangeDataset
 from pipestate.data.ops.repeat import RepeatDataset
 from pipestate.data.ops.shard import ShardDataset
+from pipestate.data.ops.shuffle import ShuffleDataset
 from pipestate.data.ops.skip import SkipDataset
 from pipestate.data.ops.take import TakeDataset
 from pipestate.data.ops.zip import ZipDataset
@@ -24,6 +26,7 @@ _OPS: tuple[type[Dataset], ...] = (
     BatchDataset,
     ConcatenateDataset,
     EnumerateDataset,
+    FilterDataset,
     FromTensorSlicesDataset,
     FromTensorsDataset,
     GlobalShuffleDataset,
@@ -31,6 +34,7 @@ _OPS: tuple[type[Dataset], ...] = (
     RangeDataset,
     RepeatDataset,
     ShardDataset,
+    ShuffleDataset,
     SkipDataset,
     TakeDataset,
     ZipDataset,

@@ -6,7 +6,29 @@ from typing import Any
 
 import numpy as np
 
+from pipestate.data import _structure
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_int
+from pipestate.data.iterator import StreamIterator
+
+
+class _BatchIterator(StreamIterator):
+    """Reads ``batch_size`` elements of a streaming input per batch; state: the input's.
+
+    A batch is read whole within one ``next``, so between batches nothing is
+    buffered and the input's position is the whole state.
+    """
+
+    def _next(self) -> Any:
+        dataset: BatchDataset = self._source  # type: ignore[assignment]
+        parent = self._inputs[0]
+        elements = []
+        try:
+            for _ in range(dataset._batch_size):
+                elements.append(parent._next())
+        except StopIteration:
+            if not elements or dataset._drop_remainder:
+                raise
+        return _structure.stack(elements, dataset)
 
 
 class BatchDataset(Dataset):
@@ -17,6 +39,7 @@ class BatchDataset(Dataset):
     """
 
     _op_name = "batch"
+    _iterator_class = _BatchIterator
 
     def __init__(self, parent: Dataset, batch_size: int, drop_remainder: bool = False) -> None:
         super().__init__([parent])

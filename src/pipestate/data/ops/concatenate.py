@@ -8,12 +8,42 @@ import numpy as np
 
 from pipestate.data import _structure
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_dataset
+from pipestate.data.iterator import StreamIterator, read_int
+
+
+class _ConcatenateIterator(StreamIterator):
+    """Reads the first input, then the second; state: which one, and both positions."""
+
+    _CURRENT = "current"
+    _STATE_KEYS = (_CURRENT, StreamIterator._PARENTS)
+
+    def _start(self) -> None:
+        super()._start()
+        self._current = 0
+
+    def _next(self) -> Any:
+        if self._current == 0:
+            try:
+                return self._inputs[0]._next()
+            except StopIteration:
+                self._current = 1
+        return self._inputs[1]._next()
+
+    def _op_state(self) -> dict[str, Any]:
+        state = super()._op_state()
+        state[self._CURRENT] = self._current
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self._current = read_int(state, self._CURRENT, self._op, maximum=1)
+        super()._restore({self._PARENTS: state[self._PARENTS]})
 
 
 class ConcatenateDataset(Dataset):
     """The elements of ``first`` followed by those of ``second`` (same structure)."""
 
     _op_name = "concatenate"
+    _iterator_class = _ConcatenateIterator
 
     def __init__(self, first: Dataset, second: Dataset) -> None:
         super().__init__([first, check_dataset("dataset", second, op="concatenate")])

@@ -10,27 +10,42 @@ import numpy as np
 from pipestate.data import _structure
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data.dataset import Dataset
+from pipestate.data.iterator import StreamIterator
 
 _STRUCTURES = (tuple, list, dict)
+
+
+class _MapIterator(StreamIterator):
+    """Applies the function to each element of a streaming input; state: the input's."""
+
+    def _next(self) -> Any:
+        return self._source._apply(self._inputs[0]._next())  # type: ignore[attr-defined]
 
 
 class MapDataset(Dataset):
     """``map_func`` applied to each element; a plain tuple is unpacked into its arguments.
 
     The function must be pure (its output depends only on its input) for a
-    restored iterator to continue exactly; its result is converted to NumPy
+    restored iterator to continue exactly; a function marked ``stateful`` makes
+    the pipeline one with external state. Its result is converted to NumPy
     values, and a returned list becomes a tuple, as in tf.data.
     """
 
     _op_name = "map"
+    _iterator_class = _MapIterator
 
-    def __init__(self, parent: Dataset, map_func: Callable[..., Any]) -> None:
+    def __init__(
+        self, parent: Dataset, map_func: Callable[..., Any], *, stateful: bool = False
+    ) -> None:
         super().__init__([parent])
         if not callable(map_func):
             raise TypeError(
                 f"map: map_func must be callable, got {type(map_func).__name__} {map_func!r:.80}"
             )
+        if not isinstance(stateful, (bool, np.bool_)):
+            raise TypeError(f"map: stateful must be a bool, got {stateful!r:.80}")
         self._fn = map_func
+        self._stateful = bool(stateful)
         self._parent_vectorised = parent._vectorised
 
     @property
@@ -42,6 +57,9 @@ class MapDataset(Dataset):
 
     def _params(self) -> dict[str, Any]:
         return {"map_func": describe_callable(self._fn)}
+
+    def _external_state(self) -> str | None:
+        return "stateful function" if self._stateful else None
 
     def _apply(self, element: Any) -> Any:
         out = self._fn(*element) if type(element) is tuple else self._fn(element)

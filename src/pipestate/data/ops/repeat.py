@@ -7,8 +7,64 @@ from typing import Any
 import numpy as np
 
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_int
+from pipestate.data.iterator import StreamIterator, read_bool, read_int
 
 _UNBOUNDED_STRIDE = 1 << 32  # epochs of an infinite repeat nested in an outer pass
+
+
+class _RepeatIterator(StreamIterator):
+    """Re-opens a streaming input for each pass; state: the pass number and its position.
+
+    Pass ``k`` opens the input as its epoch ``k``, as the random-access path
+    does, so shuffles reshuffle per pass. A pass that yields nothing ends the
+    repetition (as in tf.data: an empty input repeated forever is empty).
+    """
+
+    _PASS = "pass"
+    _YIELDED = "yielded"
+    _STATE_KEYS = (_PASS, _YIELDED, StreamIterator._PARENT)
+
+    def _start(self) -> None:
+        self._pass = 0
+        self._yielded = False
+        self._inputs = [self._open(0, self._pass_epoch(0))]
+
+    def _pass_epoch(self, number: int) -> int:
+        dataset: RepeatDataset = self._source  # type: ignore[assignment]
+        return self._epoch * dataset._stride() + number
+
+    def _next(self) -> Any:
+        count = self._source._count  # type: ignore[attr-defined]
+        while True:
+            if count is not None and self._pass >= count:
+                raise StopIteration
+            try:
+                element = self._inputs[0]._next()
+            except StopIteration:
+                if not self._yielded:
+                    raise
+                self._inputs[0].close()
+                self._pass += 1
+                self._yielded = False
+                self._inputs = [self._open(0, self._pass_epoch(self._pass))]
+                continue
+            self._yielded = True
+            return element
+
+    def _op_state(self) -> dict[str, Any]:
+        return {
+            self._PASS: self._pass,
+            self._YIELDED: self._yielded,
+            self._PARENT: self._inputs[0]._get_state(),
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        dataset: RepeatDataset = self._source  # type: ignore[assignment]
+        self._pass = read_int(state, self._PASS, self._op, maximum=dataset._count)
+        self._yielded = read_bool(state, self._YIELDED, self._op)
+        self._inputs[0].close()
+        self._inputs = [self._open(0, self._pass_epoch(self._pass))]
+        super()._restore({self._PARENT: state[self._PARENT]})
 
 
 class RepeatDataset(Dataset):
@@ -20,6 +76,7 @@ class RepeatDataset(Dataset):
     """
 
     _op_name = "repeat"
+    _iterator_class = _RepeatIterator
 
     def __init__(self, parent: Dataset, count: int | None = None) -> None:
         super().__init__([parent])

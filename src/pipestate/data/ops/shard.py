@@ -7,12 +7,35 @@ from typing import Any
 import numpy as np
 
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_int
+from pipestate.data.iterator import StreamIterator
+
+
+class _ShardIterator(StreamIterator):
+    """Reads a streaming input ``num_shards`` elements at a time, keeping the ``index``-th.
+
+    Each ``next`` ends at a group boundary (or the input's end), so the
+    input's position is the whole state.
+    """
+
+    def _next(self) -> Any:
+        dataset: ShardDataset = self._source  # type: ignore[assignment]
+        parent = self._inputs[0]
+        for _ in range(dataset._index):
+            parent._next()
+        element = parent._next()
+        try:
+            for _ in range(dataset._num_shards - dataset._index - 1):
+                parent._next()
+        except StopIteration:
+            pass
+        return element
 
 
 class ShardDataset(Dataset):
     """Elements ``index, index + num_shards, index + 2 * num_shards, ...`` of the input."""
 
     _op_name = "shard"
+    _iterator_class = _ShardIterator
 
     def __init__(self, parent: Dataset, num_shards: int, index: int) -> None:
         super().__init__([parent])

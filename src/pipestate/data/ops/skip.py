@@ -7,6 +7,33 @@ from typing import Any
 import numpy as np
 
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_int
+from pipestate.data.iterator import StreamIterator, read_int
+
+
+class _SkipIterator(StreamIterator):
+    """Drops the first ``count`` elements of a streaming input; state: how many dropped."""
+
+    _COUNT = "skipped"
+    _STATE_KEYS = (_COUNT, StreamIterator._PARENT)
+
+    def _start(self) -> None:
+        super()._start()
+        self._count = 0
+
+    def _op_state(self) -> dict[str, Any]:
+        return {self._COUNT: self._count, self._PARENT: self._inputs[0]._get_state()}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self._count = read_int(state, self._COUNT, self._op)
+        super()._restore({self._PARENT: state[self._PARENT]})
+
+    def _next(self) -> Any:
+        limit = self._source._count  # type: ignore[attr-defined]
+        parent = self._inputs[0]
+        while limit == -1 or self._count < limit:
+            parent._next()
+            self._count += 1
+        return parent._next()
 
 
 class SkipDataset(Dataset):
@@ -16,6 +43,7 @@ class SkipDataset(Dataset):
     """
 
     _op_name = "skip"
+    _iterator_class = _SkipIterator
 
     def __init__(self, parent: Dataset, count: int) -> None:
         super().__init__([parent])

@@ -7,12 +7,41 @@ from typing import Any
 import numpy as np
 
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_int
+from pipestate.data.iterator import StreamIterator, read_int
+
+
+class _TakeIterator(StreamIterator):
+    """Passes on the first ``count`` elements of a streaming input; state: how many so far."""
+
+    _COUNT = "taken"
+    _STATE_KEYS = (_COUNT, StreamIterator._PARENT)
+
+    def _start(self) -> None:
+        super()._start()
+        self._count = 0
+
+    def _op_state(self) -> dict[str, Any]:
+        return {self._COUNT: self._count, self._PARENT: self._inputs[0]._get_state()}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        limit: int = self._source._count  # type: ignore[attr-defined]
+        self._count = read_int(state, self._COUNT, self._op, maximum=None if limit < 0 else limit)
+        super()._restore({self._PARENT: state[self._PARENT]})
+
+    def _next(self) -> Any:
+        limit = self._source._count  # type: ignore[attr-defined]
+        if self._count == limit:
+            raise StopIteration
+        element = self._inputs[0]._next()
+        self._count += 1
+        return element
 
 
 class TakeDataset(Dataset):
     """At most ``count`` elements of the input (``-1``: all of them)."""
 
     _op_name = "take"
+    _iterator_class = _TakeIterator
 
     def __init__(self, parent: Dataset, count: int) -> None:
         super().__init__([parent])

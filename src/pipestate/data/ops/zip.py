@@ -8,6 +8,16 @@ import numpy as np
 
 from pipestate.data import _structure
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
+from pipestate.data.iterator import StreamIterator
+
+
+class _ZipIterator(StreamIterator):
+    """Reads one element of each input per ``next``; state: the inputs' states."""
+
+    _STATE_KEYS = (StreamIterator._PARENTS,)
+
+    def _next(self) -> Any:
+        return self._source._pack([it._next() for it in self._inputs])  # type: ignore[attr-defined]
 
 
 class ZipDataset(Dataset):
@@ -17,6 +27,7 @@ class ZipDataset(Dataset):
     """
 
     _op_name = "zip"
+    _iterator_class = _ZipIterator
 
     def __init__(self, datasets: Any) -> None:
         if isinstance(datasets, Dataset):
@@ -36,9 +47,11 @@ class ZipDataset(Dataset):
     def _cardinality(self) -> int:
         sizes = [parent._cardinality() for parent in self._parents]
         finite = [n for n in sizes if n >= 0]
-        if finite:
-            return min(finite)
-        return UNKNOWN_CARDINALITY if UNKNOWN_CARDINALITY in sizes else INFINITE_CARDINALITY
+        if 0 in finite:
+            return 0
+        if UNKNOWN_CARDINALITY in sizes:
+            return UNKNOWN_CARDINALITY
+        return min(finite) if finite else INFINITE_CARDINALITY
 
     def _params(self) -> dict[str, Any]:
         if type(self._structure) is tuple and len(self._structure) == len(self._parents):

@@ -1,0 +1,116 @@
+"""Saving a buffer of elements in an iterator state: columns of stacked leaves.
+
+A buffer of ``n`` elements is saved as one stacked array per leaf (so a
+checkpoint holds a handful of arrays, not ``n`` small ones), with the nesting
+described by a JSON-able spec. Leaves whose shapes differ between elements
+are saved as a list of arrays, and string leaves as lists of ``str`` /
+``bytes``. Named tuples come back as plain tuples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from pipestate.data import _structure
+from pipestate.data._structure import Element
+from pipestate.errors import StateMismatchError
+
+_COUNT = "count"
+_SPEC = "spec"
+_COLUMNS = "columns"
+_KEYS = (_COUNT, _SPEC, _COLUMNS)
+_LEAF = "leaf"
+_TUPLE = "tuple"
+_DICT = "dict"
+
+
+def _spec(element: Element, op: str) -> Any:
+    if isinstance(element, dict):
+        for key in element:
+            if not isinstance(key, str):
+                raise TypeError(f"{op}: cannot save a buffered element with dict key {key!r}")
+        return [_DICT, [[key, _spec(value, op)] for key, value in element.items()]]
+    if isinstance(element, tuple):
+        return [_TUPLE, [_spec(value, op) for value in element]]
+    return _LEAF
+
+
+def _build(spec: Any, leaves: list[Any], op: str) -> Element:
+    if spec == _LEAF:
+        if not leaves:
+            raise StateMismatchError(f"{op}: buffer spec has more leaves than saved columns")
+        return leaves.pop()
+    if not isinstance(spec, (list, tuple)) or len(spec) != 2 or spec[0] not in (_TUPLE, _DICT):
+        raise StateMismatchError(f"{op}: malformed buffer spec {spec!r:.80}")
+    kind, items = spec
+    if not isinstance(items, (list, tuple)):
+        raise StateMismatchError(f"{op}: malformed buffer spec {spec!r:.80}")
+    if kind == _TUPLE:
+        return tuple(_build(item, leaves, op) for item in items)
+    out = {}
+    for pair in items:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not isinstance(pair[0], str):
+            raise StateMismatchError(f"{op}: malformed buffer spec {spec!r:.80}")
+        out[pair[0]] = _build(pair[1], leaves, op)
+    return out
+
+
+def _column(values: list[Any]) -> Any:
+    first = values[0]
+    if np.asarray(first).dtype.kind in "SUO":
+        return [np.asarray(v).tolist() for v in values]
+    shape, dtype = np.shape(first), np.asarray(first).dtype
+    if all(np.shape(v) == shape and np.asarray(v).dtype == dtype for v in values):
+        return np.stack([np.asarray(v) for v in values])
+    return [np.asarray(v) for v in values]
+
+
+def pack(elements: Sequence[Element], op: str) -> dict[str, Any]:
+    """The elements as ``{"count", "spec", "columns"}``: arrays and plain values only."""
+    if not elements:
+        return {_COUNT: 0, _SPEC: None, _COLUMNS: []}
+    flat = [_structure.flatten(e) for e in elements]
+    columns = [_column([leaves[i] for leaves in flat]) for i in range(len(flat[0]))]
+    return {_COUNT: len(elements), _SPEC: _spec(elements[0], op), _COLUMNS: columns}
+
+
+def _leaf(column: Any, index: int, op: str) -> Any:
+    value = column[index]
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value[()]
+    if isinstance(value, (str, bytes, list, int, float, bool)):
+        return _structure.to_leaf(value)
+    if not isinstance(value, (np.ndarray, np.generic)):
+        raise StateMismatchError(f"{op}: buffered value {value!r:.80} is not an array")
+    return value
+
+
+def unpack(packed: Any, op: str) -> list[Element]:
+    """The elements saved by :func:`pack` (read strictly)."""
+    if not isinstance(packed, dict) or set(packed) != set(_KEYS):
+        raise StateMismatchError(f"{op}: malformed element buffer {packed!r:.120}")
+    count, spec, columns = packed[_COUNT], packed[_SPEC], packed[_COLUMNS]
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise StateMismatchError(f"{op}: malformed element buffer count {count!r:.80}")
+    if not isinstance(columns, (list, tuple)):
+        raise StateMismatchError(f"{op}: element buffer columns must be a list")
+    if count == 0:
+        return []
+    for column in columns:
+        if not isinstance(column, (list, tuple, np.ndarray)) or len(column) != count:
+            raise StateMismatchError(
+                f"{op}: element buffer column of length {len(column)} != count {count}"
+                if hasattr(column, "__len__")
+                else f"{op}: malformed element buffer column {column!r:.80}"
+            )
+    out = []
+    for i in range(count):
+        leaves = [_leaf(column, i, op) for column in reversed(columns)]
+        element = _build(spec, leaves, op)
+        if leaves:
+            raise StateMismatchError(f"{op}: buffer spec has fewer leaves than saved columns")
+        out.append(element)
+    return out

@@ -1,0 +1,203 @@
+"""``shuffle``: tf.data's buffer shuffle, with a compact saved buffer."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from pipestate.data import _buffer, _structure
+from pipestate.data.dataset import Dataset, check_int
+from pipestate.data.iterator import StreamIterator, read_bool, read_int
+from pipestate.errors import StateMismatchError
+
+_DRAWS = 1024  # random numbers drawn per block
+
+
+class _ShuffleIterator(StreamIterator):
+    """Fills a buffer, then emits a random buffered element and refills its slot.
+
+    The choice for output ``k`` is a function of ``(seed, epoch, k)``, so the
+    state is the input's position, the output count and the buffer. On a
+    random-access input the buffer is saved as the input indices of its
+    elements (re-read on restore); otherwise as the elements themselves.
+    """
+
+    _PRODUCED = "produced"
+    _FILLED = "filled"
+    _BUFFER = "buffer"
+    _STATE_KEYS = (_PRODUCED, _FILLED, _BUFFER, StreamIterator._PARENT)
+
+    def _start(self) -> None:
+        super()._start()
+        dataset: ShuffleDataset = self._source  # type: ignore[assignment]
+        self._by_index = dataset._parents[0]._random_access
+        self._buffer: list[Any] = []
+        self._positions: list[int] = []  # input indices of the buffered elements
+        self._produced = 0
+        self._filled = False
+        self._draws = np.empty(0)
+        self._draws_block = -1
+
+    def _read(self) -> bool:
+        """Reads one input element into the buffer; ``False`` at the input's end."""
+        parent = self._inputs[0]
+        try:
+            element = parent._next()
+        except StopIteration:
+            return False
+        self._buffer.append(element)
+        if self._by_index:
+            self._positions.append(parent._index - 1)  # type: ignore[attr-defined]
+        return True
+
+    def _uniform(self, k: int) -> float:
+        block, offset = divmod(k, _DRAWS)
+        if block != self._draws_block:
+            dataset: ShuffleDataset = self._source  # type: ignore[assignment]
+            epoch = self._epoch if dataset._reshuffle else 0
+            assert dataset._seed is not None
+            seeds = np.random.SeedSequence([dataset._seed, epoch, block])
+            self._draws = np.random.Generator(np.random.Philox(seeds)).random(_DRAWS)
+            self._draws_block = block
+        return float(self._draws[offset])
+
+    def _next(self) -> Any:
+        buffer = self._buffer
+        if not self._filled:
+            size = self._source._buffer_size  # type: ignore[attr-defined]
+            while len(buffer) < size and self._read():
+                pass
+            self._filled = True
+        if not buffer:
+            raise StopIteration
+        slot = int(self._uniform(self._produced) * len(buffer))
+        element = buffer[slot]
+        if self._read():
+            # The new element is at the end: move it into the emptied slot.
+            buffer[slot] = buffer.pop()
+            if self._by_index:
+                self._positions[slot] = self._positions.pop()
+        else:
+            buffer[slot] = buffer[-1]
+            buffer.pop()
+            if self._by_index:
+                self._positions[slot] = self._positions[-1]
+                self._positions.pop()
+        self._produced += 1
+        return element
+
+    def _op_state(self) -> dict[str, Any]:
+        if self._by_index:
+            saved: Any = np.array(self._positions, dtype=np.int64)
+        else:
+            saved = _buffer.pack(self._buffer, self._op)
+        return {
+            self._PRODUCED: self._produced,
+            self._FILLED: self._filled,
+            self._BUFFER: saved,
+            self._PARENT: self._inputs[0]._get_state(),
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        op = self._op
+        size = self._source._buffer_size  # type: ignore[attr-defined]
+        produced = read_int(state, self._PRODUCED, op)
+        filled = read_bool(state, self._FILLED, op)
+        saved = state[self._BUFFER]
+        if self._by_index:
+            positions = np.asarray(saved)
+            if positions.ndim != 1 or positions.dtype.kind not in "iu" or len(positions) > size:
+                raise StateMismatchError(
+                    f"{op}: state['buffer'] must be at most {size} input indices, got "
+                    f"{saved!r:.120}"
+                )
+            positions = positions.astype(np.int64)
+            parent = self._source._parents[0]
+            length = parent._cardinality()
+            if positions.size and (
+                positions.min() < 0 or (length >= 0 and positions.max() >= length)
+            ):
+                raise StateMismatchError(f"{op}: state['buffer'] has indices out of range")
+            if parent._vectorised and positions.size:
+                batch = parent._get_batch(np.full_like(positions, self._epoch), positions)
+                buffer = _structure.unstack(batch, len(positions))
+            else:
+                buffer = [parent._get(self._epoch, int(p)) for p in positions]
+            self._positions = positions.tolist()
+        else:
+            buffer = _buffer.unpack(saved, op)
+            if len(buffer) > size:
+                raise StateMismatchError(f"{op}: saved buffer holds more than {size} elements")
+        super()._restore({self._PARENT: state[self._PARENT]})
+        self._buffer = buffer
+        self._produced = produced
+        self._filled = filled
+
+
+class ShuffleDataset(Dataset):
+    """tf.data's ``shuffle``: a random element of a ``buffer_size`` buffer at a time.
+
+    The first output waits until the buffer is full; each output's slot is
+    refilled with the next input element. Order is a function of
+    ``(seed, epoch)``; with ``reshuffle_each_iteration`` each pass of an
+    enclosing ``repeat`` differs. ``seed=None`` draws a seed per iterator (saved
+    in its state). When the input is random access the saved buffer is its
+    elements' input indices (8 bytes each); otherwise the elements themselves.
+
+    Raises:
+      TypeError: non-integer ``buffer_size`` or ``seed``, or a non-bool
+        ``reshuffle_each_iteration``.
+      ValueError: ``buffer_size < 1``.
+    """
+
+    _op_name = "shuffle"
+    _iterator_class = _ShuffleIterator
+
+    def __init__(
+        self,
+        parent: Dataset,
+        buffer_size: int,
+        seed: int | None = None,
+        reshuffle_each_iteration: bool = True,
+    ) -> None:
+        super().__init__([parent])
+        self._buffer_size = check_int("buffer_size", buffer_size, minimum=1, op="shuffle")
+        if seed is not None:
+            seed = check_int("seed", seed, op="shuffle")
+        if not isinstance(reshuffle_each_iteration, (bool, np.bool_)):
+            raise TypeError(
+                "shuffle: reshuffle_each_iteration must be a bool, got "
+                f"{reshuffle_each_iteration!r}"
+            )
+        self._seed = seed
+        self._reshuffle = bool(reshuffle_each_iteration)
+
+    @property
+    def _random_access(self) -> bool:
+        return False
+
+    def _cardinality(self) -> int:
+        return self._parents[0]._cardinality()
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "buffer_size": self._buffer_size,
+            "seed": self._seed,
+            "reshuffle_each_iteration": self._reshuffle,
+        }
+
+    def _needs_entropy(self) -> bool:
+        return self._seed is None or super()._needs_entropy()
+
+    def _resolve_seeds(self, entropy: int, stages: Iterator[int]) -> Dataset:
+        resolved = super()._resolve_seeds(entropy, stages)
+        if self._seed is not None:
+            return resolved
+        clone = copy.copy(resolved)
+        assert isinstance(clone, ShuffleDataset)
+        state = np.random.SeedSequence([entropy, next(stages)]).generate_state(1, np.uint64)
+        clone._seed = int(state[0]) >> 1
+        return clone
