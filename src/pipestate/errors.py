@@ -12,6 +12,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointKeyError",
     "CheckpointMismatchError",
+    "CheckpointWriteError",
     "CorruptCheckpointError",
     "ExternalStateError",
     "NotFoundError",
@@ -51,6 +52,15 @@ class NotFoundError(CheckpointError, FileNotFoundError):
 
 class CheckpointMismatchError(CheckpointError, ValueError):
     """A saved value does not fit the object it is restored into (dtype, shape or kind)."""
+
+
+class CheckpointWriteError(CheckpointError, OSError):
+    """A checkpoint could not be written: the storage is full, read-only or failing.
+
+    ``errno`` is that of the underlying error (``ENOSPC`` for a full disk,
+    ``EFBIG`` for a file-size limit). The checkpoint being written does not
+    exist afterwards; earlier checkpoints and the state file are untouched.
+    """
 
 
 class CheckpointKeyError(CheckpointError, KeyError):

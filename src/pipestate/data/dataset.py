@@ -399,23 +399,13 @@ class Dataset:
         map_func: Callable[..., Dataset],
         cycle_length: int | None = None,
         block_length: int = 1,
-        num_parallel_calls: int | None = None,
-        deterministic: bool | None = None,
         *,
         stateful: bool = False,
     ) -> Dataset:
         """Maps elements to datasets and interleaves them, ``block_length`` at a time."""
         from pipestate.data.ops.interleave import InterleaveDataset
 
-        return InterleaveDataset(
-            self,
-            map_func,
-            cycle_length,
-            block_length,
-            num_parallel_calls,
-            deterministic,
-            stateful=stateful,
-        )
+        return InterleaveDataset(self, map_func, cycle_length, block_length, stateful=stateful)
 
     def flat_map(self, map_func: Callable[..., Dataset], *, stateful: bool = False) -> Dataset:
         """Maps each element to a dataset and reads those datasets one after another."""
