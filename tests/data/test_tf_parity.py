@@ -43,6 +43,19 @@ CASES: dict[str, Build] = {
     "zip-dict": lambda d: d.zip({"x": d.range(3), "y": d.range(7, 20)}),
     "concatenate": lambda d: d.range(3).concatenate(d.range(10, 13)).batch(4),
     "enumerate-batch": lambda d: d.range(5).enumerate().batch(2),
+    "filter": lambda d: d.range(20).filter(lambda x: x % 3 == 0),
+    "filter-unpacks-tuples": lambda d: d.zip(d.range(8), d.range(8)).filter(lambda a, b: a > 4),
+    "filter-then-batch-repeat": lambda d: (
+        d.range(9).filter(lambda x: x % 2 == 0).batch(2).repeat(2)
+    ),
+    "filter-map-take-skip": lambda d: (
+        d.range(30).filter(lambda x: x % 2 == 1).map(lambda x: x * 10).skip(2).take(5)
+    ),
+    "filter-zip-enumerate": lambda d: d.zip(
+        d.range(10).filter(lambda x: x > 3), d.range(3)
+    ).enumerate(),
+    "filter-concatenate": lambda d: d.range(6).filter(lambda x: x < 2).concatenate(d.range(3)),
+    "filter-shard": lambda d: d.range(40).filter(lambda x: x % 3 != 0).shard(3, 1),
 }
 
 
@@ -79,3 +92,16 @@ def test_global_shuffle_is_a_permutation_per_epoch_like_tf_data() -> None:
     theirs = np.array(_values(tf.data.Dataset.range(50).shuffle(50, seed=1).repeat(2)))
     for values in (ours, theirs):
         assert sorted(values[:50]) == sorted(values[50:]) == list(range(50))
+
+
+@pytest.mark.parametrize("buffer_size", [1, 7, 100])
+def test_buffer_shuffle_matches_tf_data_in_content_and_displacement(buffer_size: int) -> None:
+    build = lambda d: d.range(60).filter(lambda x: x % 5 != 0).shuffle(buffer_size, seed=3)  # noqa: E731
+    ours = [int(x) for x in build(ps.Dataset)]
+    theirs = [int(x) for x in _values(build(tf.data.Dataset))]
+    assert sorted(ours) == sorted(theirs)
+    for values in (ours, theirs):
+        # Both draw from a buffer of buffer_size: output k comes from the first k + size inputs.
+        inputs = [x for x in range(60) if x % 5 != 0]
+        assert all(inputs.index(v) < k + buffer_size for k, v in enumerate(values))
+    assert build(ps.Dataset).cardinality() == int(build(tf.data.Dataset).cardinality())
