@@ -56,7 +56,10 @@ class _FilterIterator(StreamIterator):
         parent, predicate = self._inputs[0], dataset._predicate
         while True:
             element = parent._next()
-            if as_predicate_result(call(predicate, element), "filter", predicate):
+            keep = predicate(*element) if type(element) is tuple else predicate(element)
+            if type(keep) is not np.bool_ and type(keep) is not bool:
+                keep = as_predicate_result(keep, "filter", predicate)
+            if keep:
                 return element
 
 

@@ -38,7 +38,7 @@ class _ShuffleIterator(StreamIterator):
         self._positions: list[int] = []  # input indices of the buffered elements
         self._produced = 0
         self._filled = False
-        self._draws = np.empty(0)
+        self._draws: list[float] = []
         self._draws_block = -1
 
     def _read(self) -> bool:
@@ -56,13 +56,17 @@ class _ShuffleIterator(StreamIterator):
     def _uniform(self, k: int) -> float:
         block, offset = divmod(k, _DRAWS)
         if block != self._draws_block:
-            dataset: ShuffleDataset = self._source  # type: ignore[assignment]
-            epoch = self._epoch if dataset._reshuffle else 0
-            assert dataset._seed is not None
-            seeds = np.random.SeedSequence([dataset._seed, epoch, block])
-            self._draws = np.random.Generator(np.random.Philox(seeds)).random(_DRAWS)
-            self._draws_block = block
-        return float(self._draws[offset])
+            self._refill(block)
+        return self._draws[offset]
+
+    def _refill(self, block: int) -> None:
+        """Draws the uniform numbers of outputs ``block * _DRAWS ...`` (a Python list)."""
+        dataset: ShuffleDataset = self._source  # type: ignore[assignment]
+        epoch = self._epoch if dataset._reshuffle else 0
+        assert dataset._seed is not None
+        seeds = np.random.SeedSequence([dataset._seed, epoch, block])
+        self._draws = np.random.Generator(np.random.Philox(seeds)).random(_DRAWS).tolist()
+        self._draws_block = block
 
     def _next(self) -> Any:
         buffer = self._buffer
