@@ -3,8 +3,6 @@ uninterrupted stream — no element lost, none repeated."""
 
 from __future__ import annotations
 
-import copy
-import json
 from collections.abc import Callable
 
 import numpy as np
@@ -14,7 +12,7 @@ from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.data._structure import flatten, map_structure
-from pipestate.testing import assert_elements_equal
+from pipestate.testing import assert_elements_equal, roundtrip_state
 
 Op = Callable[[ps.Dataset], ps.Dataset]
 
@@ -32,14 +30,6 @@ def _keep(*args: object) -> bool:
     """A predicate for any element: drops about a third of them."""
     total = sum(int(np.sum(leaf)) for leaf in flatten(args))
     return total % 3 != 1
-
-
-def _roundtrip(state: dict) -> dict:  # type: ignore[type-arg]
-    """The state as a new process reads it: through JSON, or a copy when it holds arrays."""
-    try:
-        return json.loads(json.dumps(state))  # type: ignore[no-any-return]
-    except TypeError:
-        return copy.deepcopy(state)
 
 
 def _ops() -> st.SearchStrategy[Op]:
@@ -130,7 +120,7 @@ def test_resumed_stream_equals_uninterrupted(ds: ps.Dataset, cuts: list[int]) ->
     for cut in sorted(cuts):
         while len(resumed) < min(cut, len(reference)):
             resumed.append(next(iterator))
-        saved = _roundtrip(iterator.get_state())
+        saved = roundtrip_state(iterator.get_state())
         iterator = iter(ds)  # a fresh iterator, as in a new process
         iterator.set_state(saved)
     while len(resumed) < len(reference):

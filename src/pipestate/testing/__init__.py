@@ -10,7 +10,8 @@ Use it in the tests of any op or custom dataset::
 Each check walks a pipeline with one iterator, saving the state before every
 element, then restores fresh iterators from those states and asserts that
 the continuation equals the uninterrupted run — element for element, dtype
-for dtype.
+for dtype. States pass through JSON, or through a real ``pipestate.Checkpoint``
+when they hold arrays (``roundtrip_state``), as another process would read them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pipestate.testing._conformance import (
     assert_epoch_boundaries,
     assert_exhausted_restores_exhausted,
     assert_restorable_at_every_position,
+    roundtrip_state,
     walk,
 )
 
@@ -32,5 +34,6 @@ __all__ = [
     "assert_epoch_boundaries",
     "assert_exhausted_restores_exhausted",
     "assert_restorable_at_every_position",
+    "roundtrip_state",
     "walk",
 ]

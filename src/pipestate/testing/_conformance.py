@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import random
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,12 +36,37 @@ def _assert_sequences_equal(
         raise AssertionError(f"{context}: got {len(actual)} elements, expected {len(expected)}")
 
 
-def _roundtrip(state: State) -> State:
-    """The state as another process would read it back (through JSON when it can be)."""
+class _StateHolder:
+    """Holds a state for a checkpoint round trip (PyTorch's Stateful protocol)."""
+
+    def __init__(self, state: State | None) -> None:
+        self.state = state
+
+    def state_dict(self) -> State | None:
+        return self.state
+
+    def load_state_dict(self, state: State) -> None:
+        self.state = state
+
+
+def roundtrip_state(state: State) -> State:
+    """The state as another process would read it back.
+
+    Through JSON when it can be; a state holding arrays (a saved buffer) goes
+    through a real ``pipestate.Checkpoint`` in a temporary directory instead.
+    """
     try:
         return json.loads(json.dumps(state))  # type: ignore[no-any-return]
     except TypeError:
-        return copy.deepcopy(state)
+        pass
+    from pipestate.checkpoint import Checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="pipestate-kit-") as directory:
+        path = Checkpoint(holder=_StateHolder(state)).write(f"{directory}/state")
+        holder = _StateHolder(None)
+        Checkpoint(holder=holder).read(path).assert_consumed()
+    assert holder.state is not None
+    return holder.state
 
 
 def _states_equal(a: Any, b: Any) -> bool:
@@ -79,14 +104,14 @@ def walk(
     states: list[State] = []
     exhausted = False
     while len(elements) < max_elements:
-        states.append(_roundtrip(iterator.get_state()))
+        states.append(roundtrip_state(iterator.get_state()))
         try:
             elements.append(next(iterator))
         except StopIteration:
             exhausted = True
             break
     else:
-        states.append(_roundtrip(iterator.get_state()))
+        states.append(roundtrip_state(iterator.get_state()))
     if exhausted:
         # The state of an exhausted iterator is the one taken after the last element.
         states = states[: len(elements) + 1]
@@ -130,8 +155,8 @@ def assert_restorable_at_every_position(
         iterator = iter(dataset)
         if position % 2:
             _take(iterator, 1)  # set_state must discard what this iterator did
-        iterator.set_state(_roundtrip(states[position]))
-        if not _states_equal(_roundtrip(iterator.get_state()), states[position]):
+        iterator.set_state(roundtrip_state(states[position]))
+        if not _states_equal(roundtrip_state(iterator.get_state()), states[position]):
             raise AssertionError(
                 f"{dataset!r}: state after set_state differs from the state restored at "
                 f"position {position}:\n  restored: {states[position]!r:.400}\n"
@@ -161,12 +186,12 @@ def assert_exhausted_restores_exhausted(dataset: Dataset, *, max_elements: int =
     if count == max_elements:
         raise AssertionError(f"{dataset!r} did not end within {max_elements} elements")
     _assert_ends(iterator, f"{dataset!r} after {count} elements")
-    state = _roundtrip(iterator.get_state())
+    state = roundtrip_state(iterator.get_state())
     fresh = iter(dataset)
     fresh.set_state(state)
     _assert_ends(fresh, f"{dataset!r} restored from an exhausted state")
     _assert_ends(fresh, f"{dataset!r} restored from an exhausted state, second call")
-    if not _states_equal(_roundtrip(fresh.get_state()), state):
+    if not _states_equal(roundtrip_state(fresh.get_state()), state):
         raise AssertionError(f"{dataset!r}: an exhausted state does not survive a round trip")
 
 
@@ -186,7 +211,7 @@ def assert_chained_resumes(
     out: list[Element] = []
     for cut in cuts:
         out.extend(_take(iterator, cut - len(out)))
-        state = _roundtrip(iterator.get_state())
+        state = roundtrip_state(iterator.get_state())
         iterator.close()
         iterator = iter(dataset)
         iterator.set_state(state)
