@@ -99,6 +99,22 @@ class Dataset:
             [self._get(int(e), int(p)) for e, p in zip(epochs, positions)], self
         )
 
+    def _get_list(self, epoch: int, positions: np.ndarray) -> list[Element]:
+        """Elements at ``positions`` of pass ``epoch``, as a list, reading ahead cheaply.
+
+        If the element at ``positions[k]`` (``k > 0``) raises, returns the ``k``
+        elements before it; the caller asks for it again, and it raises then.
+        """
+        out: list[Element] = []
+        for position in positions:
+            try:
+                out.append(self._get(epoch, int(position)))
+            except Exception:
+                if not out:
+                    raise
+                break
+        return out
+
     def _make_iterator(self, entropy: int | None, epoch: int = 0) -> DatasetIterator:
         """A fresh iterator over pass ``epoch``; ``entropy`` seeds ops created with ``seed=None``.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
@@ -284,8 +285,13 @@ class IndexIterator(DatasetIterator):
         self._index = 0
         self._block: list[Element] = []
         self._block_start = 0
+        self._list_block = 8
         if not self._source._vectorised:
-            self._next = self._next_unblocked  # type: ignore[method-assign]
+            # Pure per-element functions are still read ahead in small blocks,
+            # sized so a block takes about a millisecond; functions with
+            # external state are called exactly when their element is consumed.
+            listed = not self._source._external_ops()
+            self._next = self._next_listed if listed else self._next_unblocked  # type: ignore[method-assign]
 
     def _next(self) -> Element:
         index = self._index
@@ -305,6 +311,40 @@ class IndexIterator(DatasetIterator):
             raise StopIteration
         self._index = index + 1
         return self._source._get(self._epoch, index)
+
+    def _next_listed(self) -> Element:
+        """``_next`` for pure pipelines with a per-element function: adaptive blocks."""
+        index = self._index
+        offset = index - self._block_start
+        if not 0 <= offset < len(self._block):
+            if index == self._length:
+                raise StopIteration
+            self._fill_listed(index)
+            offset = 0
+        self._index = index + 1
+        return self._block[offset]
+
+    def _fill_listed(self, index: int) -> None:
+        stop = index + self._list_block
+        if self._length >= 0:
+            stop = min(stop, self._length)
+        positions = np.arange(index, stop, dtype=np.int64)
+        started = time.perf_counter()
+        try:
+            block = self._source._get_list(self._epoch, positions)
+        except BaseException:
+            # The element at ``index`` failed: it counts as consumed, as in the
+            # element-by-element path, and a resumed run fails at it too.
+            self._index = index + 1
+            self._block = []
+            raise
+        elapsed = time.perf_counter() - started
+        if elapsed < 0.0005 and len(block) == len(positions):
+            self._list_block = min(self._list_block * 2, self._BLOCK)
+        elif elapsed > 0.002:
+            self._list_block = max(self._list_block // 2, 1)
+        self._block = block
+        self._block_start = index
 
     def _fill(self, index: int) -> None:
         stop = index + self._BLOCK

@@ -68,6 +68,24 @@ class MapDataset(Dataset):
     def _get(self, epoch: int, position: int) -> Any:
         return self._apply(self._parents[0]._get(epoch, position))
 
+    def _get_list(self, epoch: int, positions: np.ndarray) -> list[Any]:
+        parent = self._parents[0]
+        if self._parent_vectorised:
+            epochs = np.full_like(positions, epoch)
+            inputs = _structure.unstack(parent._get_batch(epochs, positions), len(positions))
+        else:
+            inputs = parent._get_list(epoch, positions)
+        out: list[Any] = []
+        apply = self._apply
+        for element in inputs:
+            try:
+                out.append(apply(element))
+            except Exception:
+                if not out:
+                    raise
+                break
+        return out
+
     def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
         parent = self._parents[0]
         if self._parent_vectorised:
