@@ -59,10 +59,11 @@ def roundtrip_state(state: State) -> State:
         return json.loads(json.dumps(state))  # type: ignore[no-any-return]
     except TypeError:
         pass
-    from pipestate.checkpoint import Checkpoint
+    from pipestate.checkpoint import Checkpoint, CheckpointOptions
 
     with tempfile.TemporaryDirectory(prefix="pipestate-kit-") as directory:
-        path = Checkpoint(holder=_StateHolder(state)).write(f"{directory}/state")
+        no_sync = CheckpointOptions(fsync=False)  # a scratch file: durability is not tested here
+        path = Checkpoint(holder=_StateHolder(state)).write(f"{directory}/state", options=no_sync)
         holder = _StateHolder(None)
         Checkpoint(holder=holder).read(path).assert_consumed()
     assert holder.state is not None
