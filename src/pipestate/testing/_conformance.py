@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-import tempfile
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,13 +59,18 @@ def roundtrip_state(state: State) -> State:
         return json.loads(json.dumps(state))  # type: ignore[no-any-return]
     except TypeError:
         pass
-    from pipestate.checkpoint import Checkpoint, CheckpointOptions
+    import fsspec
 
-    with tempfile.TemporaryDirectory(prefix="pipestate-kit-") as directory:
-        no_sync = CheckpointOptions(fsync=False)  # a scratch file: durability is not tested here
-        path = Checkpoint(holder=_StateHolder(state)).write(f"{directory}/state", options=no_sync)
+    from pipestate.checkpoint import Checkpoint
+
+    # An in-memory filesystem: the format and its readers are exercised, the disk is not.
+    directory = f"memory://pipestate-kit/{uuid.uuid4().hex}"
+    try:
+        path = Checkpoint(holder=_StateHolder(state)).write(f"{directory}/state")
         holder = _StateHolder(None)
         Checkpoint(holder=holder).read(path).assert_consumed()
+    finally:
+        fsspec.filesystem("memory").rm(directory.removeprefix("memory://"), recursive=True)
     assert holder.state is not None
     return holder.state
 
