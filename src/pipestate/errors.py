@@ -14,6 +14,7 @@ __all__ = [
     "CheckpointMismatchError",
     "CheckpointWriteError",
     "CorruptCheckpointError",
+    "DataLossError",
     "ExternalStateError",
     "NotFoundError",
     "PipestateError",
@@ -68,3 +69,12 @@ class CheckpointKeyError(CheckpointError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class DataLossError(PipestateError, ValueError):
+    """Input data is damaged or truncated (as ``tf.errors.DataLossError``).
+
+    Raised while reading a record file whose framing or checksums are wrong,
+    or a compressed file that can't be decompressed; the message names the
+    file and the byte offset of the damaged record.
+    """

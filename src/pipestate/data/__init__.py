@@ -7,8 +7,11 @@ its exact position.
 
 from __future__ import annotations
 
+from pipestate.data._spec import TensorSpec
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import STATE_VERSION, DatasetIterator, State
+from pipestate.data.ops.record import RecordDataset, RecordWriter
+from pipestate.data.ops.text_line import TextLineDataset
 from pipestate.data.options import AUTOTUNE, ExternalStatePolicy, Options
 
 __all__ = [
@@ -20,5 +23,9 @@ __all__ = [
     "DatasetIterator",
     "ExternalStatePolicy",
     "Options",
+    "RecordDataset",
+    "RecordWriter",
     "State",
+    "TensorSpec",
+    "TextLineDataset",
 ]

@@ -50,18 +50,26 @@ def _build(spec: Any, leaves: list[Any], op: str) -> Element:
         raise StateMismatchError(f"{op}: malformed buffer spec {spec!r:.80}")
     if kind == _TUPLE:
         return tuple(_build(item, leaves, op) for item in items)
-    out = {}
     for pair in items:
         if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not isinstance(pair[0], str):
             raise StateMismatchError(f"{op}: malformed buffer spec {spec!r:.80}")
-        out[pair[0]] = _build(pair[1], leaves, op)
-    return out
+    # The columns follow _structure.flatten, which visits dict keys sorted; the
+    # spec keeps the element's own key order.
+    built = {key: _build(sub, leaves, op) for key, sub in sorted(items, key=lambda p: p[0])}
+    return {pair[0]: built[pair[0]] for pair in items}
 
 
 def _column(values: list[Any]) -> Any:
     first = values[0]
     if np.asarray(first).dtype.kind in "SUO":
-        return [np.asarray(v).tolist() for v in values]
+        # A NumPy string scalar is a bytes / str holding every byte; tolist() of
+        # an array drops trailing NULs, which binary records may end with.
+        return [
+            (bytes(v) if isinstance(v, bytes) else str(v))
+            if isinstance(v, (bytes, str))
+            else np.asarray(v).tolist()
+            for v in values
+        ]
     shape, dtype = np.shape(first), np.asarray(first).dtype
     if all(np.shape(v) == shape and np.asarray(v).dtype == dtype for v in values):
         return np.stack([np.asarray(v) for v in values])
@@ -81,7 +89,11 @@ def _leaf(column: Any, index: int, op: str) -> Any:
     value = column[index]
     if isinstance(value, np.ndarray) and value.ndim == 0:
         return value[()]
-    if isinstance(value, (str, bytes, list, int, float, bool)):
+    if isinstance(value, bytes):  # not through an array, which would drop trailing NULs
+        return np.bytes_(value)
+    if isinstance(value, str):
+        return np.str_(value)
+    if isinstance(value, (list, int, float, bool)):
         return _structure.to_leaf(value)
     if not isinstance(value, (np.ndarray, np.generic)):
         raise StateMismatchError(f"{op}: buffered value {value!r:.80} is not an array")

@@ -110,7 +110,10 @@ def stack_leaves(leaves: Sequence[Any], what: object) -> np.ndarray:
     first = leaves[0]
     try:
         if isinstance(first, np.generic):
-            stacked = np.array(leaves, dtype=first.dtype)
+            # A string's dtype has its length: size the batch by the longest, not the first.
+            stacked = np.array(
+                leaves, dtype=first.dtype.kind if first.dtype.kind in "SU" else first.dtype
+            )
         else:
             stacked = np.stack(leaves)
     except (ValueError, TypeError) as err:

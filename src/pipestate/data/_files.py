@@ -1,0 +1,345 @@
+"""The file sources' shared parts: file-name arguments, compression, and seekable reading.
+
+``TextLineDataset`` and ``RecordDataset`` read their files one after another;
+their iterator state is the current file (its index in a name list, or the
+name read from a dataset of names) and the byte offset in it. A restore
+opens that file and seeks to the offset: nothing before it is read again.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import posixpath
+import zlib
+from collections.abc import Sequence
+from typing import Any, BinaryIO
+
+import fsspec
+import numpy as np
+
+from pipestate.data import _fingerprint
+from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset, check_int
+from pipestate.data.iterator import DatasetIterator, State, StreamIterator, read_int
+from pipestate.errors import DataLossError, NotFoundError, StateMismatchError
+
+COMPRESSION_TYPES = (None, "", "GZIP", "ZLIB")
+"""The ``compression_type`` values the file sources accept (as tf.data)."""
+
+_SKIP_CHUNK = 1 << 20
+_ZLIB_CHUNK = 1 << 16
+_DECOMPRESSION_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+
+
+def check_compression(value: Any, op: str) -> str | None:
+    """Validates ``compression_type``: ``None`` / ``""`` (none), ``"GZIP"`` or ``"ZLIB"``."""
+    if value not in COMPRESSION_TYPES or not isinstance(value, (str, type(None))):
+        raise ValueError(
+            f"{op}: compression_type must be None, '', 'GZIP' or 'ZLIB', got {value!r}"
+        )
+    return value or None
+
+
+def check_buffer_size(value: Any, op: str) -> int | None:
+    """Validates ``buffer_size``: a positive number of bytes, or ``None`` for the default."""
+    return None if value is None else check_int("buffer_size", value, minimum=1, op=op)
+
+
+def to_path(value: Any, op: str) -> str:
+    """A file name (str, bytes, ``os.PathLike``, NumPy string scalar) as a str."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "SU":
+        value = value[()]
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, bytes):  # np.bytes_ too
+        return os.fsdecode(bytes(value))
+    if isinstance(value, str):  # np.str_ too
+        return str(value)
+    raise TypeError(
+        f"{op}: a file name must be a str, bytes or os.PathLike, got {type(value).__name__} "
+        f"{value!r:.80}"
+    )
+
+
+def normalize_filenames(filenames: Any, op: str) -> tuple[str, ...] | Dataset:
+    """``filenames`` as a tuple of names, or the dataset of names it is."""
+    if isinstance(filenames, Dataset):
+        return filenames
+    if isinstance(filenames, np.ndarray) and filenames.ndim == 1:
+        filenames = list(filenames)
+    if isinstance(filenames, (list, tuple)):
+        return tuple(to_path(name, op) for name in filenames)
+    try:
+        return (to_path(filenames, op),)
+    except TypeError:
+        raise TypeError(
+            f"{op}: filenames must be a file name, a list or tuple of them, or a Dataset of "
+            f"them, got {type(filenames).__name__} {filenames!r:.80}"
+        ) from None
+
+
+def describe_names(names: Sequence[str]) -> str | list[str]:
+    """The names for ``repr`` (all of them when few) and fingerprints (with a digest)."""
+    if len(names) <= 4:
+        return list(names)
+    first, last = (posixpath.basename(name.replace(os.sep, "/")) for name in (names[0], names[-1]))
+    return f"{len(names)} files ({first} ... {last}, digest {_fingerprint.digest(list(names))})"
+
+
+def open_file(
+    path: str, compression: str | None, buffer_size: int | None, offset: int, op: str
+) -> BinaryIO:
+    """Opens ``path`` (a local path or an fsspec URL) for reading at byte ``offset``.
+
+    Uncompressed files seek there; compressed ones decompress and discard the
+    ``offset`` bytes before it (O(offset)).
+
+    Raises:
+      NotFoundError: the file does not exist.
+      StateMismatchError: the file is shorter than ``offset`` (it changed since
+        the position was saved).
+    """
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    options = {} if buffer_size is None else {"block_size": buffer_size}
+    try:
+        raw: BinaryIO = fs.open(fs_path, "rb", **options)
+    except FileNotFoundError as err:
+        raise NotFoundError(f"{op}: file {path!r} does not exist") from err
+    except IsADirectoryError as err:
+        raise NotFoundError(f"{op}: {path!r} is a directory, not a file") from err
+    try:
+        if compression is None:
+            if offset:
+                size = raw.seek(0, io.SEEK_END)
+                if offset > size:
+                    raise _shorter(path, offset, size, op)
+                raw.seek(offset)
+            return raw
+        stream = _decompressing(raw, compression, buffer_size)
+        remaining = offset
+        while remaining:
+            skipped = len(stream.read(min(remaining, _SKIP_CHUNK)))
+            if not skipped:
+                raise _shorter(path, offset, offset - remaining, op)
+            remaining -= skipped
+        return stream
+    except BaseException:
+        raw.close()
+        raise
+
+
+def _shorter(path: str, offset: int, size: int, op: str) -> StateMismatchError:
+    return StateMismatchError(
+        f"{op}: the saved position is at byte {offset} of {path!r}, but the file has only "
+        f"{size} bytes (uncompressed); it changed since the position was saved."
+    )
+
+
+def _decompressing(raw: BinaryIO, compression: str, buffer_size: int | None) -> BinaryIO:
+    size = buffer_size or io.DEFAULT_BUFFER_SIZE
+    if compression == "GZIP":
+        return _GzipReader(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return io.BufferedReader(_ZlibReader(raw), buffer_size=size)
+
+
+class _GzipReader(gzip.GzipFile):
+    """A ``GzipFile`` that also closes the file it reads (``GzipFile`` leaves it open)."""
+
+    def close(self) -> None:
+        raw: Any = self.fileobj
+        try:
+            super().close()
+        finally:
+            if raw is not None:
+                raw.close()
+
+
+class _ZlibReader(io.RawIOBase):
+    """The decompressed bytes of a zlib stream (header included, as tf's ``"ZLIB"``)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._inflate = zlib.decompressobj()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        inflate = self._inflate
+        while not inflate.eof:
+            data = inflate.unconsumed_tail or self._raw.read(_ZLIB_CHUNK)
+            if not data:
+                raise EOFError("the ZLIB stream ended before its end-of-stream marker")
+            out = inflate.decompress(data, len(buffer))  # bounded: no decompression bombs
+            if out:
+                buffer[: len(out)] = out
+                return len(out)
+        return 0
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+class FileDataset(Dataset):
+    """Base of the file sources: the files of a name list or of a dataset of names, in order.
+
+    Subclasses set ``_op_name`` and implement ``_read``.
+    """
+
+    def __init__(self, filenames: Any, compression_type: Any, buffer_size: Any) -> None:
+        op = self._op_name
+        names = normalize_filenames(filenames, op)
+        if isinstance(names, Dataset):
+            super().__init__([names])
+            self._filenames: tuple[str, ...] | None = None
+        else:
+            super().__init__()
+            self._filenames = names
+        self._compression = check_compression(compression_type, op)
+        self._buffer_size = check_buffer_size(buffer_size, op)
+
+    def _read(self, stream: BinaryIO, path: str, offset: int) -> tuple[Any, int] | None:
+        """The element at ``offset`` of ``stream`` and the offset after it; ``None`` at the end."""
+        raise NotImplementedError
+
+    @property
+    def _random_access(self) -> bool:
+        return False
+
+    def _cardinality(self) -> int:
+        if self._filenames == () or (self._parents and self._parents[0]._cardinality() == 0):
+            return 0
+        return UNKNOWN_CARDINALITY
+
+    def _params(self) -> dict[str, Any]:
+        # buffer_size is left out: it changes speed, not elements, so a saved
+        # position restores into a pipeline with another buffer size.
+        params: dict[str, Any] = {}
+        if self._filenames is not None:
+            params["filenames"] = describe_names(self._filenames)
+        params["compression_type"] = self._compression
+        return params
+
+    def _make_iterator(self, entropy: int | None, epoch: int = 0) -> DatasetIterator:
+        if self._parents:
+            return _NamesDatasetIterator(self, entropy, epoch)
+        return _NameListIterator(self, entropy, epoch)
+
+
+class _FilesIterator(StreamIterator):
+    """Reads the current file from a saved byte offset; subclasses pick the files."""
+
+    _OFFSET = "offset"
+
+    def _start(self) -> None:
+        super()._start()
+        self._path: str | None = None  # the file being read, None between files
+        self._stream: BinaryIO | None = None  # opened lazily, at the saved offset
+        self._offset = 0
+
+    def _next_path(self) -> str:
+        """The next file's name; StopIteration after the last."""
+        raise NotImplementedError
+
+    def _finish_file(self) -> None:
+        """Moves past the current file, which has no more elements."""
+        self._close_stream()
+        self._path = None
+        self._offset = 0
+
+    def _next(self) -> Any:
+        dataset: FileDataset = self._source  # type: ignore[assignment]
+        while True:
+            if self._path is None:
+                self._path = self._next_path()
+                self._offset = 0
+            path = self._path
+            try:
+                if self._stream is None:
+                    self._stream = open_file(
+                        path, dataset._compression, dataset._buffer_size, self._offset, self._op
+                    )
+                result = dataset._read(self._stream, path, self._offset)
+            except _DECOMPRESSION_ERRORS as err:
+                raise DataLossError(
+                    f"{self._op}: {path!r} is not valid {dataset._compression} data near "
+                    f"uncompressed byte offset {self._offset}: {type(err).__name__}: {err}"
+                ) from err
+            if result is None:
+                self._finish_file()
+                continue
+            element, self._offset = result
+            return element
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.close()
+
+    def _close(self) -> None:
+        self._close_stream()
+        super()._close()
+
+
+class _NameListIterator(_FilesIterator):
+    """Files of a name list; state: the current file's index and the offset in it."""
+
+    _FILE_INDEX = "file_index"
+    _STATE_KEYS = (_FILE_INDEX, _FilesIterator._OFFSET)
+
+    def _start(self) -> None:
+        super()._start()
+        self._index = 0
+
+    def _names(self) -> tuple[str, ...]:
+        return self._source._filenames  # type: ignore[attr-defined,no-any-return]
+
+    def _next_path(self) -> str:
+        names = self._names()
+        if self._index >= len(names):
+            raise StopIteration
+        return names[self._index]
+
+    def _finish_file(self) -> None:
+        super()._finish_file()
+        self._index += 1
+
+    def _op_state(self) -> State:
+        return {self._FILE_INDEX: self._index, self._OFFSET: self._offset}
+
+    def _restore(self, state: State) -> None:
+        names = self._names()
+        index = read_int(state, self._FILE_INDEX, self._op, maximum=len(names))
+        offset = read_int(state, self._OFFSET, self._op, maximum=0 if index == len(names) else None)
+        self._index, self._offset = index, offset
+        self._path = names[index] if index < len(names) else None
+
+
+class _NamesDatasetIterator(_FilesIterator):
+    """Files named by a dataset's elements; state: its position, the current name and offset."""
+
+    _FILE = "file"
+    _STATE_KEYS = (StreamIterator._PARENT, _FILE, _FilesIterator._OFFSET)
+
+    def _next_path(self) -> str:
+        return to_path(self._inputs[0]._next(), self._op)
+
+    def _op_state(self) -> State:
+        return {
+            self._PARENT: self._inputs[0]._get_state(),
+            self._FILE: self._path,
+            self._OFFSET: self._offset,
+        }
+
+    def _restore(self, state: State) -> None:
+        path = state[self._FILE]
+        if path is not None and not isinstance(path, str):
+            raise StateMismatchError(
+                f"{self._op}: state['file'] must be a file name or None, got {path!r:.80}"
+            )
+        offset = read_int(state, self._OFFSET, self._op, maximum=None if path else 0)
+        super()._restore({self._PARENT: state[self._PARENT]})
+        self._path, self._offset = path, offset

@@ -1,0 +1,360 @@
+"""``interleave``: maps elements to datasets and cycles through them, a block at a time."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from pipestate.data import _buffer
+from pipestate.data._fingerprint import describe_callable
+from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset, check_int
+from pipestate.data.iterator import (
+    DatasetIterator,
+    State,
+    StreamIterator,
+    read_bool,
+    read_dict,
+    read_int,
+)
+from pipestate.data.ops.filter import call, check_function, check_stateful
+from pipestate.errors import StateMismatchError
+
+DEFAULT_CYCLE_LENGTH = 4
+"""``cycle_length`` used for ``None`` (and ``AUTOTUNE``).
+
+tf.data uses the machine's core count; pipestate uses this fixed number so a
+state saved on one machine continues identically on any other.
+"""
+
+
+class _Slot:
+    """An open inner iterator of the cycle, and the input element that made it."""
+
+    __slots__ = ("dataset", "element", "index", "iterator")
+
+    def __init__(
+        self, index: int, element: Any, dataset: Dataset, iterator: DatasetIterator
+    ) -> None:
+        self.index = index
+        self.element = element
+        self.dataset = dataset
+        self.iterator = iterator
+
+
+class _InterleaveIterator(StreamIterator):
+    """tf.data's sequential interleave: ``cycle_length`` slots, ``block_length`` at a time.
+
+    A slot is filled lazily from the next input element when the cycle reaches
+    it; an exhausted inner iterator frees its slot and the cycle moves on. The
+    state is the input's position, the cycle and block positions, and per
+    open slot the index of the input element that made it plus the inner
+    iterator's state. On restore ``map_func`` is called again on that element:
+    re-read by index from a random-access input, otherwise saved in
+    ``"elements"`` (``None`` for a random-access input).
+    """
+
+    _CONSUMED = "consumed"
+    _INPUT_ENDED = "input_ended"
+    _CYCLE_INDEX = "cycle_index"
+    _BLOCK_INDEX = "block_index"
+    _SLOTS = "slots"
+    _ELEMENTS = "elements"
+    _STATE_KEYS = (
+        _CONSUMED,
+        _INPUT_ENDED,
+        _CYCLE_INDEX,
+        _BLOCK_INDEX,
+        _SLOTS,
+        _ELEMENTS,
+        StreamIterator._PARENT,
+    )
+    _SLOT_INDEX = "index"
+    _SLOT_FINGERPRINT = "fingerprint"
+    _SLOT_STATE = "state"
+    _SLOT_KEYS = (_SLOT_INDEX, _SLOT_FINGERPRINT, _SLOT_STATE)
+
+    def _start(self) -> None:
+        super()._start()
+        dataset: InterleaveDataset = self._source  # type: ignore[assignment]
+        self._cycle_length = dataset._cycle_length
+        self._block_length = dataset._block_length
+        self._by_index = dataset._parents[0]._random_access
+        self._slots: list[_Slot | None] = [None] * self._cycle_length
+        self._open_count = 0
+        self._consumed = 0
+        self._input_ended = False
+        self._cycle_index = 0
+        self._block_index = 0
+
+    def _children(self) -> list[DatasetIterator]:
+        return [*self._inputs, *(slot.iterator for slot in self._slots if slot is not None)]
+
+    def _advance(self) -> None:
+        self._block_index = 0
+        self._cycle_index = (self._cycle_index + 1) % self._cycle_length
+
+    def _next(self) -> Any:
+        slots = self._slots
+        while not self._input_ended or self._open_count:
+            slot = slots[self._cycle_index]
+            if slot is not None:
+                try:
+                    element = slot.iterator._next()
+                except StopIteration:
+                    slot.iterator.close()
+                    slots[self._cycle_index] = None
+                    self._open_count -= 1
+                    self._advance()
+                    continue
+                self._block_index += 1
+                if self._block_index == self._block_length:
+                    self._advance()
+                return element
+            if self._input_ended:
+                self._advance()
+                continue
+            try:
+                element = self._inputs[0]._next()
+            except StopIteration:
+                self._input_ended = True
+                continue
+            slots[self._cycle_index] = self._open_slot(self._consumed, element)
+            self._consumed += 1
+            self._open_count += 1
+        raise StopIteration
+
+    def _open_slot(self, index: int, element: Any) -> _Slot:
+        """Calls ``map_func`` on input element ``index`` and opens the dataset it returns."""
+        dataset: InterleaveDataset = self._source  # type: ignore[assignment]
+        inner = dataset._inner_dataset(element)
+        entropy = dataset._inner_entropy(self._epoch, index) if inner._needs_entropy() else None
+        return _Slot(
+            index, None if self._by_index else element, inner, inner._make_iterator(entropy)
+        )
+
+    def _op_state(self) -> State:
+        slots: list[State | None] = []
+        elements = []
+        for slot in self._slots:
+            if slot is None:
+                slots.append(None)
+                continue
+            slots.append(
+                {
+                    self._SLOT_INDEX: slot.index,
+                    self._SLOT_FINGERPRINT: slot.dataset.fingerprint,
+                    self._SLOT_STATE: slot.iterator._get_state(),
+                }
+            )
+            elements.append(slot.element)
+        return {
+            self._CONSUMED: self._consumed,
+            self._INPUT_ENDED: self._input_ended,
+            self._CYCLE_INDEX: self._cycle_index,
+            self._BLOCK_INDEX: self._block_index,
+            self._SLOTS: slots,
+            self._ELEMENTS: None if self._by_index else _buffer.pack(elements, self._op),
+            self._PARENT: self._inputs[0]._get_state(),
+        }
+
+    def _restore(self, state: State) -> None:
+        op = self._op
+        parent = self._source._parents[0]
+        length = parent._cardinality() if self._by_index else -1
+        consumed = read_int(state, self._CONSUMED, op, maximum=length if length >= 0 else None)
+        input_ended = read_bool(state, self._INPUT_ENDED, op)
+        cycle_index = read_int(state, self._CYCLE_INDEX, op, maximum=self._cycle_length - 1)
+        block_index = read_int(state, self._BLOCK_INDEX, op, maximum=self._block_length - 1)
+        saved = state[self._SLOTS]
+        if not isinstance(saved, list) or len(saved) != self._cycle_length:
+            raise StateMismatchError(
+                f"{op}: state['slots'] must be a list of {self._cycle_length} slots "
+                f"(cycle_length), got {saved!r:.120}"
+            )
+        open_count = sum(slot is not None for slot in saved)
+        if self._by_index:
+            if state[self._ELEMENTS] is not None:
+                raise StateMismatchError(
+                    f"{op}: state['elements'] must be None for a random-access input (its "
+                    f"elements are re-read by index), got {state[self._ELEMENTS]!r:.80}"
+                )
+            elements: list[Any] = []
+        else:
+            elements = _buffer.unpack(state[self._ELEMENTS], op)
+            if len(elements) != open_count:
+                raise StateMismatchError(
+                    f"{op}: state['elements'] holds {len(elements)} input elements for "
+                    f"{open_count} open slots"
+                )
+        super()._restore({self._PARENT: state[self._PARENT]})
+        self._consumed, self._input_ended = consumed, input_ended
+        self._cycle_index, self._block_index = cycle_index, block_index
+        pending = iter(elements)
+        for k, slot_state in enumerate(saved):
+            if slot_state is not None:
+                self._slots[k] = self._restore_slot(k, slot_state, pending)
+                self._open_count += 1
+
+    def _restore_slot(self, k: int, saved: Any, pending: Iterator[Any]) -> _Slot:
+        op = self._op
+        where = f"{op}: state['slots'][{k}]"
+        if not isinstance(saved, dict) or set(saved) != set(self._SLOT_KEYS):
+            raise StateMismatchError(
+                f"{where} must be None or a dict with keys {sorted(self._SLOT_KEYS)}, got "
+                f"{saved!r:.120}"
+            )
+        index = read_int(saved, self._SLOT_INDEX, where, maximum=self._consumed - 1)
+        if self._by_index:
+            element = self._source._parents[0]._get(self._epoch, index)
+        else:
+            element = next(pending)
+        slot = self._open_slot(index, element)
+        if slot.dataset.fingerprint != saved[self._SLOT_FINGERPRINT]:
+            slot.iterator.close()
+            raise StateMismatchError(
+                f"{where}: map_func returned {slot.dataset!r} for input element {index}, "
+                "a different pipeline than the one the state was saved from. Restore with "
+                "the map_func used when the state was saved."
+            )
+        inner_state = read_dict(saved, self._SLOT_STATE, where)
+        try:
+            slot.iterator._set_state(inner_state)
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            slot.iterator.close()
+            raise StateMismatchError(f"{where}: {type(err).__name__}: {err}") from err
+        return slot
+
+
+class _InterleaveBase(Dataset):
+    """What ``interleave`` and ``flat_map`` share: the function, seeds and cardinality."""
+
+    _iterator_class = _InterleaveIterator
+
+    def __init__(
+        self,
+        parent: Dataset,
+        map_func: Callable[..., Dataset],
+        cycle_length: int,
+        block_length: int,
+        stateful: bool,
+    ) -> None:
+        super().__init__([parent])
+        self._map_func = check_function("map_func", map_func, self._op_name)
+        self._cycle_length = cycle_length
+        self._block_length = block_length
+        self._stateful = check_stateful(stateful, self._op_name)
+        self._seed: int | None = None  # set per iterator by _resolve_seeds
+
+    @property
+    def _random_access(self) -> bool:
+        return False
+
+    def _cardinality(self) -> int:
+        # As tf.data: the inner datasets' lengths are known only by iterating them.
+        return UNKNOWN_CARDINALITY
+
+    def _external_state(self) -> str | None:
+        return "stateful function" if self._stateful else None
+
+    def _needs_entropy(self) -> bool:
+        # Whether map_func's datasets have seed=None ops is known only once they
+        # exist: every iterator draws a seed, from which each inner one is derived.
+        return True
+
+    def _resolve_seeds(self, entropy: int, stages: Iterator[int]) -> Dataset:
+        resolved = super()._resolve_seeds(entropy, stages)
+        clone = copy.copy(resolved)
+        assert isinstance(clone, _InterleaveBase)
+        state = np.random.SeedSequence([entropy, next(stages)]).generate_state(1, np.uint64)
+        clone._seed = int(state[0]) >> 1
+        return clone
+
+    def _inner_entropy(self, epoch: int, index: int) -> int:
+        """The seed of the ``seed=None`` ops in the dataset made from input element ``index``."""
+        seed = 0 if self._seed is None else self._seed
+        state = np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)
+        return int(state[0]) >> 1
+
+    def _inner_dataset(self, element: Any) -> Dataset:
+        """``map_func(element)`` (a tuple unpacked), which must be a Dataset."""
+        result = call(self._map_func, element)
+        if not isinstance(result, Dataset):
+            raise TypeError(
+                f"{self._op_name}: map_func {describe_callable(self._map_func)} must return a "
+                f"pipestate Dataset, got {type(result).__name__} {result!r:.80}. Wrap values "
+                "with Dataset.from_tensors(...) or Dataset.from_tensor_slices(...)."
+            )
+        return result
+
+
+class InterleaveDataset(_InterleaveBase):
+    """Maps each input element to a dataset and interleaves their elements, as tf.data.
+
+    ``cycle_length`` inner datasets are open at a time; the output takes
+    ``block_length`` consecutive elements from each in turn, and an exhausted
+    one is replaced by the dataset of the next input element, in exactly
+    tf.data's (sequential, deterministic) order. A plain tuple element is
+    unpacked into ``map_func``'s arguments.
+
+    The iterator state holds, per open slot, the index of the input element
+    that made it and the inner iterator's state; the element itself is re-read
+    by index from a random-access input, or saved otherwise. ``seed=None`` ops
+    inside the inner datasets get seeds derived from the iterator's seed and
+    the input element's index, so a restored iterator continues identically.
+
+    Args:
+      map_func: returns a pipestate ``Dataset`` for an element.
+      cycle_length: how many inner datasets are open at a time; ``None`` (or
+        ``AUTOTUNE``) means :data:`DEFAULT_CYCLE_LENGTH` (4) on every machine.
+      block_length: consecutive elements taken from each inner dataset
+        (``None``: 1).
+      stateful: ``True`` if ``map_func`` depends on state outside the element.
+
+    Raises:
+      TypeError: ``map_func`` is not callable, an argument is not an integer,
+        or ``map_func`` returns something other than a Dataset (while iterating).
+      ValueError: ``cycle_length`` or ``block_length`` is less than 1.
+
+    Example:
+      >>> import pipestate as ps
+      >>> ds = ps.Dataset.range(1, 4).interleave(
+      ...     lambda x: ps.Dataset.from_tensors(x).repeat(2), cycle_length=2)
+      >>> [int(x) for x in ds]
+      [1, 2, 1, 2, 3, 3]
+    """
+
+    _op_name = "interleave"
+
+    def __init__(
+        self,
+        parent: Dataset,
+        map_func: Callable[..., Dataset],
+        cycle_length: int | None = None,
+        block_length: int | None = 1,
+        *,
+        stateful: bool = False,
+    ) -> None:
+        if cycle_length is None:
+            cycle = DEFAULT_CYCLE_LENGTH
+        else:
+            cycle = check_int("cycle_length", cycle_length, minimum=-1, op="interleave")
+            if cycle == -1:  # AUTOTUNE
+                cycle = DEFAULT_CYCLE_LENGTH
+            elif cycle == 0:
+                raise ValueError(
+                    "interleave: cycle_length must be >= 1 (or None / AUTOTUNE for "
+                    f"{DEFAULT_CYCLE_LENGTH}), got cycle_length=0"
+                )
+        block = 1 if block_length is None else block_length
+        block = check_int("block_length", block, minimum=1, op="interleave")
+        super().__init__(parent, map_func, cycle, block, stateful)
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "map_func": describe_callable(self._map_func),
+            "cycle_length": self._cycle_length,
+            "block_length": self._block_length,
+        }

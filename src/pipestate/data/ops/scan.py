@@ -1,0 +1,254 @@
+"""``scan``: threads a state through the elements."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from pipestate.data import _structure
+from pipestate.data._fingerprint import describe_callable
+from pipestate.data.dataset import Dataset
+from pipestate.data.iterator import State, StreamIterator
+from pipestate.data.ops.filter import check_function, check_stateful
+from pipestate.errors import StateMismatchError
+
+
+def _scalar_leaf(leaf: Any) -> Any:
+    """A 0-d array as a NumPy scalar, so the state saves and restores exactly."""
+    return leaf[()] if isinstance(leaf, np.ndarray) and leaf.ndim == 0 else leaf
+
+
+def _fill(template: Any, leaves: Iterator[Any]) -> Any:
+    """``template``'s structure (named tuples and key order included) with ``leaves``."""
+    if isinstance(template, dict):
+        values = {key: _fill(template[key], leaves) for key in sorted(template)}
+        return {key: values[key] for key in template}
+    if isinstance(template, tuple):
+        items = [_fill(item, leaves) for item in template]
+        return type(template)(*items) if _structure.is_namedtuple(template) else tuple(items)
+    return next(leaves)
+
+
+class _MismatchError(TypeError):
+    """A new state does not have the initial state's structure or dtypes."""
+
+
+def _conform(value: Any, template: Any) -> Any:
+    """``value`` as an element with ``template``'s structure and dtypes, or raises _MismatchError.
+
+    The per-element check of a new state: one walk instead of normalising,
+    comparing structures and comparing dtypes separately.
+    """
+    if isinstance(template, dict):
+        if not isinstance(value, dict) or value.keys() != template.keys():
+            raise _MismatchError
+        return {key: _conform(item, template[key]) for key, item in value.items()}
+    if isinstance(template, tuple):
+        if not isinstance(value, (tuple, list)) or len(value) != len(template):
+            raise _MismatchError
+        items = [_conform(item, part) for item, part in zip(value, template)]
+        return type(value)(*items) if _structure.is_namedtuple(value) else tuple(items)
+    if type(value) is type(template) and isinstance(value, np.generic):
+        return value
+    if isinstance(value, (dict, tuple, list)):
+        raise _MismatchError
+    leaf = _scalar_leaf(_structure.to_leaf(value))
+    if not _dtype_matches(leaf, np.asarray(template).dtype):
+        raise _MismatchError
+    return leaf
+
+
+def _dtype_matches(value: Any, dtype: np.dtype[Any]) -> bool:
+    actual = np.asarray(value).dtype
+    return actual == dtype or (actual.kind in "SU" and actual.kind == dtype.kind)
+
+
+_INLINE = 256  # leaves of at most this many values are saved as JSON lists
+_DTYPE, _SHAPE, _DATA = "dtype", "shape", "data"
+
+
+def _encode(leaf: Any) -> State:
+    """A leaf as ``{"dtype", "shape", "data"}``: a JSON list when small, else the array."""
+    array = np.asarray(leaf)
+    data: Any = array
+    if array.dtype.kind == "S":
+        data = [b.decode("latin-1") for b in array.reshape(-1).tolist()]
+    elif array.dtype.kind == "U" or (array.size <= _INLINE and array.dtype.kind != "c"):
+        data = array.reshape(-1).tolist()
+    return {_DTYPE: array.dtype.str, _SHAPE: list(array.shape), _DATA: data}
+
+
+def _decode(record: Any, where: str) -> Any:
+    """The leaf saved by :func:`_encode` (read strictly)."""
+    if not isinstance(record, dict) or set(record) != {_DTYPE, _SHAPE, _DATA}:
+        raise StateMismatchError(f"scan: {where} must be a dict with keys dtype, shape, data")
+    shape, data = record[_SHAPE], record[_DATA]
+    try:
+        dtype = np.dtype(record[_DTYPE])
+    except TypeError as err:
+        raise StateMismatchError(f"scan: {where} has an invalid dtype {record[_DTYPE]!r}") from err
+    if dtype.kind not in "biufcSU" or not isinstance(shape, list):
+        raise StateMismatchError(f"scan: {where} has an invalid dtype or shape: {record!r:.120}")
+    if dtype.kind == "S" and isinstance(data, list):
+        data = [item.encode("latin-1") for item in data]
+    array = np.asarray(data, dtype=dtype)
+    if array.size != int(np.prod(shape)):
+        raise StateMismatchError(f"scan: {where} holds {array.size} values for shape {shape}")
+    array = array.reshape(shape)
+    return array[()] if array.ndim == 0 else array
+
+
+class _ScanIterator(StreamIterator):
+    """Applies ``scan_func`` to each element; state: the input's position and the scan state.
+
+    The scan state's structure is ``initial_state``'s, so only its leaves
+    are saved, in ``flatten`` order, each with its dtype and shape: as JSON
+    lists when small (the state stays JSON), as arrays when large.
+    """
+
+    _SCAN_STATE = "scan_state"
+    _STATE_KEYS = (_SCAN_STATE, StreamIterator._PARENT)
+
+    def _start(self) -> None:
+        super()._start()
+        self._state = self._source._initial_state  # type: ignore[attr-defined]
+
+    def _next(self) -> Any:
+        element = self._inputs[0]._next()
+        self._state, output = self._source._step(self._state, element)  # type: ignore[attr-defined]
+        return output
+
+    def _op_state(self) -> State:
+        return {
+            self._SCAN_STATE: [_encode(leaf) for leaf in _structure.flatten(self._state)],
+            self._PARENT: self._inputs[0]._get_state(),
+        }
+
+    def _restore(self, state: State) -> None:
+        dataset: ScanDataset = self._source  # type: ignore[assignment]
+        saved = state[self._SCAN_STATE]
+        if not isinstance(saved, list) or len(saved) != len(dataset._dtypes):
+            raise StateMismatchError(
+                f"scan: state['scan_state'] must be a list of {len(dataset._dtypes)} leaves, "
+                f"got {saved!r:.120}"
+            )
+        leaves = [_decode(record, f"state['scan_state'][{i}]") for i, record in enumerate(saved)]
+        scan_state = _fill(dataset._initial_state, iter(leaves))
+        try:
+            dataset._check_state(scan_state, "state['scan_state']")
+        except TypeError as err:
+            raise StateMismatchError(str(err)) from err
+        super()._restore({self._PARENT: state[self._PARENT]})
+        self._state = scan_state
+
+
+class ScanDataset(Dataset):
+    """Threads a state through the input: ``scan_func(state, element) -> (new_state, output)``.
+
+    As in tf.data, ``scan_func`` gets exactly two arguments, the state and the
+    element (a tuple element is not unpacked), and the new state must keep the
+    structure and leaf dtypes of ``initial_state`` (shapes may change). The
+    scan state (a NumPy value or nested tuple / dict of them; Python values
+    become NumPy values, 0-d arrays NumPy scalars) is saved in the iterator
+    state, leaf by leaf with its dtype and shape (JSON lists for small leaves,
+    arrays for large ones), so a restored iterator continues with it.
+
+    Args:
+      initial_state: the state before the first element.
+      scan_func: a function ``(state, element) -> (new_state, output)``, pure
+        unless ``stateful``.
+      stateful: ``True`` if ``scan_func`` depends on state outside its
+        arguments; the pipeline then has external state.
+
+    Raises:
+      TypeError: ``scan_func`` is not callable, ``initial_state`` is not a
+        NumPy-convertible structure, or (while iterating) ``scan_func`` does
+        not return a pair or changes the state's structure or dtypes.
+
+    Example:
+      >>> import numpy as np
+      >>> import pipestate as ps
+      >>> ds = ps.Dataset.range(5).scan(np.int64(0), lambda total, x: (total + x, total + x))
+      >>> [int(x) for x in ds]
+      [0, 1, 3, 6, 10]
+    """
+
+    _op_name = "scan"
+    _iterator_class = _ScanIterator
+
+    def __init__(
+        self,
+        parent: Dataset,
+        initial_state: Any,
+        scan_func: Callable[..., Any],
+        *,
+        stateful: bool = False,
+    ) -> None:
+        super().__init__([parent])
+        self._scan_func = check_function("scan_func", scan_func, "scan")
+        self._stateful = check_stateful(stateful, "scan")
+        try:
+            state = _structure.normalize(initial_state, lists_as_tuples=True)
+        except TypeError as err:
+            raise TypeError(f"scan: invalid initial_state: {err}") from err
+        self._initial_state = _structure.map_structure(_scalar_leaf, state)
+        self._dtypes = [np.asarray(leaf).dtype for leaf in _structure.flatten(state)]
+        # A NumPy scalar state (a counter, a running sum) is checked by its type alone.
+        initial = self._initial_state
+        self._scalar_type = type(initial) if isinstance(initial, np.generic) else None
+
+    @property
+    def _random_access(self) -> bool:
+        return False
+
+    def _cardinality(self) -> int:
+        return self._parents[0]._cardinality()
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "initial_state": _structure.describe(self._initial_state),
+            "scan_func": describe_callable(self._scan_func),
+        }
+
+    def _external_state(self) -> str | None:
+        return "stateful function" if self._stateful else None
+
+    def _check_state(self, state: Any, what: str) -> None:
+        """Raises TypeError unless ``state`` has the initial state's structure and dtypes."""
+        initial = self._initial_state
+        try:
+            _structure.assert_same_structure(state, initial, "scan")
+        except TypeError:
+            raise TypeError(
+                f"scan: {what} is {_structure.describe(state)}, but initial_state is "
+                f"{_structure.describe(initial)}; the state must keep its structure"
+            ) from None
+        leaves = _structure.flatten(state)
+        if not all(_dtype_matches(leaf, dtype) for leaf, dtype in zip(leaves, self._dtypes)):
+            raise TypeError(
+                f"scan: {what} is {_structure.describe(state)}, but initial_state is "
+                f"{_structure.describe(initial)}; the state must keep its dtypes (give "
+                "initial_state the dtypes scan_func returns, e.g. np.float64(0) instead of 0)"
+            )
+
+    def _step(self, state: Any, element: Any) -> tuple[Any, Any]:
+        """One application of ``scan_func``: the checked new state and the output."""
+        fn = self._scan_func
+        result = fn(state, element)
+        if not isinstance(result, (tuple, list)) or len(result) != 2:
+            raise TypeError(
+                f"scan: scan_func {describe_callable(fn)} must return a pair "
+                f"(new_state, output), got {type(result).__name__} {result!r:.80}"
+            )
+        new_state = result[0]
+        if type(new_state) is not self._scalar_type:
+            try:
+                new_state = _conform(new_state, self._initial_state)
+            except _MismatchError:
+                normalized = _structure.normalize(new_state, lists_as_tuples=True)
+                normalized = _structure.map_structure(_scalar_leaf, normalized)
+                self._check_state(normalized, f"the new state returned by {describe_callable(fn)}")
+                raise  # unreachable: _check_state raises for what _conform refuses
+        return new_state, _structure.normalize(result[1], lists_as_tuples=True)

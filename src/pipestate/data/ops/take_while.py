@@ -1,0 +1,86 @@
+"""``take_while``: the elements before the first for which a predicate is false."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from pipestate.data._fingerprint import describe_callable
+from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset
+from pipestate.data.iterator import State, StreamIterator, read_bool
+from pipestate.data.ops.filter import as_predicate_result, check_function
+
+
+class _TakeWhileIterator(StreamIterator):
+    """Passes elements on until the predicate fails; state: the input's position and ``ended``.
+
+    Once the predicate has failed the iterator reads no further input, and a
+    restored one does not either.
+    """
+
+    _ENDED = "ended"
+    _STATE_KEYS = (_ENDED, StreamIterator._PARENT)
+
+    def _start(self) -> None:
+        super()._start()
+        self._ended = False
+
+    def _next(self) -> Any:
+        if self._ended:
+            raise StopIteration
+        element = self._inputs[0]._next()
+        predicate = self._source._predicate  # type: ignore[attr-defined]
+        keep = predicate(*element) if type(element) is tuple else predicate(element)
+        if type(keep) is not np.bool_ and type(keep) is not bool:
+            keep = as_predicate_result(keep, "take_while", predicate)
+        if not keep:
+            self._ended = True
+            raise StopIteration
+        return element
+
+    def _op_state(self) -> State:
+        return {self._ENDED: self._ended, self._PARENT: self._inputs[0]._get_state()}
+
+    def _restore(self, state: State) -> None:
+        ended = read_bool(state, self._ENDED, self._op)
+        super()._restore({self._PARENT: state[self._PARENT]})
+        self._ended = ended
+
+
+class TakeWhileDataset(Dataset):
+    """The input's elements up to (not including) the first for which ``predicate`` is false.
+
+    A plain tuple element is unpacked into the predicate's arguments. The
+    cardinality is unknown, as in tf.data.
+
+    Args:
+      predicate: returns a scalar bool (Python, NumPy, or a 0-d bool array).
+
+    Raises:
+      TypeError: ``predicate`` is not callable, or returns something other
+        than a scalar bool (raised while iterating).
+
+    Example:
+      >>> import pipestate as ps
+      >>> [int(x) for x in ps.Dataset.range(10).take_while(lambda x: x < 3)]
+      [0, 1, 2]
+    """
+
+    _op_name = "take_while"
+    _iterator_class = _TakeWhileIterator
+
+    def __init__(self, parent: Dataset, predicate: Callable[..., Any]) -> None:
+        super().__init__([parent])
+        self._predicate = check_function("predicate", predicate, "take_while")
+
+    @property
+    def _random_access(self) -> bool:
+        return False
+
+    def _cardinality(self) -> int:
+        return UNKNOWN_CARDINALITY
+
+    def _params(self) -> dict[str, Any]:
+        return {"predicate": describe_callable(self._predicate)}

@@ -1,0 +1,65 @@
+"""``TextLineDataset``: the lines of text files, in order."""
+
+from __future__ import annotations
+
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from pipestate.data._files import FileDataset
+
+
+class TextLineDataset(FileDataset):
+    """The lines of one or more text files, as ``tf.data.TextLineDataset``.
+
+    Each element is a line as an ``np.bytes_`` scalar, without its ``\\n`` or
+    ``\\r\\n`` terminator; a last line without a terminator is kept. As in
+    TensorFlow, every ``\\r`` is dropped, also inside a line. Files are read
+    one after another in the order of ``filenames``.
+
+    The iterator state is the current file (its index in a list of names, or
+    the name read from a dataset of names, with that dataset's state) and the
+    byte offset of the next line in it. A restore opens that file and seeks to
+    the offset, without reading what comes before. A compressed file can't
+    seek: its restore decompresses and discards everything before the offset.
+
+    Args:
+      filenames: a file name (str, bytes or ``os.PathLike``; a local path or
+        an fsspec URL such as ``memory://x.txt`` or ``s3://bucket/x.txt``),
+        a list or tuple of them, or a Dataset of them (e.g. ``list_files``).
+      compression_type: ``None`` or ``""`` (none), ``"GZIP"`` or ``"ZLIB"``.
+      buffer_size: bytes to read ahead from remote filesystems and buffer
+        for decompression; ``None`` for the default.
+
+    Raises:
+      TypeError: ``filenames`` is not a name, a sequence of names or a Dataset,
+        or ``buffer_size`` is not an integer.
+      ValueError: an unknown ``compression_type``, or ``buffer_size < 1``.
+      NotFoundError: (while iterating) a file does not exist.
+      DataLossError: (while iterating) a compressed file is damaged.
+
+    Example:
+      >>> import pipestate as ps
+      >>> ds = ps.data.TextLineDataset(ps.Dataset.list_files("data/*.txt", shuffle=False))
+    """
+
+    _op_name = "text_line"
+
+    def __init__(
+        self, filenames: Any, compression_type: str | None = None, buffer_size: int | None = None
+    ) -> None:
+        super().__init__(filenames, compression_type, buffer_size)
+
+    def _read(self, stream: BinaryIO, path: str, offset: int) -> tuple[Any, int] | None:
+        line = stream.readline()
+        if not line:
+            return None
+        end = offset + len(line)
+        terminated = line.endswith(b"\n")
+        if terminated:
+            line = line[:-1]
+        if b"\r" in line:
+            line = line.replace(b"\r", b"")  # as TensorFlow: every CR goes, not only before LF
+            if not (line or terminated):
+                return None  # as TensorFlow: nothing but CRs after the last LF is no line
+        return np.bytes_(line), end

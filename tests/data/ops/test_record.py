@@ -1,0 +1,368 @@
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import fsspec
+import fsspec.implementations.local
+import google_crc32c
+import numpy as np
+import pytest
+
+import pipestate as ps
+from pipestate.data import _record_format
+from pipestate.errors import DataLossError, NotFoundError, StateMismatchError
+from pipestate.testing import assert_conformant, assert_elements_equal
+
+RECORDS = [b"", b"a", b"\x00binary\x00", b"x" * 1000, "ünïcode".encode(), b"\n\r\n"]
+
+
+def _write(path: str | Path, records: list[bytes], compression: str | None = None) -> str:
+    with ps.data.RecordWriter(path, compression) as writer:
+        for record in records:
+            writer.write(record)
+    return str(path)
+
+
+def _values(ds: ps.Dataset) -> list[bytes]:
+    return [bytes(r) for r in ds]
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> list[str]:
+    return [
+        _write(tmp_path / "a.tfrecord", RECORDS),
+        _write(tmp_path / "b.tfrecord", []),
+        _write(tmp_path / "c.tfrecord", [b"c%d" % i for i in range(7)]),
+    ]
+
+
+@pytest.fixture
+def memory_dir() -> Iterator[str]:
+    fs = fsspec.filesystem("memory")
+    root = "/pipestate-record"
+    yield f"memory://{root}"
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
+EXPECTED = [*RECORDS, *(b"c%d" % i for i in range(7))]
+
+
+def test_records_in_file_order(files: list[str]) -> None:
+    values = list(ps.data.RecordDataset(files))
+    assert all(type(v) is np.bytes_ for v in values)
+    assert [bytes(v) for v in values] == EXPECTED  # NUL bytes and all
+
+
+def test_framing_is_tfrecord(tmp_path: Path) -> None:
+    path = _write(tmp_path / "f.tfrecord", [b"hello"])
+    data = Path(path).read_bytes()
+
+    def masked(payload: bytes) -> int:
+        crc = google_crc32c.value(payload)
+        return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) % 2**32
+
+    length = struct.pack("<Q", 5)
+    assert data == (
+        length + struct.pack("<I", masked(length)) + b"hello" + struct.pack("<I", masked(b"hello"))
+    )
+    # crc32c's standard check value, masked
+    assert _record_format.masked_crc(b"123456789") == masked(b"123456789")
+    assert google_crc32c.value(b"123456789") == 0xE3069283
+
+
+@pytest.mark.parametrize("compression", [None, "", "GZIP", "ZLIB"])
+def test_compression_round_trip(tmp_path: Path, compression: str | None) -> None:
+    path = _write(tmp_path / "f.tfrecord", RECORDS * 3, compression)
+    ds = ps.data.RecordDataset(path, compression_type=compression, buffer_size=5)
+    assert _values(ds) == RECORDS * 3
+    assert_conformant(ds)
+
+
+def test_memory_filesystem(memory_dir: str) -> None:
+    path = _write(f"{memory_dir}/a.tfrecord", RECORDS)
+    assert _values(ps.data.RecordDataset(path)) == RECORDS
+    _write(f"{memory_dir}/b.tfrecord", [b"b"])
+    listed = ps.Dataset.list_files(f"{memory_dir}/*.tfrecord", shuffle=False)
+    assert _values(ps.data.RecordDataset(listed)) == [*RECORDS, b"b"]
+    assert_conformant(ps.data.RecordDataset(listed))
+    gzipped = _write(f"{memory_dir}/c.gz", RECORDS, "GZIP")
+    assert_conformant(ps.data.RecordDataset(gzipped, "GZIP"))
+
+
+Build = Callable[[list[str], Path], ps.Dataset]
+
+PIPELINES: dict[str, Build] = {
+    "files": lambda files, d: ps.data.RecordDataset(files),
+    "empty-file": lambda files, d: ps.data.RecordDataset(files[1]),
+    "list-files": lambda files, d: ps.data.RecordDataset(
+        ps.Dataset.list_files(str(d / "*.tfrecord"), seed=2)
+    ),
+    "repeat": lambda files, d: ps.data.RecordDataset(files).repeat(2),
+    "shuffle": lambda files, d: ps.data.RecordDataset(files[:2]).shuffle(3, seed=4),
+    "batch": lambda files, d: ps.data.RecordDataset(files).batch(4),
+    "map-skip": lambda files, d: ps.data.RecordDataset(files).map(len).skip(3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINES))
+def test_conformance(files: list[str], tmp_path: Path, name: str) -> None:
+    assert_conformant(PIPELINES[name](files, tmp_path))
+
+
+def test_state_layout(files: list[str]) -> None:
+    it = iter(ps.data.RecordDataset(files))
+    next(it), next(it)
+    assert it.get_state()["iterator"] == {"file_index": 0, "offset": 16 + 17, "seed": None}
+
+
+class _CountingFile(io.FileIO):
+    """A file that counts the bytes the OS hands back."""
+
+    bytes_read: ClassVar[int] = 0
+
+    def readinto(self, buffer: Any) -> int | None:
+        n = super().readinto(buffer)
+        _CountingFile.bytes_read += n or 0
+        return n
+
+    def readall(self) -> bytes:
+        data = super().readall()
+        _CountingFile.bytes_read += len(data)
+        return data
+
+
+@pytest.fixture
+def count_bytes(monkeypatch: pytest.MonkeyPatch) -> type[_CountingFile]:
+    """Routes fsspec's local file opens through ``_CountingFile``."""
+
+    def counting_open(path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        if mode != "rb":
+            return open(path, mode, **kwargs)
+        return io.BufferedReader(_CountingFile(path, "r"))
+
+    monkeypatch.setattr(fsspec.implementations.local, "open", counting_open, raising=False)
+    _CountingFile.bytes_read = 0
+    return _CountingFile
+
+
+def test_restore_seeks_instead_of_rereading(
+    tmp_path: Path, count_bytes: type[_CountingFile]
+) -> None:
+    count = 10_000
+    path = tmp_path / "big.tfrecord"
+    with ps.data.RecordWriter(path) as writer:
+        for i in range(count):
+            writer.write(b"record %06d " % i + b"x" * 100)
+    ds = ps.data.RecordDataset(str(path))
+    it = iter(ds)
+    for _ in range(count - 10):
+        next(it)
+    state = json.loads(json.dumps(it.get_state()))
+    assert count_bytes.bytes_read > 0.99 * path.stat().st_size
+
+    count_bytes.bytes_read = 0
+    restored = iter(ds)
+    restored.set_state(state)
+    assert bytes(next(restored)).startswith(b"record %06d " % (count - 10))
+    assert count_bytes.bytes_read <= 16 * 1024  # O(1) records, not the 9 990 before
+    assert path.stat().st_size > 1_000_000
+
+
+def _corrupt(path: str, offset: int, flip: bytes = b"", truncate: bool = False) -> None:
+    """Truncates the file at ``offset``, or XORs its bytes there with ``flip``."""
+    raw = bytearray(Path(path).read_bytes())
+    if truncate:
+        del raw[offset:]
+    for i, mask in enumerate(flip):
+        raw[offset + i] ^= mask
+    Path(path).write_bytes(bytes(raw))
+
+
+# record 2 (b"\x00binary\x00", 8 bytes) of RECORDS starts at 16 + 17 = 33
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param(
+            {"offset": 33 + 8, "flip": b"\x01"},
+            "corrupted record at byte offset 33 of .*: the checksum of its length",
+            id="bad-length-crc",
+        ),
+        pytest.param(
+            {"offset": 33, "flip": b"\x01"},
+            "corrupted record at byte offset 33 of .*: the checksum of its length",
+            id="bad-length",
+        ),
+        pytest.param(
+            {"offset": 33 + 12 + 3, "flip": b"\x80"},
+            "corrupted record at byte offset 33 of .*: the checksum of its 8 data bytes",
+            id="bad-data",
+        ),
+        pytest.param(
+            {"offset": 33 + 12 + 8 + 3, "flip": b"\x10"},
+            "corrupted record at byte offset 33 of .*: the checksum of its 8 data bytes",
+            id="bad-data-crc",
+        ),
+        pytest.param(
+            {"offset": 33 + 5, "truncate": True},
+            "truncated record at byte offset 33 of .*: the header has 5 of 12 bytes",
+            id="truncated-header",
+        ),
+        pytest.param(
+            {"offset": 33 + 12 + 4, "truncate": True},
+            "truncated record at byte offset 33 of .*: expected 8 data bytes and a 4-byte "
+            "checksum, the file ends after 4",
+            id="truncated-data",
+        ),
+        pytest.param(
+            {"offset": 33 + 12 + 8 + 2, "truncate": True},
+            "truncated record at byte offset 33 of .*the file ends after 10",
+            id="truncated-crc",
+        ),
+    ],
+)
+def test_damaged_records(files: list[str], change: dict[str, Any], message: str) -> None:
+    _corrupt(files[0], **change)
+    it = iter(ps.data.RecordDataset(files))
+    assert [bytes(next(it)) for _ in range(2)] == RECORDS[:2]
+    with pytest.raises(DataLossError, match=f"record: {message}") as info:
+        next(it)
+    assert "a.tfrecord" in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_damaged_compressed_file(tmp_path: Path) -> None:
+    path = _write(tmp_path / "f.gz", RECORDS * 50, "GZIP")
+    _corrupt(path, 0, b"\xff")  # the gzip magic number
+    with pytest.raises(DataLossError, match=r"f.gz' is not valid GZIP data near"):
+        _values(ps.data.RecordDataset(path, "GZIP"))
+    zpath = _write(tmp_path / "f.z", RECORDS * 50, "ZLIB")
+    _corrupt(zpath, 40, truncate=True)
+    with pytest.raises(DataLossError, match=r"f.z' is not valid ZLIB data near"):
+        _values(ps.data.RecordDataset(zpath, "ZLIB"))
+
+
+def test_reading_a_compressed_file_uncompressed(tmp_path: Path) -> None:
+    path = _write(tmp_path / "f.gz", RECORDS, "GZIP")
+    with pytest.raises(DataLossError, match="corrupted record at byte offset 0"):
+        _values(ps.data.RecordDataset(path))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match=r"record: file .*nope' does not exist"):
+        next(iter(ps.data.RecordDataset(str(tmp_path / "nope"))))
+
+
+def test_changed_file_on_restore(tmp_path: Path) -> None:
+    path = _write(tmp_path / "f", RECORDS)
+    ds = ps.data.RecordDataset(path)
+    it = iter(ds)
+    for _ in range(4):
+        next(it)
+    state = it.get_state()
+    _write(path, RECORDS[:1])
+    restored = iter(ds)
+    restored.set_state(state)
+    with pytest.raises(StateMismatchError, match="the file has only 16 bytes"):
+        next(restored)
+
+
+def test_writer(tmp_path: Path) -> None:
+    path = tmp_path / "f.tfrecord"
+    writer = ps.data.RecordWriter(path)
+    assert repr(writer) == f"RecordWriter({str(path)!r}, compression_type=None)"
+    writer.write(bytearray(b"ab"))
+    writer.write(memoryview(b"cd"))
+    writer.write(np.frombuffer(b"ef", np.uint8))
+    writer.write(np.bytes_(b"gh"))
+    writer.flush()
+    assert _values(ps.data.RecordDataset(str(path))) == [b"ab", b"cd", b"ef", b"gh"]
+    with pytest.raises(TypeError, match="expects bytes, got str 'x'; encode it first"):
+        writer.write("x")
+    with pytest.raises(TypeError, match="expects a bytes-like object, got int 3"):
+        writer.write(3)
+    writer.close()
+    writer.close()
+    assert writer.closed
+    with pytest.raises(ValueError, match="is closed"):
+        writer.write(b"x")
+    with pytest.raises(ValueError, match="is closed"):
+        writer.flush()
+
+
+@pytest.mark.parametrize("compression", ["GZIP", "ZLIB"])
+def test_compressed_writer_flush(tmp_path: Path, compression: str) -> None:
+    path = tmp_path / "f"
+    with ps.data.RecordWriter(path, compression) as writer:
+        writer.write(b"first")
+        writer.flush()
+        flushed = path.read_bytes()
+        writer.write(b"second")
+    assert len(flushed) > 0
+    assert _values(ps.data.RecordDataset(str(path), compression)) == [b"first", b"second"]
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        ((3,), TypeError, "RecordWriter: path must be a str or os.PathLike, got int 3"),
+        (("memory://x", "BZ2"), ValueError, "RecordWriter: compression_type must be None"),
+    ],
+)
+def test_writer_bad_arguments(args: tuple[Any, ...], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        ps.data.RecordWriter(*args)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"filenames": None}, TypeError, "record: filenames must be a file name, a list"),
+        ({"filenames": "a", "compression_type": "zlib"}, ValueError, "compression_type must be"),
+        ({"filenames": "a", "buffer_size": -1}, ValueError, "buffer_size must be >= 1"),
+    ],
+)
+def test_bad_arguments(kwargs: dict[str, Any], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        ps.data.RecordDataset(**kwargs)
+
+
+def test_large_record(tmp_path: Path) -> None:
+    big = bytes(range(256)) * 100_000  # 25.6 MB, read in chunks
+    path = _write(tmp_path / "big", [big, b"after"])
+    assert _values(ps.data.RecordDataset(path)) == [big, b"after"]
+
+
+# --------------------------------------------------------------- TensorFlow parity
+@pytest.mark.parametrize("compression", ["", "GZIP", "ZLIB"])
+def test_reads_files_written_by_tensorflow(tmp_path: Path, compression: str) -> None:
+    tf = pytest.importorskip("tensorflow")
+    path = str(tmp_path / "tf.tfrecord")
+    with tf.io.TFRecordWriter(path, options=compression) as writer:
+        for record in RECORDS:
+            writer.write(record)
+    ours = list(ps.data.RecordDataset(path, compression_type=compression))
+    theirs = list(tf.data.TFRecordDataset(path, compression_type=compression).as_numpy_iterator())
+    assert [bytes(r) for r in ours] == theirs == RECORDS
+    for record in ours:
+        assert_elements_equal(record, np.bytes_(bytes(record)))
+
+
+@pytest.mark.parametrize("compression", ["", "GZIP", "ZLIB"])
+def test_tensorflow_reads_files_written_here(tmp_path: Path, compression: str) -> None:
+    tf = pytest.importorskip("tensorflow")
+    path = _write(tmp_path / "ours.tfrecord", RECORDS, compression)
+    theirs = list(tf.data.TFRecordDataset(path, compression_type=compression).as_numpy_iterator())
+    assert theirs == RECORDS
+    if not compression:
+        # the same bytes as TensorFlow's own writer
+        tf_path = str(tmp_path / "tf.tfrecord")
+        with tf.io.TFRecordWriter(tf_path) as writer:
+            for record in RECORDS:
+                writer.write(record)
+        assert Path(path).read_bytes() == Path(tf_path).read_bytes()
