@@ -32,6 +32,30 @@ def _keep(*args: object) -> bool:
     return total % 3 != 1
 
 
+def _total(args: tuple[object, ...]) -> int:
+    return sum(int(np.sum(leaf)) for leaf in flatten(args))
+
+
+def _inner(*args: object) -> ps.Dataset:
+    """A small dataset made from an element, for interleave and flat_map."""
+    n = _total(args) % 4
+    return ps.Dataset.range(n).map(lambda x: x * 10 + n)
+
+
+def _running_sum(state: np.int64, element: object) -> tuple[np.int64, object]:
+    state = np.int64(state + _total((element,)) % 1000)
+    return state, (state, element)
+
+
+def _small(*args: object) -> bool:
+    return _total(args) % 17 != 16
+
+
+def _generate(n: int) -> object:
+    for i in range(n):
+        yield np.int64(i * 3)
+
+
 def _ops() -> st.SearchStrategy[Op]:
     small = st.integers(0, 6)
     return st.one_of(
@@ -42,7 +66,7 @@ def _ops() -> st.SearchStrategy[Op]:
             )
         ),
         st.integers(0, 3).map(lambda c: lambda ds: ds.repeat(c)),
-        small.map(lambda n: lambda ds: ds.take(n)),
+        st.integers(0, 25).map(lambda n: lambda ds: ds.take(n)),
         small.map(lambda n: lambda ds: ds.skip(n)),
         st.integers(1, 3).flatmap(
             lambda n: st.integers(0, n - 1).map(lambda i: lambda ds: ds.shard(n, i))
@@ -59,6 +83,18 @@ def _ops() -> st.SearchStrategy[Op]:
         ),
         st.just(lambda ds: ds.global_shuffle()),
         st.just(lambda ds: ds.filter(_keep)),
+        st.just(lambda ds: ds.unbatch()),
+        st.integers(1, 4).flatmap(
+            lambda k: st.sampled_from([True, False]).map(
+                lambda d: lambda ds: ds.padded_batch(k, drop_remainder=d)
+            )
+        ),
+        st.integers(1, 3).flatmap(
+            lambda c: st.integers(1, 3).map(lambda b: lambda ds: ds.interleave(_inner, c, b))
+        ),
+        st.just(lambda ds: ds.flat_map(_inner)),
+        st.just(lambda ds: ds.scan(np.int64(0), _running_sum)),
+        st.just(lambda ds: ds.take_while(_small)),
         st.integers(1, 8).flatmap(
             lambda size: st.one_of(st.none(), st.integers(0, 2**31)).flatmap(
                 lambda seed: st.booleans().map(
@@ -80,6 +116,11 @@ def _sources() -> st.SearchStrategy[ps.Dataset]:
         st.integers(0, 25).map(
             lambda n: ps.Dataset.zip(ps.Dataset.range(n), ps.Dataset.range(n)).map(_sum_pair)
         ),
+        st.integers(0, 30).map(
+            lambda n: ps.Dataset.from_generator(_generate, args=(n,)).with_options(
+                ps.data.Options(external_state_policy="ignore")
+            )
+        ),
     )
 
 
@@ -97,7 +138,7 @@ def pipelines(draw: st.DrawFn) -> ps.Dataset:
 LIMIT = 150
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ds=pipelines(), cuts=st.lists(st.integers(0, LIMIT), max_size=5))
 def test_resumed_stream_equals_uninterrupted(ds: ps.Dataset, cuts: list[int]) -> None:
     reference_iterator = iter(ds)
