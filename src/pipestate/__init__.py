@@ -8,13 +8,20 @@ checkpoint.
 from __future__ import annotations
 
 from pipestate import checkpoint, data, errors
-from pipestate.checkpoint import Checkpoint, CheckpointableSaver, Variable
+from pipestate.checkpoint import (
+    Checkpoint,
+    CheckpointableSaver,
+    CheckpointManager,
+    Variable,
+    latest_checkpoint,
+)
 from pipestate.data import Dataset
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Checkpoint",
+    "CheckpointManager",
     "CheckpointableSaver",
     "Dataset",
     "Variable",
@@ -22,4 +29,5 @@ __all__ = [
     "checkpoint",
     "data",
     "errors",
+    "latest_checkpoint",
 ]

@@ -1,4 +1,4 @@
-"""Object-graph checkpoints: trackables, the on-disk format, saving, restoring and inspecting.
+"""Object-graph checkpoints: trackables, the format, saving, restoring, managing, inspecting.
 
 Example:
     >>> import numpy as np
@@ -19,12 +19,19 @@ from pipestate.checkpoint._checkpoint import (
 )
 from pipestate.checkpoint._format import DEFAULT_MAX_SHARD_BYTES
 from pipestate.checkpoint._inspect import list_variables, load_variable
+from pipestate.checkpoint._management import (
+    get_checkpoint_state,
+    latest_checkpoint,
+    update_checkpoint_state,
+)
+from pipestate.checkpoint._manager import CheckpointManager
 from pipestate.checkpoint._names import NameBasedSaverStatus
 from pipestate.checkpoint._restore import (
     CheckpointLoadStatus,
     InitializationOnlyStatus,
     LoadStatus,
 )
+from pipestate.checkpoint._state_file import CheckpointState
 from pipestate.checkpoint._trackable import Trackable, TrackableProtocol
 from pipestate.checkpoint._values import Value
 from pipestate.checkpoint._variable import Variable
@@ -34,7 +41,9 @@ __all__ = [
     "AutoTrackable",
     "Checkpoint",
     "CheckpointLoadStatus",
+    "CheckpointManager",
     "CheckpointOptions",
+    "CheckpointState",
     "CheckpointableSaver",
     "InitializationOnlyStatus",
     "LoadStatus",
@@ -46,6 +55,9 @@ __all__ = [
     "TrackableSaver",
     "Value",
     "Variable",
+    "get_checkpoint_state",
+    "latest_checkpoint",
     "list_variables",
     "load_variable",
+    "update_checkpoint_state",
 ]

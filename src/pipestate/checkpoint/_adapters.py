@@ -207,6 +207,14 @@ def _to_torch(value: Value, torch: Any) -> Any:
     return value
 
 
+NUMPY_STATE = "_state_dict_is_numpy"
+"""Class attribute of a Stateful object whose ``load_state_dict`` takes NumPy values only.
+
+The adapter then restores it without first calling its ``state_dict()`` to see
+whether it holds torch tensors (pipestate's iterators set it: their
+``state_dict()`` applies the external state policy)."""
+
+
 class _StatefulAdapter(Trackable):
     """An object with ``state_dict()`` / ``load_state_dict()``; one attribute per entry."""
 
@@ -231,9 +239,7 @@ class _StatefulAdapter(Trackable):
     def _restore_from_values(self, values: Mapping[str, Value]) -> None:
         state: dict[str, Any] = dict(values)
         torch = sys.modules.get("torch")
-        if torch is not None and (
-            type(self.wrapped).__module__.startswith("torch") or _contains_torch(self._state_dict())
-        ):
+        if torch is not None and self._wants_torch():
             state = _to_torch(state, torch)
         try:
             self.wrapped.load_state_dict(state)
@@ -245,6 +251,19 @@ class _StatefulAdapter(Trackable):
                 f"{type(self.wrapped).__name__}.load_state_dict() refused the saved state: "
                 f"{type(err).__name__}: {err}"
             ) from err
+
+    def _wants_torch(self) -> bool:
+        """Whether the wrapped object takes its state back as torch tensors."""
+        if getattr(self.wrapped, NUMPY_STATE, False):
+            return False
+        if type(self.wrapped).__module__.startswith("torch"):
+            return True
+        # Ask the object what it holds now; an object that can't say (its
+        # state_dict() raises) gets NumPy values.
+        try:
+            return _contains_torch(self._state_dict())
+        except Exception:
+            return False
 
     def __repr__(self) -> str:
         return f"StatefulAdapter({type(self.wrapped).__name__})"

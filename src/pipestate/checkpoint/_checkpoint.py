@@ -5,14 +5,20 @@ from __future__ import annotations
 import dataclasses
 import operator
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
 
 from pipestate.checkpoint._adapters import adapt
+from pipestate.checkpoint._async import AsyncWriter, HostBuffers
 from pipestate.checkpoint._auto import AutoTrackable, can_track
-from pipestate.checkpoint._format import DEFAULT_MAX_SHARD_BYTES, CheckpointReader, write_checkpoint
+from pipestate.checkpoint._format import (
+    DEFAULT_MAX_SHARD_BYTES,
+    CheckpointReader,
+    write_checkpoint,
+    write_error,
+)
 from pipestate.checkpoint._graph import GraphView
 from pipestate.checkpoint._locate import locate
 from pipestate.checkpoint._names import NameBasedFile, restore_by_name
@@ -26,6 +32,7 @@ from pipestate.checkpoint._state_file import CheckpointState, write_state
 from pipestate.checkpoint._storage import Storage, as_path
 from pipestate.checkpoint._trackable import Trackable
 from pipestate.checkpoint._variable import Variable
+from pipestate.errors import CheckpointWriteError
 
 __all__ = ["Checkpoint", "CheckpointOptions", "CheckpointableSaver", "TrackableSaver"]
 
@@ -42,28 +49,34 @@ class CheckpointOptions:
     Args:
         max_shard_bytes: Data shards hold at most this many bytes (an array
             larger than that gets a shard of its own). Defaults to 2 GiB.
-        fsync: Sync files and directories to disk before the save returns.
+        fsync: Sync files and directories to disk before the save commits.
+        enable_async: Return from ``save()`` / ``write()`` once the values
+            are copied to host memory, and write and commit them on a
+            background thread (one save in flight; see ``Checkpoint.sync``).
 
     Raises:
-        ValueError: For a non-positive ``max_shard_bytes``.
+        ValueError: For a non-positive ``max_shard_bytes`` or a non-bool flag.
 
     Example:
         >>> CheckpointOptions(max_shard_bytes=64 << 20)
-        CheckpointOptions(max_shard_bytes=67108864, fsync=True)
+        CheckpointOptions(max_shard_bytes=67108864, fsync=True, enable_async=False)
     """
 
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
     fsync: bool = True
+    enable_async: bool = False
 
     def __post_init__(self) -> None:
         n = self.max_shard_bytes
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise ValueError(f"max_shard_bytes must be a positive int, got {n!r}")
-        if not isinstance(self.fsync, bool):
-            raise ValueError(f"fsync must be a bool, got {self.fsync!r}")
+        for name in ("fsync", "enable_async"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
 
-def _options(options: CheckpointOptions | None) -> CheckpointOptions:
+def options_or_default(options: CheckpointOptions | None) -> CheckpointOptions:
+    """``options``, or the defaults for ``None``; ``TypeError`` for anything else."""
     if options is None:
         return CheckpointOptions()
     if not isinstance(options, CheckpointOptions):
@@ -71,13 +84,64 @@ def _options(options: CheckpointOptions | None) -> CheckpointOptions:
     return options
 
 
-def _write(graph: GraphView, prefix: str, options: CheckpointOptions | None) -> str:
-    opts = _options(options)
-    nodes, arrays = graph.serialize()
-    storage, fs_prefix = Storage.for_path(prefix)
-    write_checkpoint(
-        storage, fs_prefix, nodes, arrays, max_shard_bytes=opts.max_shard_bytes, fsync=opts.fsync
-    )
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """What one save writes: the index nodes and the prepared arrays."""
+
+    nodes: list[dict[str, Any]]
+    arrays: list[Any]
+
+    @classmethod
+    def take(cls, graph: GraphView, *, buffers: HostBuffers | None = None) -> Snapshot:
+        """Serialize ``graph``; with ``buffers``, copy every array into them (an async save).
+
+        A snapshot in ``buffers`` shares no memory with the live objects, and
+        is valid until the next snapshot into the same buffers.
+        """
+        if buffers is None:
+            return cls(*graph.serialize())
+        with buffers.snapshot() as copy:
+            return cls(*graph.serialize(copy=copy))
+
+    def commit(
+        self, storage: Storage, fs_prefix: str, display: str, options: CheckpointOptions
+    ) -> None:
+        """Write the shards, then the index (the commit).
+
+        Raises:
+            CheckpointWriteError: When the storage fails (full, read-only, ...).
+        """
+        try:
+            write_checkpoint(
+                storage,
+                fs_prefix,
+                self.nodes,
+                self.arrays,
+                max_shard_bytes=options.max_shard_bytes,
+                fsync=options.fsync,
+            )
+        except CheckpointWriteError:
+            raise
+        except OSError as err:
+            raise write_error(err, display) from err
+
+
+def _write(
+    graph: GraphView,
+    prefix: str,
+    options: CheckpointOptions | None,
+    storage_options: Mapping[str, Any] | None,
+    writer: AsyncWriter,
+) -> str:
+    opts = options_or_default(options)
+    storage, fs_prefix = Storage.for_path(prefix, storage_options)
+    with writer.saving:
+        writer.wait()
+        if not opts.enable_async:
+            Snapshot.take(graph).commit(storage, fs_prefix, prefix, opts)
+            return prefix
+        snapshot = Snapshot.take(graph, buffers=writer.buffers)
+        writer.submit(prefix, lambda: snapshot.commit(storage, fs_prefix, prefix, opts))
     return prefix
 
 
@@ -88,10 +152,11 @@ def _restore(
     optional: Collection[Trackable] = (),
     optional_root_children: Collection[str] = (),
     optional_by_name: Collection[Trackable] = (),
+    storage_options: Mapping[str, Any] | None = None,
 ) -> LoadStatus:
     if save_path is None:
         return InitializationOnlyStatus(graph.root)
-    found = locate(save_path)
+    found = locate(save_path, storage_options=storage_options)
     if found.kind == "names":
         file = NameBasedFile(found.storage, found.path, display=found.display)
         try:
@@ -141,6 +206,7 @@ class CheckpointableSaver:
                 "AutoTrackable attribute"
             )
         self._graph = GraphView(trackable)
+        self._writer = AsyncWriter()
 
     def __repr__(self) -> str:
         return f"CheckpointableSaver(root={self._graph.root!r})"
@@ -151,19 +217,23 @@ class CheckpointableSaver:
         checkpoint_number: Any = None,
         *,
         options: CheckpointOptions | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> str:
         """Write a checkpoint at ``file_prefix``, with ``-N`` appended for ``checkpoint_number=N``.
 
         Args:
             file_prefix: A local path or fsspec URL prefix; directories are created.
             checkpoint_number: An int ``>= 0`` appended as ``-N``, or ``None``.
-            options: Shard size and fsync settings.
+            options: Shard size, fsync and async settings.
+            storage_options: Arguments of the fsspec filesystem (credentials,
+                endpoint); see :meth:`Checkpoint.save`.
 
         Returns:
             The checkpoint's path, to pass to :meth:`restore`.
 
         Raises:
             TypeError, ValueError: For a bad prefix, number or value to save.
+            CheckpointWriteError: When the storage fails; nothing is committed.
         """
         prefix = as_path(file_prefix, "file_prefix")
         if checkpoint_number is not None:
@@ -181,10 +251,14 @@ class CheckpointableSaver:
             if number < 0:
                 raise ValueError(f"checkpoint_number must be >= 0, got {number}")
             prefix = f"{prefix}-{number}"
-        return _write(self._graph, prefix, options)
+        return _write(self._graph, prefix, options, storage_options, self._writer)
 
-    def restore(self, save_path: Any) -> LoadStatus:
+    def restore(
+        self, save_path: Any, *, storage_options: Mapping[str, Any] | None = None
+    ) -> LoadStatus:
         """Restore from ``save_path`` (a checkpoint prefix, or a flat safetensors file by name).
+
+        Waits for an async save in flight first.
 
         Returns:
             A :class:`CheckpointLoadStatus`, a :class:`NameBasedSaverStatus`, or
@@ -194,8 +268,18 @@ class CheckpointableSaver:
             NotFoundError: When there is no checkpoint at ``save_path``.
             CorruptCheckpointError: When the files are damaged.
             CheckpointMismatchError: When a value does not fit its object.
+            CheckpointWriteError: When an earlier async save failed.
         """
-        return _restore(self._graph, save_path)
+        self._writer.wait()
+        return _restore(self._graph, save_path, storage_options=storage_options)
+
+    def sync(self) -> None:
+        """Wait until an async save in flight has committed.
+
+        Raises:
+            CheckpointWriteError: When that save failed (raised once).
+        """
+        self._writer.wait()
 
 
 TrackableSaver = CheckpointableSaver
@@ -239,6 +323,7 @@ class Checkpoint(AutoTrackable):
                     f"{type(root).__name__}"
                 )
         self._root = root_trackable
+        self._writer = AsyncWriter()
         for name in sorted(kwargs):
             value = kwargs[name]
             if name.startswith("_"):
@@ -284,60 +369,118 @@ class Checkpoint(AutoTrackable):
         assert isinstance(counter, Variable)
         return counter
 
-    def save(self, file_prefix: Any, *, options: CheckpointOptions | None = None) -> str:
+    def save(
+        self,
+        file_prefix: Any,
+        *,
+        options: CheckpointOptions | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> str:
         """Save to ``<file_prefix>-<n>`` after incrementing ``save_counter`` to ``n``.
 
         The ``checkpoint`` state file in the prefix's directory is then
-        replaced so that it names this checkpoint.
+        replaced so that it names this checkpoint. With
+        ``CheckpointOptions(enable_async=True)`` this returns once the values
+        are copied to host memory; writing, the commit and the state file
+        follow on a background thread (see :meth:`sync`).
 
         Args:
             file_prefix: A local path or fsspec URL prefix.
-            options: Shard size and fsync settings.
+            options: Shard size, fsync and async settings.
+            storage_options: Arguments of the fsspec filesystem, e.g.
+                ``{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}``
+                for an S3-compatible server.
 
         Returns:
             The checkpoint's path, e.g. ``ckpt/model-3``.
 
         Raises:
             TypeError, ValueError: For a bad prefix or a value that cannot be saved.
+            CheckpointWriteError: When the storage fails (nothing is committed
+                and ``save_counter`` keeps its value), or an earlier async save failed.
         """
+        opts = options_or_default(options)
         prefix = as_path(file_prefix, "file_prefix")
+        with self._writer.saving:
+            self._writer.wait()
+            return self._save(prefix, opts, storage_options)
+
+    def _save(
+        self, prefix: str, opts: CheckpointOptions, storage_options: Mapping[str, Any] | None
+    ) -> str:
         counter = self.save_counter
         number = int(counter.numpy()) + 1
+        path = f"{prefix}-{number}"
+        storage, fs_path = Storage.for_path(path, storage_options)
         # The counter is part of the graph: it is saved with its new value.
         counter.assign(number)
-        path = f"{prefix}-{number}"
         try:
-            _write(self._graph(), path, options)
+            buffers = self._writer.buffers if opts.enable_async else None
+            snapshot = Snapshot.take(self._graph(), buffers=buffers)
         except BaseException:
             counter.assign(number - 1)
             raise
-        storage, fs_path = Storage.for_path(path)
-        directory, basename = storage.split(fs_path)
-        write_state(
-            storage,
-            directory,
-            CheckpointState(basename, [basename], [time.time()]),
-            fsync=_options(options).fsync,
-        )
+
+        def commit() -> None:
+            snapshot.commit(storage, fs_path, path, opts)
+            directory, basename = storage.split(fs_path)
+            try:
+                write_state(
+                    storage,
+                    directory,
+                    CheckpointState(basename, [basename], [time.time()]),
+                    fsync=opts.fsync,
+                )
+            except OSError as err:
+                raise write_error(err, path) from err
+
+        if opts.enable_async:
+            self._writer.submit(path, commit)
+            return path
+        try:
+            commit()
+        except BaseException:
+            counter.assign(number - 1)
+            raise
         return path
 
-    def write(self, file_prefix: Any, *, options: CheckpointOptions | None = None) -> str:
+    def write(
+        self,
+        file_prefix: Any,
+        *,
+        options: CheckpointOptions | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> str:
         """Write exactly ``file_prefix``: no counter, no state file.
+
+        Args:
+            file_prefix: A local path or fsspec URL prefix.
+            options: Shard size, fsync and async settings (see :meth:`save`).
+            storage_options: Arguments of the fsspec filesystem (see :meth:`save`).
 
         Returns:
             ``file_prefix``, to pass to :meth:`read`.
 
         Raises:
             TypeError, ValueError: For a bad prefix or a value that cannot be saved.
+            CheckpointWriteError: When the storage fails, or an earlier async save failed.
         """
-        return _write(self._graph(), as_path(file_prefix, "file_prefix"), options)
+        return _write(
+            self._graph(),
+            as_path(file_prefix, "file_prefix"),
+            options,
+            storage_options,
+            self._writer,
+        )
 
-    def restore(self, save_path: Any) -> LoadStatus:
+    def restore(
+        self, save_path: Any, *, storage_options: Mapping[str, Any] | None = None
+    ) -> LoadStatus:
         """Restore from ``save_path`` (as :meth:`save` returned it), ``save_counter`` included.
 
         Dependencies missing now are restored when they are added. Use
         :meth:`read` for checkpoints made by :meth:`write`, which have no
-        save counter.
+        save counter. Waits for an async save in flight first.
 
         Returns:
             A status (see :class:`CheckpointLoadStatus`); ``restore(None)``
@@ -347,25 +490,48 @@ class Checkpoint(AutoTrackable):
             NotFoundError: When there is no checkpoint at ``save_path``.
             CorruptCheckpointError: When the files are damaged.
             CheckpointMismatchError: When a value does not fit its object.
+            CheckpointWriteError: When an earlier async save failed.
         """
+        self._writer.wait()
         if save_path is None:
             return InitializationOnlyStatus(self._graph().root)
         # A flat name-based file never has a save counter, so it is optional there.
-        return _restore(self._graph(), save_path, optional_by_name=(self.save_counter,))
+        return _restore(
+            self._graph(),
+            save_path,
+            optional_by_name=(self.save_counter,),
+            storage_options=storage_options,
+        )
 
-    def read(self, save_path: Any) -> LoadStatus:
+    def read(
+        self, save_path: Any, *, storage_options: Mapping[str, Any] | None = None
+    ) -> LoadStatus:
         """Restore from ``save_path`` without expecting a ``save_counter`` on either side.
 
         Returns:
             A status, as :meth:`restore`.
 
         Raises:
-            NotFoundError, CorruptCheckpointError, CheckpointMismatchError: As :meth:`restore`.
+            NotFoundError, CorruptCheckpointError, CheckpointMismatchError,
+            CheckpointWriteError: As :meth:`restore`.
         """
+        self._writer.wait()
         counter = self._dependencies().get("save_counter")
         return _restore(
             self._graph(),
             save_path,
             optional=(counter,) if counter is not None else (),
             optional_root_children=("save_counter",),
+            storage_options=storage_options,
         )
+
+    def sync(self) -> None:
+        """Wait until an async save or write in flight has committed.
+
+        A save with ``CheckpointOptions(enable_async=True)`` returns before
+        its files are written; after ``sync()`` they are committed.
+
+        Raises:
+            CheckpointWriteError: When that save failed (each error is raised once).
+        """
+        self._writer.wait()

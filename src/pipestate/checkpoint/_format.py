@@ -18,6 +18,8 @@ atomically, so a checkpoint without its index does not exist.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import json
 import math
@@ -26,6 +28,7 @@ import re
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -42,9 +45,14 @@ from pipestate.checkpoint._safetensors import (
     shape_is_valid,
     strict_json_loads,
 )
-from pipestate.checkpoint._storage import RandomAccessFile, Storage
+from pipestate.checkpoint._storage import RandomAccessFile, Storage, temporary_pattern
 from pipestate.checkpoint._values import Value, decode_value
-from pipestate.errors import CorruptCheckpointError, NotFoundError
+from pipestate.errors import (
+    CheckpointError,
+    CheckpointWriteError,
+    CorruptCheckpointError,
+    NotFoundError,
+)
 
 __all__ = [
     "DEFAULT_MAX_SHARD_BYTES",
@@ -58,8 +66,10 @@ __all__ = [
     "missing_checkpoint_error",
     "node_paths",
     "prepare_array",
+    "remove_interrupted_saves",
     "shard_name",
     "write_checkpoint",
+    "write_error",
 ]
 
 FORMAT_NAME = "pipestate-checkpoint"
@@ -76,6 +86,9 @@ _CHUNK = 4 << 20
 _THREADED_WRITE_BYTES = 4 * _CHUNK
 _DTYPE_RE = re.compile(r"^[<>|][biufcSUVmM][0-9]{1,5}(\[[0-9]{0,6}[a-zA-Z]{1,2}\])?$")
 _SHARD_RE = r"\.data-([0-9]{5})-of-([0-9]{5})$"
+_FULL_ERRNOS = frozenset(
+    code for code in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", None)) if code
+)
 
 
 def index_path(prefix: str) -> str:
@@ -134,8 +147,14 @@ class _Pending:
         return 1 if self.st_dtype == "U8" else min(self.array.dtype.itemsize, 8)
 
 
-def prepare_array(key: str, array: np.ndarray) -> _Pending:
+def prepare_array(
+    key: str, array: np.ndarray, *, copy: Callable[[str, np.ndarray], np.ndarray] | None = None
+) -> _Pending:
     """Check that ``array`` can be saved; bring it to little-endian C order (copying if needed).
+
+    With ``copy`` (``copy(key, array)`` returns a copy in C order), the result
+    never shares memory with ``array``: an async save must not see later
+    changes to the saved objects.
 
     Raises:
         TypeError: For object, structured and sub-array dtypes, which have no byte layout to save.
@@ -151,10 +170,13 @@ def prepare_array(key: str, array: np.ndarray) -> _Pending:
             f"cannot save the array at {key!r}: dtype {dtype} has no fixed byte layout; "
             "convert it to a numeric, bool, bytes (S) or str (U) dtype"
         )
+    copied = False
     if dtype.byteorder == ">" or (dtype.byteorder == "=" and sys.byteorder == "big"):
-        array = array.astype(dtype.newbyteorder("<"))
+        array, copied = array.astype(dtype.newbyteorder("<")), True
     if not array.flags.c_contiguous:
-        array = array.copy(order="C")
+        array, copied = array.copy(order="C"), True
+    if copy is not None and not copied:
+        array = copy(key, array)
     return _Pending(key, array, safetensors_dtype(array.dtype))
 
 
@@ -270,6 +292,28 @@ def write_checkpoint(
     paths = [
         storage.join(directory, shard_name(basename, i, num_shards)) for i in range(num_shards)
     ]
+    try:
+        _write_shards_and_index(storage, prefix, nodes, shards, paths, fsync)
+    except BaseException:
+        # Nothing commits these shards now; free their space (a full disk is the usual cause).
+        for path in paths:
+            with contextlib.suppress(OSError):
+                storage.remove(path)
+        raise
+    # The checkpoint is committed: stale files that cannot be removed now are removed later.
+    with contextlib.suppress(OSError):
+        _remove_leftovers(storage, directory, basename, num_shards)
+
+
+def _write_shards_and_index(
+    storage: Storage,
+    prefix: str,
+    nodes: list[dict[str, Any]],
+    shards: list[list[_Pending]],
+    paths: list[str],
+    fsync: bool,
+) -> None:
+    num_shards = len(shards)
     if num_shards == 1:
         placements = [_write_shard(storage, paths[0], shards[0], fsync)]
     else:
@@ -300,19 +344,91 @@ def write_checkpoint(
     }
     if fsync:
         # The shards' directory entries must be durable before the index that commits them.
-        storage.fsync_dir(directory)
+        storage.fsync_dir(storage.split(prefix)[0])
     storage.write_atomic(index_path(prefix), json.dumps(document).encode("utf-8"), fsync=fsync)
-    _remove_leftovers(storage, directory, basename, num_shards)
 
 
 def _remove_leftovers(storage: Storage, directory: str, basename: str, num_shards: int) -> None:
     """Remove shards of an older save at this prefix, and index temporaries of crashed saves."""
     shards = re.compile(re.escape(basename) + _SHARD_RE)
-    temporaries = re.compile(re.escape(f".{basename}.index.tmp-") + "[0-9a-f]{32}$")
+    temporaries = re.compile(temporary_pattern(index_path(basename)))
     for name in storage.listdir(directory):
         match = shards.match(name)
-        if (match and int(match.group(2)) != num_shards) or temporaries.match(name):
+        if (match and int(match.group(2)) != num_shards) or temporaries.fullmatch(name):
             storage.remove(storage.join(directory, name))
+
+
+def remove_interrupted_saves(
+    storage: Storage, directory: str, checkpoint_name: str, state_filename: str
+) -> list[str]:
+    """Remove what interrupted saves of ``<checkpoint_name>-<N>`` checkpoints left in ``directory``.
+
+    That is data shards without an index, shards of another shard count than
+    their index names (a save over an older checkpoint, interrupted after its
+    commit), index temporaries, and temporaries of the state file
+    ``state_filename``. Committed checkpoints and files of other names are
+    never touched.
+
+    Returns:
+        The names of the files removed.
+    """
+    shard_re = re.compile(re.escape(checkpoint_name) + r"-([0-9]+)" + _SHARD_RE)
+    temporary_re = re.compile(
+        temporary_pattern(re.escape(checkpoint_name) + r"-[0-9]+\.index", escaped=True)
+        + "|"
+        + temporary_pattern(state_filename)
+    )
+    names = storage.listdir(directory)
+    present = set(names)
+    doomed = [name for name in names if temporary_re.fullmatch(name)]
+    shards: dict[str, list[tuple[str, int]]] = {}
+    for name in names:
+        match = shard_re.match(name)
+        if match is not None:
+            basename = f"{checkpoint_name}-{match.group(1)}"
+            shards.setdefault(basename, []).append((name, int(match.group(3))))
+    for basename, found in shards.items():
+        counts = {count for _, count in found}
+        if index_path(basename) not in present:
+            keep: set[int] = set()
+        elif len(counts) > 1:
+            keep = _indexed_count(storage, storage.join(directory, index_path(basename)), counts)
+        else:
+            keep = counts
+        doomed += [name for name, count in found if count not in keep]
+    for name in doomed:
+        storage.remove(storage.join(directory, name))
+    return doomed
+
+
+def _indexed_count(storage: Storage, index: str, counts: set[int]) -> set[int]:
+    """``{num_shards}`` of the index; all of ``counts`` when the index cannot be read."""
+    try:
+        num_shards, _, _ = _parse_index(storage.read_bytes(index), f"checkpoint index {index!r}")
+    except (CheckpointError, OSError):
+        return counts
+    return {num_shards}
+
+
+def write_error(err: OSError, display: str) -> CheckpointWriteError:
+    """A :class:`CheckpointWriteError` for a failed save of ``display``, with ``err``'s errno."""
+    if err.errno in _FULL_ERRNOS:
+        cause = (
+            "The storage is full or a file-size limit was reached. Free some space (e.g. "
+            "delete old checkpoints or lower max_to_keep) and save again."
+        )
+    else:
+        cause = "Fix the storage problem and save again."
+    reason = err.strerror or str(err) or type(err).__name__
+    if err.filename is not None:
+        reason += f" ({err.filename!r})"
+    message = (
+        f"could not write checkpoint {display!r}: {reason}. The checkpoint was not saved; "
+        f"earlier checkpoints and the state file are intact. {cause}"
+    )
+    if err.errno is None:
+        return CheckpointWriteError(message)
+    return CheckpointWriteError(err.errno, message)
 
 
 def _body_crc(body: object) -> int:

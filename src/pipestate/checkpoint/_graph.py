@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -81,11 +81,15 @@ class GraphView:
                     queue.append((child, (*path, name)))
         return out
 
-    def serialize(self) -> tuple[list[dict[str, Any]], list[Any]]:
+    def serialize(
+        self, *, copy: Callable[[str, np.ndarray], np.ndarray] | None = None
+    ) -> tuple[list[dict[str, Any]], list[Any]]:
         """The index nodes and the arrays to write (keys unique, arrays prepared).
 
         Every object's ``_serialize_to_values()`` runs here, before anything is
-        written, so an object can still refuse the save.
+        written, so an object can still refuse the save. With ``copy`` (see
+        :func:`prepare_array`) the result is a snapshot: no array shares memory
+        with the objects.
 
         Raises:
             ValueError: When the graph is deeper or larger than readers accept.
@@ -105,7 +109,7 @@ class GraphView:
                 n += 1
                 unique = f"{key}#{n}"
             keys.add(unique)
-            arrays.append(prepare_array(unique, array))
+            arrays.append(prepare_array(unique, array, copy=copy))
             return unique
 
         for obj, path, children in objects:

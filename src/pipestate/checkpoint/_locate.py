@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pipestate.checkpoint._format import index_path, missing_checkpoint_error
 from pipestate.checkpoint._state_file import read_state
@@ -27,7 +28,9 @@ class Located:
         return f"Located({self.kind!r}, {self.display!r})"
 
 
-def locate(save_path: object, what: str = "save_path") -> Located:
+def locate(
+    save_path: object, what: str = "save_path", storage_options: Mapping[str, Any] | None = None
+) -> Located:
     """Resolve ``save_path``: a checkpoint prefix (or its ``.index`` file), or a safetensors file.
 
     Raises:
@@ -36,7 +39,8 @@ def locate(save_path: object, what: str = "save_path") -> Located:
             checkpoints (``ckpt-1``) that do exist, or the state file's latest.
     """
     display = as_path(save_path, what)
-    storage, path = Storage.for_path(display)
+    storage, path = Storage.for_path(display, storage_options)
+    storage.refresh(storage.split(path)[0])
     if path.endswith(".index") and display.endswith(".index") and storage.isfile(path):
         path, display = path[: -len(".index")], display[: -len(".index")]
     if storage.isfile(index_path(path)):

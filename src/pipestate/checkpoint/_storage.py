@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import re
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
@@ -21,7 +22,13 @@ import fsspec
 
 from pipestate.errors import CorruptCheckpointError, NotFoundError
 
-__all__ = ["RandomAccessFile", "Storage", "as_path"]
+__all__ = [
+    "RandomAccessFile",
+    "Storage",
+    "as_path",
+    "check_storage_options",
+    "temporary_pattern",
+]
 
 
 def as_path(value: object, what: str) -> str:
@@ -40,6 +47,30 @@ def as_path(value: object, what: str) -> str:
     if "\0" in value:
         raise ValueError(f"{what} must not contain NUL characters, got {value!r}")
     return value
+
+
+def check_storage_options(storage_options: object) -> dict[str, Any]:
+    """``storage_options`` as a dict of keyword arguments, or ``TypeError``."""
+    if storage_options is None:
+        return {}
+    if not isinstance(storage_options, Mapping) or not all(
+        isinstance(k, str) for k in storage_options
+    ):
+        raise TypeError(
+            "storage_options must be a mapping of str keys to fsspec filesystem arguments "
+            f"(e.g. {{'anon': True}}) or None, got {storage_options!r:.100}"
+        )
+    return dict(storage_options)
+
+
+def temporary_pattern(basename: str, *, escaped: bool = False) -> str:
+    """A regular expression matching the temporaries :meth:`Storage.write_atomic` uses for a file.
+
+    ``basename`` is taken literally unless ``escaped`` says it is a regular
+    expression already.
+    """
+    name = basename if escaped else re.escape(basename)
+    return rf"\.{name}\.tmp-[0-9a-f]{{32}}"
 
 
 def _open_regular(path: str) -> BinaryIO:
@@ -124,9 +155,17 @@ class Storage:
         self.local = bool(getattr(fs, "local_file", False))
 
     @classmethod
-    def for_path(cls, url: str) -> tuple[Storage, str]:
-        """Return the storage for a local path or URL, and the path on that filesystem."""
-        fs, path = fsspec.core.url_to_fs(url)
+    def for_path(
+        cls, url: str, storage_options: Mapping[str, Any] | None = None
+    ) -> tuple[Storage, str]:
+        """Return the storage for a local path or URL, and the path on that filesystem.
+
+        ``storage_options`` are passed to the fsspec filesystem's constructor
+        (e.g. ``{"client_kwargs": {"endpoint_url": ...}}`` for S3); fsspec's
+        own configuration (``fsspec.config.conf``, ``FSSPEC_<PROTOCOL>_<KEY>``
+        environment variables) applies as well.
+        """
+        fs, path = fsspec.core.url_to_fs(url, **check_storage_options(storage_options))
         return cls(fs), path
 
     def __repr__(self) -> str:
@@ -159,11 +198,17 @@ class Storage:
             return os.path.isdir(path)
         return bool(self.fs.isdir(path))
 
+    def refresh(self, directory: str) -> None:
+        """Forget cached listings of ``directory``, so that files other processes wrote are seen."""
+        if not self.local:
+            self.fs.invalidate_cache(directory)
+
     def listdir(self, directory: str) -> list[str]:
         """Names (not paths) of the entries of ``directory``; empty when it does not exist."""
         try:
             if self.local:
                 return sorted(os.listdir(directory or "."))
+            self.refresh(directory)
             return sorted(self.split(p)[1] for p in self.fs.ls(directory, detail=False))
         except (FileNotFoundError, NotADirectoryError):
             return []
