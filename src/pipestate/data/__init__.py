@@ -10,6 +10,7 @@ from __future__ import annotations
 from pipestate.data._spec import TensorSpec
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import STATE_VERSION, DatasetIterator, State
+from pipestate.data.loader import Loader, LoaderWorkerError
 from pipestate.data.ops.record import RecordDataset, RecordWriter
 from pipestate.data.ops.text_line import TextLineDataset
 from pipestate.data.options import AUTOTUNE, ExternalStatePolicy, Options
@@ -22,6 +23,8 @@ __all__ = [
     "Dataset",
     "DatasetIterator",
     "ExternalStatePolicy",
+    "Loader",
+    "LoaderWorkerError",
     "Options",
     "RecordDataset",
     "RecordWriter",

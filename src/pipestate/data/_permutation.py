@@ -10,7 +10,9 @@ come from ``numpy.random.SeedSequence`` over ``(seed, epoch)``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from typing import Any
 
 import numpy as np
 
@@ -106,6 +108,16 @@ class Permutation:
             start = chunk_id * _CHUNK
             table = self.apply(np.arange(start, min(start + _CHUNK, self.n), dtype=np.int64))
             if len(self._chunks) >= 4:
-                self._chunks.pop(next(iter(self._chunks)))
+                evict_oldest(self._chunks)
             self._chunks[chunk_id] = table
         return table
+
+
+def evict_oldest(cache: dict[Any, Any]) -> None:
+    """Drops the oldest entry of a small cache; safe when threads share the cache.
+
+    Worker threads (parallel map, prefetch) may evict at the same time: a key
+    another thread removed first, or a dict changed while looking, is fine.
+    """
+    with contextlib.suppress(StopIteration, RuntimeError):
+        cache.pop(next(iter(cache)), None)

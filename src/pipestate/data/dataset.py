@@ -118,13 +118,14 @@ class Dataset:
     def _make_iterator(self, entropy: int | None, epoch: int = 0) -> DatasetIterator:
         """A fresh iterator over pass ``epoch``; ``entropy`` seeds ops created with ``seed=None``.
 
-        Random-access pipelines get the index iterator; the others their last
-        op's streaming iterator, which reads its inputs' iterators.
+        Random-access pipelines get the index iterator (run on background
+        threads when the pipeline has prefetch or a parallel map); the others
+        their last op's streaming iterator, which reads its inputs' iterators.
         """
-        from pipestate.data.iterator import IndexIterator
+        from pipestate.data._workers import index_iterator
 
         if self._random_access:
-            return IndexIterator(self, entropy, epoch)
+            return index_iterator(self, entropy, epoch)
         if self._iterator_class is None:
             raise NotImplementedError(f"{self._op_name} has no streaming iterator")
         return self._iterator_class(self, entropy, epoch)

@@ -52,6 +52,8 @@ class DatasetIterator(Iterator[Element]):
     """
 
     _STATE_KEYS: ClassVar[tuple[str, ...]] = ()
+    # Checkpoints restore the state as NumPy values without asking for the current one.
+    _state_dict_is_numpy: ClassVar[bool] = True
 
     def __init__(self, dataset: Dataset) -> None:
         self._dataset = dataset
@@ -147,9 +149,14 @@ class DatasetIterator(Iterator[Element]):
                 f"Unsupported iterator state version {state[_VERSION]!r}; this pipestate reads "
                 f"version {STATE_VERSION}. Save the state with this pipestate version."
             )
-        if state[_FINGERPRINT] != self._dataset.fingerprint:
-            raise StateMismatchError(_describe_mismatch(self._dataset, state[_OPS]))
         inner = state[_ITERATOR]
+        if state[_FINGERPRINT] != self._dataset.fingerprint:
+            # A random-access pipeline sharded under another world size re-partitions.
+            from pipestate.data.ops.shard import reshard_state
+
+            inner = reshard_state(self._dataset, state[_OPS], inner)
+            if inner is None:
+                raise StateMismatchError(_describe_mismatch(self._dataset, state[_OPS]))
         if not isinstance(inner, dict):
             raise StateMismatchError(
                 f"{self._dataset._op_name}: state['iterator'] must be a dict, got {inner!r:.80}"
@@ -267,15 +274,26 @@ class IndexIterator(DatasetIterator):
 
     Restore is O(1) whatever the position. Pipelines with no per-element Python
     function are read in vectorised blocks; the block is a cache, never saved.
+    A pipeline topped by ``shard`` also saves ``"global"``, the number of
+    elements before the shard consumed by all shards together, so the state
+    restores under another number of shards (see ``docs/parallel.md``).
     """
 
     _INDEX = "index"
     _SEED = "seed"
+    _GLOBAL = "global"
     _STATE_KEYS = (_INDEX, _SEED)
     _BLOCK = 128
 
     def __init__(self, dataset: Dataset, entropy: int | None, epoch: int = 0) -> None:
         super().__init__(dataset)
+        from pipestate.data.ops.shard import elastic_shard
+
+        self._elastic = elastic_shard(dataset)
+        self._origin = (0, 0)  # (global count, shard position) at the last restore
+        self._keys: tuple[str, ...] = self._STATE_KEYS
+        if self._elastic is not None:
+            self._keys = (*self._STATE_KEYS, self._GLOBAL)
         self._length = dataset._cardinality()  # >= 0 or INFINITE (-1)
         self._epoch = epoch
         self._entropy = entropy
@@ -356,14 +374,19 @@ class IndexIterator(DatasetIterator):
         self._block_start = index
 
     def _get_state(self) -> State:
-        return {self._INDEX: self._index, self._SEED: self._entropy}
+        state = {self._INDEX: self._index, self._SEED: self._entropy}
+        if self._elastic is not None:
+            state[self._GLOBAL] = self._elastic.global_count(self._index, self._origin)
+        return state
 
     def _set_state(self, state: State) -> None:
         op = self._dataset._op_name
-        check_keys(state, self._STATE_KEYS, op)
+        check_keys(state, self._keys, op)
         maximum = None if self._length < 0 else self._length
         index = read_int(state, self._INDEX, op, maximum=maximum)
         seed = read_seed(state, op, self._entropy)
+        if self._elastic is not None:
+            self._origin = (read_int(state, self._GLOBAL, op), self._elastic.position(index))
         if seed is not None and seed != self._entropy:
             self._source = self._dataset._resolve_seeds(seed, itertools.count())
         self._entropy = seed

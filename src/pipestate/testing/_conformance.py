@@ -39,6 +39,8 @@ def _assert_sequences_equal(
 class _StateHolder:
     """Holds a state for a checkpoint round trip (PyTorch's Stateful protocol)."""
 
+    _state_dict_is_numpy = True  # restored as NumPy values, like an iterator's state
+
     def __init__(self, state: State | None) -> None:
         self.state = state
 

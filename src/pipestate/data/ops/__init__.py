@@ -19,6 +19,7 @@ from pipestate.data.ops.interleave import InterleaveDataset
 from pipestate.data.ops.list_files import ListFilesDataset
 from pipestate.data.ops.map import MapDataset
 from pipestate.data.ops.padded_batch import PaddedBatchDataset
+from pipestate.data.ops.prefetch import PrefetchDataset
 from pipestate.data.ops.range import RangeDataset
 from pipestate.data.ops.record import RecordDataset
 from pipestate.data.ops.repeat import RepeatDataset
@@ -46,6 +47,7 @@ _OPS: tuple[type[Dataset], ...] = (
     ListFilesDataset,
     MapDataset,
     PaddedBatchDataset,
+    PrefetchDataset,
     RangeDataset,
     RecordDataset,
     RepeatDataset,

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pipestate.data._permutation import Permutation
+from pipestate.data._permutation import Permutation, evict_oldest
 from pipestate.data.dataset import Dataset, check_int
 
 
@@ -84,7 +84,7 @@ class GlobalShuffleDataset(Dataset):
                 raise RuntimeError("global_shuffle(seed=None) must be read through an iterator")
             permutation = Permutation(self._cardinality(), self._seed, key)
             if len(self._permutations) >= 8:
-                self._permutations.pop(next(iter(self._permutations)))
+                evict_oldest(self._permutations)
             self._permutations[key] = permutation
         return permutation
 

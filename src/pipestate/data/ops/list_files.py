@@ -12,7 +12,7 @@ import numpy as np
 
 from pipestate.data import _fingerprint
 from pipestate.data._files import to_path
-from pipestate.data._permutation import Permutation
+from pipestate.data._permutation import Permutation, evict_oldest
 from pipestate.data.dataset import Dataset, check_int
 from pipestate.errors import NotFoundError
 
@@ -127,7 +127,7 @@ class ListFilesDataset(Dataset):
                 raise RuntimeError("list_files(seed=None) must be read through an iterator")
             permutation = Permutation(len(self._files), self._seed, epoch)
             if len(self._permutations) >= 8:
-                self._permutations.pop(next(iter(self._permutations)))
+                evict_oldest(self._permutations)
             self._permutations[epoch] = permutation
         return permutation
 

@@ -1,0 +1,106 @@
+"""``map(num_parallel_calls=...)``: applies a pure function on several threads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from pipestate.data._fingerprint import describe_callable
+from pipestate.data._workers import StreamConsumer, check_parallelism, resolve_parallelism
+from pipestate.data.dataset import Dataset
+from pipestate.data.iterator import DatasetIterator, State, StreamIterator
+from pipestate.data.ops.map import MapDataset
+from pipestate.data.options import AUTOTUNE
+
+
+class _ParallelMapIterator(StreamConsumer, StreamIterator):
+    """Maps a streaming input on worker threads, in the input's order; state: the input's.
+
+    Workers read chunks of the input in turn (with the input's state after
+    each element) and apply the function outside the reading lock. The state
+    is the sequential ``map``'s, so either restores the other.
+    """
+
+    _feed_name = "map"
+
+    def _start(self) -> None:
+        super()._start()
+        dataset: ParallelMapDataset = self._source  # type: ignore[assignment]
+        self._feed_parent = self._inputs[0]
+        self._feed_workers = dataset._threads_wanted
+        self._feed_autotune = dataset._autotune
+        self._feed_fn = dataset._apply
+
+    def _feed_scratch(self) -> DatasetIterator:
+        return self._open(0)
+
+    def _op_state(self) -> State:
+        return {self._PARENT: self._feed_token()}
+
+    def _close(self) -> None:
+        self._feed_stop()
+
+
+class ParallelMapDataset(MapDataset):
+    """``map`` run on ``num_parallel_calls`` threads: the same elements, the same state.
+
+    On a random-access input the pipeline stays random access and its
+    iterator computes chunks of output indices on the threads; its state is
+    still one index. On a streaming input the threads map chunks of input
+    elements, in order. The op's name and fingerprint are ``map``'s (with
+    ``deterministic=False`` added when given), so a position saved with one
+    number of threads restores with any other, or with none.
+
+    Args:
+      map_func: a pure function of the element (a tuple is unpacked).
+      num_parallel_calls: threads to use; ``pipestate.data.AUTOTUNE``: up
+        to as many as the cores this process may run on, kept only if they
+        compute faster than one (they don't when the function holds the GIL).
+      deterministic: ``False`` lets chunks of results be delivered as they
+        complete when this map's elements are the iterator's (it is the last
+        op, prefetch aside) and its input is random access; elsewhere the order
+        is kept. ``None`` means ``True``.
+      stateful: as for ``map``.
+
+    Raises:
+      TypeError: ``map_func`` is not callable; a non-integer
+        ``num_parallel_calls``; a non-bool ``deterministic``.
+      ValueError: ``num_parallel_calls < 1`` (other than ``AUTOTUNE``).
+    """
+
+    _iterator_class = _ParallelMapIterator  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        parent: Dataset,
+        map_func: Callable[..., Any],
+        num_parallel_calls: int,
+        deterministic: bool | None = None,
+        *,
+        stateful: bool = False,
+    ) -> None:
+        super().__init__(parent, map_func, stateful=stateful)
+        self._num_parallel_calls = check_parallelism(
+            num_parallel_calls, "num_parallel_calls", "map"
+        )
+        if deterministic is not None and not isinstance(deterministic, (bool, np.bool_)):
+            raise TypeError(f"map: deterministic must be a bool or None, got {deterministic!r:.80}")
+        self._deterministic = True if deterministic is None else bool(deterministic)
+        self._threads_wanted = resolve_parallelism(self._num_parallel_calls)
+        self._autotune = self._num_parallel_calls == AUTOTUNE
+        self._reorder = not self._deterministic
+
+    def _params(self) -> dict[str, Any]:
+        params = super()._params()
+        if not self._deterministic:
+            params["deterministic"] = False
+        return params
+
+    def _op_repr(self) -> str:
+        settings = f"map_func={describe_callable(self._fn)!r}"
+        settings += f", num_parallel_calls={self._num_parallel_calls}"
+        if not self._deterministic:
+            settings += ", deterministic=False"
+        return f"map({settings})"
