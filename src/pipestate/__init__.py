@@ -7,7 +7,7 @@ checkpoint.
 
 from __future__ import annotations
 
-from pipestate import checkpoint, data, errors
+from pipestate import checkpoint, data, errors, training
 from pipestate.checkpoint import (
     Checkpoint,
     CheckpointableSaver,
@@ -30,4 +30,5 @@ __all__ = [
     "data",
     "errors",
     "latest_checkpoint",
+    "training",
 ]

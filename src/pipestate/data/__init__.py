@@ -7,6 +7,9 @@ its exact position.
 
 from __future__ import annotations
 
+from typing import Any
+
+from pipestate.data._saveable import make_saveable_from_iterator
 from pipestate.data._spec import TensorSpec
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import STATE_VERSION, DatasetIterator, State
@@ -20,6 +23,7 @@ __all__ = [
     "INFINITE_CARDINALITY",
     "STATE_VERSION",
     "UNKNOWN_CARDINALITY",
+    "CheckpointInputPipelineHook",
     "Dataset",
     "DatasetIterator",
     "ExternalStatePolicy",
@@ -31,4 +35,18 @@ __all__ = [
     "State",
     "TensorSpec",
     "TextLineDataset",
+    "make_saveable_from_iterator",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The hook lives in pipestate.training, which imports this package: import it on first use.
+    if name == "CheckpointInputPipelineHook":
+        from pipestate.training import CheckpointInputPipelineHook
+
+        return CheckpointInputPipelineHook
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,0 +1,426 @@
+"""``Estimator``: an estimator-style runner for plain-Python models and step functions."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from pipestate.checkpoint import Checkpoint, Trackable, Variable, latest_checkpoint
+from pipestate.data import Dataset, DatasetIterator
+from pipestate.training._hooks import (
+    CheckpointSaverHook,
+    CheckpointSaverListener,
+    LoggingHook,
+    MonitoredSession,
+    Session,
+    SessionRunContext,
+    SessionRunHook,
+    SessionRunValues,
+    StopAtStepHook,
+    check_count,
+    check_hooks,
+)
+from pipestate.training._run_config import RunConfig
+
+__all__ = ["Estimator"]
+
+_logger = logging.getLogger("pipestate.training")
+
+MODEL_BASENAME = "model.ckpt"
+
+
+def _is_trackable(obj: object) -> bool:
+    """Whether a checkpoint can restore ``obj`` in place (a trackable or a Stateful object)."""
+    if isinstance(obj, (Trackable, np.random.Generator, np.random.RandomState)):
+        return True
+    return callable(getattr(obj, "state_dict", None)) and callable(
+        getattr(obj, "load_state_dict", None)
+    )
+
+
+def _split(element: Any) -> tuple[Any, Any]:
+    """``(features, labels)`` from an element: a pair is split, anything else is features."""
+    if isinstance(element, tuple) and len(element) == 2:
+        return element[0], element[1]
+    return element, None
+
+
+def _as_number(value: Any, what: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{what} must be a real number (a float, a NumPy scalar, a 0-d array or tensor), got "
+            f"{value!r:.100} of type {type(value).__name__}"
+        ) from None
+    return number
+
+
+class _StopAfterNEvalsHook(SessionRunHook):
+    """Stops an evaluation after ``num_evals`` steps."""
+
+    def __init__(self, num_evals: int) -> None:
+        self._num_evals = num_evals
+        self._done = 0
+
+    def after_create_session(self, session: Session, coord: Any) -> None:
+        self._done = 0
+
+    def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
+        self._done += 1
+        if self._done >= self._num_evals:
+            run_context.request_stop()
+
+
+class Estimator:
+    """Trains and evaluates a model with hooks, saving it and a global step in ``model_dir``.
+
+    The plain-Python counterpart of ``tf.estimator.Estimator``: instead of a
+    ``model_fn`` building a graph, a ``model`` object and step functions.
+
+    * ``train`` calls ``input_fn()`` for a fresh iterator (kept in the
+      session's ``iterators``, where hooks find it), restores the newest model
+      checkpoint in ``model_dir`` (model and global step) if there is one,
+      then runs ``train_step(model, features, labels)`` once per element,
+      adding 1 to the global step each time, until a hook stops it, the step
+      limit is reached or the input ends. A :class:`CheckpointSaverHook`
+      (``model.ckpt-<step>``, every ``save_checkpoints_steps`` /
+      ``save_checkpoints_secs``, at the start and at the end, keeping
+      ``keep_checkpoint_max``) is added unless one is among the hooks or
+      checkpoints are disabled; only the chief saves.
+    * ``evaluate`` restores the newest checkpoint the same way and averages
+      ``eval_step(model, features, labels)`` over the input.
+
+    Args:
+        model: What is trained and saved: a trackable (e.g. an
+            ``AutoTrackable`` of ``Variable``), or an object with
+            ``state_dict()`` / ``load_state_dict()`` such as a ``torch.nn.Module``.
+        train_step: ``train_step(model, features, labels) -> loss`` (a number,
+            or ``None``); it updates the model in place.
+        eval_step: ``eval_step(model, features, labels) -> loss or {metric: value}``.
+        model_dir: The checkpoint directory; defaults to ``config.model_dir``,
+            else a new temporary directory.
+        config: A :class:`RunConfig`.
+        optimizer: Saved and restored with the model (e.g. a
+            ``torch.optim.Optimizer``); ``train_step`` closes over it.
+
+    An element of the input is split into ``features, labels`` when it is a
+    2-tuple; any other element is passed as ``features`` with ``labels=None``.
+
+    Raises:
+        TypeError: For a model that can't be checkpointed, step functions that
+            are not callable, or a config that is not a :class:`RunConfig`.
+        ValueError: When ``model_dir`` and ``config.model_dir`` differ.
+
+    Example:
+        >>> import numpy as np
+        >>> import pipestate as ps
+        >>> model = ps.checkpoint.AutoTrackable()
+        >>> model.w = ps.Variable(np.zeros(()))
+        >>> def train_step(model, x, y):
+        ...     model.w.assign_add(0.1 * (y - model.w.numpy()))
+        ...     return float((y - model.w.numpy()) ** 2)
+        >>> est = ps.training.Estimator(model, train_step, model_dir="/tmp/doc-estimator")
+        >>> _ = est.train(lambda: ps.Dataset.range(8).map(lambda x: (x, 1.0)), steps=5)
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        train_step: Callable[[Any, Any, Any], Any],
+        eval_step: Callable[[Any, Any, Any], Any] | None = None,
+        model_dir: Any = None,
+        config: RunConfig | None = None,
+        *,
+        optimizer: Any = None,
+    ) -> None:
+        if not _is_trackable(model):
+            raise TypeError(
+                f"model must be restorable in place: a pipestate Trackable (e.g. an AutoTrackable "
+                f"holding Variables) or an object with state_dict() / load_state_dict() (e.g. a "
+                f"torch.nn.Module), got {model!r:.100} of type {type(model).__name__}"
+            )
+        if optimizer is not None and not _is_trackable(optimizer):
+            raise TypeError(
+                f"optimizer must be a Trackable or have state_dict() / load_state_dict(), got "
+                f"{optimizer!r:.100} of type {type(optimizer).__name__}"
+            )
+        if not callable(train_step):
+            raise TypeError(f"train_step must be callable, got {train_step!r:.100}")
+        if eval_step is not None and not callable(eval_step):
+            raise TypeError(f"eval_step must be callable or None, got {eval_step!r:.100}")
+        if config is None:
+            config = RunConfig()
+        elif not isinstance(config, RunConfig):
+            raise TypeError(
+                f"config must be a pipestate.training.RunConfig, got {config!r:.100} of type "
+                f"{type(config).__name__}"
+            )
+        if model_dir is not None:
+            if not isinstance(model_dir, (str, os.PathLike)):
+                raise TypeError(f"model_dir must be a path, a URL or None, got {model_dir!r:.100}")
+            model_dir = os.fspath(model_dir)
+            if config.model_dir is not None and config.model_dir != model_dir:
+                raise ValueError(
+                    "model_dir are set both in constructor and RunConfig, but with different "
+                    f"values. In constructor: '{model_dir}', in RunConfig: '{config.model_dir}'."
+                )
+            config = config.replace(model_dir=model_dir)
+        elif config.model_dir is None:
+            config = config.replace(model_dir=tempfile.mkdtemp(prefix="pipestate-model-"))
+            _logger.warning("Using temporary folder as model directory: %s", config.model_dir)
+        self._config = config
+        self._model = model
+        self._optimizer = optimizer
+        self._train_step = train_step
+        self._eval_step = eval_step
+        self._global_step = Variable(0, dtype=np.int64)
+        deps: dict[str, Any] = {"model": model, "global_step": self._global_step}
+        if optimizer is not None:
+            deps["optimizer"] = optimizer
+        self._checkpoint = Checkpoint(**deps)
+
+    # --------------------------------------------------------------- properties
+    @property
+    def model(self) -> Any:
+        """The model."""
+        return self._model
+
+    @property
+    def model_dir(self) -> str:
+        """The checkpoint directory."""
+        assert self._config.model_dir is not None
+        return self._config.model_dir
+
+    @property
+    def config(self) -> RunConfig:
+        """The :class:`RunConfig` (with ``model_dir`` filled in)."""
+        return self._config
+
+    @property
+    def global_step(self) -> int:
+        """The global step of the model in memory."""
+        return int(self._global_step.numpy())
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """The checkpoint saved: ``model``, ``global_step`` (and ``optimizer``)."""
+        return self._checkpoint
+
+    def latest_checkpoint(self) -> str | None:
+        """The newest model checkpoint in ``model_dir``, or ``None``."""
+        return latest_checkpoint(self.model_dir)
+
+    def __repr__(self) -> str:
+        return f"Estimator(model={type(self._model).__name__}, model_dir={self.model_dir!r})"
+
+    # ------------------------------------------------------------------ helpers
+    def _restore(self, checkpoint_path: Any = None) -> str | None:
+        """Restores ``checkpoint_path`` or the newest checkpoint; returns what was restored."""
+        path = checkpoint_path if checkpoint_path is not None else self.latest_checkpoint()
+        if path is None:
+            return None
+        self._checkpoint.restore(path).assert_existing_objects_matched()
+        _logger.info("Restored %s (global step %d).", path, self.global_step)
+        return str(path)
+
+    def _iterator(self, input_fn: Callable[[], Any]) -> tuple[DatasetIterator, bool]:
+        """The iterator of ``input_fn()`` and whether this runner created it."""
+        if not callable(input_fn):
+            raise TypeError(f"input_fn must be callable, got {input_fn!r:.100}")
+        data = input_fn()
+        if isinstance(data, Dataset):
+            return iter(data), True
+        if isinstance(data, DatasetIterator):
+            return data, False
+        raise TypeError(
+            f"input_fn must return a pipestate Dataset (or one of its iterators) of "
+            f"(features, labels) elements, got {data!r:.100} of type {type(data).__name__}"
+        )
+
+    # -------------------------------------------------------------------- train
+    def train(
+        self,
+        input_fn: Callable[[], Any],
+        hooks: Iterable[SessionRunHook] | None = None,
+        steps: int | None = None,
+        max_steps: int | None = None,
+        saving_listeners: Iterable[CheckpointSaverListener] | None = None,
+    ) -> Estimator:
+        """Trains on ``input_fn()``'s data until a hook stops, a step limit, or the input ends.
+
+        Args:
+            input_fn: Returns a :class:`~pipestate.Dataset` (or one of its
+                iterators) of ``(features, labels)``.
+            hooks: :class:`SessionRunHook` objects, called before the runner's own.
+            steps: Steps to run in this call (on top of the global step).
+            max_steps: The global step to stop at; nothing runs when the saved
+                global step already reached it.
+            saving_listeners: :class:`CheckpointSaverListener` objects for the
+                runner's checkpoint saver hook.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ValueError: When both ``steps`` and ``max_steps`` are given, or one is not positive.
+            TypeError: For a hook that is not a :class:`SessionRunHook`, or an
+                ``input_fn`` that does not return a dataset.
+        """
+        if steps is not None and max_steps is not None:
+            raise ValueError("Can not provide both steps and max_steps.")
+        steps = check_count("steps", steps, minimum=-(2**63))
+        max_steps = check_count("max_steps", max_steps, minimum=-(2**63))
+        if steps is not None and steps <= 0:
+            raise ValueError(f"Must specify steps > 0, given: {steps}")
+        if max_steps is not None and max_steps <= 0:
+            raise ValueError(f"Must specify max_steps > 0, given: {max_steps}")
+        all_hooks = check_hooks(hooks)
+        listeners = list(saving_listeners or ())
+        self._restore()
+        if max_steps is not None and max_steps <= self.global_step:
+            _logger.info("Skipping training since max_steps has already saved.")
+            return self
+        if steps is not None or max_steps is not None:
+            all_hooks.append(StopAtStepHook(num_steps=steps, last_step=max_steps))
+        config = self._config
+        if config.log_step_count_steps is not None:
+            all_hooks.append(
+                LoggingHook(
+                    {"loss": "loss", "step": "global_step"},
+                    every_n_iter=config.log_step_count_steps,
+                )
+            )
+        saving = (
+            config.save_checkpoints_steps is not None or config.save_checkpoints_secs is not None
+        )
+        if config.is_chief and saving:
+            if not any(isinstance(h, CheckpointSaverHook) for h in all_hooks):
+                all_hooks.append(
+                    CheckpointSaverHook(
+                        self.model_dir,
+                        save_secs=config.save_checkpoints_secs,
+                        save_steps=config.save_checkpoints_steps,
+                        checkpoint_basename=MODEL_BASENAME,
+                        listeners=listeners,
+                        max_to_keep=config.keep_checkpoint_max,
+                        keep_checkpoint_every_n_hours=config.keep_checkpoint_every_n_hours,
+                    )
+                )
+            elif listeners:
+                raise ValueError(
+                    "saving_listeners are given but the hooks already have a CheckpointSaverHook; "
+                    "pass the listeners to that hook"
+                )
+        iterator, owned = self._iterator(input_fn)
+        session = Session(
+            global_step=self._global_step,
+            iterators=[iterator],
+            checkpoint=self._checkpoint,
+            model=self._model,
+        )
+        last: dict[str, Any] = {}
+
+        def step() -> dict[str, Any]:
+            features, labels = _split(next(iterator))
+            loss = self._train_step(self._model, features, labels)
+            last["loss"] = None if loss is None else _as_number(loss, "train_step's loss")
+            return {"loss": last["loss"]}
+
+        try:
+            with MonitoredSession(session, all_hooks) as mon:
+                while not mon.should_stop():
+                    mon.run(step)
+        finally:
+            if owned:
+                iterator.close()
+        _logger.info("Loss for final step: %s.", last.get("loss"))
+        return self
+
+    # ----------------------------------------------------------------- evaluate
+    def evaluate(
+        self,
+        input_fn: Callable[[], Any],
+        steps: int | None = None,
+        hooks: Iterable[SessionRunHook] | None = None,
+        checkpoint_path: Any = None,
+    ) -> dict[str, Any]:
+        """Averages ``eval_step`` over ``input_fn()``'s data (or its first ``steps`` elements).
+
+        The model is restored from ``checkpoint_path``, else from the newest
+        checkpoint in ``model_dir`` if there is one. The global step does not
+        change, and no checkpoint (model or input) is saved or restored
+        beyond that, unless a hook given here does so.
+
+        Returns:
+            ``{"loss": mean, <metric>: mean, ..., "global_step": int}``: the mean
+            of every value ``eval_step`` returned (a number is ``"loss"``).
+
+        Raises:
+            ValueError: Without ``eval_step``, for ``steps <= 0``, or when the
+                input has no elements.
+            TypeError: When ``eval_step`` returns something that is not a
+                number or a dict of numbers.
+        """
+        if self._eval_step is None:
+            raise ValueError(
+                "evaluate needs an eval_step: Estimator(model, train_step, eval_step=...)"
+            )
+        steps = check_count("steps", steps, minimum=-(2**63))
+        if steps is not None and steps <= 0:
+            raise ValueError(f"Must specify steps > 0, given: {steps}")
+        all_hooks = check_hooks(hooks)
+        if steps is not None:
+            all_hooks.append(_StopAfterNEvalsHook(steps))
+        self._restore(checkpoint_path)
+        iterator, owned = self._iterator(input_fn)
+        session = Session(
+            global_step=self._global_step,
+            iterators=[iterator],
+            checkpoint=self._checkpoint,
+            model=self._model,
+        )
+        eval_step = self._eval_step
+        totals: dict[str, float] = {}
+        count = 0
+
+        def step() -> dict[str, float]:
+            nonlocal count
+            features, labels = _split(next(iterator))
+            result = eval_step(self._model, features, labels)
+            if isinstance(result, Mapping):
+                values = {str(k): _as_number(v, f"eval_step's {k!r}") for k, v in result.items()}
+            else:
+                values = {"loss": _as_number(result, "eval_step's result (a loss, or a dict)")}
+            for name, value in values.items():
+                totals[name] = totals.get(name, 0.0) + value
+            count += 1
+            return values
+
+        try:
+            with MonitoredSession(session, all_hooks, increment_global_step=False) as mon:
+                while not mon.should_stop():
+                    mon.run(step)
+        finally:
+            if owned:
+                iterator.close()
+        if count == 0:
+            raise ValueError(
+                "evaluate: input_fn's data has no elements, so there is nothing to evaluate"
+            )
+        metrics: dict[str, Any] = {name: total / count for name, total in totals.items()}
+        metrics["global_step"] = self.global_step
+        _logger.info(
+            "Evaluation: %s",
+            ", ".join(
+                f"{k} = {v:g}" if isinstance(v, float) and math.isfinite(v) else f"{k} = {v}"
+                for k, v in metrics.items()
+            ),
+        )
+        return metrics
