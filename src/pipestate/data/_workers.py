@@ -477,6 +477,17 @@ class ThreadedIndexIterator(ChunkIndexIterator):
     """
 
     _AHEAD = "ahead"
+    # A lone background thread (prefetch, or a map on one thread) pays only when the
+    # consumer has work of its own that runs while the thread computes (a training step
+    # releasing the GIL); otherwise hand-offs and the fight for the GIL make it slower
+    # than computing chunks in the consumer's thread. So it measures both: windows of
+    # _WINDOW_SECONDS delivered inline and on the thread are compared by elements per
+    # second of the consumer's wall time; the thread stays only if it is _GAIN times
+    # faster, and the other mode is tried again every _REPROBE windows.
+    _WINDOW_SECONDS = 0.05
+    _WINDOW_CHUNKS = 3
+    _GAIN = 1.05
+    _REPROBE = 16
 
     def __init__(
         self,
@@ -488,6 +499,16 @@ class ThreadedIndexIterator(ChunkIndexIterator):
         reorder: bool,
         autotune: bool = False,
     ) -> None:
+        self._inline = False  # set below for a lone thread: it starts inline
+        self._window_start: float | None = None
+        self._settle = 0  # chunks to let pass before a window starts
+        self._window_elements = 0
+        self._window_chunks = 0
+        self._probing = False
+        self._windows = 0  # windows since the last probe of the other mode
+        self._reprobe = 1  # the first probe comes after one window
+        self._rate = 0.0  # elements per second in the mode kept
+        self._inline_size = 8
         self._engine: Engine | None = None
         self._autotune = autotune
         self._finalizer: weakref.finalize | None = None  # type: ignore[type-arg]
@@ -498,12 +519,87 @@ class ThreadedIndexIterator(ChunkIndexIterator):
         self._threads = threads
         self._buffer = buffer
         self._reorder = reorder and self._elastic is None
+        self._adaptive = threads == 1 and not self._reorder
+        # Until the consumer shows work of its own to overlap, the thread can't help.
+        self._inline = self._adaptive
         if self._reorder:
             self._keys = (*self._keys, self._AHEAD)
+
+    def _measure(self, now: float) -> None:
+        """At a chunk boundary: closes a window when due and picks the faster mode."""
+        if self._window_start is None:
+            if self._settle:  # the first chunk after a switch carries the thread's start-up
+                self._settle -= 1
+                return
+            self._window_start, self._window_elements, self._window_chunks = now, 0, 0
+            return
+        elapsed = now - self._window_start
+        if elapsed < self._WINDOW_SECONDS or self._window_chunks < self._WINDOW_CHUNKS:
+            return
+        rate = self._window_elements / elapsed
+        self._window_start, self._window_elements, self._window_chunks = now, 0, 0
+        switch = False
+        if self._probing:
+            self._probing = False
+            self._windows = 0
+            self._reprobe = self._REPROBE
+            # The thread must clearly win; inline wins ties (it costs no extra CPU).
+            better = (
+                rate > self._GAIN * self._rate
+                if not self._inline
+                else rate * self._GAIN >= self._rate
+            )
+            if better:
+                self._rate = rate
+            else:
+                switch = True
+        else:
+            self._rate = rate
+            self._windows += 1
+            if self._windows >= self._reprobe:
+                self._probing = True
+                switch = True
+        if switch:
+            self._window_start, self._settle = None, 1
+            # The current chunk is read to its end: the next index is the one after it.
+            self._index = self._chunk_start + len(self._elements)
+            self._stop_engine(join=False)
+            self._inline = not self._inline
+
+    def _advance_inline(self) -> Any:
+        """Computes the next chunk in the consumer's thread."""
+        start = self._chunk_start + len(self._elements)
+        length = self._length
+        if 0 <= length <= start:
+            self._index = start
+            raise StopIteration
+        stop = start + self._inline_size
+        if length >= 0:
+            stop = min(stop, length)
+        began = time.perf_counter()
+        elements, error = read_range(self._source, self._epoch, start, stop)
+        cost = time.perf_counter() - began
+        # About a millisecond a chunk: cheap to drop at a switch, long enough to amortise.
+        if cost < 0.0005 and error is None:
+            self._inline_size = min(self._inline_size * 2, MAX_CHUNK)
+        elif cost > 0.002:
+            self._inline_size = max(self._inline_size // 2, 1)
+        self._chunk_start, self._elements, self._pos = start, elements, 0
+        self._window_elements += len(elements)
+        self._window_chunks += 1
+        if error is not None:
+            self._error = surface(
+                error, f"a pipestate pipeline, at element {start + len(elements)}"
+            )
+        return self._next()
 
     def _advance(self) -> Any:
         if self._error is not None:
             raise self._error
+        if self._adaptive:
+            self._measure(time.perf_counter())
+            if self._inline:
+                return self._advance_inline()
         engine = self._engine
         if engine is None:
             engine = self._start_engine()
@@ -525,6 +621,8 @@ class ThreadedIndexIterator(ChunkIndexIterator):
                 chunk.error,
                 f"a pipestate worker thread, at element {chunk.start + len(chunk.elements)}",
             )
+        self._window_elements += len(chunk.elements)
+        self._window_chunks += 1
         return self._next()
 
     def _start_engine(self) -> Engine:

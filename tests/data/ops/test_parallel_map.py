@@ -23,6 +23,11 @@ pytestmark = pytest.mark.timeout(60)
 AUTOTUNE = ps.data.AUTOTUNE
 
 
+def slow(x: np.int64) -> np.int64:
+    time.sleep(0.001)  # work that releases the GIL, as NumPy or I/O would
+    return x
+
+
 def double(x: np.int64) -> np.int64:
     return x * 2
 
@@ -228,8 +233,10 @@ def test_exception_surfaces_at_the_same_element_with_its_traceback(make) -> None
 
 @pytest.mark.parametrize(("workers", "expected"), [(1, 1), (3, 3), (AUTOTUNE, available_cores())])
 def test_thread_count(workers: int, expected: int) -> None:
-    it = iter(ps.Dataset.range(100_000).map(double, num_parallel_calls=workers))
-    next(it)
+    it = iter(ps.Dataset.range(100_000).map(slow, num_parallel_calls=workers))
+    for _ in range(200):  # a consumer with work of its own: a lone thread has something to overlap
+        next(it)
+        time.sleep(0.001)
     assert len(pipestate_threads()) == expected
     it.close()
     assert not pipestate_threads()

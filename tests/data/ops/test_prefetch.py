@@ -160,9 +160,18 @@ def test_close_stops_the_thread() -> None:
         next(it)
 
 
+def consume_with_work(it: ps.data.DatasetIterator, count: int, seconds: float = 0.001) -> list:  # type: ignore[type-arg]
+    """Reads ``count`` elements, doing ``seconds`` of work of its own after each (a train step)."""
+    out = []
+    for _ in range(count):
+        out.append(next(it))
+        time.sleep(seconds)
+    return out
+
+
 def test_garbage_collection_stops_the_thread() -> None:
-    it = iter(ps.Dataset.range(1_000_000).prefetch(8))
-    next(it)
+    it = iter(ps.Dataset.range(1_000_000).map(slow).prefetch(8))
+    consume_with_work(it, 200)
     assert pipestate_threads()
     del it
     gc.collect()
@@ -203,3 +212,35 @@ def test_repr_shows_buffer_size() -> None:
 def test_bad_buffer_size(buffer_size: object, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         ps.Dataset.range(3).prefetch(buffer_size)  # type: ignore[arg-type]
+
+
+def slow(x: np.int64) -> np.int64:
+    time.sleep(0.001)  # work that releases the GIL, as NumPy or I/O would
+    return x
+
+
+def test_a_lone_thread_runs_when_it_beats_computing_inline() -> None:
+    ds = ps.Dataset.range(1_000_000).map(slow).prefetch(4)
+    it = iter(ds)
+    idle = [int(next(it)) for _ in range(10)]  # no work of its own yet: computed inline
+    assert not pipestate_threads()
+    busy = [int(x) for x in consume_with_work(it, 200)]  # a training step: the thread pays
+    assert pipestate_threads()
+    state = it.get_state()
+    assert idle + busy == list(range(210))
+    restored = iter(ds)
+    restored.set_state(state)
+    assert [int(next(restored)) for _ in range(10)] == list(range(210, 220))
+    it.close()
+    restored.close()
+    assert not wait_for_no_threads()
+
+
+def test_an_idle_consumer_gets_elements_computed_inline() -> None:
+    ds = ps.Dataset.range(1_000_000).map(double).prefetch(4)
+    it = iter(ds)
+    values = [int(next(it)) for _ in range(300_000)]
+    assert values == [2 * i for i in range(300_000)]
+    assert not wait_for_no_threads()  # a probe on the thread lost and stopped
+    assert it.get_state()["iterator"]["index"] == 300_000
+    it.close()
