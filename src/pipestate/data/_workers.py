@@ -466,6 +466,91 @@ class ChunkIndexIterator(IndexIterator):
         raise NotImplementedError
 
 
+class ModeChooser:
+    """Chooses between computing chunks in the consumer's thread and on a lone thread.
+
+    A lone background thread (a ``prefetch``, or a map on one thread) pays only
+    when the consumer has work of its own that runs while the thread computes
+    (a training step that releases the GIL); otherwise hand-offs and the fight
+    for the GIL make it slower than computing inline. So both are measured:
+    windows of ``WINDOW_SECONDS`` of the consumer's wall time, inline and on
+    the thread, are compared by elements delivered per second (the first chunk
+    after a start or a switch left out: it carries start-up costs, a shuffle
+    buffer's filling); the thread stays only if it is ``GAIN`` times faster,
+    and the other mode is tried again every ``REPROBE`` windows. It starts inline.
+    """
+
+    WINDOW_SECONDS = 0.05
+    WINDOW_CHUNKS = 3
+    GAIN = 1.1
+    REPROBE = 16
+    OVERLAP = 0.2  # share of the consumer's own time below which a thread is not tried
+
+    def __init__(self) -> None:
+        self.inline = True
+        self._start: float | None = None
+        self._settle = 1  # chunks to let pass before a window starts: start-up costs
+        self._elements = 0
+        self._chunks = 0
+        self._probing = False
+        self._windows = 0  # windows since the last probe of the other mode
+        self._reprobe = 1  # the first probe comes after one window
+        self._rate = 0.0  # elements per second in the mode kept
+        self._own = 0.0  # inline: the consumer's own time, this window
+        self._span = 0.0  # inline: the window's time, measured alongside
+
+    def note_inline(self, own: float, span: float) -> None:
+        """Inline: ``span`` seconds passed, ``own`` of them outside the pipeline's work."""
+        self._own += own
+        self._span += span
+
+    def count(self, elements: int) -> None:
+        """Records a chunk of ``elements`` delivered."""
+        self._elements += elements
+        self._chunks += 1
+
+    def switch_due(self, now: float) -> bool:
+        """At a chunk boundary: closes a window when due; ``True`` (and toggles) to switch."""
+        if self._start is None:
+            if self._settle:  # the first chunk after a switch carries the thread's start-up
+                self._settle -= 1
+                return False
+            self._start, self._elements, self._chunks = now, 0, 0
+            return False
+        elapsed = now - self._start
+        if elapsed < self.WINDOW_SECONDS or self._chunks < self.WINDOW_CHUNKS:
+            return False
+        rate = self._elements / elapsed
+        self._start, self._elements, self._chunks = now, 0, 0
+        switch = False
+        if self._probing:
+            self._probing = False
+            self._windows = 0
+            self._reprobe = self.REPROBE
+            # The thread must clearly win; inline wins ties (it costs no extra CPU).
+            better = (
+                rate > self.GAIN * self._rate if not self.inline else rate * self.GAIN >= self._rate
+            )
+            if better:
+                self._rate = rate
+            else:
+                switch = True
+        else:
+            self._rate = rate
+            self._windows += 1
+            # A thread can only overlap the consumer's own work: with little of it
+            # (an idle loop), trying one would only cost.
+            worth = not self.inline or self._own > self.OVERLAP * self._span
+            if self._windows >= self._reprobe and worth:
+                self._probing = True
+                switch = True
+        self._own = self._span = 0.0
+        if switch:
+            self._start, self._settle = None, 1
+            self.inline = not self.inline
+        return switch
+
+
 class ThreadedIndexIterator(ChunkIndexIterator):
     """A random-access pipeline computed in chunks of output indices on worker threads.
 
@@ -477,17 +562,6 @@ class ThreadedIndexIterator(ChunkIndexIterator):
     """
 
     _AHEAD = "ahead"
-    # A lone background thread (prefetch, or a map on one thread) pays only when the
-    # consumer has work of its own that runs while the thread computes (a training step
-    # releasing the GIL); otherwise hand-offs and the fight for the GIL make it slower
-    # than computing chunks in the consumer's thread. So it measures both: windows of
-    # _WINDOW_SECONDS delivered inline and on the thread are compared by elements per
-    # second of the consumer's wall time; the thread stays only if it is _GAIN times
-    # faster, and the other mode is tried again every _REPROBE windows.
-    _WINDOW_SECONDS = 0.05
-    _WINDOW_CHUNKS = 3
-    _GAIN = 1.05
-    _REPROBE = 16
 
     def __init__(
         self,
@@ -499,15 +573,8 @@ class ThreadedIndexIterator(ChunkIndexIterator):
         reorder: bool,
         autotune: bool = False,
     ) -> None:
-        self._inline = False  # set below for a lone thread: it starts inline
-        self._window_start: float | None = None
-        self._settle = 0  # chunks to let pass before a window starts
-        self._window_elements = 0
-        self._window_chunks = 0
-        self._probing = False
-        self._windows = 0  # windows since the last probe of the other mode
-        self._reprobe = 1  # the first probe comes after one window
-        self._rate = 0.0  # elements per second in the mode kept
+        self._chooser: ModeChooser | None = None
+        self._inline_last: tuple[float, float] | None = None  # (start, cost) of the last chunk
         self._inline_size = 8
         self._engine: Engine | None = None
         self._autotune = autotune
@@ -519,52 +586,17 @@ class ThreadedIndexIterator(ChunkIndexIterator):
         self._threads = threads
         self._buffer = buffer
         self._reorder = reorder and self._elastic is None
-        self._adaptive = threads == 1 and not self._reorder
-        # Until the consumer shows work of its own to overlap, the thread can't help.
-        self._inline = self._adaptive
+        if threads == 1 and not self._reorder:
+            self._chooser = ModeChooser()
         if self._reorder:
             self._keys = (*self._keys, self._AHEAD)
 
-    def _measure(self, now: float) -> None:
-        """At a chunk boundary: closes a window when due and picks the faster mode."""
-        if self._window_start is None:
-            if self._settle:  # the first chunk after a switch carries the thread's start-up
-                self._settle -= 1
-                return
-            self._window_start, self._window_elements, self._window_chunks = now, 0, 0
-            return
-        elapsed = now - self._window_start
-        if elapsed < self._WINDOW_SECONDS or self._window_chunks < self._WINDOW_CHUNKS:
-            return
-        rate = self._window_elements / elapsed
-        self._window_start, self._window_elements, self._window_chunks = now, 0, 0
-        switch = False
-        if self._probing:
-            self._probing = False
-            self._windows = 0
-            self._reprobe = self._REPROBE
-            # The thread must clearly win; inline wins ties (it costs no extra CPU).
-            better = (
-                rate > self._GAIN * self._rate
-                if not self._inline
-                else rate * self._GAIN >= self._rate
-            )
-            if better:
-                self._rate = rate
-            else:
-                switch = True
-        else:
-            self._rate = rate
-            self._windows += 1
-            if self._windows >= self._reprobe:
-                self._probing = True
-                switch = True
-        if switch:
-            self._window_start, self._settle = None, 1
-            # The current chunk is read to its end: the next index is the one after it.
-            self._index = self._chunk_start + len(self._elements)
-            self._stop_engine(join=False)
-            self._inline = not self._inline
+    def _switch_mode(self) -> None:
+        """Moves between the thread and inline computing, at a chunk boundary."""
+        # The current chunk is read to its end: the next index is the one after it.
+        self._index = self._chunk_start + len(self._elements)
+        self._stop_engine(join=False)
+        self._inline_last = None
 
     def _advance_inline(self) -> Any:
         """Computes the next chunk in the consumer's thread."""
@@ -579,14 +611,18 @@ class ThreadedIndexIterator(ChunkIndexIterator):
         began = time.perf_counter()
         elements, error = read_range(self._source, self._epoch, start, stop)
         cost = time.perf_counter() - began
+        assert self._chooser is not None
+        if self._inline_last is not None:  # the previous chunk: its cost, and the consumer's time
+            span = began - self._inline_last[0]
+            self._chooser.note_inline(max(span - self._inline_last[1], 0.0), span)
+        self._inline_last = (began, cost)
         # About a millisecond a chunk: cheap to drop at a switch, long enough to amortise.
         if cost < 0.0005 and error is None:
             self._inline_size = min(self._inline_size * 2, MAX_CHUNK)
         elif cost > 0.002:
             self._inline_size = max(self._inline_size // 2, 1)
         self._chunk_start, self._elements, self._pos = start, elements, 0
-        self._window_elements += len(elements)
-        self._window_chunks += 1
+        self._chooser.count(len(elements))
         if error is not None:
             self._error = surface(
                 error, f"a pipestate pipeline, at element {start + len(elements)}"
@@ -596,9 +632,11 @@ class ThreadedIndexIterator(ChunkIndexIterator):
     def _advance(self) -> Any:
         if self._error is not None:
             raise self._error
-        if self._adaptive:
-            self._measure(time.perf_counter())
-            if self._inline:
+        chooser = self._chooser
+        if chooser is not None:
+            if chooser.switch_due(time.perf_counter()):
+                self._switch_mode()
+            if chooser.inline:
                 return self._advance_inline()
         engine = self._engine
         if engine is None:
@@ -621,8 +659,8 @@ class ThreadedIndexIterator(ChunkIndexIterator):
                 chunk.error,
                 f"a pipestate worker thread, at element {chunk.start + len(chunk.elements)}",
             )
-        self._window_elements += len(chunk.elements)
-        self._window_chunks += 1
+        if chooser is not None:
+            chooser.count(len(chunk.elements))
         return self._next()
 
     def _start_engine(self) -> Engine:
@@ -775,6 +813,7 @@ def _read_ranges(state: State, key: str, op: str, watermark: int) -> list[tuple[
 
 # --------------------------------------------------------- streaming inputs
 PER_ELEMENT_STATE_SHARE = 0.05
+_MAX_INLINE_STEP = 4096  # elements read inline between looks at the chooser, at most
 """Take the input's state after every element while that costs at most this share of reading it."""
 
 
@@ -909,6 +948,13 @@ class StreamConsumer:
     _feed_error: BaseException | None = None
     _feed_seq = 0
     _feed_ended = False  # the input ended after the current chunk
+    _feed_chooser: ModeChooser | None = None  # for one thread: inline or on the thread
+    _feed_countdown = 0  # elements left before the next look at the chooser, inline
+    _feed_adaptive = True  # may still get a chooser
+    _feed_since = 0  # elements delivered inline since _feed_before was taken
+    _feed_step_time: float | None = None  # when the last inline step began
+    _feed_sample = 0.0  # the time to read the first element of the last inline step
+    _feed_step = 8  # elements read inline between looks at the chooser (adapts)
 
     def _feed_scratch(self) -> DatasetIterator:
         """A fresh iterator over the input, to find a position inside a chunk."""
@@ -922,13 +968,104 @@ class StreamConsumer:
             return elements[pos]
         return self._feed_advance()
 
+    def _feed_next_inline(self) -> Any:
+        """``_next`` while the chooser keeps the work in the consumer's thread."""
+        self._feed_countdown -= 1
+        if self._feed_countdown <= 0:
+            return self._feed_advance()
+        return self._feed_read_inline()
+
+    def _feed_read_inline(self) -> Any:
+        try:
+            element = self._feed_parent._next()
+            fn = self._feed_fn
+            if fn is not None:
+                element = fn(element)
+        except StopIteration:
+            raise
+        except Exception as err:
+            raise self._feed_fail_inline(err) from None
+        self._feed_since += 1
+        return element
+
+    def _feed_fail_inline(self, error: Exception) -> BaseException:
+        """As on the thread: the failing element is not counted, and the error stays."""
+        self._feed_error = surface(error, f"a pipestate {self._feed_name}, read inline")
+        scratch = self._feed_scratch()
+        scratch._set_state(_copy_state(self._feed_before))
+        for _ in range(self._feed_since):
+            scratch._next()
+        self._feed_parent.close()
+        self._feed_parent = scratch
+        self.__dict__.pop("_next", None)
+        return self._feed_error
+
+    def _feed_step_inline(self, chooser: ModeChooser) -> bool:
+        """At a step of inline reading: takes the input's state; ``False`` if that is too dear.
+
+        The state is what a failing element rewinds to; a pipeline whose state
+        is expensive to take (a buffer of elements) stays on the thread.
+        """
+        began = time.perf_counter()
+        self._feed_before = self._feed_parent._get_state()
+        self._feed_since = 0
+        taken = time.perf_counter()
+        last, self._feed_step_time = self._feed_step_time, taken
+        if last is not None:
+            span, cost = began - last, taken - began
+            chooser.note_inline(max(span - self._feed_sample * self._feed_step, 0.0), span)
+            if cost > PER_ELEMENT_STATE_SHARE * span:
+                # Longer steps amortise the state; at the longest, the thread it is.
+                if self._feed_step >= _MAX_INLINE_STEP:
+                    self._feed_chooser = None
+                    self.__dict__.pop("_next", None)
+                    return False
+                self._feed_step = min(self._feed_step * 4, _MAX_INLINE_STEP)
+            elif span < 0.001:  # steps of a millisecond or more, the consumer's time included
+                self._feed_step = min(self._feed_step * 2, _MAX_INLINE_STEP)
+            elif span > 0.004 and cost < 0.25 * PER_ELEMENT_STATE_SHARE * span:
+                self._feed_step = max(self._feed_step // 2, 1)
+        return True
+
     def _feed_advance(self) -> Any:
         if self._feed_error is not None:
             raise self._feed_error
+        chooser = self._feed_chooser
+        if chooser is None and self._feed_adaptive and self._feed_workers == 1 and self._feed_track:
+            chooser = self._feed_chooser = ModeChooser()
+            self._feed_adaptive = False  # one chooser per iterator; None again when given up
+            self._feed_countdown = 1
+        if chooser is not None and chooser.inline:
+            chooser.count(self._feed_since)
+            if chooser.switch_due(time.perf_counter()):
+                self.__dict__.pop("_next", None)  # back to the chunked path, on the thread
+                self._feed_step_time = None
+            elif self._feed_step_inline(chooser):
+                self._feed_countdown = self._feed_step
+                self._next = self._feed_next_inline  # type: ignore[method-assign]
+                began = time.perf_counter()
+                element = self._feed_read_inline()
+                self._feed_sample = time.perf_counter() - began  # one element's cost
+                return element
+            else:
+                chooser = None
         chunk = self._feed_chunk
         if chunk is not None:  # read to its end
             self._feed_before = chunk.final if chunk.end else chunk.after
             self._feed_chunk, self._feed_elements, self._feed_pos = None, [], 0
+            if (
+                chooser is not None
+                and not self._feed_ended
+                and chooser.switch_due(time.perf_counter())
+            ):
+                # Inline from here: a fresh input iterator at the position delivered.
+                position = _copy_state(self._feed_before)
+                self._feed_stop(join=False)
+                self._feed_parent = self._feed_scratch()
+                self._feed_parent._set_state(position)
+                self._feed_countdown = 1
+                self._feed_step_time = None
+                return self._next()
         if self._feed_ended:
             raise StopIteration
         feed = self._feed
@@ -938,6 +1075,8 @@ class StreamConsumer:
         if chunk is None:  # not reached: the chunk that ends the input says so
             raise StopIteration
         self._feed_seq += 1
+        if chooser is not None:
+            chooser.count(len(chunk.elements))
         self._feed_chunk = chunk
         self._feed_elements = chunk.elements
         if chunk.error is not None:
@@ -1000,6 +1139,11 @@ class StreamConsumer:
         self._feed_chunk, self._feed_elements, self._feed_pos = None, [], 0
         self._feed_error = None
         self._feed_ended = False
+        # Inline reading starts a fresh step (and takes a fresh rewind point) next time.
+        if not self._closed:  # type: ignore[attr-defined]
+            self.__dict__.pop("_next", None)
+        self._feed_countdown = 0
+        self._feed_step_time = None
         if feed is None:
             self._feed_parent.close()
             return

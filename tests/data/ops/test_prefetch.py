@@ -151,8 +151,8 @@ def test_worker_exception_surfaces_with_its_traceback(ds: ps.Dataset) -> None:
 
 
 def test_close_stops_the_thread() -> None:
-    it = iter(ps.Dataset.range(1_000_000).filter(is_even).prefetch(8))
-    next(it)
+    it = iter(ps.Dataset.range(1_000_000).filter(is_even).map(slow).prefetch(8))
+    consume_with_work(it, 200)
     assert pipestate_threads()
     it.close()
     assert not pipestate_threads()
@@ -244,3 +244,27 @@ def test_an_idle_consumer_gets_elements_computed_inline() -> None:
     assert not wait_for_no_threads()  # a probe on the thread lost and stopped
     assert it.get_state()["iterator"]["index"] == 300_000
     it.close()
+
+
+def test_an_error_after_a_restore_rewinds_to_the_restored_stream() -> None:
+    ds = ps.Dataset.range(10).filter(lambda x: True).map(fails_at_five).prefetch(2)
+    it = iter(ds)
+    assert [int(next(it)) for _ in range(3)] == [0, 1, 2]
+    early = it.get_state()
+    assert int(next(it)) == 3
+    it.set_state(early)  # read inline: the rewind point must be the restored one
+    assert int(next(it)) == 3
+    assert int(next(it)) == 4
+    with pytest.raises(KeyError, match="element five is bad"):
+        next(it)
+    state = it.get_state()
+    plain = iter(ps.Dataset.range(10).filter(lambda x: True).map(fails_at_five))
+    for _ in range(5):
+        next(plain)
+    np.testing.assert_equal(state["iterator"], plain.get_state()["iterator"])
+    fresh = iter(ds)
+    fresh.set_state(state)
+    with pytest.raises(KeyError, match="element five is bad"):  # the failing element is retried
+        next(fresh)
+    it.close()
+    fresh.close()
