@@ -533,6 +533,12 @@ class Dataset:
         return iter(self)
 
 
+def stage_seed(entropy: int, stages: Iterator[int]) -> int:
+    """The 63-bit seed of the next ``seed=None`` op, from the iterator's drawn ``entropy``."""
+    state = np.random.SeedSequence([entropy, next(stages)]).generate_state(1, np.uint64)
+    return int(state[0]) >> 1
+
+
 def check_int(name: str, value: Any, *, minimum: int | None = None, op: str) -> int:
     """Validates an integer argument and returns it as ``int``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

@@ -484,6 +484,28 @@ class StreamIterator(DatasetIterator):
             child.close()
 
 
+class CountingIterator(StreamIterator):
+    """A streaming iterator whose own state is one counter (``_COUNT``) beside its input's."""
+
+    _COUNT = "count"
+    _STATE_KEYS: ClassVar[tuple[str, ...]] = (_COUNT, StreamIterator._PARENT)
+
+    def _start(self) -> None:
+        super()._start()
+        self._count = 0
+
+    def _count_limit(self) -> int | None:
+        """The largest valid counter, or ``None`` for no limit."""
+        return None
+
+    def _op_state(self) -> State:
+        return {self._COUNT: self._count, self._PARENT: self._inputs[0]._get_state()}
+
+    def _restore(self, state: State) -> None:
+        self._count = read_int(state, self._COUNT, self._op, maximum=self._count_limit())
+        super()._restore({self._PARENT: state[self._PARENT]})
+
+
 def read_dict(state: State, key: str, op: str) -> State:
     """Reads a nested state (a dict) strictly, naming the op and key on error."""
     value = state[key]

@@ -8,7 +8,7 @@ import numpy as np
 
 from pipestate.data import _structure
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_int
-from pipestate.data.iterator import StreamIterator
+from pipestate.data.iterator import DatasetIterator, StreamIterator
 
 
 class _BatchIterator(StreamIterator):
@@ -20,15 +20,24 @@ class _BatchIterator(StreamIterator):
 
     def _next(self) -> Any:
         dataset: BatchDataset = self._source  # type: ignore[assignment]
-        parent = self._inputs[0]
-        elements = []
-        try:
-            for _ in range(dataset._batch_size):
-                elements.append(parent._next())
-        except StopIteration:
-            if not elements or dataset._drop_remainder:
-                raise
+        elements = read_batch(self._inputs[0], dataset._batch_size, dataset._drop_remainder)
         return _structure.stack(elements, dataset)
+
+
+def read_batch(parent: DatasetIterator, size: int, drop_remainder: bool) -> list[Any]:
+    """The next ``size`` elements of ``parent`` (fewer at its end, unless ``drop_remainder``).
+
+    Raises:
+      StopIteration: nothing is left (or only a remainder that is dropped).
+    """
+    elements = []
+    try:
+        for _ in range(size):
+            elements.append(parent._next())
+    except StopIteration:
+        if not elements or drop_remainder:
+            raise
+    return elements
 
 
 class BatchDataset(Dataset):

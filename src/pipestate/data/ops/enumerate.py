@@ -7,25 +7,14 @@ from typing import Any
 import numpy as np
 
 from pipestate.data.dataset import Dataset, check_int
-from pipestate.data.iterator import StreamIterator, read_int
+from pipestate.data.iterator import CountingIterator, StreamIterator
 
 
-class _EnumerateIterator(StreamIterator):
+class _EnumerateIterator(CountingIterator):
     """Pairs each element of a streaming input with a counter; state: the counter."""
 
     _COUNT = "count"
     _STATE_KEYS = (_COUNT, StreamIterator._PARENT)
-
-    def _start(self) -> None:
-        super()._start()
-        self._count = 0
-
-    def _op_state(self) -> dict[str, Any]:
-        return {self._COUNT: self._count, self._PARENT: self._inputs[0]._get_state()}
-
-    def _restore(self, state: dict[str, Any]) -> None:
-        self._count = read_int(state, self._COUNT, self._op)
-        super()._restore({self._PARENT: state[self._PARENT]})
 
     def _next(self) -> Any:
         element = self._inputs[0]._next()

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from pipestate.data._permutation import Permutation, evict_oldest
-from pipestate.data.dataset import Dataset, check_int
+from pipestate.data.dataset import Dataset, check_int, stage_seed
 
 
 class GlobalShuffleDataset(Dataset):
@@ -71,8 +71,7 @@ class GlobalShuffleDataset(Dataset):
             return resolved
         clone = copy.copy(resolved)
         assert isinstance(clone, GlobalShuffleDataset)
-        state = np.random.SeedSequence([entropy, next(stages)]).generate_state(1, np.uint64)
-        clone._seed = int(state[0]) >> 1
+        clone._seed = stage_seed(entropy, stages)
         clone._permutations = {}
         return clone
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from pipestate.data import _buffer
 from pipestate.data._fingerprint import describe_callable
-from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset, check_int
+from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset, check_int, stage_seed
 from pipestate.data.iterator import (
     DatasetIterator,
     State,
@@ -268,8 +268,7 @@ class _InterleaveBase(Dataset):
         resolved = super()._resolve_seeds(entropy, stages)
         clone = copy.copy(resolved)
         assert isinstance(clone, _InterleaveBase)
-        state = np.random.SeedSequence([entropy, next(stages)]).generate_state(1, np.uint64)
-        clone._seed = int(state[0]) >> 1
+        clone._seed = stage_seed(entropy, stages)
         return clone
 
     def _inner_entropy(self, epoch: int, index: int) -> int:

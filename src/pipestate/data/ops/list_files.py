@@ -13,7 +13,7 @@ import numpy as np
 from pipestate.data import _fingerprint
 from pipestate.data._files import to_path
 from pipestate.data._permutation import Permutation, evict_oldest
-from pipestate.data.dataset import Dataset, check_int
+from pipestate.data.dataset import Dataset, check_int, stage_seed
 from pipestate.errors import NotFoundError
 
 
@@ -115,8 +115,7 @@ class ListFilesDataset(Dataset):
         if not self._needs_entropy():
             return self
         clone = copy.copy(self)
-        state = np.random.SeedSequence([entropy, next(stages)]).generate_state(1, np.uint64)
-        clone._seed = int(state[0]) >> 1
+        clone._seed = stage_seed(entropy, stages)
         clone._permutations = {}
         return clone
 

@@ -9,6 +9,7 @@ import numpy as np
 from pipestate.data import _structure
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_int
 from pipestate.data.iterator import StreamIterator
+from pipestate.data.ops.batch import read_batch
 
 _SCALARS = (bool, int, float, complex, str, bytes, np.generic)
 
@@ -242,14 +243,7 @@ class _PaddedBatchIterator(StreamIterator):
 
     def _next(self) -> Any:
         dataset: PaddedBatchDataset = self._source  # type: ignore[assignment]
-        parent = self._inputs[0]
-        elements = []
-        try:
-            for _ in range(dataset._batch_size):
-                elements.append(parent._next())
-        except StopIteration:
-            if not elements or dataset._drop_remainder:
-                raise
+        elements = read_batch(self._inputs[0], dataset._batch_size, dataset._drop_remainder)
         return dataset._pad_elements(elements)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from pipestate.data import _buffer, _structure
-from pipestate.data.dataset import Dataset, check_int
+from pipestate.data.dataset import Dataset, check_int, stage_seed
 from pipestate.data.iterator import StreamIterator, read_bool, read_int
 from pipestate.errors import StateMismatchError
 
@@ -202,6 +202,5 @@ class ShuffleDataset(Dataset):
             return resolved
         clone = copy.copy(resolved)
         assert isinstance(clone, ShuffleDataset)
-        state = np.random.SeedSequence([entropy, next(stages)]).generate_state(1, np.uint64)
-        clone._seed = int(state[0]) >> 1
+        clone._seed = stage_seed(entropy, stages)
         return clone

@@ -7,26 +7,18 @@ from typing import Any
 import numpy as np
 
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_int
-from pipestate.data.iterator import StreamIterator, read_int
+from pipestate.data.iterator import CountingIterator, StreamIterator
 
 
-class _TakeIterator(StreamIterator):
+class _TakeIterator(CountingIterator):
     """Passes on the first ``count`` elements of a streaming input; state: how many so far."""
 
     _COUNT = "taken"
     _STATE_KEYS = (_COUNT, StreamIterator._PARENT)
 
-    def _start(self) -> None:
-        super()._start()
-        self._count = 0
-
-    def _op_state(self) -> dict[str, Any]:
-        return {self._COUNT: self._count, self._PARENT: self._inputs[0]._get_state()}
-
-    def _restore(self, state: dict[str, Any]) -> None:
+    def _count_limit(self) -> int | None:
         limit: int = self._source._count  # type: ignore[attr-defined]
-        self._count = read_int(state, self._COUNT, self._op, maximum=None if limit < 0 else limit)
-        super()._restore({self._PARENT: state[self._PARENT]})
+        return None if limit < 0 else limit
 
     def _next(self) -> Any:
         limit = self._source._count  # type: ignore[attr-defined]
