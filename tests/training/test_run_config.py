@@ -63,7 +63,10 @@ def test_model_dir_path_like(tmp_path: Path) -> None:
         pytest.param({"save_checkpoints_secs": "1"}, TypeError, "a number", id="str-secs"),
         pytest.param({"keep_checkpoint_max": 0}, ValueError, "keep_checkpoint_max", id="keep"),
         pytest.param(
-            {"keep_checkpoint_every_n_hours": -1}, ValueError, "must be positive", id="hours"
+            {"keep_checkpoint_every_n_hours": -1},
+            ValueError,
+            "keep_checkpoint_every_n_hours must be a positive, finite number of hours, got -1",
+            id="hours",
         ),
         pytest.param({"log_step_count_steps": 1.5}, TypeError, "must be an int", id="log"),
         pytest.param({"model_dir": 3}, TypeError, "model_dir must be a path", id="model-dir"),

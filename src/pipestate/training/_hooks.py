@@ -63,16 +63,16 @@ def check_count(name: str, value: Any, *, minimum: int, allow_none: bool = True)
     return number
 
 
-def check_seconds(name: str, value: Any) -> float | None:
-    """``value`` as a positive, finite number of seconds (or ``None``)."""
+def check_seconds(name: str, value: Any, unit: str = "seconds") -> float | None:
+    """``value`` as a positive, finite number of ``unit`` (or ``None``)."""
     if value is None:
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"{name} must be a number of seconds or None, got {value!r:.80}")
-    seconds = float(value)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
-    return seconds
+        raise TypeError(f"{name} must be a number of {unit} or None, got {value!r:.80}")
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"{name} must be a positive, finite number of {unit}, got {value!r}")
+    return number
 
 
 # --------------------------------------------------------------------------- session

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pipestate.training._hooks import check_count
+from pipestate.training._hooks import check_count, check_seconds
 
 __all__ = ["RunConfig", "TaskType"]
 
@@ -213,17 +213,6 @@ def _cluster_from_environment() -> _Cluster:
     return _LOCAL
 
 
-def _check_hours(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"keep_checkpoint_every_n_hours must be a number or None, got {value!r}")
-    hours = float(value)
-    if not math.isfinite(hours) or hours <= 0:
-        raise ValueError(f"keep_checkpoint_every_n_hours must be positive, got {value!r}")
-    return hours
-
-
 class RunConfig:
     """Settings of a training run: its directory, when to save, and its place in a cluster.
 
@@ -296,7 +285,9 @@ class RunConfig:
         self._keep_checkpoint_max = check_count(
             "keep_checkpoint_max", keep_checkpoint_max, minimum=1
         )
-        self._keep_checkpoint_every_n_hours = _check_hours(keep_checkpoint_every_n_hours)
+        self._keep_checkpoint_every_n_hours = check_seconds(
+            "keep_checkpoint_every_n_hours", keep_checkpoint_every_n_hours, unit="hours"
+        )
         self._log_step_count_steps = check_count(
             "log_step_count_steps", log_step_count_steps, minimum=1
         )
