@@ -129,6 +129,7 @@ def test_max_steps_skips_without_calling_input_fn(tmp_path: Path) -> None:
         raise AssertionError("input_fn must not be called")
 
     est.train(input_fn, max_steps=4)
+    assert est.global_step == 4
 
 
 def test_training_stops_at_input_end(tmp_path: Path) -> None:
