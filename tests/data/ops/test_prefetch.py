@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import threading
 import time
 import traceback
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 import pipestate as ps
+from pipestate.data._workers import ModeChooser
 from pipestate.testing import assert_conformant, assert_elements_equal, walk
 
 pytestmark = pytest.mark.timeout(60)
@@ -239,11 +241,44 @@ def test_a_lone_thread_runs_when_it_beats_computing_inline() -> None:
 def test_an_idle_consumer_gets_elements_computed_inline() -> None:
     ds = ps.Dataset.range(1_000_000).map(double).prefetch(4)
     it = iter(ds)
-    values = [int(next(it)) for _ in range(300_000)]
-    assert values == [2 * i for i in range(300_000)]
-    assert not wait_for_no_threads()  # a probe on the thread lost and stopped
+    values = list(itertools.islice(it, 300_000))  # a loop with no work of its own
+    assert [int(v) for v in values] == [2 * i for i in range(300_000)]
     assert it.get_state()["iterator"]["index"] == 300_000
     it.close()
+    assert not wait_for_no_threads()
+
+
+def run_windows(chooser: ModeChooser, windows: list[tuple[float, float]], now: float) -> float:
+    """Feeds ``chooser`` windows of (elements per second, consumer's own share), 10 chunks each."""
+    step = ModeChooser.WINDOW_SECONDS / 10
+    for rate, own in windows:
+        for _ in range(11):
+            if chooser.inline:
+                chooser.note_inline(own * step, step)
+            chooser.count(int(rate * step))
+            now += step
+            if chooser.switch_due(now):
+                break
+    return now
+
+
+def test_mode_chooser_keeps_an_idle_consumer_inline() -> None:
+    chooser = ModeChooser()
+    run_windows(chooser, [(1e6, 0.01)] * 40, 0.0)
+    assert chooser.inline  # no own work to overlap: the thread is never tried
+
+
+def test_mode_chooser_keeps_the_thread_only_when_it_is_faster() -> None:
+    chooser = ModeChooser()
+    now = run_windows(chooser, [(1000.0, 0.5)] * 2, 0.0)  # half the time is a training step
+    assert not chooser.inline  # so the thread is tried
+    now = run_windows(chooser, [(2000.0, 0.0)] * 2, now)  # and it is twice as fast: kept
+    assert not chooser.inline
+    chooser = ModeChooser()
+    now = run_windows(chooser, [(1000.0, 0.5)] * 2, 0.0)
+    assert not chooser.inline
+    run_windows(chooser, [(1050.0, 0.0)] * 2, now)  # 5 % faster is not enough: back inline
+    assert chooser.inline
 
 
 def test_an_error_after_a_restore_rewinds_to_the_restored_stream() -> None:
