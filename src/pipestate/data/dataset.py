@@ -153,13 +153,26 @@ class Dataset:
         gets its own seed, the same one in every process.
         """
         parents = tuple(parent._resolve_seeds(entropy, stages) for parent in self._parents)
-        if all(a is b for a, b in zip(parents, self._parents)):
-            return self
-        return self._with_parents(parents)
+        resolved = self
+        if not all(a is b for a, b in zip(parents, self._parents)):
+            resolved = self._with_parents(parents)
+        if self._draws_seed():
+            # The inputs' seeds first, then this op's: the stage order every process shares.
+            resolved = copy.copy(resolved) if resolved is self else resolved
+            resolved._set_drawn_seed(stage_seed(entropy, stages))
+        return resolved
+
+    def _draws_seed(self) -> bool:
+        """Whether this op itself gets a seed per iterator (it was made with ``seed=None``)."""
+        return False
+
+    def _set_drawn_seed(self, seed: int) -> None:
+        """Takes the seed drawn for this op (on a copy made by ``_resolve_seeds``)."""
+        raise NotImplementedError(f"{self._op_name} draws no seed")
 
     def _needs_entropy(self) -> bool:
         """Whether some op in the pipeline draws its seed per iterator."""
-        return any(parent._needs_entropy() for parent in self._parents)
+        return self._draws_seed() or any(parent._needs_entropy() for parent in self._parents)
 
     def _with_parents(self, parents: tuple[Dataset, ...]) -> Dataset:
         clone = copy.copy(self)

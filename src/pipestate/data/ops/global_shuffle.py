@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from pipestate.data._permutation import Permutation, evict_oldest
-from pipestate.data.dataset import Dataset, check_int, stage_seed
+from pipestate.data.dataset import Dataset, check_int
 
 
 class GlobalShuffleDataset(Dataset):
@@ -62,18 +60,12 @@ class GlobalShuffleDataset(Dataset):
     def _params(self) -> dict[str, Any]:
         return {"seed": self._seed, "reshuffle_each_iteration": self._reshuffle}
 
-    def _needs_entropy(self) -> bool:
-        return self._seed is None or super()._needs_entropy()
+    def _draws_seed(self) -> bool:
+        return self._seed is None
 
-    def _resolve_seeds(self, entropy: int, stages: Iterator[int]) -> Dataset:
-        resolved = super()._resolve_seeds(entropy, stages)
-        if self._seed is not None:
-            return resolved
-        clone = copy.copy(resolved)
-        assert isinstance(clone, GlobalShuffleDataset)
-        clone._seed = stage_seed(entropy, stages)
-        clone._permutations = {}
-        return clone
+    def _set_drawn_seed(self, seed: int) -> None:
+        self._seed = seed
+        self._permutations = {}
 
     def _permutation(self, epoch: int) -> Permutation:
         key = epoch if self._reshuffle else 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -10,7 +9,7 @@ import numpy as np
 
 from pipestate.data import _buffer
 from pipestate.data._fingerprint import describe_callable
-from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset, check_int, stage_seed
+from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset, check_int
 from pipestate.data.iterator import (
     DatasetIterator,
     State,
@@ -259,17 +258,13 @@ class _InterleaveBase(Dataset):
     def _external_state(self) -> str | None:
         return "stateful function" if self._stateful else None
 
-    def _needs_entropy(self) -> bool:
+    def _draws_seed(self) -> bool:
         # Whether map_func's datasets have seed=None ops is known only once they
         # exist: every iterator draws a seed, from which each inner one is derived.
         return True
 
-    def _resolve_seeds(self, entropy: int, stages: Iterator[int]) -> Dataset:
-        resolved = super()._resolve_seeds(entropy, stages)
-        clone = copy.copy(resolved)
-        assert isinstance(clone, _InterleaveBase)
-        clone._seed = stage_seed(entropy, stages)
-        return clone
+    def _set_drawn_seed(self, seed: int) -> None:
+        self._seed = seed
 
     def _inner_entropy(self, epoch: int, index: int) -> int:
         """The seed of the ``seed=None`` ops in the dataset made from input element ``index``."""

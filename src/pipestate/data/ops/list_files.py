@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import copy
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import fsspec
@@ -13,7 +11,7 @@ import numpy as np
 from pipestate.data import _fingerprint
 from pipestate.data._files import to_path
 from pipestate.data._permutation import Permutation, evict_oldest
-from pipestate.data.dataset import Dataset, check_int, stage_seed
+from pipestate.data.dataset import Dataset, check_int
 from pipestate.errors import NotFoundError
 
 
@@ -108,16 +106,12 @@ class ListFilesDataset(Dataset):
             "matched": self._matches,
         }
 
-    def _needs_entropy(self) -> bool:
+    def _draws_seed(self) -> bool:
         return self._shuffle and self._seed is None
 
-    def _resolve_seeds(self, entropy: int, stages: Iterator[int]) -> Dataset:
-        if not self._needs_entropy():
-            return self
-        clone = copy.copy(self)
-        clone._seed = stage_seed(entropy, stages)
-        clone._permutations = {}
-        return clone
+    def _set_drawn_seed(self, seed: int) -> None:
+        self._seed = seed
+        self._permutations = {}
 
     def _permutation(self, epoch: int) -> Permutation:
         permutation = self._permutations.get(epoch)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from pipestate.data import _buffer, _structure
-from pipestate.data.dataset import Dataset, check_int, stage_seed
+from pipestate.data.dataset import Dataset, check_int
 from pipestate.data.iterator import StreamIterator, read_bool, read_int
 from pipestate.errors import StateMismatchError
 
@@ -193,14 +191,8 @@ class ShuffleDataset(Dataset):
             "reshuffle_each_iteration": self._reshuffle,
         }
 
-    def _needs_entropy(self) -> bool:
-        return self._seed is None or super()._needs_entropy()
+    def _draws_seed(self) -> bool:
+        return self._seed is None
 
-    def _resolve_seeds(self, entropy: int, stages: Iterator[int]) -> Dataset:
-        resolved = super()._resolve_seeds(entropy, stages)
-        if self._seed is not None:
-            return resolved
-        clone = copy.copy(resolved)
-        assert isinstance(clone, ShuffleDataset)
-        clone._seed = stage_seed(entropy, stages)
-        return clone
+    def _set_drawn_seed(self, seed: int) -> None:
+        self._seed = seed
