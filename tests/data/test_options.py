@@ -48,6 +48,11 @@ def test_unknown_option_is_an_error() -> None:
         Options().deterministic_order = True  # type: ignore[attr-defined]
 
 
+def test_merge_requires_options() -> None:
+    with pytest.raises(TypeError, match=r"Options\.merge expects Options, got dict"):
+        Options().merge({"external_state_policy": "warn"})  # type: ignore[arg-type]
+
+
 def test_with_options_requires_options() -> None:
     with pytest.raises(TypeError, match=r"with_options expects pipestate\.data\.Options, got dict"):
         ps.Dataset.range(3).with_options({"external_state_policy": "warn"})  # type: ignore[arg-type]
