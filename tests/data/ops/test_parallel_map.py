@@ -6,7 +6,6 @@ import copy
 import gc
 import json
 import random
-import threading
 import time
 import traceback
 
@@ -17,6 +16,12 @@ import pipestate as ps
 from pipestate.data._workers import available_cores
 from pipestate.data.ops.parallel_map import ParallelMapDataset
 from pipestate.testing import assert_conformant, assert_elements_equal, walk
+
+from ._threads import (  # noqa: F401  (an autouse fixture)
+    no_threads_left_from_other_tests,
+    pipestate_threads,
+    wait_for_no_threads,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -56,18 +61,6 @@ def fails_at(x: np.int64) -> np.int64:
     if x == 13:
         raise ZeroDivisionError("element thirteen")
     return x
-
-
-def pipestate_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("pipestate-")]
-
-
-@pytest.fixture(autouse=True)
-def _no_threads_left_from_other_tests() -> None:
-    # Iterators dropped without close() stop their threads through GC, asynchronously.
-    deadline = time.monotonic() + 5
-    while pipestate_threads() and time.monotonic() < deadline:
-        time.sleep(0.01)
 
 
 PIPELINES = {

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import gc
 import itertools
-import threading
 import time
 import traceback
 
@@ -12,6 +11,12 @@ import pytest
 import pipestate as ps
 from pipestate.data._workers import ModeChooser
 from pipestate.testing import assert_conformant, assert_elements_equal, walk
+
+from ._threads import (  # noqa: F401  (an autouse fixture)
+    no_threads_left_from_other_tests,
+    pipestate_threads,
+    wait_for_no_threads,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,25 +33,6 @@ def fails_at_five(x: np.int64) -> np.int64:
     if x == 5:
         raise KeyError("element five is bad")
     return x
-
-
-def pipestate_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("pipestate-")]
-
-
-@pytest.fixture(autouse=True)
-def _no_threads_left_from_other_tests() -> None:
-    # Iterators dropped without close() stop their threads through GC, asynchronously.
-    deadline = time.monotonic() + 5
-    while pipestate_threads() and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
-def wait_for_no_threads(seconds: float = 5.0) -> list[threading.Thread]:
-    deadline = time.monotonic() + seconds
-    while pipestate_threads() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return pipestate_threads()
 
 
 PIPELINES = {
