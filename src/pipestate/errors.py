@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "CheckpointKeyError",
+    "CheckpointLockedError",
     "CheckpointMismatchError",
     "CheckpointWriteError",
     "CorruptCheckpointError",
@@ -18,6 +19,8 @@ __all__ = [
     "ExternalStateError",
     "NotFoundError",
     "PipestateError",
+    "StorageError",
+    "StorageTimeoutError",
     "StateMismatchError",
 ]
 
@@ -61,6 +64,31 @@ class CheckpointWriteError(CheckpointError, OSError):
     ``errno`` is that of the underlying error (``ENOSPC`` for a full disk,
     ``EFBIG`` for a file-size limit). The checkpoint being written does not
     exist afterwards; earlier checkpoints and the state file are untouched.
+    """
+
+
+class StorageError(CheckpointError, OSError):
+    """The storage failed with an error that is not an ``OSError`` of its own.
+
+    fsspec filesystems raise their client's exceptions (botocore's
+    ``EndpointConnectionError`` from s3fs, for one); pipestate raises this
+    instead, naming the operation and the path, with the original error as
+    ``__cause__``.
+    """
+
+
+class StorageTimeoutError(StorageError, TimeoutError):
+    """A storage operation did not finish within the ``timeout`` it was given.
+
+    The operation may still complete later; the message says what that means
+    for the checkpoint being saved.
+    """
+
+
+class CheckpointLockedError(CheckpointError, BlockingIOError):
+    """Another process is saving into the same directory (it holds the writer lock).
+
+    The message names the holder (host, pid, owner id) and how old its lease is.
     """
 
 
