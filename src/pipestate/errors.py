@@ -17,6 +17,7 @@ __all__ = [
     "CorruptCheckpointError",
     "DataLossError",
     "ExternalStateError",
+    "InvalidArgumentError",
     "NotFoundError",
     "PipestateError",
     "StorageError",
@@ -105,4 +106,14 @@ class DataLossError(PipestateError, ValueError):
     Raised while reading a record file whose framing or checksums are wrong,
     or a compressed file that can't be decompressed; the message names the
     file and the byte offset of the damaged record.
+    """
+
+
+class InvalidArgumentError(PipestateError, ValueError):
+    """Elements can't be combined as an op asks (as ``tf.errors.InvalidArgumentError``).
+
+    Raised while iterating when ``batch`` (or another op that stacks elements)
+    meets elements whose structures, dtypes or shapes differ; the message names
+    the op, the element and the component that differ, and what to do instead
+    (``padded_batch`` for shapes, a ``map`` that makes the structures agree).
     """
