@@ -1,24 +1,45 @@
 """Elements in shared memory: how loader workers hand NumPy data over without pickling it.
 
-A worker writes a chunk of elements into one new shared-memory block and
-sends only its layout (structure, dtypes, shapes, offsets) through the pipe.
-When every element of the chunk has the same structure, dtypes and shapes
-(the usual case: batches of one pipeline), each leaf is written as one stacked
+A worker writes a chunk of elements into one shared-memory block and sends
+only its layout (structure, dtypes, shapes, offsets) through the pipe. When
+every element of the chunk has the same structure, dtypes and shapes (the
+usual case: batches of one pipeline), each leaf is written as one stacked
 array; otherwise each element's leaves are written one by one. The consumer
-copies the arrays out (one ``memcpy`` per leaf) and unlinks the block at once,
-so no block outlives its hand-off and returned elements own their memory.
+copies the arrays out (one ``memcpy`` per leaf) and removes the block at once,
+so returned elements own their memory.
+
+The consumer owns every block: it names each one (:class:`Blocks`) before a
+worker creates it, and removes it by that name, whatever happened to the
+worker. A worker killed before, while or after creating its block leaves
+nothing behind once the consumer has removed the names it handed out. Workers
+never register blocks with ``multiprocessing``'s resource tracker; the
+consumer registers each name once, so the tracker removes what is left only if
+the consumer itself is killed, and never reports a block as leaked otherwise.
 """
 
 from __future__ import annotations
 
-from multiprocessing import shared_memory
+import contextlib
+import errno
+import itertools
+import mmap
+import os
+import secrets
+from multiprocessing import resource_tracker
 from typing import Any
 
 import numpy as np
 
 from pipestate.data._structure import is_namedtuple
 
+try:
+    import _posixshmem
+except ImportError:  # pragma: no cover - Windows has no named POSIX shared memory
+    _posixshmem = None
+
 _ALIGN = 64
+_RTYPE = "shared_memory"  # the resource tracker's name for POSIX shared memory
+_SHM_DIR = "/dev/shm"  # where Linux lists the blocks
 
 Leaf = tuple[str, tuple[int, ...], int, bool]  # dtype, shape, offset, is a NumPy scalar
 
@@ -54,10 +75,11 @@ def _signature(leaf: Any) -> tuple[str, tuple[int, ...], bool]:
     return leaf.dtype.str, leaf.shape, isinstance(leaf, np.generic)
 
 
-def pack(elements: list[Any]) -> tuple[Any, str | None]:
-    """Writes ``elements`` into a new shared-memory block; returns ``(layout, block name)``.
+def pack(elements: list[Any], name: str) -> tuple[Any, bool]:
+    """Writes ``elements`` into a new shared-memory block called ``name``.
 
-    The name is ``None`` when there are no bytes to send.
+    Returns ``(layout, created)``; no block is created when there are no
+    bytes to send. On failure the block is removed before the error propagates.
     """
     trees: list[Any] = []
     per_element: list[list[Any]] = []
@@ -83,11 +105,19 @@ def pack(elements: list[Any]) -> tuple[Any, str | None]:
         offsets.append(size)
         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
         size += -(-nbytes // _ALIGN) * _ALIGN
-    block = shared_memory.SharedMemory(create=True, size=size) if size else None
+    layout_leaves = [
+        (dtype, shape, offset, scalar) for (dtype, shape, scalar), offset in zip(specs, offsets)
+    ]
+    layout = (
+        ("stacked", trees[0], count, layout_leaves) if stacked else ("each", trees, layout_leaves)
+    )
+    if not size:
+        return layout, False
     try:
-        if block is not None:
+        block = _create(name, size)
+        try:
             for (dtype, shape, _), offset, column in zip(specs, offsets, columns):
-                target = np.ndarray(shape, dtype, buffer=block.buf, offset=offset)
+                target = np.ndarray(shape, dtype, buffer=block, offset=offset)
                 if not stacked:
                     target[...] = column[0]
                 elif len(shape) == 1:
@@ -95,40 +125,27 @@ def pack(elements: list[Any]) -> tuple[Any, str | None]:
                 else:
                     np.stack(column, out=target)
                 del target
-        layout_leaves = [
-            (dtype, shape, offset, scalar) for (dtype, shape, scalar), offset in zip(specs, offsets)
-        ]
-        layout = (
-            ("stacked", trees[0], count, layout_leaves)
-            if stacked
-            else ("each", trees, layout_leaves)
-        )
-    except BaseException:
-        if block is not None:
+        finally:
             block.close()
-            block.unlink()
+    except BaseException:
+        unlink(name)
         raise
-    if block is None:
-        return layout, None
-    name = block.name
-    block.close()
-    return layout, name
+    return layout, True
 
 
 def unpack(layout: Any, name: str | None) -> list[Any]:
-    """The elements a worker packed; the block is copied out and unlinked."""
-    block = _attach(name) if name is not None else None
+    """The elements a worker packed, copied out of block ``name`` (``None``: no block)."""
+    block = _open(name) if name is not None else None
     try:
         arrays = []
         for dtype, shape, offset, _ in layout[-1]:
             if block is None:
                 arrays.append(np.empty(shape, dtype))
             else:
-                arrays.append(np.ndarray(shape, dtype, buffer=block.buf, offset=offset).copy())
+                arrays.append(np.ndarray(shape, dtype, buffer=block, offset=offset).copy())
     finally:
         if block is not None:
             block.close()
-            block.unlink()
     if layout[0] == "stacked":
         _, tree, count, leaves = layout
         columns = []
@@ -146,17 +163,97 @@ def unpack(layout: Any, name: str | None) -> list[Any]:
     return [_unflatten(tree, values) for tree in trees]
 
 
-def discard(name: str | None) -> None:
-    """Unlinks a block that will not be read (a dropped chunk)."""
-    if name is None:
-        return
+class Blocks:
+    """The names of one consumer's blocks: handed out before the blocks exist, removed by it.
+
+    Names are ``ps_<pid>_<random>_<serial>`` (short enough for macOS's 31
+    characters), never reused by the consumer. Each is registered with the
+    resource tracker when handed out and unregistered when released, so the
+    tracker holds exactly the names that may still exist.
+    """
+
+    def __init__(self) -> None:
+        self.prefix = f"ps_{os.getpid()}_{secrets.token_hex(3)}_"
+        self._serial = itertools.count()
+        self._live: set[str] = set()
+
+    def new(self) -> str:
+        """A fresh name for a block a worker is about to create."""
+        name = f"{self.prefix}{next(self._serial):x}"
+        resource_tracker.register(_path(name), _RTYPE)
+        self._live.add(name)
+        return name
+
+    def release(self, name: str, exists: bool = True) -> None:
+        """Forgets ``name``, removing its block if it may exist."""
+        if exists:
+            unlink(name)
+        if name in self._live:
+            self._live.remove(name)
+            resource_tracker.unregister(_path(name), _RTYPE)
+
+    def release_all(self) -> None:
+        """Removes every block handed out and not yet released, and any other under the prefix.
+
+        Call it only once no worker can still create a block.
+        """
+        for name in sorted(self._live):
+            self.release(name)
+        for name in leftovers(self.prefix):
+            unlink(name)
+
+    def __repr__(self) -> str:
+        return f"Blocks(prefix={self.prefix!r}, live={len(self._live)})"
+
+
+def leftovers(prefix: str) -> list[str]:
+    """Blocks whose names start with ``prefix``, where the system lists them (Linux)."""
     try:
-        block = _attach(name)
-    except FileNotFoundError:
-        return
-    block.close()
-    block.unlink()
+        return sorted(name for name in os.listdir(_SHM_DIR) if name.startswith(prefix))
+    except OSError:
+        return []
 
 
-def _attach(name: str) -> shared_memory.SharedMemory:
-    return shared_memory.SharedMemory(name=name)
+def unlink(name: str) -> None:
+    """Removes block ``name`` if it exists."""
+    with contextlib.suppress(FileNotFoundError):
+        _posixshmem.shm_unlink(_path(name))
+
+
+def _path(name: str) -> str:
+    return "/" + name
+
+
+def _create(name: str, size: int) -> mmap.mmap:
+    """A new block of ``size`` bytes, mapped; fails if ``name`` exists."""
+    fd = _posixshmem.shm_open(_path(name), os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+    try:
+        _reserve(fd, size)
+        return mmap.mmap(fd, size)
+    finally:
+        os.close(fd)
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Sizes a new block, allocating it where the system can.
+
+    Allocating now makes a full ``/dev/shm`` raise ``OSError`` here, rather
+    than kill the worker with ``SIGBUS`` when it writes the block.
+    """
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, size)
+            return
+        except OSError as err:
+            if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+    os.ftruncate(fd, size)
+
+
+def _open(name: str) -> mmap.mmap:
+    """Block ``name``, mapped read-only."""
+    fd = _posixshmem.shm_open(_path(name), os.O_RDONLY)
+    try:
+        return mmap.mmap(fd, os.fstat(fd).st_size, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)

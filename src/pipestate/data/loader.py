@@ -34,6 +34,8 @@ TARGET_CHUNK_SECONDS = 0.02
 """Work per task sent to a process: a process hand-off costs a few hundred microseconds."""
 MAX_CHUNK = 1 << 16
 _SHUTDOWN_SECONDS = 2.0
+_STARTUP_SECONDS = 60.0
+"""With ``timeout``, the longest a worker may take to start (import, unpickle the dataset)."""
 
 
 class LoaderWorkerError(PipestateError, RuntimeError):
@@ -166,10 +168,10 @@ def _check_positive(name: str, value: Any) -> int:
 
 
 class _Task:
-    __slots__ = ("id", "start", "stop", "worker")
+    __slots__ = ("name", "start", "stop", "worker")
 
-    def __init__(self, task_id: int, worker: int, start: int, stop: int) -> None:
-        self.id, self.worker, self.start, self.stop = task_id, worker, start, stop
+    def __init__(self, worker: int, start: int, stop: int, name: str) -> None:
+        self.worker, self.start, self.stop, self.name = worker, start, stop, name
 
 
 class LoaderIterator(ChunkIndexIterator):
@@ -177,21 +179,32 @@ class LoaderIterator(ChunkIndexIterator):
 
     Its state is the index iterator's (``{"index", "seed"}``, plus
     ``"global"`` for a pipeline topped by ``shard``). Chunks in flight when
-    the state is restored are discarded as they arrive.
+    the state is restored are discarded as they arrive. An element whose
+    computation raised is raised in its place, as by ``iter(dataset)``, and
+    counts as consumed: the next ``next()`` returns the element after it.
     """
 
     def __init__(self, loader: Loader, entropy: int | None) -> None:
         super().__init__(loader._dataset, entropy, 0)
         self._loader = loader
+        self._blocks = _shm.Blocks()
         self._procs: list[Any] = []
         self._conns: list[Any] = []
         self._finalizer: weakref.finalize | None = None  # type: ignore[type-arg]
-        self._pending: collections.deque[_Task] = collections.deque()
-        self._stale = [0] * loader._num_workers  # results each worker still owes for dropped tasks
+        self._pending: collections.deque[_Task] = collections.deque()  # to read, in order
+        self._sent: list[collections.deque[_Task]] = []  # per worker: sent, result not read
+        self._ready: list[bool] = []  # per worker: start-up done
         self._cursor = 0  # first index not yet given to a worker
         self._tasks = 0  # tasks issued since the workers started or the state was restored
         self._chunk = loader._chunk_size or 1
         self._per_element: float | None = None
+        # The rest of the current chunk after an element that raised: the
+        # error, raised once the elements before it are read, then the pieces
+        # (start, elements, error or None) that follow it.
+        self._failure: BaseException | None = None
+        self._pieces: collections.deque[tuple[int, list[Any], BaseException | None]] = (
+            collections.deque()
+        )
 
     # ------------------------------------------------------------ processes
     def _start_workers(self) -> None:
@@ -204,7 +217,7 @@ class LoaderIterator(ChunkIndexIterator):
         procs: list[Any] = []
         conns: list[Any] = []
         self._procs, self._conns = procs, conns
-        self._finalizer = weakref.finalize(self, _shutdown, procs, conns)
+        self._finalizer = weakref.finalize(self, _shutdown, procs, conns, self._blocks)
         for worker in range(loader._num_workers):
             ours, theirs = context.Pipe(duplex=True)
             proc = context.Process(  # type: ignore[attr-defined]
@@ -228,16 +241,18 @@ class LoaderIterator(ChunkIndexIterator):
             theirs.close()
             procs.append(proc)
             conns.append(ours)
-        self._stale = [0] * loader._num_workers
+        self._sent = [collections.deque() for _ in procs]
+        self._ready = [False] * len(procs)
         self._tasks = 0
 
     def _stop_workers(self, graceful: bool = True) -> None:
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
-            _shutdown(self._procs, self._conns, graceful)
+            _shutdown(self._procs, self._conns, self._blocks, graceful)
         self._procs, self._conns = [], []
         self._pending.clear()
+        self._sent = []
 
     def _issue(self) -> None:
         """Gives workers new chunks, up to ``prefetch_factor`` each ahead of the consumer."""
@@ -249,45 +264,58 @@ class LoaderIterator(ChunkIndexIterator):
             if length >= 0:
                 stop = min(stop, length)
             worker = self._tasks % len(self._procs)
-            task = _Task(self._tasks, worker, start, stop)
-            try:
-                self._conns[worker].send((task.id, self._entropy, self._epoch, start, stop))
-            except (BrokenPipeError, OSError):
-                self._dead(worker, task)
+            # The consumer names the block before the worker creates it, so it
+            # can remove it whatever becomes of the worker.
+            task = _Task(worker, start, stop, self._blocks.new())
+            self._sent[worker].append(task)
             self._pending.append(task)
             self._tasks += 1
             self._cursor = stop
+            try:
+                self._conns[worker].send((task.name, self._entropy, self._epoch, start, stop))
+            except (BrokenPipeError, OSError):
+                self._dead(worker, task)
 
     def _receive(self, task: _Task) -> tuple[Any, ...]:
-        """The result of ``task``, dropping the results its worker owes for dropped tasks first."""
+        """The result of ``task``, dropping first those of its worker's tasks a restore dropped."""
         worker = task.worker
+        sent = self._sent[worker]
         while True:
-            result = self._recv(worker, task)
-            if self._stale[worker]:
-                self._stale[worker] -= 1
-                _shm.discard(result[2])
-                continue
-            return result
+            result: tuple[Any, ...] = self._recv(worker, task)
+            done = sent.popleft()
+            if done is task:
+                return result
+            self._blocks.release(done.name, exists=result[1])
 
-    def _recv(self, worker: int, task: _Task) -> tuple[Any, ...]:
-        conn, proc = self._conns[worker], self._procs[worker]
+    def _recv(self, worker: int, task: _Task) -> Any:
+        """The next message of ``worker``; the timeout counts from the end of its start-up."""
         timeout = self._loader._timeout
+        if not self._ready[worker]:
+            # A worker says it is ready once started (its start-up, slow on a
+            # busy machine, is not part of any chunk's time).
+            startup = None if timeout is None else max(timeout, _STARTUP_SECONDS)
+            self._wait(worker, task, startup, "start")
+            self._ready[worker] = True
+        return self._wait(worker, task, timeout, "return elements")
+
+    def _wait(self, worker: int, task: _Task, timeout: float | None, doing: str) -> Any:
+        conn, proc = self._conns[worker], self._procs[worker]
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             ready = connection.wait([conn, proc.sentinel], remaining)
             if conn in ready or (ready and conn.poll(0)):
                 try:
-                    result: tuple[Any, ...] = conn.recv()
+                    return conn.recv()
                 except (EOFError, OSError):
                     self._dead(worker, task)
-                return result
             if ready:
                 self._dead(worker, task)
             if deadline is not None and time.monotonic() >= deadline:
                 error = LoaderWorkerError(
-                    f"Loader worker {worker} (pid {proc.pid}) did not return elements "
-                    f"[{task.start}, {task.stop}) within timeout={timeout}s; {self._dataset!r}"
+                    f"Loader worker {worker} (pid {proc.pid}) did not {doing} within "
+                    f"{timeout}s (timeout={self._loader._timeout}) while computing elements "
+                    f"[{task.start}, {task.stop}) of {self._dataset!r}"
                 )
                 self._fail(error)
 
@@ -315,31 +343,61 @@ class LoaderIterator(ChunkIndexIterator):
 
     # ------------------------------------------------------------- consumer
     def _advance(self) -> Any:
-        if self._error is not None:
-            raise self._error
+        while True:
+            if self._error is not None:
+                raise self._error
+            self._chunk_start += len(self._elements)
+            self._elements, self._pos = [], 0
+            failure = self._failure
+            if failure is not None:
+                # As in iter(dataset): the element that raised counts as
+                # consumed, so the state and the next next() are past it.
+                self._failure = None
+                self._chunk_start += 1
+                raise failure
+            if self._pieces:
+                start, elements, self._failure = self._pieces.popleft()
+            else:
+                start, elements = self._fetch()
+            self._chunk_start = start
+            self._elements = elements
+            if elements:
+                self._pos = 1
+                return elements[0]
+
+    def _fetch(self) -> tuple[int, list[Any]]:
+        """Reads the next chunk: ``(start, elements)`` up to its first failure, if any."""
         if not self._procs:
             self._start_workers()
         self._issue()
-        self._chunk_start += len(self._elements)
-        self._elements, self._pos = [], 0
         if not self._pending:
             raise StopIteration
         task = self._pending.popleft()
-        _, layout, name, elapsed, failure = self._receive(task)
-        elements = _shm.unpack(layout, name)
-        if elements and self._loader._chunk_size is None:
-            self._adapt(elapsed / len(elements))
+        layout, created, elapsed, failures, fatal = self._receive(task)
+        try:
+            elements = _shm.unpack(layout, task.name if created else None)
+        finally:
+            self._blocks.release(task.name, exists=created)
+        if task.stop > task.start and self._loader._chunk_size is None:
+            self._adapt(elapsed / (task.stop - task.start))
         self._issue()
-        self._chunk_start = task.start
-        self._elements = elements
-        if failure is not None:
+        where = f"pipestate Loader worker process {task.worker}, at element"
+        if fatal is not None:
+            # The chunk could not be sent: raised at its start until restored.
             self._stop_workers()
-            self._error = surface(
-                _decode_error(failure),
-                f"pipestate Loader worker process {task.worker}, at element "
-                f"{task.start + len(elements)}",
-            )
-        return self._next()
+            self._error = surface(_decode_error(fatal), f"{where} {task.start}")
+            return task.start, []
+        start, taken = task.start, 0
+        for failed, failure in failures:
+            count = failed - start
+            error = surface(_decode_error(failure), f"{where} {failed}")
+            self._pieces.append((start, elements[taken : taken + count], error))
+            start, taken = failed + 1, taken + count
+        if not self._pieces:
+            return start, elements
+        self._pieces.append((start, elements[taken:], None))
+        start, elements, self._failure = self._pieces.popleft()
+        return start, elements
 
     def _adapt(self, per_element: float) -> None:
         estimate = self._per_element
@@ -350,9 +408,9 @@ class LoaderIterator(ChunkIndexIterator):
 
     def _set_state(self, state: State) -> None:
         super()._set_state(state)
-        for task in self._pending:
-            self._stale[task.worker] += 1
-        self._pending.clear()
+        self._pending.clear()  # their results are dropped as they arrive (see _receive)
+        self._failure = None
+        self._pieces.clear()
         self._cursor = self._chunk_start
         self._tasks = 0
         if self._error is not None:
@@ -362,10 +420,14 @@ class LoaderIterator(ChunkIndexIterator):
     def _close(self) -> None:
         self._stop_workers()
         self._elements = []
+        self._failure = None
+        self._pieces.clear()
 
 
-def _shutdown(procs: list[Any], conns: list[Any], graceful: bool = True) -> None:
-    """Stops worker processes, unlinking the blocks of results never read.
+def _shutdown(
+    procs: list[Any], conns: list[Any], blocks: _shm.Blocks, graceful: bool = True
+) -> None:
+    """Stops worker processes, then removes every block handed out and not yet read.
 
     Gracefully, each worker finishes its chunk in hand and exits; otherwise
     (or past a deadline) they are terminated.
@@ -384,18 +446,21 @@ def _shutdown(procs: list[Any], conns: list[Any], graceful: bool = True) -> None
         if proc.is_alive():
             proc.kill()
             proc.join(1.0)
-    _drain(conns, timeout=0)
     for conn in conns:
         conn.close()
+    # No worker can create a block any more: whatever each one had been given
+    # (read or not, created, half-created or not at all) can go.
+    blocks.release_all()
 
 
 def _drain(conns: list[Any], timeout: float) -> None:
+    """Reads and drops the workers' messages, so none blocks on a full pipe while stopping."""
     open_conns = [conn for conn in conns if not conn.closed]
     ready: list[Any] = connection.wait(open_conns, timeout)
     for conn in ready:
         try:
             while conn.poll(0):
-                _shm.discard(conn.recv()[2])
+                conn.recv()
         except (EOFError, OSError):
             conn.close()
 
@@ -405,6 +470,10 @@ def _worker_main(conn: Any, dataset: Dataset, worker: int) -> None:
     """A worker process: computes the index ranges it is sent, until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the consumer handles Ctrl-C and stops us
     resolved: dict[int | None, Dataset] = {}
+    try:
+        conn.send(None)  # started
+    except (BrokenPipeError, OSError):
+        return
     while True:
         try:
             task = conn.recv()
@@ -412,7 +481,7 @@ def _worker_main(conn: Any, dataset: Dataset, worker: int) -> None:
             return  # the consumer is gone
         if task is None:
             return
-        task_id, entropy, epoch, start, stop = task
+        name, entropy, epoch, start, stop = task
         source = resolved.get(entropy)
         if source is None:
             source = (
@@ -421,24 +490,40 @@ def _worker_main(conn: Any, dataset: Dataset, worker: int) -> None:
             resolved.clear()
             resolved[entropy] = source
         began = time.perf_counter()
-        elements, error = read_range(source, epoch, start, stop)
+        elements, failures = _compute(source, epoch, start, stop)
         elapsed = time.perf_counter() - began
+        fatal = None
         try:
-            layout, name = _shm.pack(elements)
+            layout, created = _shm.pack(elements, name)
         except Exception as err:
-            layout, name = _shm.pack([])
-            error = err
+            layout, created = _shm.pack([], name)
+            fatal = _encode_error(err)
         try:
-            conn.send((task_id, layout, name, elapsed, _encode_error(error)))
+            conn.send((layout, created, elapsed, failures, fatal))
         except (BrokenPipeError, OSError):
-            _shm.discard(name)
-            return
+            return  # the consumer is gone; it removes the block
 
 
-def _encode_error(error: BaseException | None) -> tuple[bytes | None, str, str] | None:
+def _compute(
+    source: Dataset, epoch: int, start: int, stop: int
+) -> tuple[list[Any], list[tuple[int, tuple[bytes | None, str, str]]]]:
+    """Elements ``[start, stop)`` that could be computed, and ``(index, error)`` for the others."""
+    elements: list[Any] = []
+    failures: list[tuple[int, tuple[bytes | None, str, str]]] = []
+    position = start
+    while position < stop:
+        got, error = read_range(source, epoch, position, stop)
+        elements.extend(got)
+        position += len(got)
+        if error is None:
+            break
+        failures.append((position, _encode_error(error)))
+        position += 1
+    return elements, failures
+
+
+def _encode_error(error: BaseException) -> tuple[bytes | None, str, str]:
     """An exception as (pickle if it round-trips, description, traceback text)."""
-    if error is None:
-        return None
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     data: bytes | None
     try:
