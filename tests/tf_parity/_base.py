@@ -87,6 +87,10 @@ def match(expected: Any, actual: Any, where: str = "element") -> None:
         return
     if isinstance(expected, tuple):
         assert isinstance(actual, tuple), f"{where}: expected a tuple, got {actual!r}"
+        if hasattr(expected, "_fields"):
+            assert type(actual) is type(expected), (
+                f"{where}: expected a {type(expected).__name__}, got {actual!r}"
+            )
         assert len(actual) == len(expected), (
             f"{where}: {len(actual)} components, expected {len(expected)}: {actual!r}"
         )
@@ -139,7 +143,10 @@ class Backend:
             )
             self.NotFoundError: type[Exception] = ps_errors.NotFoundError
             self.DataLossError: type[Exception] = ps_errors.DataLossError
-            self._checkpoint_cls: Any = ps.Checkpoint
+            self.IndexOutOfRangeError: type[Exception] = IndexError
+            self.ArgumentError: type[Exception] = ValueError
+            self.ExternalStateError: type[Exception] = ps_errors.ExternalStateError
+            self.Checkpoint: Any = ps.Checkpoint
         elif name == TENSORFLOW:
             import tensorflow as tf
 
@@ -151,7 +158,10 @@ class Backend:
             self.InvalidArgumentError = tf.errors.InvalidArgumentError
             self.NotFoundError = tf.errors.NotFoundError
             self.DataLossError = tf.errors.DataLossError
-            self._checkpoint_cls = tf.train.Checkpoint
+            self.IndexOutOfRangeError = tf.errors.OutOfRangeError
+            self.ArgumentError = tf.errors.InvalidArgumentError
+            self.ExternalStateError = tf.errors.FailedPreconditionError
+            self.Checkpoint = tf.train.Checkpoint
         else:
             raise ValueError(f"unknown backend {name!r}, expected one of {BACKENDS}")
 
@@ -162,6 +172,13 @@ class Backend:
     def is_tf(self) -> bool:
         """Whether this is TensorFlow."""
         return self.name == TENSORFLOW
+
+    def tf_message(self, regex: str) -> str | None:
+        """``regex`` on TensorFlow, ``None`` (any message) on pipestate.
+
+        For errors whose type both share but whose wording is tf.data's own.
+        """
+        return regex if self.is_tf else None
 
     # ------------------------------------------------------------- elements
     def to_numpy(self, element: Any) -> Any:
@@ -179,6 +196,15 @@ class Backend:
     def outputs(self, dataset: Any, limit: int | None = None) -> list[Any]:
         """The elements of ``dataset`` (at most ``limit``) via ``as_numpy_iterator``."""
         return list(itertools.islice(dataset.as_numpy_iterator(), limit))
+
+    def at(self, dataset: Any, index: int) -> Any:
+        """Element ``index`` by random access: ``ds[index]`` / ``tf.data.experimental.at``.
+
+        An index past the end raises ``IndexOutOfRangeError``.
+        """
+        if self.is_tf:
+            return self.to_numpy(self.data.experimental.at(dataset, index))
+        return dataset[index]
 
     def cardinality(self, dataset: Any) -> int:
         """``dataset.cardinality()`` as an int."""
@@ -281,7 +307,7 @@ class Backend:
 
     # ------------------------------------------------- checkpoint round trips
     def _checkpoint(self, iterator: Any) -> Any:
-        return self._checkpoint_cls(iterator=iterator)
+        return self.Checkpoint(iterator=iterator)
 
     def save(self, iterator: Any) -> str:
         """Writes ``iterator``'s position to a new checkpoint file; returns its path."""
@@ -420,6 +446,8 @@ class Backend:
         num_outputs: int,
         break_point: int | None = None,
         verify_exhausted: bool = True,
+        *,
+        assert_items_equal: bool = False,
     ) -> None:
         """A restored position does not leak into a new iterator of the same dataset.
 
@@ -435,7 +463,22 @@ class Backend:
         actual, _ = self.gen_outputs(
             lambda: dataset, [], num_outputs, verify_exhausted=verify_exhausted
         )
-        self._match_runs(expected, actual, False)
+        self._match_runs(expected, actual, assert_items_equal)
+
+    def verify_error_on_save(
+        self,
+        build: Build,
+        num_outputs: int,
+        error: type[BaseException] | tuple[type[BaseException], ...],
+        break_point: int | None = None,
+    ) -> None:
+        """Saving an iterator of ``build()`` after ``break_point`` elements raises ``error``."""
+        break_point = break_point or num_outputs // 2
+        iterator = iter(build())
+        for _ in range(break_point):
+            next(iterator)
+        with pytest.raises(error):
+            self.save(iterator)
 
     def run_core_tests(
         self, build: Build, num_outputs: int, *, assert_items_equal: bool = False
@@ -446,7 +489,22 @@ class Backend:
         self.verify_fully_used_iterator(build, num_outputs, **kwargs)
         self.verify_exhausted_iterator(build, num_outputs, **kwargs)
         self.verify_multiple_breaks(build, num_outputs, **kwargs)
-        self.verify_reset_restored_iterator(build, num_outputs)
+        self.verify_reset_restored_iterator(build, num_outputs, **kwargs)
+
+
+#: The verify functions of tf.data's ``checkpoint_test_base.default_test_combinations()``.
+VERIFY_FNS = (
+    "verify_unused_iterator",
+    "verify_fully_used_iterator",
+    "verify_exhausted_iterator",
+    "verify_multiple_breaks",
+    "verify_reset_restored_iterator",
+)
+
+#: ``@verify_fns`` parametrizes a test's ``verify_fn`` argument over :data:`VERIFY_FNS`.
+verify_fns = pytest.mark.parametrize(
+    "verify_fn", VERIFY_FNS, ids=[name.removeprefix("verify_") for name in VERIFY_FNS]
+)
 
 
 def gen_break_points(num_outputs: int, num_samples: int = 10) -> list[int]:
