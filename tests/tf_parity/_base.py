@@ -98,7 +98,8 @@ def match(expected: Any, actual: Any, where: str = "element") -> None:
             match(e, a, f"{where}[{i}]")
         return
     assert not _is_structure(actual), f"{where}: expected a leaf, got {actual!r}"
-    assert isinstance(actual, (np.ndarray, np.generic)), (
+    # TensorFlow's ``numpy()`` of a string scalar is a plain ``bytes``.
+    assert isinstance(actual, (np.ndarray, np.generic, bytes)), (
         f"{where}: expected a NumPy value, got {type(actual).__name__} {actual!r}"
     )
     want, dtype = _expected_leaf(expected)
