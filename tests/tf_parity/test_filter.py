@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ._base import Backend
-from ._base_b import each_verify_fn, global_shuffle, random_access_error, tensor_ops, verify
+from ._base import Backend, verify_fns
+from ._base_b import global_shuffle, random_access_error, tensor_ops, verify
 
 COMPONENTS = (
     np.arange(7, dtype=np.int64),
@@ -80,7 +80,7 @@ def test_parallel_filters(backend: Backend) -> None:
 # FilterCheckpointTest
 
 
-@each_verify_fn
+@verify_fns
 def test_checkpoint(backend: Backend, verify_fn: str) -> None:
     def build() -> object:
         return backend.Dataset.range(100).filter(lambda x: x % 3 != 2)
@@ -88,7 +88,7 @@ def test_checkpoint(backend: Backend, verify_fn: str) -> None:
     verify(backend, verify_fn, build, sum(x % 3 != 2 for x in range(100)))
 
 
-@each_verify_fn
+@verify_fns
 def test_checkpoint_dict(backend: Backend, verify_fn: str) -> None:
     def build() -> object:
         return (
@@ -119,7 +119,7 @@ def test_filter_then_global_shuffle(backend: Backend) -> None:
 # FilterGlobalShuffleCheckpointTest
 
 
-@each_verify_fn
+@verify_fns
 @pytest.mark.parametrize("reshuffle_each_iteration", [True, False])
 def test_global_shuffle_then_filter_checkpoint(
     backend: Backend, verify_fn: str, reshuffle_each_iteration: bool

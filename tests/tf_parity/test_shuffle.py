@@ -13,6 +13,7 @@ Left out of tf.data's tests:
 - ShuffleTest.testShuffleV2InFunction: iterating inside a ``tf.function``.
 - ShuffleTest.testEmptyDataset: ``cache()`` and a TF assertion op (pipestate has no ``cache``).
 - ShuffleTest.testRerandomizeOnReplicate: TF's graph round trip of a dataset.
+- ShuffleCheckpointTest.test with buffer sizes 3 and 8: left out for speed (1, 5 and 10 run).
 - ShuffleTest.testCheckpointLargeShuffleBuffer: a 512 MB tensor against TF's 2 GB
   protobuf limit; pipestate saves element buffers as arrays, not protobufs.
 """
@@ -24,8 +25,8 @@ import collections
 import numpy as np
 import pytest
 
-from ._base import Backend, pipestate_differs
-from ._base_b import each_verify_fn, plain, verify
+from ._base import Backend, pipestate_differs, verify_fns
+from ._base_b import plain, verify
 
 COMPONENTS = (
     np.array([1, 2, 3, 4]),
@@ -123,8 +124,8 @@ def test_reshuffle_separate_transformations(
 # ShuffleCheckpointTest
 
 
-@each_verify_fn
-@pytest.mark.parametrize("buffer_size", [1, 3, 5, 8, 10])
+@verify_fns
+@pytest.mark.parametrize("buffer_size", [1, 5, 10])
 @pytest.mark.parametrize("reshuffle_each_iteration", [True, False])
 def test_checkpoint(
     backend: Backend, verify_fn: str, reshuffle_each_iteration: bool, buffer_size: int
