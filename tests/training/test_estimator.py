@@ -328,6 +328,9 @@ def test_bad_input_fn_and_loss(tmp_path: Path) -> None:
     est, _ = recorder_estimator(tmp_path)
     with pytest.raises(TypeError, match="input_fn must return a pipestate Dataset"):
         est.train(lambda: [1, 2, 3], steps=1)
+    # As in TensorFlow's estimator tests: a ValueError too.
+    with pytest.raises(ValueError, match="input_fn must return a pipestate Dataset"):
+        est.train(lambda: {"features": 1}, steps=1)
     with pytest.raises(TypeError, match="input_fn must be callable"):
         est.train(ps.Dataset.range(3), steps=1)  # type: ignore[arg-type]
     est._train_step = lambda model, x, y: "high"

@@ -20,6 +20,7 @@ import fsspec
 import numpy as np
 
 from pipestate.data import _fingerprint
+from pipestate.data._spec import TensorSpec
 from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset, check_int
 from pipestate.data.iterator import DatasetIterator, State, StreamIterator, read_int
 from pipestate.errors import DataLossError, NotFoundError, StateMismatchError
@@ -42,8 +43,9 @@ def check_compression(value: Any, op: str) -> str | None:
 
 
 def check_buffer_size(value: Any, op: str) -> int | None:
-    """Validates ``buffer_size``: a positive number of bytes, or ``None`` for the default."""
-    return None if value is None else check_int("buffer_size", value, minimum=1, op=op)
+    """Validates ``buffer_size``: bytes of read-ahead, ``0`` for none beyond the
+    filesystem's own (as tf.data), or ``None`` for the default."""
+    return None if value is None else check_int("buffer_size", value, minimum=0, op=op)
 
 
 def to_path(value: Any, op: str) -> str:
@@ -101,7 +103,7 @@ def open_file(
         the position was saved).
     """
     fs, fs_path = fsspec.core.url_to_fs(path)
-    options = {} if buffer_size is None else {"block_size": buffer_size}
+    options = {} if not buffer_size else {"block_size": buffer_size}
     try:
         raw: BinaryIO = fs.open(fs_path, "rb", **options)
     except FileNotFoundError as err:
@@ -200,6 +202,9 @@ class FileDataset(Dataset):
             self._filenames = names
         self._compression = check_compression(compression_type, op)
         self._buffer_size = check_buffer_size(buffer_size, op)
+
+    def _element_spec(self) -> Any:
+        return TensorSpec((), "string")
 
     def _read(self, stream: BinaryIO, path: str, offset: int) -> tuple[Any, int] | None:
         """The element at ``offset`` of ``stream`` and the offset after it; ``None`` at the end."""

@@ -220,3 +220,111 @@ def describe_signature(signature: Any) -> str:
         )
     inner = ", ".join(describe_signature(v) for v in signature)
     return f"({inner},)" if len(signature) == 1 else f"({inner})"
+
+
+# ------------------------------------------------------------- element specs
+# What a pipeline knows of its elements without computing one: a structure of
+# TensorSpec, or None where an op (a user function) makes it unknown.
+
+
+def spec_of(value: Element) -> Any:
+    """The spec (structure, dtypes, exact shapes) of an element or of a value of one."""
+    if isinstance(value, dict):
+        return {key: spec_of(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        items = [spec_of(item) for item in value]
+        return type(value)(*items) if is_namedtuple(value) else tuple(items)
+    array = np.asarray(value)
+    return TensorSpec(array.shape, array.dtype)
+
+
+def spec_of_rows(value: Element) -> Any:
+    """The spec of one row (the first axis sliced off) of every leaf of ``value``."""
+    if isinstance(value, dict):
+        return {key: spec_of_rows(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        items = [spec_of_rows(item) for item in value]
+        return type(value)(*items) if is_namedtuple(value) else tuple(items)
+    array = np.asarray(value)
+    return TensorSpec(array.shape[1:], array.dtype)
+
+
+def map_specs(fn: Any, spec: Any) -> Any:
+    """``fn`` applied to every TensorSpec of a spec structure (``None`` stays ``None``)."""
+    if spec is None:
+        return None
+    if isinstance(spec, TensorSpec):
+        return fn(spec)
+    if isinstance(spec, dict):
+        return {key: map_specs(fn, item) for key, item in spec.items()}
+    items = [map_specs(fn, item) for item in spec]
+    return type(spec)(*items) if is_namedtuple(spec) else tuple(items)
+
+
+def batched_spec(spec: Any, size: int | None) -> Any:
+    """The spec of batches of elements of ``spec`` (``size`` is ``None`` where it varies)."""
+
+    def batch(leaf: TensorSpec) -> TensorSpec:
+        return TensorSpec(None if leaf.shape is None else (size, *leaf.shape), leaf.dtype)
+
+    return map_specs(batch, spec)
+
+
+def unbatched_spec(spec: Any) -> Any:
+    """The spec of the rows of elements of ``spec``."""
+
+    def row(leaf: TensorSpec) -> TensorSpec:
+        return TensorSpec(None if not leaf.shape else leaf.shape[1:], leaf.dtype)
+
+    return map_specs(row, spec)
+
+
+def _leaf_dtypes_match(a: TensorSpec, b: TensorSpec) -> bool:
+    return a.dtype == b.dtype or (a.dtype.kind in "SU" and a.dtype.kind == b.dtype.kind)
+
+
+def merge_specs(a: Any, b: Any, what: str) -> Any:
+    """The spec of elements that are of spec ``a`` or ``b``: shapes that differ become unknown.
+
+    Raises:
+      TypeError: the structures or dtypes differ (``what`` names the op).
+    """
+    if a is None or b is None:
+        return None
+
+    def mismatch() -> TypeError:
+        return TypeError(
+            f"{what}: incompatible dataset elements: {describe_signature(a)} vs "
+            f"{describe_signature(b)}; both datasets must have the same structure and dtypes"
+        )
+
+    def merge(x: Any, y: Any) -> Any:
+        if isinstance(x, TensorSpec) or isinstance(y, TensorSpec):
+            if not (isinstance(x, TensorSpec) and isinstance(y, TensorSpec)):
+                raise mismatch()
+            if not _leaf_dtypes_match(x, y):
+                raise mismatch()
+            if x.shape is None or y.shape is None or len(x.shape) != len(y.shape):
+                return TensorSpec(None, x.dtype)
+            shape = tuple(p if p == q else None for p, q in zip(x.shape, y.shape))
+            return TensorSpec(shape, x.dtype)
+        if isinstance(x, dict) or isinstance(y, dict):
+            if not (isinstance(x, dict) and isinstance(y, dict)) or set(x) != set(y):
+                raise mismatch()
+            return {key: merge(x[key], y[key]) for key in x}
+        if not (isinstance(x, tuple) and isinstance(y, tuple)) or len(x) != len(y):
+            raise mismatch()
+        items = [merge(p, q) for p, q in zip(x, y)]
+        return type(x)(*items) if is_namedtuple(x) else tuple(items)
+
+    return merge(a, b)
+
+
+def fully_defined(spec: Any) -> bool:
+    """Whether every leaf of a known spec has a known shape."""
+    if spec is None:
+        return False
+    if isinstance(spec, TensorSpec):
+        return spec.shape is not None and None not in spec.shape
+    values = spec.values() if isinstance(spec, dict) else spec
+    return all(fully_defined(item) for item in values)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeAlias
 
 import numpy as np
 
+from pipestate.errors import InvalidArgumentError
+
 Element: TypeAlias = Any
 """A pipeline element: a NumPy value, or a nested tuple / dict of them."""
 
 _LEAF_TYPES = (np.ndarray, np.generic)
+NOT_DATA: list[type] = []
+"""Types that are never element values (``Dataset``, registered by its module)."""
 
 
 def is_namedtuple(value: object) -> bool:
@@ -18,46 +23,125 @@ def is_namedtuple(value: object) -> bool:
     return isinstance(value, tuple) and hasattr(type(value), "_fields")
 
 
-def to_leaf(value: Any) -> Any:
-    """Converts a leaf to a NumPy value; 0-d results become NumPy scalars."""
+def to_leaf(value: Any, what: object = None) -> Any:
+    """Converts a leaf to a NumPy value; 0-d results become NumPy scalars.
+
+    Text becomes UTF-8 ``bytes`` (NumPy ``S`` dtypes), as tf.data's strings do.
+    ``what`` (an op) names the error raised for a value that has no NumPy form.
+    """
     if isinstance(value, _LEAF_TYPES):
+        kind = value.dtype.kind
+        if kind == "U":
+            return encode_text(value)
+        if kind == "O":
+            return _from_objects(value, what)
         return value
+    if NOT_DATA and isinstance(value, tuple(NOT_DATA)):
+        # NumPy would iterate a dataset into an array of its elements.
+        where = f"{what!s}: " if what is not None else ""
+        raise TypeError(
+            f"{where}a Dataset can't be a value of an element, got {value!r:.120}. "
+            "Use flat_map() or interleave() to read datasets made from elements, "
+            "and Dataset.zip() or concatenate() to combine datasets."
+        )
     try:
         array = np.asarray(value)
-    except (ValueError, TypeError) as err:
-        raise TypeError(
-            f"Elements must be NumPy values or nested tuples/dicts of them; "
-            f"could not convert {type(value).__name__} {value!r:.80} to an array: {err}"
-        ) from err
-    if array.dtype == object:
-        raise TypeError(
-            f"Elements must be NumPy values or nested tuples/dicts of them; "
-            f"{type(value).__name__} {value!r:.80} converts to an object array. "
-            "Use arrays of one numeric, bool or string dtype."
-        )
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise TypeError(_unrepresentable(value, what, err)) from err
+    kind = array.dtype.kind
+    if kind == "U":
+        return encode_text(array)
+    if kind == "O":
+        return _from_objects(array, what)
     return array[()] if array.ndim == 0 else array
 
 
-def normalize(value: Any, *, lists_as_tuples: bool) -> Element:
+def encode_text(value: Any) -> Any:
+    """A NumPy ``U`` value as UTF-8 bytes (``S`` dtype), keeping scalars scalars."""
+    encoded = np.char.encode(np.asarray(value), "utf-8")
+    return encoded[()] if encoded.ndim == 0 else encoded
+
+
+def _from_objects(array: Any, what: object) -> Any:
+    """An object array of text as an ``S`` array; anything else can't be an element."""
+    items = np.asarray(array, dtype=object)
+    flat = items.reshape(-1)
+    if flat.size and all(isinstance(item, (bytes, str)) for item in flat):
+        out = np.array(
+            [item.encode("utf-8") if isinstance(item, str) else item for item in flat], dtype="S"
+        ).reshape(items.shape)
+        return out[()] if out.ndim == 0 else out
+    raise TypeError(_unrepresentable(items[()] if items.ndim == 0 else array, what, None))
+
+
+def _unrepresentable(value: Any, what: object, err: BaseException | None) -> str:
+    """Why ``value`` can't be an element leaf, and what to do instead."""
+    where = f"{what!s}: " if what is not None else ""
+    module = type(value).__module__ or ""
+    if value is None:
+        advice = (
+            "None is not a value an element can hold; return an array or a number, "
+            "or drop the element with filter()"
+        )
+    elif module.startswith("torch"):
+        dtype = getattr(value, "dtype", None)
+        if getattr(value, "requires_grad", False):
+            advice = (
+                f"a torch tensor that requires grad can't become a NumPy array; return "
+                f"tensor.detach() (dtype {dtype})"
+            )
+        else:
+            advice = (
+                f"a torch tensor of dtype {dtype} has no NumPy dtype; convert it in the "
+                "function, e.g. tensor.float() or tensor.to(torch.float32)"
+            )
+    else:
+        advice = (
+            "elements must be NumPy values (numbers, bools, bytes/str) or nested "
+            "tuples/dicts of them; lists must be rectangular, of one dtype"
+        )
+        if err is not None:
+            advice += f" ({type(err).__name__}: {err})"
+    kind = type(value).__name__
+    return f"{where}can't represent {kind} {_short_repr(value)} as an element: {advice}"
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        text = reprlib.repr(value)
+    except Exception:  # a broken __repr__ must not hide the real error
+        text = f"<{type(value).__name__}>"
+    return text
+
+
+def normalize(value: Any, *, lists_as_tuples: bool, what: object = None) -> Element:
     """Converts a user value to an element: dicts and tuples stay structures.
 
     Args:
       value: the value to convert.
-      lists_as_tuples: ``True`` for values returned by user functions (a list
-        becomes a tuple, as in tf.data's ``map``); ``False`` for source data,
-        where a list is data and becomes an array.
+      lists_as_tuples: ``True`` for values returned by user functions: a
+        returned list becomes a tuple, as in tf.data's ``map``; lists inside the
+        returned structure are data and become arrays. ``False`` for source
+        data, where every list is data.
+      what: the op converting, named in errors.
     """
-    if isinstance(value, _LEAF_TYPES):
+    if isinstance(value, _LEAF_TYPES) and value.dtype.kind not in "UO":
+        return value
+    if lists_as_tuples and isinstance(value, list):
+        return tuple(_normalize(item, what) for item in value)
+    return _normalize(value, what)
+
+
+def _normalize(value: Any, what: object) -> Element:
+    if isinstance(value, _LEAF_TYPES) and value.dtype.kind not in "UO":
         return value
     if isinstance(value, dict):
-        return {
-            key: normalize(item, lists_as_tuples=lists_as_tuples) for key, item in value.items()
-        }
+        return {key: _normalize(item, what) for key, item in value.items()}
     if is_namedtuple(value):
-        return type(value)(*(normalize(item, lists_as_tuples=lists_as_tuples) for item in value))
-    if isinstance(value, tuple) or (lists_as_tuples and isinstance(value, list)):
-        return tuple(normalize(item, lists_as_tuples=lists_as_tuples) for item in value)
-    return to_leaf(value)
+        return type(value)(*(_normalize(item, what) for item in value))
+    if isinstance(value, tuple):
+        return tuple(_normalize(item, what) for item in value)
+    return to_leaf(value, what)
 
 
 def flatten(element: Element) -> list[Any]:
@@ -101,44 +185,78 @@ def describe(element: Element) -> str:
     if isinstance(element, tuple):
         inner = ", ".join(describe(v) for v in element)
         return f"({inner},)" if len(element) == 1 else f"({inner})"
-    array = np.asarray(element)
+    try:
+        array = np.asarray(element)
+    except (TypeError, ValueError):
+        return type(element).__name__
     return f"{array.dtype}{list(array.shape)}"
 
 
-def stack_leaves(leaves: Sequence[Any], what: object) -> np.ndarray:
-    """Stacks same-shaped leaves along a new first axis; ``what`` (an op) names errors."""
+def stack_leaves(leaves: Sequence[Any], what: object, path: str = "") -> np.ndarray:
+    """Stacks leaves of one dtype and shape along a new first axis; ``what`` (an op) names errors.
+
+    Raises:
+      InvalidArgumentError: a leaf is a structure, or the dtypes or shapes differ.
+    """
+    if not all(isinstance(leaf, _LEAF_TYPES) for leaf in leaves):
+        for i, leaf in enumerate(leaves):
+            if isinstance(leaf, (tuple, dict, list)):
+                raise _structure_error(leaves[0], leaf, i, what, path)
+        leaves = [to_leaf(leaf, what) for leaf in leaves]
     first = leaves[0]
-    try:
-        if isinstance(first, np.generic):
-            # A string's dtype has its length: size the batch by the longest, not the first.
-            stacked = np.array(
-                leaves, dtype=first.dtype.kind if first.dtype.kind in "SU" else first.dtype
+    dtype, shape = first.dtype, first.shape
+    for i, leaf in enumerate(leaves):
+        if leaf.dtype != dtype and not (dtype.kind == "S" and leaf.dtype.kind == "S"):
+            raise InvalidArgumentError(
+                f"{what!s}: cannot batch tensors of different dtypes in component "
+                f"{path or 0}: the first element has {dtype} and element {i} has {leaf.dtype}. "
+                "Cast every element to one dtype (e.g. in map) before batching."
             )
-        else:
-            stacked = np.stack(leaves)
-    except (ValueError, TypeError) as err:
-        shapes = sorted({str(np.shape(leaf)) for leaf in leaves})
-        raise ValueError(
-            f"{what!s}: cannot stack elements of different shapes {', '.join(shapes)}. "
-            "Make every element the same shape (e.g. pad or resize in map) before batching."
-        ) from err
-    if stacked.dtype == object:
-        raise TypeError(
-            f"{what!s}: elements of one batch must share a structure and dtype; got "
-            f"{', '.join(sorted({describe(leaf) for leaf in leaves}))}"
-        )
-    return stacked
+        if leaf.shape != shape:
+            raise InvalidArgumentError(
+                f"{what!s}: cannot batch tensors with different shapes in component "
+                f"{path or 0}: the first element has shape {list(shape)} and element {i} has "
+                f"shape {list(leaf.shape)}. Use padded_batch, or make every element the same "
+                "shape (e.g. pad or resize in map) before batching."
+            )
+    if isinstance(first, np.generic):
+        # A string's dtype has its length: size the batch by the longest, not the first.
+        return np.array(leaves, dtype="S" if dtype.kind == "S" else dtype)
+    return np.stack(leaves)
 
 
-def stack(elements: Sequence[Element], what: object) -> Element:
-    """Stacks a non-empty list of same-structured elements into one batch."""
+def _structure_error(
+    first: Element, other: Element, index: int, what: object, path: str
+) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"{what!s}: cannot batch elements with different structures"
+        f"{f' in component {path}' if path else ''}: the first element is {describe(first)} "
+        f"and element {index} is {describe(other)}. Make every element the same structure "
+        "(the same dict keys, tuple lengths and nesting) before batching."
+    )
+
+
+def stack(elements: Sequence[Element], what: object, path: str = "") -> Element:
+    """Stacks a non-empty list of same-structured elements into one batch.
+
+    Raises:
+      InvalidArgumentError: the elements' structures, dtypes or shapes differ.
+    """
     first = elements[0]
     if isinstance(first, dict):
-        return {key: stack([e[key] for e in elements], what) for key in first}
+        keys = first.keys()
+        for i, element in enumerate(elements):
+            if not isinstance(element, dict) or element.keys() != keys:
+                raise _structure_error(first, element, i, what, path)
+        return {key: stack([e[key] for e in elements], what, f"{path}[{key!r}]") for key in first}
     if isinstance(first, tuple):
-        items = [stack(parts, what) for parts in zip(*elements)]
-        return type(first)(*items) if is_namedtuple(first) else tuple(items)
-    return stack_leaves(elements, what)
+        cls, size = type(first), len(first)
+        for i, element in enumerate(elements):
+            if type(element) is not cls or len(element) != size:
+                raise _structure_error(first, element, i, what, path)
+        items = [stack(parts, what, f"{path}[{i}]") for i, parts in enumerate(zip(*elements))]
+        return cls(*items) if is_namedtuple(first) else tuple(items)
+    return stack_leaves(elements, what, path)
 
 
 def unstack(batch: Element, count: int) -> list[Element]:

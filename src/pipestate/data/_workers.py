@@ -17,13 +17,14 @@ restarts the workers at the restored position.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -126,6 +127,7 @@ class Chunk:
         "elements",
         "end",
         "error",
+        "error_after",
         "final",
         "overhead",
         "planned",
@@ -141,6 +143,7 @@ class Chunk:
         self.elements: list[Any] = []
         self.tokens: list[Any] = []  # streaming: the input's state after each element
         self.error: BaseException | None = None
+        self.error_after: Any = None  # streaming: the input's state after the failing element
         self.end = False  # streaming: the input ended after these elements
         self.after: Any = None  # streaming: the input's state after the chunk
         self.final: Any = None  # streaming: the input's state once it ended
@@ -629,9 +632,30 @@ class ThreadedIndexIterator(ChunkIndexIterator):
             )
         return self._next()
 
+    def _raise_error(self) -> NoReturn:
+        """Raises the error of the element after the chunk; the next element follows it.
+
+        As without threads, the failing element counts as consumed: the
+        iterator moves past it, and the chunks computed ahead are dropped.
+        """
+        error, self._error = self._error, None
+        assert error is not None
+        failed = self._chunk_start + len(self._elements)
+        if self._reorder:
+            self._commit()
+            self._ahead = _merge(self._ahead, failed, failed + 1)
+            self._watermark, self._ahead = _normalise(self._watermark, self._ahead)
+            self._chunk_start = self._watermark
+            self._elements, self._pos = [], 0
+        else:
+            self._index = failed + 1
+        self._stop_engine(join=False)
+        self._inline_last = None
+        raise error
+
     def _advance(self) -> Any:
         if self._error is not None:
-            raise self._error
+            self._raise_error()
         chooser = self._chooser
         if chooser is not None:
             if chooser.switch_due(time.perf_counter()):
@@ -881,6 +905,11 @@ class StreamFeed:
                 except Exception as err:
                     chunk.error = err
                     progress["done"] = True
+                    if track:
+                        # Past the failing element, as the input itself is: the
+                        # consumer continues from here after raising the error.
+                        with contextlib.suppress(Exception):
+                            chunk.error_after = state()
                 read_seconds = clock() - began - capture
                 if track and chunk.error is None:
                     taken = clock()
@@ -915,6 +944,8 @@ def _apply_all(fn: Callable[[Any], Any], chunk: Chunk) -> None:
         try:
             elements[i] = fn(element)
         except Exception as err:
+            # The input's state after the failing element, when taken; else found by reading.
+            chunk.error_after = chunk.tokens[i] if i < len(chunk.tokens) else None
             del elements[i:]
             del chunk.tokens[i:]
             chunk.error = err
@@ -984,21 +1015,30 @@ class StreamConsumer:
         except StopIteration:
             raise
         except Exception as err:
-            raise self._feed_fail_inline(err) from None
+            # As without a feed: the failing element counts as consumed, and the
+            # next element follows it.
+            self._feed_since += 1
+            raise surface(err, f"a pipestate {self._feed_name}, read inline") from None
         self._feed_since += 1
         return element
 
-    def _feed_fail_inline(self, error: Exception) -> BaseException:
-        """As on the thread: the failing element is not counted, and the error stays."""
-        self._feed_error = surface(error, f"a pipestate {self._feed_name}, read inline")
-        scratch = self._feed_scratch()
-        scratch._set_state(_copy_state(self._feed_before))
-        for _ in range(self._feed_since):
-            scratch._next()
-        self._feed_parent.close()
-        self._feed_parent = scratch
-        self.__dict__.pop("_next", None)
-        return self._feed_error
+    def _feed_raise(self) -> NoReturn:
+        """Raises the error after the current chunk; reading resumes past the failing element."""
+        error = self._feed_error
+        assert error is not None
+        chunk = self._feed_chunk
+        after = chunk.error_after if chunk is not None else None
+        if after is None:
+            try:
+                after = self._feed_catch_up(len(self._feed_elements) + 1)
+            except Exception:
+                raise error from None  # the input fails here too: the error stays
+        self._feed_stop(join=False)
+        parent = self._feed_scratch()
+        parent._set_state(_copy_state(after))
+        self._feed_parent = parent
+        self._feed_before = after
+        raise error
 
     def _feed_step_inline(self, chooser: ModeChooser) -> bool:
         """At a step of inline reading: takes the input's state; ``False`` if that is too dear.
@@ -1029,7 +1069,7 @@ class StreamConsumer:
 
     def _feed_advance(self) -> Any:
         if self._feed_error is not None:
-            raise self._feed_error
+            self._feed_raise()
         chooser = self._feed_chooser
         if chooser is None and self._feed_adaptive and self._feed_workers == 1 and self._feed_track:
             chooser = self._feed_chooser = ModeChooser()

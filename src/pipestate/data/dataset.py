@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from pipestate.data import _fingerprint
+from pipestate.data import _structure as _structure_module
 from pipestate.data._structure import Element
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ class Dataset:
     _op_name: ClassVar[str] = "dataset"
     _iterator_class: ClassVar[type[StreamIterator] | None] = None
     """The op's streaming iterator, used when an input is not random access."""
+    _passes_elements: ClassVar[bool] = False
+    """Whether the op outputs elements of its one input unchanged (filter, take, shuffle, ...)."""
 
     def __init__(self, parents: Sequence[Dataset] = ()) -> None:
         for parent in parents:
@@ -59,6 +62,9 @@ class Dataset:
         self._chain_cache: list[tuple[str, str, str]] | None = None
         self._external_cache: list[str] | None = None
         self._own_options: Options | None = None
+        # The seed an op made with seed=None keeps for the dataset's life, drawn
+        # on first use; shared with copies (with_options) of this dataset.
+        self._kept_entropy: list[int] = []
 
     # ----------------------------------------------------------------- op hooks
     def _cardinality(self) -> int:
@@ -68,6 +74,13 @@ class Dataset:
     def _params(self) -> dict[str, Any]:
         """The op's own settings (not its inputs), for ``repr`` and fingerprints."""
         return {}
+
+    def _element_spec(self) -> Any:
+        """The elements' structure of ``TensorSpec``s, known without computing one; ``None``
+        where an op (a user function) makes it unknown."""
+        if self._passes_elements:
+            return self._parents[0]._element_spec()
+        return None
 
     @property
     def _random_access(self) -> bool:
@@ -174,6 +187,42 @@ class Dataset:
         """Whether some op in the pipeline draws its seed per iterator."""
         return self._draws_seed() or any(parent._needs_entropy() for parent in self._parents)
 
+    def _keeps_order(self) -> bool:
+        """Whether this ``seed=None`` op keeps one order for the dataset's life.
+
+        As tf.data's ``reshuffle_each_iteration=False`` without a seed: every
+        iterator of the dataset sees the same order.
+        """
+        return False
+
+    def _seedless_ops(self) -> list[Dataset]:
+        """The ops that draw their seed per iterator, in the order seeds are assigned."""
+        found = [op for parent in self._parents for op in parent._seedless_ops()]
+        if self._draws_seed():
+            found.append(self)
+        return found
+
+    def _iterator_entropy(self) -> int | None:
+        """The entropy a new iterator seeds the ``seed=None`` ops with (``None``: there are none).
+
+        A fresh draw per iterator, unless every such op keeps its order for the
+        dataset's life: then the first one's kept draw, so every iterator of
+        this dataset (and of datasets built on it) sees the same order. The
+        entropy is saved in the iterator's state, so a restore continues in the
+        order of the saved run whatever this process drew.
+        """
+        from pipestate.data.iterator import draw_entropy
+
+        ops = self._seedless_ops()
+        if not ops:
+            return None
+        if not all(op._keeps_order() for op in ops):
+            return draw_entropy()
+        kept = ops[0]._kept_entropy
+        if not kept:
+            kept.append(draw_entropy())
+        return kept[0]
+
     def _with_parents(self, parents: tuple[Dataset, ...]) -> Dataset:
         clone = copy.copy(self)
         clone._parents = parents
@@ -257,9 +306,7 @@ class Dataset:
         return self._get(0, index)
 
     def __iter__(self) -> DatasetIterator:
-        from pipestate.data.iterator import draw_entropy
-
-        return self._make_iterator(draw_entropy() if self._needs_entropy() else None)
+        return self._make_iterator(self._iterator_entropy())
 
     def _op_chain(self) -> list[tuple[str, str, str]]:
         """(name, settings digest, repr of the op alone) for every op, inputs first."""
@@ -451,17 +498,22 @@ class Dataset:
 
         return ScanDataset(self, initial_state, scan_func, stateful=stateful)
 
-    def take_while(self, predicate: Callable[..., Any]) -> Dataset:
-        """The elements up to (not including) the first for which ``predicate`` is false."""
+    def take_while(self, predicate: Callable[..., Any], *, stateful: bool = False) -> Dataset:
+        """The elements up to (not including) the first for which ``predicate`` is false.
+
+        ``stateful=True`` marks a predicate that depends on state outside the
+        element (the pipeline then has external state).
+        """
         from pipestate.data.ops.take_while import TakeWhileDataset
 
-        return TakeWhileDataset(self, predicate)
+        return TakeWhileDataset(self, predicate, stateful=stateful)
 
-    def prefetch(self, buffer_size: int) -> Dataset:
+    def prefetch(self, buffer_size: int | None) -> Dataset:
         """Prepares up to ``buffer_size`` elements ahead on a background thread.
 
-        ``pipestate.data.AUTOTUNE`` picks the size. Prefetched elements are never
-        saved: ``get_state()`` describes what the consumer received.
+        ``pipestate.data.AUTOTUNE`` (or ``None``, as in tf.data) picks the size.
+        Prefetched elements are never saved: ``get_state()`` describes what the
+        consumer received.
         """
         from pipestate.data.ops.prefetch import PrefetchDataset
 
@@ -475,19 +527,19 @@ class Dataset:
         return BatchDataset(self, batch_size, drop_remainder)
 
     def repeat(self, count: int | None = None) -> Dataset:
-        """Repeats the dataset ``count`` times (``None`` or ``-1``: forever)."""
+        """Repeats the dataset ``count`` times (``None`` or a negative count: forever)."""
         from pipestate.data.ops.repeat import RepeatDataset
 
         return RepeatDataset(self, count)
 
     def take(self, count: int) -> Dataset:
-        """The first ``count`` elements (``-1``: all)."""
+        """The first ``count`` elements (a negative count: all)."""
         from pipestate.data.ops.take import TakeDataset
 
         return TakeDataset(self, count)
 
     def skip(self, count: int) -> Dataset:
-        """All but the first ``count`` elements (``-1``: skip all)."""
+        """All but the first ``count`` elements (a negative count: skip all)."""
         from pipestate.data.ops.skip import SkipDataset
 
         return SkipDataset(self, count)
@@ -544,6 +596,9 @@ class Dataset:
     def as_numpy_iterator(self) -> Iterator[Element]:
         """An iterator over the elements (they are NumPy values already)."""
         return iter(self)
+
+
+_structure_module.NOT_DATA.append(Dataset)
 
 
 def stage_seed(entropy: int, stages: Iterator[int]) -> int:

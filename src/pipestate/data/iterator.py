@@ -72,6 +72,13 @@ class DatasetIterator(Iterator[Element]):
     def _close(self) -> None:
         """Releases resources (threads, files); the default holds none."""
 
+    def _release(self) -> None:
+        """Frees what reading holds (a generator, an open file) while keeping the position.
+
+        Called by an op that will read no more from this input (``take`` at its
+        end); a later read would reopen what it needs.
+        """
+
     # ---------------------------------------------------------------- public
     def __iter__(self) -> DatasetIterator:
         return self
@@ -452,6 +459,10 @@ class StreamIterator(DatasetIterator):
     def _children(self) -> list[DatasetIterator]:
         """The input iterators open now (closed with this one)."""
         return self._inputs
+
+    def _release(self) -> None:
+        for child in self._children():
+            child._release()
 
     # ---------------------------------------------------------------- helpers
     @property

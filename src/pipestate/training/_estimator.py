@@ -62,6 +62,10 @@ def _as_number(value: Any, what: str) -> float:
     return number
 
 
+class InputFnError(TypeError, ValueError):
+    """``input_fn`` returned something other than a dataset or one of its iterators."""
+
+
 class _StopAfterNEvalsHook(SessionRunHook):
     """Stops an evaluation after ``num_evals`` steps."""
 
@@ -239,7 +243,8 @@ class Estimator:
             return iter(data), True
         if isinstance(data, DatasetIterator):
             return data, False
-        raise TypeError(
+        # A ValueError as in TensorFlow's estimator, and a TypeError for what it is.
+        raise InputFnError(
             f"input_fn must return a pipestate Dataset (or one of its iterators) of "
             f"(features, labels) elements, got {data!r:.100} of type {type(data).__name__}"
         )

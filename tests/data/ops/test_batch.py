@@ -43,7 +43,9 @@ def test_batch_of_infinite() -> None:
 def test_different_shapes_cannot_be_stacked() -> None:
     ds = ps.Dataset.range(1, 4).map(lambda n: np.zeros(int(n))).batch(3)
     with pytest.raises(
-        ValueError, match=r"cannot stack elements of different shapes \(1,\), \(2,\), \(3,\)"
+        ps.errors.InvalidArgumentError,
+        match=r"batch\(batch_size=3.*input elements 0 to 2.*different shapes in component 0: "
+        r"the first element has shape \[1\] and element 1 has shape \[2\]",
     ):
         next(iter(ds))
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -21,10 +23,47 @@ def test_batch_across_the_join() -> None:
     assert_elements_equal(next(iter(ds.batch(4))), {"a": np.array([0, 1, 2, 100])})
 
 
-def test_mismatched_elements_in_one_batch() -> None:
-    ds = ps.Dataset.range(2).concatenate(ps.Dataset.from_tensor_slices(np.zeros((2, 3)))).batch(4)
-    with pytest.raises(TypeError, match=r"elements differ: int64\[\] vs float64\[3\]"):
-        next(iter(ds))
+def test_mismatched_dtypes_fail_when_concatenate_is_called() -> None:
+    with pytest.raises(
+        TypeError, match=r"concatenate: incompatible dataset elements: int64\[\] vs float64\[3\]"
+    ):
+        ps.Dataset.range(2).concatenate(ps.Dataset.from_tensor_slices(np.zeros((2, 3))))
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        pytest.param({"a": [1]}, {"b": [1]}, id="dict-keys"),
+        pytest.param(([1], [2]), [1], id="tuple-vs-leaf"),
+        pytest.param(([1], [2]), ([1], [2], [3]), id="tuple-lengths"),
+        pytest.param(["a"], [1], id="string-vs-int"),
+    ],
+)
+def test_mismatched_structures_fail_when_concatenate_is_called(first: Any, second: Any) -> None:
+    a, b = ps.Dataset.from_tensor_slices(first), ps.Dataset.from_tensor_slices(second)
+    with pytest.raises(TypeError, match="concatenate: incompatible dataset elements"):
+        a.concatenate(b)
+
+
+@pytest.mark.parametrize("read_ahead", [False, True], ids=["plain", "prefetch"])
+def test_different_shapes_concatenate_as_in_tf_data(read_ahead: bool) -> None:
+    first = ps.Dataset.from_tensor_slices(np.arange(6).reshape(3, 2))
+    second = ps.Dataset.from_tensor_slices(np.arange(6).reshape(2, 3))
+    ds = first.concatenate(second)
+    if read_ahead:
+        ds = ds.prefetch(2)
+    assert [x.tolist() for x in ds] == [[0, 1], [2, 3], [4, 5], [0, 1, 2], [3, 4, 5]]
+    assert ds._element_spec() == ps.data.TensorSpec((None,), np.int64)
+    assert_conformant(ds)
+
+
+def test_batch_across_a_join_of_different_shapes_is_an_error() -> None:
+    first = ps.Dataset.from_tensor_slices(np.zeros((3, 2)))
+    second = ps.Dataset.from_tensor_slices(np.zeros((2, 3)))
+    it = iter(first.concatenate(second).batch(2))
+    assert next(it).shape == (2, 2)
+    with pytest.raises(ps.errors.InvalidArgumentError, match="cannot batch"):
+        next(it)
 
 
 def test_infinite_first() -> None:

@@ -35,7 +35,7 @@ def test_dict_and_namedtuple_are_one_argument() -> None:
 
 def test_list_result_becomes_tuple_and_python_values_become_numpy() -> None:
     element = ps.Dataset.range(1).map(lambda x: [x, 1.5, "s"])[0]
-    assert_elements_equal(element, (np.int64(0), np.float64(1.5), np.str_("s")))
+    assert_elements_equal(element, (np.int64(0), np.float64(1.5), np.bytes_(b"s")))
 
 
 def test_batched_map_matches_per_element() -> None:

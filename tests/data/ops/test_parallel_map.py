@@ -220,7 +220,11 @@ def test_exception_surfaces_at_the_same_element_with_its_traceback(make) -> None
     sequential = iter(make().map(fails_at))
     for _ in range(13):
         next(sequential)
+    with pytest.raises(ZeroDivisionError):
+        next(sequential)
+    # As without threads (and in tf.data): the failing element is consumed, the next follows.
     np.testing.assert_equal(it.get_state(), sequential.get_state())
+    assert [int(x) for x in it] == [int(x) for x in sequential] == list(range(14, 40))
     it.close()
 
 

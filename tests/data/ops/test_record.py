@@ -324,7 +324,7 @@ def test_writer_bad_arguments(args: tuple[Any, ...], error: type[Exception], mes
     [
         ({"filenames": None}, TypeError, "record: filenames must be a file name, a list"),
         ({"filenames": "a", "compression_type": "zlib"}, ValueError, "compression_type must be"),
-        ({"filenames": "a", "buffer_size": -1}, ValueError, "buffer_size must be >= 1"),
+        ({"filenames": "a", "buffer_size": -1}, ValueError, "buffer_size must be >= 0"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, Any], error: type[Exception], message: str) -> None:

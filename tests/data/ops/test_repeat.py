@@ -63,6 +63,13 @@ def test_conformance(ds: ps.Dataset) -> None:
     assert_conformant(ds, max_elements=40)
 
 
+@pytest.mark.parametrize("count", [-1, -2, -100])
+def test_any_negative_count_repeats_forever_as_in_tf_data(count: int) -> None:
+    ds = ps.Dataset.range(3).repeat(count)
+    assert ds.cardinality() == ps.data.INFINITE_CARDINALITY
+    assert [int(x) for x in ds.take(7)] == [0, 1, 2, 0, 1, 2, 0]
+
+
 def test_bad_count() -> None:
-    with pytest.raises(ValueError, match="count must be >= -1, got count=-2"):
-        ps.Dataset.range(3).repeat(-2)
+    with pytest.raises(TypeError, match="count must be an integer"):
+        ps.Dataset.range(3).repeat(1.5)  # type: ignore[arg-type]

@@ -195,7 +195,7 @@ def test_bad_arguments() -> None:
     with pytest.raises(TypeError, match="scan: stateful must be a bool, got 'no'"):
         D.range(3).scan(0, running_sum, stateful="no")  # type: ignore[arg-type]
     with pytest.raises(
-        TypeError, match=r"scan: invalid initial_state: .*converts to an object array"
+        TypeError, match=r"scan: invalid initial_state: can't represent object .* as an element"
     ):
         D.range(3).scan(object(), running_sum)
 

@@ -7,7 +7,7 @@ from pipestate.testing import assert_conformant
 
 
 @pytest.mark.parametrize(
-    ("count", "expected"), [(0, [0, 1, 2, 3, 4]), (2, [2, 3, 4]), (10, []), (-1, [])]
+    ("count", "expected"), [(0, [0, 1, 2, 3, 4]), (2, [2, 3, 4]), (10, []), (-1, []), (-7, [])]
 )
 def test_values(count: int, expected: list[int]) -> None:
     ds = ps.Dataset.range(5).skip(count)

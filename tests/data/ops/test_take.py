@@ -39,6 +39,13 @@ def test_conformance(ds: ps.Dataset) -> None:
     assert_conformant(ds)
 
 
+@pytest.mark.parametrize("count", [-1, -5])
+def test_any_negative_count_takes_all_as_in_tf_data(count: int) -> None:
+    for ds in (ps.Dataset.range(3), ps.Dataset.range(3).filter(lambda x: True)):
+        assert [int(x) for x in ds.take(count)] == [0, 1, 2]
+    assert ps.Dataset.range(3).take(count).cardinality() == 3
+
+
 def test_bad_count() -> None:
-    with pytest.raises(ValueError, match="take: count must be >= -1, got count=-5"):
-        ps.Dataset.range(3).take(-5)
+    with pytest.raises(TypeError, match="take: count must be an integer"):
+        ps.Dataset.range(3).take("5")  # type: ignore[arg-type]

@@ -372,7 +372,7 @@ def test_names_dataset_of_other_elements() -> None:
         ({"filenames": ["a", 3]}, TypeError, "a file name must be a str, bytes or os.PathLike"),
         ({"filenames": "a", "compression_type": "gzip"}, ValueError, "compression_type must be"),
         ({"filenames": "a", "compression_type": 1}, ValueError, "compression_type must be"),
-        ({"filenames": "a", "buffer_size": 0}, ValueError, "buffer_size must be >= 1"),
+        ({"filenames": "a", "buffer_size": -1}, ValueError, "buffer_size must be >= 0"),
         ({"filenames": "a", "buffer_size": 1.5}, TypeError, "buffer_size must be an integer"),
     ],
 )

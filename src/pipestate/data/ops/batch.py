@@ -6,9 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from pipestate.data import _structure
+from pipestate.data import _spec, _structure
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_int
 from pipestate.data.iterator import DatasetIterator, StreamIterator
+from pipestate.errors import InvalidArgumentError
 
 
 class _BatchIterator(StreamIterator):
@@ -67,6 +68,13 @@ class BatchDataset(Dataset):
             return n
         return n // self._batch_size if self._drop_remainder else -(-n // self._batch_size)
 
+    def _element_spec(self) -> Any:
+        size = self._batch_size if self._drop_remainder else None
+        if not self._drop_remainder and self._cardinality() >= 0:
+            n = self._parents[0]._cardinality()
+            size = self._batch_size if n % self._batch_size == 0 else None
+        return _spec.batched_spec(self._parents[0]._element_spec(), size)
+
     def _params(self) -> dict[str, Any]:
         return {"batch_size": self._batch_size, "drop_remainder": self._drop_remainder}
 
@@ -80,4 +88,8 @@ class BatchDataset(Dataset):
 
     def _get(self, epoch: int, position: int) -> Any:
         positions = self._positions(position)
-        return self._parents[0]._get_batch(np.full(len(positions), epoch, np.int64), positions)
+        try:
+            return self._parents[0]._get_batch(np.full(len(positions), epoch, np.int64), positions)
+        except InvalidArgumentError as err:
+            where = f"input elements {positions[0]} to {positions[-1]}" if len(positions) else ""
+            raise InvalidArgumentError(f"{self._op_repr()}, {where}: {err}") from err

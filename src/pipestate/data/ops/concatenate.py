@@ -6,9 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from pipestate.data import _structure
+from pipestate.data import _spec, _structure
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_dataset
 from pipestate.data.iterator import StreamIterator, read_int
+from pipestate.errors import InvalidArgumentError
 
 
 class _ConcatenateIterator(StreamIterator):
@@ -40,13 +41,31 @@ class _ConcatenateIterator(StreamIterator):
 
 
 class ConcatenateDataset(Dataset):
-    """The elements of ``first`` followed by those of ``second`` (same structure)."""
+    """The elements of ``first`` followed by those of ``second``.
+
+    Both must have the same structure and dtypes; their shapes may differ (as
+    in tf.data, the shape of a component that differs becomes unknown).
+
+    Raises:
+      TypeError: ``dataset`` is not a Dataset, or the two inputs' elements are
+        known to differ in structure or dtypes.
+    """
 
     _op_name = "concatenate"
     _iterator_class = _ConcatenateIterator
 
     def __init__(self, first: Dataset, second: Dataset) -> None:
         super().__init__([first, check_dataset("dataset", second, op="concatenate")])
+        self._spec = _spec.merge_specs(first._element_spec(), second._element_spec(), "concatenate")
+
+    def _element_spec(self) -> Any:
+        return self._spec
+
+    @property
+    def _vectorised(self) -> bool:
+        # Blocks read across the join stack elements of both inputs: only when
+        # every shape is known to be the same on both sides.
+        return _spec.fully_defined(self._spec) and all(p._vectorised for p in self._parents)
 
     def _cardinality(self) -> int:
         a, b = (parent._cardinality() for parent in self._parents)
@@ -72,14 +91,21 @@ class ConcatenateDataset(Dataset):
             return second._get_batch(epochs, positions - n)
         a = first._get_batch(epochs[in_first], positions[in_first])
         b = second._get_batch(epochs[~in_first], positions[~in_first] - n)
-        _structure.assert_same_structure(a, b, "concatenate")
+        try:
+            _structure.assert_same_structure(a, b, "concatenate")
+        except TypeError as err:
+            raise InvalidArgumentError(str(err)) from None
 
         def merge(x: np.ndarray, y: np.ndarray) -> np.ndarray:
             if x.shape[1:] != y.shape[1:] or x.dtype != y.dtype:
-                raise TypeError(
-                    f"concatenate: the two datasets' elements differ: {x.dtype}{list(x.shape[1:])} "
-                    f"vs {y.dtype}{list(y.shape[1:])}; both must have the same dtypes and shapes"
-                )
+                if x.dtype.kind == y.dtype.kind == "S" and x.shape[1:] == y.shape[1:]:
+                    x, y = x.astype(np.promote_types(x.dtype, y.dtype)), y
+                else:
+                    raise InvalidArgumentError(
+                        f"{self._op_repr()}: cannot batch elements of the two datasets together: "
+                        f"{x.dtype}{list(x.shape[1:])} vs {y.dtype}{list(y.shape[1:])}. Use "
+                        "padded_batch, or make the shapes the same before batching."
+                    )
             out = np.empty((len(positions), *x.shape[1:]), x.dtype)
             out[in_first] = x
             out[~in_first] = y

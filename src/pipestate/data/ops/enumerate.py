@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from pipestate.data._spec import TensorSpec
 from pipestate.data.dataset import Dataset, check_int
 from pipestate.data.iterator import CountingIterator, StreamIterator
 
@@ -35,6 +36,10 @@ class EnumerateDataset(Dataset):
 
     def _cardinality(self) -> int:
         return self._parents[0]._cardinality()
+
+    def _element_spec(self) -> Any:
+        inner = self._parents[0]._element_spec()
+        return None if inner is None else (TensorSpec((), np.int64), inner)
 
     def _params(self) -> dict[str, Any]:
         return {"start": self._start}

@@ -7,41 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from pipestate.data import _structure
+from pipestate.data._calls import as_predicate_result, check_function, check_stateful, stop_error
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import StreamIterator
-
-
-def check_function(name: str, fn: Any, op: str) -> Callable[..., Any]:
-    """Validates a user function argument."""
-    if not callable(fn):
-        raise TypeError(f"{op}: {name} must be callable, got {type(fn).__name__} {fn!r:.80}")
-    return fn  # type: ignore[no-any-return]
-
-
-def check_stateful(stateful: Any, op: str) -> bool:
-    """Validates the ``stateful`` flag of ops taking a user function."""
-    if not isinstance(stateful, (bool, np.bool_)):
-        raise TypeError(f"{op}: stateful must be a bool, got {stateful!r:.80}")
-    return bool(stateful)
-
-
-def call(fn: Callable[..., Any], element: Any) -> Any:
-    """Calls a user function on an element, unpacking a plain tuple into arguments."""
-    return fn(*element) if type(element) is tuple else fn(element)
-
-
-def as_predicate_result(value: Any, op: str, fn: Callable[..., Any]) -> bool:
-    """A predicate's result as a bool: a Python, NumPy or 0-d array bool."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, np.ndarray) and value.shape == () and value.dtype == np.bool_:
-        return bool(value)
-    raise TypeError(
-        f"{op}: predicate {describe_callable(fn)} must return a scalar bool, got "
-        f"{_structure.describe(value) if isinstance(value, np.ndarray) else repr(value)[:80]}"
-    )
 
 
 class _FilterIterator(StreamIterator):
@@ -56,7 +25,10 @@ class _FilterIterator(StreamIterator):
         parent, predicate = self._inputs[0], dataset._predicate
         while True:
             element = parent._next()
-            keep = predicate(*element) if type(element) is tuple else predicate(element)
+            try:
+                keep = predicate(*element) if type(element) is tuple else predicate(element)
+            except StopIteration as err:
+                raise stop_error(dataset._op_repr(), predicate, err) from err
             if type(keep) is not np.bool_ and type(keep) is not bool:
                 keep = as_predicate_result(keep, "filter", predicate)
             if keep:
@@ -78,6 +50,7 @@ class FilterDataset(Dataset):
     """
 
     _op_name = "filter"
+    _passes_elements = True
     _iterator_class = _FilterIterator
 
     def __init__(

@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from pipestate.data import _structure
+from pipestate.data._calls import check_function, stop_error
 from pipestate.data._fingerprint import _short, describe_callable
 from pipestate.data._spec import conform, describe_signature, normalize_signature
 from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import State, StreamIterator, read_int
-from pipestate.data.ops.filter import check_function
 from pipestate.errors import StateMismatchError
 
 
@@ -73,6 +73,10 @@ class _FromGeneratorIterator(StreamIterator):
             _close_generator(generator)
 
     def _close(self) -> None:
+        self._close_generator()
+
+    def _release(self) -> None:
+        # The position stays: a read after this reopens the generator at it.
         self._close_generator()
 
 
@@ -154,6 +158,9 @@ class FromGeneratorDataset(Dataset):
     def _cardinality(self) -> int:
         return UNKNOWN_CARDINALITY
 
+    def _element_spec(self) -> Any:
+        return self._signature
+
     def _params(self) -> dict[str, Any]:
         return {
             "generator": describe_callable(self._generator),
@@ -168,9 +175,14 @@ class FromGeneratorDataset(Dataset):
 
     def _call(self) -> Iterator[Any]:
         """A fresh iterator from ``generator(*args)``."""
-        result = self._generator(*self._args)
+        try:
+            result = self._generator(*self._args)
+        except StopIteration as err:
+            raise stop_error(self._op_repr(), self._generator, err) from err
         try:
             return iter(result)
+        except StopIteration as err:
+            raise stop_error(self._op_repr(), self._generator, err) from err
         except TypeError as err:
             raise TypeError(
                 f"from_generator: generator {describe_callable(self._generator)} must return an "

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from pipestate.data import _structure
+from pipestate.data import _spec, _structure
 from pipestate.data.dataset import Dataset
 
 
@@ -48,6 +48,9 @@ class FromTensorSlicesDataset(Dataset):
 
     def _cardinality(self) -> int:
         return self._length
+
+    def _element_spec(self) -> Any:
+        return _spec.spec_of_rows(self._data)
 
     def _params(self) -> dict[str, Any]:
         return {"tensors": _structure.describe(self._data)}

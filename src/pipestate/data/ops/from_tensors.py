@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from pipestate.data import _structure
+from pipestate.data import _spec, _structure
 from pipestate.data.dataset import Dataset
 from pipestate.data.ops.from_tensor_slices import _read_only
 
@@ -25,6 +25,9 @@ class FromTensorsDataset(Dataset):
 
     def _cardinality(self) -> int:
         return 1
+
+    def _element_spec(self) -> Any:
+        return _spec.spec_of(self._data)
 
     def _params(self) -> dict[str, Any]:
         return {"tensors": _structure.describe(self._data)}

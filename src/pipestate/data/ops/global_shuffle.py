@@ -27,6 +27,7 @@ class GlobalShuffleDataset(Dataset):
     """
 
     _op_name = "global_shuffle"
+    _passes_elements = True
 
     def __init__(
         self, parent: Dataset, seed: int | None = None, reshuffle_each_iteration: bool = True
@@ -62,6 +63,9 @@ class GlobalShuffleDataset(Dataset):
 
     def _draws_seed(self) -> bool:
         return self._seed is None
+
+    def _keeps_order(self) -> bool:
+        return not self._reshuffle
 
     def _set_drawn_seed(self, seed: int) -> None:
         self._seed = seed

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from pipestate.data import _buffer
+from pipestate.data._calls import call, check_function, check_stateful, stop_error
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset, check_int
 from pipestate.data.iterator import (
@@ -18,7 +19,6 @@ from pipestate.data.iterator import (
     read_dict,
     read_int,
 )
-from pipestate.data.ops.filter import call, check_function, check_stateful
 from pipestate.errors import StateMismatchError
 
 DEFAULT_CYCLE_LENGTH = 4
@@ -274,7 +274,10 @@ class _InterleaveBase(Dataset):
 
     def _inner_dataset(self, element: Any) -> Dataset:
         """``map_func(element)`` (a tuple unpacked), which must be a Dataset."""
-        result = call(self._map_func, element)
+        try:
+            result = call(self._map_func, element)
+        except StopIteration as err:
+            raise stop_error(self._op_repr(), self._map_func, err) from err
         if not isinstance(result, Dataset):
             raise TypeError(
                 f"{self._op_name}: map_func {describe_callable(self._map_func)} must return a "

@@ -11,6 +11,7 @@ import numpy as np
 from pipestate.data import _fingerprint
 from pipestate.data._files import to_path
 from pipestate.data._permutation import Permutation, evict_oldest
+from pipestate.data._spec import TensorSpec
 from pipestate.data.dataset import Dataset, check_int
 from pipestate.errors import NotFoundError
 
@@ -96,6 +97,9 @@ class ListFilesDataset(Dataset):
 
     def _cardinality(self) -> int:
         return len(self._files)
+
+    def _element_spec(self) -> Any:
+        return TensorSpec((), "string")
 
     def _params(self) -> dict[str, Any]:
         patterns = self._patterns[0] if len(self._patterns) == 1 else list(self._patterns)

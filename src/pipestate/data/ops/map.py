@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from pipestate.data import _structure
+from pipestate.data._calls import stop_error
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import StreamIterator
@@ -62,8 +63,11 @@ class MapDataset(Dataset):
         return "stateful function" if self._stateful else None
 
     def _apply(self, element: Any) -> Any:
-        out = self._fn(*element) if type(element) is tuple else self._fn(element)
-        return _structure.normalize(out, lists_as_tuples=True)
+        try:
+            out = self._fn(*element) if type(element) is tuple else self._fn(element)
+        except StopIteration as err:
+            raise stop_error(self._op_repr(), self._fn, err) from err
+        return _structure.normalize(out, lists_as_tuples=True, what=self)
 
     def _get(self, epoch: int, position: int) -> Any:
         return self._apply(self._parents[0]._get(epoch, position))
@@ -96,8 +100,16 @@ class MapDataset(Dataset):
             return parent._get_batch(epochs, positions)
         fn = self._fn
         # Elements of one input share a structure: decide unpacking once per batch.
-        outputs = [fn(*x) for x in inputs] if type(inputs[0]) is tuple else [fn(x) for x in inputs]
+        try:
+            if type(inputs[0]) is tuple:
+                outputs = [fn(*x) for x in inputs]
+            else:
+                outputs = [fn(x) for x in inputs]
+        except StopIteration as err:
+            raise stop_error(self._op_repr(), fn, err) from err
         if isinstance(outputs[0], _STRUCTURES):
-            outputs = [_structure.normalize(out, lists_as_tuples=True) for out in outputs]
+            outputs = [
+                _structure.normalize(out, lists_as_tuples=True, what=self) for out in outputs
+            ]
             return _structure.stack(outputs, self)
         return _structure.stack_leaves(outputs, self)

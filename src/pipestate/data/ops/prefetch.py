@@ -73,11 +73,14 @@ class PrefetchDataset(Dataset):
     """
 
     _op_name = "prefetch"
+    _passes_elements = True
     _passthrough = True  # in a random-access pipeline, reads are the input's
     _track = True  # whether elements carry the input's state (off only to measure its cost)
 
-    def __init__(self, parent: Dataset, buffer_size: int) -> None:
+    def __init__(self, parent: Dataset, buffer_size: int | None) -> None:
         super().__init__([parent])
+        if buffer_size is None:  # as tf.data: the size is tuned
+            buffer_size = AUTOTUNE
         self._buffer_size = check_parallelism(buffer_size, "buffer_size", "prefetch", minimum=0)
         self._threads_wanted = 0 if self._buffer_size == 0 else 1
         self._buffer_wanted = 0 if self._buffer_size == AUTOTUNE else self._buffer_size

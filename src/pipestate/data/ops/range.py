@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from pipestate.data._spec import TensorSpec
 from pipestate.data.dataset import Dataset, check_int
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -40,6 +41,9 @@ class RangeDataset(Dataset):
 
     def _cardinality(self) -> int:
         return len(self._range)
+
+    def _element_spec(self) -> Any:
+        return TensorSpec((), self._dtype)
 
     def _params(self) -> dict[str, Any]:
         r = self._range

@@ -76,13 +76,15 @@ class RepeatDataset(Dataset):
     """
 
     _op_name = "repeat"
+    _passes_elements = True
     _iterator_class = _RepeatIterator
 
     def __init__(self, parent: Dataset, count: int | None = None) -> None:
         super().__init__([parent])
         if count is not None:
-            count = check_int("count", count, minimum=-1, op="repeat")
-        self._count = None if count in (None, -1) else count
+            count = check_int("count", count, op="repeat")
+        # As tf.data: None or any negative count repeats forever.
+        self._count = None if count is None or count < 0 else count
 
     def _cardinality(self) -> int:
         n = self._parents[0]._cardinality()

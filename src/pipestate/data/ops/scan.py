@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 
 from pipestate.data import _structure
+from pipestate.data._calls import check_function, check_stateful, stop_error
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import State, StreamIterator
-from pipestate.data.ops.filter import check_function, check_stateful
 from pipestate.errors import StateMismatchError
 
 
@@ -46,13 +46,13 @@ def _conform(value: Any, template: Any) -> Any:
             raise _MismatchError
         return {key: _conform(item, template[key]) for key, item in value.items()}
     if isinstance(template, tuple):
-        if not isinstance(value, (tuple, list)) or len(value) != len(template):
+        if not isinstance(value, tuple) or len(value) != len(template):
             raise _MismatchError
         items = [_conform(item, part) for item, part in zip(value, template)]
         return type(value)(*items) if _structure.is_namedtuple(value) else tuple(items)
     if type(value) is type(template) and isinstance(value, np.generic):
         return value
-    if isinstance(value, (dict, tuple, list)):
+    if isinstance(value, (dict, tuple)):
         raise _MismatchError
     leaf = _scalar_leaf(_structure.to_leaf(value))
     if not _dtype_matches(leaf, np.asarray(template).dtype):
@@ -190,7 +190,8 @@ class ScanDataset(Dataset):
         self._scan_func = check_function("scan_func", scan_func, "scan")
         self._stateful = check_stateful(stateful, "scan")
         try:
-            state = _structure.normalize(initial_state, lists_as_tuples=True)
+            # A list is data, as in tf.data: an initial state [0] is an array.
+            state = _structure.normalize(initial_state, lists_as_tuples=False)
         except TypeError as err:
             raise TypeError(f"scan: invalid initial_state: {err}") from err
         self._initial_state = _structure.map_structure(_scalar_leaf, state)
@@ -236,7 +237,10 @@ class ScanDataset(Dataset):
     def _step(self, state: Any, element: Any) -> tuple[Any, Any]:
         """One application of ``scan_func``: the checked new state and the output."""
         fn = self._scan_func
-        result = fn(state, element)
+        try:
+            result = fn(state, element)
+        except StopIteration as err:
+            raise stop_error(self._op_repr(), fn, err) from err
         if not isinstance(result, (tuple, list)) or len(result) != 2:
             raise TypeError(
                 f"scan: scan_func {describe_callable(fn)} must return a pair "
@@ -247,8 +251,8 @@ class ScanDataset(Dataset):
             try:
                 new_state = _conform(new_state, self._initial_state)
             except _MismatchError:
-                normalized = _structure.normalize(new_state, lists_as_tuples=True)
+                normalized = _structure.normalize(new_state, lists_as_tuples=False)
                 normalized = _structure.map_structure(_scalar_leaf, normalized)
                 self._check_state(normalized, f"the new state returned by {describe_callable(fn)}")
                 raise  # unreachable: _check_state raises for what _conform refuses
-        return new_state, _structure.normalize(result[1], lists_as_tuples=True)
+        return new_state, _structure.normalize(result[1], lists_as_tuples=False, what=self)

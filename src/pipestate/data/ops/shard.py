@@ -45,6 +45,7 @@ class ShardDataset(Dataset):
     """
 
     _op_name = "shard"
+    _passes_elements = True
     _iterator_class = _ShardIterator
 
     def __init__(self, parent: Dataset, num_shards: int, index: int) -> None:

@@ -156,6 +156,7 @@ class ShuffleDataset(Dataset):
     """
 
     _op_name = "shuffle"
+    _passes_elements = True
     _iterator_class = _ShuffleIterator
 
     def __init__(
@@ -193,6 +194,9 @@ class ShuffleDataset(Dataset):
 
     def _draws_seed(self) -> bool:
         return self._seed is None
+
+    def _keeps_order(self) -> bool:
+        return not self._reshuffle
 
     def _set_drawn_seed(self, seed: int) -> None:
         self._seed = seed

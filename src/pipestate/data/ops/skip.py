@@ -26,17 +26,19 @@ class _SkipIterator(CountingIterator):
 
 
 class SkipDataset(Dataset):
-    """The input without its first ``count`` elements (``-1``: without any).
+    """The input without its first ``count`` elements (a negative count: without any).
 
     Skipping is arithmetic on the index: nothing is read to skip it.
     """
 
     _op_name = "skip"
+    _passes_elements = True
     _iterator_class = _SkipIterator
 
     def __init__(self, parent: Dataset, count: int) -> None:
         super().__init__([parent])
-        self._count = check_int("count", count, minimum=-1, op="skip")
+        # As tf.data: any negative count skips everything.
+        self._count = max(check_int("count", count, op="skip"), -1)
 
     def _cardinality(self) -> int:
         n = self._parents[0]._cardinality()

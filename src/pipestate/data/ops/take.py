@@ -23,6 +23,8 @@ class _TakeIterator(CountingIterator):
     def _next(self) -> Any:
         limit = self._source._count  # type: ignore[attr-defined]
         if self._count == limit:
+            # As tf.data: the input is released (a generator closed) at the end.
+            self._inputs[0]._release()
             raise StopIteration
         element = self._inputs[0]._next()
         self._count += 1
@@ -30,14 +32,16 @@ class _TakeIterator(CountingIterator):
 
 
 class TakeDataset(Dataset):
-    """At most ``count`` elements of the input (``-1``: all of them)."""
+    """At most ``count`` elements of the input (a negative count: all of them)."""
 
     _op_name = "take"
+    _passes_elements = True
     _iterator_class = _TakeIterator
 
     def __init__(self, parent: Dataset, count: int) -> None:
         super().__init__([parent])
-        self._count = check_int("count", count, minimum=-1, op="take")
+        # As tf.data: any negative count means all.
+        self._count = max(check_int("count", count, op="take"), -1)
 
     def _cardinality(self) -> int:
         n = self._parents[0]._cardinality()

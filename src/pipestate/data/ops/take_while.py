@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from pipestate.data._calls import as_predicate_result, check_function, check_stateful, stop_error
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import State, StreamIterator, read_bool
-from pipestate.data.ops.filter import as_predicate_result, check_function
 
 
 class _TakeWhileIterator(StreamIterator):
@@ -32,7 +32,10 @@ class _TakeWhileIterator(StreamIterator):
             raise StopIteration
         element = self._inputs[0]._next()
         predicate = self._source._predicate  # type: ignore[attr-defined]
-        keep = predicate(*element) if type(element) is tuple else predicate(element)
+        try:
+            keep = predicate(*element) if type(element) is tuple else predicate(element)
+        except StopIteration as err:
+            raise stop_error(self._source._op_repr(), predicate, err) from err
         if type(keep) is not np.bool_ and type(keep) is not bool:
             keep = as_predicate_result(keep, "take_while", predicate)
         if not keep:
@@ -57,6 +60,8 @@ class TakeWhileDataset(Dataset):
 
     Args:
       predicate: returns a scalar bool (Python, NumPy, or a 0-d bool array).
+      stateful: ``True`` if the predicate depends on state outside the
+        element; the pipeline then has external state.
 
     Raises:
       TypeError: ``predicate`` is not callable, or returns something other
@@ -69,11 +74,15 @@ class TakeWhileDataset(Dataset):
     """
 
     _op_name = "take_while"
+    _passes_elements = True
     _iterator_class = _TakeWhileIterator
 
-    def __init__(self, parent: Dataset, predicate: Callable[..., Any]) -> None:
+    def __init__(
+        self, parent: Dataset, predicate: Callable[..., Any], *, stateful: bool = False
+    ) -> None:
         super().__init__([parent])
         self._predicate = check_function("predicate", predicate, "take_while")
+        self._stateful = check_stateful(stateful, "take_while")
 
     @property
     def _random_access(self) -> bool:
@@ -84,3 +93,6 @@ class TakeWhileDataset(Dataset):
 
     def _params(self) -> dict[str, Any]:
         return {"predicate": describe_callable(self._predicate)}
+
+    def _external_state(self) -> str | None:
+        return "stateful predicate" if self._stateful else None

@@ -34,7 +34,7 @@ class TextLineDataset(FileDataset):
     Raises:
       TypeError: ``filenames`` is not a name, a sequence of names or a Dataset,
         or ``buffer_size`` is not an integer.
-      ValueError: an unknown ``compression_type``, or ``buffer_size < 1``.
+      ValueError: an unknown ``compression_type``, or a negative ``buffer_size``.
       NotFoundError: (while iterating) a file does not exist.
       DataLossError: (while iterating) a compressed file is damaged.
 

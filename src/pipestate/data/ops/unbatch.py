@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from pipestate.data import _buffer, _structure
+from pipestate.data import _buffer, _spec, _structure
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import State, StreamIterator, read_int
 from pipestate.errors import StateMismatchError
@@ -188,3 +188,6 @@ class UnbatchDataset(Dataset):
             return n
         size = _static_batch_length(parent)
         return UNKNOWN_CARDINALITY if size is None else n * size
+
+    def _element_spec(self) -> Any:
+        return _spec.unbatched_spec(self._parents[0]._element_spec())

@@ -53,6 +53,11 @@ class ZipDataset(Dataset):
             return UNKNOWN_CARDINALITY
         return min(finite) if finite else INFINITE_CARDINALITY
 
+    def _element_spec(self) -> Any:
+        specs = iter([parent._element_spec() for parent in self._parents])
+        built = _structure.map_structure(lambda _: next(specs), self._structure)
+        return None if any(leaf is None for leaf in _structure.flatten(built)) else built
+
     def _params(self) -> dict[str, Any]:
         if type(self._structure) is tuple and len(self._structure) == len(self._parents):
             return {}
