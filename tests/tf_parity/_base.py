@@ -68,11 +68,19 @@ def _leaf_kind(dtype: np.dtype[Any]) -> str:
     return "i" if dtype.kind == "u" else dtype.kind
 
 
+def _as_array(value: Any) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype == object and all(isinstance(v, bytes) for v in array.flat):
+        array = array.astype(bytes)  # TensorFlow's string tensors are object arrays of bytes
+    return array
+
+
 def _expected_leaf(value: Any) -> tuple[np.ndarray, np.dtype[Any] | None]:
     """The expected leaf as an array, and the exact dtype to demand (None: kind only)."""
-    if isinstance(value, (np.ndarray, np.generic)):
-        return np.asarray(value), np.asarray(value).dtype
-    return np.asarray(value), None
+    array = _as_array(value)
+    if isinstance(value, (np.ndarray, np.generic)) and array.dtype.kind not in "SU":
+        return array, array.dtype
+    return array, None  # the item size of a string dtype is not part of the element
 
 
 def match(expected: Any, actual: Any, where: str = "element") -> None:
@@ -103,7 +111,7 @@ def match(expected: Any, actual: Any, where: str = "element") -> None:
         f"{where}: expected a NumPy value, got {type(actual).__name__} {actual!r}"
     )
     want, dtype = _expected_leaf(expected)
-    got = np.asarray(actual)
+    got = _as_array(actual)
     assert got.shape == want.shape, f"{where}: shape {got.shape} != expected {want.shape}"
     if dtype is not None:
         assert got.dtype == dtype, f"{where}: dtype {got.dtype} != expected {dtype}"
