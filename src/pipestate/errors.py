@@ -13,6 +13,7 @@ __all__ = [
     "CheckpointKeyError",
     "CheckpointLockedError",
     "CheckpointMismatchError",
+    "CheckpointTooLargeError",
     "CheckpointWriteError",
     "CorruptCheckpointError",
     "DataLossError",
@@ -20,9 +21,9 @@ __all__ = [
     "InvalidArgumentError",
     "NotFoundError",
     "PipestateError",
+    "StateMismatchError",
     "StorageError",
     "StorageTimeoutError",
-    "StateMismatchError",
 ]
 
 
@@ -49,6 +50,14 @@ class CheckpointError(PipestateError):
 
 class CorruptCheckpointError(CheckpointError, ValueError):
     """A checkpoint file is damaged, truncated, hostile or not a pipestate checkpoint."""
+
+
+class CheckpointTooLargeError(CorruptCheckpointError):
+    """A checkpoint file is larger than pipestate reads (a limit that bounds memory use).
+
+    The message names the file, its size, the limit and the environment
+    variable that raises the limit (e.g. ``PIPESTATE_MAX_INDEX_BYTES``).
+    """
 
 
 class NotFoundError(CheckpointError, FileNotFoundError):

@@ -128,7 +128,9 @@ def progress(lines: list[str]) -> tuple[int | None, int | None]:
     return returned, (begun if begun != returned else None)
 
 
-def restored_step(directory: str, values: int, storage_options: Any = None) -> int | None:
+def restored_step(
+    directory: str, values: int, storage_options: Any = None, *, numbered_by_counter: bool = True
+) -> int | None:
     """Restore the latest checkpoint into fresh objects and check that it is consistent.
 
     Every array is read (checksums verified) and must match the step saved with it.
@@ -146,7 +148,9 @@ def restored_step(directory: str, values: int, storage_options: Any = None) -> i
     np.testing.assert_array_equal(ckpt.weights.numpy(), expected)
     np.testing.assert_array_equal(ckpt.bias.numpy(), np.full(ckpt.bias.shape, step * 0.5))
     assert ckpt.note == f"step {step}"
-    assert path.endswith(f"-{int(ckpt.save_counter.numpy())}")
+    # A number saved again is written aside first; a kill before the move leaves that name.
+    number = int(ckpt.save_counter.numpy()) if numbered_by_counter else step
+    assert re.fullmatch(rf"ckpt-{number}(\.replace-[0-9a-f]{{8}})?", Path(path).name), path
     return step
 
 
@@ -197,7 +201,7 @@ def check_clean(directory: Path) -> None:
     names = {Path(p).name for p in state.all_model_checkpoint_paths}
     for entry in os.listdir(directory):
         assert not LEFTOVER.match(entry), f"temporary {entry} left behind"
-        if entry == "checkpoint":
+        if entry in ("checkpoint", ".checkpoint.lock"):
             continue
         assert entry.split(".")[0] in names, f"{entry} belongs to no listed checkpoint ({names})"
 

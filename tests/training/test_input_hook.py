@@ -24,7 +24,8 @@ def range_input(n: int = 10) -> Any:
 
 
 def files(directory: Path) -> list[str]:
-    return sorted(os.listdir(directory))
+    """The directory's files, without the managers' writer locks (``.<state file>.lock``)."""
+    return sorted(n for n in os.listdir(directory) if not n.endswith(".lock"))
 
 
 def test_exported_from_data_and_training() -> None:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import operator
+import os
+import posixpath
 import re
 import threading
 import time
+import uuid
 import warnings
+import weakref
 from collections.abc import Callable, Mapping
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -17,17 +23,35 @@ import numpy as np
 from pipestate.checkpoint._checkpoint import Checkpoint, CheckpointOptions, Snapshot
 from pipestate.checkpoint._checkpoint import options_or_default as _options
 from pipestate.checkpoint._format import index_path, remove_interrupted_saves, write_error
+from pipestate.checkpoint._lock import WriterLock, lock_filename
 from pipestate.checkpoint._management import (
+    is_url,
     read_resolved_state,
     relative_checkpoint_path,
     state_filename,
 )
 from pipestate.checkpoint._state_file import CheckpointState, resolve_checkpoint_path, write_state
-from pipestate.checkpoint._storage import Storage, as_path, check_storage_options
+from pipestate.checkpoint._storage import (
+    Storage,
+    as_path,
+    check_storage_options,
+    check_timeout,
+    temporary_pattern,
+)
+from pipestate.errors import CheckpointWriteError, CorruptCheckpointError
 
 __all__ = ["CheckpointManager"]
 
 _SHARD = r"\.data-[0-9]{5}-of-[0-9]{5}"
+# A checkpoint saved again under a number that exists is first written aside, as
+# ``<checkpoint_name>-<n>.replace-<8 hex>``, so that the old one stays valid until the switch.
+_ASIDE = r"\.replace-[0-9a-f]{8}"
+# Errors after which a write certainly did not happen (and will not happen later).
+_DEFINITE_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EACCES", "EPERM")
+    if hasattr(errno, name)
+)
 
 
 def _read_int(value: Any, what: str) -> int:
@@ -56,6 +80,9 @@ class CheckpointManager:
     Each save writes the data shards, then the index (the commit), then the
     state file; a crash at any moment leaves the previous checkpoints and the
     state file intact, and the next save removes what the interrupted one left.
+    A number saved again is written aside first and switched to, so that the
+    old checkpoint stays valid until the new one is. Before its first save a
+    manager takes the directory's writer lock (see ``lock``).
 
     Args:
         checkpoint: The :class:`Checkpoint` to save.
@@ -74,12 +101,25 @@ class CheckpointManager:
         enable_async: Save in the background (see :meth:`save`).
         storage_options: Arguments of the fsspec filesystem (credentials,
             ``{"client_kwargs": {"endpoint_url": ...}}``).
+        timeout: Seconds any single storage operation of a save may take
+            (``None``: no limit). One that takes longer fails the save with
+            :class:`~pipestate.errors.StorageTimeoutError`.
+        lock: Take the directory's writer lock before the first save, so that
+            a second process saving under the same state file fails at once
+            with :class:`~pipestate.errors.CheckpointLockedError`. Released by
+            :meth:`close` or when the program ends.
+        allow_paths_outside_directory: Accept a state file that names
+            checkpoints outside ``directory`` (restore them and delete them
+            when they leave the kept set). By default such a state file is
+            refused, so that a hostile one cannot make the manager delete or
+            load files elsewhere.
 
     Raises:
         TypeError: For arguments of the wrong type.
         ValueError: For a non-positive ``max_to_keep``, ``checkpoint_interval``
             without ``step_counter``, and other bad values.
-        CorruptCheckpointError: When the directory's state file is damaged.
+        CorruptCheckpointError: When the directory's state file is damaged or
+            names checkpoints outside the directory.
 
     Example:
         >>> import tempfile
@@ -108,6 +148,9 @@ class CheckpointManager:
         latest_filename: str | None = None,
         enable_async: bool = False,
         storage_options: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        lock: bool = True,
+        allow_paths_outside_directory: bool = False,
     ) -> None:
         if not isinstance(checkpoint, Checkpoint):
             raise TypeError(
@@ -175,6 +218,13 @@ class CheckpointManager:
             )
         if not isinstance(enable_async, bool):
             raise TypeError(f"enable_async must be a bool, got {enable_async!r}")
+        if not isinstance(lock, bool):
+            raise TypeError(f"lock must be a bool, got {lock!r}")
+        if not isinstance(allow_paths_outside_directory, bool):
+            raise TypeError(
+                "allow_paths_outside_directory must be a bool, got "
+                f"{allow_paths_outside_directory!r}"
+            )
 
         self._checkpoint = checkpoint
         self._max_to_keep = max_to_keep
@@ -188,14 +238,26 @@ class CheckpointManager:
         self._latest_filename = filename
         self._enable_async = enable_async
         self._storage_options = check_storage_options(storage_options)
-        self._storage, self._fs_dir = Storage.for_path(self._directory, self._storage_options)
+        self._timeout = check_timeout(timeout)
+        self._allow_outside = allow_paths_outside_directory
+        self._storage, self._fs_dir = Storage.for_path(
+            self._directory, self._storage_options, timeout=self._timeout
+        )
         # The list and the latest path change on the background thread of an async save.
         self._lock = threading.RLock()
         self._maybe_delete: dict[str, float] = {}
         self._latest_checkpoint: str | None = None
         self._recover()
+        self._writer_lock: WriterLock | None = None
+        if lock:
+            self._writer_lock = WriterLock(
+                self._storage,
+                self._storage.join(self._fs_dir, lock_filename(filename)),
+                resolve_checkpoint_path(self._directory, lock_filename(filename)),
+            )
+            weakref.finalize(self, self._writer_lock.release)
 
-    def _recover(self) -> None:
+    def _recover(self, *, warn: bool = True) -> None:
         """Take over the checkpoints, save times and preservation clock of the state file."""
         state = read_resolved_state(
             self._storage, self._fs_dir, self._directory, self._latest_filename
@@ -205,16 +267,21 @@ class CheckpointManager:
             # A little in the past, so that a manager re-created at once still preserves.
             self._last_preserved_timestamp = now - 1.0
             return
+        if not self._allow_outside:
+            for path in [state.model_checkpoint_path, *state.all_model_checkpoint_paths]:
+                self._check_inside(path)
         self._latest_checkpoint = state.model_checkpoint_path
+        self._maybe_delete = {}
         preserved = state.last_preserved_timestamp or 0.0
         if now < preserved:
-            warnings.warn(
-                f"time.time() returned a value {preserved - now:f} seconds behind the last "
-                f"preserved checkpoint timestamp in {self._directory!r}; save times are capped "
-                "at the current time so that no checkpoint is deleted early",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            if warn:
+                warnings.warn(
+                    f"time.time() returned a value {preserved - now:f} seconds behind the last "
+                    f"preserved checkpoint timestamp in {self._directory!r}; save times are "
+                    "capped at the current time so that no checkpoint is deleted early",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
             preserved = now
         self._last_preserved_timestamp = preserved
         paths = state.all_model_checkpoint_paths
@@ -223,6 +290,18 @@ class CheckpointManager:
             stamp = min(stamp, now)
             if stamp > preserved:
                 self._maybe_delete[path] = stamp
+
+    def _check_inside(self, path: str) -> None:
+        """Refuse a checkpoint path of the state file that lies outside the directory."""
+        if _inside(self._directory, path):
+            return
+        raise CorruptCheckpointError(
+            f"the state file {self._latest_filename!r} in {self._directory!r} names the "
+            f"checkpoint {path!r}, which lies outside the directory; the manager neither "
+            "restores nor deletes files outside its directory. Fix the state file (its paths "
+            "are relative to the directory, e.g. 'ckpt-3'), or pass "
+            "allow_paths_outside_directory=True if the paths are meant"
+        )
 
     def __repr__(self) -> str:
         return (
@@ -310,6 +389,7 @@ class CheckpointManager:
             number = _read_int(checkpoint_number, "checkpoint_number")
             if number < 0:
                 raise ValueError(f"checkpoint_number must be >= 0, got {number}")
+        self._take_writer_lock()
         previous_step = self._last_checkpoint_step
         if self._checkpoint_interval is not None:
             current = _read_int(self._step_counter, "step_counter")
@@ -346,55 +426,261 @@ class CheckpointManager:
                 writer.submit(prefix, commit)
                 return prefix
             try:
-                commit()
-            except BaseException:
-                counter.assign(old)
-                self._last_checkpoint_step = previous_step
+                return self._commit(snapshot, prefix, basename, opts)
+            except BaseException as err:
+                if not getattr(err, _UNKNOWN_OUTCOME, False):
+                    # Nothing was committed: the same save can be retried under the same number.
+                    counter.assign(old)
+                    self._last_checkpoint_step = previous_step
                 raise
-            return prefix
+
+    def _take_writer_lock(self) -> None:
+        """Take the directory's writer lock before the first save; then re-read the state file.
+
+        Raises:
+            CheckpointLockedError: When another process holds the lock, or this
+                manager lost it.
+        """
+        lock = self._writer_lock
+        if lock is None:
+            return
+        if not lock.held:
+            lock.acquire()
+            try:
+                # Another process may have saved since this manager read the state file.
+                with self._lock:
+                    self._recover(warn=False)
+            except BaseException:
+                lock.release()
+                raise
+        lock.check()
+
+    def close(self) -> None:
+        """Wait for an async save in flight, then release the directory's writer lock.
+
+        The manager can save again afterwards (it takes the lock again).
+
+        Raises:
+            CheckpointWriteError: When the async save in flight failed.
+        """
+        try:
+            self._checkpoint._writer.wait()
+        finally:
+            if self._writer_lock is not None:
+                self._writer_lock.release()
+
+    def __enter__(self) -> CheckpointManager:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def _commit(
         self, snapshot: Snapshot, prefix: str, basename: str, options: CheckpointOptions
-    ) -> None:
-        """Clean up, write and commit one checkpoint, record it, and delete old ones."""
+    ) -> str:
+        """Clean up, write and commit one checkpoint, record it, and delete old ones.
+
+        Returns:
+            The path the checkpoint is the latest under: ``prefix``, or its
+            aside name when a checkpoint saved again could not be moved into place.
+        """
+        if self._writer_lock is not None:
+            self._writer_lock.check()
+        self._remove_leftovers()
+        fs_prefix = self._storage.join(self._fs_dir, basename)
+        try:
+            # A checkpoint of this number exists (saved before, or an unrecorded one).
+            replacing = self._storage.isfile(index_path(fs_prefix))
+        except OSError as err:
+            raise write_error(err, prefix) from err
+        if not replacing:
+            snapshot.commit(self._storage, fs_prefix, prefix, options)
+            self._record_new(prefix, prefix, options.fsync)
+            latest = prefix
+        else:
+            latest = self._replace(snapshot, prefix, basename, options)
+        self._sweep()
+        try:
+            self._record_state(options.fsync)
+        except OSError as err:
+            warnings.warn(
+                f"checkpoint {latest!r} is saved, but the state file could not be updated "
+                f"after deleting old checkpoints: {err}; it still lists them until the next "
+                "save",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return latest
+
+    def _replace(
+        self, snapshot: Snapshot, prefix: str, basename: str, options: CheckpointOptions
+    ) -> str:
+        """Save over an existing checkpoint: write aside, record that, then move it into place.
+
+        The state file names the old checkpoint until the aside one is
+        complete, then the aside one until the move is complete, then the
+        moved one: a crash at any moment leaves the latest checkpoint loadable.
+        """
+        aside_name = f"{basename}.replace-{uuid.uuid4().hex[:8]}"
+        aside = resolve_checkpoint_path(self._directory, aside_name)
+        fs_aside = self._storage.join(self._fs_dir, aside_name)
+        fs_prefix = self._storage.join(self._fs_dir, basename)
+        snapshot.commit(self._storage, fs_aside, aside, options)
+        self._record_new(aside, prefix, options.fsync)
+        try:
+            self._move(fs_aside, fs_prefix, options.fsync)
+            with self._lock:
+                before = dict(self._maybe_delete), self._latest_checkpoint
+                self._maybe_delete = {
+                    (prefix if path == aside else path): stamp
+                    for path, stamp in self._maybe_delete.items()
+                }
+                self._latest_checkpoint = prefix
+                try:
+                    self._record_state(options.fsync)
+                except BaseException:
+                    self._maybe_delete, self._latest_checkpoint = before
+                    raise
+        except OSError as err:
+            warnings.warn(
+                f"checkpoint {prefix!r} was saved again and is the latest, but under the name "
+                f"{aside!r}: it could not be moved into place ({err}). It restores like any "
+                "other; the manager deletes it like any other",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return aside
+        self._delete(aside)
+        return prefix
+
+    def _move(self, fs_source: str, fs_target: str, fsync: bool) -> None:
+        """Replace the checkpoint ``fs_target`` by a copy of ``fs_source`` (its index last)."""
+        storage = self._storage
+        directory, source_name = storage.split(fs_source)
+        target_name = storage.split(fs_target)[1]
+        # The old checkpoint is no longer named by the state file: drop it, index first.
+        storage.remove(index_path(fs_target))
+        if fsync:
+            storage.fsync_dir(directory)
+        old_shards = re.compile(re.escape(target_name) + _SHARD)
+        new_shards = re.compile(re.escape(source_name) + _SHARD)
+        names = storage.listdir(directory)
+        for name in names:
+            if old_shards.fullmatch(name):
+                storage.remove(storage.join(directory, name))
+        for name in names:
+            if new_shards.fullmatch(name):
+                target = target_name + name[len(source_name) :]
+                storage.copy(
+                    storage.join(directory, name), storage.join(directory, target), fsync=fsync
+                )
+        if fsync:
+            storage.fsync_dir(directory)
+        index = storage.read_bytes(index_path(fs_source), what="checkpoint index")
+        storage.write_atomic(index_path(fs_target), index, fsync=fsync)
+
+    def _remove_leftovers(self) -> None:
+        """Remove what interrupted saves left: shards without index, temporaries, stale asides."""
         try:
             remove_interrupted_saves(
                 self._storage, self._fs_dir, self._checkpoint_name, self._latest_filename
             )
+            with self._lock:
+                named = {
+                    relative_checkpoint_path(self._directory, p)
+                    for p in [*self._maybe_delete, self._latest_checkpoint]
+                    if p is not None
+                }
+            aside = re.compile(
+                rf"({re.escape(self._checkpoint_name)}-[0-9]+{_ASIDE})"
+                rf"(\.index|{_SHARD}|\.index\.tmp-[0-9a-f]{{32}})"
+            )
+            temporary = re.compile(
+                temporary_pattern(
+                    re.escape(self._checkpoint_name) + rf"-[0-9]+{_ASIDE}\.index", escaped=True
+                )
+            )
+            names = self._storage.listdir(self._fs_dir)
+            for name in names:
+                match = aside.fullmatch(name)
+                if (match and match.group(1) not in named) or temporary.fullmatch(name):
+                    self._storage.remove(self._storage.join(self._fs_dir, name))
+            # While the state file names an aside checkpoint, a checkpoint of its number
+            # that it does not name is a copy whose move was interrupted: remove it.
+            for base in {_ASIDE_SUFFIX.sub("", p) for p in named if _ASIDE_SUFFIX.search(p)}:
+                if base not in named and index_path(base) in names:
+                    self._delete(resolve_checkpoint_path(self._directory, base))
         except OSError as err:
             warnings.warn(
                 f"could not remove the leftovers of interrupted saves in {self._directory!r}: "
                 f"{err}; the next save tries again",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        fs_prefix = self._storage.join(self._fs_dir, basename)
-        snapshot.commit(self._storage, fs_prefix, prefix, options)
+
+    def _record_new(self, path: str, replaces: str, fsync: bool) -> None:
+        """Make the committed checkpoint ``path`` the latest in the state file.
+
+        When the state file cannot be written, it is read back: a write that
+        happened after all makes the save a success (with a warning). Otherwise
+        the save fails; the new checkpoint is deleted again only when the
+        write certainly failed (a full disk), never when it may still land.
+
+        Raises:
+            CheckpointWriteError: When the state file does not name ``path``.
+        """
         with self._lock:
             before = dict(self._maybe_delete), self._latest_checkpoint
             # A checkpoint saved again under the same name moves to the end of the list.
-            self._maybe_delete.pop(prefix, None)
-            self._maybe_delete[prefix] = time.time()
-            self._latest_checkpoint = prefix
+            self._maybe_delete.pop(replaces, None)
+            self._maybe_delete.pop(path, None)
+            self._maybe_delete[path] = time.time()
+            self._latest_checkpoint = path
             try:
                 # Recorded before anything is deleted, so that a crash while deleting
                 # still finds the new checkpoint.
-                self._record_state(options.fsync)
+                self._record_state(fsync)
+                return
             except OSError as err:
-                self._maybe_delete, self._latest_checkpoint = before
-                self._delete(prefix)  # committed but not recorded: the save failed
-                raise write_error(err, prefix) from err
-            self._sweep()
-            try:
-                self._record_state(options.fsync)
-            except OSError as err:
+                failure = err
+            recorded = self._recorded(path)
+            if recorded:
                 warnings.warn(
-                    f"checkpoint {prefix!r} is saved, but the state file could not be updated "
-                    f"after deleting old checkpoints: {err}; it still lists them until the next "
-                    "save",
+                    f"checkpoint {path!r} is saved and recorded, but writing the state file "
+                    f"reported an error: {failure}",
                     RuntimeWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
+                return
+            self._maybe_delete, self._latest_checkpoint = before
+        error = write_error(failure, path)
+        if recorded is None:
+            error = CheckpointWriteError(
+                *((failure.errno,) if failure.errno is not None else ()),
+                f"checkpoint {path!r} was written, but the state file could not be updated "
+                f"({failure}) and could not be read back to see whether the update happened: "
+                f"latest_checkpoint({self._directory!r}) says which checkpoint is the latest. "
+                "Fix the storage problem and save again",
+            )
+            setattr(error, _UNKNOWN_OUTCOME, True)
+        elif failure.errno in _DEFINITE_ERRNOS:
+            self._delete(path)  # committed but not recorded: free its space
+        raise error from failure
+
+    def _recorded(self, path: str) -> bool | None:
+        """Whether the state file names ``path`` as the latest; ``None`` when it can't be read."""
+        try:
+            state = read_resolved_state(
+                self._storage, self._fs_dir, self._directory, self._latest_filename
+            )
+        except (OSError, CorruptCheckpointError):
+            return None
+        return state is not None and state.model_checkpoint_path == path
 
     def _record_state(self, fsync: bool) -> None:
         """Replace the state file with the current list."""
@@ -444,7 +730,9 @@ class CheckpointManager:
         relative = relative_checkpoint_path(self._directory, path)
         if "/" not in relative and "\\" not in relative and relative not in (".", ".."):
             return self._storage, self._storage.join(self._fs_dir, relative)
-        return Storage.for_path(path, self._storage_options)
+        if not self._allow_outside:
+            self._check_inside(path)
+        return Storage.for_path(path, self._storage_options, timeout=self._timeout)
 
     # -- waiting and restoring -------------------------------------------------
     def wait_until_finished(self) -> None:
@@ -484,3 +772,24 @@ class CheckpointManager:
         if self._init_fn is not None:
             self._init_fn()
         return None
+
+
+_UNKNOWN_OUTCOME = "_pipestate_outcome_unknown"
+_ASIDE_SUFFIX = re.compile(_ASIDE + "$")
+
+
+def _inside(directory: str, path: str) -> bool:
+    """Whether the checkpoint ``path`` lies inside ``directory`` (``..`` and symlinks resolved)."""
+    if is_url(directory) or is_url(path):
+        scheme, _, rest = directory.partition("://")
+        if not path.startswith(scheme + "://"):
+            return False
+        base = posixpath.normpath("/" + rest)
+        target = posixpath.normpath("/" + path.partition("://")[2])
+        return target.startswith(base.rstrip("/") + "/") and target != base
+    base = os.path.realpath(directory)
+    parent, name = os.path.split(os.path.abspath(path))
+    if name in ("", ".", ".."):
+        return False
+    target = os.path.join(os.path.realpath(parent), name)
+    return target.startswith(os.path.join(base, ""))
