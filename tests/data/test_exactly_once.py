@@ -17,9 +17,32 @@ from pipestate.testing import assert_elements_equal, roundtrip_state
 Op = Callable[[ps.Dataset], ps.Dataset]
 
 
+def _leaf_double(leaf: object) -> object:
+    if np.asarray(leaf).dtype.kind == "S":
+        return np.char.multiply(np.asarray(leaf), 2)  # text: repeated
+    return leaf * 2  # type: ignore[operator]
+
+
 def _double(*args: object) -> object:
-    doubled = map_structure(lambda leaf: leaf * 2, args)
+    doubled = map_structure(_leaf_double, args)
     return doubled[0] if len(args) == 1 else doubled
+
+
+def _leaf_total(leaf: object) -> int:
+    array = np.asarray(leaf)
+    if array.dtype.kind == "S":
+        return int(np.sum(np.char.str_len(array)))
+    return int(np.sum(array))
+
+
+def _ragged(x: np.int64) -> np.ndarray:
+    """A vector whose length varies by element: batching it is an error, as in tf.data."""
+    return np.arange(int(x) % 4, dtype=np.int64)
+
+
+def _record(x: np.int64) -> dict[str, object]:
+    """Text of varying length and a ragged vector."""
+    return {"text": "w" * (int(x) % 5) + "é", "ids": _ragged(x)}
 
 
 def _sum_pair(a: object, b: object) -> object:
@@ -28,12 +51,12 @@ def _sum_pair(a: object, b: object) -> object:
 
 def _keep(*args: object) -> bool:
     """A predicate for any element: drops about a third of them."""
-    total = sum(int(np.sum(leaf)) for leaf in flatten(args))
+    total = sum(_leaf_total(leaf) for leaf in flatten(args))
     return total % 3 != 1
 
 
 def _total(args: tuple[object, ...]) -> int:
-    return sum(int(np.sum(leaf)) for leaf in flatten(args))
+    return sum(_leaf_total(leaf) for leaf in flatten(args))
 
 
 def _inner(*args: object) -> ps.Dataset:
@@ -116,6 +139,15 @@ def _sources() -> st.SearchStrategy[ps.Dataset]:
         st.integers(0, 25).map(
             lambda n: ps.Dataset.zip(ps.Dataset.range(n), ps.Dataset.range(n)).map(_sum_pair)
         ),
+        st.integers(0, 25).map(lambda n: ps.Dataset.range(n).map(_ragged)),
+        st.integers(0, 25).map(
+            lambda n: (
+                ps.Dataset.from_tensor_slices(np.array([f"s{i % 7}é" for i in range(n)]))
+                if n
+                else ps.Dataset.range(0).map(lambda x: b"")
+            )
+        ),
+        st.integers(0, 25).map(lambda n: ps.Dataset.range(n).map(_record)),
         st.integers(0, 30).map(
             lambda n: ps.Dataset.from_generator(_generate, args=(n,)).with_options(
                 ps.data.Options(external_state_policy="ignore")
