@@ -105,6 +105,9 @@ def match(expected: Any, actual: Any, where: str = "element") -> None:
         for i, (e, a) in enumerate(zip(expected, actual)):
             match(e, a, f"{where}[{i}]")
         return
+    if expected is None:
+        assert actual is None, f"{where}: expected None, got {actual!r}"
+        return
     assert not _is_structure(actual), f"{where}: expected a leaf, got {actual!r}"
     # TensorFlow's ``numpy()`` of a string scalar is a plain ``bytes``.
     assert isinstance(actual, (np.ndarray, np.generic, bytes)), (
