@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from pipestate.data import _structure
-from pipestate.data._structure import Element
+from pipestate.data._structure import Element, brief
 from pipestate.errors import StateMismatchError
 
 _COUNT = "count"
@@ -44,15 +44,15 @@ def _build(spec: Any, leaves: list[Any], op: str) -> Element:
             raise StateMismatchError(f"{op}: buffer spec has more leaves than saved columns")
         return leaves.pop()
     if not isinstance(spec, (list, tuple)) or len(spec) != 2 or spec[0] not in (_TUPLE, _DICT):
-        raise StateMismatchError(f"{op}: malformed buffer spec {spec!r:.80}")
+        raise StateMismatchError(f"{op}: malformed buffer spec {brief(spec, 80)}")
     kind, items = spec
     if not isinstance(items, (list, tuple)):
-        raise StateMismatchError(f"{op}: malformed buffer spec {spec!r:.80}")
+        raise StateMismatchError(f"{op}: malformed buffer spec {brief(spec, 80)}")
     if kind == _TUPLE:
         return tuple(_build(item, leaves, op) for item in items)
     for pair in items:
         if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not isinstance(pair[0], str):
-            raise StateMismatchError(f"{op}: malformed buffer spec {spec!r:.80}")
+            raise StateMismatchError(f"{op}: malformed buffer spec {brief(spec, 80)}")
     # The columns follow _structure.flatten, which visits dict keys sorted; the
     # spec keeps the element's own key order.
     built = {key: _build(sub, leaves, op) for key, sub in sorted(items, key=lambda p: p[0])}
@@ -96,17 +96,17 @@ def _leaf(column: Any, index: int, op: str) -> Any:
     if isinstance(value, (list, int, float, bool)):
         return _structure.to_leaf(value)
     if not isinstance(value, (np.ndarray, np.generic)):
-        raise StateMismatchError(f"{op}: buffered value {value!r:.80} is not an array")
+        raise StateMismatchError(f"{op}: buffered value {brief(value, 80)} is not an array")
     return value
 
 
 def unpack(packed: Any, op: str) -> list[Element]:
     """The elements saved by :func:`pack` (read strictly)."""
     if not isinstance(packed, dict) or set(packed) != set(_KEYS):
-        raise StateMismatchError(f"{op}: malformed element buffer {packed!r:.120}")
+        raise StateMismatchError(f"{op}: malformed element buffer {brief(packed, 120)}")
     count, spec, columns = packed[_COUNT], packed[_SPEC], packed[_COLUMNS]
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise StateMismatchError(f"{op}: malformed element buffer count {count!r:.80}")
+        raise StateMismatchError(f"{op}: malformed element buffer count {brief(count, 80)}")
     if not isinstance(columns, (list, tuple)):
         raise StateMismatchError(f"{op}: element buffer columns must be a list")
     if count == 0:
@@ -116,7 +116,7 @@ def unpack(packed: Any, op: str) -> list[Element]:
             raise StateMismatchError(
                 f"{op}: element buffer column of length {len(column)} != count {count}"
                 if hasattr(column, "__len__")
-                else f"{op}: malformed element buffer column {column!r:.80}"
+                else f"{op}: malformed element buffer column {brief(column, 80)}"
             )
     out = []
     for i in range(count):

@@ -21,6 +21,7 @@ import numpy as np
 
 from pipestate.data import _fingerprint
 from pipestate.data._spec import TensorSpec
+from pipestate.data._structure import brief
 from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset, check_int
 from pipestate.data.iterator import DatasetIterator, State, StreamIterator, read_int
 from pipestate.errors import DataLossError, NotFoundError, StateMismatchError
@@ -60,7 +61,7 @@ def to_path(value: Any, op: str) -> str:
         return str(value)
     raise TypeError(
         f"{op}: a file name must be a str, bytes or os.PathLike, got {type(value).__name__} "
-        f"{value!r:.80}"
+        f"{brief(value, 80)}"
     )
 
 
@@ -77,7 +78,7 @@ def normalize_filenames(filenames: Any, op: str) -> tuple[str, ...] | Dataset:
     except TypeError:
         raise TypeError(
             f"{op}: filenames must be a file name, a list or tuple of them, or a Dataset of "
-            f"them, got {type(filenames).__name__} {filenames!r:.80}"
+            f"them, got {type(filenames).__name__} {brief(filenames, 80)}"
         ) from None
 
 
@@ -343,7 +344,7 @@ class _NamesDatasetIterator(_FilesIterator):
         path = state[self._FILE]
         if path is not None and not isinstance(path, str):
             raise StateMismatchError(
-                f"{self._op}: state['file'] must be a file name or None, got {path!r:.80}"
+                f"{self._op}: state['file'] must be a file name or None, got {brief(path, 80)}"
             )
         offset = read_int(state, self._OFFSET, self._op, maximum=None if path else 0)
         super()._restore({self._PARENT: state[self._PARENT]})

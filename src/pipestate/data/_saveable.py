@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipestate.data._structure import brief
 from pipestate.data.iterator import DatasetIterator, State
 from pipestate.data.options import ExternalStatePolicy, apply_external_state_policy
 
@@ -96,7 +97,7 @@ def make_saveable_from_iterator(
     if not isinstance(iterator, DatasetIterator):
         raise ValueError(
             f"make_saveable_from_iterator expects a pipestate DatasetIterator (iter(dataset)), "
-            f"got {iterator!r:.100} of type {type(iterator).__name__}, which can't be "
+            f"got {brief(iterator, 100)} of type {type(iterator).__name__}, which can't be "
             "checkpointed; build the input with pipestate.Dataset"
         )
     if iterator._closed:

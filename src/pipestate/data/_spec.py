@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pipestate.data._structure import Element, is_namedtuple
+from pipestate.data._structure import Element, brief, is_namedtuple
 
 _STRING_NAMES = ("string", "str", "bytes")
 # Which source dtype kinds convert to a target kind without changing the kind of
@@ -109,7 +109,8 @@ class TensorSpec:
             return spec
         if not (hasattr(spec, "shape") and hasattr(spec, "dtype")):
             raise TypeError(
-                f"TensorSpec.from_spec expects an object with shape and dtype, got {spec!r:.80}"
+                f"TensorSpec.from_spec expects an object with shape and dtype,"
+                f" got {brief(spec, 80)}"
             )
         return cls(
             spec.shape, spec.dtype, name if name is not None else getattr(spec, "name", None)
@@ -124,16 +125,16 @@ class TensorSpec:
     def _convert(self, value: Any) -> Any:
         """``value`` as a NumPy value of this spec; TypeError / ValueError when it can't be."""
         if isinstance(value, Mapping):
-            raise TypeError(f"expected a single value, got a dict {value!r:.80}")
+            raise TypeError(f"expected a single value, got a dict {brief(value, 80)}")
         try:
             array = value if isinstance(value, np.ndarray) else np.asarray(value)
         except (TypeError, ValueError) as err:
-            raise TypeError(f"can't convert {value!r:.80} to an array: {err}") from None
+            raise TypeError(f"can't convert {brief(value, 80)} to an array: {err}") from None
         target = self.dtype
         if array.dtype.kind not in _CASTS.get(target.kind, ""):
             raise TypeError(
                 f"expected {_kind_name(target)} ({self._dtype_name()}), got {array.dtype} value "
-                f"{value!r:.80}"
+                f"{brief(value, 80)}"
             )
         if target.kind == "S":
             if array.dtype.kind == "U":
@@ -142,7 +143,7 @@ class TensorSpec:
             with np.errstate(all="ignore"):
                 cast = array.astype(target)
             if target.kind in "iu" and not np.array_equal(cast, array):
-                raise TypeError(f"value {value!r:.80} does not fit in {target}")
+                raise TypeError(f"value {brief(value, 80)} does not fit in {target}")
             array = cast
         if self.shape is not None and (
             array.ndim != len(self.shape)
@@ -178,7 +179,7 @@ def normalize_signature(signature: Any, op: str) -> Any:
         return TensorSpec.from_spec(signature)
     raise TypeError(
         f"{op}: output_signature must be a TensorSpec or a nested tuple / dict of them, got "
-        f"{type(signature).__name__} {signature!r:.80}"
+        f"{type(signature).__name__} {brief(signature, 80)}"
     )
 
 
@@ -198,12 +199,13 @@ def conform(value: Any, signature: Any, path: str = "") -> Element:
     if isinstance(signature, dict):
         if not isinstance(value, Mapping) or set(value) != set(signature):
             raise TypeError(
-                f"{prefix}expected a dict with keys {sorted(signature, key=str)}, got {value!r:.80}"
+                f"{prefix}expected a dict with keys {sorted(signature, key=str)},"
+                f" got {brief(value, 80)}"
             )
         return {k: conform(value[k], spec, f"{path}[{k!r}]") for k, spec in signature.items()}
     if not isinstance(value, (tuple, list)) or len(value) != len(signature):
         raise TypeError(
-            f"{prefix}expected a tuple of {len(signature)} components, got {value!r:.80}"
+            f"{prefix}expected a tuple of {len(signature)} components, got {brief(value, 80)}"
         )
     items = [conform(v, spec, f"{path}[{i}]") for i, (v, spec) in enumerate(zip(value, signature))]
     return type(signature)(*items) if is_namedtuple(signature) else tuple(items)

@@ -40,7 +40,7 @@ def to_leaf(value: Any, what: object = None) -> Any:
         # NumPy would iterate a dataset into an array of its elements.
         where = f"{what!s}: " if what is not None else ""
         raise TypeError(
-            f"{where}a Dataset can't be a value of an element, got {value!r:.120}. "
+            f"{where}a Dataset can't be a value of an element, got {brief(value, 120)}. "
             "Use flat_map() or interleave() to read datasets made from elements, "
             "and Dataset.zip() or concatenate() to combine datasets."
         )
@@ -106,12 +106,26 @@ def _unrepresentable(value: Any, what: object, err: BaseException | None) -> str
     return f"{where}can't represent {kind} {_short_repr(value)} as an element: {advice}"
 
 
-def _short_repr(value: Any) -> str:
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel = 4
+_BRIEF.maxstring = _BRIEF.maxother = 80
+
+
+def brief(value: Any, limit: int = 200) -> str:
+    """A bounded ``repr`` for messages: deep, huge or self-referencing values stay short.
+
+    Unlike ``f"{value!r:.200}"`` it never builds the whole ``repr`` first, so a
+    hostile state (a list shared a million times) can't make an error hang.
+    """
     try:
-        text = reprlib.repr(value)
+        text = _BRIEF.repr(value)
     except Exception:  # a broken __repr__ must not hide the real error
         text = f"<{type(value).__name__}>"
-    return text
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short_repr(value: Any) -> str:
+    return brief(value, 120)
 
 
 def normalize(value: Any, *, lists_as_tuples: bool, what: object = None) -> Element:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import numpy as np
 
 from pipestate.data import _structure
+from pipestate.data._structure import brief
 from pipestate.data.iterator import IndexIterator, State, check_keys, read_int, read_seed
 from pipestate.data.options import AUTOTUNE
 from pipestate.errors import StateMismatchError
@@ -64,7 +65,7 @@ def check_parallelism(value: Any, name: str, op: str, *, minimum: int = 1) -> in
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(
             f"{op}: {name} must be a positive integer or pipestate.data.AUTOTUNE, got "
-            f"{type(value).__name__} {value!r:.80}"
+            f"{type(value).__name__} {brief(value, 80)}"
         )
     number = int(value)
     if number != AUTOTUNE and number < minimum:
@@ -821,7 +822,8 @@ def _read_ranges(state: State, key: str, op: str, watermark: int) -> list[tuple[
         or any(isinstance(v, bool) or not isinstance(v, int) for v in value)
     ):
         raise StateMismatchError(
-            f"{op}: state[{key!r}] must be a flat list of [start, stop) pairs, got {value!r:.120}"
+            f"{op}: state[{key!r}] must be a flat list of [start, stop) pairs,"
+            f" got {brief(value, 120)}"
         )
     pairs = list(zip(value[::2], value[1::2]))
     previous = watermark
@@ -829,7 +831,7 @@ def _read_ranges(state: State, key: str, op: str, watermark: int) -> list[tuple[
         if not previous < lo < hi:
             raise StateMismatchError(
                 f"{op}: state[{key!r}] must hold sorted, disjoint ranges after index "
-                f"{watermark}, got {value!r:.120}"
+                f"{watermark}, got {brief(value, 120)}"
             )
         previous = hi
     return pairs

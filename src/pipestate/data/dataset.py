@@ -10,7 +10,7 @@ import numpy as np
 
 from pipestate.data import _fingerprint
 from pipestate.data import _structure as _structure_module
-from pipestate.data._structure import Element
+from pipestate.data._structure import Element, brief
 
 if TYPE_CHECKING:
     from pipestate.data.iterator import DatasetIterator, StreamIterator
@@ -55,7 +55,7 @@ class Dataset:
             if not isinstance(parent, Dataset):
                 raise TypeError(
                     f"{self._op_name}: expected a pipestate Dataset as input, got "
-                    f"{type(parent).__name__} {parent!r:.80}"
+                    f"{type(parent).__name__} {brief(parent, 80)}"
                 )
         self._parents: tuple[Dataset, ...] = tuple(parents)
         self._fingerprint_cache: str | None = None
@@ -255,7 +255,7 @@ class Dataset:
         if not isinstance(options, Options):
             raise TypeError(
                 f"with_options expects pipestate.data.Options, got {type(options).__name__} "
-                f"{options!r:.80}"
+                f"{brief(options, 80)}"
             )
         clone = copy.copy(self)
         own = self._own_options if self._own_options is not None else Options()
@@ -584,7 +584,7 @@ class Dataset:
         """
         if not callable(transformation_func):
             raise TypeError(
-                f"apply: transformation_func must be callable, got {transformation_func!r:.80}"
+                f"apply: transformation_func must be callable, got {brief(transformation_func, 80)}"
             )
         result = transformation_func(self)
         if not isinstance(result, Dataset):
@@ -621,6 +621,7 @@ def check_dataset(name: str, value: Any, *, op: str) -> Dataset:
     """Validates a Dataset argument."""
     if not isinstance(value, Dataset):
         raise TypeError(
-            f"{op}: {name} must be a pipestate Dataset, got {type(value).__name__} {value!r:.80}"
+            f"{op}: {name} must be a pipestate Dataset, got {type(value).__name__}"
+            f" {brief(value, 80)}"
         )
     return value

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 import numpy as np
 
 from pipestate.data import _structure
-from pipestate.data._structure import Element
+from pipestate.data._structure import Element, brief
 from pipestate.data.options import ExternalStatePolicy, apply_external_state_policy
 from pipestate.errors import StateMismatchError
 
@@ -143,19 +143,35 @@ class DatasetIterator(Iterator[Element]):
         if not isinstance(state, dict):
             raise StateMismatchError(
                 f"set_state expects the dict returned by get_state(), got {type(state).__name__} "
-                f"{state!r:.80}"
+                f"{brief(state, 80)}"
             )
         missing = [key for key in _ENVELOPE_KEYS if key not in state]
         if missing:
             raise StateMismatchError(
                 f"Iterator state is missing {missing}; expected the dict returned by "
-                f"get_state() with keys {list(_ENVELOPE_KEYS)}, got keys {sorted(state)}"
+                f"get_state() with keys {list(_ENVELOPE_KEYS)}, got keys {brief(list(state))}"
             )
-        if state[_VERSION] != STATE_VERSION:
+        version = state[_VERSION]
+        if isinstance(version, bool) or not isinstance(version, int) or version != STATE_VERSION:
             raise StateMismatchError(
-                f"Unsupported iterator state version {state[_VERSION]!r}; this pipestate reads "
+                f"Unsupported iterator state version {brief(version, 80)}; this pipestate reads "
                 f"version {STATE_VERSION}. Save the state with this pipestate version."
             )
+        fingerprint = state[_FINGERPRINT]
+        if not isinstance(fingerprint, str):
+            raise StateMismatchError(
+                f"Iterator state fingerprint must be a str, got {brief(fingerprint, 80)}"
+            )
+        try:
+            self._restore_checked(state)
+        except RecursionError as err:
+            raise StateMismatchError(
+                f"{self._dataset._op_name}: iterator state is nested too deeply to be one "
+                f"this pipeline saved ({type(err).__name__})"
+            ) from None
+
+    def _restore_checked(self, state: State) -> None:
+        """``set_state`` past the envelope checks: resharding, then the ops' own reads."""
         inner = state[_ITERATOR]
         if state[_FINGERPRINT] != self._dataset.fingerprint:
             # A random-access pipeline sharded under another world size re-partitions.
@@ -166,7 +182,8 @@ class DatasetIterator(Iterator[Element]):
                 raise StateMismatchError(_describe_mismatch(self._dataset, state[_OPS]))
         if not isinstance(inner, dict):
             raise StateMismatchError(
-                f"{self._dataset._op_name}: state['iterator'] must be a dict, got {inner!r:.80}"
+                f"{self._dataset._op_name}: state['iterator'] must be a dict,"
+                f" got {brief(inner, 80)}"
             )
         # A state that fails half-way through a nested restore must not leave
         # the iterator half-restored: put the previous position back.
@@ -175,13 +192,14 @@ class DatasetIterator(Iterator[Element]):
             self._set_state(inner)
         except BaseException as err:
             self._set_state(backup)
-            if isinstance(err, StateMismatchError) or not isinstance(
-                err, (KeyError, TypeError, ValueError, IndexError)
-            ):
+            if isinstance(err, StateMismatchError) or not isinstance(err, _MALFORMED):
                 raise
+            detail = str(err)
+            if len(detail) > 300:
+                detail = detail[:297] + "..."
             raise StateMismatchError(
-                f"{self._dataset._op_name}: malformed iterator state {inner!r:.200}: "
-                f"{type(err).__name__}: {err}"
+                f"{self._dataset._op_name}: malformed iterator state {brief(inner, 200)}: "
+                f"{type(err).__name__}: {detail}"
             ) from err
 
     def state_dict(self) -> State:
@@ -216,11 +234,26 @@ class DatasetIterator(Iterator[Element]):
         return f"{type(self).__name__}({self._dataset!r})"
 
 
+# What reading a malformed state can raise; each becomes a StateMismatchError.
+_MALFORMED = (
+    KeyError,
+    TypeError,
+    ValueError,
+    IndexError,
+    AttributeError,
+    ArithmeticError,
+    RecursionError,
+)
+
+_INT64_MAX = 2**63 - 1
+"""The largest position or count a state may hold: every index is an int64."""
+
+
 def _describe_mismatch(dataset: Dataset, saved_ops: Any) -> str:
     chain = dataset._op_chain()
     current = dataset._op_list()
     if not isinstance(saved_ops, list) or not all(isinstance(op, str) for op in saved_ops):
-        return f"Iterator state has a malformed 'ops' list {saved_ops!r:.200}"
+        return f"Iterator state has a malformed 'ops' list {brief(saved_ops, 200)}"
     for i, (saved, now) in enumerate(zip(saved_ops, current)):
         if saved != now:
             saved_name, now_repr = saved.split(":")[0], chain[i][2]
@@ -247,13 +280,16 @@ def read_int(
 ) -> int:
     """Reads an integer from a state strictly, naming the op and key on error."""
     if key not in state:
-        raise StateMismatchError(f"{op}: iterator state has no key {key!r}: {state!r:.200}")
+        raise StateMismatchError(f"{op}: iterator state has no key {key!r}: {brief(state, 200)}")
     value = state[key]
     if isinstance(value, bool) or not isinstance(value, int):
-        raise StateMismatchError(f"{op}: state[{key!r}] must be an int, got {value!r:.80}")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"[{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
-        raise StateMismatchError(f"{op}: state[{key!r}]={value} is out of range {bound}")
+        raise StateMismatchError(f"{op}: state[{key!r}] must be an int, got {brief(value, 80)}")
+    if maximum is None or maximum > _INT64_MAX:
+        maximum = _INT64_MAX
+    if value < minimum or value > maximum:
+        raise StateMismatchError(
+            f"{op}: state[{key!r}]={brief(value, 40)} is out of range [{minimum}, {maximum}]"
+        )
     return value
 
 
@@ -261,18 +297,22 @@ def read_seed(state: State, op: str, current: int | None) -> int | None:
     """Reads the seed drawn for ``seed=None`` ops: an int where ``current`` is one, else None."""
     seed = state["seed"]
     if (seed is None) != (current is None) or (
-        seed is not None and (isinstance(seed, bool) or not isinstance(seed, int))
+        seed is not None
+        and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= _INT64_MAX)
     ):
-        expected = "None" if current is None else "an int"
-        raise StateMismatchError(f"{op}: state['seed'] must be {expected} here, got {seed!r:.80}")
+        expected = "None" if current is None else "an int in [0, 2**63)"
+        raise StateMismatchError(
+            f"{op}: state['seed'] must be {expected} here, got {brief(seed, 80)}"
+        )
     return seed
 
 
 def check_keys(state: State, expected: tuple[str, ...], op: str) -> None:
     """Raises StateMismatchError unless ``state`` has exactly the keys ``expected``."""
-    if set(state) != set(expected):
+    if not isinstance(state, dict) or state.keys() != set(expected):
+        keys = list(state) if isinstance(state, dict) else state
         raise StateMismatchError(
-            f"{op}: iterator state keys {sorted(state)} != expected {sorted(expected)}"
+            f"{op}: iterator state keys {brief(keys, 200)} != expected {sorted(expected)}"
         )
 
 
@@ -451,7 +491,7 @@ class StreamIterator(DatasetIterator):
         if not isinstance(states, list) or len(states) != len(self._inputs):
             raise StateMismatchError(
                 f"{self._op}: state['parents'] must be a list of {len(self._inputs)} states, "
-                f"got {states!r:.120}"
+                f"got {brief(states, 120)}"
             )
         for it, inner in zip(self._inputs, states):
             it._set_state(inner)
@@ -521,7 +561,7 @@ def read_dict(state: State, key: str, op: str) -> State:
     """Reads a nested state (a dict) strictly, naming the op and key on error."""
     value = state[key]
     if not isinstance(value, dict):
-        raise StateMismatchError(f"{op}: state[{key!r}] must be a dict, got {value!r:.80}")
+        raise StateMismatchError(f"{op}: state[{key!r}] must be a dict, got {brief(value, 80)}")
     return value
 
 
@@ -529,7 +569,7 @@ def read_bool(state: State, key: str, op: str) -> bool:
     """Reads a bool from a state strictly."""
     value = state[key]
     if not isinstance(value, bool):
-        raise StateMismatchError(f"{op}: state[{key!r}] must be a bool, got {value!r:.80}")
+        raise StateMismatchError(f"{op}: state[{key!r}] must be a bool, got {brief(value, 80)}")
     return value
 
 
@@ -545,5 +585,5 @@ def state_from_json(text: str | bytes) -> State:
     except (ValueError, UnicodeDecodeError) as err:
         raise StateMismatchError(f"Iterator state is not valid JSON: {err}") from err
     if not isinstance(value, dict):
-        raise StateMismatchError(f"Iterator state JSON must be an object, got {value!r:.80}")
+        raise StateMismatchError(f"Iterator state JSON must be an object, got {brief(value, 80)}")
     return value

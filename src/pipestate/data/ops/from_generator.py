@@ -10,6 +10,7 @@ from pipestate.data import _structure
 from pipestate.data._calls import check_function, stop_error
 from pipestate.data._fingerprint import _short, describe_callable
 from pipestate.data._spec import conform, describe_signature, normalize_signature
+from pipestate.data._structure import brief
 from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import State, StreamIterator, read_int
 from pipestate.errors import StateMismatchError
@@ -142,7 +143,7 @@ class FromGeneratorDataset(Dataset):
         if not isinstance(args, (tuple, list)):
             raise TypeError(
                 f"from_generator: args must be a tuple of arguments for the generator, got "
-                f"{type(args).__name__} {args!r:.80}"
+                f"{type(args).__name__} {brief(args, 80)}"
             )
         self._args = tuple(args)
         self._signature = (
@@ -186,7 +187,7 @@ class FromGeneratorDataset(Dataset):
         except TypeError as err:
             raise TypeError(
                 f"from_generator: generator {describe_callable(self._generator)} must return an "
-                f"iterable, got {type(result).__name__} {result!r:.80}"
+                f"iterable, got {type(result).__name__} {brief(result, 80)}"
             ) from err
 
     def _convert(self, value: Any, index: int) -> Any:

@@ -10,6 +10,7 @@ import numpy as np
 from pipestate.data import _buffer
 from pipestate.data._calls import call, check_function, check_stateful, stop_error
 from pipestate.data._fingerprint import describe_callable
+from pipestate.data._structure import brief
 from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset, check_int
 from pipestate.data.iterator import (
     DatasetIterator,
@@ -171,14 +172,14 @@ class _InterleaveIterator(StreamIterator):
         if not isinstance(saved, list) or len(saved) != self._cycle_length:
             raise StateMismatchError(
                 f"{op}: state['slots'] must be a list of {self._cycle_length} slots "
-                f"(cycle_length), got {saved!r:.120}"
+                f"(cycle_length), got {brief(saved, 120)}"
             )
         open_count = sum(slot is not None for slot in saved)
         if self._by_index:
             if state[self._ELEMENTS] is not None:
                 raise StateMismatchError(
                     f"{op}: state['elements'] must be None for a random-access input (its "
-                    f"elements are re-read by index), got {state[self._ELEMENTS]!r:.80}"
+                    f"elements are re-read by index), got {brief(state[self._ELEMENTS], 80)}"
                 )
             elements: list[Any] = []
         else:
@@ -203,7 +204,7 @@ class _InterleaveIterator(StreamIterator):
         if not isinstance(saved, dict) or set(saved) != set(self._SLOT_KEYS):
             raise StateMismatchError(
                 f"{where} must be None or a dict with keys {sorted(self._SLOT_KEYS)}, got "
-                f"{saved!r:.120}"
+                f"{brief(saved, 120)}"
             )
         index = read_int(saved, self._SLOT_INDEX, where, maximum=self._consumed - 1)
         if self._by_index:
@@ -281,7 +282,7 @@ class _InterleaveBase(Dataset):
         if not isinstance(result, Dataset):
             raise TypeError(
                 f"{self._op_name}: map_func {describe_callable(self._map_func)} must return a "
-                f"pipestate Dataset, got {type(result).__name__} {result!r:.80}. Wrap values "
+                f"pipestate Dataset, got {type(result).__name__} {brief(result, 80)}. Wrap values "
                 "with Dataset.from_tensors(...) or Dataset.from_tensor_slices(...)."
             )
         return result

@@ -12,6 +12,7 @@ from pipestate.data import _fingerprint
 from pipestate.data._files import to_path
 from pipestate.data._permutation import Permutation, evict_oldest
 from pipestate.data._spec import TensorSpec
+from pipestate.data._structure import brief
 from pipestate.data.dataset import Dataset, check_int
 from pipestate.errors import NotFoundError
 
@@ -27,7 +28,7 @@ def _patterns(file_pattern: Any) -> tuple[str, ...]:
         return (to_path(file_pattern, "list_files"),)
     raise TypeError(
         "list_files: file_pattern must be a glob (str, bytes or os.PathLike) or a list or tuple "
-        f"of them, got {type(file_pattern).__name__} {file_pattern!r:.80}"
+        f"of them, got {type(file_pattern).__name__} {brief(file_pattern, 80)}"
     )
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from pipestate.data import _structure
 from pipestate.data._calls import stop_error
 from pipestate.data._fingerprint import describe_callable
+from pipestate.data._structure import brief
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import StreamIterator
 
@@ -41,10 +42,11 @@ class MapDataset(Dataset):
         super().__init__([parent])
         if not callable(map_func):
             raise TypeError(
-                f"map: map_func must be callable, got {type(map_func).__name__} {map_func!r:.80}"
+                f"map: map_func must be callable, got {type(map_func).__name__}"
+                f" {brief(map_func, 80)}"
             )
         if not isinstance(stateful, (bool, np.bool_)):
-            raise TypeError(f"map: stateful must be a bool, got {stateful!r:.80}")
+            raise TypeError(f"map: stateful must be a bool, got {brief(stateful, 80)}")
         self._fn = map_func
         self._stateful = bool(stateful)
         self._parent_vectorised = parent._vectorised

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from pipestate.data import _structure
+from pipestate.data._structure import brief
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_int
 from pipestate.data.iterator import StreamIterator
 from pipestate.data.ops.batch import read_batch
@@ -33,7 +34,7 @@ def _normalize_shapes(value: Any, path: str = "") -> Any:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(
             f"padded_batch: padded_shapes must hold shapes (sequences of ints or None), got "
-            f"{type(value).__name__} {value!r:.40} at padded_shapes{path}"
+            f"{type(value).__name__} {brief(value, 40)} at padded_shapes{path}"
         )
     if value < -1:
         raise ValueError(
@@ -60,7 +61,7 @@ def _check_padding_values(value: Any, path: str = "") -> None:
     elif value is not None and not isinstance(value, _SCALARS):
         raise TypeError(
             f"padded_batch: padding values must be scalars (numbers, bools, strings), got "
-            f"{type(value).__name__} {value!r:.40} at padding_values{path}"
+            f"{type(value).__name__} {brief(value, 40)} at padding_values{path}"
         )
 
 
@@ -200,7 +201,7 @@ def _part(spec: Any, key: Any, size: int | None, what: str, path: str) -> Any:
     if what == "padding_values" and not isinstance(spec, (dict, tuple, list)):
         return spec  # one padding value for every component, as tf.data
     raise ValueError(
-        f"padded_batch: {what} {spec!r:.80} does not match the element structure at "
+        f"padded_batch: {what} {brief(spec, 80)} does not match the element structure at "
         f"{path or 'the top level'}; give one entry per component"
     )
 

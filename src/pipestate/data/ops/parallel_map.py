@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from pipestate.data._fingerprint import describe_callable
+from pipestate.data._structure import brief
 from pipestate.data._workers import StreamConsumer, check_parallelism, resolve_parallelism
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import DatasetIterator, State, StreamIterator
@@ -86,7 +87,9 @@ class ParallelMapDataset(MapDataset):
             num_parallel_calls, "num_parallel_calls", "map"
         )
         if deterministic is not None and not isinstance(deterministic, (bool, np.bool_)):
-            raise TypeError(f"map: deterministic must be a bool or None, got {deterministic!r:.80}")
+            raise TypeError(
+                f"map: deterministic must be a bool or None, got {brief(deterministic, 80)}"
+            )
         self._deterministic = True if deterministic is None else bool(deterministic)
         self._threads_wanted = resolve_parallelism(self._num_parallel_calls)
         self._autotune = self._num_parallel_calls == AUTOTUNE

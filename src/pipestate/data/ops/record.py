@@ -13,6 +13,7 @@ import numpy as np
 
 from pipestate.data import _record_format
 from pipestate.data._files import FileDataset, check_compression, to_path
+from pipestate.data._structure import brief
 
 
 class RecordDataset(FileDataset):
@@ -94,7 +95,7 @@ class RecordWriter:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(
                 f"RecordWriter: path must be a str or os.PathLike, got {type(path).__name__} "
-                f"{path!r:.80}"
+                f"{brief(path, 80)}"
             )
         self._path = to_path(path, "RecordWriter")
         self._compression = check_compression(compression_type, "RecordWriter")
@@ -117,7 +118,7 @@ class RecordWriter:
         self._check_open()
         if isinstance(record, str):
             raise TypeError(
-                f"RecordWriter.write expects bytes, got str {record!r:.80}; encode it first "
+                f"RecordWriter.write expects bytes, got str {brief(record, 80)}; encode it first "
                 "(e.g. record.encode())"
             )
         try:
@@ -125,7 +126,7 @@ class RecordWriter:
         except TypeError as err:
             raise TypeError(
                 f"RecordWriter.write expects a bytes-like object, got {type(record).__name__} "
-                f"{record!r:.80}"
+                f"{brief(record, 80)}"
             ) from err
         header, footer = _record_format.frame(data)
         self._stream.write(header)

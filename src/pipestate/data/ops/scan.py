@@ -10,6 +10,7 @@ import numpy as np
 from pipestate.data import _structure
 from pipestate.data._calls import check_function, check_stateful, stop_error
 from pipestate.data._fingerprint import describe_callable
+from pipestate.data._structure import brief
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import State, StreamIterator
 from pipestate.errors import StateMismatchError
@@ -66,6 +67,8 @@ def _dtype_matches(value: Any, dtype: np.dtype[Any]) -> bool:
 
 
 _INLINE = 256  # leaves of at most this many values are saved as JSON lists
+# The kinds of saved values a leaf of each dtype kind may be read from.
+_SAFE_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf", "c": "iufc", "S": "S", "U": "U"}
 _DTYPE, _SHAPE, _DATA = "dtype", "shape", "data"
 
 
@@ -88,12 +91,29 @@ def _decode(record: Any, where: str) -> Any:
     try:
         dtype = np.dtype(record[_DTYPE])
     except TypeError as err:
-        raise StateMismatchError(f"scan: {where} has an invalid dtype {record[_DTYPE]!r}") from err
+        raise StateMismatchError(
+            f"scan: {where} has an invalid dtype {brief(record[_DTYPE], 80)}"
+        ) from err
     if dtype.kind not in "biufcSU" or not isinstance(shape, list):
-        raise StateMismatchError(f"scan: {where} has an invalid dtype or shape: {record!r:.120}")
+        raise StateMismatchError(
+            f"scan: {where} has an invalid dtype or shape: {brief(record, 120)}"
+        )
     if dtype.kind == "S" and isinstance(data, list):
+        if not all(isinstance(item, str) for item in data):
+            raise StateMismatchError(f"scan: {where} must hold text as a list of str")
         data = [item.encode("latin-1") for item in data]
-    array = np.asarray(data, dtype=dtype)
+    if not all(isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape):
+        raise StateMismatchError(f"scan: {where} has an invalid shape {brief(shape, 80)}")
+    # Values must be of the saved dtype's kind: 1.5 never becomes an int64 1.
+    values = np.asarray(data)
+    if values.dtype.kind not in _SAFE_KINDS[dtype.kind]:
+        raise StateMismatchError(
+            f"scan: {where} holds {values.dtype} values {brief(data, 80)} for dtype {dtype}"
+        )
+    with np.errstate(all="ignore"):
+        array = values.astype(dtype)
+    if dtype.kind in "iub" and not np.array_equal(array, values):
+        raise StateMismatchError(f"scan: {where} holds values {brief(data, 80)} that {dtype} can't")
     if array.size != int(np.prod(shape)):
         raise StateMismatchError(f"scan: {where} holds {array.size} values for shape {shape}")
     array = array.reshape(shape)
@@ -132,7 +152,7 @@ class _ScanIterator(StreamIterator):
         if not isinstance(saved, list) or len(saved) != len(dataset._dtypes):
             raise StateMismatchError(
                 f"scan: state['scan_state'] must be a list of {len(dataset._dtypes)} leaves, "
-                f"got {saved!r:.120}"
+                f"got {brief(saved, 120)}"
             )
         leaves = [_decode(record, f"state['scan_state'][{i}]") for i, record in enumerate(saved)]
         scan_state = _fill(dataset._initial_state, iter(leaves))
@@ -244,7 +264,7 @@ class ScanDataset(Dataset):
         if not isinstance(result, (tuple, list)) or len(result) != 2:
             raise TypeError(
                 f"scan: scan_func {describe_callable(fn)} must return a pair "
-                f"(new_state, output), got {type(result).__name__} {result!r:.80}"
+                f"(new_state, output), got {type(result).__name__} {brief(result, 80)}"
             )
         new_state = result[0]
         if type(new_state) is not self._scalar_type:

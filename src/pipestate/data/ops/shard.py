@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from pipestate.data._structure import brief
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_int
 from pipestate.data.iterator import StreamIterator
 from pipestate.errors import StateMismatchError
@@ -171,5 +172,7 @@ def reshard_state(dataset: Dataset, ops: Any, inner: Any) -> dict[str, Any] | No
             return None
     count = inner["global"]
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise StateMismatchError(f"shard: state['global'] must be an int >= 0, got {count!r:.80}")
+        raise StateMismatchError(
+            f"shard: state['global'] must be an int >= 0, got {brief(count, 80)}"
+        )
     return {**inner, "index": elastic.index_for(count, dataset._cardinality())}

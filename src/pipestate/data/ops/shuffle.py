@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from pipestate.data import _buffer, _structure
+from pipestate.data._structure import brief
 from pipestate.data.dataset import Dataset, check_int
 from pipestate.data.iterator import StreamIterator, read_bool, read_int
 from pipestate.errors import StateMismatchError
@@ -114,7 +115,7 @@ class _ShuffleIterator(StreamIterator):
             if positions.ndim != 1 or positions.dtype.kind not in "iu" or len(positions) > size:
                 raise StateMismatchError(
                     f"{op}: state['buffer'] must be at most {size} input indices, got "
-                    f"{saved!r:.120}"
+                    f"{brief(saved, 120)}"
                 )
             positions = positions.astype(np.int64)
             parent = self._source._parents[0]

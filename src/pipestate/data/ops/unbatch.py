@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from pipestate.data import _buffer, _spec, _structure
+from pipestate.data._structure import brief
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import State, StreamIterator, read_int
 from pipestate.errors import StateMismatchError
@@ -122,7 +123,7 @@ class _UnbatchIterator(StreamIterator):
             if saved is not None:
                 raise StateMismatchError(
                     f"{op}: state['batch'] must be None for a random-access input (the batch "
-                    f"is re-read by index), got {saved!r:.80}"
+                    f"is re-read by index), got {brief(saved, 80)}"
                 )
             if not offset:
                 return

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from pipestate.data import _structure
+from pipestate.data._structure import brief
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import StreamIterator
 
@@ -39,7 +40,7 @@ class ZipDataset(Dataset):
         if not leaves or bad:
             raise TypeError(
                 "zip expects datasets, as zip(a, b), zip((a, b)) or zip({'x': a, 'y': b}); got "
-                f"{datasets!r:.120}"
+                f"{brief(datasets, 120)}"
             )
         super().__init__(leaves)
         self._structure = datasets
