@@ -46,6 +46,21 @@ def sleeps_forever_at_3(x: np.int64) -> np.int64:
     return x
 
 
+class SlowToStart:
+    """An identity map function that takes a second to unpickle: a worker's slow start-up."""
+
+    def __call__(self, x: np.int64) -> np.int64:
+        return x
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return _slowly_made, ()
+
+
+def _slowly_made() -> SlowToStart:
+    time.sleep(1.0)
+    return SlowToStart()
+
+
 def _take(iterator, count: int) -> list[object]:
     out = []
     for element in iterator:
@@ -186,10 +201,23 @@ def test_killed_worker_raises_a_clear_error_and_the_state_stays_exact() -> None:
 
 
 def test_timeout_names_the_worker() -> None:
+    # The clock starts once a worker has started, however long that takes on
+    # a busy machine: only the chunk of element 3 can exceed the timeout.
     ds = ps.Dataset.range(10).map(sleeps_forever_at_3)
     it = iter(ps.data.Loader(ds, num_workers=2, chunk_size=1, timeout=0.5))
-    with pytest.raises(ps.data.LoaderWorkerError, match=r"worker 1 .*timeout=0.5"):
-        list(it)
+    got = []
+    with pytest.raises(ps.data.LoaderWorkerError, match=r"worker 1 .*timeout=0.5"):  # noqa: PT012
+        for x in it:
+            got.append(int(x))
+    assert got == [0, 1, 2]
+    assert it.get_state()["iterator"]["index"] == 3
+    it.close()
+
+
+def test_timeout_does_not_count_the_workers_start_up() -> None:
+    ds = ps.Dataset.range(6).map(SlowToStart())
+    it = iter(ps.data.Loader(ds, num_workers=2, chunk_size=1, timeout=0.3))
+    assert [int(x) for x in it] == list(range(6))
     it.close()
 
 

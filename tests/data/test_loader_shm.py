@@ -132,7 +132,7 @@ def kill_loop(
     got = np.concatenate(out) if out else np.empty(0, np.int64)
     assert got.tolist() == list(range(len(got))), "elements lost or repeated"
     assert counts["blocks left after close"] == 0
-    return dict(counts)
+    return {**counts, "prefix": prefix}
 
 
 def test_killing_workers_while_they_create_and_fill_blocks_leaves_none(

@@ -62,8 +62,10 @@ class Loader:
     ``num_workers``. The iterator's state is the dataset's own (the index of
     the next element, and the seed drawn for ``seed=None`` ops): it restores
     under any ``num_workers``, into ``iter(dataset)``, and the other way round.
-    Arrays cross from the workers through shared memory; only their layout is
-    pickled. Workers start on the first ``next()`` and stop on ``close()``,
+    Arrays cross from the workers through shared memory, in blocks the
+    consumer names and removes; only their layout is pickled. An element that
+    raises is raised in its place and counts as consumed, as with
+    ``iter(dataset)``. Workers start on the first ``next()`` and stop on ``close()``,
     when the iterator is garbage collected, or at exit.
 
     Example:
@@ -84,7 +86,9 @@ class Loader:
         to the workers, so its functions must be defined at module level;
         ``'fork'`` also takes lambdas but is unsafe once threads are running.
       timeout: seconds to wait for one chunk before raising
-        :class:`LoaderWorkerError`; ``None`` waits as long as the worker lives.
+        :class:`LoaderWorkerError`, counted once its worker has started (a
+        worker may take ``max(timeout, 60)`` seconds to start); ``None``
+        waits as long as the worker lives.
 
     Raises:
       TypeError: ``dataset`` is not a random-access Dataset, or bad arguments.
@@ -314,7 +318,7 @@ class LoaderIterator(ChunkIndexIterator):
             if deadline is not None and time.monotonic() >= deadline:
                 error = LoaderWorkerError(
                     f"Loader worker {worker} (pid {proc.pid}) did not {doing} within "
-                    f"{timeout}s (timeout={self._loader._timeout}) while computing elements "
+                    f"{timeout}s (timeout={self._loader._timeout}); it was given elements "
                     f"[{task.start}, {task.stop}) of {self._dataset!r}"
                 )
                 self._fail(error)
