@@ -57,7 +57,8 @@ def pipestate_differs(reason: str) -> pytest.MarkDecorator:
     """
     if not re.match(r"docs/[\w.]+\.md#[\w-]+: ", reason):
         raise ValueError(f"reason must start with 'docs/<page>.md#<anchor>: ', got {reason!r}")
-    return getattr(pytest.mark, DIFFERS_MARKER)(reason=reason)
+    marker: pytest.MarkDecorator = getattr(pytest.mark, DIFFERS_MARKER)(reason=reason)
+    return marker
 
 
 def _is_structure(value: Any) -> bool:
@@ -235,7 +236,7 @@ class Backend:
         dataset: Any,
         expected_output: Sequence[Any] | None = None,
         *,
-        expected_error: tuple[type[BaseException], str] | None = None,
+        expected_error: tuple[Any, str | None] | None = None,
         assert_items_equal: bool = False,
         expected_shapes: Any = None,
         num_test_iterations: int = 1,
@@ -475,6 +476,7 @@ class Backend:
         break_point = break_point or num_outputs // 2
         expected, _ = self.gen_outputs(build, [], num_outputs, verify_exhausted=verify_exhausted)
         _, path = self.gen_outputs(build, [], break_point, verify_exhausted=False)
+        assert path is not None
         dataset = build()
         self.restore(iter(dataset), path)
         actual, _ = self.gen_outputs(
@@ -501,12 +503,12 @@ class Backend:
         self, build: Build, num_outputs: int, *, assert_items_equal: bool = False
     ) -> None:
         """The verify functions tf.data's checkpoint tests run in TF2 (eager)."""
-        kwargs = {"assert_items_equal": assert_items_equal}
-        self.verify_unused_iterator(build, num_outputs, **kwargs)
-        self.verify_fully_used_iterator(build, num_outputs, **kwargs)
-        self.verify_exhausted_iterator(build, num_outputs, **kwargs)
-        self.verify_multiple_breaks(build, num_outputs, **kwargs)
-        self.verify_reset_restored_iterator(build, num_outputs, **kwargs)
+        items = assert_items_equal
+        self.verify_unused_iterator(build, num_outputs, assert_items_equal=items)
+        self.verify_fully_used_iterator(build, num_outputs, assert_items_equal=items)
+        self.verify_exhausted_iterator(build, num_outputs, assert_items_equal=items)
+        self.verify_multiple_breaks(build, num_outputs, assert_items_equal=items)
+        self.verify_reset_restored_iterator(build, num_outputs, assert_items_equal=items)
 
 
 #: The verify functions of tf.data's ``checkpoint_test_base.default_test_combinations()``.
