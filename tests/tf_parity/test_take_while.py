@@ -2,6 +2,8 @@
 
 Left out of tf.data's tests:
 - TakeWhileTest.testName: the ``name=`` argument of tf.data ops.
+- TakeWhileCheckpointTest.test with ``num_elements=upper_bound=23``: for speed; it
+  ends like the ``10, 10`` case (input and predicate at once).
 - the ``symbolic_checkpoint`` combinations: a TensorFlow-only option; each case runs once.
 """
 
@@ -63,8 +65,7 @@ def test_take_while_dataset_stops(backend: Backend) -> None:
 
 
 @verify_fns
-@pytest.mark.parametrize("upper_bound", [10, 23])
-@pytest.mark.parametrize("num_elements", [10, 23])
+@pytest.mark.parametrize(("num_elements", "upper_bound"), [(10, 10), (10, 23), (23, 10)])
 def test_checkpoint(backend: Backend, verify_fn: str, num_elements: int, upper_bound: int) -> None:
     def build() -> object:
         return backend.Dataset.range(num_elements).take_while(lambda x: x < upper_bound)
