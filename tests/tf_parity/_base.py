@@ -223,7 +223,8 @@ class Backend:
         """``dataset.cardinality()`` as an int."""
         return int(dataset.cardinality())
 
-    def _static_shapes(self, dataset: Any) -> Any:
+    def static_shapes(self, dataset: Any) -> Any:
+        """TensorFlow's static element shapes: a structure of shape tuples (``None``: unknown)."""
         tf = self.module
         return tf.nest.map_structure(
             lambda spec: tuple(spec.shape.as_list()) if spec.shape.rank is not None else None,
@@ -264,7 +265,7 @@ class Backend:
             return
         assert expected_output is not None
         if expected_shapes is not None and self.is_tf:
-            assert self._static_shapes(dataset) == expected_shapes
+            assert self.static_shapes(dataset) == expected_shapes
         assert num_test_iterations > 0
         for _ in range(num_test_iterations):
             iterator = iter(dataset)

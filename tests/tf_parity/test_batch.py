@@ -39,7 +39,7 @@ def test_basic(backend: Backend, count: int, batch_size: int, drop_remainder: bo
     )
     dim0 = batch_size if drop_remainder else None
     if backend.is_tf:
-        assert backend._static_shapes(dataset) == tuple((dim0, *c.shape[1:]) for c in COMPONENTS)
+        assert backend.static_shapes(dataset) == tuple((dim0, *c.shape[1:]) for c in COMPONENTS)
     squares = [c**2 for c in COMPONENTS]
     rows = [i % 7 for i in range(count * 7)]
     num_batches = len(rows) // batch_size if drop_remainder else -(-len(rows) // batch_size)

@@ -55,7 +55,7 @@ def test_different_shape(backend: Backend) -> None:
         backend.Dataset.from_tensor_slices(to_concatenate_components)
     )
     if backend.is_tf:
-        assert backend._static_shapes(concatenated) == ((20,), (None,))
+        assert backend.static_shapes(concatenated) == ((20,), (None,))
     _check_concatenated(backend, concatenated, input_components, to_concatenate_components)
 
 
