@@ -4,6 +4,7 @@ testIteratorResourceCleanup asks psutil for the process's open files; here
 the file descriptors under ``/proc/self/fd`` are read instead (Linux only).
 
 Left out of tf.data's tests:
+- testName: the ``name=`` argument of tf.data ops.
 - testTextLineDatasetParallelRead: ``num_parallel_reads`` (pipestate has none;
   docs/sources.md, ``TextLineDataset``: interleave the files instead).
 """
@@ -113,6 +114,41 @@ def test_text_line_dataset_pathlib(backend: Backend, tmp_path: Path) -> None:
     files = [Path(name) for name in _create_files(tmp_path, 1, 5)]
     dataset = backend.data.TextLineDataset(files)
     backend.assert_produces(dataset, [_line_text(0, i) for i in range(5)], assert_items_equal=True)
+
+
+def test_empty_file_list(backend: Backend) -> None:
+    backend.assert_produces(backend.data.TextLineDataset(filenames=[]), [])
+
+
+def test_file_does_not_exist(backend: Backend) -> None:
+    dataset = backend.data.TextLineDataset(filenames=["File not exist"])
+    with pytest.raises(
+        backend.NotFoundError, match=backend.tf_message("No such file or directory")
+    ):
+        backend.outputs(dataset)
+
+
+def test_file_names_must_be_strings(backend: Backend) -> None:
+    message = backend.tf_message(
+        r"The `filenames` argument must contain `tf.string` elements. Got `tf.int32` elements."
+    )
+    with pytest.raises(TypeError, match=message):
+        backend.data.TextLineDataset(filenames=0)
+
+
+def test_file_names_dataset_must_contain_strings(backend: Backend) -> None:
+    filenames = backend.Dataset.from_tensors(0)
+    message = backend.tf_message(r"must contain `tf.string` elements. Got a dataset of")
+    # tf.data checks the element spec when the dataset is made, pipestate each name as it is read.
+    with pytest.raises(TypeError, match=message):
+        backend.outputs(backend.data.TextLineDataset(filenames))
+
+
+def test_file_names_must_be_scalars(backend: Backend) -> None:
+    filenames = backend.Dataset.from_tensors([["File 1", "File 2"], ["File 3", "File 4"]])
+    message = backend.tf_message(r"elements of shape \[\] \(i.e. scalars\)")
+    with pytest.raises(TypeError, match=message):
+        backend.outputs(backend.data.TextLineDataset(filenames))
 
 
 # TextLineDatasetCheckpointTest
