@@ -471,9 +471,13 @@ class Backend:
         """A restored position does not leak into a new iterator of the same dataset.
 
         tf.data's version re-runs a graph-mode initializer after restoring and
-        is skipped in eager mode; the eager equivalent checked here is that
-        ``iter(build())`` after a restore starts from the beginning.
+        is skipped in eager mode (so it is skipped on TensorFlow here); the
+        eager equivalent checked on pipestate is that a new iterator of a
+        dataset one of whose iterators was restored starts from the beginning.
+        It is the last check of :meth:`run_core_tests`.
         """
+        if self.is_tf:
+            pytest.skip("tf.data skips this check in eager mode")
         break_point = break_point or num_outputs // 2
         expected, _ = self.gen_outputs(build, [], num_outputs, verify_exhausted=verify_exhausted)
         _, path = self.gen_outputs(build, [], break_point, verify_exhausted=False)
