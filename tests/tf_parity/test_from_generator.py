@@ -16,6 +16,7 @@ Left out of tf.data's tests:
 - testGeneratorDatasetFinalizeFunctionCalled: TF's internal ``_GeneratorDataset``.
 - testSharedName: TF1 shared iterators.
 - testFromGeneratorRaggedTensor, testFromGeneratorSparseTensor: ragged and sparse tensors.
+- testName: the ``name=`` argument of tf.data ops.
 - testTypeIsListError, testDimensionIsListError: checks of ``output_types`` /
   ``output_shapes``, arguments pipestate does not have.
 """
