@@ -474,7 +474,6 @@ class Backend:
         is skipped in eager mode (so it is skipped on TensorFlow here); the
         eager equivalent checked on pipestate is that a new iterator of a
         dataset one of whose iterators was restored starts from the beginning.
-        It is the last check of :meth:`run_core_tests`.
         """
         if self.is_tf:
             pytest.skip("tf.data skips this check in eager mode")
@@ -513,7 +512,8 @@ class Backend:
         self.verify_fully_used_iterator(build, num_outputs, assert_items_equal=items)
         self.verify_exhausted_iterator(build, num_outputs, assert_items_equal=items)
         self.verify_multiple_breaks(build, num_outputs, assert_items_equal=items)
-        self.verify_reset_restored_iterator(build, num_outputs, assert_items_equal=items)
+        if not self.is_tf:  # tf.data skips it in eager mode
+            self.verify_reset_restored_iterator(build, num_outputs, assert_items_equal=items)
 
 
 #: The verify functions of tf.data's ``checkpoint_test_base.default_test_combinations()``.
