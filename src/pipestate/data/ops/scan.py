@@ -106,7 +106,7 @@ def _decode(record: Any, where: str) -> Any:
         raise StateMismatchError(f"scan: {where} has an invalid shape {brief(shape, 80)}")
     # Values must be of the saved dtype's kind: 1.5 never becomes an int64 1.
     values = np.asarray(data)
-    if values.dtype.kind not in _SAFE_KINDS[dtype.kind]:
+    if values.size and values.dtype.kind not in _SAFE_KINDS[dtype.kind]:
         raise StateMismatchError(
             f"scan: {where} holds {values.dtype} values {brief(data, 80)} for dtype {dtype}"
         )
