@@ -14,7 +14,12 @@ them with the methods of :class:`Backend`, which mirror tf.data's test base:
   functions of ``checkpoint_test_base.py`` in TF2's eager mode: every save and
   restore goes through a checkpoint file (``ps.Checkpoint(iterator=it)`` /
   ``tf.train.Checkpoint(iterator=it)``, ``write`` then ``read`` into a fresh
-  iterator of a fresh dataset).
+  iterator of a fresh dataset). ``@verify_fns`` parametrizes a test over
+  the five, as tf.data's ``checkpoint_test_base.default_test_combinations()``;
+- ``at`` is random access (``ds[i]`` / ``tf.data.experimental.at``);
+- ``tf_message(regex)`` matches tf.data's wording of an error on TensorFlow
+  only, and ``assert_raises_when_built_or_read`` accepts an error raised when
+  the dataset is built (tf.data's static checks) or at its first element.
 
 Expected values are written as tf.data's tests state them. Only tuples
 (named tuples included) and dicts are structures; a list in an expected
