@@ -24,8 +24,9 @@ them with the methods of :class:`Backend`, which mirror tf.data's test base:
 Expected values are written as tf.data's tests state them. Only tuples
 (named tuples included) and dicts are structures; a list in an expected
 element is one array. A NumPy expected leaf is compared with its exact dtype,
-a Python leaf by dtype kind (``int`` matches any signed integer, ``float``
-any float, ``bytes`` a bytes string), so the Python-int-is-int64 difference
+a Python leaf by dtype kind (``int`` matches any integer dtype, ``float``
+any float, ``bytes`` a bytes string; string item sizes and TensorFlow's object
+arrays of bytes are not told apart), so the Python-int-is-int64 difference
 (docs/ops.md, ``map``) does not matter where a test does not state a dtype.
 
 Deliberate, documented differences are marked with :func:`pipestate_differs`,
