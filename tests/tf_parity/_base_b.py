@@ -25,20 +25,12 @@ def verify(
     num_outputs: int,
     *,
     assert_items_equal: bool = False,
-    reshuffles_per_iterator: bool = False,
 ) -> None:
-    """Runs the checkpoint verify function named ``verify_fn`` on ``build``.
+    """Runs the checkpoint verify function named ``verify_fn`` (see ``verify_fns``) on ``build``.
 
     ``assert_items_equal`` (tf.data's argument for reshuffling pipelines)
-    compares the outputs as multisets. ``verify_reset_restored_iterator``
-    iterates one dataset object twice, which TensorFlow reshuffles per
-    iterator when ``reshuffle_each_iteration=True`` even with a fixed seed
-    (tf.data runs that check in graph mode only); with
-    ``reshuffles_per_iterator`` that check compares multisets: a new iterator
-    of a dataset one of whose iterators was restored yields the whole dataset.
+    compares the outputs as multisets.
     """
-    if verify_fn == "verify_reset_restored_iterator" and reshuffles_per_iterator:
-        assert_items_equal = True
     kwargs: dict[str, Any] = {"assert_items_equal": True} if assert_items_equal else {}
     getattr(backend, verify_fn)(build, num_outputs, **kwargs)
 

@@ -137,4 +137,4 @@ def test_checkpoint(
             .repeat(2)
         )
 
-    verify(backend, verify_fn, build, 10, reshuffles_per_iterator=reshuffle_each_iteration)
+    verify(backend, verify_fn, build, 10)
