@@ -14,6 +14,11 @@ Element: TypeAlias = Any
 """A pipeline element: a NumPy value, or a nested tuple / dict of them."""
 
 _LEAF_TYPES = (np.ndarray, np.generic)
+# NumPy scalar types that are element leaves as they are (not text, not objects):
+# the per-element fast path checks the type alone.
+_READY_SCALARS = frozenset(
+    np.dtype(code).type for code in "?bhilqBHILQefdgFDG" if np.dtype(code).kind != "O"
+) | {np.bytes_}
 NOT_DATA: list[type] = []
 """Types that are never element values (``Dataset``, registered by its module)."""
 
@@ -29,6 +34,10 @@ def to_leaf(value: Any, what: object = None) -> Any:
     Text becomes UTF-8 ``bytes`` (NumPy ``S`` dtypes), as tf.data's strings do.
     ``what`` (an op) names the error raised for a value that has no NumPy form.
     """
+    if type(value) in _READY_SCALARS:
+        return value
+    if type(value) is str or isinstance(value, np.str_):
+        return np.bytes_(value.encode("utf-8"))
     if isinstance(value, _LEAF_TYPES):
         kind = value.dtype.kind
         if kind == "U":
@@ -139,15 +148,17 @@ def normalize(value: Any, *, lists_as_tuples: bool, what: object = None) -> Elem
         data, where every list is data.
       what: the op converting, named in errors.
     """
-    if isinstance(value, _LEAF_TYPES) and value.dtype.kind not in "UO":
+    kind = type(value)
+    if kind in _READY_SCALARS or (kind is np.ndarray and value.dtype.kind not in "UO"):
         return value
-    if lists_as_tuples and isinstance(value, list):
+    if lists_as_tuples and kind is list:
         return tuple(_normalize(item, what) for item in value)
     return _normalize(value, what)
 
 
 def _normalize(value: Any, what: object) -> Element:
-    if isinstance(value, _LEAF_TYPES) and value.dtype.kind not in "UO":
+    kind = type(value)
+    if kind in _READY_SCALARS or (kind is np.ndarray and value.dtype.kind not in "UO"):
         return value
     if isinstance(value, dict):
         return {key: _normalize(item, what) for key, item in value.items()}
@@ -212,7 +223,12 @@ def stack_leaves(leaves: Sequence[Any], what: object, path: str = "") -> np.ndar
     Raises:
       InvalidArgumentError: a leaf is a structure, or the dtypes or shapes differ.
     """
-    if not all(isinstance(leaf, _LEAF_TYPES) for leaf in leaves):
+    types = set(map(type, leaves))
+    if len(types) == 1 and next(iter(types)) in _READY_SCALARS:
+        # One NumPy scalar type: one dtype and shape (a string's dtype sizes by the longest).
+        first = leaves[0]
+        return np.array(leaves, dtype="S" if type(first) is np.bytes_ else first.dtype)
+    if not types <= _READY_SCALARS | {np.ndarray}:
         for i, leaf in enumerate(leaves):
             if isinstance(leaf, (tuple, dict, list)):
                 raise _structure_error(leaves[0], leaf, i, what, path)
