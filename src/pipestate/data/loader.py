@@ -505,7 +505,7 @@ def _worker_main(conn: Any, dataset: Dataset, worker: int) -> None:
         try:
             conn.send((layout, created, elapsed, failures, fatal))
         except (BrokenPipeError, OSError):
-            return  # the consumer is gone; it removes the block
+            return  # the consumer is gone; the block is its (or its resource tracker's) to remove
 
 
 def _compute(
