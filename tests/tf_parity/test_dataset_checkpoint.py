@@ -1,11 +1,11 @@
 """tf.data's ``dataset_checkpoint_test.py`` against pipestate and TensorFlow.
 
 tf.data's test saves and restores the iterator resource of a TF1 graph with
-serialize / deserialize ops, "in another session" (a new graph) or "in the
-same session" (after re-running the initializer). In eager mode the other
-session is a new iterator of a new dataset, and re-initializing is making a
-new iterator of the same dataset; the position goes through a checkpoint
-file (``backend.save`` / ``backend.restore``).
+serialize / deserialize ops, either in a new graph or after re-running the
+iterator's initializer in the same graph. In eager mode a new graph is a new
+iterator of a new dataset, and re-initializing is making a new iterator of
+the same dataset; the position goes through a checkpoint file
+(``backend.save`` / ``backend.restore``).
 """
 
 from __future__ import annotations

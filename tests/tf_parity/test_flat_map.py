@@ -1,7 +1,8 @@
 """tf.data's ``flat_map_test.py`` against pipestate and TensorFlow.
 
 Left out of tf.data's tests:
-- FlatMapTest.testSharedResourceNestedFlatMapDataset: a TF1 iterator shared by two sessions.
+- FlatMapTest.testSharedResourceNestedFlatMapDataset: a TF1 iterator shared by two
+  TF1 clients of one server.
 - FlatMapTest.testSparse, FlatMapCheckpointTest.testSparse: tf.sparse tensors.
 - FlatMapTest.testTensorArray: tf.TensorArray elements.
 - FlatMapTest.testRagged: ragged tensors.

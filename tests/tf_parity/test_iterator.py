@@ -9,8 +9,9 @@ Left out of tf.data's tests:
 - testNoGradients, testCapturingStateInOneShotRaisesException: TF graph gradients and
   captured tf.Variables.
 - testOneShotIteratorCaptureByValue: capturing tf.Tensors (the values are testOneShotIterator's).
-- testOneShotIteratorInsideContainer, testSimpleSharedResource: TF1 containers and sessions.
-- testOneShotIteratorNonBlocking's concurrent part: several TF1 session threads sharing one
+- testOneShotIteratorInsideContainer, testSimpleSharedResource: TF1 resource containers
+  and shared iterators.
+- testOneShotIteratorNonBlocking's concurrent part: several TF1 graph-mode threads sharing one
   iterator (the single-consumer part is translated).
 - testOneShotIteratorInitializerFails: a TF op failing when the dataset is built.
 - testNotInitializedError, testReinitializableIterator, testReinitializableIteratorStaticErrors,
