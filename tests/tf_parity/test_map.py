@@ -339,6 +339,10 @@ def test_determinism_configuration(backend: Backend, local_determinism: bool | N
         assert actual == elements
 
 
+@pipestate_differs(
+    "docs/ops.md#differences-from-tfdata: None is not an element value (a function that "
+    "returns None by mistake fails at once)"
+)
 def test_none_component(backend: Backend) -> None:
     def map_function(x: Any, y: Any) -> Any:
         if y is None:

@@ -38,6 +38,8 @@ def to_leaf(value: Any, what: object = None) -> Any:
         return value
     if type(value) is str or isinstance(value, np.str_):
         return np.bytes_(value.encode("utf-8"))
+    if type(value) is bytes:  # not through an array, which drops trailing NUL bytes
+        return np.bytes_(value)
     if isinstance(value, _LEAF_TYPES):
         kind = value.dtype.kind
         if kind == "U":

@@ -37,6 +37,8 @@ class FromTensorsDataset(Dataset):
 
     def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
         count = len(positions)
+        # Read-only, as the element itself is: the same value whichever path reads it.
         return _structure.map_structure(
-            lambda leaf: np.repeat(np.asarray(leaf)[np.newaxis], count, axis=0), self._data
+            lambda leaf: _read_only(np.repeat(np.asarray(leaf)[np.newaxis], count, axis=0)),
+            self._data,
         )

@@ -175,15 +175,17 @@ def _pad_leaves(
                     "padded_shapes or use None to pad to the longest element of the batch"
                 )
     target = tuple(longest[i] if limit is None else limit for i, limit in enumerate(padded))
+    # Checked whether or not this batch needs padding, as tf.data checks it once.
+    value = _padding_value(value_spec, dtype, path)
     if stacked:
         if target == batch.shape[1:]:
             return batch
-        out = _filled((len(batch), *target), _padding_value(value_spec, dtype, path), dtype)
+        out = _filled((len(batch), *target), value, dtype)
         out[_region(slice(None), batch.shape[1:])] = batch
         return out
     if all(shape == target for shape in shapes) and len(dtypes) == 1:
         return np.stack(arrays)
-    out = _filled((len(arrays), *target), _padding_value(value_spec, dtype, path), dtype)
+    out = _filled((len(arrays), *target), value, dtype)
     for i, array in enumerate(arrays):
         out[_region(i, array.shape)] = array
     return out
