@@ -104,5 +104,6 @@ def test_storage_errors_exit_2(
         raise PermissionError(13, "Permission denied", path + ".index")
 
     monkeypatch.setattr(Storage, "read_bytes", denied)
+    monkeypatch.setattr(Storage, "open_random_access", denied)
     assert main(["inspect", path]) == 2
     assert capsys.readouterr().err.startswith("pipestate inspect: error: [Errno 13] Permission")

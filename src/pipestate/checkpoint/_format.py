@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import gc
 import json
 import math
 import queue
@@ -28,14 +29,15 @@ import re
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple, NoReturn
 
 import google_crc32c
 import numpy as np
 
+from pipestate.checkpoint._limits import INDEX_LIMIT, read_limited
 from pipestate.checkpoint._safetensors import (
     TensorInfo,
     build_header,
@@ -62,6 +64,7 @@ __all__ = [
     "Node",
     "TensorEntry",
     "check_graph_size",
+    "gc_paused",
     "index_path",
     "missing_checkpoint_error",
     "node_paths",
@@ -101,9 +104,8 @@ def shard_name(basename: str, shard: int, num_shards: int) -> str:
     return f"{basename}.data-{shard:05d}-of-{num_shards:05d}"
 
 
-@dataclass(frozen=True)
-class Node:
-    """One object of the saved graph."""
+class Node(NamedTuple):
+    """One object of the saved graph (a tuple: a reader builds one per object, quickly)."""
 
     kind: str
     children: dict[str, int]
@@ -404,7 +406,9 @@ def remove_interrupted_saves(
 def _indexed_count(storage: Storage, index: str, counts: set[int]) -> set[int]:
     """``{num_shards}`` of the index; all of ``counts`` when the index cannot be read."""
     try:
-        num_shards, _, _ = _parse_index(storage.read_bytes(index), f"checkpoint index {index!r}")
+        num_shards, _, _ = _parse_index(
+            read_limited(storage, index, INDEX_LIMIT), f"checkpoint index {index!r}"
+        )
     except (CheckpointError, OSError):
         return counts
     return {num_shards}
@@ -439,6 +443,25 @@ def _body_crc(body: object) -> int:
 # -- reading -------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a large graph is parsed or restored.
+
+    Every few hundred containers allocated can start a collection, and the full
+    ones walk the whole heap (the program's objects too): with millions of nodes
+    they took most of the time of a restore. What is built here holds no
+    reference cycles, so nothing is lost; collection resumes at the end.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -455,10 +478,11 @@ class CheckpointReader:
         self.prefix = prefix
         self.display = display or prefix
         self._index = index_path(prefix)
-        data = storage.read_bytes(self._index, what="checkpoint index")
-        self.num_shards, self.nodes, self.tensors = _parse_index(
-            data, f"checkpoint index {self._index!r}"
-        )
+        data = read_limited(storage, self._index, INDEX_LIMIT)
+        with gc_paused():
+            self.num_shards, self.nodes, self.tensors = _parse_index(
+                data, f"checkpoint index {self._index!r}"
+            )
         self._shards: dict[int, tuple[RandomAccessFile, dict[str, TensorInfo]]] = {}
 
     def __repr__(self) -> str:
@@ -566,6 +590,10 @@ def _require(condition: bool, what: str, why: str) -> None:
         raise CorruptCheckpointError(f"{what}: {why}")
 
 
+def _fail(what: str, why: str) -> NoReturn:
+    raise CorruptCheckpointError(f"{what}: {why}")
+
+
 def _parse_index(data: bytes, what: str) -> tuple[int, list[Node], dict[str, TensorEntry]]:
     document = strict_json_loads(data, what)
     _require(isinstance(document, dict), what, "not a JSON object")
@@ -602,36 +630,42 @@ def _parse_index(data: bytes, what: str) -> tuple[int, list[Node], dict[str, Ten
     return num_shards, nodes, tensors
 
 
+_NODE_FIELDS = frozenset({"kind", "children", "attributes"})
+
+
 def _parse_nodes(raw: object, what: str) -> list[Node]:
     _require(isinstance(raw, list) and len(raw) > 0, what, "'nodes' must be a non-empty list")
     assert isinstance(raw, list)
+    count = len(raw)
     nodes = []
+    # Messages are built only on failure: this loop runs once per object of the graph.
     for i, node in enumerate(raw):
-        _require(
-            isinstance(node, dict) and set(node) == {"kind", "children", "attributes"},
-            what,
-            f"node {i} must have exactly kind, children and attributes",
-        )
+        if not (isinstance(node, dict) and node.keys() == _NODE_FIELDS):
+            _fail(what, f"node {i} must have exactly kind, children and attributes")
         kind, children, attributes = node["kind"], node["children"], node["attributes"]
-        _require(isinstance(kind, str), what, f"node {i}: kind must be a string")
-        _require(isinstance(children, dict), what, f"node {i}: children must be an object")
-        _require(isinstance(attributes, dict), what, f"node {i}: attributes must be an object")
+        if type(kind) is not str:
+            _fail(what, f"node {i}: kind must be a string")
+        if type(children) is not dict:
+            _fail(what, f"node {i}: children must be an object")
+        if type(attributes) is not dict:
+            _fail(what, f"node {i}: attributes must be an object")
         for name, child in children.items():
-            _require(
-                _is_int(child) and 0 <= child < len(raw),
-                what,
-                f"node {i}: child {name!r:.100} points at node {child!r:.60}, "
-                f"not one of 0..{len(raw) - 1}",
-            )
+            if type(child) is not int or not 0 <= child < count:
+                _fail(
+                    what,
+                    f"node {i}: child {name!r:.100} points at node {child!r:.60}, "
+                    f"not one of 0..{count - 1}",
+                )
         nodes.append(Node(kind, children, attributes))
-    depths = [-1] * len(nodes)
+    depths = [-1] * count
     depths[0] = 0
     queue = deque([0])
     while queue:
         nid = queue.popleft()
+        depth = depths[nid] + 1
         for child in nodes[nid].children.values():
             if depths[child] < 0:
-                depths[child] = depths[nid] + 1
+                depths[child] = depth
                 queue.append(child)
     try:
         check_graph_size(depths)
@@ -676,42 +710,71 @@ def _parse_dtype(text: object, where: str) -> np.dtype[Any]:
     return dtype
 
 
+_TENSOR_FIELDS = frozenset({"dtype", "shape", "shard", "offset", "length", "crc32c"})
+
+
 def _parse_tensors(raw: object, num_shards: int, what: str) -> dict[str, TensorEntry]:
     _require(isinstance(raw, dict), what, "'tensors' must be an object")
     assert isinstance(raw, dict)
-    fields = {"dtype", "shape", "shard", "offset", "length", "crc32c"}
+    dtypes: dict[str, np.dtype[Any]] = {}
     out = {}
+    # Messages are built only on failure: this loop runs once per array in the checkpoint.
     for key, entry in raw.items():
-        where = f"{what}: tensor {key!r:.200}"
-        _require(
-            isinstance(entry, dict) and set(entry) == fields,
-            where,
-            f"must have exactly {sorted(fields)}",
-        )
-        dtype = _parse_dtype(entry["dtype"], where)
-        shape = entry["shape"]
-        _require(shape_is_valid(shape), where, f"bad shape {shape!r:.200}")
-        shard, offset, length, crc = (
+        if not (isinstance(entry, dict) and entry.keys() == _TENSOR_FIELDS):
+            _fail(f"{what}: tensor {key!r:.200}", f"must have exactly {sorted(_TENSOR_FIELDS)}")
+        text = entry["dtype"]
+        dtype = dtypes.get(text) if type(text) is str else None
+        if dtype is None:
+            dtype = _parse_dtype(text, f"{what}: tensor {key!r:.200}")
+            dtypes[text] = dtype
+        shape, shard, offset, length, crc = (
+            entry["shape"],
             entry["shard"],
             entry["offset"],
             entry["length"],
             entry["crc32c"],
         )
-        _require(_is_int(shard) and 0 <= shard < num_shards, where, f"bad shard {shard!r:.60}")
-        _require(_is_int(offset) and offset >= 0, where, f"bad offset {offset!r:.60}")
-        _require(_is_int(length) and length >= 0, where, f"bad length {length!r:.60}")
-        _require(_is_int(crc) and 0 <= crc < 2**32, where, f"bad crc32c {crc!r:.60}")
-        needed = math.prod(shape) * dtype.itemsize
-        _require(
-            needed == length,
-            where,
-            f"dtype {dtype.str} and shape {shape!r:.200} need {needed} bytes, length says {length}",
-        )
-        _require(
-            empty_shape_fits(shape, dtype.itemsize), where, f"shape {shape!r:.200} is too large"
-        )
+        if not (
+            shape_is_valid(shape)
+            and _is_int(shard)
+            and 0 <= shard < num_shards
+            and _is_int(offset)
+            and offset >= 0
+            and _is_int(length)
+            and length >= 0
+            and _is_int(crc)
+            and 0 <= crc < 2**32
+            and math.prod(shape) * dtype.itemsize == length
+            and empty_shape_fits(shape, dtype.itemsize)
+        ):
+            _tensor_error(f"{what}: tensor {key!r:.200}", dtype, entry, num_shards)
         out[key] = TensorEntry(key, dtype, tuple(shape), shard, offset, length, crc)
     return out
+
+
+def _tensor_error(
+    where: str, dtype: np.dtype[Any], entry: dict[str, Any], num_shards: int
+) -> NoReturn:
+    """Raise the error for the first wrong field of a tensor entry known to be wrong."""
+    shape, shard, offset, length, crc = (
+        entry["shape"],
+        entry["shard"],
+        entry["offset"],
+        entry["length"],
+        entry["crc32c"],
+    )
+    _require(shape_is_valid(shape), where, f"bad shape {shape!r:.200}")
+    _require(_is_int(shard) and 0 <= shard < num_shards, where, f"bad shard {shard!r:.60}")
+    _require(_is_int(offset) and offset >= 0, where, f"bad offset {offset!r:.60}")
+    _require(_is_int(length) and length >= 0, where, f"bad length {length!r:.60}")
+    _require(_is_int(crc) and 0 <= crc < 2**32, where, f"bad crc32c {crc!r:.60}")
+    needed = math.prod(shape) * dtype.itemsize
+    _require(
+        needed == length,
+        where,
+        f"dtype {dtype.str} and shape {shape!r:.200} need {needed} bytes, length says {length}",
+    )
+    _fail(where, f"shape {shape!r:.200} is too large")
 
 
 def missing_checkpoint_error(storage: Storage, prefix: str, display: str) -> NotFoundError:

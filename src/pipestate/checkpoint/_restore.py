@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable, Collection
 from typing import Any
 
-from pipestate.checkpoint._format import CheckpointReader, node_paths
+from pipestate.checkpoint._format import CheckpointReader, gc_paused, node_paths
 from pipestate.checkpoint._graph import GraphView, format_path
 from pipestate.checkpoint._trackable import Trackable
 from pipestate.checkpoint._values import attribute_key
@@ -25,6 +25,7 @@ __all__ = [
 
 _uids = itertools.count(1)
 _MAX_LISTED = 20
+_JSON_SCALARS = frozenset({bool, int, float, str})
 
 NO_CHECKPOINT_MESSAGE = "No checkpoint specified (save_path=None); nothing is being restored."
 
@@ -107,6 +108,11 @@ class RestoreSession:
 
     def restore(self, obj: Trackable, node_id: int) -> None:
         """Restore ``obj`` from node ``node_id``, then its dependencies, breadth first."""
+        with gc_paused():
+            self._restore(obj, node_id)
+
+    def _restore(self, obj: Trackable, node_id: int) -> None:
+        graph = self._graph()
         queue = deque([(obj, node_id)])
         while queue:
             obj, nid = queue.popleft()
@@ -114,7 +120,6 @@ class RestoreSession:
                 continue
             self.matched.add(nid)
             self._restore_values(obj, nid)
-            graph = self._graph()
             children = graph.children(obj)
             for name, child_id in self.reader.nodes[nid].children.items():
                 child = children.get(name)
@@ -134,19 +139,22 @@ class RestoreSession:
         # "Every saved attribute" is complete whatever was saved; named ones must all be there.
         complete = expected is None or set(expected) <= set(names)
         if names:
-            path = self.node_path(node_id)
             # Objects that copy what they restore may get read-only views of the memory map.
             copy = not getattr(obj, "_copies_restored_values", False)
-            values = {
-                n: self.reader.decode(attributes[n], where=attribute_key(path, n), copy=copy)
-                for n in names
-            }
+            values = {}
+            for n in names:
+                encoded = attributes[n]
+                if encoded is None or type(encoded) in _JSON_SCALARS:
+                    values[n] = encoded  # stands for itself: no key to build, nothing to read
+                else:
+                    where = attribute_key(self.node_path(node_id), n)
+                    values[n] = self.reader.decode(encoded, where=where, copy=copy)
             try:
                 obj._restore_from_values(values)
             except (KeyError, TypeError) as err:
                 raise CheckpointMismatchError(
-                    f"cannot restore {obj!r} from {format_path(path)!r} in checkpoint "
-                    f"{self.reader.display!r}: {type(err).__name__}: {err}"
+                    f"cannot restore {obj!r} from {format_path(self.node_path(node_id))!r} in "
+                    f"checkpoint {self.reader.display!r}: {type(err).__name__}: {err}"
                 ) from err
             self.consumed.update((node_id, n) for n in names)
         if complete:
@@ -268,9 +276,12 @@ class CheckpointLoadStatus(LoadStatus):
                 not assigned a value, and unused attributes.
         """
         s = self._session
-        problems = (
-            s.unresolved() + s.unassigned(self._graph, self._is_optional) + s.unused_attributes()
-        )
+        with gc_paused():
+            problems = (
+                s.unresolved()
+                + s.unassigned(self._graph, self._is_optional)
+                + s.unused_attributes()
+            )
         if problems:
             raise AssertionError(
                 f"Checkpoint {s.reader.display!r} was not fully consumed:\n{_listing(problems)}"
@@ -287,7 +298,8 @@ class CheckpointLoadStatus(LoadStatus):
                 the unused attributes of matched objects.
         """
         s = self._session
-        problems = s.unassigned(self._graph, self._is_optional) + s.unused_attributes()
+        with gc_paused():
+            problems = s.unassigned(self._graph, self._is_optional) + s.unused_attributes()
         if problems:
             raise AssertionError(
                 "Some Python objects were not bound to checkpointed values, likely due to "

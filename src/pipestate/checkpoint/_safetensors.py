@@ -27,6 +27,7 @@ __all__ = [
     "TensorInfo",
     "build_header",
     "empty_shape_fits",
+    "json_depth",
     "numpy_dtype",
     "parse_header",
     "safetensors_dtype",
@@ -87,48 +88,69 @@ def _reject_constant(token: str) -> Any:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r:.100}")
+            seen.add(key)
     return out
 
 
-def _json_depth(document: Any) -> int:
-    """How deeply ``document``'s lists and objects nest (walked without recursion)."""
-    deepest = 0
-    stack = [(document, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            value = list(value.values())
-        elif not isinstance(value, list):
-            continue
-        deepest = max(deepest, depth)
-        stack.extend((v, depth + 1) for v in value if isinstance(v, (list, dict)))
+_DEPTH_CHUNK = 1 << 24
+# Every byte but the ones that matter for nesting: quotes and brackets.
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+
+
+def json_depth(data: bytes) -> int:
+    """How deeply JSON text nests lists and objects, found without parsing it.
+
+    Linear and without recursion (a few passes in C and NumPy), so it can run
+    before a parser that recurses once per level. Exact for valid JSON; for
+    invalid JSON, at least the depth a parser reaches before it fails.
+    """
+    if b"\\" in data:
+        # Escaped backslashes pair up from the left; then every escaped quote is one.
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    kept = np.frombuffer(data.translate(None, _NOT_STRUCTURE), dtype=np.uint8)
+    quote = kept == ord('"')
+    # Quotes so far odd: inside a string (an opening quote counts, a closing one does not).
+    structural = np.bitwise_xor.accumulate(quote.view(np.uint8)).view(np.bool_)
+    np.logical_or(structural, quote, out=structural)
+    np.logical_not(structural, out=structural)
+    # "[" and "{" have bit 1 set, "]" and "}" do not: steps of +1 and -1.
+    steps = (kept[structural] & 2).view(np.int8) - 1
+    del kept, quote, structural
+    deepest = level = 0
+    for start in range(0, len(steps), _DEPTH_CHUNK):
+        levels = np.cumsum(steps[start : start + _DEPTH_CHUNK], dtype=np.int64)
+        deepest = max(deepest, level + int(levels.max()))
+        level += int(levels[-1])
     return deepest
 
 
 def strict_json_loads(data: bytes, what: str) -> Any:
     """Parse standard JSON (no NaN, no duplicate keys, at most ``MAX_JSON_DEPTH`` levels).
 
+    The depth is checked before parsing, so deep nesting never reaches the
+    (recursive) parser.
+
     Raises:
         CorruptCheckpointError: For anything else, including text that is not UTF-8.
     """
     try:
-        document = json.loads(
-            data.decode("utf-8"),
-            parse_constant=_reject_constant,
-            object_pairs_hook=_no_duplicates,
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
         raise CorruptCheckpointError(f"{what} is not valid JSON: {err}") from None
-    if _json_depth(document) > MAX_JSON_DEPTH:
+    if json_depth(data) > MAX_JSON_DEPTH:
         raise CorruptCheckpointError(
             f"{what} is not valid JSON: nested more than {MAX_JSON_DEPTH} levels deep"
         )
-    return document
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError) as err:
+        raise CorruptCheckpointError(f"{what} is not valid JSON: {err}") from None
 
 
 def shape_is_valid(shape: object) -> bool:

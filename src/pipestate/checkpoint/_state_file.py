@@ -20,6 +20,7 @@ import math
 import os
 import re
 
+from pipestate.checkpoint._limits import STATE_FILE_LIMIT, read_limited
 from pipestate.checkpoint._storage import Storage, as_path
 from pipestate.errors import CorruptCheckpointError, NotFoundError
 
@@ -36,9 +37,10 @@ __all__ = [
 ]
 
 STATE_FILENAME = "checkpoint"
-_MAX_STATE_BYTES = 16 << 20
 
-_LINE = re.compile(r"^\s*([a-z_]+)\s*:\s*(.*?)\s*$")
+# Applied to stripped lines: no pattern here can backtrack, so parsing is linear in the text.
+_FIELD = re.compile(r"([a-z_]+)\s*:")
+_ESCAPE = re.compile(r"\\([0-7]{1,3}|.?)", re.DOTALL)
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "'": "'", "\\": "\\"}
 
 
@@ -81,35 +83,35 @@ def _quote(text: str) -> str:
 def _unquote(token: str, line_no: int, source: str) -> str:
     if len(token) < 2 or token[0] != '"' or token[-1] != '"':
         raise CorruptCheckpointError(
-            f"{source}, line {line_no}: expected a double-quoted string, got {token!r}"
+            f"{source}, line {line_no}: expected a double-quoted string, got {token!r:.200}"
         )
-    body = token[1:-1]
-    out: list[str] = []
-    i = 0
-    while i < len(body):
-        ch = body[i]
-        if ch == '"':
-            raise CorruptCheckpointError(
-                f"{source}, line {line_no}: unescaped quote inside {token!r}"
-            )
-        if ch != "\\":
-            out.append(ch)
-            i += 1
-            continue
-        nxt = body[i + 1 : i + 2]
-        if nxt in _ESCAPES:
-            out.append(_ESCAPES[nxt])
-            i += 2
-        elif nxt and nxt in "01234567":
-            digits = re.match(r"[0-7]{1,3}", body[i + 1 :])
-            assert digits is not None
-            out.append(chr(int(digits.group(0), 8)))
-            i += 1 + len(digits.group(0))
+    # One pass of a regular expression and one join: linear in the length of the string.
+    # split() alternates literal text and the captured escape: text, escape, text, ...
+    pieces = _ESCAPE.split(token[1:-1])
+    out: list[bytes] = []
+    for i, piece in enumerate(pieces):
+        if i % 2 == 0:
+            if '"' in piece:
+                raise CorruptCheckpointError(
+                    f"{source}, line {line_no}: unescaped quote inside {token!r:.200}"
+                )
+            out.append(piece.encode("utf-8", "surrogatepass"))
+        elif piece in _ESCAPES:
+            out.append(_ESCAPES[piece].encode("ascii"))
+        elif "0" <= piece[:1] <= "7" and int(piece, 8) <= 0o377:
+            # An octal escape is one byte of the UTF-8 text, as TensorFlow writes them.
+            out.append(bytes((int(piece, 8),)))
         else:
+            sequence = "\\" + piece
             raise CorruptCheckpointError(
-                f"{source}, line {line_no}: unknown escape sequence in {token!r}"
+                f"{source}, line {line_no}: unknown escape sequence {sequence!r} in {token!r:.200}"
             )
-    return "".join(out)
+    try:
+        return b"".join(out).decode("utf-8")
+    except UnicodeDecodeError:
+        raise CorruptCheckpointError(
+            f"{source}, line {line_no}: octal escapes in {token!r:.200} are not UTF-8"
+        ) from None
 
 
 def _number(token: str, line_no: int, source: str) -> float:
@@ -117,11 +119,11 @@ def _number(token: str, line_no: int, source: str) -> float:
         value = float(token)
     except ValueError:
         raise CorruptCheckpointError(
-            f"{source}, line {line_no}: expected a number, got {token!r}"
+            f"{source}, line {line_no}: expected a number, got {token!r:.100}"
         ) from None
     if not math.isfinite(value):
         raise CorruptCheckpointError(
-            f"{source}, line {line_no}: expected a finite number, got {token!r}"
+            f"{source}, line {line_no}: expected a finite number, got {token!r:.100}"
         )
     return value
 
@@ -138,13 +140,14 @@ def parse_state(text: str, *, source: str = "checkpoint state file") -> Checkpoi
     paths: list[str] = []
     stamps: list[float] = []
     preserved: float | None = None
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
+    for line_no, raw_line in enumerate(text.splitlines(), start=1):
+        line = raw_line.strip()
+        if not line or line.startswith("#"):
             continue
-        match = _LINE.match(line)
+        match = _FIELD.match(line)
         if match is None:
-            raise CorruptCheckpointError(f"{source}, line {line_no}: cannot parse {line!r}")
-        key, token = match.groups()
+            raise CorruptCheckpointError(f"{source}, line {line_no}: cannot parse {line!r:.200}")
+        key, token = match.group(1), line[match.end() :].lstrip()
         if key == "model_checkpoint_path":
             if model_path is not None:
                 raise CorruptCheckpointError(
@@ -158,7 +161,7 @@ def parse_state(text: str, *, source: str = "checkpoint state file") -> Checkpoi
         elif key == "last_preserved_timestamp":
             preserved = _number(token, line_no, source)
         else:
-            raise CorruptCheckpointError(f"{source}, line {line_no}: unknown field {key!r}")
+            raise CorruptCheckpointError(f"{source}, line {line_no}: unknown field {key!r:.100}")
     if model_path is None:
         raise CorruptCheckpointError(f"{source}: no model_checkpoint_path")
     if stamps and len(stamps) != len(paths):
@@ -187,18 +190,16 @@ def read_state(
 
     Raises:
         CorruptCheckpointError: When the file exists but cannot be parsed.
+        CheckpointTooLargeError: When the file is larger than
+            ``PIPESTATE_MAX_STATE_FILE_BYTES`` (16 MiB by default).
     """
     path = storage.join(directory, filename)
     if not storage.isfile(path):
         return None
     try:
-        data = storage.read_bytes(path, what="state file")
+        data = read_limited(storage, path, STATE_FILE_LIMIT)
     except NotFoundError:
         return None
-    if len(data) > _MAX_STATE_BYTES:
-        raise CorruptCheckpointError(
-            f"state file {path!r} is {len(data)} bytes, too large to be one"
-        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
