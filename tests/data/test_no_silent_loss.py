@@ -345,3 +345,21 @@ def test_take_releases_a_generator_at_its_end() -> None:
     assert [int(x) for x in it] == [0, 1, 2]
     assert finished == [True]  # released when take ended, while the iterator lives
     assert it.get_state()["iterator"]["taken"] == 3
+
+
+@pytest.mark.parametrize(
+    ("make", "advice"),
+    [
+        pytest.param(lambda t: t.ones(2, dtype=t.bfloat16), r"tensor\.float\(\)", id="bfloat16"),
+        pytest.param(lambda t: t.ones(2, requires_grad=True), r"tensor\.detach\(\)", id="grad"),
+    ],
+)
+def test_torch_tensors_numpy_lacks_name_the_op_and_the_fix(make: Any, advice: str) -> None:
+    torch = pytest.importorskip("torch")
+    tensor = make(torch)
+    for ds in (
+        ps.Dataset.range(2).map(lambda x: tensor),
+        ps.Dataset.range(2).map(lambda x: tensor).batch(2),
+    ):
+        with pytest.raises(TypeError, match=rf"map\(map_func=.*can't represent Tensor.*{advice}"):
+            next(iter(ds))
