@@ -79,8 +79,11 @@ class AsyncWriter:
     An error of a background save is kept and raised by the next
     :meth:`submit`, :meth:`wait` or :meth:`raise_if_failed`, once.
 
-    The thread is not a daemon: a program that ends while a save is in flight
-    waits for it to commit.
+    A program that ends while a save is in flight waits for it to commit (or
+    fail) before it exits. The thread is a daemon all the same, so that an
+    interrupted exit is not held up: with a storage ``timeout``, every
+    storage call of the save is bounded, so a hung storage fails the save
+    rather than the exit.
     """
 
     def __init__(self) -> None:
@@ -110,7 +113,7 @@ class AsyncWriter:
             self._join()
             self._what = what
             self._thread = threading.Thread(
-                target=self._run, args=(job,), name=f"pipestate-async-save({what})"
+                target=self._run, args=(job,), name=f"pipestate-async-save({what})", daemon=True
             )
             self._thread.start()
 

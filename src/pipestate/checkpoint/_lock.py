@@ -195,6 +195,14 @@ class WriterLock:
                 "stops saving. Make sure one process saves at a time, then create a new manager"
             )
 
+    def release_soon(self) -> None:
+        """:meth:`release` on a new thread: for finalizers, which may run on any thread
+        (even fsspec's event loop, whose calls a release must wait for)."""
+        if self._held is not None:
+            threading.Thread(
+                target=self.release, name="pipestate-lock-release", daemon=True
+            ).start()
+
     def release(self) -> None:
         """Give the lock back when no other manager of this process uses it."""
         held, self._held = self._held, None
@@ -244,7 +252,8 @@ def _lease(held: _Held) -> None:
             record = _parse(storage.read_bytes(path, what="writer lock"))
         except NotFoundError:
             continue  # released meanwhile: try again
-        if not _stale(record):
+        # A lease of this very process that no manager holds (its release failed) is stale too.
+        if not _stale(record) and (record or {}).get("owner") != _OWNER:
             raise CheckpointLockedError(
                 f"another process is saving into this directory: the writer lock "
                 f"{held.display!r} is held by {_describe(record)}. Only one process may save "

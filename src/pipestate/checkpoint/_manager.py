@@ -38,7 +38,7 @@ from pipestate.checkpoint._storage import (
     check_timeout,
     temporary_pattern,
 )
-from pipestate.errors import CheckpointWriteError, CorruptCheckpointError
+from pipestate.errors import CheckpointLockedError, CheckpointWriteError, CorruptCheckpointError
 
 __all__ = ["CheckpointManager"]
 
@@ -255,7 +255,7 @@ class CheckpointManager:
                 self._storage.join(self._fs_dir, lock_filename(filename)),
                 resolve_checkpoint_path(self._directory, lock_filename(filename)),
             )
-            weakref.finalize(self, self._writer_lock.release)
+            weakref.finalize(self, self._writer_lock.release_soon)
 
     def _recover(self, *, warn: bool = True) -> None:
         """Take over the checkpoints, save times and preservation clock of the state file."""
@@ -445,14 +445,24 @@ class CheckpointManager:
         if lock is None:
             return
         if not lock.held:
-            lock.acquire()
             try:
-                # Another process may have saved since this manager read the state file.
-                with self._lock:
-                    self._recover(warn=False)
-            except BaseException:
-                lock.release()
+                lock.acquire()
+                try:
+                    # Another process may have saved since this manager read the state file.
+                    with self._lock:
+                        self._recover(warn=False)
+                except BaseException:
+                    lock.release()
+                    raise
+            except CheckpointLockedError:
                 raise
+            except OSError as err:
+                raise CheckpointWriteError(
+                    *((err.errno,) if err.errno is not None else ()),
+                    f"could not take the writer lock of {self._directory!r} or read its state "
+                    f"file: {err}. Nothing was saved; earlier checkpoints and the state file are "
+                    "intact. Fix the storage problem and save again",
+                ) from err
         lock.check()
 
     def close(self) -> None:
@@ -610,6 +620,14 @@ class CheckpointManager:
                 match = aside.fullmatch(name)
                 if (match and match.group(1) not in named) or temporary.fullmatch(name):
                     self._storage.remove(self._storage.join(self._fs_dir, name))
+            # Uploads that interrupted saves could not abort (the store was unreachable).
+            self._storage.abort_uploads(
+                self._fs_dir,
+                re.compile(
+                    rf"{re.escape(self._checkpoint_name)}-[0-9]+({_ASIDE})?(\.index|{_SHARD})"
+                    rf"|{re.escape(self._latest_filename)}"
+                ),
+            )
             # While the state file names an aside checkpoint, a checkpoint of its number
             # that it does not name is a copy whose move was interrupted: remove it.
             for base in {_ASIDE_SUFFIX.sub("", p) for p in named if _ASIDE_SUFFIX.search(p)}:

@@ -392,6 +392,33 @@ class Storage:
             with contextlib.suppress(Exception):
                 f.closed = True  # fsspec files commit on close(); this one must not
 
+    def abort_uploads(self, directory: str, names: re.Pattern[str]) -> list[str]:
+        """Abort unfinished multipart uploads of files in ``directory`` whose names match.
+
+        A write interrupted by a crash, or whose abort failed because the store
+        was unreachable, leaves its upload open (invisible, but stored and
+        billed). Only object stores with multipart uploads have any (s3fs's
+        ``list_multipart_uploads``); elsewhere this does nothing.
+
+        Returns:
+            The names whose uploads were aborted.
+        """
+        listing = getattr(self.fs, "list_multipart_uploads", None)
+        abort = getattr(self.fs, "abort_mpu", None)
+        split = getattr(self.fs, "split_path", None)
+        if not (callable(listing) and callable(abort) and callable(split)):
+            return []
+        bucket, key_prefix, _ = split(directory)
+        key_prefix = key_prefix.rstrip("/") + "/" if key_prefix else ""
+        aborted = []
+        for upload in self.call("list the uploads of", directory, listing, bucket):
+            key = upload.get("Key", "")
+            name = key[len(key_prefix) :]
+            if key.startswith(key_prefix) and "/" not in name and names.fullmatch(name):
+                self.call("abort the upload of", key, abort, bucket, key, upload["UploadId"])
+                aborted.append(name)
+        return aborted
+
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """Create ``path`` holding ``data`` unless it exists; return whether it was created.
 
