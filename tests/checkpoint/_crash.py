@@ -121,6 +121,8 @@ def progress(lines: list[str]) -> tuple[int | None, int | None]:
     for line in lines:
         if line.startswith("failed "):
             raise AssertionError(f"the writer child failed: {line}")
+        if line.startswith("locked "):
+            raise AssertionError(f"the writer child found the directory locked: {line}")
         if line.startswith("saving "):
             begun = int(line.split()[1])
         elif line.startswith("saved "):
@@ -164,33 +166,59 @@ def kill_trial(
     max_to_keep: int = 3,
     max_delay: float = 0.25,
     storage_options: Any = None,
+    resave: bool = False,
+    background: bool = False,
+    second: Writer | None = None,
 ) -> Outcome:
-    """Start a saving child, SIGKILL it after a random delay, verify what it left."""
-    before = restored_step(directory, values, storage_options)
-    pid = writer.send(
-        mode="run",
-        dir=directory,
-        values=values,
-        shard_bytes=shard_bytes,
-        max_to_keep=max_to_keep,
-        storage_options=storage_options,
-    )
+    """Start a saving child, SIGKILL it after a random delay, verify what it left.
+
+    ``resave`` saves every step twice under one number, ``background`` saves
+    asynchronously, and with a ``second`` writer process another child tries
+    to save into the same directory meanwhile and must be refused.
+    """
+    numbered_by_counter = not resave
+    before = restored_step(directory, values, storage_options, numbered_by_counter=False)
+    command = {
+        "dir": directory,
+        "values": values,
+        "shard_bytes": shard_bytes,
+        "max_to_keep": max_to_keep,
+        "storage_options": storage_options,
+        "resave": resave,
+        "async": background,
+    }
+    pid = writer.send(mode="run", **command)
     # The delay starts once the child has restored: every kill lands in the loop of saves.
     lines = writer.until_ready(pid)
     assert lines == [f"ready {pid} {before or 0}"], lines
     time.sleep(rng.uniform(0.0, max_delay))
+    if second is not None:
+        # Once the first save returned, the child holds the lock.
+        while not lines[-1].startswith("saved "):
+            lines.append(writer.next_line(timeout=60))
+        other = second.send(mode="second", **command)
+        refusal, status = second.until_exit(other, timeout=60)
+        assert status == 0, refusal
+        assert len(refusal) == 1, refusal
+        assert refusal[0].startswith("locked "), refusal
+        assert f"process {pid} " in refusal[0], (pid, refusal)
+        time.sleep(rng.uniform(0.0, max_delay / 4))
     os.kill(pid, signal.SIGKILL)
     rest, status = writer.until_exit(pid)
     lines += rest
     assert status == -signal.SIGKILL, (status, lines)
     returned, in_flight = progress(lines)
     last = returned if returned is not None else before
-    restored = restored_step(directory, values, storage_options)
+    restored = restored_step(directory, values, storage_options, numbered_by_counter=False)
     allowed = {last} | ({in_flight} if in_flight is not None else set())
+    if background and in_flight is not None:
+        allowed.add(in_flight - 1)  # committed in the background, not yet reported
     assert restored in allowed, (
         f"restored step {restored}, but the last save that returned was {last} "
         f"(in flight: {in_flight}); output: {lines[-4:]}"
     )
+    if restored is not None and numbered_by_counter and not background:
+        restored_step(directory, values, storage_options)  # named after save_counter
     return Outcome(restored, last, in_flight, lines)
 
 

@@ -7,10 +7,16 @@ length), ``shard_bytes`` and ``max_to_keep``:
 
 * ``run``: restore the latest checkpoint, then save forever, printing
   ``saving <step>`` before and ``saved <step> <path>`` after each save that
-  returned. The driver kills the child with SIGKILL.
+  returned. The driver kills the child with SIGKILL. Options: ``resave``
+  saves every step twice under the number ``<step>``; ``async`` saves in
+  the background (``saved <step>`` then means committed, printed once the
+  next save has waited for it). A child that finds the directory locked by
+  another writer prints ``locked <message>`` and exits.
 * ``crash``: restore, then save once with the ``k``-th file operation (an
   ``fsync``, rename or unlink) replaced by ``os._exit``; each operation is
   announced first as ``op <n> <name> <file>``.
+* ``second``: save (a step of 1000000) into a directory that another child
+  is saving into, printing ``locked <message>`` when refused.
 * ``fill``: save once with ``RLIMIT_FSIZE`` set to ``limit`` bytes (a full
   disk for files larger than that) and print the error as ``error <json>``.
 
@@ -34,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from pipestate.checkpoint import Checkpoint, CheckpointManager, CheckpointOptions, Variable
-from pipestate.errors import CheckpointWriteError
+from pipestate.errors import CheckpointLockedError, CheckpointWriteError
 
 
 def say(line: str) -> None:
@@ -66,6 +72,7 @@ def _manager(command: dict[str, Any], ckpt: Checkpoint) -> CheckpointManager:
         command["dir"],
         max_to_keep=command["max_to_keep"],
         storage_options=command.get("storage_options"),
+        enable_async=bool(command.get("async")),
     )
 
 
@@ -124,18 +131,43 @@ def child(command: dict[str, Any]) -> None:
         else:
             say(f"saved - {path}")
         return
+    if mode == "second":
+        # A second writer on a directory another process is saving into: it must be refused.
+        manager = _manager(command, ckpt)
+        set_step(ckpt, 10**6)
+        for _ in range(command.get("saves", 3)):
+            try:
+                path = manager.save(options=_options(command))
+            except CheckpointLockedError as err:
+                say(f"locked {err}".replace("\n", " "))
+                return
+            say(f"second writer saved {path}")
+        return
     manager = _manager(command, ckpt)
     manager.restore_or_initialize()
     step = int(ckpt.step.numpy())
     say(f"ready {os.getpid()} {step}")
     if mode == "crash":
         _hook_file_operations(command["k"])
+    resave = bool(command.get("resave"))
+    background = bool(command.get("async"))
     while True:
         step += 1
         set_step(ckpt, step)
-        say(f"saving {step}")
-        path = manager.save(options=_options(command))
-        say(f"saved {step} {path}")
+        for _ in range(2 if resave else 1):
+            say(f"saving {step}")
+            try:
+                path = manager.save(
+                    checkpoint_number=step if resave else None, options=_options(command)
+                )
+            except CheckpointLockedError as err:
+                say(f"locked {err}".replace("\n", " "))
+                return
+            if background:
+                # This save waited for the previous one to commit.
+                say(f"saved {step - 1} (committed)")
+            else:
+                say(f"saved {step} {path}")
         if mode == "crash":
             return
 

@@ -164,3 +164,37 @@ def test_sigkill_while_saving_to_s3(s3_writer: Writer, s3_server: S3Server) -> N
     steps = [o.restored for o in outcomes if o.restored is not None]
     assert steps == sorted(steps)
     assert steps[-1] >= 2
+
+
+@pytest.fixture(scope="module")
+def second_writer() -> Iterator[Writer]:
+    w = Writer()
+    yield w
+    w.close()
+
+
+@pytest.mark.parametrize(
+    "kind", ["resave", "async", "two-writers"], ids=["same-number", "async", "two-writers"]
+)
+def test_sigkill_keeps_the_latest_checkpoint_loadable(
+    writer: Writer, second_writer: Writer, tmp_path: Path, kind: str
+) -> None:
+    """Saving a number again, async saves, a second writer refused: every kill leaves the latest."""
+    rng = random.Random(99)
+    directory = str(tmp_path / "run")
+    trials = 12
+    outcomes = [
+        kill_trial(
+            writer,
+            directory,
+            rng,
+            resave=kind == "resave",
+            background=kind == "async",
+            second=second_writer if kind == "two-writers" else None,
+            **STATE,
+        )
+        for _ in range(trials)
+    ]
+    print(f"{trials} SIGKILL trials ({kind}): {dict(summarize(outcomes))}")
+    assert all(o.restored is not None for o in outcomes[1:])
+    assert sum(o.in_flight is not None for o in outcomes) >= trials // 3
