@@ -131,7 +131,11 @@ def progress(lines: list[str]) -> tuple[int | None, int | None]:
 
 
 def restored_step(
-    directory: str, values: int, storage_options: Any = None, *, numbered_by_counter: bool = True
+    directory: str,
+    values: int,
+    storage_options: Any = None,
+    *,
+    numbered_by_counter: bool | None = True,
 ) -> int | None:
     """Restore the latest checkpoint into fresh objects and check that it is consistent.
 
@@ -151,8 +155,9 @@ def restored_step(
     np.testing.assert_array_equal(ckpt.bias.numpy(), np.full(ckpt.bias.shape, step * 0.5))
     assert ckpt.note == f"step {step}"
     # A number saved again is written aside first; a kill before the move leaves that name.
-    number = int(ckpt.save_counter.numpy()) if numbered_by_counter else step
-    assert re.fullmatch(rf"ckpt-{number}(\.replace-[0-9a-f]{{8}})?", Path(path).name), path
+    if numbered_by_counter is not None:
+        number = int(ckpt.save_counter.numpy()) if numbered_by_counter else step
+        assert re.fullmatch(rf"ckpt-{number}(\.replace-[0-9a-f]{{8}})?", Path(path).name), path
     return step
 
 
@@ -231,7 +236,8 @@ def check_clean(directory: Path) -> None:
         assert not LEFTOVER.match(entry), f"temporary {entry} left behind"
         if entry in ("checkpoint", ".checkpoint.lock"):
             continue
-        assert entry.split(".")[0] in names, f"{entry} belongs to no listed checkpoint ({names})"
+        prefix = re.sub(r"(\.index|\.data-[0-9]{5}-of-[0-9]{5})$", "", entry)
+        assert prefix in names, f"{entry} belongs to no listed checkpoint ({names})"
 
 
 def summarize(outcomes: list[Outcome]) -> Counter[str]:

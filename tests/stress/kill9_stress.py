@@ -3,19 +3,34 @@
 Each trial starts a child that restores the latest checkpoint and saves in a
 loop, kills it with SIGKILL after a random delay, and checks that the latest
 checkpoint restores with valid checksums and holds the last step whose save
-returned (or the step whose save had committed when the kill came). With
-``--s3`` the checkpoints go to a moto S3 server on loopback through s3fs.
+returned (or the step whose save had committed when the kill came).
+
+Scenarios (``--scenario``, several allowed; default all):
+
+* ``plain``: a new number per save.
+* ``resave``: every step saved twice under the same number (replacing a
+  checkpoint that exists).
+* ``async``: saves in the background.
+* ``two-writers``: while the child saves, a second process tries to save into
+  the same directory; it must be refused with ``CheckpointLockedError``
+  naming the child.
+
+With ``--s3`` the checkpoints go to a moto S3 server on loopback through s3fs.
+A sentinel directory next to the run is checked byte for byte at the end
+(no file outside the directory is touched). Failed trials are counted, not
+raised, and the script exits non-zero when there is any.
 
 Not collected by pytest (the file name has no ``test_`` prefix). Run:
 
-    python tests/stress/kill9_stress.py                  # 500 trials, local disk
-    python tests/stress/kill9_stress.py --trials 2000 --seed 7
-    python tests/stress/kill9_stress.py --s3 --trials 100
+    python tests/stress/kill9_stress.py                  # 125 trials per scenario, local disk
+    python tests/stress/kill9_stress.py --trials 500 --scenario resave --seed 7
+    python tests/stress/kill9_stress.py --s3 --trials 50
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import random
 import sys
@@ -28,12 +43,23 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.checkpoint._crash import (  # noqa: E402
+    Outcome,
     Writer,
     check_clean,
     kill_trial,
     restored_step,
-    summarize,
 )
+
+SCENARIOS = ("plain", "resave", "async", "two-writers")
+
+
+def digest(directory: Path) -> dict[str, str]:
+    """Every file under ``directory`` with the hash of its bytes."""
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 def start_s3() -> tuple[Any, dict[str, Any]]:
@@ -64,7 +90,8 @@ def start_s3() -> tuple[Any, dict[str, Any]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=500)
+    parser.add_argument("--trials", type=int, default=125, help="trials per scenario")
+    parser.add_argument("--scenario", action="append", choices=SCENARIOS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-delay", type=float, default=0.25, help="seconds before the kill")
     parser.add_argument("--values", type=int, default=200_000, help="float32 values saved")
@@ -76,37 +103,57 @@ def main() -> int:
     rng = random.Random(args.seed)
     server = None
     storage_options = None
+    failures = 0
     with tempfile.TemporaryDirectory(prefix="pipestate-kill9-") as tmp:
+        sentinel = Path(tmp) / "outside"
+        sentinel.mkdir()
+        (sentinel / "ckpt-1.index").write_bytes(b"not the manager's")
+        (sentinel / "checkpoint").write_bytes(b'model_checkpoint_path: "ckpt-1"\n')
+        before_outside = digest(sentinel)
         if args.s3:
             server, storage_options = start_s3()
             from tests.checkpoint.conftest import BUCKET
 
-            directory = f"s3://{BUCKET}/kill9-{args.seed}"
+            base = f"s3://{BUCKET}/kill9-{args.seed}"
             max_delay = args.max_delay * 4  # S3 requests are slower
         else:
-            directory = str(Path(tmp) / "run")
+            base = str(Path(tmp) / "run")
             max_delay = args.max_delay
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-        writer = Writer(env=env, preload=("s3fs",) if args.s3 else ())
+        preload = ("s3fs",) if args.s3 else ()
+        writer = Writer(env=env, preload=preload)
+        second = Writer(env=env, preload=preload)
         start = time.monotonic()
-        outcomes = []
+        table = []
         try:
-            for i in range(args.trials):
-                outcomes.append(
-                    kill_trial(
-                        writer,
-                        directory,
-                        rng,
-                        values=args.values,
-                        shard_bytes=args.shard_bytes,
-                        max_to_keep=args.max_to_keep,
-                        max_delay=max_delay,
-                        storage_options=storage_options,
-                    )
-                )
-                if (i + 1) % 50 == 0:
-                    print(f"{i + 1} trials, restored step {outcomes[-1].restored}", flush=True)
-            if not args.s3:
+            for scenario in args.scenario or SCENARIOS:
+                directory = f"{base}-{scenario}"
+                outcomes: list[Outcome] = []
+                errors: list[str] = []
+                began = time.monotonic()
+                for i in range(args.trials):
+                    try:
+                        outcomes.append(
+                            kill_trial(
+                                writer,
+                                directory,
+                                rng,
+                                values=args.values,
+                                shard_bytes=args.shard_bytes,
+                                max_to_keep=args.max_to_keep,
+                                max_delay=max_delay,
+                                storage_options=storage_options,
+                                resave=scenario == "resave",
+                                background=scenario == "async",
+                                second=second if scenario == "two-writers" else None,
+                            )
+                        )
+                    except AssertionError as err:
+                        errors.append(str(err)[:300])
+                        print(f"{scenario} trial {i}: FAILED {errors[-1]}", flush=True)
+                    if (i + 1) % 50 == 0:
+                        print(f"{scenario}: {i + 1} trials", flush=True)
+                # One save to the end removes every leftover of the interrupted ones.
                 pid = writer.send(
                     mode="crash",
                     k=10**9,
@@ -114,21 +161,49 @@ def main() -> int:
                     values=args.values,
                     shard_bytes=args.shard_bytes,
                     max_to_keep=args.max_to_keep,
+                    storage_options=storage_options,
                 )
                 lines, status = writer.until_exit(pid)
-                assert status == 0, lines
-                check_clean(Path(directory))
-            final = restored_step(directory, args.values, storage_options)
+                if status != 0:
+                    errors.append(f"the clean save failed: {lines[-3:]}")
+                elif not args.s3:
+                    try:
+                        check_clean(Path(directory))
+                    except AssertionError as err:
+                        errors.append(str(err))
+                final = restored_step(
+                    directory, args.values, storage_options, numbered_by_counter=None
+                )
+                failures += len(errors)
+                table.append(
+                    (scenario, args.trials, outcomes, errors, final, time.monotonic() - began)
+                )
         finally:
             writer.close()
+            second.close()
             if server is not None:
                 server.stop()
+        touched = digest(sentinel) != before_outside
     seconds = time.monotonic() - start
-    print(f"{args.trials} SIGKILL trials in {seconds:.1f} s ({'s3' if args.s3 else 'local'})")
-    for outcome, count in sorted(summarize(outcomes).items()):
-        print(f"  {count:5d}  {outcome}")
-    print(f"final restored step: {final}; every trial restored a consistent checkpoint")
-    return 0
+    where = "s3 (moto)" if args.s3 else "local disk"
+    print(f"\nSIGKILL trials on {where}, seed {args.seed}, {seconds:.0f} s")
+    print(
+        "| scenario | trials | restored the last returned save | restored the save in flight "
+        "| lost latest / inconsistent | final step |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    total = 0
+    for scenario, trials, outcomes, errors, final, _ in table:
+        last = sum(o.restored == o.last_returned for o in outcomes)
+        total += trials
+        print(
+            f"| {scenario} | {trials} | {last} | {len(outcomes) - last} | {len(errors)} | {final} |"
+        )
+    print(
+        f"{total} trials; failed trials: {failures}; files touched outside the directory: "
+        f"{int(touched)}"
+    )
+    return 1 if failures or touched else 0
 
 
 if __name__ == "__main__":
