@@ -50,8 +50,8 @@ class SizeLimit:
             )
         return value
 
-    def check(self, size: int, path: str) -> None:
-        """Refuse a file of ``size`` bytes at ``path`` when it is over the limit.
+    def check(self, size: int, where: str) -> None:
+        """Refuse ``size`` bytes of what ``where`` names when that is over the limit.
 
         Raises:
             CheckpointTooLargeError: Naming the size, the limit and how to raise it.
@@ -59,7 +59,7 @@ class SizeLimit:
         limit = self.max_bytes()
         if size > limit:
             raise CheckpointTooLargeError(
-                f"{self.what} {path!r:.300} is {size} bytes, more than the {limit} bytes "
+                f"{where} is {size} bytes, more than the {limit} bytes "
                 f"pipestate reads (a limit that bounds memory use; a damaged or hostile file "
                 f"can claim any size). If the file is genuine, raise the limit with the "
                 f"environment variable {self.variable}, e.g. {self.variable}={_suggest(size)}"
@@ -94,7 +94,7 @@ def read_limited(storage: Storage, path: str, limit: SizeLimit) -> bytes:
     f = storage.open_random_access(path, what=limit.what)
     try:
         size = f.size
-        limit.check(size, path)
+        limit.check(size, f"{limit.what} {path!r:.300}")
         data = f.read(0, size)
     finally:
         f.close()

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from pipestate.checkpoint._limits import HEADER_LIMIT
 from pipestate.errors import CorruptCheckpointError
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
     "strict_json_loads",
 ]
 
-MAX_HEADER_BYTES = 100_000_000
+MAX_HEADER_BYTES = HEADER_LIMIT.default
 MAX_NDIM = 64
 # Enough for values nested MAX_DEPTH (100) levels ({"items": [[k, v]]} is three JSON
 # levels per value level) inside the index; shallow enough that nothing recursive
@@ -218,16 +219,19 @@ def parse_header(
     Raises:
         CorruptCheckpointError: When the header length, JSON, dtypes, shapes
             or offsets do not describe tensors inside the file.
+        CheckpointTooLargeError: When the header is larger than
+            ``PIPESTATE_MAX_HEADER_BYTES`` (100 MB by default).
     """
     if file_size < 8 or len(head) < 8:
         raise CorruptCheckpointError(
             f"{what} is {file_size} bytes, too short to be a safetensors file"
         )
     (n,) = struct.unpack("<Q", head[:8])
-    if n > file_size - 8 or n > MAX_HEADER_BYTES:
+    if n > file_size - 8:
         raise CorruptCheckpointError(
             f"{what}: header length {n} is larger than the file ({file_size} bytes) allows"
         )
+    HEADER_LIMIT.check(n, f"{what}: the header")
     raw = read_more(8, n)
     if not raw.lstrip().startswith(b"{"):
         raise CorruptCheckpointError(f"{what}: header is not a JSON object")
