@@ -25,7 +25,7 @@ from pipestate.data._workers import (
     surface,
 )
 from pipestate.data.dataset import Dataset
-from pipestate.data.iterator import DatasetIterator, State, draw_entropy
+from pipestate.data.iterator import DatasetIterator, State
 from pipestate.errors import PipestateError
 
 __all__ = ["Loader", "LoaderWorkerError"]
@@ -149,7 +149,7 @@ class Loader:
     def __iter__(self) -> DatasetIterator:
         if self._num_workers == 0:
             return iter(self._dataset)
-        entropy = draw_entropy() if self._dataset._needs_entropy() else None
+        entropy = self._dataset._iterator_entropy()
         return LoaderIterator(self, entropy)
 
     def __len__(self) -> int:
