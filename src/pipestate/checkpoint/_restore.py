@@ -135,9 +135,14 @@ class RestoreSession:
             self.consumed.update((node_id, name) for name in attributes)
             return
         expected = obj._value_names()
-        names = [n for n in attributes if expected is None or n in expected]
-        # "Every saved attribute" is complete whatever was saved; named ones must all be there.
-        complete = expected is None or set(expected) <= set(names)
+        if expected is None:
+            # "Every saved attribute" is complete whatever was saved.
+            names, complete = list(attributes), True
+        else:
+            wanted = expected if isinstance(expected, (set, frozenset)) else set(expected)
+            names = [n for n in attributes if n in wanted]
+            # Named attributes must all be there (names are distinct and all wanted).
+            complete = len(names) == len(wanted)
         if names:
             # Objects that copy what they restore may get read-only views of the memory map.
             copy = not getattr(obj, "_copies_restored_values", False)
