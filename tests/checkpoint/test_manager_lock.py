@@ -51,6 +51,12 @@ def _holder(backend: Backend) -> subprocess.Popen[str]:
     return process
 
 
+def _close(process: subprocess.Popen[str]) -> None:
+    for pipe in (process.stdin, process.stdout):
+        if pipe is not None:
+            pipe.close()
+
+
 def _manager(backend: Backend) -> CheckpointManager:
     ckpt = ps.Checkpoint(w=ps.Variable(np.ones(3)))
     return CheckpointManager(ckpt, backend.directory, 2, storage_options=backend.storage_options)
@@ -84,6 +90,7 @@ def test_a_second_writer_is_refused_naming_the_holder(shared: Backend) -> None:
         assert holder.stdin is not None
         holder.stdin.close()
         holder.wait(timeout=60)
+        _close(holder)
     # The holder exited: its lock is released (S3: the lease deleted at exit).
     assert _manager(shared).save() is not None
 
@@ -92,6 +99,7 @@ def test_the_lock_of_a_killed_writer_is_taken_over(shared: Backend) -> None:
     holder = _holder(shared)
     holder.kill()
     holder.wait(timeout=60)
+    _close(holder)
     manager = _manager(shared)
     path = manager.save()
     assert path is not None
@@ -145,3 +153,4 @@ def test_a_manager_is_a_context_manager_releasing_the_lock(tmp_path: Path) -> No
     holder = _holder(backend)  # another process can take it now
     holder.kill()
     holder.wait(timeout=60)
+    _close(holder)

@@ -148,8 +148,8 @@ def main() -> int:
                                 second=second if scenario == "two-writers" else None,
                             )
                         )
-                    except AssertionError as err:
-                        errors.append(str(err)[:300])
+                    except Exception as err:  # counted and reported, whatever it is
+                        errors.append(f"{type(err).__name__}: {err}"[:300])
                         print(f"{scenario} trial {i}: FAILED {errors[-1]}", flush=True)
                     if (i + 1) % 50 == 0:
                         print(f"{scenario}: {i + 1} trials", flush=True)

@@ -214,7 +214,9 @@ class WriterLock:
                 return
             if _HELD.get(self._key) is held:
                 del _HELD[self._key]
-        _unlock(held)
+            # Under the registry lock: a manager of this process taking the lock meanwhile
+            # would find it still held by the operating system (or the lease still ours).
+            _unlock(held)
 
 
 def _flock(held: _Held) -> None:

@@ -92,8 +92,15 @@ def read_resolved_state(
     Raises:
         CorruptCheckpointError: When the file is damaged or names no checkpoint.
     """
-    storage.refresh(fs_dir)
-    state = read_state(storage, fs_dir, filename)
+    for attempt in range(3):
+        storage.refresh(fs_dir)
+        try:
+            state = read_state(storage, fs_dir, filename)
+            break
+        except OSError as err:
+            # Replaced while being read (s3fs's FileExpired): read the new one, which is whole.
+            if type(err).__name__ != "FileExpired" or attempt == 2:
+                raise
     if state is None:
         return None
     if not state.model_checkpoint_path:

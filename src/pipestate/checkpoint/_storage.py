@@ -169,6 +169,8 @@ class RandomAccessFile:
                     self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         else:
             self._storage = storage
+            # A cached listing may describe an older version of the file (its ETag).
+            storage.refresh(storage.split(path)[0])
             self._file = storage.call("open", path, storage.fs.open, path, "rb")
             self.size = int(storage.call("size of", path, storage.fs.size, path))
 
@@ -328,8 +330,16 @@ class Storage:
                         return f.read()
 
                 return self.call("read", path, read)
-            data: bytes = self.call("read", path, self.fs.cat_file, path)
-            return data
+            for attempt in range(3):
+                try:
+                    data: bytes = self.call("read", path, self.fs.cat_file, path)
+                    return data
+                except OSError as err:
+                    # Replaced while being read (s3fs's FileExpired): the new one is whole.
+                    if type(err).__name__ != "FileExpired" or attempt == 2:
+                        raise
+                    self.refresh(self.split(path)[0])
+            raise AssertionError("unreachable")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as err:
             raise NotFoundError(f"{what} {path!r} does not exist") from err
 
@@ -536,6 +546,9 @@ class _GuardedFile:
         self._storage = storage
         self._path = path
         self._file = file
+
+    def __repr__(self) -> str:
+        return f"_GuardedFile({self._path!r}, timeout={self._storage.timeout})"
 
     def write(self, data: Any) -> int:
         written: int = self._storage.call("write", self._path, self._file.write, data)
