@@ -266,7 +266,8 @@ class CheckpointableSaver:
 
         Raises:
             NotFoundError: When there is no checkpoint at ``save_path``.
-            CorruptCheckpointError: When the files are damaged.
+            CorruptCheckpointError: When the files are damaged, or larger than the
+                size limits (``CheckpointTooLargeError``, see ``PIPESTATE_MAX_INDEX_BYTES``).
             CheckpointMismatchError: When a value does not fit its object.
             CheckpointWriteError: When an earlier async save failed.
         """
@@ -488,7 +489,8 @@ class Checkpoint(AutoTrackable):
 
         Raises:
             NotFoundError: When there is no checkpoint at ``save_path``.
-            CorruptCheckpointError: When the files are damaged.
+            CorruptCheckpointError: When the files are damaged, or larger than the
+                size limits (``CheckpointTooLargeError``, see ``PIPESTATE_MAX_INDEX_BYTES``).
             CheckpointMismatchError: When a value does not fit its object.
             CheckpointWriteError: When an earlier async save failed.
         """

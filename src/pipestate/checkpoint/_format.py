@@ -471,6 +471,12 @@ class CheckpointReader:
 
     Arrays are read from memory-mapped shards (local files) or by ranged reads,
     and returned as fresh writable arrays.
+
+    Raises:
+        NotFoundError: When the index does not exist.
+        CheckpointTooLargeError: When the index is larger than
+            ``PIPESTATE_MAX_INDEX_BYTES`` (256 MiB by default); nothing of it is read.
+        CorruptCheckpointError: When the index is malformed.
     """
 
     def __init__(self, storage: Storage, prefix: str, *, display: str | None = None) -> None:
