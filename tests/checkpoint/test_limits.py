@@ -26,12 +26,13 @@ from pipestate.checkpoint import (
     load_variable,
 )
 from pipestate.checkpoint._format import CheckpointReader
+from pipestate.checkpoint._inspect import describe_tree
 from pipestate.checkpoint._safetensors import json_depth, strict_json_loads
 from pipestate.checkpoint._state_file import parse_state, read_state_file
 from pipestate.checkpoint._storage import Storage
 from pipestate.errors import CheckpointTooLargeError, CorruptCheckpointError
 
-from ._helpers import Model, saved_model
+from ._helpers import Model, rewrite_index, saved_model
 
 GIB = 1 << 30
 
@@ -320,3 +321,56 @@ def test_collection_resumes_after_a_corrupt_index(tmp_path: Path) -> None:
     with pytest.raises(CorruptCheckpointError):
         Checkpoint(model=Model()).restore(path)
     assert gc.isenabled()
+
+
+def _long_names_deep_down(levels: int, name_length: int, leaves: int) -> Any:
+    """A chain of objects with long names, and many objects with a value at its end."""
+
+    def mutate(body: dict[str, Any]) -> None:
+        chain = [
+            {"kind": "X", "children": {f"{i}" + "n" * name_length: i + 1}, "attributes": {}}
+            for i in range(levels)
+        ]
+        chain.append(
+            {
+                "kind": "X",
+                "children": {f"leaf{i}": levels + 1 + i for i in range(leaves)},
+                "attributes": {},
+            }
+        )
+        leaf = {"kind": "int", "children": {}, "attributes": {"VALUE": 0}}
+        body["nodes"] = chain + [leaf] * leaves
+        body["tensors"] = {}
+
+    return mutate
+
+
+@pytest.mark.timeout(60)
+def test_long_names_deep_in_the_graph_are_refused_before_naming_anything(
+    tmp_path: Path,
+) -> None:
+    """Keys grow as names times depth times values: 300 values here need 300 MB of keys.
+
+    A 30,000-value variant of this 1 MB index would need 30 GB.
+    """
+    path = CheckpointableSaver(AutoTrackable()).save(str(tmp_path / "a"))
+    rewrite_index(path, _long_names_deep_down(10, 100_000, 300))
+    match = "characters in all, more than the 268435456 allowed"
+    with pytest.raises(CorruptCheckpointError, match=match):
+        CheckpointableSaver(AutoTrackable()).restore(path)
+    with pytest.raises(CorruptCheckpointError, match=match):
+        load_variable(path, "x")
+    with pytest.raises(CorruptCheckpointError, match=match):
+        describe_tree(path)
+
+
+def test_graph_with_keys_longer_than_readers_accept_is_not_written(tmp_path: Path) -> None:
+    root = node = AutoTrackable()
+    for i in range(3):
+        setattr(node, f"n{i}" + "n" * 100_000, AutoTrackable())
+        node = next(iter(node._trackable_children().values()))
+    node.values = list(range(1_000))  # plain values: one object
+    node.objects = [AutoTrackable() for _ in range(1_000)]
+    with pytest.raises(ValueError, match="characters in all, more than the 268435456 allowed"):
+        CheckpointableSaver(root).save(str(tmp_path / "long"))
+    assert not list(tmp_path.iterdir())

@@ -84,6 +84,9 @@ MAX_SHARDS = 99_999
 # of a long chain of objects must not take quadratic time and memory.
 MAX_GRAPH_DEPTH = 1000
 MAX_PATH_COMPONENTS = 8_000_000
+# ... and so is the length of the keys built from those paths (an object's, and one per
+# saved attribute): long names deep in a graph must not multiply into terabytes of keys.
+MAX_KEY_CHARS = 1 << 28
 _CHUNK = 4 << 20
 # Below this many bytes a shard is written inline; above, on a writer thread.
 _THREADED_WRITE_BYTES = 4 * _CHUNK
@@ -666,25 +669,32 @@ def _parse_nodes(raw: object, what: str) -> list[Node]:
     depths = [-1] * count
     depths[0] = 0
     queue = deque([0])
+    chars = [0] * count
     while queue:
         nid = queue.popleft()
-        depth = depths[nid] + 1
-        for child in nodes[nid].children.values():
+        depth, prefix = depths[nid] + 1, chars[nid] + 1
+        for name, child in nodes[nid].children.items():
             if depths[child] < 0:
                 depths[child] = depth
+                chars[child] = prefix + len(name)
                 queue.append(child)
     try:
-        check_graph_size(depths)
+        check_graph_size(
+            depths, [c * max(len(node.attributes), 1) for c, node in zip(chars, nodes)]
+        )
     except ValueError as err:
         raise CorruptCheckpointError(f"{what}: {err}") from None
     return nodes
 
 
-def check_graph_size(depths: list[int]) -> None:
+def check_graph_size(depths: list[int], key_chars: list[int] | None = None) -> None:
     """Refuse graphs too deep or too large to name every object by its path.
 
     Args:
         depths: Each object's distance from the root.
+        key_chars: For each object, the length of its first path in characters
+            times the number of its saved attributes (at least one): what naming
+            the object and its values costs.
 
     Raises:
         ValueError: Naming the limit that was exceeded.
@@ -699,6 +709,13 @@ def check_graph_size(depths: list[int]) -> None:
         raise ValueError(
             f"the paths from the root to the graph's {len(depths)} objects have {total} "
             f"components in all, more than the {MAX_PATH_COMPONENTS} allowed"
+        )
+    chars = sum(key_chars or ())
+    if chars > MAX_KEY_CHARS:
+        raise ValueError(
+            f"the keys naming the graph's {len(depths)} objects and their values would have "
+            f"{chars} characters in all, more than the {MAX_KEY_CHARS} allowed; use shorter "
+            "names for objects deep in the graph"
         )
 
 

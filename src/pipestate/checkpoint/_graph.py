@@ -96,8 +96,12 @@ class GraphView:
             TypeError: When an object serializes something that is not a value.
         """
         objects = self.walk()
-        # Never write a checkpoint that readers would refuse.
-        check_graph_size([len(path) for _, path, _ in objects])
+        # Never write a checkpoint that readers would refuse (checked again below, once
+        # the number of values of each object is known).
+        depths = [len(path) for _, path, _ in objects]
+        check_graph_size(depths)
+        path_chars = [sum(map(len, path)) + len(path) for _, path, _ in objects]
+        check_graph_size(depths, path_chars)
         ids = {id(obj): i for i, (obj, _, _) in enumerate(objects)}
         nodes: list[dict[str, Any]] = []
         arrays: list[Any] = []
@@ -130,4 +134,7 @@ class GraphView:
                     "attributes": attributes,
                 }
             )
+        check_graph_size(
+            depths, [c * max(len(node["attributes"]), 1) for c, node in zip(path_chars, nodes)]
+        )
         return nodes, arrays

@@ -147,6 +147,10 @@ def _summary(encoded: Any, tensors: dict[str, Any]) -> tuple[str, list[str]]:
     return f"nested value with {len(refs)} arrays ({_size(total)})", lines
 
 
+def _shorten(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _no_array(key: str) -> Any:
     raise CorruptCheckpointError(f"unexpected array reference {key!r}")
 
@@ -209,6 +213,7 @@ def describe_tree(path: Any) -> str:
         ]
         paths = node_paths(source.nodes)
         parents = _first_parents(source.nodes)
+        shown: dict[int, str] = {}
         # Iterative, and each object is expanded only on its first path, so the printed
         # tree is as deep as the graph (bounded when the index is read), never deeper.
         stack: list[tuple[int, str, str, bool, bool, tuple[int, str] | None]] = [
@@ -219,9 +224,11 @@ def describe_tree(path: Any) -> str:
             branch = "" if top else ("└── " if is_last else "├── ")
             node = source.nodes[nid]
             if not top and parents[nid] != via:
-                lines.append(
-                    f"{indent}{branch}{label} -> same object as {'/'.join(paths[nid]) or '(root)'}"
-                )
+                # Any number of references may point at one deep object: its path is
+                # joined once, and shown shortened.
+                if nid not in shown:
+                    shown[nid] = _shorten("/".join(paths[nid]) or "(root)")
+                lines.append(f"{indent}{branch}{label} -> same object as {shown[nid]}")
                 continue
             lines.append(f"{indent}{branch}{label} ({node.kind})")
             child_indent = indent if top else indent + ("    " if is_last else "│   ")
