@@ -374,3 +374,29 @@ def test_graph_with_keys_longer_than_readers_accept_is_not_written(tmp_path: Pat
     with pytest.raises(ValueError, match="characters in all, more than the 268435456 allowed"):
         CheckpointableSaver(root).save(str(tmp_path / "long"))
     assert not list(tmp_path.iterdir())
+
+
+def test_messages_naming_hostile_keys_are_bounded(tmp_path: Path) -> None:
+    kernel = "model/dense/kernel/.ATTRIBUTES/VARIABLE_VALUE"
+
+    def long_tensor_key(body: dict[str, Any]) -> None:
+        for node in body["nodes"]:
+            if node["attributes"].get("VARIABLE_VALUE") == {"array": kernel}:
+                node["attributes"]["VARIABLE_VALUE"] = {"array": "k" * 1_000_000}
+
+    def long_object_name(body: dict[str, Any]) -> None:
+        body["nodes"].append({"kind": "K" * 1_000_000, "children": {}, "attributes": {"a": 1}})
+        body["nodes"][0]["children"]["n" * 1_000_000] = len(body["nodes"]) - 1
+
+    path, _ = saved_model(tmp_path / "a")
+    rewrite_index(path, long_tensor_key)
+    with pytest.raises(CorruptCheckpointError, match="refers to tensor 'kkk") as info:
+        Checkpoint(model=Model()).restore(path)
+    assert len(str(info.value)) < 1000
+    path, _ = saved_model(tmp_path / "b")
+    rewrite_index(path, long_object_name)
+    status = Checkpoint(model=Model()).restore(path)
+    with pytest.raises(AssertionError, match="Unresolved object in checkpoint: nnn") as failed:
+        status.assert_consumed()
+    assert len(str(failed.value)) < 1000
+    status.expect_partial()

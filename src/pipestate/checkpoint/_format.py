@@ -525,7 +525,7 @@ class CheckpointReader:
             return self.tensors[key]
         except KeyError:
             raise CorruptCheckpointError(
-                f"checkpoint {self.display!r} refers to tensor {key!r}, which its index lacks"
+                f"checkpoint {self.display!r} refers to tensor {key!r:.200}, which its index lacks"
             ) from None
 
     def read_tensor(self, key: str, *, copy: bool = True) -> np.ndarray:
@@ -544,7 +544,7 @@ class CheckpointReader:
         f, header = self._shard(entry.shard)
         info = header.get(key)
         expected_dtype = safetensors_dtype(entry.dtype)
-        where = f"value {key!r} in data shard {f.path!r}"
+        where = f"value {key!r:.200} in data shard {f.path!r}"
         raw = expected_dtype == "U8" and entry.dtype != np.uint8
         if (
             info is None

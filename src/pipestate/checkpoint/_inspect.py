@@ -152,7 +152,7 @@ def _shorten(text: str, limit: int = 200) -> str:
 
 
 def _no_array(key: str) -> Any:
-    raise CorruptCheckpointError(f"unexpected array reference {key!r}")
+    raise CorruptCheckpointError(f"unexpected array reference {key!r:.200}")
 
 
 def _collect_refs(encoded: Any, out: list[str]) -> None:

@@ -36,7 +36,8 @@ def next_restore_uid() -> int:
 
 
 def _listing(lines: list[str]) -> str:
-    shown = lines[:_MAX_LISTED]
+    # Names come from the checkpoint: a line is shortened, however long the name.
+    shown = [line if len(line) <= 500 else line[:497] + "..." for line in lines[:_MAX_LISTED]]
     if len(lines) > _MAX_LISTED:
         shown.append(f"... and {len(lines) - _MAX_LISTED} more")
     return "\n".join(f"  {line}" for line in shown)
@@ -173,7 +174,8 @@ class RestoreSession:
         not matter or a dependency of theirs with values is listed.
         """
         return [
-            f"Unresolved object in checkpoint: {format_path(self.node_path(nid))} ({node.kind})"
+            f"Unresolved object in checkpoint: {format_path(self.node_path(nid))} "
+            f"({node.kind:.100})"
             for nid, node in enumerate(self.reader.nodes)
             if node.attributes and nid not in self.matched and nid not in self.optional_nodes
         ]

@@ -252,14 +252,16 @@ def parse_header(
     spans = sorted((t.offset, t.offset + t.length, t.name) for t in tensors.values())
     for (_, end, left), (start, _, right) in itertools.pairwise(spans):
         if start < end:
-            raise CorruptCheckpointError(f"{what}: tensors {left!r} and {right!r} overlap")
+            raise CorruptCheckpointError(
+                f"{what}: tensors {left!r:.200} and {right!r:.200} overlap"
+            )
     return tensors, metadata
 
 
 def _parse_entry(
     name: str, entry: object, data_start: int, data_size: int, what: str
 ) -> TensorInfo:
-    where = f"{what}: tensor {name!r}"
+    where = f"{what}: tensor {name!r:.200}"
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
         raise CorruptCheckpointError(f"{where} must have exactly dtype, shape and data_offsets")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
