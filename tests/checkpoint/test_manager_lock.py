@@ -154,3 +154,27 @@ def test_a_manager_is_a_context_manager_releasing_the_lock(tmp_path: Path) -> No
     holder.kill()
     holder.wait(timeout=60)
     _close(holder)
+
+
+def test_a_holder_whose_lease_was_taken_over_stops_saving() -> None:
+    from pipestate.checkpoint._lock import WriterLock
+    from pipestate.checkpoint._storage import Storage
+
+    directory = f"memory://lease-{uuid.uuid4().hex}"
+    storage, fs_dir = Storage.for_path(directory)
+    path = f"{fs_dir}/.checkpoint.lock"
+    lock = WriterLock(storage, path, path, ttl=0.4)  # heartbeats every 0.1 s
+    lock.acquire()
+    try:
+        lock.check()
+        other = {"host": "elsewhere", "pid": 2, "owner": "y", "heartbeat": time.time(), "ttl": 60}
+        storage.write_atomic(path, json.dumps(other).encode(), fsync=False)
+        deadline = time.monotonic() + 60
+        while lock.lost is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(CheckpointLockedError, match="taken over by process 2 on host"):
+            lock.check()
+    finally:
+        lock.release()
+    # The lease is the other process's: releasing did not delete it.
+    assert json.loads(storage.read_bytes(path))["owner"] == "y"

@@ -164,6 +164,11 @@ class WriterLock:
         """Whether this handle holds the lock."""
         return self._held is not None
 
+    @property
+    def lost(self) -> str | None:
+        """Why the lock was lost (a lease taken over or not renewed), or ``None``."""
+        return self._held.lost if self._held is not None else None
+
     def acquire(self) -> None:
         """Take the lock (or share this process's hold on it).
 
