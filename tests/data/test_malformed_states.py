@@ -206,3 +206,28 @@ def test_an_infinite_source_refuses_positions_past_int64() -> None:
         with pytest.raises(StateMismatchError, match="out of range"):
             it.set_state(huge)
         assert [int(next(it)) for _ in range(4)] == [0, 1, 2, 0]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("key", ["dtype", "data", "shape"])
+def test_shared_lists_in_a_scan_state_are_refused_quickly(key: str) -> None:
+    ds = PIPELINES["filter-scan"]()
+    it = iter(ds)
+    next(it)
+    state = it.get_state()
+    state["iterator"]["scan_state"][0][key] = _shared(60)
+    with pytest.raises(StateMismatchError, match="scan"):
+        it.set_state(state)
+
+
+@pytest.mark.timeout(30)
+def test_shared_lists_in_a_buffer_are_refused_quickly() -> None:
+    for name in ("shuffle-buffer", "seedless-shuffle"):
+        it = iter(PIPELINES[name]())
+        next(it)
+        state = it.get_state()
+        inner = state["iterator"]
+        if "buffer" in inner:
+            inner["buffer"] = _shared(60)
+            with pytest.raises(StateMismatchError):
+                it.set_state(state)

@@ -16,6 +16,7 @@ import numpy as np
 
 from pipestate.data import _structure
 from pipestate.data._structure import Element, brief
+from pipestate.data.iterator import state_array
 from pipestate.errors import StateMismatchError
 
 _COUNT = "count"
@@ -93,7 +94,9 @@ def _leaf(column: Any, index: int, op: str) -> Any:
         return np.bytes_(value)
     if isinstance(value, str):
         return np.str_(value)
-    if isinstance(value, (list, int, float, bool)):
+    if isinstance(value, list):
+        return _structure.to_leaf(state_array(value, f"{op}: a buffered value"))
+    if isinstance(value, (int, float, bool)):
         return _structure.to_leaf(value)
     if not isinstance(value, (np.ndarray, np.generic)):
         raise StateMismatchError(f"{op}: buffered value {brief(value, 80)} is not an array")

@@ -557,6 +557,43 @@ class CountingIterator(StreamIterator):
         super()._restore({self._PARENT: state[self._PARENT]})
 
 
+_MAX_LIST_ITEMS = 1 << 26
+"""The most values a saved list may hold (arrays larger than this are saved as arrays)."""
+
+
+def state_array(value: Any, what: str) -> np.ndarray:
+    """A saved array, or nested lists of plain values read as one, checked before NumPy sees it.
+
+    NumPy walks every item of nested lists: a hostile list that shares itself
+    (``x = [x, x]`` sixty times) would take forever, so lists are walked here
+    first with a budget of items and a depth limit.
+
+    Raises:
+      StateMismatchError: anything but an array or rectangular-looking lists
+        of numbers, bools and text within the budget.
+    """
+    if isinstance(value, np.ndarray):
+        return value
+    if not isinstance(value, list):
+        raise StateMismatchError(f"{what} must be an array or a list, got {brief(value, 80)}")
+    budget = _MAX_LIST_ITEMS
+    pending: list[tuple[list[Any], int]] = [(value, 1)]
+    while pending:
+        items, depth = pending.pop()
+        budget -= len(items)
+        if budget < 0 or depth > 32:
+            raise StateMismatchError(f"{what} is nested too deeply or holds too many values")
+        for item in items:
+            if isinstance(item, list):
+                pending.append((item, depth + 1))
+            elif not isinstance(item, (int, float, bool, str, bytes, np.generic)):
+                raise StateMismatchError(f"{what} holds {brief(item, 80)}, not a plain value")
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise StateMismatchError(f"{what} is not a rectangular list of values: {err}") from None
+
+
 def read_dict(state: State, key: str, op: str) -> State:
     """Reads a nested state (a dict) strictly, naming the op and key on error."""
     value = state[key]

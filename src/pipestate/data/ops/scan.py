@@ -12,7 +12,7 @@ from pipestate.data._calls import check_function, check_stateful, stop_error
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data._structure import brief
 from pipestate.data.dataset import Dataset
-from pipestate.data.iterator import State, StreamIterator
+from pipestate.data.iterator import State, StreamIterator, state_array
 from pipestate.errors import StateMismatchError
 
 
@@ -88,13 +88,18 @@ def _decode(record: Any, where: str) -> Any:
     if not isinstance(record, dict) or set(record) != {_DTYPE, _SHAPE, _DATA}:
         raise StateMismatchError(f"scan: {where} must be a dict with keys dtype, shape, data")
     shape, data = record[_SHAPE], record[_DATA]
+    code = record[_DTYPE]
+    # Only a dtype string as _encode writes it: NumPy reads lists as structured
+    # dtypes, and a hostile one can take forever.
+    if not isinstance(code, str) or len(code) > 16:
+        raise StateMismatchError(f"scan: {where} has an invalid dtype {brief(code, 80)}")
     try:
-        dtype = np.dtype(record[_DTYPE])
-    except TypeError as err:
+        dtype = np.dtype(code)
+    except (TypeError, ValueError) as err:
         raise StateMismatchError(
             f"scan: {where} has an invalid dtype {brief(record[_DTYPE], 80)}"
         ) from err
-    if dtype.kind not in "biufcSU" or not isinstance(shape, list):
+    if dtype.kind not in "biufcSU" or not isinstance(shape, list) or len(shape) > 32:
         raise StateMismatchError(
             f"scan: {where} has an invalid dtype or shape: {brief(record, 120)}"
         )
@@ -105,7 +110,7 @@ def _decode(record: Any, where: str) -> Any:
     if not all(isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape):
         raise StateMismatchError(f"scan: {where} has an invalid shape {brief(shape, 80)}")
     # Values must be of the saved dtype's kind: 1.5 never becomes an int64 1.
-    values = np.asarray(data)
+    values = state_array(data, f"scan: {where}['data']")
     if values.size and values.dtype.kind not in _SAFE_KINDS[dtype.kind]:
         raise StateMismatchError(
             f"scan: {where} holds {values.dtype} values {brief(data, 80)} for dtype {dtype}"

@@ -9,7 +9,7 @@ import numpy as np
 from pipestate.data import _buffer, _structure
 from pipestate.data._structure import brief
 from pipestate.data.dataset import Dataset, check_int
-from pipestate.data.iterator import StreamIterator, read_bool, read_int
+from pipestate.data.iterator import StreamIterator, read_bool, read_int, state_array
 from pipestate.errors import StateMismatchError
 
 _DRAWS = 1024  # random numbers drawn per block
@@ -111,7 +111,7 @@ class _ShuffleIterator(StreamIterator):
         filled = read_bool(state, self._FILLED, op)
         saved = state[self._BUFFER]
         if self._by_index:
-            positions = np.asarray(saved)
+            positions = state_array(saved, f"{op}: state['buffer']")
             if positions.ndim != 1 or positions.dtype.kind not in "iu" or len(positions) > size:
                 raise StateMismatchError(
                     f"{op}: state['buffer'] must be at most {size} input indices, got "
