@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import reprlib
 from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
 
@@ -160,8 +161,19 @@ def decode_value(encoded: Any, read_array: Callable[[str], np.ndarray], *, where
     return _decode(encoded, read_array, where, 0)
 
 
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel = 3
+_BRIEF.maxstring = _BRIEF.maxother = 100
+
+
+def _brief(value: Any) -> str:
+    """A bounded repr of a value read from a file, for messages."""
+    text = _BRIEF.repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def _bad(where: str, why: str) -> CorruptCheckpointError:
-    return CorruptCheckpointError(f"malformed value at {where!r} in checkpoint index: {why}")
+    return CorruptCheckpointError(f"malformed value at {_brief(where)} in checkpoint index: {why}")
 
 
 def _decode(encoded: Any, read_array: Callable[[str], np.ndarray], where: str, depth: int) -> Value:
@@ -174,13 +186,15 @@ def _decode(encoded: Any, read_array: Callable[[str], np.ndarray], where: str, d
     if isinstance(encoded, list):
         return [_decode(v, read_array, where, depth + 1) for v in encoded]
     if not isinstance(encoded, dict) or len(encoded) != 1:
-        raise _bad(where, f"expected a JSON value or a one-key tagged object, got {encoded!r:.200}")
+        raise _bad(
+            where, f"expected a JSON value or a one-key tagged object, got {_brief(encoded)}"
+        )
     ((tag, body),) = encoded.items()
     if tag not in _TAGS:
-        raise _bad(where, f"unknown tag {tag!r}")
+        raise _bad(where, f"unknown tag {_brief(tag)}")
     if tag == "float":
         if not isinstance(body, str) or body not in _NON_FINITE:
-            raise _bad(where, f"'float' must be 'nan', 'inf' or '-inf', got {body!r:.100}")
+            raise _bad(where, f"'float' must be 'nan', 'inf' or '-inf', got {_brief(body)}")
         return _NON_FINITE[body]
     if tag == "bytes":
         if not isinstance(body, str):
@@ -203,21 +217,21 @@ def _decode(encoded: Any, read_array: Callable[[str], np.ndarray], where: str, d
         out: dict[Any, Value] = {}
         for pair in body:
             if not isinstance(pair, list) or len(pair) != 2:
-                raise _bad(where, f"'items' entry {pair!r:.100} is not a [key, value] pair")
+                raise _bad(where, f"'items' entry {_brief(pair)} is not a [key, value] pair")
             k = _decode(pair[0], read_array, where, depth + 1)
             try:
                 hash(k)
             except TypeError:
-                raise _bad(where, f"dict key {k!r:.100} is not hashable") from None
+                raise _bad(where, f"dict key {_brief(k)} is not hashable") from None
             if isinstance(k, np.generic):
                 raise _bad(where, "dict keys cannot be NumPy scalars")
             out[k] = _decode(pair[1], read_array, where, depth + 1)
         return out
     if not isinstance(body, str):
-        raise _bad(where, f"{tag!r} must name a tensor, got {body!r:.100}")
+        raise _bad(where, f"{tag!r} must name a tensor, got {_brief(body)}")
     array = read_array(body)
     if tag == "scalar":
         if array.ndim != 0:
-            raise _bad(where, f"scalar tensor {body!r} has shape {array.shape}")
+            raise _bad(where, f"scalar tensor {_brief(body)} has shape {array.shape}")
         return array[()]
     return array
