@@ -118,6 +118,7 @@ def progress(lines: list[str]) -> tuple[int | None, int | None]:
     """The last step whose save returned, and a step whose save began but did not return."""
     returned: int | None = None
     begun: int | None = None
+    saving = False  # the last line says a save began: it is in flight, whatever its step
     for line in lines:
         if line.startswith("failed "):
             raise AssertionError(f"the writer child failed: {line}")
@@ -125,9 +126,12 @@ def progress(lines: list[str]) -> tuple[int | None, int | None]:
             raise AssertionError(f"the writer child found the directory locked: {line}")
         if line.startswith("saving "):
             begun = int(line.split()[1])
+            saving = True
         elif line.startswith("saved "):
             returned = int(line.split()[1])
-    return returned, (begun if begun != returned else None)
+            saving = False
+    # Saving one number twice, the second save of step n is in flight after "saved n".
+    return returned, (begun if begun != returned or saving else None)
 
 
 def restored_step(
@@ -193,14 +197,15 @@ def kill_trial(
         "async": background,
     }
     pid = writer.send(mode="run", **command)
-    # The delay starts once the child has restored: every kill lands in the loop of saves.
     lines = writer.until_ready(pid)
     assert lines == [f"ready {pid} {before or 0}"], lines
+    # The delay starts once a save has returned, however slow the machine: every
+    # trial moves training on, and every kill lands in the loop of saves (and,
+    # with a second writer, while the child holds the lock).
+    while not lines[-1].startswith("saved "):
+        lines.append(writer.next_line(timeout=60))
     time.sleep(rng.uniform(0.0, max_delay))
     if second is not None:
-        # Once the first save returned, the child holds the lock.
-        while not lines[-1].startswith("saved "):
-            lines.append(writer.next_line(timeout=60))
         other = second.send(mode="second", **command)
         refusal, status = second.until_exit(other, timeout=60)
         assert status == 0, refusal
