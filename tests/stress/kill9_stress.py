@@ -153,10 +153,14 @@ def main() -> int:
                         print(f"{scenario} trial {i}: FAILED {errors[-1]}", flush=True)
                     if (i + 1) % 50 == 0:
                         print(f"{scenario}: {i + 1} trials", flush=True)
-                # One save to the end removes every leftover of the interrupted ones.
+                # One save to the end removes every leftover of the interrupted ones. It
+                # numbers its checkpoint as the scenario does: a checkpoint committed but
+                # not yet recorded when its writer was killed is replaced by the next save
+                # of its number, and a save numbered otherwise would leave it in place.
                 pid = writer.send(
                     mode="crash",
                     k=10**9,
+                    resave=scenario == "resave",
                     dir=directory,
                     values=args.values,
                     shard_bytes=args.shard_bytes,
@@ -166,11 +170,13 @@ def main() -> int:
                 lines, status = writer.until_exit(pid)
                 if status != 0:
                     errors.append(f"the clean save failed: {lines[-3:]}")
+                    print(f"{scenario}: FAILED {errors[-1]}", flush=True)
                 elif not args.s3:
                     try:
                         check_clean(Path(directory))
                     except AssertionError as err:
-                        errors.append(str(err))
+                        errors.append(str(err)[:300])
+                        print(f"{scenario}: FAILED {errors[-1]}", flush=True)
                 final = restored_step(
                     directory, args.values, storage_options, numbered_by_counter=None
                 )
