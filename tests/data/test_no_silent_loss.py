@@ -15,6 +15,7 @@ import pytest
 
 import pipestate as ps
 from pipestate.errors import InvalidArgumentError
+from pipestate.testing import assert_elements_equal, roundtrip_state
 
 Path = Callable[[ps.Dataset], Any]
 
@@ -363,3 +364,18 @@ def test_torch_tensors_numpy_lacks_name_the_op_and_the_fix(make: Any, advice: st
     ):
         with pytest.raises(TypeError, match=rf"map\(map_func=.*can't represent Tensor.*{advice}"):
             next(iter(ds))
+
+
+def test_a_0d_array_is_a_numpy_scalar_before_and_after_a_restore() -> None:
+    # A buffer saved in a checkpoint holds values; a restored 0-d leaf must not
+    # come back as another type than the uninterrupted run's.
+    ds = ps.Dataset.range(6).filter(lambda x: True).map(lambda x: (np.array(x), np.array(b"t")))
+    ds = ds.shuffle(3, seed=1)
+    reference = list(ds)
+    assert all(type(a) is np.int64 and type(b) is np.bytes_ for a, b in reference)
+    it = iter(ds)
+    next(it)
+    restored = iter(ds)
+    restored.set_state(roundtrip_state(it.get_state()))
+    for got, expected in zip(restored, reference[1:]):
+        assert_elements_equal(got, expected)

@@ -46,7 +46,8 @@ def to_leaf(value: Any, what: object = None) -> Any:
             return encode_text(value)
         if kind == "O":
             return _from_objects(value, what)
-        return value
+        # A 0-d array is a NumPy scalar, as everywhere else (and after a restore).
+        return value[()] if type(value) is np.ndarray and value.ndim == 0 else value
     if NOT_DATA and isinstance(value, tuple(NOT_DATA)):
         # NumPy would iterate a dataset into an array of its elements.
         where = f"{what!s}: " if what is not None else ""
@@ -151,7 +152,9 @@ def normalize(value: Any, *, lists_as_tuples: bool, what: object = None) -> Elem
       what: the op converting, named in errors.
     """
     kind = type(value)
-    if kind in _READY_SCALARS or (kind is np.ndarray and value.dtype.kind not in "UO"):
+    if kind in _READY_SCALARS or (
+        kind is np.ndarray and value.ndim and value.dtype.kind not in "UO"
+    ):
         return value
     if lists_as_tuples and kind is list:
         return tuple(_normalize(item, what) for item in value)
@@ -160,7 +163,9 @@ def normalize(value: Any, *, lists_as_tuples: bool, what: object = None) -> Elem
 
 def _normalize(value: Any, what: object) -> Element:
     kind = type(value)
-    if kind in _READY_SCALARS or (kind is np.ndarray and value.dtype.kind not in "UO"):
+    if kind in _READY_SCALARS or (
+        kind is np.ndarray and value.ndim and value.dtype.kind not in "UO"
+    ):
         return value
     if isinstance(value, dict):
         return {key: _normalize(item, what) for key, item in value.items()}
