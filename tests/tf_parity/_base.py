@@ -67,6 +67,12 @@ def pipestate_differs(reason: str) -> pytest.MarkDecorator:
     return marker
 
 
+NEGATIVE_INDEX = pytest.param(
+    -1, marks=pipestate_differs("docs/ops.md#random-access: a negative index counts from the end")
+)
+"""The index ``-1`` of TF's invalid-index cases: pipestate counts it from the end."""
+
+
 def _is_structure(value: Any) -> bool:
     return isinstance(value, (tuple, dict))
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ._base import Backend, pipestate_differs, verify_fns
+from ._base import NEGATIVE_INDEX, Backend, pipestate_differs, verify_fns
 
 COMPONENTS = (
     np.arange(7),
@@ -152,12 +152,7 @@ def test_random_access(backend: Backend, batch_size: int, drop_remainder: bool) 
 @pytest.mark.parametrize(
     "index",
     [
-        pytest.param(
-            -1,
-            marks=pipestate_differs(
-                "docs/ops.md#random-access: a negative index counts from the end"
-            ),
-        ),
+        NEGATIVE_INDEX,
         4,
     ],
 )

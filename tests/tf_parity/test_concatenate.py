@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ._base import Backend, pipestate_differs, verify_fns
+from ._base import NEGATIVE_INDEX, Backend, verify_fns
 
 
 def _check_concatenated(backend: Backend, dataset: Any, first: Any, second: Any) -> None:
@@ -119,12 +119,7 @@ def test_concatenate_checkpoint(backend: Backend, verify_fn: str) -> None:
 @pytest.mark.parametrize(
     "index",
     [
-        pytest.param(
-            -1,
-            marks=pipestate_differs(
-                "docs/ops.md#random-access: a negative index counts from the end"
-            ),
-        ),
+        NEGATIVE_INDEX,
         3,
         4,
     ],

@@ -16,7 +16,7 @@ import collections
 import numpy as np
 import pytest
 
-from ._base import Backend, pipestate_differs, verify_fns
+from ._base import NEGATIVE_INDEX, Backend, verify_fns
 
 COMPONENTS = (
     np.tile(np.array([[1], [2], [3], [4]]), 20),
@@ -97,12 +97,7 @@ def test_from_tensor_slices_dict_checkpoint(backend: Backend, verify_fn: str) ->
 @pytest.mark.parametrize(
     "index",
     [
-        pytest.param(
-            -1,
-            marks=pipestate_differs(
-                "docs/ops.md#random-access: a negative index counts from the end"
-            ),
-        ),
+        NEGATIVE_INDEX,
         3,
         4,
     ],

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ._base import Backend, pipestate_differs, verify_fns
+from ._base import NEGATIVE_INDEX, Backend, verify_fns
 
 COMPONENTS = (np.array(1), np.array([1, 2, 3]), np.array(37.0))
 
@@ -100,12 +100,7 @@ def test_from_tensors_checkpoint(backend: Backend, verify_fn: str) -> None:
 @pytest.mark.parametrize(
     "index",
     [
-        pytest.param(
-            -1,
-            marks=pipestate_differs(
-                "docs/ops.md#random-access: a negative index counts from the end"
-            ),
-        ),
+        NEGATIVE_INDEX,
         1,
     ],
 )

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ._base import Backend, pipestate_differs, verify_fns
+from ._base import NEGATIVE_INDEX, Backend, pipestate_differs, verify_fns
 
 COMPONENTS = (
     np.arange(7),
@@ -443,12 +443,7 @@ def test_nested_functions_in_map_fn(
 @pytest.mark.parametrize(
     "index",
     [
-        pytest.param(
-            -1,
-            marks=pipestate_differs(
-                "docs/ops.md#random-access: a negative index counts from the end"
-            ),
-        ),
+        NEGATIVE_INDEX,
         4,
         5,
     ],

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ._base import Backend, pipestate_differs, verify_fns
+from ._base import NEGATIVE_INDEX, Backend, pipestate_differs, verify_fns
 
 COMPONENTS = (np.array(1), np.array([1, 2, 3]), np.array(37.0))
 SHAPES = ((), (3,), ())
@@ -78,12 +78,7 @@ def test_repeat_checkpoint(
 @pytest.mark.parametrize(
     "index",
     [
-        pytest.param(
-            -1,
-            marks=pipestate_differs(
-                "docs/ops.md#random-access: a negative index counts from the end"
-            ),
-        ),
+        NEGATIVE_INDEX,
         6,
         7,
     ],

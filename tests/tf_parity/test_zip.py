@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ._base import Backend, pipestate_differs, verify_fns
+from ._base import NEGATIVE_INDEX, Backend, verify_fns
 
 COMPONENTS = (
     np.tile(np.array([[1], [2], [3], [4]]), 20),
@@ -82,12 +82,7 @@ def test_zip_checkpoint(backend: Backend, verify_fn: str, elements: list[float])
 @pytest.mark.parametrize(
     "index",
     [
-        pytest.param(
-            -1,
-            marks=pipestate_differs(
-                "docs/ops.md#random-access: a negative index counts from the end"
-            ),
-        ),
+        NEGATIVE_INDEX,
         3,
         4,
     ],
