@@ -10,12 +10,7 @@ import pytest
 from ._base import BACKENDS, DIFFERS_MARKER, TENSORFLOW, Backend
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        f"{DIFFERS_MARKER}(reason): a documented deliberate difference from tf.data; "
-        "xfail(strict=True) on the pipestate backend only",
-    )
+# The marker is declared in pyproject.toml: _base.py builds marked parameters on import.
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
