@@ -9,7 +9,6 @@ import pytest
 
 from ._base import BACKENDS, DIFFERS_MARKER, TENSORFLOW, Backend
 
-
 # The marker is declared in pyproject.toml: _base.py builds marked parameters on import.
 
 
