@@ -379,3 +379,12 @@ def test_a_0d_array_is_a_numpy_scalar_before_and_after_a_restore() -> None:
     restored.set_state(roundtrip_state(it.get_state()))
     for got, expected in zip(restored, reference[1:]):
         assert_elements_equal(got, expected)
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["random-access", "streaming"])
+def test_batches_of_text_arrays_are_bytes_on_every_path(streaming: bool) -> None:
+    source = ps.Dataset.range(3)
+    ds = (_streaming(source) if streaming else source).map(lambda x: np.array(["a", "bc"]))
+    batch = next(iter(ds.batch(2)))
+    assert batch.dtype.kind == "S"
+    assert batch.tolist() == [[b"a", b"bc"], [b"a", b"bc"]]

@@ -115,7 +115,7 @@ def _unrepresentable(value: Any, what: object, err: BaseException | None) -> str
         if err is not None:
             advice += f" ({type(err).__name__}: {err})"
     kind = type(value).__name__
-    return f"{where}can't represent {kind} {_short_repr(value)} as an element: {advice}"
+    return f"{where}can't represent {kind} {brief(value, 120)} as an element: {advice}"
 
 
 _BRIEF = reprlib.Repr()
@@ -136,10 +136,6 @@ def brief(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _short_repr(value: Any) -> str:
-    return brief(value, 120)
-
-
 def normalize(value: Any, *, lists_as_tuples: bool, what: object = None) -> Element:
     """Converts a user value to an element: dicts and tuples stay structures.
 
@@ -152,9 +148,7 @@ def normalize(value: Any, *, lists_as_tuples: bool, what: object = None) -> Elem
       what: the op converting, named in errors.
     """
     kind = type(value)
-    if kind in _READY_SCALARS or (
-        kind is np.ndarray and value.ndim and value.dtype.kind not in "UO"
-    ):
+    if kind in _READY_SCALARS or _ready_array(value):
         return value
     if lists_as_tuples and kind is list:
         return tuple(_normalize(item, what) for item in value)
@@ -163,9 +157,7 @@ def normalize(value: Any, *, lists_as_tuples: bool, what: object = None) -> Elem
 
 def _normalize(value: Any, what: object) -> Element:
     kind = type(value)
-    if kind in _READY_SCALARS or (
-        kind is np.ndarray and value.ndim and value.dtype.kind not in "UO"
-    ):
+    if kind in _READY_SCALARS or _ready_array(value):
         return value
     if isinstance(value, dict):
         return {key: _normalize(item, what) for key, item in value.items()}
@@ -235,7 +227,8 @@ def stack_leaves(leaves: Sequence[Any], what: object, path: str = "") -> np.ndar
         # One NumPy scalar type: one dtype and shape (a string's dtype sizes by the longest).
         first = leaves[0]
         return np.array(leaves, dtype="S" if type(first) is np.bytes_ else first.dtype)
-    if not types <= _READY_SCALARS | {np.ndarray}:
+    if not all(type(leaf) in _READY_SCALARS or _ready_array(leaf) for leaf in leaves):
+        # Python values, text, objects or 0-d arrays: converted as every other path does.
         for i, leaf in enumerate(leaves):
             if isinstance(leaf, (tuple, dict, list)):
                 raise _structure_error(leaves[0], leaf, i, what, path)
@@ -260,6 +253,12 @@ def stack_leaves(leaves: Sequence[Any], what: object, path: str = "") -> np.ndar
         # A string's dtype has its length: size the batch by the longest, not the first.
         return np.array(leaves, dtype="S" if dtype.kind == "S" else dtype)
     return np.stack(leaves)
+
+
+def _ready_array(value: Any) -> bool:
+    """Whether ``value`` is an element leaf as it is: an array of at least one dimension,
+    neither text (``U``) nor objects."""
+    return type(value) is np.ndarray and value.ndim > 0 and value.dtype.kind not in "UO"
 
 
 def _structure_error(
