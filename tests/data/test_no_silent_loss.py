@@ -388,3 +388,12 @@ def test_batches_of_text_arrays_are_bytes_on_every_path(streaming: bool) -> None
     batch = next(iter(ds.batch(2)))
     assert batch.dtype.kind == "S"
     assert batch.tolist() == [[b"a", b"bc"], [b"a", b"bc"]]
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["random-access", "streaming"])
+def test_an_error_under_an_unordered_parallel_map_is_raised_once(streaming: bool) -> None:
+    source = _streaming(ps.Dataset.range(40)) if streaming else ps.Dataset.range(40)
+    ds = source.map(_fails_at_3, num_parallel_calls=2, deterministic=False)
+    outputs = _outputs(iter(ds), 60)
+    assert outputs.count("error") == 1
+    assert sorted(x for x in outputs if x != "error") == [x for x in range(40) if x != 3]

@@ -646,8 +646,6 @@ class ThreadedIndexIterator(ChunkIndexIterator):
             self._commit()
             self._ahead = _merge(self._ahead, failed, failed + 1)
             self._watermark, self._ahead = _normalise(self._watermark, self._ahead)
-            self._chunk_start = self._watermark
-            self._elements, self._pos = [], 0
         else:
             self._index = failed + 1
         self._stop_engine(join=False)

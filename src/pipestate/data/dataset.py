@@ -185,7 +185,7 @@ class Dataset:
 
     def _needs_entropy(self) -> bool:
         """Whether some op in the pipeline draws its seed per iterator."""
-        return self._draws_seed() or any(parent._needs_entropy() for parent in self._parents)
+        return bool(self._seedless_ops())
 
     def _keeps_order(self) -> bool:
         """Whether this ``seed=None`` op keeps one order for the dataset's life.
