@@ -37,6 +37,7 @@ from typing import Any, BinaryIO, NamedTuple, NoReturn
 import google_crc32c
 import numpy as np
 
+from pipestate._validate import is_int
 from pipestate.checkpoint._limits import INDEX_LIMIT, read_limited
 from pipestate.checkpoint._safetensors import (
     TensorInfo,
@@ -465,10 +466,6 @@ def gc_paused() -> Iterator[None]:
         gc.enable()
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 class CheckpointReader:
     """Reads one checkpoint: the validated index, and arrays verified against their checksums.
 
@@ -613,7 +610,7 @@ def _parse_index(data: bytes, what: str) -> tuple[int, list[Node], dict[str, Ten
     )
     version = document.get("version")
     _require(
-        version == FORMAT_VERSION and _is_int(version),
+        version == FORMAT_VERSION and is_int(version),
         what,
         f"format version {version!r:.60} is not supported (this pipestate reads version "
         f"{FORMAT_VERSION}); use the pipestate release that wrote it",
@@ -630,7 +627,7 @@ def _parse_index(data: bytes, what: str) -> tuple[int, list[Node], dict[str, Ten
     )
     num_shards = body["num_shards"]
     _require(
-        _is_int(num_shards) and 1 <= num_shards <= MAX_SHARDS,
+        is_int(num_shards) and 1 <= num_shards <= MAX_SHARDS,
         what,
         f"bad num_shards {num_shards!r:.60}",
     )
@@ -759,13 +756,13 @@ def _parse_tensors(raw: object, num_shards: int, what: str) -> dict[str, TensorE
         )
         if not (
             shape_is_valid(shape)
-            and _is_int(shard)
+            and is_int(shard)
             and 0 <= shard < num_shards
-            and _is_int(offset)
+            and is_int(offset)
             and offset >= 0
-            and _is_int(length)
+            and is_int(length)
             and length >= 0
-            and _is_int(crc)
+            and is_int(crc)
             and 0 <= crc < 2**32
             and math.prod(shape) * dtype.itemsize == length
             and empty_shape_fits(shape, dtype.itemsize)
@@ -787,10 +784,10 @@ def _tensor_error(
         entry["crc32c"],
     )
     _require(shape_is_valid(shape), where, f"bad shape {shape!r:.200}")
-    _require(_is_int(shard) and 0 <= shard < num_shards, where, f"bad shard {shard!r:.60}")
-    _require(_is_int(offset) and offset >= 0, where, f"bad offset {offset!r:.60}")
-    _require(_is_int(length) and length >= 0, where, f"bad length {length!r:.60}")
-    _require(_is_int(crc) and 0 <= crc < 2**32, where, f"bad crc32c {crc!r:.60}")
+    _require(is_int(shard) and 0 <= shard < num_shards, where, f"bad shard {shard!r:.60}")
+    _require(is_int(offset) and offset >= 0, where, f"bad offset {offset!r:.60}")
+    _require(is_int(length) and length >= 0, where, f"bad length {length!r:.60}")
+    _require(is_int(crc) and 0 <= crc < 2**32, where, f"bad crc32c {crc!r:.60}")
     needed = math.prod(shape) * dtype.itemsize
     _require(
         needed == length,

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from pipestate._validate import is_int
 from pipestate.checkpoint._limits import HEADER_LIMIT
 from pipestate.errors import CorruptCheckpointError
 
@@ -159,7 +160,7 @@ def shape_is_valid(shape: object) -> bool:
     return (
         isinstance(shape, list)
         and len(shape) <= MAX_NDIM
-        and all(_is_int(d) and d >= 0 for d in shape)
+        and all(is_int(d) and d >= 0 for d in shape)
     )
 
 
@@ -199,10 +200,6 @@ def build_header(
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-(8 + len(text)) % 8)
     return struct.pack("<Q", len(text)) + text
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def parse_header(
@@ -271,7 +268,7 @@ def _parse_entry(
     itemsize = np_dtype.itemsize if np_dtype is not None else _ITEMSIZE_ONLY[dtype]
     if not shape_is_valid(shape):
         raise CorruptCheckpointError(f"{where} has invalid shape {shape!r:.200}")
-    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(is_int(o) for o in offsets):
         raise CorruptCheckpointError(f"{where} has invalid data_offsets {offsets!r:.100}")
     begin, end = offsets
     if not 0 <= begin <= end <= data_size:

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from pipestate._validate import brief
 from pipestate.data import _structure
-from pipestate.data._structure import Element, brief
+from pipestate.data._structure import Element
 from pipestate.data.iterator import state_array
 from pipestate.errors import StateMismatchError
 

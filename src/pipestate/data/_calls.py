@@ -9,21 +9,6 @@ import numpy as np
 
 from pipestate.data import _structure
 from pipestate.data._fingerprint import describe_callable
-from pipestate.data._structure import brief
-
-
-def check_function(name: str, fn: Any, op: str) -> Callable[..., Any]:
-    """Validates a user function argument."""
-    if not callable(fn):
-        raise TypeError(f"{op}: {name} must be callable, got {type(fn).__name__} {brief(fn, 80)}")
-    return fn  # type: ignore[no-any-return]
-
-
-def check_stateful(stateful: Any, op: str) -> bool:
-    """Validates the ``stateful`` flag of ops taking a user function."""
-    if not isinstance(stateful, (bool, np.bool_)):
-        raise TypeError(f"{op}: stateful must be a bool, got {brief(stateful, 80)}")
-    return bool(stateful)
 
 
 def call(fn: Callable[..., Any], element: Any) -> Any:

@@ -19,10 +19,10 @@ from typing import Any, BinaryIO
 import fsspec
 import numpy as np
 
+from pipestate._validate import brief, check_int
 from pipestate.data import _fingerprint
 from pipestate.data._spec import TensorSpec
-from pipestate.data._structure import brief
-from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset, check_int
+from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import DatasetIterator, State, StreamIterator, read_int
 from pipestate.errors import DataLossError, NotFoundError, StateMismatchError
 

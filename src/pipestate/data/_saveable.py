@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipestate.data._structure import brief
+from pipestate._validate import brief
 from pipestate.data.iterator import DatasetIterator, State
 from pipestate.data.options import ExternalStatePolicy, apply_external_state_policy
 

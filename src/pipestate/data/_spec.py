@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from pipestate.data._structure import Element, brief, is_namedtuple
+from pipestate._validate import brief
+from pipestate.data._structure import Element, is_namedtuple
 
 _STRING_NAMES = ("string", "str", "bytes")
 # Which source dtype kinds convert to a target kind without changing the kind of

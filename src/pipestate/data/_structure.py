@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import reprlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeAlias
 
 import numpy as np
 
+from pipestate._validate import brief
 from pipestate.errors import InvalidArgumentError
 
 Element: TypeAlias = Any
@@ -116,24 +116,6 @@ def _unrepresentable(value: Any, what: object, err: BaseException | None) -> str
             advice += f" ({type(err).__name__}: {err})"
     kind = type(value).__name__
     return f"{where}can't represent {kind} {brief(value, 120)} as an element: {advice}"
-
-
-_BRIEF = reprlib.Repr()
-_BRIEF.maxlevel = 4
-_BRIEF.maxstring = _BRIEF.maxother = 80
-
-
-def brief(value: Any, limit: int = 200) -> str:
-    """A bounded ``repr`` for messages: deep, huge or self-referencing values stay short.
-
-    Unlike ``f"{value!r:.200}"`` it never builds the whole ``repr`` first, so a
-    hostile state (a list shared a million times) can't make an error hang.
-    """
-    try:
-        text = _BRIEF.repr(value)
-    except Exception:  # a broken __repr__ must not hide the real error
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def normalize(value: Any, *, lists_as_tuples: bool, what: object = None) -> Element:

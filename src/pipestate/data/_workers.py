@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
+from pipestate._validate import brief
 from pipestate.data import _structure
-from pipestate.data._structure import brief
 from pipestate.data.iterator import IndexIterator, State, check_keys, read_int, read_seed
 from pipestate.data.options import AUTOTUNE
 from pipestate.errors import StateMismatchError
@@ -58,22 +58,6 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
-
-
-def check_parallelism(value: Any, name: str, op: str, *, minimum: int = 1) -> int:
-    """Validates a thread or process count: an int >= ``minimum`` or ``AUTOTUNE``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(
-            f"{op}: {name} must be a positive integer or pipestate.data.AUTOTUNE, got "
-            f"{type(value).__name__} {brief(value, 80)}"
-        )
-    number = int(value)
-    if number != AUTOTUNE and number < minimum:
-        raise ValueError(
-            f"{op}: {name} must be >= {minimum} or pipestate.data.AUTOTUNE ({AUTOTUNE}), "
-            f"got {name}={number}"
-        )
-    return number
 
 
 def resolve_parallelism(value: int) -> int:

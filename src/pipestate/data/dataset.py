@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from pipestate._validate import brief
 from pipestate.data import _fingerprint
 from pipestate.data import _structure as _structure_module
-from pipestate.data._structure import Element, brief
+from pipestate.data._structure import Element
 
 if TYPE_CHECKING:
     from pipestate.data.iterator import DatasetIterator, StreamIterator
@@ -605,16 +606,6 @@ def stage_seed(entropy: int, stages: Iterator[int]) -> int:
     """The 63-bit seed of the next ``seed=None`` op, from the iterator's drawn ``entropy``."""
     state = np.random.SeedSequence([entropy, next(stages)]).generate_state(1, np.uint64)
     return int(state[0]) >> 1
-
-
-def check_int(name: str, value: Any, *, minimum: int | None = None, op: str) -> int:
-    """Validates an integer argument and returns it as ``int``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{op}: {name} must be an integer, got {type(value).__name__} {value!r}")
-    number = int(value)
-    if minimum is not None and number < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {name}={number}")
-    return number
 
 
 def check_dataset(name: str, value: Any, *, op: str) -> Dataset:

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 import numpy as np
 
+from pipestate._validate import brief
 from pipestate.data import _structure
-from pipestate.data._structure import Element, brief
+from pipestate.data._structure import Element
 from pipestate.data.options import ExternalStatePolicy, apply_external_state_policy
 from pipestate.errors import StateMismatchError
 

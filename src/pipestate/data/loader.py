@@ -16,10 +16,10 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from pipestate._validate import check_parallelism
 from pipestate.data import _shm
 from pipestate.data._workers import (
     ChunkIndexIterator,
-    check_parallelism,
     read_range,
     resolve_parallelism,
     surface,

@@ -7,12 +7,11 @@ import enum
 import logging
 from typing import Any
 
+from pipestate._validate import AUTOTUNE
 from pipestate.errors import ExternalStateError
 
 __all__ = ["AUTOTUNE", "ExternalStatePolicy", "Options", "apply_external_state_policy"]
 
-AUTOTUNE = -1
-"""Let pipestate choose a buffer size or degree of parallelism (as ``tf.data.AUTOTUNE``)."""
 
 _logger = logging.getLogger("pipestate.data")
 

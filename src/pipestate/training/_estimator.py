@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from pipestate._validate import check_count
 from pipestate.checkpoint import Checkpoint, Trackable, Variable, latest_checkpoint
 from pipestate.data import Dataset, DatasetIterator
 from pipestate.training._hooks import (
@@ -23,7 +24,6 @@ from pipestate.training._hooks import (
     SessionRunHook,
     SessionRunValues,
     StopAtStepHook,
-    check_count,
     check_hooks,
 )
 from pipestate.training._run_config import RunConfig

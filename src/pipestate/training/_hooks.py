@@ -13,14 +13,13 @@ estimator-style runner and for hand-written loops alike.
 from __future__ import annotations
 
 import logging
-import math
-import operator
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from pipestate._validate import check_count, check_seconds
 from pipestate.checkpoint import Checkpoint, CheckpointManager, Variable
 from pipestate.data import DatasetIterator
 
@@ -43,36 +42,6 @@ _logger = logging.getLogger("pipestate.training")
 
 GLOBAL_STEP = "global_step"
 """The fetch name of the global step (its value after the step)."""
-
-
-def check_count(name: str, value: Any, *, minimum: int, allow_none: bool = True) -> int | None:
-    """``value`` as an int ``>= minimum`` (or ``None``), else a TypeError / ValueError."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be an int{' or None' if allow_none else ''}, got {value!r:.80} of type "
-            f"{type(value).__name__}"
-        ) from None
-    if number < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {number}")
-    return number
-
-
-def check_seconds(name: str, value: Any, unit: str = "seconds") -> float | None:
-    """``value`` as a positive, finite number of ``unit`` (or ``None``)."""
-    if value is None:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"{name} must be a number of {unit} or None, got {value!r:.80}")
-    number = float(value)
-    if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"{name} must be a positive, finite number of {unit}, got {value!r}")
-    return number
 
 
 # --------------------------------------------------------------------------- session

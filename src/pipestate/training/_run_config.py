@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pipestate.training._hooks import check_count, check_seconds
+from pipestate._validate import check_count, check_seconds
 
 __all__ = ["RunConfig", "TaskType"]
 

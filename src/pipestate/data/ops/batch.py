@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from pipestate._validate import check_int
 from pipestate.data import _spec, _structure
-from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_int
+from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import DatasetIterator, StreamIterator
 from pipestate.errors import InvalidArgumentError
 

@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from pipestate._validate import check_int
 from pipestate.data._spec import TensorSpec
-from pipestate.data.dataset import Dataset, check_int
+from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import CountingIterator, StreamIterator
 
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from pipestate.data._calls import as_predicate_result, check_function, check_stateful, stop_error
+from pipestate._validate import check_function, check_stateful
+from pipestate.data._calls import as_predicate_result, stop_error
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import StreamIterator

@@ -6,11 +6,11 @@ import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from pipestate._validate import brief, check_function
 from pipestate.data import _structure
-from pipestate.data._calls import check_function, stop_error
+from pipestate.data._calls import stop_error
 from pipestate.data._fingerprint import _short, describe_callable
 from pipestate.data._spec import conform, describe_signature, normalize_signature
-from pipestate.data._structure import brief
 from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import State, StreamIterator, read_int
 from pipestate.errors import StateMismatchError

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
+from pipestate._validate import brief, check_function, check_int, check_stateful
 from pipestate.data import _buffer
-from pipestate.data._calls import call, check_function, check_stateful, stop_error
+from pipestate.data._calls import call, stop_error
 from pipestate.data._fingerprint import describe_callable
-from pipestate.data._structure import brief
-from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset, check_int
+from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import (
     DatasetIterator,
     State,

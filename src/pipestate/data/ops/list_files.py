@@ -8,12 +8,12 @@ from typing import Any
 import fsspec
 import numpy as np
 
+from pipestate._validate import brief, check_int
 from pipestate.data import _fingerprint
 from pipestate.data._files import to_path
 from pipestate.data._permutation import Permutation, evict_oldest
 from pipestate.data._spec import TensorSpec
-from pipestate.data._structure import brief
-from pipestate.data.dataset import Dataset, check_int
+from pipestate.data.dataset import Dataset
 from pipestate.errors import NotFoundError
 
 

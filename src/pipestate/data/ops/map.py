@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from pipestate._validate import brief
 from pipestate.data import _structure
 from pipestate.data._calls import stop_error
 from pipestate.data._fingerprint import describe_callable
-from pipestate.data._structure import brief
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import StreamIterator
 

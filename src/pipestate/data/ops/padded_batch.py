@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from pipestate._validate import brief, check_int
 from pipestate.data import _structure
-from pipestate.data._structure import brief
-from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_int
+from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import StreamIterator
 from pipestate.data.ops.batch import read_batch
 

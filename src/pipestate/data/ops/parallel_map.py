@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from pipestate._validate import brief, check_parallelism
 from pipestate.data._fingerprint import describe_callable
-from pipestate.data._structure import brief
-from pipestate.data._workers import StreamConsumer, check_parallelism, resolve_parallelism
+from pipestate.data._workers import StreamConsumer, resolve_parallelism
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import DatasetIterator, State, StreamIterator
 from pipestate.data.ops.map import MapDataset

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from pipestate.data._workers import StreamConsumer, check_parallelism
+from pipestate._validate import check_parallelism
+from pipestate.data._workers import StreamConsumer
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import DatasetIterator, State
 from pipestate.data.options import AUTOTUNE

@@ -11,9 +11,9 @@ from typing import Any, BinaryIO
 import fsspec
 import numpy as np
 
+from pipestate._validate import brief
 from pipestate.data import _record_format
 from pipestate.data._files import FileDataset, check_compression, to_path
-from pipestate.data._structure import brief
 
 
 class RecordDataset(FileDataset):

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_int
+from pipestate._validate import check_int
+from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import StreamIterator, read_bool, read_int
 
 _UNBOUNDED_STRIDE = 1 << 32  # epochs of an infinite repeat nested in an outer pass

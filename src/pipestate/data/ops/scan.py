@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from pipestate._validate import brief, check_function, check_stateful
 from pipestate.data import _structure
-from pipestate.data._calls import check_function, check_stateful, stop_error
+from pipestate.data._calls import stop_error
 from pipestate.data._fingerprint import describe_callable
-from pipestate.data._structure import brief
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import State, StreamIterator, state_array
 from pipestate.errors import StateMismatchError

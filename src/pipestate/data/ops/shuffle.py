@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from pipestate._validate import brief, check_int
 from pipestate.data import _buffer, _structure
-from pipestate.data._structure import brief
-from pipestate.data.dataset import Dataset, check_int
+from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import StreamIterator, read_bool, read_int, state_array
 from pipestate.errors import StateMismatchError
 

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, check_int
+from pipestate._validate import check_int
+from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import CountingIterator, StreamIterator
 
 

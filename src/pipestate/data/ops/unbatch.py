@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from pipestate._validate import brief
 from pipestate.data import _buffer, _spec, _structure
-from pipestate.data._structure import brief
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import State, StreamIterator, read_int
 from pipestate.errors import StateMismatchError

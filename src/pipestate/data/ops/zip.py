@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from pipestate._validate import brief
 from pipestate.data import _structure
-from pipestate.data._structure import brief
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import StreamIterator
 
