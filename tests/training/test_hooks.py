@@ -216,7 +216,7 @@ def test_second_or_step_timer_steps() -> None:
 
 def test_second_or_step_timer_secs(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [100.0]
-    monkeypatch.setattr("pipestate.training._hooks.time.time", lambda: clock[0])
+    monkeypatch.setattr("pipestate.training._timer.time.time", lambda: clock[0])
     timer = SecondOrStepTimer(every_secs=10)
     timer.update_last_triggered_step(0)
     clock[0] = 109.0

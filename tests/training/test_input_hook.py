@@ -129,7 +129,7 @@ def test_keeps_keep_checkpoint_max(tmp_path: Path) -> None:
 
 def test_save_secs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [1000.0]
-    monkeypatch.setattr("pipestate.training._hooks.time.time", lambda: clock[0])
+    monkeypatch.setattr("pipestate.training._timer.time.time", lambda: clock[0])
     est, _ = recorder_estimator(tmp_path, save_checkpoints_steps=None, save_checkpoints_secs=10)
 
     class Tick(ps.training.SessionRunHook):

@@ -13,19 +13,21 @@ from pipestate.training._estimator import Estimator
 from pipestate.training._hooks import (
     CheckpointSaverHook,
     CheckpointSaverListener,
-    Coordinator,
     LoggingHook,
-    MonitoredSession,
-    SecondOrStepTimer,
-    Session,
-    SessionRunArgs,
-    SessionRunContext,
     SessionRunHook,
-    SessionRunValues,
     StopAtStepHook,
 )
 from pipestate.training._input_hook import CheckpointInputPipelineHook
+from pipestate.training._monitored_session import MonitoredSession
 from pipestate.training._run_config import RunConfig, TaskType
+from pipestate.training._session import (
+    Coordinator,
+    Session,
+    SessionRunArgs,
+    SessionRunContext,
+    SessionRunValues,
+)
+from pipestate.training._timer import SecondOrStepTimer
 
 __all__ = [
     "CheckpointInputPipelineHook",

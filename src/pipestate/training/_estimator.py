@@ -18,15 +18,12 @@ from pipestate.training._hooks import (
     CheckpointSaverHook,
     CheckpointSaverListener,
     LoggingHook,
-    MonitoredSession,
-    Session,
-    SessionRunContext,
     SessionRunHook,
-    SessionRunValues,
     StopAtStepHook,
-    check_hooks,
 )
+from pipestate.training._monitored_session import MonitoredSession, check_hooks
 from pipestate.training._run_config import RunConfig
+from pipestate.training._session import Session, SessionRunContext, SessionRunValues
 
 __all__ = ["Estimator"]
 
@@ -60,6 +57,46 @@ def _as_number(value: Any, what: str) -> float:
             f"{value!r:.100} of type {type(value).__name__}"
         ) from None
     return number
+
+
+def _run_config(model_dir: Any, config: RunConfig | None) -> RunConfig:
+    """``config`` (or a default one) with ``model_dir`` set: the given one, else a temp dir."""
+    if config is None:
+        config = RunConfig()
+    elif not isinstance(config, RunConfig):
+        raise TypeError(
+            f"config must be a pipestate.training.RunConfig, got {config!r:.100} of type "
+            f"{type(config).__name__}"
+        )
+    if model_dir is not None:
+        if not isinstance(model_dir, (str, os.PathLike)):
+            raise TypeError(f"model_dir must be a path, a URL or None, got {model_dir!r:.100}")
+        model_dir = os.fspath(model_dir)
+        if config.model_dir is not None and config.model_dir != model_dir:
+            raise ValueError(
+                "model_dir are set both in constructor and RunConfig, but with different "
+                f"values. In constructor: '{model_dir}', in RunConfig: '{config.model_dir}'."
+            )
+        return config.replace(model_dir=model_dir)
+    if config.model_dir is None:
+        config = config.replace(model_dir=tempfile.mkdtemp(prefix="pipestate-model-"))
+        _logger.warning("Using temporary folder as model directory: %s", config.model_dir)
+    return config
+
+
+def _format_metrics(metrics: Mapping[str, Any]) -> str:
+    """``"loss = 0.25, global_step = 10"``: finite floats in ``%g``, anything else as is."""
+    return ", ".join(
+        f"{k} = {v:g}" if isinstance(v, float) and math.isfinite(v) else f"{k} = {v}"
+        for k, v in metrics.items()
+    )
+
+
+def _eval_values(result: Any) -> dict[str, float]:
+    """What ``eval_step`` returned as ``{name: number}`` (a number is ``"loss"``)."""
+    if isinstance(result, Mapping):
+        return {str(k): _as_number(v, f"eval_step's {k!r}") for k, v in result.items()}
+    return {"loss": _as_number(result, "eval_step's result (a loss, or a dict)")}
 
 
 class InputFnError(TypeError, ValueError):
@@ -159,26 +196,7 @@ class Estimator:
             raise TypeError(f"train_step must be callable, got {train_step!r:.100}")
         if eval_step is not None and not callable(eval_step):
             raise TypeError(f"eval_step must be callable or None, got {eval_step!r:.100}")
-        if config is None:
-            config = RunConfig()
-        elif not isinstance(config, RunConfig):
-            raise TypeError(
-                f"config must be a pipestate.training.RunConfig, got {config!r:.100} of type "
-                f"{type(config).__name__}"
-            )
-        if model_dir is not None:
-            if not isinstance(model_dir, (str, os.PathLike)):
-                raise TypeError(f"model_dir must be a path, a URL or None, got {model_dir!r:.100}")
-            model_dir = os.fspath(model_dir)
-            if config.model_dir is not None and config.model_dir != model_dir:
-                raise ValueError(
-                    "model_dir are set both in constructor and RunConfig, but with different "
-                    f"values. In constructor: '{model_dir}', in RunConfig: '{config.model_dir}'."
-                )
-            config = config.replace(model_dir=model_dir)
-        elif config.model_dir is None:
-            config = config.replace(model_dir=tempfile.mkdtemp(prefix="pipestate-model-"))
-            _logger.warning("Using temporary folder as model directory: %s", config.model_dir)
+        config = _run_config(model_dir, config)
         self._config = config
         self._model = model
         self._optimizer = optimizer
@@ -294,9 +312,27 @@ class Estimator:
             return self
         if steps is not None or max_steps is not None:
             all_hooks.append(StopAtStepHook(num_steps=steps, last_step=max_steps))
+        all_hooks += self._runner_hooks(all_hooks, listeners)
+        last: dict[str, Any] = {}
+
+        def step(element: Any) -> dict[str, Any]:
+            features, labels = _split(element)
+            loss = self._train_step(self._model, features, labels)
+            last["loss"] = None if loss is None else _as_number(loss, "train_step's loss")
+            return {"loss": last["loss"]}
+
+        self._run(input_fn, all_hooks, step, increment_global_step=True)
+        _logger.info("Loss for final step: %s.", last.get("loss"))
+        return self
+
+    def _runner_hooks(
+        self, hooks: list[SessionRunHook], listeners: list[CheckpointSaverListener]
+    ) -> list[SessionRunHook]:
+        """The runner's own training hooks: loss logging and, on the chief, the model saver."""
         config = self._config
+        added: list[SessionRunHook] = []
         if config.log_step_count_steps is not None:
-            all_hooks.append(
+            added.append(
                 LoggingHook(
                     {"loss": "loss", "step": "global_step"},
                     every_n_iter=config.log_step_count_steps,
@@ -305,24 +341,37 @@ class Estimator:
         saving = (
             config.save_checkpoints_steps is not None or config.save_checkpoints_secs is not None
         )
-        if config.is_chief and saving:
-            if not any(isinstance(h, CheckpointSaverHook) for h in all_hooks):
-                all_hooks.append(
-                    CheckpointSaverHook(
-                        self.model_dir,
-                        save_secs=config.save_checkpoints_secs,
-                        save_steps=config.save_checkpoints_steps,
-                        checkpoint_basename=MODEL_BASENAME,
-                        listeners=listeners,
-                        max_to_keep=config.keep_checkpoint_max,
-                        keep_checkpoint_every_n_hours=config.keep_checkpoint_every_n_hours,
-                    )
-                )
-            elif listeners:
+        if not (config.is_chief and saving):
+            return added
+        if any(isinstance(h, CheckpointSaverHook) for h in hooks):
+            if listeners:
                 raise ValueError(
                     "saving_listeners are given but the hooks already have a CheckpointSaverHook; "
                     "pass the listeners to that hook"
                 )
+            return added
+        added.append(
+            CheckpointSaverHook(
+                self.model_dir,
+                save_secs=config.save_checkpoints_secs,
+                save_steps=config.save_checkpoints_steps,
+                checkpoint_basename=MODEL_BASENAME,
+                listeners=listeners,
+                max_to_keep=config.keep_checkpoint_max,
+                keep_checkpoint_every_n_hours=config.keep_checkpoint_every_n_hours,
+            )
+        )
+        return added
+
+    def _run(
+        self,
+        input_fn: Callable[[], Any],
+        hooks: list[SessionRunHook],
+        step: Callable[[Any], Any],
+        *,
+        increment_global_step: bool,
+    ) -> None:
+        """Runs ``step(element)`` on ``input_fn()``'s elements with ``hooks`` until a stop."""
         iterator, owned = self._iterator(input_fn)
         session = Session(
             global_step=self._global_step,
@@ -330,23 +379,15 @@ class Estimator:
             checkpoint=self._checkpoint,
             model=self._model,
         )
-        last: dict[str, Any] = {}
-
-        def step() -> dict[str, Any]:
-            features, labels = _split(next(iterator))
-            loss = self._train_step(self._model, features, labels)
-            last["loss"] = None if loss is None else _as_number(loss, "train_step's loss")
-            return {"loss": last["loss"]}
-
         try:
-            with MonitoredSession(session, all_hooks) as mon:
+            with MonitoredSession(
+                session, hooks, increment_global_step=increment_global_step
+            ) as mon:
                 while not mon.should_stop():
-                    mon.run(step)
+                    mon.run(lambda: step(next(iterator)))
         finally:
             if owned:
                 iterator.close()
-        _logger.info("Loss for final step: %s.", last.get("loss"))
-        return self
 
     # ----------------------------------------------------------------- evaluate
     def evaluate(
@@ -384,48 +425,25 @@ class Estimator:
         if steps is not None:
             all_hooks.append(_StopAfterNEvalsHook(steps))
         self._restore(checkpoint_path)
-        iterator, owned = self._iterator(input_fn)
-        session = Session(
-            global_step=self._global_step,
-            iterators=[iterator],
-            checkpoint=self._checkpoint,
-            model=self._model,
-        )
         eval_step = self._eval_step
         totals: dict[str, float] = {}
         count = 0
 
-        def step() -> dict[str, float]:
+        def step(element: Any) -> dict[str, float]:
             nonlocal count
-            features, labels = _split(next(iterator))
-            result = eval_step(self._model, features, labels)
-            if isinstance(result, Mapping):
-                values = {str(k): _as_number(v, f"eval_step's {k!r}") for k, v in result.items()}
-            else:
-                values = {"loss": _as_number(result, "eval_step's result (a loss, or a dict)")}
+            features, labels = _split(element)
+            values = _eval_values(eval_step(self._model, features, labels))
             for name, value in values.items():
                 totals[name] = totals.get(name, 0.0) + value
             count += 1
             return values
 
-        try:
-            with MonitoredSession(session, all_hooks, increment_global_step=False) as mon:
-                while not mon.should_stop():
-                    mon.run(step)
-        finally:
-            if owned:
-                iterator.close()
+        self._run(input_fn, all_hooks, step, increment_global_step=False)
         if count == 0:
             raise ValueError(
                 "evaluate: input_fn's data has no elements, so there is nothing to evaluate"
             )
         metrics: dict[str, Any] = {name: total / count for name, total in totals.items()}
         metrics["global_step"] = self.global_step
-        _logger.info(
-            "Evaluation: %s",
-            ", ".join(
-                f"{k} = {v:g}" if isinstance(v, float) and math.isfinite(v) else f"{k} = {v}"
-                for k, v in metrics.items()
-            ),
-        )
+        _logger.info("Evaluation: %s", _format_metrics(metrics))
         return metrics

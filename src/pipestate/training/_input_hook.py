@@ -8,16 +8,15 @@ from typing import Any
 from pipestate.checkpoint import Checkpoint
 from pipestate.data import ExternalStatePolicy, make_saveable_from_iterator
 from pipestate.errors import CheckpointMismatchError
-from pipestate.training._hooks import (
-    CheckpointSaverHook,
+from pipestate.training._hooks import CheckpointSaverHook, SessionRunHook
+from pipestate.training._run_config import RunConfig
+from pipestate.training._session import (
     Coordinator,
     Session,
     SessionRunArgs,
     SessionRunContext,
-    SessionRunHook,
     SessionRunValues,
 )
-from pipestate.training._run_config import RunConfig
 
 _logger = logging.getLogger("pipestate.training")
 

@@ -118,21 +118,28 @@ def _from_tf_config(text: str) -> _Cluster:
     task = config.get("task", {})
     if not isinstance(task, Mapping):
         raise ValueError(f"TF_CONFIG's 'task' must be an object, got {task!r:.200}")
-    if not cluster:
-        task_type = task.get("type", TaskType.WORKER)
-        task_id = _int_field(task.get("index", 0), "TF_CONFIG's task index")
-        if task_type == TaskType.EVALUATOR:
-            return _Cluster({}, task_type, task_id, 0, 0, False, None)
-        if task_type != TaskType.WORKER:
-            raise ValueError(
-                'If "cluster" is not set in TF_CONFIG, task type must be WORKER, got '
-                f"{task_type!r}."
-            )
-        if task_id != 0:
-            raise ValueError(
-                f'If "cluster" is not set in TF_CONFIG, task index must be 0, got {task_id}.'
-            )
-        return _LOCAL
+    return _task_in_cluster(cluster, task) if cluster else _task_without_cluster(task)
+
+
+def _task_without_cluster(task: Mapping[str, Any]) -> _Cluster:
+    """The task of a ``TF_CONFIG`` without a cluster: the local worker or an evaluator."""
+    task_type = task.get("type", TaskType.WORKER)
+    task_id = _int_field(task.get("index", 0), "TF_CONFIG's task index")
+    if task_type == TaskType.EVALUATOR:
+        return _Cluster({}, task_type, task_id, 0, 0, False, None)
+    if task_type != TaskType.WORKER:
+        raise ValueError(
+            f'If "cluster" is not set in TF_CONFIG, task type must be WORKER, got {task_type!r}.'
+        )
+    if task_id != 0:
+        raise ValueError(
+            f'If "cluster" is not set in TF_CONFIG, task index must be 0, got {task_id}.'
+        )
+    return _LOCAL
+
+
+def _task_in_cluster(cluster: dict[str, list[str]], task: Mapping[str, Any]) -> _Cluster:
+    """The task of a ``TF_CONFIG`` with a cluster, checked against it."""
     task_type = task.get("type")
     if not task_type or not isinstance(task_type, str):
         raise ValueError('If "cluster" is set in TF_CONFIG, task type must be set.')
@@ -164,15 +171,6 @@ def _from_tf_config(text: str) -> _Cluster:
             f"{cluster}. Note that these values may be coming from the TF_CONFIG environment "
             "variable."
         )
-    # TensorFlow's global ids: the chief, then workers, then ps, then other jobs by name.
-    order = [chief, TaskType.WORKER, TaskType.PS]
-    order += sorted(job for job in cluster if job not in order)
-    global_id = 0
-    for job in order:
-        if job == task_type:
-            global_id += task_id
-            break
-        global_id += len(cluster.get(job, []))
     return _Cluster(
         cluster,
         task_type,
@@ -180,8 +178,20 @@ def _from_tf_config(text: str) -> _Cluster:
         len(cluster[chief]) + len(cluster.get(TaskType.WORKER, [])),
         len(cluster.get(TaskType.PS, [])),
         task_type == chief,
-        global_id,
+        _global_id(cluster, chief, task_type, task_id),
     )
+
+
+def _global_id(cluster: dict[str, list[str]], chief: str, task_type: str, task_id: int) -> int:
+    """TensorFlow's global id: the chief, then workers, then ps, then other jobs by name."""
+    order = [chief, TaskType.WORKER, TaskType.PS]
+    order += sorted(job for job in cluster if job not in order)
+    global_id = 0
+    for job in order:
+        if job == task_type:
+            return global_id + task_id
+        global_id += len(cluster.get(job, []))
+    return global_id
 
 
 def _from_torchrun(rank_text: str | None, world_text: str | None) -> _Cluster:
