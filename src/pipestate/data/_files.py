@@ -192,6 +192,8 @@ class FileDataset(Dataset):
     Subclasses set ``_op_name`` and implement ``_read``.
     """
 
+    _keeps_random_access = False
+
     def __init__(self, filenames: Any, compression_type: Any, buffer_size: Any) -> None:
         op = self._op_name
         names = normalize_filenames(filenames, op)
@@ -210,10 +212,6 @@ class FileDataset(Dataset):
     def _read(self, stream: BinaryIO, path: str, offset: int) -> tuple[Any, int] | None:
         """The element at ``offset`` of ``stream`` and the offset after it; ``None`` at the end."""
         raise NotImplementedError
-
-    @property
-    def _random_access(self) -> bool:
-        return False
 
     def _cardinality(self) -> int:
         if self._filenames == () or (self._parents and self._parents[0]._cardinality() == 0):

@@ -392,16 +392,17 @@ def background_settings(dataset: Dataset) -> tuple[int, int, bool, bool]:
     stack = [dataset]
     while stack:
         node = stack.pop()
-        wanted = getattr(node, "_threads_wanted", 0)
-        if wanted:
-            threads = max(threads, wanted)
-            buffer = max(buffer, getattr(node, "_buffer_wanted", 0))
-            autotune = autotune and getattr(node, "_autotune", True)
+        wanted = node._background()
+        if wanted is not None:
+            threads = max(threads, wanted.threads)
+            buffer = max(buffer, wanted.buffer)
+            autotune = autotune and wanted.autotune
         stack.extend(node._parents)
     top = dataset
-    while getattr(top, "_passthrough", False):
+    while top._passthrough:
         top = top._parents[0]
-    reorder = threads > 0 and getattr(top, "_reorder", False)
+    top_wants = top._background()
+    reorder = threads > 0 and top_wants is not None and top_wants.reorder
     return threads, buffer, reorder, autotune
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from pipestate._validate import brief
 from pipestate.data import _fingerprint
 from pipestate.data import _structure as _structure_module
+from pipestate.data._capabilities import Background, Elastic
 from pipestate.data._structure import Element
 
 if TYPE_CHECKING:
@@ -45,11 +46,22 @@ class Dataset:
       array([ 8, 10, 12, 14])
     """
 
+    # ------------------------------------------------ what an op declares
+    # Each op's class sets these (see docs/architecture.md#adding-an-op); the
+    # iterators, the thread engine and the elastic rule read them.
     _op_name: ClassVar[str] = "dataset"
+    """The op's tf.data name: its fluent method, its name in states and in the registry."""
     _iterator_class: ClassVar[type[StreamIterator] | None] = None
     """The op's streaming iterator, used when an input is not random access."""
     _passes_elements: ClassVar[bool] = False
     """Whether the op outputs elements of its one input unchanged (filter, take, shuffle, ...)."""
+    _keeps_random_access: ClassVar[bool] = True
+    """Whether the op computes element ``i`` from its inputs' elements by index (``_get``);
+    the pipeline is random access when every op keeps it."""
+    _passthrough: ClassVar[bool] = False
+    """Whether the op changes neither elements nor positions (prefetch): left out of states."""
+    _elastic: ClassVar[Elastic] = Elastic.BLOCKS
+    """How an elastic shard's position maps through the op."""
 
     def __init__(self, parents: Sequence[Dataset] = ()) -> None:
         for parent in parents:
@@ -83,10 +95,18 @@ class Dataset:
             return self._parents[0]._element_spec()
         return None
 
+    def _elastic_scale(self) -> int:
+        """Input elements per output element, for an op declaring ``Elastic.BATCH``."""
+        raise NotImplementedError(f"{self._op_name} declares no batch size")
+
+    def _background(self) -> Background | None:
+        """The background threads this op asks for (prefetch, parallel map), or ``None``."""
+        return None
+
     @property
     def _random_access(self) -> bool:
         """Whether elements can be computed from their index (``_get``)."""
-        return all(parent._random_access for parent in self._parents)
+        return self._keeps_random_access and all(p._random_access for p in self._parents)
 
     @property
     def _vectorised(self) -> bool:
@@ -184,8 +204,16 @@ class Dataset:
         """Takes the seed drawn for this op (on a copy made by ``_resolve_seeds``)."""
         raise NotImplementedError(f"{self._op_name} draws no seed")
 
-    def _needs_entropy(self) -> bool:
-        """Whether some op in the pipeline draws its seed per iterator."""
+    @property
+    def draws_seed(self) -> bool:
+        """Whether iterators draw the seed of ops made with ``seed=None`` (shuffles, list_files).
+
+        A fresh seed per iterator, so two iterators see different orders (once
+        per dataset for ``reshuffle_each_iteration=False``). The seed drawn is
+        saved in the iterator's state, so a restored iterator continues in the
+        saved run's order whatever this process draws; ``dataset[i]`` is
+        refused, since no order is fixed yet.
+        """
         return bool(self._seedless_ops())
 
     def _keeps_order(self) -> bool:
@@ -289,7 +317,7 @@ class Dataset:
             raise TypeError(
                 f"Dataset indices must be integers, got {type(index).__name__} {index!r}"
             )
-        if self._needs_entropy():
+        if self.draws_seed:
             raise ValueError(
                 f"{self!r} has an op with seed=None, whose order is drawn per iterator; "
                 "pass a seed to index it, or iterate it."

@@ -13,6 +13,7 @@ import numpy as np
 
 from pipestate._validate import brief
 from pipestate.data import _structure
+from pipestate.data._elastic import elastic_shard, reshard_state
 from pipestate.data._structure import Element
 from pipestate.data.options import ExternalStatePolicy, apply_external_state_policy
 from pipestate.errors import StateMismatchError
@@ -176,8 +177,6 @@ class DatasetIterator(Iterator[Element]):
         inner = state[_ITERATOR]
         if state[_FINGERPRINT] != self._dataset.fingerprint:
             # A random-access pipeline sharded under another world size re-partitions.
-            from pipestate.data.ops.shard import reshard_state
-
             inner = reshard_state(self._dataset, state[_OPS], inner)
             if inner is None:
                 raise StateMismatchError(_describe_mismatch(self._dataset, state[_OPS]))
@@ -335,8 +334,6 @@ class IndexIterator(DatasetIterator):
 
     def __init__(self, dataset: Dataset, entropy: int | None, epoch: int = 0) -> None:
         super().__init__(dataset)
-        from pipestate.data.ops.shard import elastic_shard
-
         self._elastic = elastic_shard(dataset)
         self._origin = (0, 0)  # (global count, shard position) at the last restore
         self._keys: tuple[str, ...] = self._STATE_KEYS

@@ -155,7 +155,7 @@ def assert_restorable_at_every_position(
         (default: all of them).
     """
     elements, states, exhausted = walk(dataset, max_elements)
-    if not dataset._needs_entropy():
+    if not dataset.draws_seed:
         _assert_sequences_equal(
             _take(iter(dataset), len(elements)), elements, f"{dataset!r}: a second iteration"
         )

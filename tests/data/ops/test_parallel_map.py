@@ -89,7 +89,7 @@ def test_elements_and_states_equal_sequential_map(make) -> None:
     elements, states, _ = walk(parallel, 40)
     expected, expected_states, _ = walk(sequential, 40)
     assert len(elements) == len(expected)
-    if sequential._needs_entropy():
+    if sequential.draws_seed:
         return
     for a, b in zip(elements, expected):
         assert_elements_equal(a, b)
@@ -129,7 +129,7 @@ def test_restore_with_another_number_of_threads(make) -> None:
         it.set_state(state)
     while len(out) < len(reference):
         out.append(next(it))
-    if not ds._needs_entropy():
+    if not ds.draws_seed:
         for a, b in zip(out, reference):
             assert_elements_equal(a, b)
     fresh = iter(ds)
@@ -241,7 +241,7 @@ def test_thread_count(workers: int, expected: int) -> None:
 
 def test_autotune_uses_the_available_cores() -> None:
     ds = ps.Dataset.range(3).map(double, num_parallel_calls=AUTOTUNE)
-    assert ds._threads_wanted == available_cores() >= 1
+    assert ds._background().threads == available_cores() >= 1
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import numpy as np
 
 from pipestate._validate import check_int
 from pipestate.data import _spec, _structure
+from pipestate.data._capabilities import Elastic
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import DatasetIterator, StreamIterator
 from pipestate.errors import InvalidArgumentError
@@ -50,6 +51,7 @@ class BatchDataset(Dataset):
     """
 
     _op_name = "batch"
+    _elastic = Elastic.BATCH
     _iterator_class = _BatchIterator
 
     def __init__(self, parent: Dataset, batch_size: int, drop_remainder: bool = False) -> None:
@@ -62,6 +64,9 @@ class BatchDataset(Dataset):
     @property
     def _vectorised(self) -> bool:
         return False
+
+    def _elastic_scale(self) -> int:
+        return self._batch_size
 
     def _cardinality(self) -> int:
         n = self._parents[0]._cardinality()

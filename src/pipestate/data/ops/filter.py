@@ -51,6 +51,7 @@ class FilterDataset(Dataset):
     """
 
     _op_name = "filter"
+    _keeps_random_access = False
     _passes_elements = True
     _iterator_class = _FilterIterator
 
@@ -60,10 +61,6 @@ class FilterDataset(Dataset):
         super().__init__([parent])
         self._predicate = check_function("predicate", predicate, "filter")
         self._stateful = check_stateful(stateful, "filter")
-
-    @property
-    def _random_access(self) -> bool:
-        return False
 
     def _cardinality(self) -> int:
         n = self._parents[0]._cardinality()

@@ -131,6 +131,7 @@ class FromGeneratorDataset(Dataset):
     """
 
     _op_name = "from_generator"
+    _keeps_random_access = False
     _iterator_class = _FromGeneratorIterator
 
     def __init__(
@@ -151,10 +152,6 @@ class FromGeneratorDataset(Dataset):
             if output_signature is None
             else normalize_signature(output_signature, "from_generator")
         )
-
-    @property
-    def _random_access(self) -> bool:
-        return False
 
     def _cardinality(self) -> int:
         return UNKNOWN_CARDINALITY

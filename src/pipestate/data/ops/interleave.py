@@ -130,7 +130,7 @@ class _InterleaveIterator(StreamIterator):
         """Calls ``map_func`` on input element ``index`` and opens the dataset it returns."""
         dataset: InterleaveDataset = self._source  # type: ignore[assignment]
         inner = dataset._inner_dataset(element)
-        entropy = dataset._inner_entropy(self._epoch, index) if inner._needs_entropy() else None
+        entropy = dataset._inner_entropy(self._epoch, index) if inner.draws_seed else None
         return _Slot(
             index, None if self._by_index else element, inner, inner._make_iterator(entropy)
         )
@@ -232,6 +232,7 @@ class _InterleaveBase(Dataset):
     """What ``interleave`` and ``flat_map`` share: the function, seeds and cardinality."""
 
     _iterator_class = _InterleaveIterator
+    _keeps_random_access = False
 
     def __init__(
         self,
@@ -247,10 +248,6 @@ class _InterleaveBase(Dataset):
         self._block_length = block_length
         self._stateful = check_stateful(stateful, self._op_name)
         self._seed: int | None = None  # set per iterator by _resolve_seeds
-
-    @property
-    def _random_access(self) -> bool:
-        return False
 
     def _cardinality(self) -> int:
         # As tf.data: the inner datasets' lengths are known only by iterating them.

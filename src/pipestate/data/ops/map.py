@@ -10,6 +10,7 @@ import numpy as np
 from pipestate._validate import brief
 from pipestate.data import _structure
 from pipestate.data._calls import stop_error
+from pipestate.data._capabilities import Elastic
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import StreamIterator
@@ -34,6 +35,7 @@ class MapDataset(Dataset):
     """
 
     _op_name = "map"
+    _elastic = Elastic.ONE_TO_ONE
     _iterator_class = _MapIterator
 
     def __init__(

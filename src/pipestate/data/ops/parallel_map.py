@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from pipestate._validate import brief, check_parallelism
+from pipestate.data._capabilities import Background
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data._workers import StreamConsumer, resolve_parallelism
 from pipestate.data.dataset import Dataset
@@ -30,8 +31,9 @@ class _ParallelMapIterator(StreamConsumer, StreamIterator):
         super()._start()
         dataset: ParallelMapDataset = self._source  # type: ignore[assignment]
         self._feed_parent = self._inputs[0]
-        self._feed_workers = dataset._threads_wanted
-        self._feed_autotune = dataset._autotune
+        background = dataset._background()
+        self._feed_workers = background.threads
+        self._feed_autotune = background.autotune
         self._feed_fn = dataset._apply
 
     def _feed_scratch(self) -> DatasetIterator:
@@ -91,9 +93,13 @@ class ParallelMapDataset(MapDataset):
                 f"map: deterministic must be a bool or None, got {brief(deterministic, 80)}"
             )
         self._deterministic = True if deterministic is None else bool(deterministic)
-        self._threads_wanted = resolve_parallelism(self._num_parallel_calls)
-        self._autotune = self._num_parallel_calls == AUTOTUNE
-        self._reorder = not self._deterministic
+
+    def _background(self) -> Background:
+        return Background(
+            resolve_parallelism(self._num_parallel_calls),
+            autotune=self._num_parallel_calls == AUTOTUNE,
+            reorder=not self._deterministic,
+        )
 
     def _params(self) -> dict[str, Any]:
         params = super()._params()

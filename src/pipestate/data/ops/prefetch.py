@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from pipestate._validate import check_parallelism
+from pipestate.data._capabilities import Background, Elastic
 from pipestate.data._workers import StreamConsumer
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import DatasetIterator, State
@@ -75,7 +76,8 @@ class PrefetchDataset(Dataset):
 
     _op_name = "prefetch"
     _passes_elements = True
-    _passthrough = True  # in a random-access pipeline, reads are the input's
+    _passthrough = True
+    _elastic = Elastic.ONE_TO_ONE
     _track = True  # whether elements carry the input's state (off only to measure its cost)
 
     def __init__(self, parent: Dataset, buffer_size: int | None) -> None:
@@ -83,8 +85,10 @@ class PrefetchDataset(Dataset):
         if buffer_size is None:  # as tf.data: the size is tuned
             buffer_size = AUTOTUNE
         self._buffer_size = check_parallelism(buffer_size, "buffer_size", "prefetch", minimum=0)
-        self._threads_wanted = 0 if self._buffer_size == 0 else 1
         self._buffer_wanted = 0 if self._buffer_size == AUTOTUNE else self._buffer_size
+
+    def _background(self) -> Background | None:
+        return None if self._buffer_size == 0 else Background(1, self._buffer_wanted)
 
     def _cardinality(self) -> int:
         return self._parents[0]._cardinality()

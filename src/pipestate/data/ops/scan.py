@@ -201,6 +201,7 @@ class ScanDataset(Dataset):
     """
 
     _op_name = "scan"
+    _keeps_random_access = False
     _iterator_class = _ScanIterator
 
     def __init__(
@@ -224,10 +225,6 @@ class ScanDataset(Dataset):
         # A NumPy scalar state (a counter, a running sum) is checked by its type alone.
         initial = self._initial_state
         self._scalar_type = type(initial) if isinstance(initial, np.generic) else None
-
-    @property
-    def _random_access(self) -> bool:
-        return False
 
     def _cardinality(self) -> int:
         return self._parents[0]._cardinality()

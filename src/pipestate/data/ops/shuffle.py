@@ -157,6 +157,7 @@ class ShuffleDataset(Dataset):
     """
 
     _op_name = "shuffle"
+    _keeps_random_access = False
     _passes_elements = True
     _iterator_class = _ShuffleIterator
 
@@ -178,10 +179,6 @@ class ShuffleDataset(Dataset):
             )
         self._seed = seed
         self._reshuffle = bool(reshuffle_each_iteration)
-
-    @property
-    def _random_access(self) -> bool:
-        return False
 
     def _cardinality(self) -> int:
         return self._parents[0]._cardinality()

@@ -75,6 +75,7 @@ class TakeWhileDataset(Dataset):
     """
 
     _op_name = "take_while"
+    _keeps_random_access = False
     _passes_elements = True
     _iterator_class = _TakeWhileIterator
 
@@ -84,10 +85,6 @@ class TakeWhileDataset(Dataset):
         super().__init__([parent])
         self._predicate = check_function("predicate", predicate, "take_while")
         self._stateful = check_stateful(stateful, "take_while")
-
-    @property
-    def _random_access(self) -> bool:
-        return False
 
     def _cardinality(self) -> int:
         return UNKNOWN_CARDINALITY

@@ -171,14 +171,11 @@ class UnbatchDataset(Dataset):
     """
 
     _op_name = "unbatch"
+    _keeps_random_access = False
     _iterator_class = _UnbatchIterator
 
     def __init__(self, parent: Dataset) -> None:
         super().__init__([parent])
-
-    @property
-    def _random_access(self) -> bool:
-        return False
 
     def _cardinality(self) -> int:
         # As tf.data: infinite stays infinite; otherwise known only where every
