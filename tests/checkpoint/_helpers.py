@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from pipestate.checkpoint import AutoTrackable, Checkpoint, Variable
-from pipestate.checkpoint._format import _body_crc
+from pipestate.checkpoint._index import body_crc as _body_crc
 
 
 class Model(AutoTrackable):

@@ -16,9 +16,10 @@ from pipestate.checkpoint import (
     CheckpointableSaver,
     CheckpointOptions,
     Variable,
-    _format,
+    _reader,
+    _writer,
 )
-from pipestate.checkpoint._format import FORMAT_NAME, FORMAT_VERSION
+from pipestate.checkpoint._index import FORMAT_NAME, FORMAT_VERSION
 from pipestate.checkpoint._storage import Storage
 
 from ._helpers import Model, read_index, saved_model, shard
@@ -140,7 +141,7 @@ def test_memory_filesystem_save_and_restore() -> None:
 def test_local_reads_are_memory_mapped(tmp_path: Path) -> None:
     path, _ = saved_model(tmp_path)
     storage, fs_path = Storage.for_path(path)
-    with _format.CheckpointReader(storage, fs_path) as reader:
+    with _reader.CheckpointReader(storage, fs_path) as reader:
         reader.read_tensor("model/out/.ATTRIBUTES/VARIABLE_VALUE")
         ((f, _),) = reader._shards.values()
         assert "mmap" in repr(f)
@@ -155,13 +156,13 @@ def test_crash_during_save_keeps_the_previous_checkpoint(
     before = model.dense.kernel.numpy()
     model.dense.kernel.assign(np.ones((3, 4), np.float32))
 
-    real_write_shard = _format._write_shard
+    real_write_shard = _writer._write_shard
 
     def crash_after_data(*args: object, **kwargs: object) -> object:
         real_write_shard(*args, **kwargs)  # type: ignore[arg-type]
         raise OSError("disk unplugged")
 
-    monkeypatch.setattr(_format, "_write_shard", crash_after_data)
+    monkeypatch.setattr(_writer, "_write_shard", crash_after_data)
     with pytest.raises(OSError, match="disk unplugged"):
         ckpt.save(str(tmp_path / "ckpt"))
     monkeypatch.undo()
@@ -219,8 +220,8 @@ def test_index_json_is_standard(tmp_path: Path) -> None:
 def test_threaded_writer_writes_every_chunk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_format, "_THREADED_WRITE_BYTES", 0)
-    monkeypatch.setattr(_format, "_CHUNK", 1000)
+    monkeypatch.setattr(_writer, "_THREADED_WRITE_BYTES", 0)
+    monkeypatch.setattr(_writer, "_CHUNK", 1000)
     root = many_arrays(3, 2500)
     path = CheckpointableSaver(root).save(str(tmp_path / "t"))
     with safe_open(str(shard(path)), framework="numpy") as f:
@@ -231,9 +232,9 @@ def test_threaded_writer_writes_every_chunk(
 def test_writer_thread_error_fails_the_save(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_format, "_THREADED_WRITE_BYTES", 0)
-    monkeypatch.setattr(_format, "_CHUNK", 1000)
-    real_write_all = _format._write_all
+    monkeypatch.setattr(_writer, "_THREADED_WRITE_BYTES", 0)
+    monkeypatch.setattr(_writer, "_CHUNK", 1000)
+    real_write_all = _writer._write_all
     calls = []
 
     def failing(f: object, data: bytes) -> None:
@@ -242,7 +243,7 @@ def test_writer_thread_error_fails_the_save(
             raise OSError("no space left on device")
         real_write_all(f, data)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_format, "_write_all", failing)
+    monkeypatch.setattr(_writer, "_write_all", failing)
     with pytest.raises(OSError, match="no space left on device"):
         CheckpointableSaver(many_arrays(3, 2500)).save(str(tmp_path / "t"))
     assert not (tmp_path / "t.index").exists()
@@ -251,7 +252,7 @@ def test_writer_thread_error_fails_the_save(
 def test_variables_restore_from_memory_map_views(tmp_path: Path) -> None:
     path, model = saved_model(tmp_path)
     storage, fs_path = Storage.for_path(path)
-    reader = _format.CheckpointReader(storage, fs_path)
+    reader = _reader.CheckpointReader(storage, fs_path)
     key = "model/out/.ATTRIBUTES/VARIABLE_VALUE"
     view = reader.read_tensor(key, copy=False)
     assert not view.flags.writeable

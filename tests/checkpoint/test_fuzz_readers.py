@@ -46,7 +46,7 @@ from pipestate.checkpoint import (
     list_variables,
     load_variable,
 )
-from pipestate.checkpoint._format import _body_crc
+from pipestate.checkpoint._index import body_crc as _body_crc
 from pipestate.checkpoint._inspect import (
     describe_tree,
     diff_checkpoints,

@@ -25,8 +25,8 @@ from pipestate.checkpoint import (
     Variable,
     load_variable,
 )
-from pipestate.checkpoint._format import CheckpointReader
 from pipestate.checkpoint._inspect import describe_tree
+from pipestate.checkpoint._reader import CheckpointReader
 from pipestate.checkpoint._safetensors import json_depth, strict_json_loads
 from pipestate.checkpoint._state_file import parse_state, read_state_file
 from pipestate.checkpoint._storage import Storage

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
+from pipestate.checkpoint._paths import resolve_checkpoint_path
 from pipestate.checkpoint._state_file import (
     CheckpointState,
     format_state,
     parse_state,
     read_state_file,
-    resolve_checkpoint_path,
     write_state_file,
 )
 from pipestate.errors import CorruptCheckpointError

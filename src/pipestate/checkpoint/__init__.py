@@ -17,13 +17,7 @@ from pipestate.checkpoint._checkpoint import (
     CheckpointOptions,
     TrackableSaver,
 )
-from pipestate.checkpoint._format import DEFAULT_MAX_SHARD_BYTES
 from pipestate.checkpoint._inspect import list_variables, load_variable
-from pipestate.checkpoint._management import (
-    get_checkpoint_state,
-    latest_checkpoint,
-    update_checkpoint_state,
-)
 from pipestate.checkpoint._manager import CheckpointManager
 from pipestate.checkpoint._names import NameBasedSaverStatus
 from pipestate.checkpoint._restore import (
@@ -31,10 +25,16 @@ from pipestate.checkpoint._restore import (
     InitializationOnlyStatus,
     LoadStatus,
 )
+from pipestate.checkpoint._state_api import (
+    get_checkpoint_state,
+    latest_checkpoint,
+    update_checkpoint_state,
+)
 from pipestate.checkpoint._state_file import CheckpointState
 from pipestate.checkpoint._trackable import Trackable, TrackableProtocol
 from pipestate.checkpoint._values import Value
 from pipestate.checkpoint._variable import Variable
+from pipestate.checkpoint._writer import DEFAULT_MAX_SHARD_BYTES
 
 __all__ = [
     "DEFAULT_MAX_SHARD_BYTES",

@@ -13,15 +13,10 @@ import numpy as np
 from pipestate.checkpoint._adapters import adapt
 from pipestate.checkpoint._async import AsyncWriter, HostBuffers
 from pipestate.checkpoint._auto import AutoTrackable, can_track
-from pipestate.checkpoint._format import (
-    DEFAULT_MAX_SHARD_BYTES,
-    CheckpointReader,
-    write_checkpoint,
-    write_error,
-)
 from pipestate.checkpoint._graph import GraphView
 from pipestate.checkpoint._locate import locate
 from pipestate.checkpoint._names import NameBasedFile, restore_by_name
+from pipestate.checkpoint._reader import CheckpointReader
 from pipestate.checkpoint._restore import (
     CheckpointLoadStatus,
     InitializationOnlyStatus,
@@ -32,6 +27,7 @@ from pipestate.checkpoint._state_file import CheckpointState, write_state
 from pipestate.checkpoint._storage import Storage, as_path
 from pipestate.checkpoint._trackable import Trackable
 from pipestate.checkpoint._variable import Variable
+from pipestate.checkpoint._writer import DEFAULT_MAX_SHARD_BYTES, write_checkpoint, write_error
 from pipestate.errors import CheckpointWriteError
 
 __all__ = ["Checkpoint", "CheckpointOptions", "CheckpointableSaver", "TrackableSaver"]

@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from pipestate.checkpoint._format import check_graph_size, prepare_array
+from pipestate.checkpoint._index import check_graph_size
 from pipestate.checkpoint._trackable import DeferredRestoration, Trackable
 from pipestate.checkpoint._values import attribute_key, encode_value
+from pipestate.checkpoint._writer import prepare_array
 
 __all__ = ["GraphView", "format_path", "kind_of"]
 

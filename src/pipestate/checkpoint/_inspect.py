@@ -9,9 +9,10 @@ from typing import Any
 
 import google_crc32c
 
-from pipestate.checkpoint._format import FORMAT_VERSION, CheckpointReader, Node, node_paths
+from pipestate.checkpoint._index import FORMAT_VERSION, Node, node_paths
 from pipestate.checkpoint._locate import Located, locate
 from pipestate.checkpoint._names import NameBasedFile
+from pipestate.checkpoint._reader import CheckpointReader
 from pipestate.checkpoint._state_file import read_state
 from pipestate.checkpoint._storage import Storage, as_path
 from pipestate.checkpoint._values import Value, attribute_key, decode_value

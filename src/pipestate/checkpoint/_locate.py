@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pipestate.checkpoint._format import index_path, missing_checkpoint_error
+from pipestate.checkpoint._paths import index_path
+from pipestate.checkpoint._reader import missing_checkpoint_error
 from pipestate.checkpoint._state_file import read_state
 from pipestate.checkpoint._storage import Storage, as_path
 from pipestate.errors import CorruptCheckpointError, NotFoundError

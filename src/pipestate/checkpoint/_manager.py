@@ -6,8 +6,6 @@ import contextlib
 import errno
 import math
 import operator
-import os
-import posixpath
 import re
 import threading
 import time
@@ -22,15 +20,18 @@ import numpy as np
 
 from pipestate.checkpoint._checkpoint import Checkpoint, CheckpointOptions, Snapshot
 from pipestate.checkpoint._checkpoint import options_or_default as _options
-from pipestate.checkpoint._format import index_path, remove_interrupted_saves, write_error
+from pipestate.checkpoint._cleanup import remove_interrupted_saves
 from pipestate.checkpoint._lock import WriterLock, lock_filename
-from pipestate.checkpoint._management import (
-    is_url,
-    read_resolved_state,
+from pipestate.checkpoint._paths import (
+    SHARD_SUFFIX,
+    index_path,
+    is_inside,
     relative_checkpoint_path,
+    resolve_checkpoint_path,
     state_filename,
 )
-from pipestate.checkpoint._state_file import CheckpointState, resolve_checkpoint_path, write_state
+from pipestate.checkpoint._state_api import read_resolved_state
+from pipestate.checkpoint._state_file import CheckpointState, write_state
 from pipestate.checkpoint._storage import (
     Storage,
     as_path,
@@ -38,11 +39,11 @@ from pipestate.checkpoint._storage import (
     check_timeout,
     temporary_pattern,
 )
+from pipestate.checkpoint._writer import write_error
 from pipestate.errors import CheckpointLockedError, CheckpointWriteError, CorruptCheckpointError
 
 __all__ = ["CheckpointManager"]
 
-_SHARD = r"\.data-[0-9]{5}-of-[0-9]{5}"
 # A checkpoint saved again under a number that exists is first written aside, as
 # ``<checkpoint_name>-<n>.replace-<8 hex>``, so that the old one stays valid until the switch.
 _ASIDE = r"\.replace-[0-9a-f]{8}"
@@ -211,7 +212,9 @@ class CheckpointManager:
         if init_fn is not None and not callable(init_fn):
             raise TypeError(f"init_fn must be callable or None, got {init_fn!r:.100}")
         filename = state_filename(latest_filename)
-        if re.fullmatch(re.escape(checkpoint_name) + rf"-[0-9]+(\.index|{_SHARD})?", filename):
+        if re.fullmatch(
+            re.escape(checkpoint_name) + rf"-[0-9]+(\.index|{SHARD_SUFFIX})?", filename
+        ):
             raise ValueError(
                 f"latest_filename {filename!r} has the name of a checkpoint file of "
                 f"checkpoint_name {checkpoint_name!r}; choose another, e.g. 'checkpoint'"
@@ -293,7 +296,7 @@ class CheckpointManager:
 
     def _check_inside(self, path: str) -> None:
         """Refuse a checkpoint path of the state file that lies outside the directory."""
-        if _inside(self._directory, path):
+        if is_inside(self._directory, path):
             return
         raise CorruptCheckpointError(
             f"the state file {self._latest_filename!r} in {self._directory!r} names the "
@@ -577,8 +580,8 @@ class CheckpointManager:
         storage.remove(index_path(fs_target))
         if fsync:
             storage.fsync_dir(directory)
-        old_shards = re.compile(re.escape(target_name) + _SHARD)
-        new_shards = re.compile(re.escape(source_name) + _SHARD)
+        old_shards = re.compile(re.escape(target_name) + SHARD_SUFFIX)
+        new_shards = re.compile(re.escape(source_name) + SHARD_SUFFIX)
         names = storage.listdir(directory)
         for name in names:
             if old_shards.fullmatch(name):
@@ -608,7 +611,7 @@ class CheckpointManager:
                 }
             aside = re.compile(
                 rf"({re.escape(self._checkpoint_name)}-[0-9]+{_ASIDE})"
-                rf"(\.index|{_SHARD}|\.index\.tmp-[0-9a-f]{{32}})"
+                rf"(\.index|{SHARD_SUFFIX}|\.index\.tmp-[0-9a-f]{{32}})"
             )
             temporary = re.compile(
                 temporary_pattern(
@@ -624,7 +627,7 @@ class CheckpointManager:
             self._storage.abort_uploads(
                 self._fs_dir,
                 re.compile(
-                    rf"{re.escape(self._checkpoint_name)}-[0-9]+({_ASIDE})?(\.index|{_SHARD})"
+                    rf"{re.escape(self._checkpoint_name)}-[0-9]+({_ASIDE})?(\.index|{SHARD_SUFFIX})"
                     rf"|{re.escape(self._latest_filename)}"
                 ),
             )
@@ -732,7 +735,7 @@ class CheckpointManager:
             storage, fs_prefix = self._locate(path)
             directory, basename = storage.split(fs_prefix)
             storage.remove(index_path(fs_prefix))
-            shard = re.compile(re.escape(basename) + _SHARD)
+            shard = re.compile(re.escape(basename) + SHARD_SUFFIX)
             for name in storage.listdir(directory):
                 if shard.fullmatch(name):
                     storage.remove(storage.join(directory, name))
@@ -794,20 +797,3 @@ class CheckpointManager:
 
 _UNKNOWN_OUTCOME = "_pipestate_outcome_unknown"
 _ASIDE_SUFFIX = re.compile(_ASIDE + "$")
-
-
-def _inside(directory: str, path: str) -> bool:
-    """Whether the checkpoint ``path`` lies inside ``directory`` (``..`` and symlinks resolved)."""
-    if is_url(directory) or is_url(path):
-        scheme, _, rest = directory.partition("://")
-        if not path.startswith(scheme + "://"):
-            return False
-        base = posixpath.normpath("/" + rest)
-        target = posixpath.normpath("/" + path.partition("://")[2])
-        return target.startswith(base.rstrip("/") + "/") and target != base
-    base = os.path.realpath(directory)
-    parent, name = os.path.split(os.path.abspath(path))
-    if name in ("", ".", ".."):
-        return False
-    target = os.path.join(os.path.realpath(parent), name)
-    return target.startswith(os.path.join(base, ""))

@@ -9,8 +9,9 @@ from collections import deque
 from collections.abc import Callable, Collection
 from typing import Any
 
-from pipestate.checkpoint._format import CheckpointReader, gc_paused, node_paths
 from pipestate.checkpoint._graph import GraphView, format_path
+from pipestate.checkpoint._index import node_paths
+from pipestate.checkpoint._reader import CheckpointReader, gc_paused
 from pipestate.checkpoint._trackable import Trackable
 from pipestate.checkpoint._values import attribute_key
 from pipestate.errors import CheckpointMismatchError

@@ -17,26 +17,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
 
 from pipestate.checkpoint._limits import STATE_FILE_LIMIT, read_limited
+from pipestate.checkpoint._paths import STATE_FILENAME
 from pipestate.checkpoint._storage import Storage, as_path
 from pipestate.errors import CorruptCheckpointError, NotFoundError
 
 __all__ = [
-    "STATE_FILENAME",
     "CheckpointState",
     "format_state",
     "parse_state",
     "read_state",
     "read_state_file",
-    "resolve_checkpoint_path",
     "write_state",
     "write_state_file",
 ]
-
-STATE_FILENAME = "checkpoint"
 
 # Applied to stripped lines: no pattern here can backtrack, so parsing is linear in the text.
 _FIELD = re.compile(r"([a-z_]+)\s*:")
@@ -241,12 +237,3 @@ def write_state_file(
     """Atomically replace the state file in ``directory`` (a local path or URL)."""
     storage, fs_dir = Storage.for_path(as_path(directory, "directory"))
     write_state(storage, fs_dir, state, filename)
-
-
-def resolve_checkpoint_path(directory: str, path: str) -> str:
-    """Make a path read from a state file usable (a relative one is joined to ``directory``)."""
-    if "://" in path or path.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", path):
-        return path
-    if "://" in directory:
-        return f"{directory.rstrip('/')}/{path}"
-    return os.path.join(directory, path)

@@ -1,87 +1,33 @@
-"""A directory's state file: ``latest_checkpoint`` and friends, as in TensorFlow.
+"""TensorFlow's functions over a directory's state file: ``latest_checkpoint`` and friends.
 
 The state file (``checkpoint`` unless named otherwise) lists a directory's
-checkpoints in TensorFlow's text format. Paths inside the directory are
-stored relative to it and returned joined to the directory as the caller
-spelled it (``runs/x`` gives ``runs/x/ckpt-3``; ``s3://b/run`` gives
-``s3://b/run/ckpt-3``).
+checkpoints in TensorFlow's text format (see :mod:`._state_file`). Paths inside
+the directory are stored relative to it and returned joined to the directory
+as the caller spelled it (see :mod:`._paths`).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pipestate.checkpoint._format import index_path
-from pipestate.checkpoint._state_file import (
-    STATE_FILENAME,
-    CheckpointState,
-    read_state,
+from pipestate.checkpoint._paths import (
+    index_path,
+    relative_checkpoint_path,
     resolve_checkpoint_path,
-    write_state,
+    state_filename,
 )
+from pipestate.checkpoint._state_file import CheckpointState, read_state, write_state
 from pipestate.checkpoint._storage import Storage, as_path
 from pipestate.errors import CorruptCheckpointError
 
 __all__ = [
     "get_checkpoint_state",
-    "is_url",
     "latest_checkpoint",
     "read_resolved_state",
-    "relative_checkpoint_path",
-    "state_filename",
     "update_checkpoint_state",
 ]
-
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
-
-
-def is_url(path: str) -> bool:
-    """Whether ``path`` is a URL (``scheme://...``) rather than a local path."""
-    return _URL.match(path) is not None
-
-
-def state_filename(latest_filename: object) -> str:
-    """The state file's name: ``latest_filename``, or ``"checkpoint"`` for ``None``.
-
-    Raises:
-        TypeError, ValueError: When it is not a plain file name.
-    """
-    if latest_filename is None:
-        return STATE_FILENAME
-    if not isinstance(latest_filename, str):
-        raise TypeError(
-            f"latest_filename must be a str or None, got {latest_filename!r} of type "
-            f"{type(latest_filename).__name__}"
-        )
-    if (
-        not latest_filename
-        or latest_filename in (".", "..")
-        or any(c in latest_filename for c in "/\\\0")
-    ):
-        raise ValueError(
-            "latest_filename must be a plain file name inside the directory (no '/', '\\\\' or "
-            f"NUL, not '.' or '..'), got {latest_filename!r}; e.g. 'checkpoint_input'"
-        )
-    return latest_filename
-
-
-def relative_checkpoint_path(directory: str, path: str) -> str:
-    """``path`` as stored in ``directory``'s state file.
-
-    Relative to ``directory`` when it lies inside (so the directory can be
-    moved or mounted elsewhere); otherwise absolute, or the whole URL.
-    """
-    if is_url(directory) or is_url(path):
-        base = directory.rstrip("/") + "/"
-        return path[len(base) :] if path.startswith(base) and len(path) > len(base) else path
-    full, base = os.path.abspath(path), os.path.abspath(directory)
-    if full.startswith(os.path.join(base, "")):
-        return os.path.relpath(full, base)
-    return full
 
 
 def read_resolved_state(

@@ -1,0 +1,191 @@
+"""Reading a checkpoint: its index, and arrays verified against their checksums.
+
+See :mod:`._index` for the layout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import google_crc32c
+import numpy as np
+
+from pipestate.checkpoint._index import TensorEntry, parse_index
+from pipestate.checkpoint._limits import INDEX_LIMIT, read_limited
+from pipestate.checkpoint._paths import index_path, shard_name
+from pipestate.checkpoint._safetensors import TensorInfo, parse_header, safetensors_dtype
+from pipestate.checkpoint._storage import RandomAccessFile, Storage
+from pipestate.checkpoint._values import Value, decode_value
+from pipestate.errors import CorruptCheckpointError, NotFoundError
+
+__all__ = ["CheckpointReader", "gc_paused", "missing_checkpoint_error"]
+
+_CHUNK = 4 << 20
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a large graph is parsed or restored.
+
+    Every few hundred containers allocated can start a collection, and the full
+    ones walk the whole heap (the program's objects too): with millions of nodes
+    they took most of the time of a restore. What is built here holds no
+    reference cycles, so nothing is lost; collection resumes at the end.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+class CheckpointReader:
+    """Reads one checkpoint: the validated index, and arrays verified against their checksums.
+
+    Arrays are read from memory-mapped shards (local files) or by ranged reads,
+    and returned as fresh writable arrays.
+
+    Raises:
+        NotFoundError: When the index does not exist.
+        CheckpointTooLargeError: When the index is larger than
+            ``PIPESTATE_MAX_INDEX_BYTES`` (256 MiB by default); nothing of it is read.
+        CorruptCheckpointError: When the index is malformed.
+    """
+
+    def __init__(self, storage: Storage, prefix: str, *, display: str | None = None) -> None:
+        self.storage = storage
+        self.prefix = prefix
+        self.display = display or prefix
+        self._index = index_path(prefix)
+        data = read_limited(storage, self._index, INDEX_LIMIT)
+        with gc_paused():
+            self.num_shards, self.nodes, self.tensors = parse_index(
+                data, f"checkpoint index {self._index!r}"
+            )
+        self._shards: dict[int, tuple[RandomAccessFile, dict[str, TensorInfo]]] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"CheckpointReader({self.display!r}, nodes={len(self.nodes)}, "
+            f"tensors={len(self.tensors)}, shards={self.num_shards})"
+        )
+
+    def shard_path(self, shard: int) -> str:
+        """The path of data shard number ``shard``."""
+        directory, basename = self.storage.split(self.prefix)
+        return self.storage.join(directory, shard_name(basename, shard, self.num_shards))
+
+    def _shard(self, shard: int) -> tuple[RandomAccessFile, dict[str, TensorInfo]]:
+        if shard not in self._shards:
+            path = self.shard_path(shard)
+            f = self.storage.open_random_access(path, what="checkpoint data shard")
+            try:
+                tensors, _ = parse_header(
+                    f.read(0, min(8, f.size)), f.size, what=f"data shard {path!r}", read_more=f.read
+                )
+            except BaseException:
+                f.close()
+                raise
+            self._shards[shard] = (f, tensors)
+        return self._shards[shard]
+
+    def entry(self, key: str) -> TensorEntry:
+        """The index entry of tensor ``key``."""
+        try:
+            return self.tensors[key]
+        except KeyError:
+            raise CorruptCheckpointError(
+                f"checkpoint {self.display!r} refers to tensor {key!r:.200}, which its index lacks"
+            ) from None
+
+    def read_tensor(self, key: str, *, copy: bool = True) -> np.ndarray:
+        """Read tensor ``key`` and verify its checksum.
+
+        Args:
+            key: The tensor's key.
+            copy: Return a fresh writable array; with ``False`` a local shard
+                may return a read-only view of its memory map instead.
+
+        Raises:
+            CorruptCheckpointError: When the shard disagrees with the index, is
+                truncated, or the bytes do not match the recorded crc32c.
+        """
+        entry = self.entry(key)
+        f, header = self._shard(entry.shard)
+        info = header.get(key)
+        expected_dtype = safetensors_dtype(entry.dtype)
+        where = f"value {key!r:.200} in data shard {f.path!r}"
+        raw = expected_dtype == "U8" and entry.dtype != np.uint8
+        if (
+            info is None
+            or info.offset != entry.offset
+            or info.length != entry.length
+            or info.dtype != expected_dtype
+            or info.shape != ((entry.length,) if raw else entry.shape)
+        ):
+            raise CorruptCheckpointError(f"{where}: the shard's header does not match the index")
+        view = None if copy else f.view(entry.offset, entry.length)
+        out = np.empty(entry.shape, dtype=entry.dtype) if view is None else None
+        flat = out.reshape(-1).view(np.uint8) if out is not None else None
+        crc = 0
+        for start in range(0, entry.length, _CHUNK):
+            size = min(_CHUNK, entry.length - start)
+            chunk = f.read(entry.offset + start, size)
+            if len(chunk) != size:
+                raise CorruptCheckpointError(f"{where}: the file is truncated")
+            crc = google_crc32c.extend(crc, chunk)
+            if flat is not None:
+                flat[start : start + size] = np.frombuffer(chunk, dtype=np.uint8)
+        if crc != entry.crc32c:
+            raise CorruptCheckpointError(
+                f"{where}: checksum mismatch (crc32c {crc:#010x}, index says "
+                f"{entry.crc32c:#010x}); the checkpoint is corrupt"
+            )
+        if out is None:
+            assert view is not None
+            return np.frombuffer(view, dtype=entry.dtype).reshape(entry.shape)
+        return out
+
+    def decode(self, encoded: Any, *, where: str, copy: bool = True) -> Value:
+        """Decode one attribute's JSON, reading its arrays (see :meth:`read_tensor`)."""
+        read = self.read_tensor if copy else functools.partial(self.read_tensor, copy=False)
+        return decode_value(encoded, read, where=where)
+
+    def close(self) -> None:
+        """Close the shards opened so far."""
+        for f, _ in self._shards.values():
+            f.close()
+        self._shards.clear()
+
+    def __enter__(self) -> CheckpointReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def missing_checkpoint_error(storage: Storage, prefix: str, display: str) -> NotFoundError:
+    """A :class:`NotFoundError` for ``prefix``, suggesting numbered checkpoints that do exist."""
+    directory, basename = storage.split(prefix)
+    pattern = re.compile(re.escape(basename) + r"-([0-9]+)\.index$")
+    numbers = sorted(
+        int(m.group(1)) for m in map(pattern.match, storage.listdir(directory)) if m is not None
+    )
+    message = f"no checkpoint at {display!r}: {index_path(display)!r} does not exist"
+    if numbers:
+        shown = ", ".join(f"{display}-{n}" for n in numbers[-3:])
+        message += (
+            f". Checkpoint.save() appends a number to the prefix; did you mean "
+            f"{display}-{numbers[-1]!s}? (found: {shown})"
+        )
+    else:
+        message += ". Pass the path save() returned, e.g. 'ckpt-1' for prefix 'ckpt'"
+    return NotFoundError(message)

@@ -1,0 +1,281 @@
+"""Writing a checkpoint: shards planned, written and checksummed, then the index that commits them.
+
+See :mod:`._index` for the layout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import json
+import queue
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import google_crc32c
+import numpy as np
+
+from pipestate.checkpoint._cleanup import remove_leftovers
+from pipestate.checkpoint._index import FORMAT_NAME, FORMAT_VERSION, MAX_SHARDS, body_crc
+from pipestate.checkpoint._paths import index_path, shard_name
+from pipestate.checkpoint._safetensors import build_header, safetensors_dtype
+from pipestate.checkpoint._storage import Storage
+from pipestate.errors import CheckpointWriteError
+
+__all__ = ["DEFAULT_MAX_SHARD_BYTES", "prepare_array", "write_checkpoint", "write_error"]
+
+DEFAULT_MAX_SHARD_BYTES = 2 << 30
+_CHUNK = 4 << 20
+# Below this many bytes a shard is written inline; above, on a writer thread.
+_THREADED_WRITE_BYTES = 4 * _CHUNK
+_FULL_ERRNOS = frozenset(
+    code for code in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", None)) if code
+)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    key: str
+    array: np.ndarray
+    st_dtype: str
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.array.nbytes)
+
+    @property
+    def st_shape(self) -> tuple[int, ...]:
+        if self.st_dtype == "U8" and self.array.dtype != np.uint8:
+            return (self.nbytes,)
+        return tuple(self.array.shape)
+
+    @property
+    def alignment(self) -> int:
+        return 1 if self.st_dtype == "U8" else min(self.array.dtype.itemsize, 8)
+
+
+def prepare_array(
+    key: str, array: np.ndarray, *, copy: Callable[[str, np.ndarray], np.ndarray] | None = None
+) -> _Pending:
+    """Check that ``array`` can be saved; bring it to little-endian C order (copying if needed).
+
+    With ``copy`` (``copy(key, array)`` returns a copy in C order), the result
+    never shares memory with ``array``: an async save must not see later
+    changes to the saved objects.
+
+    Raises:
+        TypeError: For object, structured and sub-array dtypes, which have no byte layout to save.
+    """
+    dtype = array.dtype
+    if (
+        dtype.kind == "O"
+        or dtype.fields is not None
+        or dtype.subdtype is not None
+        or dtype.itemsize == 0
+    ):
+        raise TypeError(
+            f"cannot save the array at {key!r}: dtype {dtype} has no fixed byte layout; "
+            "convert it to a numeric, bool, bytes (S) or str (U) dtype"
+        )
+    copied = False
+    if dtype.byteorder == ">" or (dtype.byteorder == "=" and sys.byteorder == "big"):
+        array, copied = array.astype(dtype.newbyteorder("<")), True
+    if not array.flags.c_contiguous:
+        array, copied = array.copy(order="C"), True
+    if copy is not None and not copied:
+        array = copy(key, array)
+    return _Pending(key, array, safetensors_dtype(array.dtype))
+
+
+def _plan(arrays: list[_Pending], max_shard_bytes: int) -> list[list[_Pending]]:
+    shards: list[list[_Pending]] = [[]]
+    size = 0
+    for item in arrays:
+        if shards[-1] and size + item.nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(item)
+        size += item.nbytes
+    # Falling alignment keeps each tensor aligned to its item size in the file.
+    return [sorted(s, key=lambda a: (-a.alignment, a.key)) for s in shards]
+
+
+def _write_all(f: BinaryIO, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[f.write(view) :]
+
+
+class _ChunkWriter:
+    """Writes chunks on a background thread, so checksumming the next chunk overlaps the write."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, name="pipestate-shard-writer", daemon=True
+        )
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"_ChunkWriter({self._f!r}, alive={self._thread.is_alive()})"
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    _write_all(self._f, chunk)
+                except BaseException as err:  # surfaced on the producer's next call
+                    self._error = err
+
+    def write(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        """Wait for the queued chunks; re-raise the writer's error, if any."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def _write_shard(
+    storage: Storage, path: str, items: list[_Pending], fsync: bool
+) -> dict[str, tuple[int, int]]:
+    header = build_header(
+        [(a.key, a.st_dtype, a.st_shape, a.nbytes) for a in items], {"format": FORMAT_NAME}
+    )
+    placed: dict[str, tuple[int, int]] = {}
+    offset = len(header)
+    with storage.open_write(path, fsync=fsync) as f:
+        _write_all(f, header)
+        big = sum(a.nbytes for a in items) >= _THREADED_WRITE_BYTES
+        writer = _ChunkWriter(f) if big else None
+        write = writer.write if writer is not None else functools.partial(_write_all, f)
+        try:
+            for item in items:
+                flat = item.array.reshape(-1).view(np.uint8).data
+                crc = 0
+                for start in range(0, len(flat), _CHUNK):
+                    # google_crc32c takes only immutable bytes: one chunk-sized copy, also written.
+                    chunk = flat[start : start + _CHUNK].tobytes()
+                    crc = google_crc32c.extend(crc, chunk)
+                    write(chunk)
+                placed[item.key] = (offset, crc)
+                offset += item.nbytes
+        finally:
+            if writer is not None:
+                writer.close()
+    return placed
+
+
+def write_checkpoint(
+    storage: Storage,
+    prefix: str,
+    nodes: list[dict[str, Any]],
+    arrays: list[_Pending],
+    *,
+    max_shard_bytes: int,
+    fsync: bool,
+) -> None:
+    """Write shards, then the index atomically; remove leftovers of an older save at ``prefix``."""
+    directory, basename = storage.split(prefix)
+    storage.makedirs(directory)
+    # An older checkpoint at this very prefix is being replaced: drop its index
+    # first, so that a crash leaves no checkpoint rather than one whose index
+    # points at rewritten shards.
+    if storage.remove(index_path(prefix)) and fsync:
+        storage.fsync_dir(directory)
+    shards = _plan(arrays, max_shard_bytes)
+    num_shards = len(shards)
+    if num_shards > MAX_SHARDS:
+        raise ValueError(
+            f"the checkpoint needs {num_shards} shards, more than {MAX_SHARDS}; "
+            "raise CheckpointOptions.max_shard_bytes"
+        )
+    paths = [
+        storage.join(directory, shard_name(basename, i, num_shards)) for i in range(num_shards)
+    ]
+    try:
+        _write_shards_and_index(storage, prefix, nodes, shards, paths, fsync)
+    except BaseException:
+        # Nothing commits these shards now; free their space (a full disk is the usual cause).
+        for path in paths:
+            with contextlib.suppress(OSError):
+                storage.remove(path)
+        raise
+    # The checkpoint is committed: stale files that cannot be removed now are removed later.
+    with contextlib.suppress(OSError):
+        remove_leftovers(storage, directory, basename, num_shards)
+
+
+def _write_shards_and_index(
+    storage: Storage,
+    prefix: str,
+    nodes: list[dict[str, Any]],
+    shards: list[list[_Pending]],
+    paths: list[str],
+    fsync: bool,
+) -> None:
+    num_shards = len(shards)
+    if num_shards == 1:
+        placements = [_write_shard(storage, paths[0], shards[0], fsync)]
+    else:
+        with ThreadPoolExecutor(max_workers=min(num_shards, 4)) as pool:
+            placements = list(
+                pool.map(
+                    lambda i: _write_shard(storage, paths[i], shards[i], fsync), range(num_shards)
+                )
+            )
+    tensors: dict[str, Any] = {}
+    for shard, (items, placed) in enumerate(zip(shards, placements)):
+        for item in items:
+            offset, crc = placed[item.key]
+            tensors[item.key] = {
+                "dtype": item.array.dtype.str,
+                "shape": list(item.array.shape),
+                "shard": shard,
+                "offset": offset,
+                "length": item.nbytes,
+                "crc32c": crc,
+            }
+    body = {"num_shards": num_shards, "nodes": nodes, "tensors": tensors}
+    document = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "crc32c": body_crc(body),
+        "checkpoint": body,
+    }
+    if fsync:
+        # The shards' directory entries must be durable before the index that commits them.
+        storage.fsync_dir(storage.split(prefix)[0])
+    storage.write_atomic(index_path(prefix), json.dumps(document).encode("utf-8"), fsync=fsync)
+
+
+def write_error(err: OSError, display: str) -> CheckpointWriteError:
+    """A :class:`CheckpointWriteError` for a failed save of ``display``, with ``err``'s errno."""
+    if err.errno in _FULL_ERRNOS:
+        cause = (
+            "The storage is full or a file-size limit was reached. Free some space (e.g. "
+            "delete old checkpoints or lower max_to_keep) and save again."
+        )
+    else:
+        cause = "Fix the storage problem and save again."
+    reason = err.strerror or str(err) or type(err).__name__
+    if err.filename is not None:
+        reason += f" ({err.filename!r})"
+    message = (
+        f"could not write checkpoint {display!r}: {reason}. The checkpoint was not saved; "
+        f"earlier checkpoints and the state file are intact. {cause}"
+    )
+    if err.errno is None:
+        return CheckpointWriteError(message)
+    return CheckpointWriteError(err.errno, message)
