@@ -233,7 +233,7 @@ class FileDataset(Dataset):
         return _NameListIterator(self, entropy, epoch)
 
 
-class _FilesIterator(StreamIterator):
+class _FilesIterator(StreamIterator["FileDataset"]):
     """Reads the current file from a saved byte offset; subclasses pick the files."""
 
     _OFFSET = "offset"
@@ -255,7 +255,7 @@ class _FilesIterator(StreamIterator):
         self._offset = 0
 
     def _next(self) -> Any:
-        dataset: FileDataset = self._source  # type: ignore[assignment]
+        dataset = self._source
         while True:
             if self._path is None:
                 self._path = self._next_path()
@@ -299,7 +299,9 @@ class _NameListIterator(_FilesIterator):
         self._index = 0
 
     def _names(self) -> tuple[str, ...]:
-        return self._source._filenames  # type: ignore[attr-defined,no-any-return]
+        names = self._source._filenames
+        assert names is not None  # this iterator reads a name list, not a dataset of names
+        return names
 
     def _next_path(self) -> str:
         names = self._names()

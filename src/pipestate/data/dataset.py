@@ -51,7 +51,7 @@ class Dataset:
     # iterators, the thread engine and the elastic rule read them.
     _op_name: ClassVar[str] = "dataset"
     """The op's tf.data name: its fluent method, its name in states and in the registry."""
-    _iterator_class: ClassVar[type[StreamIterator] | None] = None
+    _iterator_class: ClassVar[type[StreamIterator[Any]] | None] = None
     """The op's streaming iterator, used when an input is not random access."""
     _passes_elements: ClassVar[bool] = False
     """Whether the op outputs elements of its one input unchanged (filter, take, shuffle, ...)."""

@@ -7,7 +7,7 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeAlias, TypeVar, cast
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from pipestate.errors import StateMismatchError
 
 if TYPE_CHECKING:
     from pipestate.data.dataset import Dataset
+
+D = TypeVar("D", bound="Dataset")
+"""The dataset class of a streaming op's iterator (``StreamIterator[MapDataset]``)."""
 
 State: TypeAlias = dict[str, Any]
 """An iterator state: a dict of JSON-able values."""
@@ -86,6 +89,8 @@ class DatasetIterator(Iterator[Element]):
         return self
 
     def __next__(self) -> Element:
+        if self._closed:
+            self._raise_closed()
         return self._next()
 
     @property
@@ -215,9 +220,8 @@ class DatasetIterator(Iterator[Element]):
         if not self._closed:
             self._closed = True
             self._close()
-            self._next = self._raise_closed  # type: ignore[method-assign]
 
-    def _raise_closed(self) -> Element:
+    def _raise_closed(self) -> NoReturn:
         raise RuntimeError(f"{self!r} is closed; create a new iterator with iter(dataset)")
 
     def _check_open(self) -> None:
@@ -246,6 +250,11 @@ _MALFORMED = (
 )
 
 _INT64_MAX = 2**63 - 1
+
+# How an IndexIterator reads its blocks (see IndexIterator.__init__).
+_VECTORISED = "vectorised"
+_LISTED = "listed"
+_SINGLE = "single"
 """The largest position or count a state may hold: every index is an int64."""
 
 
@@ -349,49 +358,49 @@ class IndexIterator(DatasetIterator):
         self._block: list[Element] = []
         self._block_start = 0
         self._list_block = 8
-        if not self._source._vectorised:
-            # Pure per-element functions are still read ahead in small blocks,
-            # sized so a block takes about a millisecond; functions with
-            # external state are called exactly when their element is consumed.
-            listed = not self._source._external_ops()
-            self._next = self._next_listed if listed else self._next_unblocked  # type: ignore[method-assign]
+        # How blocks are read: one vectorised gather (no per-element Python
+        # function), adaptive lists of elements (pure per-element functions,
+        # read ahead about a millisecond at a time), or one element at a time
+        # (functions with external state are called exactly when their element
+        # is consumed).
+        if self._source._vectorised:
+            self._reading = _VECTORISED
+        else:
+            self._reading = _SINGLE if self._source._external_ops() else _LISTED
 
     def _next(self) -> Element:
-        index = self._index
-        if index == self._length:
-            raise StopIteration
-        offset = index - self._block_start
-        if not 0 <= offset < len(self._block):
-            self._fill(index)
-            offset = 0
-        self._index = index + 1
-        return self._block[offset]
-
-    def _next_unblocked(self) -> Element:
-        """``_next`` for pipelines with a per-element function: one ``_get`` each."""
-        index = self._index
-        if index == self._length:
-            raise StopIteration
-        self._index = index + 1
-        return self._source._get(self._epoch, index)
-
-    def _next_listed(self) -> Element:
-        """``_next`` for pure pipelines with a per-element function: adaptive blocks."""
         index = self._index
         offset = index - self._block_start
         if not 0 <= offset < len(self._block):
             if index == self._length:
                 raise StopIteration
-            self._fill_listed(index)
+            self._fill(index)
             offset = 0
         self._index = index + 1
         return self._block[offset]
 
-    def _fill_listed(self, index: int) -> None:
-        stop = index + self._list_block
+    def _fill(self, index: int) -> None:
+        """Reads the block of elements that starts at ``index`` (< the length)."""
+        reading = self._reading
+        if reading is _SINGLE:
+            try:
+                self._block = [self._source._get(self._epoch, index)]
+            except BaseException:
+                self._index = index + 1  # a failing element counts as consumed
+                self._block = []
+                raise
+            self._block_start = index
+            return
+        size = self._BLOCK if reading is _VECTORISED else self._list_block
+        stop = index + size
         if self._length >= 0:
             stop = min(stop, self._length)
         positions = np.arange(index, stop, dtype=np.int64)
+        if reading is _VECTORISED:
+            batch = self._source._get_batch(np.full_like(positions, self._epoch), positions)
+            self._block = _structure.unstack(batch, len(positions))
+            self._block_start = index
+            return
         started = time.perf_counter()
         try:
             block = self._source._get_list(self._epoch, positions)
@@ -407,15 +416,6 @@ class IndexIterator(DatasetIterator):
         elif elapsed > 0.002:
             self._list_block = max(self._list_block // 2, 1)
         self._block = block
-        self._block_start = index
-
-    def _fill(self, index: int) -> None:
-        stop = index + self._BLOCK
-        if self._length >= 0:
-            stop = min(stop, self._length)
-        positions = np.arange(index, stop, dtype=np.int64)
-        batch = self._source._get_batch(np.full_like(positions, self._epoch), positions)
-        self._block = _structure.unstack(batch, len(positions))
         self._block_start = index
 
     def _get_state(self) -> State:
@@ -443,7 +443,7 @@ class IndexIterator(DatasetIterator):
         self._block = []
 
 
-class StreamIterator(DatasetIterator):
+class StreamIterator(DatasetIterator, Generic[D]):
     """Base of the streaming ops' iterators, which read the iterators of their inputs.
 
     The state is the op's own keys (``_STATE_KEYS``; by default the input's
@@ -451,7 +451,9 @@ class StreamIterator(DatasetIterator):
     the seed drawn for the pipeline's ``seed=None`` ops, saved by the
     outermost iterator (``None`` in nested ones). Subclasses implement
     ``_next`` and, when they keep more than their inputs' positions,
-    ``_start`` (a fresh position), ``_op_state`` and ``_restore``.
+    ``_start`` (a fresh position), ``_op_state`` and ``_restore``. ``D`` is the
+    op's dataset class: ``self._source`` (the dataset with its seeds resolved)
+    is typed as one, so an iterator reads its op's settings without casts.
     """
 
     _PARENT = "parent"
@@ -463,8 +465,8 @@ class StreamIterator(DatasetIterator):
         super().__init__(dataset)
         self._epoch = epoch
         self._entropy = entropy
-        self._source = (
-            dataset if entropy is None else dataset._resolve_seeds(entropy, itertools.count())
+        self._source: D = cast(
+            D, dataset if entropy is None else dataset._resolve_seeds(entropy, itertools.count())
         )
         self._inputs: list[DatasetIterator] = []
         self._start()
@@ -521,9 +523,9 @@ class StreamIterator(DatasetIterator):
     def _set_state(self, state: State) -> None:
         check_keys(state, (*self._STATE_KEYS, self._SEED), self._op)
         seed = read_seed(state, self._op, self._entropy)
-        if seed != self._entropy:
+        if seed is not None and seed != self._entropy:  # read_seed: None only where ours is
             self._entropy = seed
-            self._source = self._dataset._resolve_seeds(seed, itertools.count())  # type: ignore[arg-type]
+            self._source = cast(D, self._dataset._resolve_seeds(seed, itertools.count()))
         self._close()
         self._start()
         self._restore(state)
@@ -533,7 +535,7 @@ class StreamIterator(DatasetIterator):
             child.close()
 
 
-class CountingIterator(StreamIterator):
+class CountingIterator(StreamIterator[D]):
     """A streaming iterator whose own state is one counter (``_COUNT``) beside its input's."""
 
     _COUNT = "count"

@@ -14,7 +14,7 @@ from pipestate.data.iterator import DatasetIterator, StreamIterator
 from pipestate.errors import InvalidArgumentError
 
 
-class _BatchIterator(StreamIterator):
+class _BatchIterator(StreamIterator["BatchDataset"]):
     """Reads ``batch_size`` elements of a streaming input per batch; state: the input's.
 
     A batch is read whole within one ``next``, so between batches nothing is
@@ -22,7 +22,7 @@ class _BatchIterator(StreamIterator):
     """
 
     def _next(self) -> Any:
-        dataset: BatchDataset = self._source  # type: ignore[assignment]
+        dataset = self._source
         elements = read_batch(self._inputs[0], dataset._batch_size, dataset._drop_remainder)
         return _structure.stack(elements, dataset)
 

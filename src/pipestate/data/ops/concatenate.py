@@ -12,7 +12,7 @@ from pipestate.data.iterator import StreamIterator, read_int
 from pipestate.errors import InvalidArgumentError
 
 
-class _ConcatenateIterator(StreamIterator):
+class _ConcatenateIterator(StreamIterator["ConcatenateDataset"]):
     """Reads the first input, then the second; state: which one, and both positions."""
 
     _CURRENT = "current"

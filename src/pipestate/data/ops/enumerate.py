@@ -12,7 +12,7 @@ from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import CountingIterator, StreamIterator
 
 
-class _EnumerateIterator(CountingIterator):
+class _EnumerateIterator(CountingIterator["EnumerateDataset"]):
     """Pairs each element of a streaming input with a counter; state: the counter."""
 
     _COUNT = "count"
@@ -20,7 +20,7 @@ class _EnumerateIterator(CountingIterator):
 
     def _next(self) -> Any:
         element = self._inputs[0]._next()
-        counter = np.int64(self._source._start + self._count)  # type: ignore[attr-defined]
+        counter = np.int64(self._source._start + self._count)
         self._count += 1
         return (counter, element)
 

@@ -14,7 +14,7 @@ from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Da
 from pipestate.data.iterator import StreamIterator
 
 
-class _FilterIterator(StreamIterator):
+class _FilterIterator(StreamIterator["FilterDataset"]):
     """Reads the input until the predicate holds; state: the input's position.
 
     On a random-access input that position is one index, counted before the
@@ -22,7 +22,7 @@ class _FilterIterator(StreamIterator):
     """
 
     def _next(self) -> Any:
-        dataset: FilterDataset = self._source  # type: ignore[assignment]
+        dataset = self._source
         parent, predicate = self._inputs[0], dataset._predicate
         while True:
             element = parent._next()

@@ -16,7 +16,7 @@ from pipestate.data.iterator import State, StreamIterator, read_int
 from pipestate.errors import StateMismatchError
 
 
-class _FromGeneratorIterator(StreamIterator):
+class _FromGeneratorIterator(StreamIterator["FromGeneratorDataset"]):
     """Calls the generator on the first ``next``; state: how many elements it produced.
 
     The generator itself can't be saved. A restore calls the generator
@@ -34,7 +34,7 @@ class _FromGeneratorIterator(StreamIterator):
         self._done = False
 
     def _open_generator(self) -> Iterator[Any]:
-        dataset: FromGeneratorDataset = self._source  # type: ignore[assignment]
+        dataset = self._source
         generator = dataset._call()
         skipped = sum(1 for _ in itertools.islice(generator, self._produced))
         if skipped < self._produced:
@@ -57,7 +57,7 @@ class _FromGeneratorIterator(StreamIterator):
             self._done = True
             self._close_generator()
             raise
-        dataset: FromGeneratorDataset = self._source  # type: ignore[assignment]
+        dataset = self._source
         element = dataset._convert(value, self._produced)
         self._produced += 1
         return element

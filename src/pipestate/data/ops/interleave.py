@@ -44,7 +44,7 @@ class _Slot:
         self.iterator = iterator
 
 
-class _InterleaveIterator(StreamIterator):
+class _InterleaveIterator(StreamIterator["_InterleaveBase"]):
     """tf.data's sequential interleave: ``cycle_length`` slots, ``block_length`` at a time.
 
     A slot is filled lazily from the next input element when the cycle reaches
@@ -78,7 +78,7 @@ class _InterleaveIterator(StreamIterator):
 
     def _start(self) -> None:
         super()._start()
-        dataset: InterleaveDataset = self._source  # type: ignore[assignment]
+        dataset = self._source
         self._cycle_length = dataset._cycle_length
         self._block_length = dataset._block_length
         self._by_index = dataset._parents[0]._random_access
@@ -128,7 +128,7 @@ class _InterleaveIterator(StreamIterator):
 
     def _open_slot(self, index: int, element: Any) -> _Slot:
         """Calls ``map_func`` on input element ``index`` and opens the dataset it returns."""
-        dataset: InterleaveDataset = self._source  # type: ignore[assignment]
+        dataset = self._source
         inner = dataset._inner_dataset(element)
         entropy = dataset._inner_entropy(self._epoch, index) if inner.draws_seed else None
         return _Slot(

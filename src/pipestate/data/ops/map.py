@@ -18,11 +18,11 @@ from pipestate.data.iterator import StreamIterator
 _STRUCTURES = (tuple, list, dict)
 
 
-class _MapIterator(StreamIterator):
+class _MapIterator(StreamIterator["MapDataset"]):
     """Applies the function to each element of a streaming input; state: the input's."""
 
     def _next(self) -> Any:
-        return self._source._apply(self._inputs[0]._next())  # type: ignore[attr-defined]
+        return self._source._apply(self._inputs[0]._next())
 
 
 class MapDataset(Dataset):

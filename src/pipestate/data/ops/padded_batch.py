@@ -237,7 +237,7 @@ def _pad(batch: Any, stacked: bool, shapes: Any, values: Any, path: str = "") ->
     return _pad_leaves(batch, stacked, shapes, values, path)
 
 
-class _PaddedBatchIterator(StreamIterator):
+class _PaddedBatchIterator(StreamIterator["PaddedBatchDataset"]):
     """Reads ``batch_size`` elements of a streaming input per batch; state: the input's.
 
     A batch is read whole within one ``next``, so nothing is buffered between
@@ -245,7 +245,7 @@ class _PaddedBatchIterator(StreamIterator):
     """
 
     def _next(self) -> Any:
-        dataset: PaddedBatchDataset = self._source  # type: ignore[assignment]
+        dataset = self._source
         elements = read_batch(self._inputs[0], dataset._batch_size, dataset._drop_remainder)
         return dataset._pad_elements(elements)
 

@@ -17,7 +17,7 @@ from pipestate.data.ops.map import MapDataset
 from pipestate.data.options import AUTOTUNE
 
 
-class _ParallelMapIterator(StreamConsumer, StreamIterator):
+class _ParallelMapIterator(StreamConsumer, StreamIterator["ParallelMapDataset"]):
     """Maps a streaming input on worker threads, in the input's order; state: the input's.
 
     Workers read chunks of the input in turn (with the input's state after
@@ -29,7 +29,7 @@ class _ParallelMapIterator(StreamConsumer, StreamIterator):
 
     def _start(self) -> None:
         super()._start()
-        dataset: ParallelMapDataset = self._source  # type: ignore[assignment]
+        dataset = self._source
         self._feed_parent = self._inputs[0]
         background = dataset._background()
         self._feed_workers = background.threads

@@ -13,7 +13,7 @@ from pipestate.data.iterator import StreamIterator, read_bool, read_int
 _UNBOUNDED_STRIDE = 1 << 32  # epochs of an infinite repeat nested in an outer pass
 
 
-class _RepeatIterator(StreamIterator):
+class _RepeatIterator(StreamIterator["RepeatDataset"]):
     """Re-opens a streaming input for each pass; state: the pass number and its position.
 
     Pass ``k`` opens the input as its epoch ``k``, as the random-access path
@@ -31,11 +31,11 @@ class _RepeatIterator(StreamIterator):
         self._inputs = [self._open(0, self._pass_epoch(0))]
 
     def _pass_epoch(self, number: int) -> int:
-        dataset: RepeatDataset = self._source  # type: ignore[assignment]
+        dataset = self._source
         return self._epoch * dataset._stride() + number
 
     def _next(self) -> Any:
-        count = self._source._count  # type: ignore[attr-defined]
+        count = self._source._count
         while True:
             if count is not None and self._pass >= count:
                 raise StopIteration
@@ -60,7 +60,7 @@ class _RepeatIterator(StreamIterator):
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
-        dataset: RepeatDataset = self._source  # type: ignore[assignment]
+        dataset = self._source
         self._pass = read_int(state, self._PASS, self._op, maximum=dataset._count)
         self._yielded = read_bool(state, self._YIELDED, self._op)
         self._inputs[0].close()

@@ -125,7 +125,7 @@ def _decode(record: Any, where: str) -> Any:
     return array[()] if array.ndim == 0 else array
 
 
-class _ScanIterator(StreamIterator):
+class _ScanIterator(StreamIterator["ScanDataset"]):
     """Applies ``scan_func`` to each element; state: the input's position and the scan state.
 
     The scan state's structure is ``initial_state``'s, so only its leaves
@@ -138,11 +138,11 @@ class _ScanIterator(StreamIterator):
 
     def _start(self) -> None:
         super()._start()
-        self._state = self._source._initial_state  # type: ignore[attr-defined]
+        self._state = self._source._initial_state
 
     def _next(self) -> Any:
         element = self._inputs[0]._next()
-        self._state, output = self._source._step(self._state, element)  # type: ignore[attr-defined]
+        self._state, output = self._source._step(self._state, element)
         return output
 
     def _op_state(self) -> State:
@@ -152,7 +152,7 @@ class _ScanIterator(StreamIterator):
         }
 
     def _restore(self, state: State) -> None:
-        dataset: ScanDataset = self._source  # type: ignore[assignment]
+        dataset = self._source
         saved = state[self._SCAN_STATE]
         if not isinstance(saved, list) or len(saved) != len(dataset._dtypes):
             raise StateMismatchError(

@@ -12,7 +12,7 @@ from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Da
 from pipestate.data.iterator import StreamIterator
 
 
-class _ShardIterator(StreamIterator):
+class _ShardIterator(StreamIterator["ShardDataset"]):
     """Reads a streaming input ``num_shards`` elements at a time, keeping the ``index``-th.
 
     Each ``next`` ends at a group boundary (or the input's end), so the
@@ -20,7 +20,7 @@ class _ShardIterator(StreamIterator):
     """
 
     def _next(self) -> Any:
-        dataset: ShardDataset = self._source  # type: ignore[assignment]
+        dataset = self._source
         parent = self._inputs[0]
         for _ in range(dataset._index):
             parent._next()

@@ -15,7 +15,7 @@ from pipestate.errors import StateMismatchError
 _DRAWS = 1024  # random numbers drawn per block
 
 
-class _ShuffleIterator(StreamIterator):
+class _ShuffleIterator(StreamIterator["ShuffleDataset"]):
     """Fills a buffer, then emits a random buffered element and refills its slot.
 
     The choice for output ``k`` is a function of ``(seed, epoch, k)``, so the
@@ -31,7 +31,7 @@ class _ShuffleIterator(StreamIterator):
 
     def _start(self) -> None:
         super()._start()
-        dataset: ShuffleDataset = self._source  # type: ignore[assignment]
+        dataset = self._source
         self._by_index = dataset._parents[0]._random_access
         self._buffer: list[Any] = []
         self._positions: list[int] = []  # input indices of the buffered elements
@@ -60,7 +60,7 @@ class _ShuffleIterator(StreamIterator):
 
     def _refill(self, block: int) -> None:
         """Draws the uniform numbers of outputs ``block * _DRAWS ...`` (a Python list)."""
-        dataset: ShuffleDataset = self._source  # type: ignore[assignment]
+        dataset = self._source
         epoch = self._epoch if dataset._reshuffle else 0
         assert dataset._seed is not None
         seeds = np.random.SeedSequence([dataset._seed, epoch, block])
@@ -70,7 +70,7 @@ class _ShuffleIterator(StreamIterator):
     def _next(self) -> Any:
         buffer = self._buffer
         if not self._filled:
-            size = self._source._buffer_size  # type: ignore[attr-defined]
+            size = self._source._buffer_size
             while len(buffer) < size and self._read():
                 pass
             self._filled = True
@@ -106,7 +106,7 @@ class _ShuffleIterator(StreamIterator):
 
     def _restore(self, state: dict[str, Any]) -> None:
         op = self._op
-        size = self._source._buffer_size  # type: ignore[attr-defined]
+        size = self._source._buffer_size
         produced = read_int(state, self._PRODUCED, op)
         filled = read_bool(state, self._FILLED, op)
         saved = state[self._BUFFER]

@@ -11,14 +11,14 @@ from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Da
 from pipestate.data.iterator import CountingIterator, StreamIterator
 
 
-class _SkipIterator(CountingIterator):
+class _SkipIterator(CountingIterator["SkipDataset"]):
     """Drops the first ``count`` elements of a streaming input; state: how many dropped."""
 
     _COUNT = "skipped"
     _STATE_KEYS = (_COUNT, StreamIterator._PARENT)
 
     def _next(self) -> Any:
-        limit = self._source._count  # type: ignore[attr-defined]
+        limit = self._source._count
         parent = self._inputs[0]
         while limit == -1 or self._count < limit:
             parent._next()

@@ -11,18 +11,18 @@ from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Da
 from pipestate.data.iterator import CountingIterator, StreamIterator
 
 
-class _TakeIterator(CountingIterator):
+class _TakeIterator(CountingIterator["TakeDataset"]):
     """Passes on the first ``count`` elements of a streaming input; state: how many so far."""
 
     _COUNT = "taken"
     _STATE_KEYS = (_COUNT, StreamIterator._PARENT)
 
     def _count_limit(self) -> int | None:
-        limit: int = self._source._count  # type: ignore[attr-defined]
+        limit: int = self._source._count
         return None if limit < 0 else limit
 
     def _next(self) -> Any:
-        limit = self._source._count  # type: ignore[attr-defined]
+        limit = self._source._count
         if self._count == limit:
             # As tf.data: the input is released (a generator closed) at the end.
             self._inputs[0]._release()

@@ -14,7 +14,7 @@ from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import State, StreamIterator, read_bool
 
 
-class _TakeWhileIterator(StreamIterator):
+class _TakeWhileIterator(StreamIterator["TakeWhileDataset"]):
     """Passes elements on until the predicate fails; state: the input's position and ``ended``.
 
     Once the predicate has failed the iterator reads no further input, and a
@@ -32,7 +32,7 @@ class _TakeWhileIterator(StreamIterator):
         if self._ended:
             raise StopIteration
         element = self._inputs[0]._next()
-        predicate = self._source._predicate  # type: ignore[attr-defined]
+        predicate = self._source._predicate
         try:
             keep = predicate(*element) if type(element) is tuple else predicate(element)
         except StopIteration as err:

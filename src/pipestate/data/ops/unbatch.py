@@ -68,7 +68,7 @@ def _static_batch_length(dataset: Dataset) -> int | None:
     return None
 
 
-class _UnbatchIterator(StreamIterator):
+class _UnbatchIterator(StreamIterator["UnbatchDataset"]):
     """Yields the rows of the input's elements; state: the input's position and the row.
 
     Between calls the current batch is held only while some of its rows are

@@ -12,13 +12,13 @@ from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Da
 from pipestate.data.iterator import StreamIterator
 
 
-class _ZipIterator(StreamIterator):
+class _ZipIterator(StreamIterator["ZipDataset"]):
     """Reads one element of each input per ``next``; state: the inputs' states."""
 
     _STATE_KEYS = (StreamIterator._PARENTS,)
 
     def _next(self) -> Any:
-        return self._source._pack([it._next() for it in self._inputs])  # type: ignore[attr-defined]
+        return self._source._pack([it._next() for it in self._inputs])
 
 
 class ZipDataset(Dataset):
