@@ -1,8 +1,10 @@
-"""Removing what interrupted saves left: data shards without an index, and temporaries.
+"""Removing checkpoint files: old checkpoints, and what interrupted saves left.
 
 A save writes its shards under their final names before the index that commits
-them, so a crash leaves shards that no index names; and a save over an older
-checkpoint at the same prefix leaves the older shards when their count differs.
+them, so a crash leaves shards that no index names; a save over an older
+checkpoint at the same prefix leaves the older shards when their count differs;
+and a manager's save over an existing number leaves its aside copy (see
+``ASIDE_SUFFIX``) when it is interrupted.
 """
 
 from __future__ import annotations
@@ -11,11 +13,17 @@ import re
 
 from pipestate.checkpoint._index import parse_index
 from pipestate.checkpoint._limits import INDEX_LIMIT, read_limited
-from pipestate.checkpoint._paths import SHARD_SUFFIX, index_path
+from pipestate.checkpoint._paths import ASIDE_SUFFIX, SHARD_SUFFIX, index_path
 from pipestate.checkpoint._storage import Storage, temporary_pattern
 from pipestate.errors import CheckpointError
 
-__all__ = ["remove_interrupted_saves", "remove_leftovers"]
+__all__ = [
+    "abort_interrupted_uploads",
+    "delete_checkpoint",
+    "remove_aside_leftovers",
+    "remove_interrupted_saves",
+    "remove_leftovers",
+]
 
 
 def remove_leftovers(storage: Storage, directory: str, basename: str, num_shards: int) -> None:
@@ -80,3 +88,66 @@ def _indexed_count(storage: Storage, index: str, counts: set[int]) -> set[int]:
     except (CheckpointError, OSError):
         return counts
     return {num_shards}
+
+
+def delete_checkpoint(storage: Storage, prefix: str) -> None:
+    """Delete the checkpoint ``prefix`` (a path on ``storage``): its index, then its shards."""
+    directory, basename = storage.split(prefix)
+    storage.remove(index_path(prefix))
+    shard = re.compile(re.escape(basename) + SHARD_SUFFIX)
+    for name in storage.listdir(directory):
+        if shard.fullmatch(name):
+            storage.remove(storage.join(directory, name))
+
+
+def remove_aside_leftovers(
+    storage: Storage, directory: str, checkpoint_name: str, named: set[str]
+) -> list[str]:
+    """Remove the files of aside copies of ``<checkpoint_name>-<N>`` that ``named`` does not list.
+
+    That is their indexes, shards and index temporaries.
+
+    Args:
+        storage: The storage of ``directory``.
+        directory: The directory, a path on ``storage``.
+        checkpoint_name: The checkpoints' name before ``-<N>``.
+        named: The checkpoints the state file names, as it stores them.
+
+    Returns:
+        Checkpoints to delete, as the state file would store them: while the
+        state file names an aside copy, a checkpoint of its number that it does
+        not name is a copy whose move into place was interrupted.
+    """
+    aside = re.compile(
+        rf"({re.escape(checkpoint_name)}-[0-9]+{ASIDE_SUFFIX})"
+        rf"(\.index|{SHARD_SUFFIX}|\.index\.tmp-[0-9a-f]{{32}})"
+    )
+    temporary = re.compile(
+        temporary_pattern(
+            re.escape(checkpoint_name) + rf"-[0-9]+{ASIDE_SUFFIX}\.index", escaped=True
+        )
+    )
+    names = storage.listdir(directory)
+    for name in names:
+        match = aside.fullmatch(name)
+        if (match and match.group(1) not in named) or temporary.fullmatch(name):
+            storage.remove(storage.join(directory, name))
+    aside_end = re.compile(ASIDE_SUFFIX + "$")
+    moved = {aside_end.sub("", p) for p in named if aside_end.search(p)}
+    return [base for base in moved if base not in named and index_path(base) in names]
+
+
+def abort_interrupted_uploads(
+    storage: Storage, directory: str, checkpoint_name: str, state_filename: str
+) -> None:
+    """Abort the uploads of checkpoint and state files that interrupted saves could not abort.
+
+    They could not when the store was unreachable; only multipart object stores have them.
+    """
+    storage.abort_uploads(
+        directory,
+        re.compile(
+            rf"{re.escape(checkpoint_name)}-[0-9]+({ASIDE_SUFFIX})?(\.index|{SHARD_SUFFIX})"
+            rf"|{re.escape(state_filename)}"
+        ),
+    )

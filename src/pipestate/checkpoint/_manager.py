@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import math
 import operator
 import re
 import threading
 import time
-import uuid
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
@@ -20,33 +18,31 @@ import numpy as np
 
 from pipestate.checkpoint._checkpoint import Checkpoint, CheckpointOptions, Snapshot
 from pipestate.checkpoint._checkpoint import options_or_default as _options
-from pipestate.checkpoint._cleanup import remove_interrupted_saves
+from pipestate.checkpoint._cleanup import (
+    abort_interrupted_uploads,
+    delete_checkpoint,
+    remove_aside_leftovers,
+    remove_interrupted_saves,
+)
 from pipestate.checkpoint._lock import WriterLock, lock_filename
 from pipestate.checkpoint._paths import (
     SHARD_SUFFIX,
+    aside_name,
     index_path,
     is_inside,
     relative_checkpoint_path,
     resolve_checkpoint_path,
     state_filename,
 )
+from pipestate.checkpoint._retention import RetainedCheckpoints
 from pipestate.checkpoint._state_api import read_resolved_state
-from pipestate.checkpoint._state_file import CheckpointState, write_state
-from pipestate.checkpoint._storage import (
-    Storage,
-    as_path,
-    check_storage_options,
-    check_timeout,
-    temporary_pattern,
-)
-from pipestate.checkpoint._writer import write_error
+from pipestate.checkpoint._state_file import write_state
+from pipestate.checkpoint._storage import Storage, as_path, check_storage_options, check_timeout
+from pipestate.checkpoint._writer import copy_checkpoint, write_error
 from pipestate.errors import CheckpointLockedError, CheckpointWriteError, CorruptCheckpointError
 
 __all__ = ["CheckpointManager"]
 
-# A checkpoint saved again under a number that exists is first written aside, as
-# ``<checkpoint_name>-<n>.replace-<8 hex>``, so that the old one stays valid until the switch.
-_ASIDE = r"\.replace-[0-9a-f]{8}"
 # Errors after which a write certainly did not happen (and will not happen later).
 _DEFINITE_ERRNOS = frozenset(
     getattr(errno, name)
@@ -158,80 +154,23 @@ class CheckpointManager:
                 f"checkpoint must be a pipestate Checkpoint, got {checkpoint!r:.100} of type "
                 f"{type(checkpoint).__name__}; wrap your objects: Checkpoint(model=model, ...)"
             )
-        if max_to_keep is not None:
-            if isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int):
-                raise TypeError(
-                    f"Expected a positive integer or `None` for `max_to_keep`, got "
-                    f"{max_to_keep!r} of type {type(max_to_keep).__name__}"
-                )
-            if max_to_keep <= 0:
-                raise ValueError(
-                    f"Expected a positive integer or `None` for `max_to_keep`, got {max_to_keep}."
-                )
-        hours = keep_checkpoint_every_n_hours
-        if hours is not None and (
-            isinstance(hours, bool)
-            or not isinstance(hours, (int, float))
-            or not math.isfinite(hours)
-            or hours <= 0
-        ):
-            raise ValueError(
-                "keep_checkpoint_every_n_hours must be a positive number of hours or None, got "
-                f"{hours!r}"
-            )
+        kept = RetainedCheckpoints(max_to_keep, keep_checkpoint_every_n_hours)
         self._directory = as_path(directory, "directory")
-        if not isinstance(checkpoint_name, str) or not checkpoint_name:
-            raise ValueError(
-                f"checkpoint_name must be a non-empty str, got {checkpoint_name!r}; e.g. 'ckpt'"
-            )
-        if any(c in checkpoint_name for c in "/\\\0"):
-            raise ValueError(
-                f"checkpoint_name must be a file name without '/', '\\\\' or NUL, got "
-                f"{checkpoint_name!r}; put subdirectories into `directory`"
-            )
+        _check_checkpoint_name(checkpoint_name)
         if checkpoint_interval is not None:
-            if step_counter is None:
-                raise ValueError(
-                    "`step_counter` should be passed if `checkpoint_interval` is not None."
-                )
-            if (
-                isinstance(checkpoint_interval, bool)
-                or not isinstance(checkpoint_interval, int)
-                or checkpoint_interval < 0
-            ):
-                raise ValueError(
-                    "checkpoint_interval must be a non-negative int (a number of steps) or None, "
-                    f"got {checkpoint_interval!r}"
-                )
-            if isinstance(step_counter, int):
-                raise TypeError(
-                    f"step_counter must be a counter that changes as training goes on (an integer "
-                    f"Variable or 0-d array), got the int {step_counter!r}"
-                )
-            _read_int(step_counter, "step_counter")
+            _check_interval(step_counter, checkpoint_interval)
         if init_fn is not None and not callable(init_fn):
             raise TypeError(f"init_fn must be callable or None, got {init_fn!r:.100}")
-        filename = state_filename(latest_filename)
-        if re.fullmatch(
-            re.escape(checkpoint_name) + rf"-[0-9]+(\.index|{SHARD_SUFFIX})?", filename
+        filename = _state_filename_for(latest_filename, checkpoint_name)
+        for name, flag in (
+            ("enable_async", enable_async),
+            ("lock", lock),
+            ("allow_paths_outside_directory", allow_paths_outside_directory),
         ):
-            raise ValueError(
-                f"latest_filename {filename!r} has the name of a checkpoint file of "
-                f"checkpoint_name {checkpoint_name!r}; choose another, e.g. 'checkpoint'"
-            )
-        if not isinstance(enable_async, bool):
-            raise TypeError(f"enable_async must be a bool, got {enable_async!r}")
-        if not isinstance(lock, bool):
-            raise TypeError(f"lock must be a bool, got {lock!r}")
-        if not isinstance(allow_paths_outside_directory, bool):
-            raise TypeError(
-                "allow_paths_outside_directory must be a bool, got "
-                f"{allow_paths_outside_directory!r}"
-            )
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, got {flag!r}")
 
         self._checkpoint = checkpoint
-        self._max_to_keep = max_to_keep
-        self._keep_checkpoint_every_n_hours = hours
         self._checkpoint_name = checkpoint_name
         self._prefix = resolve_checkpoint_path(self._directory, checkpoint_name)
         self._step_counter = step_counter if checkpoint_interval is not None else None
@@ -248,8 +187,7 @@ class CheckpointManager:
         )
         # The list and the latest path change on the background thread of an async save.
         self._lock = threading.RLock()
-        self._maybe_delete: dict[str, float] = {}
-        self._latest_checkpoint: str | None = None
+        self._kept = kept
         self._recover()
         self._writer_lock: WriterLock | None = None
         if lock:
@@ -267,32 +205,20 @@ class CheckpointManager:
         )
         now = time.time()
         if state is None:
-            # A little in the past, so that a manager re-created at once still preserves.
-            self._last_preserved_timestamp = now - 1.0
+            self._kept.start(now)
             return
         if not self._allow_outside:
             for path in [state.model_checkpoint_path, *state.all_model_checkpoint_paths]:
                 self._check_inside(path)
-        self._latest_checkpoint = state.model_checkpoint_path
-        self._maybe_delete = {}
-        preserved = state.last_preserved_timestamp or 0.0
-        if now < preserved:
-            if warn:
-                warnings.warn(
-                    f"time.time() returned a value {preserved - now:f} seconds behind the last "
-                    f"preserved checkpoint timestamp in {self._directory!r}; save times are "
-                    "capped at the current time so that no checkpoint is deleted early",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-            preserved = now
-        self._last_preserved_timestamp = preserved
-        paths = state.all_model_checkpoint_paths
-        stamps = state.all_model_checkpoint_timestamps or [preserved] * len(paths)
-        for path, stamp in zip(paths, stamps):
-            stamp = min(stamp, now)
-            if stamp > preserved:
-                self._maybe_delete[path] = stamp
+        behind = self._kept.recover(state, now)
+        if behind and warn:
+            warnings.warn(
+                f"time.time() returned a value {behind:f} seconds behind the last "
+                f"preserved checkpoint timestamp in {self._directory!r}; save times are "
+                "capped at the current time so that no checkpoint is deleted early",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _check_inside(self, path: str) -> None:
         """Refuse a checkpoint path of the state file that lies outside the directory."""
@@ -309,7 +235,7 @@ class CheckpointManager:
     def __repr__(self) -> str:
         return (
             f"CheckpointManager(directory={self._directory!r}, "
-            f"checkpoint_name={self._checkpoint_name!r}, max_to_keep={self._max_to_keep}, "
+            f"checkpoint_name={self._checkpoint_name!r}, max_to_keep={self._kept.max_to_keep}, "
             f"latest_filename={self._latest_filename!r}, enable_async={self._enable_async})"
         )
 
@@ -341,13 +267,13 @@ class CheckpointManager:
         With async saving it names the newest *committed* checkpoint.
         """
         with self._lock:
-            return self._latest_checkpoint
+            return self._kept.latest
 
     @property
     def checkpoints(self) -> list[str]:
         """The managed checkpoints, oldest first (those preserved for good are not listed)."""
         with self._lock:
-            return list(self._maybe_delete)
+            return list(self._kept.times)
 
     # -- saving ----------------------------------------------------------------
     def save(
@@ -394,14 +320,8 @@ class CheckpointManager:
                 raise ValueError(f"checkpoint_number must be >= 0, got {number}")
         self._take_writer_lock()
         previous_step = self._last_checkpoint_step
-        if self._checkpoint_interval is not None:
-            current = _read_int(self._step_counter, "step_counter")
-            if previous_step is not None:
-                if current == previous_step:
-                    return None
-                if check_interval and current < previous_step + self._checkpoint_interval:
-                    return None
-            self._last_checkpoint_step = current
+        if not self._step_is_due(check_interval):
+            return None
         enable_async = self._enable_async or opts.enable_async
         writer = self._checkpoint._writer
         counter = self._checkpoint.save_counter
@@ -436,6 +356,20 @@ class CheckpointManager:
                     counter.assign(old)
                     self._last_checkpoint_step = previous_step
                 raise
+
+    def _step_is_due(self, check_interval: bool) -> bool:
+        """Whether the step counter allows a save now; if so, its step counts as saved."""
+        if self._checkpoint_interval is None:
+            return True
+        current = _read_int(self._step_counter, "step_counter")
+        previous = self._last_checkpoint_step
+        if previous is not None:
+            if current == previous:
+                return False
+            if check_interval and current < previous + self._checkpoint_interval:
+                return False
+        self._last_checkpoint_step = current
+        return True
 
     def _take_writer_lock(self) -> None:
         """Take the directory's writer lock before the first save; then re-read the state file.
@@ -539,25 +473,22 @@ class CheckpointManager:
         complete, then the aside one until the move is complete, then the
         moved one: a crash at any moment leaves the latest checkpoint loadable.
         """
-        aside_name = f"{basename}.replace-{uuid.uuid4().hex[:8]}"
-        aside = resolve_checkpoint_path(self._directory, aside_name)
-        fs_aside = self._storage.join(self._fs_dir, aside_name)
+        name = aside_name(basename)
+        aside = resolve_checkpoint_path(self._directory, name)
+        fs_aside = self._storage.join(self._fs_dir, name)
         fs_prefix = self._storage.join(self._fs_dir, basename)
         snapshot.commit(self._storage, fs_aside, aside, options)
         self._record_new(aside, prefix, options.fsync)
         try:
-            self._move(fs_aside, fs_prefix, options.fsync)
+            # The old checkpoint is no longer named by the state file: replace it.
+            copy_checkpoint(self._storage, fs_aside, fs_prefix, options.fsync)
             with self._lock:
-                before = dict(self._maybe_delete), self._latest_checkpoint
-                self._maybe_delete = {
-                    (prefix if path == aside else path): stamp
-                    for path, stamp in self._maybe_delete.items()
-                }
-                self._latest_checkpoint = prefix
+                before = self._kept.snapshot()
+                self._kept.rename(aside, prefix)
                 try:
                     self._record_state(options.fsync)
                 except BaseException:
-                    self._maybe_delete, self._latest_checkpoint = before
+                    self._kept.rollback(before)
                     raise
         except OSError as err:
             warnings.warn(
@@ -571,32 +502,6 @@ class CheckpointManager:
         self._delete(aside)
         return prefix
 
-    def _move(self, fs_source: str, fs_target: str, fsync: bool) -> None:
-        """Replace the checkpoint ``fs_target`` by a copy of ``fs_source`` (its index last)."""
-        storage = self._storage
-        directory, source_name = storage.split(fs_source)
-        target_name = storage.split(fs_target)[1]
-        # The old checkpoint is no longer named by the state file: drop it, index first.
-        storage.remove(index_path(fs_target))
-        if fsync:
-            storage.fsync_dir(directory)
-        old_shards = re.compile(re.escape(target_name) + SHARD_SUFFIX)
-        new_shards = re.compile(re.escape(source_name) + SHARD_SUFFIX)
-        names = storage.listdir(directory)
-        for name in names:
-            if old_shards.fullmatch(name):
-                storage.remove(storage.join(directory, name))
-        for name in names:
-            if new_shards.fullmatch(name):
-                target = target_name + name[len(source_name) :]
-                storage.copy(
-                    storage.join(directory, name), storage.join(directory, target), fsync=fsync
-                )
-        if fsync:
-            storage.fsync_dir(directory)
-        index = storage.read_bytes(index_path(fs_source), what="checkpoint index")
-        storage.write_atomic(index_path(fs_target), index, fsync=fsync)
-
     def _remove_leftovers(self) -> None:
         """Remove what interrupted saves left: shards without index, temporaries, stale asides."""
         try:
@@ -606,36 +511,17 @@ class CheckpointManager:
             with self._lock:
                 named = {
                     relative_checkpoint_path(self._directory, p)
-                    for p in [*self._maybe_delete, self._latest_checkpoint]
+                    for p in [*self._kept.times, self._kept.latest]
                     if p is not None
                 }
-            aside = re.compile(
-                rf"({re.escape(self._checkpoint_name)}-[0-9]+{_ASIDE})"
-                rf"(\.index|{SHARD_SUFFIX}|\.index\.tmp-[0-9a-f]{{32}})"
+            moved = remove_aside_leftovers(
+                self._storage, self._fs_dir, self._checkpoint_name, named
             )
-            temporary = re.compile(
-                temporary_pattern(
-                    re.escape(self._checkpoint_name) + rf"-[0-9]+{_ASIDE}\.index", escaped=True
-                )
+            abort_interrupted_uploads(
+                self._storage, self._fs_dir, self._checkpoint_name, self._latest_filename
             )
-            names = self._storage.listdir(self._fs_dir)
-            for name in names:
-                match = aside.fullmatch(name)
-                if (match and match.group(1) not in named) or temporary.fullmatch(name):
-                    self._storage.remove(self._storage.join(self._fs_dir, name))
-            # Uploads that interrupted saves could not abort (the store was unreachable).
-            self._storage.abort_uploads(
-                self._fs_dir,
-                re.compile(
-                    rf"{re.escape(self._checkpoint_name)}-[0-9]+({_ASIDE})?(\.index|{SHARD_SUFFIX})"
-                    rf"|{re.escape(self._latest_filename)}"
-                ),
-            )
-            # While the state file names an aside checkpoint, a checkpoint of its number
-            # that it does not name is a copy whose move was interrupted: remove it.
-            for base in {_ASIDE_SUFFIX.sub("", p) for p in named if _ASIDE_SUFFIX.search(p)}:
-                if base not in named and index_path(base) in names:
-                    self._delete(resolve_checkpoint_path(self._directory, base))
+            for base in moved:
+                self._delete(resolve_checkpoint_path(self._directory, base))
         except OSError as err:
             warnings.warn(
                 f"could not remove the leftovers of interrupted saves in {self._directory!r}: "
@@ -656,12 +542,8 @@ class CheckpointManager:
             CheckpointWriteError: When the state file does not name ``path``.
         """
         with self._lock:
-            before = dict(self._maybe_delete), self._latest_checkpoint
-            # A checkpoint saved again under the same name moves to the end of the list.
-            self._maybe_delete.pop(replaces, None)
-            self._maybe_delete.pop(path, None)
-            self._maybe_delete[path] = time.time()
-            self._latest_checkpoint = path
+            before = self._kept.snapshot()
+            self._kept.add(path, replaces, time.time())
             try:
                 # Recorded before anything is deleted, so that a crash while deleting
                 # still finds the new checkpoint.
@@ -678,7 +560,7 @@ class CheckpointManager:
                     stacklevel=3,
                 )
                 return
-            self._maybe_delete, self._latest_checkpoint = before
+            self._kept.rollback(before)
         error = write_error(failure, path)
         if recorded is None:
             error = CheckpointWriteError(
@@ -705,40 +587,18 @@ class CheckpointManager:
 
     def _record_state(self, fsync: bool) -> None:
         """Replace the state file with the current list."""
-        assert self._latest_checkpoint is not None
-        relative = [relative_checkpoint_path(self._directory, p) for p in self._maybe_delete]
-        state = CheckpointState(
-            relative_checkpoint_path(self._directory, self._latest_checkpoint),
-            relative,
-            list(self._maybe_delete.values()),
-            self._last_preserved_timestamp,
-        )
+        state = self._kept.state(lambda p: relative_checkpoint_path(self._directory, p))
         write_state(self._storage, self._fs_dir, state, self._latest_filename, fsync=fsync)
 
     def _sweep(self) -> None:
-        """Delete or preserve the oldest checkpoints beyond ``max_to_keep``."""
-        if not self._max_to_keep:
-            return  # everything stays in the kept set; the preservation clock does not move
-        hours = self._keep_checkpoint_every_n_hours
-        while len(self._maybe_delete) > self._max_to_keep:
-            path = next(iter(self._maybe_delete))
-            stamp = self._maybe_delete.pop(path)
-            # A preserved checkpoint leaves the list too, so that the list stays short.
-            if hours and stamp - hours * 3600.0 >= self._last_preserved_timestamp:
-                self._last_preserved_timestamp = stamp
-                continue
+        """Delete the oldest checkpoints beyond ``max_to_keep`` (or preserve them for good)."""
+        for path in self._kept.expired():
             self._delete(path)
 
     def _delete(self, path: str) -> None:
         """Delete one checkpoint's index, then its shards; failures are warnings."""
         try:
-            storage, fs_prefix = self._locate(path)
-            directory, basename = storage.split(fs_prefix)
-            storage.remove(index_path(fs_prefix))
-            shard = re.compile(re.escape(basename) + SHARD_SUFFIX)
-            for name in storage.listdir(directory):
-                if shard.fullmatch(name):
-                    storage.remove(storage.join(directory, name))
+            delete_checkpoint(*self._locate(path))
         except OSError as err:
             warnings.warn(
                 f"could not delete old checkpoint {path!r}: {err}; delete its files by hand",
@@ -796,4 +656,48 @@ class CheckpointManager:
 
 
 _UNKNOWN_OUTCOME = "_pipestate_outcome_unknown"
-_ASIDE_SUFFIX = re.compile(_ASIDE + "$")
+
+
+def _check_checkpoint_name(checkpoint_name: object) -> None:
+    """Refuse a ``checkpoint_name`` that is not a plain, non-empty file name."""
+    if not isinstance(checkpoint_name, str) or not checkpoint_name:
+        raise ValueError(
+            f"checkpoint_name must be a non-empty str, got {checkpoint_name!r}; e.g. 'ckpt'"
+        )
+    if any(c in checkpoint_name for c in "/\\\0"):
+        raise ValueError(
+            f"checkpoint_name must be a file name without '/', '\\\\' or NUL, got "
+            f"{checkpoint_name!r}; put subdirectories into `directory`"
+        )
+
+
+def _check_interval(step_counter: Any, checkpoint_interval: object) -> None:
+    """Refuse a ``checkpoint_interval`` without a usable ``step_counter``."""
+    if step_counter is None:
+        raise ValueError("`step_counter` should be passed if `checkpoint_interval` is not None.")
+    if (
+        isinstance(checkpoint_interval, bool)
+        or not isinstance(checkpoint_interval, int)
+        or checkpoint_interval < 0
+    ):
+        raise ValueError(
+            "checkpoint_interval must be a non-negative int (a number of steps) or None, "
+            f"got {checkpoint_interval!r}"
+        )
+    if isinstance(step_counter, int):
+        raise TypeError(
+            f"step_counter must be a counter that changes as training goes on (an integer "
+            f"Variable or 0-d array), got the int {step_counter!r}"
+        )
+    _read_int(step_counter, "step_counter")
+
+
+def _state_filename_for(latest_filename: object, checkpoint_name: str) -> str:
+    """The state file's name, refused when it is the name of one of the checkpoints' files."""
+    filename = state_filename(latest_filename)
+    if re.fullmatch(re.escape(checkpoint_name) + rf"-[0-9]+(\.index|{SHARD_SUFFIX})?", filename):
+        raise ValueError(
+            f"latest_filename {filename!r} has the name of a checkpoint file of "
+            f"checkpoint_name {checkpoint_name!r}; choose another, e.g. 'checkpoint'"
+        )
+    return filename

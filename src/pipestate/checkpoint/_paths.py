@@ -15,12 +15,15 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import uuid
 
 from fsspec.core import split_protocol
 
 __all__ = [
+    "ASIDE_SUFFIX",
     "SHARD_SUFFIX",
     "STATE_FILENAME",
+    "aside_name",
     "index_path",
     "is_inside",
     "is_url",
@@ -33,6 +36,9 @@ __all__ = [
 STATE_FILENAME = "checkpoint"
 # The end of a data shard's file name; groups: the shard's number and the shard count.
 SHARD_SUFFIX = r"\.data-([0-9]{5})-of-([0-9]{5})"
+# A checkpoint saved again under a number that exists is first written aside, as
+# ``<checkpoint_name>-<n>.replace-<8 hex>``, so that the old one stays valid until the switch.
+ASIDE_SUFFIX = r"\.replace-[0-9a-f]{8}"
 # The protocols of fsspec's local filesystem: ``file:///tmp/x`` is the local path ``/tmp/x``.
 _LOCAL_PROTOCOLS = frozenset({"file", "local"})
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
@@ -46,6 +52,11 @@ def index_path(prefix: str) -> str:
 def shard_name(basename: str, shard: int, num_shards: int) -> str:
     """The file name of one data shard of the checkpoint ``basename``."""
     return f"{basename}.data-{shard:05d}-of-{num_shards:05d}"
+
+
+def aside_name(basename: str) -> str:
+    """A new name to write the checkpoint ``basename`` aside under (see ``ASIDE_SUFFIX``)."""
+    return f"{basename}.replace-{uuid.uuid4().hex[:8]}"
 
 
 def state_filename(latest_filename: object) -> str:

@@ -10,6 +10,7 @@ import errno
 import functools
 import json
 import queue
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -22,12 +23,18 @@ import numpy as np
 
 from pipestate.checkpoint._cleanup import remove_leftovers
 from pipestate.checkpoint._index import FORMAT_NAME, FORMAT_VERSION, MAX_SHARDS, body_crc
-from pipestate.checkpoint._paths import index_path, shard_name
+from pipestate.checkpoint._paths import SHARD_SUFFIX, index_path, shard_name
 from pipestate.checkpoint._safetensors import build_header, safetensors_dtype
 from pipestate.checkpoint._storage import Storage
 from pipestate.errors import CheckpointWriteError
 
-__all__ = ["DEFAULT_MAX_SHARD_BYTES", "prepare_array", "write_checkpoint", "write_error"]
+__all__ = [
+    "DEFAULT_MAX_SHARD_BYTES",
+    "copy_checkpoint",
+    "prepare_array",
+    "write_checkpoint",
+    "write_error",
+]
 
 DEFAULT_MAX_SHARD_BYTES = 2 << 30
 _CHUNK = 4 << 20
@@ -258,6 +265,35 @@ def _write_shards_and_index(
         # The shards' directory entries must be durable before the index that commits them.
         storage.fsync_dir(storage.split(prefix)[0])
     storage.write_atomic(index_path(prefix), json.dumps(document).encode("utf-8"), fsync=fsync)
+
+
+def copy_checkpoint(storage: Storage, source: str, target: str, fsync: bool) -> None:
+    """Replace the checkpoint ``target`` by a copy of ``source`` (paths on ``storage``), index last.
+
+    Both lie in one directory. The old ``target`` is dropped first, index
+    first: the caller's state file must no longer name it.
+    """
+    directory, source_name = storage.split(source)
+    target_name = storage.split(target)[1]
+    storage.remove(index_path(target))
+    if fsync:
+        storage.fsync_dir(directory)
+    old_shards = re.compile(re.escape(target_name) + SHARD_SUFFIX)
+    new_shards = re.compile(re.escape(source_name) + SHARD_SUFFIX)
+    names = storage.listdir(directory)
+    for name in names:
+        if old_shards.fullmatch(name):
+            storage.remove(storage.join(directory, name))
+    for name in names:
+        if new_shards.fullmatch(name):
+            copied = target_name + name[len(source_name) :]
+            storage.copy(
+                storage.join(directory, name), storage.join(directory, copied), fsync=fsync
+            )
+    if fsync:
+        storage.fsync_dir(directory)
+    index = storage.read_bytes(index_path(source), what="checkpoint index")
+    storage.write_atomic(index_path(target), index, fsync=fsync)
 
 
 def write_error(err: OSError, display: str) -> CheckpointWriteError:
