@@ -19,6 +19,10 @@ from pipestate.data import Dataset
 
 __version__ = "0.1.0"
 
+# tf.data's name for the input-pipeline hook, which belongs to the training layer:
+# the package that holds both layers binds it, so pipestate.data never imports training.
+data.CheckpointInputPipelineHook = training.CheckpointInputPipelineHook  # type: ignore[attr-defined]
+
 __all__ = [
     "Checkpoint",
     "CheckpointManager",

@@ -7,8 +7,6 @@ its exact position.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pipestate.data._saveable import make_saveable_from_iterator
 from pipestate.data._spec import TensorSpec
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
@@ -23,7 +21,6 @@ __all__ = [
     "INFINITE_CARDINALITY",
     "STATE_VERSION",
     "UNKNOWN_CARDINALITY",
-    "CheckpointInputPipelineHook",
     "Dataset",
     "DatasetIterator",
     "ExternalStatePolicy",
@@ -37,16 +34,3 @@ __all__ = [
     "TextLineDataset",
     "make_saveable_from_iterator",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # The hook lives in pipestate.training, which imports this package: import it on first use.
-    if name == "CheckpointInputPipelineHook":
-        from pipestate.training import CheckpointInputPipelineHook
-
-        return CheckpointInputPipelineHook
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})

@@ -113,4 +113,4 @@ def reshard_state(dataset: Dataset, ops: Any, inner: Any) -> dict[str, Any] | No
         raise StateMismatchError(
             f"shard: state['global'] must be an int >= 0, got {brief(count, 80)}"
         )
-    return {**inner, "index": elastic.index_for(count, dataset._cardinality())}
+    return {**inner, "index": elastic.index_for(count, dataset.cardinality())}

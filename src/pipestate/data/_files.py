@@ -214,7 +214,7 @@ class FileDataset(Dataset):
         raise NotImplementedError
 
     def _cardinality(self) -> int:
-        if self._filenames == () or (self._parents and self._parents[0]._cardinality() == 0):
+        if self._filenames == () or (self._parents and self._parents[0].cardinality() == 0):
             return 0
         return UNKNOWN_CARDINALITY
 

@@ -63,6 +63,8 @@ class Dataset:
     _elastic: ClassVar[Elastic] = Elastic.BLOCKS
     """How an elastic shard's position maps through the op."""
 
+    _cardinality_cache: int | None = None
+
     def __init__(self, parents: Sequence[Dataset] = ()) -> None:
         for parent in parents:
             if not isinstance(parent, Dataset):
@@ -156,7 +158,7 @@ class Dataset:
         threads when the pipeline has prefetch or a parallel map); the others
         their last op's streaming iterator, which reads its inputs' iterators.
         """
-        from pipestate.data._workers import index_iterator
+        from pipestate.data._threaded import index_iterator
 
         if self._random_access:
             return index_iterator(self, entropy, epoch)
@@ -256,6 +258,7 @@ class Dataset:
         clone = copy.copy(self)
         clone._parents = parents
         clone._fingerprint_cache = clone._chain_cache = clone._external_cache = None
+        clone._cardinality_cache = None
         return clone
 
     # ---------------------------------------------------------- introspection
@@ -292,11 +295,17 @@ class Dataset:
         return clone
 
     def cardinality(self) -> int:
-        """The number of elements, or ``INFINITE_CARDINALITY`` / ``UNKNOWN_CARDINALITY``."""
-        return self._cardinality()
+        """The number of elements, or ``INFINITE_CARDINALITY`` / ``UNKNOWN_CARDINALITY``.
+
+        Computed once per dataset (``_cardinality()``, the op's hook) and kept.
+        """
+        n = self._cardinality_cache
+        if n is None:
+            n = self._cardinality_cache = self._cardinality()
+        return n
 
     def __len__(self) -> int:
-        n = self._cardinality()
+        n = self.cardinality()
         if n == INFINITE_CARDINALITY:
             raise TypeError(f"The dataset is infinite: {self!r}")
         if n == UNKNOWN_CARDINALITY:
@@ -323,7 +332,7 @@ class Dataset:
                 "pass a seed to index it, or iterate it."
             )
         index = int(index)
-        n = self._cardinality()
+        n = self.cardinality()
         if n == INFINITE_CARDINALITY:
             if index < 0:
                 raise IndexError(f"negative index {index} into an infinite dataset {self!r}")

@@ -348,7 +348,7 @@ class IndexIterator(DatasetIterator):
         self._keys: tuple[str, ...] = self._STATE_KEYS
         if self._elastic is not None:
             self._keys = (*self._STATE_KEYS, self._GLOBAL)
-        self._length = dataset._cardinality()  # >= 0 or INFINITE (-1)
+        self._length = dataset.cardinality()  # >= 0 or INFINITE (-1)
         self._epoch = epoch
         self._entropy = entropy
         self._source = (

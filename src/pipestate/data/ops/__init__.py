@@ -1,68 +1,42 @@
-"""The pipeline ops, one module each, and the registry of their dataset classes."""
+"""The pipeline ops, one module each, and the registry of their dataset classes.
+
+Every module of this package is imported here, and each dataset class that
+names its op (its own ``_op_name``) is registered under that name: adding an
+op is adding its module (see ``docs/architecture.md#adding-an-op``).
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Mapping
 from types import MappingProxyType
 
 from pipestate.data.dataset import Dataset
-from pipestate.data.ops.batch import BatchDataset
-from pipestate.data.ops.concatenate import ConcatenateDataset
-from pipestate.data.ops.enumerate import EnumerateDataset
-from pipestate.data.ops.filter import FilterDataset
-from pipestate.data.ops.flat_map import FlatMapDataset
-from pipestate.data.ops.from_generator import FromGeneratorDataset
-from pipestate.data.ops.from_tensor_slices import FromTensorSlicesDataset
-from pipestate.data.ops.from_tensors import FromTensorsDataset
-from pipestate.data.ops.global_shuffle import GlobalShuffleDataset
-from pipestate.data.ops.interleave import InterleaveDataset
-from pipestate.data.ops.list_files import ListFilesDataset
-from pipestate.data.ops.map import MapDataset
-from pipestate.data.ops.padded_batch import PaddedBatchDataset
-from pipestate.data.ops.prefetch import PrefetchDataset
-from pipestate.data.ops.range import RangeDataset
-from pipestate.data.ops.record import RecordDataset
-from pipestate.data.ops.repeat import RepeatDataset
-from pipestate.data.ops.scan import ScanDataset
-from pipestate.data.ops.shard import ShardDataset
-from pipestate.data.ops.shuffle import ShuffleDataset
-from pipestate.data.ops.skip import SkipDataset
-from pipestate.data.ops.take import TakeDataset
-from pipestate.data.ops.take_while import TakeWhileDataset
-from pipestate.data.ops.text_line import TextLineDataset
-from pipestate.data.ops.unbatch import UnbatchDataset
-from pipestate.data.ops.zip import ZipDataset
 
-_OPS: tuple[type[Dataset], ...] = (
-    BatchDataset,
-    ConcatenateDataset,
-    EnumerateDataset,
-    FilterDataset,
-    FlatMapDataset,
-    FromGeneratorDataset,
-    FromTensorSlicesDataset,
-    FromTensorsDataset,
-    GlobalShuffleDataset,
-    InterleaveDataset,
-    ListFilesDataset,
-    MapDataset,
-    PaddedBatchDataset,
-    PrefetchDataset,
-    RangeDataset,
-    RecordDataset,
-    RepeatDataset,
-    ScanDataset,
-    ShardDataset,
-    ShuffleDataset,
-    SkipDataset,
-    TakeDataset,
-    TakeWhileDataset,
-    TextLineDataset,
-    UnbatchDataset,
-    ZipDataset,
-)
 
-REGISTRY: Mapping[str, type[Dataset]] = MappingProxyType({op._op_name: op for op in _OPS})
+def _discover() -> dict[str, type[Dataset]]:
+    found: dict[str, type[Dataset]] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, Dataset)
+                and value.__module__ == module.__name__
+                and "_op_name" in vars(value)
+            ):
+                name = value._op_name
+                if name in found:
+                    raise ImportError(
+                        f"two ops are named {name!r}: {found[name].__qualname__} and "
+                        f"{value.__qualname__}"
+                    )
+                found[name] = value
+    return dict(sorted(found.items()))
+
+
+REGISTRY: Mapping[str, type[Dataset]] = MappingProxyType(_discover())
 """Every op's dataset class by its tf.data name (read-only)."""
 
 __all__ = ["REGISTRY"]

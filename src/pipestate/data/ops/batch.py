@@ -69,15 +69,15 @@ class BatchDataset(Dataset):
         return self._batch_size
 
     def _cardinality(self) -> int:
-        n = self._parents[0]._cardinality()
+        n = self._parents[0].cardinality()
         if n in (INFINITE_CARDINALITY, UNKNOWN_CARDINALITY):
             return n
         return n // self._batch_size if self._drop_remainder else -(-n // self._batch_size)
 
     def _element_spec(self) -> Any:
         size = self._batch_size if self._drop_remainder else None
-        if not self._drop_remainder and self._cardinality() >= 0:
-            n = self._parents[0]._cardinality()
+        if not self._drop_remainder and self.cardinality() >= 0:
+            n = self._parents[0].cardinality()
             size = self._batch_size if n % self._batch_size == 0 else None
         return _spec.batched_spec(self._parents[0]._element_spec(), size)
 
@@ -87,7 +87,7 @@ class BatchDataset(Dataset):
     def _positions(self, position: int) -> np.ndarray:
         start = position * self._batch_size
         stop = start + self._batch_size
-        n = self._parents[0]._cardinality()
+        n = self._parents[0].cardinality()
         if n >= 0:
             stop = min(stop, n)
         return np.arange(start, stop, dtype=np.int64)

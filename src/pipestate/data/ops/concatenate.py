@@ -68,7 +68,7 @@ class ConcatenateDataset(Dataset):
         return _spec.fully_defined(self._spec) and all(p._vectorised for p in self._parents)
 
     def _cardinality(self) -> int:
-        a, b = (parent._cardinality() for parent in self._parents)
+        a, b = (parent.cardinality() for parent in self._parents)
         for special in (INFINITE_CARDINALITY, UNKNOWN_CARDINALITY):
             if special in (a, b):
                 return special
@@ -76,14 +76,14 @@ class ConcatenateDataset(Dataset):
 
     def _get(self, epoch: int, position: int) -> Any:
         first, second = self._parents
-        n = first._cardinality()
+        n = first.cardinality()
         if n < 0 or position < n:
             return first._get(epoch, position)
         return second._get(epoch, position - n)
 
     def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
         first, second = self._parents
-        n = first._cardinality()
+        n = first.cardinality()
         in_first = positions < n if n >= 0 else np.ones(len(positions), bool)
         if in_first.all():
             return first._get_batch(epochs, positions)

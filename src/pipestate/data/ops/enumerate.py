@@ -36,7 +36,7 @@ class EnumerateDataset(Dataset):
         self._start = check_int("start", start, op="enumerate")
 
     def _cardinality(self) -> int:
-        return self._parents[0]._cardinality()
+        return self._parents[0].cardinality()
 
     def _element_spec(self) -> Any:
         inner = self._parents[0]._element_spec()

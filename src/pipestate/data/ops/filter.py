@@ -63,7 +63,7 @@ class FilterDataset(Dataset):
         self._stateful = check_stateful(stateful, "filter")
 
     def _cardinality(self) -> int:
-        n = self._parents[0]._cardinality()
+        n = self._parents[0].cardinality()
         return n if n in (0, INFINITE_CARDINALITY) else UNKNOWN_CARDINALITY
 
     def _params(self) -> dict[str, Any]:

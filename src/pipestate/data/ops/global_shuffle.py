@@ -8,10 +8,11 @@ import numpy as np
 
 from pipestate._validate import check_int
 from pipestate.data._permutation import Permutation, evict_oldest
+from pipestate.data._remap import Positions, RemapDataset
 from pipestate.data.dataset import Dataset
 
 
-class GlobalShuffleDataset(Dataset):
+class GlobalShuffleDataset(RemapDataset):
     """The input in a pseudo-random order, a true permutation for every length.
 
     The order is a function of ``(seed, epoch)`` computed per index (a Feistel
@@ -28,7 +29,6 @@ class GlobalShuffleDataset(Dataset):
     """
 
     _op_name = "global_shuffle"
-    _passes_elements = True
 
     def __init__(
         self, parent: Dataset, seed: int | None = None, reshuffle_each_iteration: bool = True
@@ -39,7 +39,7 @@ class GlobalShuffleDataset(Dataset):
                 f"global_shuffle needs a random-access input, but {parent!r} is not; use "
                 "shuffle(buffer_size) after streaming ops, or move global_shuffle before them."
             )
-        n = parent._cardinality()
+        n = parent.cardinality()
         if n < 0:
             raise ValueError(
                 f"global_shuffle needs a finite input, got cardinality {n} for {parent!r}; "
@@ -57,7 +57,7 @@ class GlobalShuffleDataset(Dataset):
         self._permutations: dict[int, Permutation] = {}
 
     def _cardinality(self) -> int:
-        return self._parents[0]._cardinality()
+        return self._parents[0].cardinality()
 
     def _params(self) -> dict[str, Any]:
         return {"seed": self._seed, "reshuffle_each_iteration": self._reshuffle}
@@ -78,24 +78,24 @@ class GlobalShuffleDataset(Dataset):
         if permutation is None:
             if self._seed is None:
                 raise RuntimeError("global_shuffle(seed=None) must be read through an iterator")
-            permutation = Permutation(self._cardinality(), self._seed, key)
+            permutation = Permutation(self.cardinality(), self._seed, key)
             if len(self._permutations) >= 8:
                 evict_oldest(self._permutations)
             self._permutations[key] = permutation
         return permutation
 
-    def _get(self, epoch: int, position: int) -> Any:
-        return self._parents[0]._get(epoch, self._permutation(epoch)(position))
-
-    def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
+    def _map_positions(
+        self, epochs: Positions, positions: Positions
+    ) -> tuple[Positions, Positions]:
+        if not isinstance(positions, np.ndarray):
+            return epochs, self._permutation(epochs)(positions)
         if len(epochs) == 0:
-            return self._parents[0]._get_batch(epochs, positions)
+            return epochs, positions
         first = int(epochs[0])
         if (epochs == first).all():
-            shuffled = self._permutation(first).apply_cached(positions)
-        else:
-            shuffled = np.empty_like(positions)
-            for epoch in np.unique(epochs):
-                mask = epochs == epoch
-                shuffled[mask] = self._permutation(int(epoch)).apply(positions[mask])
-        return self._parents[0]._get_batch(epochs, shuffled)
+            return epochs, self._permutation(first).apply_cached(positions)
+        shuffled = np.empty_like(positions)
+        for epoch in np.unique(epochs):
+            mask = epochs == epoch
+            shuffled[mask] = self._permutation(int(epoch)).apply(positions[mask])
+        return epochs, shuffled

@@ -163,7 +163,7 @@ class _InterleaveIterator(StreamIterator["_InterleaveBase"]):
     def _restore(self, state: State) -> None:
         op = self._op
         parent = self._source._parents[0]
-        length = parent._cardinality() if self._by_index else -1
+        length = parent.cardinality() if self._by_index else -1
         consumed = read_int(state, self._CONSUMED, op, maximum=length if length >= 0 else None)
         input_ended = read_bool(state, self._INPUT_ENDED, op)
         cycle_index = read_int(state, self._CYCLE_INDEX, op, maximum=self._cycle_length - 1)

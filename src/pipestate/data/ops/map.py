@@ -58,7 +58,7 @@ class MapDataset(Dataset):
         return False
 
     def _cardinality(self) -> int:
-        return self._parents[0]._cardinality()
+        return self._parents[0].cardinality()
 
     def _params(self) -> dict[str, Any]:
         return {"map_func": describe_callable(self._fn)}

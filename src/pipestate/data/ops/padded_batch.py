@@ -312,7 +312,7 @@ class PaddedBatchDataset(Dataset):
         return False
 
     def _cardinality(self) -> int:
-        n = self._parents[0]._cardinality()
+        n = self._parents[0].cardinality()
         if n in (INFINITE_CARDINALITY, UNKNOWN_CARDINALITY):
             return n
         return n // self._batch_size if self._drop_remainder else -(-n // self._batch_size)
@@ -335,7 +335,7 @@ class PaddedBatchDataset(Dataset):
         parent = self._parents[0]
         start = position * self._batch_size
         stop = start + self._batch_size
-        n = parent._cardinality()
+        n = parent.cardinality()
         if n >= 0:
             stop = min(stop, n)
         positions = np.arange(start, stop, dtype=np.int64)

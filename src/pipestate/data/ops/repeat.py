@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from pipestate._validate import check_int
+from pipestate.data._remap import Positions, RemapDataset
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import StreamIterator, read_bool, read_int
 
@@ -68,7 +67,7 @@ class _RepeatIterator(StreamIterator["RepeatDataset"]):
         super()._restore({self._PARENT: state[self._PARENT]})
 
 
-class RepeatDataset(Dataset):
+class RepeatDataset(RemapDataset):
     """The input repeated ``count`` times (``None`` or ``-1``: forever).
 
     Pass ``k`` of the input runs as its epoch ``k``, so ops that reshuffle
@@ -77,7 +76,6 @@ class RepeatDataset(Dataset):
     """
 
     _op_name = "repeat"
-    _passes_elements = True
     _iterator_class = _RepeatIterator
 
     def __init__(self, parent: Dataset, count: int | None = None) -> None:
@@ -88,7 +86,7 @@ class RepeatDataset(Dataset):
         self._count = None if count is None or count < 0 else count
 
     def _cardinality(self) -> int:
-        n = self._parents[0]._cardinality()
+        n = self._parents[0].cardinality()
         if n == 0 or self._count == 0:
             return 0
         if n in (INFINITE_CARDINALITY, UNKNOWN_CARDINALITY):
@@ -101,18 +99,11 @@ class RepeatDataset(Dataset):
     def _stride(self) -> int:
         return _UNBOUNDED_STRIDE if self._count is None else self._count
 
-    def _get(self, epoch: int, position: int) -> Any:
-        parent = self._parents[0]
-        n = parent._cardinality()
+    def _map_positions(
+        self, epochs: Positions, positions: Positions
+    ) -> tuple[Positions, Positions]:
+        n = self._parents[0].cardinality()
         if n < 0:
-            return parent._get(epoch, position)
-        inner_epoch, inner = divmod(position, n)
-        return parent._get(epoch * self._stride() + inner_epoch, inner)
-
-    def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
-        parent = self._parents[0]
-        n = parent._cardinality()
-        if n < 0:
-            return parent._get_batch(epochs, positions)
-        inner_epochs, inner = np.divmod(positions, n)
-        return parent._get_batch(epochs * self._stride() + inner_epochs, inner)
+            return epochs, positions
+        inner_epochs, inner = divmod(positions, n)
+        return epochs * self._stride() + inner_epochs, inner

@@ -227,7 +227,7 @@ class ScanDataset(Dataset):
         self._scalar_type = type(initial) if isinstance(initial, np.generic) else None
 
     def _cardinality(self) -> int:
-        return self._parents[0]._cardinality()
+        return self._parents[0].cardinality()
 
     def _params(self) -> dict[str, Any]:
         return {

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from pipestate._validate import check_int
 from pipestate.data._capabilities import Elastic
+from pipestate.data._remap import Positions, RemapDataset
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import StreamIterator
 
@@ -33,7 +32,7 @@ class _ShardIterator(StreamIterator["ShardDataset"]):
         return element
 
 
-class ShardDataset(Dataset):
+class ShardDataset(RemapDataset):
     """Elements ``index, index + num_shards, index + 2 * num_shards, ...`` of the input.
 
     Elastic: on a random-access input, when only ``map``, ``prefetch`` or
@@ -47,7 +46,6 @@ class ShardDataset(Dataset):
 
     _op_name = "shard"
     _elastic = Elastic.SHARD
-    _passes_elements = True
     _iterator_class = _ShardIterator
 
     def __init__(self, parent: Dataset, num_shards: int, index: int) -> None:
@@ -61,7 +59,7 @@ class ShardDataset(Dataset):
             )
 
     def _cardinality(self) -> int:
-        n = self._parents[0]._cardinality()
+        n = self._parents[0].cardinality()
         if n in (INFINITE_CARDINALITY, UNKNOWN_CARDINALITY):
             return n
         return max(0, -(-(n - self._index) // self._num_shards))
@@ -69,8 +67,7 @@ class ShardDataset(Dataset):
     def _params(self) -> dict[str, Any]:
         return {"num_shards": self._num_shards, "index": self._index}
 
-    def _get(self, epoch: int, position: int) -> Any:
-        return self._parents[0]._get(epoch, self._index + position * self._num_shards)
-
-    def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
-        return self._parents[0]._get_batch(epochs, self._index + positions * self._num_shards)
+    def _map_positions(
+        self, epochs: Positions, positions: Positions
+    ) -> tuple[Positions, Positions]:
+        return epochs, self._index + positions * self._num_shards

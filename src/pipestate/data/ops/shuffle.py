@@ -119,7 +119,7 @@ class _ShuffleIterator(StreamIterator["ShuffleDataset"]):
                 )
             positions = positions.astype(np.int64)
             parent = self._source._parents[0]
-            length = parent._cardinality()
+            length = parent.cardinality()
             if positions.size and (
                 positions.min() < 0 or (length >= 0 and positions.max() >= length)
             ):
@@ -181,7 +181,7 @@ class ShuffleDataset(Dataset):
         self._reshuffle = bool(reshuffle_each_iteration)
 
     def _cardinality(self) -> int:
-        return self._parents[0]._cardinality()
+        return self._parents[0].cardinality()
 
     def _params(self) -> dict[str, Any]:
         return {

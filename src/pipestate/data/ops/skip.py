@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from pipestate._validate import check_int
+from pipestate.data._remap import Positions, RemapDataset
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import CountingIterator, StreamIterator
 
@@ -26,14 +25,13 @@ class _SkipIterator(CountingIterator["SkipDataset"]):
         return parent._next()
 
 
-class SkipDataset(Dataset):
+class SkipDataset(RemapDataset):
     """The input without its first ``count`` elements (a negative count: without any).
 
     Skipping is arithmetic on the index: nothing is read to skip it.
     """
 
     _op_name = "skip"
-    _passes_elements = True
     _iterator_class = _SkipIterator
 
     def __init__(self, parent: Dataset, count: int) -> None:
@@ -42,7 +40,7 @@ class SkipDataset(Dataset):
         self._count = max(check_int("count", count, op="skip"), -1)
 
     def _cardinality(self) -> int:
-        n = self._parents[0]._cardinality()
+        n = self._parents[0].cardinality()
         if n in (INFINITE_CARDINALITY, UNKNOWN_CARDINALITY):
             return 0 if self._count == -1 and n == INFINITE_CARDINALITY else n
         return 0 if self._count == -1 else max(0, n - self._count)
@@ -50,8 +48,7 @@ class SkipDataset(Dataset):
     def _params(self) -> dict[str, Any]:
         return {"count": self._count}
 
-    def _get(self, epoch: int, position: int) -> Any:
-        return self._parents[0]._get(epoch, position + self._count)
-
-    def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
-        return self._parents[0]._get_batch(epochs, positions + self._count)
+    def _map_positions(
+        self, epochs: Positions, positions: Positions
+    ) -> tuple[Positions, Positions]:
+        return epochs, positions + self._count

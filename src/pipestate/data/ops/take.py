@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from pipestate._validate import check_int
+from pipestate.data._remap import Positions, RemapDataset
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import CountingIterator, StreamIterator
 
@@ -32,11 +31,10 @@ class _TakeIterator(CountingIterator["TakeDataset"]):
         return element
 
 
-class TakeDataset(Dataset):
+class TakeDataset(RemapDataset):
     """At most ``count`` elements of the input (a negative count: all of them)."""
 
     _op_name = "take"
-    _passes_elements = True
     _iterator_class = _TakeIterator
 
     def __init__(self, parent: Dataset, count: int) -> None:
@@ -45,7 +43,7 @@ class TakeDataset(Dataset):
         self._count = max(check_int("count", count, op="take"), -1)
 
     def _cardinality(self) -> int:
-        n = self._parents[0]._cardinality()
+        n = self._parents[0].cardinality()
         if self._count == -1:
             return n
         if n == INFINITE_CARDINALITY:
@@ -57,8 +55,7 @@ class TakeDataset(Dataset):
     def _params(self) -> dict[str, Any]:
         return {"count": self._count}
 
-    def _get(self, epoch: int, position: int) -> Any:
-        return self._parents[0]._get(epoch, position)
-
-    def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
-        return self._parents[0]._get_batch(epochs, positions)
+    def _map_positions(
+        self, epochs: Positions, positions: Positions
+    ) -> tuple[Positions, Positions]:
+        return epochs, positions

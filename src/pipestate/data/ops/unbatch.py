@@ -181,7 +181,7 @@ class UnbatchDataset(Dataset):
         # As tf.data: infinite stays infinite; otherwise known only where every
         # input element's first dimension is.
         parent = self._parents[0]
-        n = parent._cardinality()
+        n = parent.cardinality()
         if n in (INFINITE_CARDINALITY, UNKNOWN_CARDINALITY):
             return n
         size = _static_batch_length(parent)

@@ -46,7 +46,7 @@ class ZipDataset(Dataset):
         self._structure = datasets
 
     def _cardinality(self) -> int:
-        sizes = [parent._cardinality() for parent in self._parents]
+        sizes = [parent.cardinality() for parent in self._parents]
         finite = [n for n in sizes if n >= 0]
         if 0 in finite:
             return 0
