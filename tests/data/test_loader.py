@@ -8,6 +8,8 @@ import json
 import os
 import random
 import signal
+import sys
+import threading
 import time
 
 import numpy as np
@@ -282,10 +284,19 @@ def test_streaming_dataset_is_refused_with_a_suggestion() -> None:
         ps.data.Loader(ps.Dataset.range(10).filter(lambda x: x > 2))
 
 
-def test_unpicklable_function_is_explained() -> None:
-    it = iter(ps.data.Loader(ps.Dataset.range(10).map(lambda x: x), num_workers=1))
+@pytest.mark.parametrize("context", ["forkserver", "spawn"])
+def test_unpicklable_function_is_explained(context: str) -> None:
+    ds = ps.Dataset.range(10).map(lambda x: x)
+    it = iter(ps.data.Loader(ds, num_workers=1, multiprocessing_context=context))
     with pytest.raises(TypeError, match="module level"):
         next(it)
+
+
+def test_default_context_is_fork_while_single_threaded() -> None:
+    loader = ps.data.Loader(ps.Dataset.range(3), num_workers=1)
+    expected = "fork" if sys.platform.startswith("linux") else "spawn"
+    if threading.active_count() == 1:
+        assert loader.multiprocessing_context in {expected, "forkserver"}
 
 
 def test_fork_context_takes_lambdas() -> None:

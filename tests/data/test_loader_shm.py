@@ -64,8 +64,8 @@ class KillPlan:
             self._reach("creating")  # the block exists, with no size yet
             reserve(fd, size)
 
-        def packing(elements: list[Any], name: str) -> tuple[Any, bool]:
-            result = pack(elements, name)
+        def packing(elements: list[Any], name: str, *args: Any) -> tuple[Any, bool]:
+            result = pack(elements, name, *args)
             self._reach("created")  # the block is written; its layout not sent
             return result
 
@@ -174,8 +174,8 @@ EXIT_SCRIPT = textwrap.dedent(
             reach("creating")
             reserve(fd, size)
 
-        def packing(elements, name):
-            result = pack(elements, name)
+        def packing(elements, name, *args, **kwargs):
+            result = pack(elements, name, *args, **kwargs)
             reach("created")
             return result
 

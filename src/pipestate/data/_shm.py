@@ -6,7 +6,8 @@ every element of the chunk has the same structure, dtypes and shapes (the
 usual case: batches of one pipeline), each leaf is written as one stacked
 array; otherwise each element's leaves are written one by one. The consumer
 copies the arrays out (one ``memcpy`` per leaf) and removes the block at once,
-so returned elements own their memory.
+so returned elements own their memory; torch tensors are made with
+``torch.from_numpy`` on those copies, without another copy.
 
 The consumer owns every block: it names each one (:class:`Blocks`) before a
 worker creates it, and removes it by that name, whatever happened to the
@@ -25,11 +26,13 @@ import itertools
 import mmap
 import os
 import secrets
+import sys
 from multiprocessing import resource_tracker
 from typing import Any
 
 import numpy as np
 
+from pipestate._validate import brief
 from pipestate.data._structure import is_namedtuple
 
 try:
@@ -44,20 +47,73 @@ _SHM_DIR = "/dev/shm"  # where Linux lists the blocks
 Leaf = tuple[str, tuple[int, ...], int, bool]  # dtype, shape, offset, is a NumPy scalar
 
 
-def _flatten(element: Any, leaves: list[Any]) -> Any:
-    """The element's structure with its leaves appended to ``leaves`` (dict order kept)."""
+def _flatten(element: Any, leaves: list[Any], objects: bool = False) -> Any:
+    """The element's structure with its leaves appended to ``leaves`` (dict order kept).
+
+    With ``objects`` (a loader's ``collate_fn`` output) lists, mapping types
+    and Python values other than arrays are kept too: values travel in the
+    structure, pickled with the layout.
+    """
     if isinstance(element, dict):
-        return ("d", tuple(element), tuple(_flatten(v, leaves) for v in element.values()))
+        children = tuple(_flatten(v, leaves, objects) for v in element.values())
+        if objects and type(element) is not dict:
+            return ("m", type(element), tuple(element), children)
+        return ("d", tuple(element), children)
     if is_namedtuple(element):
-        return ("n", type(element), tuple(_flatten(v, leaves) for v in element))
+        return ("n", type(element), tuple(_flatten(v, leaves, objects) for v in element))
     if isinstance(element, tuple):
-        return ("t", tuple(_flatten(v, leaves) for v in element))
+        return ("t", tuple(_flatten(v, leaves, objects) for v in element))
+    if objects and isinstance(element, list):
+        return ("l", tuple(_flatten(v, leaves, objects) for v in element))
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(element, torch.Tensor):
+        array, dtype = _from_tensor(torch, element)
+        leaves.append(array)
+        return ("T", dtype)
+    if objects and not isinstance(element, (np.ndarray, np.generic)):
+        return ("o", element)
     if not isinstance(element, (np.ndarray, np.generic)):
         element = np.asarray(element)
     if element.dtype.hasobject:
         raise TypeError(f"Loader: cannot send an element with an object array leaf {element!r:.80}")
     leaves.append(element)
     return None
+
+
+_SAME_SIZE_INT = {1: "int8", 2: "int16", 4: "int32", 8: "int64"}
+
+
+def _from_tensor(torch: Any, tensor: Any) -> tuple[np.ndarray, str]:
+    """A CPU tensor's data as an array (a same-size integer view for dtypes NumPy lacks).
+
+    The tensor is detached first: elements carry data, not autograd history.
+    """
+    data = tensor.detach()
+    if data.layout != torch.strided or data.is_quantized:
+        raise TypeError(
+            f"Loader: cannot send a {data.layout} / quantized tensor; convert it to a dense "
+            f"tensor in the dataset or collate_fn (tensor.to_dense()): {brief(tensor)}"
+        )
+    data = data.cpu().resolve_conj().resolve_neg()
+    dtype = str(data.dtype).removeprefix("torch.")
+    try:
+        return data.numpy(), dtype
+    except TypeError:  # bfloat16, float8, ...: NumPy has no such dtype
+        size = data.element_size()
+        if size not in _SAME_SIZE_INT:
+            raise TypeError(
+                f"Loader: cannot send a tensor of dtype {data.dtype}: {brief(tensor)}"
+            ) from None
+        return data.view(getattr(torch, _SAME_SIZE_INT[size])).numpy(), dtype
+
+
+def _to_tensor(array: np.ndarray, dtype: str) -> Any:
+    """The tensor ``_from_tensor`` sent, sharing ``array``'s memory."""
+    import torch
+
+    tensor = torch.from_numpy(array)
+    wanted = getattr(torch, dtype)
+    return tensor if tensor.dtype == wanted else tensor.view(wanted)
 
 
 def _unflatten(tree: Any, leaves: Any) -> Any:
@@ -68,6 +124,18 @@ def _unflatten(tree: Any, leaves: Any) -> Any:
         return {key: _unflatten(sub, leaves) for key, sub in zip(tree[1], tree[2])}
     if kind == "n":
         return tree[1](*(_unflatten(sub, leaves) for sub in tree[2]))
+    if kind == "T":
+        return _to_tensor(next(leaves), tree[1])
+    if kind == "o":
+        return tree[1]
+    if kind == "l":
+        return [_unflatten(sub, leaves) for sub in tree[1]]
+    if kind == "m":
+        items = {key: _unflatten(sub, leaves) for key, sub in zip(tree[2], tree[3])}
+        try:
+            return tree[1](items)
+        except Exception:  # a mapping type that can't be built from a dict
+            return items
     return tuple(_unflatten(sub, leaves) for sub in tree[1])
 
 
@@ -75,19 +143,20 @@ def _signature(leaf: Any) -> tuple[str, tuple[int, ...], bool]:
     return leaf.dtype.str, leaf.shape, isinstance(leaf, np.generic)
 
 
-def pack(elements: list[Any], name: str) -> tuple[Any, bool]:
+def pack(elements: list[Any], name: str, objects: bool = False) -> tuple[Any, bool]:
     """Writes ``elements`` into a new shared-memory block called ``name``.
 
     Returns ``(layout, created)``; no block is created when there are no
     bytes to send. On failure the block is removed before the error propagates.
+    With ``objects``, lists and Python values are kept (see ``_flatten``).
     """
     trees: list[Any] = []
     per_element: list[list[Any]] = []
     for element in elements:
         leaves: list[Any] = []
-        trees.append(_flatten(element, leaves))
+        trees.append(_flatten(element, leaves, objects))
         per_element.append(leaves)
-    stacked = bool(elements) and all(tree == trees[0] for tree in trees)
+    stacked = bool(elements) and _same_trees(trees)
     if stacked:
         signature = [_signature(leaf) for leaf in per_element[0]]
         stacked = all(
@@ -131,6 +200,14 @@ def pack(elements: list[Any], name: str) -> tuple[Any, bool]:
         unlink(name)
         raise
     return layout, True
+
+
+def _same_trees(trees: list[Any]) -> bool:
+    """Whether every element has the first one's structure (values kept in it compared too)."""
+    try:
+        return all(bool(tree == trees[0]) for tree in trees)
+    except Exception:  # a value whose == is not a plain bool
+        return False
 
 
 def unpack(layout: Any, name: str | None) -> list[Any]:

@@ -4,31 +4,35 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
+import io
 import itertools
 import multiprocessing
 import pickle
+import random
 import signal
+import sys
+import threading
 import time
 import traceback
+import types
+import warnings
 import weakref
+from collections.abc import Callable, Iterator
 from multiprocessing import connection
 from typing import Any, NoReturn
 
 import numpy as np
 
-from pipestate._validate import check_parallelism
+from pipestate._validate import brief, check_parallelism
 from pipestate.data import _shm
-from pipestate.data._workers import (
-    ChunkIndexIterator,
-    read_range,
-    resolve_parallelism,
-    surface,
-)
+from pipestate.data._engine import read_range, resolve_parallelism, surface
+from pipestate.data._threaded import ChunkIndexIterator
 from pipestate.data.dataset import Dataset
-from pipestate.data.iterator import DatasetIterator, State
+from pipestate.data.iterator import DatasetIterator, State, draw_entropy
 from pipestate.errors import PipestateError
 
-__all__ = ["Loader", "LoaderWorkerError"]
+__all__ = ["Loader", "LoaderWorkerError", "WorkerInfo", "get_worker_info"]
 
 TARGET_CHUNK_SECONDS = 0.02
 """Work per task sent to a process: a process hand-off costs a few hundred microseconds."""
@@ -36,10 +40,44 @@ MAX_CHUNK = 1 << 16
 _SHUTDOWN_SECONDS = 2.0
 _STARTUP_SECONDS = 60.0
 """With ``timeout``, the longest a worker may take to start (import, unpickle the dataset)."""
+_SEED_MASK = (1 << 64) - 1
+_PRELOAD = ("pipestate.data.loader",)
+"""What a fork server imports once for all its workers (plus ``torch`` when this process has it)."""
 
 
 class LoaderWorkerError(PipestateError, RuntimeError):
     """A loader worker process died (killed, crashed, out of memory) or stopped answering."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerInfo:
+    """What a loader worker process knows about itself (as ``torch.utils.data.get_worker_info()``).
+
+    Attributes:
+      id: the worker's number, ``0 <= id < num_workers``.
+      num_workers: the number of worker processes of the loader.
+      seed: the seed this worker gave ``random``, NumPy's global generator and
+        ``torch`` (when imported): the loader's base seed plus ``id``.
+      dataset: this process's copy of the dataset the worker reads.
+    """
+
+    id: int
+    num_workers: int
+    seed: int
+    dataset: Any
+
+
+_worker_info: WorkerInfo | None = None
+
+
+def get_worker_info() -> WorkerInfo | None:
+    """The :class:`WorkerInfo` of this loader worker process; ``None`` outside a worker.
+
+    In a worker, ``torch.utils.data.get_worker_info()`` answers the same (when
+    torch is imported), so datasets written for PyTorch's ``DataLoader`` work
+    unchanged.
+    """
+    return _worker_info
 
 
 class _RemoteTracebackError(Exception):
@@ -51,6 +89,20 @@ class _RemoteTracebackError(Exception):
 
     def __str__(self) -> str:
         return self.text
+
+
+def default_context() -> str:
+    """The start method a Loader uses when none is given.
+
+    ``'fork'`` on Linux while this process runs a single Python thread (it
+    starts workers in milliseconds and takes any function); otherwise
+    ``'forkserver'`` where available, else ``'spawn'``. None of them imports
+    the user's main module in the workers (see :class:`Loader`).
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if sys.platform.startswith("linux") and "fork" in methods and threading.active_count() == 1:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
 
 
 class Loader:
@@ -65,8 +117,20 @@ class Loader:
     Arrays cross from the workers through shared memory, in blocks the
     consumer names and removes; only their layout is pickled. An element that
     raises is raised in its place and counts as consumed, as with
-    ``iter(dataset)``. Workers start on the first ``next()`` and stop on ``close()``,
-    when the iterator is garbage collected, or at exit.
+    ``iter(dataset)``. Workers start on the first ``next()`` and stop on
+    ``close()``, when the iterator is garbage collected, or at exit; with
+    ``persistent_workers`` they serve every iterator of the loader (epochs,
+    restores) until :meth:`close` or exit.
+
+    Workers never run the user's main module: ``fork`` workers inherit it,
+    and ``forkserver`` / ``spawn`` workers import only pipestate (a fork
+    server also imports ``torch`` once, when this process has) and unpickle
+    the dataset, unless the dataset refers to a function or class defined in
+    the main script itself; only then do they import the script, as
+    ``multiprocessing`` does. Each worker seeds ``random``, NumPy's global
+    generator and torch with its :class:`WorkerInfo` seed, sets
+    ``torch.set_num_threads(1)`` when torch is imported, then calls
+    ``worker_init_fn(worker_id)``.
 
     Example:
       >>> loader = ps.data.Loader(ds.map(decode).batch(64), num_workers=4)  # doctest: +SKIP
@@ -81,14 +145,31 @@ class Loader:
         ``pipestate.data.AUTOTUNE``: one per available core.
       prefetch_factor: chunks each worker may compute ahead of the consumer.
       chunk_size: elements per task; ``None`` sizes tasks to about 20 ms of work.
-      multiprocessing_context: ``'forkserver'`` (default where available),
-        ``'spawn'`` or ``'fork'``. With the first two the dataset is pickled
-        to the workers, so its functions must be defined at module level;
-        ``'fork'`` also takes lambdas but is unsafe once threads are running.
+      multiprocessing_context: ``'fork'``, ``'forkserver'``, ``'spawn'`` (or
+        a ``multiprocessing`` context); ``None``: ``'fork'`` on Linux while
+        this process has one Python thread, else ``'forkserver'`` (``'spawn'``
+        where there is none). With ``'forkserver'`` and ``'spawn'`` the
+        dataset is pickled to the workers, so its functions must be defined at
+        module level (not lambdas or local functions); ``'fork'`` also takes
+        lambdas but is unsafe once threads are running.
       timeout: seconds to wait for one chunk before raising
         :class:`LoaderWorkerError`, counted once its worker has started (a
         worker may take ``max(timeout, 60)`` seconds to start); ``None``
         waits as long as the worker lives.
+      collate_fn: called on each element the dataset yields (a batch, when
+        the pipeline ends with ``batch``), in the worker; what it returns is
+        what the iterator yields. It may hold NumPy arrays, torch tensors of
+        any dtype (bf16 included; tensors arrive detached, see
+        ``docs/torch.md``), and lists, dicts, tuples, strings or other
+        picklable values.
+      pin_memory: put the torch tensors of each element in pinned memory
+        (ignored, with a warning, when no accelerator is available).
+      persistent_workers: keep the workers across iterators of this loader
+        (epochs, ``iter()`` after a restore) until :meth:`close` or exit.
+      worker_init_fn: called as ``worker_init_fn(worker_id)`` in each worker
+        once it has started, before it computes anything.
+      worker_seed: the base seed of the workers (worker ``i`` uses
+        ``worker_seed + i``); ``None`` draws one each time workers start.
 
     Raises:
       TypeError: ``dataset`` is not a random-access Dataset, or bad arguments.
@@ -102,8 +183,13 @@ class Loader:
         *,
         prefetch_factor: int = 2,
         chunk_size: int | None = None,
-        multiprocessing_context: str | None = None,
+        multiprocessing_context: Any = None,
         timeout: float | None = None,
+        collate_fn: Callable[[Any], Any] | None = None,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        worker_init_fn: Callable[[int], Any] | None = None,
+        worker_seed: int | None = None,
     ) -> None:
         if not isinstance(dataset, Dataset):
             raise TypeError(
@@ -123,18 +209,22 @@ class Loader:
         )
         self._prefetch_factor = _check_positive("prefetch_factor", prefetch_factor)
         self._chunk_size = None if chunk_size is None else _check_positive("chunk_size", chunk_size)
-        if multiprocessing_context is None:
-            methods = multiprocessing.get_all_start_methods()
-            multiprocessing_context = "forkserver" if "forkserver" in methods else "spawn"
-        if multiprocessing_context not in multiprocessing.get_all_start_methods():
-            raise ValueError(
-                f"Loader: multiprocessing_context must be one of "
-                f"{multiprocessing.get_all_start_methods()}, got {multiprocessing_context!r}"
-            )
-        self._context = multiprocessing_context
-        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+        self._context = _check_context(multiprocessing_context)
+        if timeout is not None and not (
+            isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0
+        ):
             raise ValueError(f"Loader: timeout must be a positive number or None, got {timeout!r}")
         self._timeout = timeout
+        self._collate_fn = _check_callable("collate_fn", collate_fn)
+        self._worker_init_fn = _check_callable("worker_init_fn", worker_init_fn)
+        self._pin_memory = _check_bool("pin_memory", pin_memory) and _can_pin()
+        self._persistent = _check_bool("persistent_workers", persistent_workers)
+        if worker_seed is not None:
+            worker_seed = _check_positive("worker_seed", worker_seed, minimum=0)
+        self._worker_seed = worker_seed
+        # What get_worker_info().dataset shows in the workers (pipestate.torch sets its dataset).
+        self._info_dataset: Any = dataset
+        self._pool: _Pool | None = None
 
     @property
     def dataset(self) -> Dataset:
@@ -146,11 +236,25 @@ class Loader:
         """The number of worker processes (``AUTOTUNE`` resolved)."""
         return self._num_workers
 
+    @property
+    def multiprocessing_context(self) -> str:
+        """The start method of the workers (``None`` resolved when the loader was made)."""
+        return self._context
+
     def __iter__(self) -> DatasetIterator:
-        if self._num_workers == 0:
+        if self._num_workers == 0 and self._collate_fn is None and not self._pin_memory:
             return iter(self._dataset)
-        entropy = self._dataset._iterator_entropy()
+        return self._iterator(self._dataset._iterator_entropy())
+
+    def _iterator(self, entropy: int | None) -> LoaderIterator:
+        """An iterator whose ``seed=None`` ops are seeded from ``entropy``."""
         return LoaderIterator(self, entropy)
+
+    def close(self) -> None:
+        """Stops the persistent workers, if any; iterators started later start new ones."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()
 
     def __len__(self) -> int:
         return len(self._dataset)
@@ -159,16 +263,245 @@ class Loader:
         return (
             f"Loader({self._dataset!r}, num_workers={self._num_workers}, "
             f"prefetch_factor={self._prefetch_factor}, chunk_size={self._chunk_size}, "
-            f"multiprocessing_context={self._context!r})"
+            f"multiprocessing_context={self._context!r}, "
+            f"persistent_workers={self._persistent})"
         )
 
 
-def _check_positive(name: str, value: Any) -> int:
+def _check_positive(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"Loader: {name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"Loader: {name} must be >= 1, got {name}={value}")
+    if value < minimum:
+        raise ValueError(f"Loader: {name} must be >= {minimum}, got {name}={value}")
     return int(value)
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"Loader: {name} must be a bool, got {type(value).__name__} {brief(value)}")
+    return bool(value)
+
+
+def _check_callable(name: str, value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise TypeError(
+            f"Loader: {name} must be callable or None, got {type(value).__name__} {brief(value)}"
+        )
+    return value
+
+
+def _check_context(value: Any) -> str:
+    """A start method name from a name, a ``multiprocessing`` context, or ``None``."""
+    methods = multiprocessing.get_all_start_methods()
+    if value is None:
+        return default_context()
+    if isinstance(value, multiprocessing.context.BaseContext):
+        value = value.get_start_method()
+    if not isinstance(value, str):
+        raise TypeError(
+            f"Loader: multiprocessing_context must be a start method name, a multiprocessing "
+            f"context or None, got {type(value).__name__} {brief(value)}"
+        )
+    if value not in methods:
+        raise ValueError(f"Loader: multiprocessing_context must be one of {methods}, got {value!r}")
+    return value
+
+
+def _can_pin() -> bool:
+    """Whether torch can pin memory here; warns (once per call site) when it can't."""
+    torch = sys.modules.get("torch")
+    available = False
+    if torch is not None:
+        accelerator = getattr(torch, "accelerator", None)
+        with contextlib.suppress(Exception):
+            available = bool(
+                accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+            )
+    if not available:
+        warnings.warn(
+            "pin_memory=True, but no accelerator is available (or torch is not imported): "
+            "memory will not be pinned",
+            UserWarning,
+            stacklevel=3,
+        )
+    return available
+
+
+def _pin(value: Any) -> Any:
+    """``value`` with every torch tensor in it moved to pinned memory."""
+    torch = sys.modules["torch"]
+    if isinstance(value, torch.Tensor):
+        return value.pin_memory()
+    if isinstance(value, dict):
+        return type(value)((key, _pin(item)) for key, item in value.items())
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(_pin(item) for item in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(_pin(item) for item in value)
+    return value
+
+
+# ------------------------------------------------------------ start-up
+_launch = threading.local()
+
+
+def _without_main(name: str, original: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    data = original(name)
+    if getattr(_launch, "without_main", False):
+        # The child then imports only what unpickling its target needs.
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+    return data
+
+
+def _install_launch_hook() -> None:
+    """Lets this module start spawn / forkserver children that don't import ``__main__``.
+
+    ``multiprocessing`` tells every such child to run the parent's main
+    module (so that pickled references to it resolve): a script's top level,
+    ``import torch`` included, or the whole training run of a script with no
+    ``if __name__ == "__main__":`` guard. The hook drops that instruction for
+    the children this module starts while ``_launch.without_main`` is set;
+    every other process is started as before.
+    """
+    from multiprocessing import spawn
+
+    current = spawn.get_preparation_data
+    if getattr(current, "_pipestate_hook", False):
+        return
+    hooked = _HookedPreparation(current)
+    spawn.get_preparation_data = hooked
+
+
+class _HookedPreparation:
+    """``multiprocessing.spawn.get_preparation_data``, minus the main module when asked."""
+
+    _pipestate_hook = True
+
+    def __init__(self, original: Callable[[str], dict[str, Any]]) -> None:
+        self._original = original
+
+    def __call__(self, name: str) -> dict[str, Any]:
+        return _without_main(name, self._original)
+
+
+@contextlib.contextmanager
+def _started_without_main(active: bool) -> Iterator[None]:
+    if not active:
+        yield
+        return
+    _install_launch_hook()
+    _launch.without_main = True
+    try:
+        yield
+    finally:
+        _launch.without_main = False
+
+
+class _MainFinder(pickle.Pickler):
+    """A pickler that notes references to functions and classes of ``__main__``."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.found_main = False
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (type, types.FunctionType)) and obj.__module__ == "__main__":
+            self.found_main = True
+        return NotImplemented
+
+
+def _dumps(content: Any) -> tuple[bytes, bool]:
+    """``content`` pickled, and whether unpickling it needs the main module."""
+    buffer = io.BytesIO()
+    pickler = _MainFinder(buffer)
+    pickler.dump(content)
+    return buffer.getvalue(), pickler.found_main
+
+
+_lease_numbers = itertools.count(1)
+
+
+class _Pool:
+    """Worker processes, their pipes and their shared-memory names: one iterator's, or a loader's.
+
+    The iterator holding the current lease sends tasks; each worker answers
+    its tasks in order, so results of tasks sent under an earlier lease (or
+    before a restore) are dropped as they arrive.
+    """
+
+    def __init__(self, loader: Loader, blocks: _shm.Blocks) -> None:
+        self.procs: list[Any] = []
+        self.conns: list[Any] = []
+        self.blocks = blocks
+        self.sent: list[collections.deque[_Task]] = []  # per worker: sent, result not read
+        self.ready: list[bool] = []  # per worker: start-up done
+        self.lease = next(_lease_numbers)
+        self.needs_main = False
+        self.context = loader._context
+        self._finalizer = weakref.finalize(self, _shutdown, self.procs, self.conns, self.blocks)
+        self._start(loader)
+
+    def _start(self, loader: Loader) -> None:
+        method = loader._context
+        context = multiprocessing.get_context(method)
+        content = (
+            loader._dataset,
+            loader._collate_fn,
+            loader._worker_init_fn,
+            loader._info_dataset,
+        )
+        payload: Any = content  # fork: inherited, never pickled
+        if method != "fork":
+            try:
+                payload, self.needs_main = _dumps(content)
+            except (pickle.PicklingError, AttributeError, TypeError) as err:
+                self.stop()
+                raise TypeError(
+                    f"Loader: the dataset can't be sent to worker processes started with "
+                    f"{method!r}: {err}. Define the pipeline's functions at module level (not "
+                    "lambdas or local functions), or use multiprocessing_context='fork'."
+                ) from err
+            if method == "forkserver":
+                # Imported once by the fork server (when it is not running yet), not
+                # per worker; never the user's main module.
+                preload = [*_PRELOAD, *(["torch"] if "torch" in sys.modules else [])]
+                context.set_forkserver_preload(preload)
+        seed = loader._worker_seed
+        if seed is None:
+            seed = draw_entropy()
+        count = loader._num_workers
+        for worker in range(count):
+            ours, theirs = context.Pipe(duplex=True)
+            proc = context.Process(  # type: ignore[attr-defined]
+                target=_worker_main,
+                args=(theirs, payload, worker, count, (seed + worker) & _SEED_MASK),
+                name=f"pipestate-loader-{worker}",
+                daemon=True,
+            )
+            try:
+                with _started_without_main(method != "fork" and not self.needs_main):
+                    proc.start()
+            except BaseException:
+                ours.close()
+                theirs.close()
+                self.stop()
+                raise
+            theirs.close()
+            self.procs.append(proc)
+            self.conns.append(ours)
+            self.sent.append(collections.deque())
+            self.ready.append(False)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the workers have not been stopped."""
+        return self._finalizer.alive
+
+    def stop(self, graceful: bool = True) -> None:
+        """Stops the workers and removes every block not yet read."""
+        if self._finalizer.detach() is not None:
+            _shutdown(self.procs, self.conns, self.blocks, graceful)
 
 
 class _Task:
@@ -186,18 +519,17 @@ class LoaderIterator(ChunkIndexIterator):
     the state is restored are discarded as they arrive. An element whose
     computation raised is raised in its place, as by ``iter(dataset)``, and
     counts as consumed: the next ``next()`` returns the element after it.
+    With ``num_workers=0`` (and a ``collate_fn``) it computes one element at a
+    time in this process.
     """
 
     def __init__(self, loader: Loader, entropy: int | None) -> None:
         super().__init__(loader._dataset, entropy, 0)
         self._loader = loader
-        self._blocks = _shm.Blocks()
-        self._procs: list[Any] = []
-        self._conns: list[Any] = []
-        self._finalizer: weakref.finalize | None = None  # type: ignore[type-arg]
+        self._pool: _Pool | None = None
+        self._lease = 0
+        self._own_blocks = _shm.Blocks()  # of the workers this iterator starts for itself
         self._pending: collections.deque[_Task] = collections.deque()  # to read, in order
-        self._sent: list[collections.deque[_Task]] = []  # per worker: sent, result not read
-        self._ready: list[bool] = []  # per worker: start-up done
         self._cursor = 0  # first index not yet given to a worker
         self._tasks = 0  # tasks issued since the workers started or the state was restored
         self._chunk = loader._chunk_size or 1
@@ -210,100 +542,115 @@ class LoaderIterator(ChunkIndexIterator):
             collections.deque()
         )
 
+    @property
+    def _procs(self) -> list[Any]:
+        return self._pool.procs if self._pool is not None else []
+
+    @property
+    def _blocks(self) -> _shm.Blocks:
+        """The block names of the workers, or of the workers this iterator will start."""
+        if self._pool is not None:
+            return self._pool.blocks
+        return self._own_blocks
+
     # ------------------------------------------------------------ processes
-    def _start_workers(self) -> None:
+    def _start_workers(self, private: bool = False) -> None:
         loader = self._loader
-        context = multiprocessing.get_context(loader._context)
-        if loader._context == "forkserver":
-            # Import the library once in the fork server (if it is not running
-            # yet), not in every worker: workers then start in milliseconds.
-            context.set_forkserver_preload(["__main__", "pipestate.data.loader"])
-        procs: list[Any] = []
-        conns: list[Any] = []
-        self._procs, self._conns = procs, conns
-        self._finalizer = weakref.finalize(self, _shutdown, procs, conns, self._blocks)
-        for worker in range(loader._num_workers):
-            ours, theirs = context.Pipe(duplex=True)
-            proc = context.Process(  # type: ignore[attr-defined]
-                target=_worker_main,
-                args=(theirs, self._dataset, worker),
-                name=f"pipestate-loader-{worker}",
-                daemon=True,
-            )
-            try:
-                proc.start()
-            except (pickle.PicklingError, AttributeError, TypeError) as err:
-                ours.close()
-                theirs.close()
-                self._stop_workers()
-                raise TypeError(
-                    f"Loader: the dataset can't be sent to worker processes started with "
-                    f"{loader._context!r}: {err}. Define the pipeline's functions at module "
-                    "level (not lambdas or local functions), or use "
-                    "multiprocessing_context='fork'."
-                ) from err
-            theirs.close()
-            procs.append(proc)
-            conns.append(ours)
-        self._sent = [collections.deque() for _ in procs]
-        self._ready = [False] * len(procs)
+        pool = None if private or not loader._persistent else loader._pool
+        if pool is None or not pool.alive:
+            shared = loader._persistent and not private
+            pool = _Pool(loader, _shm.Blocks() if shared else self._own_blocks)
+            if shared:
+                loader._pool = pool
+        else:
+            pool.lease = next(_lease_numbers)  # taken from the iterator that had it
+        self._pool, self._lease = pool, pool.lease
         self._tasks = 0
 
     def _stop_workers(self, graceful: bool = True) -> None:
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
-            _shutdown(self._procs, self._conns, self._blocks, graceful)
-        self._procs, self._conns = [], []
+        pool, self._pool = self._pool, None
         self._pending.clear()
-        self._sent = []
+        if pool is not None:
+            if self._loader._pool is pool:
+                self._loader._pool = None
+            pool.stop(graceful)
+
+    def _detach(self) -> None:
+        """Leaves persistent workers to the loader; its tasks in flight are dropped on arrival."""
+        pool = self._pool
+        if pool is not None and self._loader._pool is pool and pool.alive:
+            self._pool = None
+            self._pending.clear()
+        else:
+            self._stop_workers()
+
+    def _check_lease(self) -> None:
+        """A newer iterator of a loader with persistent workers took them: go on with new ones."""
+        pool = self._pool
+        if pool is not None and pool.lease != self._lease:
+            self._cursor = self._pending[0].start if self._pending else self._cursor
+            self._pending.clear()
+            self._pool = None
+            self._start_workers(private=True)
 
     def _issue(self) -> None:
         """Gives workers new chunks, up to ``prefetch_factor`` each ahead of the consumer."""
-        limit = self._loader._prefetch_factor * len(self._procs)
+        pool = self._pool
+        assert pool is not None
+        workers = len(pool.procs)
+        limit = self._loader._prefetch_factor * workers
         length = self._length
         while len(self._pending) < limit and (length < 0 or self._cursor < length):
             start = self._cursor
             stop = start + self._chunk
             if length >= 0:
                 stop = min(stop, length)
-            worker = self._tasks % len(self._procs)
+            worker = self._tasks % workers
             # The consumer names the block before the worker creates it, so it
             # can remove it whatever becomes of the worker.
-            task = _Task(worker, start, stop, self._blocks.new())
-            self._sent[worker].append(task)
+            task = _Task(worker, start, stop, pool.blocks.new())
+            pool.sent[worker].append(task)
             self._pending.append(task)
             self._tasks += 1
             self._cursor = stop
             try:
-                self._conns[worker].send((task.name, self._entropy, self._epoch, start, stop))
+                pool.conns[worker].send((task.name, self._entropy, self._epoch, start, stop))
             except (BrokenPipeError, OSError):
                 self._dead(worker, task)
 
     def _receive(self, task: _Task) -> tuple[Any, ...]:
         """The result of ``task``, dropping first those of its worker's tasks a restore dropped."""
+        pool = self._pool
+        assert pool is not None
         worker = task.worker
-        sent = self._sent[worker]
+        sent = pool.sent[worker]
         while True:
             result: tuple[Any, ...] = self._recv(worker, task)
             done = sent.popleft()
             if done is task:
                 return result
-            self._blocks.release(done.name, exists=result[1])
+            pool.blocks.release(done.name, exists=result[1])
 
     def _recv(self, worker: int, task: _Task) -> Any:
         """The next message of ``worker``; the timeout counts from the end of its start-up."""
+        pool = self._pool
+        assert pool is not None
         timeout = self._loader._timeout
-        if not self._ready[worker]:
+        if not pool.ready[worker]:
             # A worker says it is ready once started (its start-up, slow on a
             # busy machine, is not part of any chunk's time).
             startup = None if timeout is None else max(timeout, _STARTUP_SECONDS)
-            self._wait(worker, task, startup, "start")
-            self._ready[worker] = True
+            failure = self._wait(worker, task, startup, "start")
+            if failure is not None:
+                where = f"pipestate Loader worker process {worker}, while starting"
+                self._fail(surface(_decode_error(failure), where))
+            pool.ready[worker] = True
         return self._wait(worker, task, timeout, "return elements")
 
     def _wait(self, worker: int, task: _Task, timeout: float | None, doing: str) -> Any:
-        conn, proc = self._conns[worker], self._procs[worker]
+        pool = self._pool
+        assert pool is not None
+        conn, proc = pool.conns[worker], pool.procs[worker]
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -324,19 +671,31 @@ class LoaderIterator(ChunkIndexIterator):
                 self._fail(error)
 
     def _dead(self, worker: int, task: _Task) -> NoReturn:
-        proc = self._procs[worker]
+        pool = self._pool
+        assert pool is not None
+        proc = pool.procs[worker]
         proc.join(0.5)
         code = proc.exitcode
         how = f"exit code {code}"
         if code is not None and code < 0:
             with contextlib.suppress(ValueError):
                 how += f" ({signal.Signals(-code).name})"
+        doing = f"while computing elements [{task.start}, {task.stop}) of {self._dataset!r}"
+        hint = ""
+        if not pool.ready[worker]:
+            doing = f"while starting, before computing anything of {self._dataset!r}"
+            if pool.needs_main:
+                hint = (
+                    f" Its start-up ran your main script: the dataset refers to functions or "
+                    f"classes defined in it, which {pool.context!r} workers can only find by "
+                    "importing it. Guard the script's work with `if __name__ == '__main__':`, "
+                    "move those definitions to a module, or use multiprocessing_context='fork'."
+                )
         self._fail(
             LoaderWorkerError(
-                f"Loader worker {worker} (pid {proc.pid}) died with {how} while computing "
-                f"elements [{task.start}, {task.stop}) of {self._dataset!r}. The iterator's "
-                "state is still exact: restore it (it.set_state(it.get_state())) to start new "
-                "workers and continue."
+                f"Loader worker {worker} (pid {proc.pid}) died with {how} {doing}. The "
+                "iterator's state is still exact: restore it (it.set_state(it.get_state())) to "
+                f"start new workers and continue.{hint}"
             )
         )
 
@@ -371,17 +730,51 @@ class LoaderIterator(ChunkIndexIterator):
 
     def _fetch(self) -> tuple[int, list[Any]]:
         """Reads the next chunk: ``(start, elements)`` up to its first failure, if any."""
-        if not self._procs:
+        loader = self._loader
+        if loader._num_workers == 0:
+            start, elements, failures = self._compute_here()
+        else:
+            start, elements, failures = self._fetch_from_workers()
+        if loader._pin_memory:
+            elements = [_pin(element) for element in elements]
+        taken = 0
+        for failed, error in failures:
+            count = failed - start
+            self._pieces.append((start, elements[taken : taken + count], error))
+            start, taken = failed + 1, taken + count
+        if not self._pieces:
+            return start, elements
+        self._pieces.append((start, elements[taken:], None))
+        start, elements, self._failure = self._pieces.popleft()
+        return start, elements
+
+    def _compute_here(self) -> tuple[int, list[Any], list[tuple[int, BaseException]]]:
+        """One element computed in this process (``num_workers=0``)."""
+        start = self._cursor
+        if 0 <= self._length <= start:
+            raise StopIteration
+        elements, failures = _compute(
+            self._source, self._epoch, start, start + 1, self._loader._collate_fn
+        )
+        if not elements and not failures:
+            raise StopIteration
+        self._cursor = start + 1
+        return start, elements, failures
+
+    def _fetch_from_workers(self) -> tuple[int, list[Any], list[tuple[int, BaseException]]]:
+        self._check_lease()
+        if self._pool is None:
             self._start_workers()
         self._issue()
         if not self._pending:
             raise StopIteration
         task = self._pending.popleft()
         layout, created, elapsed, failures, fatal = self._receive(task)
+        blocks = self._blocks
         try:
             elements = _shm.unpack(layout, task.name if created else None)
         finally:
-            self._blocks.release(task.name, exists=created)
+            blocks.release(task.name, exists=created)
         if task.stop > task.start and self._loader._chunk_size is None:
             self._adapt(elapsed / (task.stop - task.start))
         self._issue()
@@ -390,18 +783,12 @@ class LoaderIterator(ChunkIndexIterator):
             # The chunk could not be sent: raised at its start until restored.
             self._stop_workers()
             self._error = surface(_decode_error(fatal), f"{where} {task.start}")
-            return task.start, []
-        start, taken = task.start, 0
-        for failed, failure in failures:
-            count = failed - start
-            error = surface(_decode_error(failure), f"{where} {failed}")
-            self._pieces.append((start, elements[taken : taken + count], error))
-            start, taken = failed + 1, taken + count
-        if not self._pieces:
-            return start, elements
-        self._pieces.append((start, elements[taken:], None))
-        start, elements, self._failure = self._pieces.popleft()
-        return start, elements
+            return task.start, [], []
+        errors = [
+            (failed, surface(_decode_error(failure), f"{where} {failed}"))
+            for failed, failure in failures
+        ]
+        return task.start, elements, errors
 
     def _adapt(self, per_element: float) -> None:
         estimate = self._per_element
@@ -422,7 +809,7 @@ class LoaderIterator(ChunkIndexIterator):
             self._stop_workers()
 
     def _close(self) -> None:
-        self._stop_workers()
+        self._detach()
         self._elements = []
         self._failure = None
         self._pieces.clear()
@@ -470,9 +857,21 @@ def _drain(conns: list[Any], timeout: float) -> None:
 
 
 # ----------------------------------------------------------------- workers
-def _worker_main(conn: Any, dataset: Dataset, worker: int) -> None:
+def _worker_main(conn: Any, payload: Any, worker: int, num_workers: int, seed: int) -> None:
     """A worker process: computes the index ranges it is sent, until told to stop."""
+    global _worker_info
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the consumer handles Ctrl-C and stops us
+    try:
+        content = pickle.loads(payload) if isinstance(payload, bytes) else payload
+        dataset, collate_fn, worker_init_fn, info_dataset = content
+        _worker_info = WorkerInfo(worker, num_workers, seed, info_dataset)
+        _seed_worker(_worker_info)
+        if worker_init_fn is not None:
+            worker_init_fn(worker)
+    except Exception as err:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            conn.send(_encode_error(err))
+        return
     resolved: dict[int | None, Dataset] = {}
     try:
         conn.send(None)  # started
@@ -494,11 +893,12 @@ def _worker_main(conn: Any, dataset: Dataset, worker: int) -> None:
             resolved.clear()
             resolved[entropy] = source
         began = time.perf_counter()
-        elements, failures = _compute(source, epoch, start, stop)
+        elements, errors = _compute(source, epoch, start, stop, collate_fn)
         elapsed = time.perf_counter() - began
+        failures = [(index, _encode_error(error)) for index, error in errors]
         fatal = None
         try:
-            layout, created = _shm.pack(elements, name)
+            layout, created = _shm.pack(elements, name, collate_fn is not None)
         except Exception as err:
             layout, created = _shm.pack([], name)
             fatal = _encode_error(err)
@@ -508,20 +908,51 @@ def _worker_main(conn: Any, dataset: Dataset, worker: int) -> None:
             return  # the consumer is gone; the block is its (or its resource tracker's) to remove
 
 
+def _seed_worker(info: WorkerInfo) -> None:
+    """Seeds the global generators and sets up torch in a worker, as torch's DataLoader does."""
+    random.seed(info.seed)
+    if "numpy.random" in sys.modules:  # NumPy imports it lazily, in ~0.1 s: only if in use
+        np.random.seed(info.seed & 0xFFFFFFFF)
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    torch.set_num_threads(1)
+    torch.manual_seed(info.seed)
+    with contextlib.suppress(
+        Exception
+    ):  # torch's private module: its get_worker_info() answers too
+        from torch.utils.data._utils import worker as torch_worker
+
+        torch_worker._worker_info = torch_worker.WorkerInfo(
+            id=info.id, num_workers=info.num_workers, seed=info.seed, dataset=info.dataset
+        )
+
+
 def _compute(
-    source: Dataset, epoch: int, start: int, stop: int
-) -> tuple[list[Any], list[tuple[int, tuple[bytes | None, str, str]]]]:
+    source: Dataset,
+    epoch: int,
+    start: int,
+    stop: int,
+    collate_fn: Callable[[Any], Any] | None = None,
+) -> tuple[list[Any], list[tuple[int, BaseException]]]:
     """Elements ``[start, stop)`` that could be computed, and ``(index, error)`` for the others."""
     elements: list[Any] = []
-    failures: list[tuple[int, tuple[bytes | None, str, str]]] = []
+    failures: list[tuple[int, BaseException]] = []
     position = start
     while position < stop:
         got, error = read_range(source, epoch, position, stop)
-        elements.extend(got)
+        if collate_fn is None:
+            elements.extend(got)
+        else:
+            for offset, element in enumerate(got):
+                try:
+                    elements.append(collate_fn(element))
+                except Exception as err:  # raised at the consumer, at this element
+                    failures.append((position + offset, err))
         position += len(got)
         if error is None:
             break
-        failures.append((position, _encode_error(error)))
+        failures.append((position, error))
         position += 1
     return elements, failures
 
