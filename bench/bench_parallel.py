@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import pipestate as ps
 from _common import table, write_results
-from pipestate.data._workers import available_cores
+from pipestate.data._engine import available_cores
 
 AUTOTUNE = ps.data.AUTOTUNE
 

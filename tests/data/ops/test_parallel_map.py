@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import pipestate as ps
-from pipestate.data._workers import available_cores
+from pipestate.data._engine import available_cores
 from pipestate.data.ops.parallel_map import ParallelMapDataset
 from pipestate.testing import assert_conformant, assert_elements_equal, walk
 

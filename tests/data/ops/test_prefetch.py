@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import pipestate as ps
-from pipestate.data._workers import ModeChooser
+from pipestate.data._mode import ModeChooser
 from pipestate.testing import assert_conformant, assert_elements_equal, walk
 
 from ._threads import (  # noqa: F401  (an autouse fixture)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -9,41 +10,58 @@ import numpy as np
 
 from pipestate._validate import brief, check_parallelism
 from pipestate.data._capabilities import Background
+from pipestate.data._engine import resolve_parallelism
+from pipestate.data._feed import FeedReader
 from pipestate.data._fingerprint import describe_callable
-from pipestate.data._workers import StreamConsumer, resolve_parallelism
 from pipestate.data.dataset import Dataset
-from pipestate.data.iterator import DatasetIterator, State, StreamIterator
+from pipestate.data.iterator import State, StreamIterator
 from pipestate.data.ops.map import MapDataset
 from pipestate.data.options import AUTOTUNE
 
 
-class _ParallelMapIterator(StreamConsumer, StreamIterator["ParallelMapDataset"]):
+class _ParallelMapIterator(StreamIterator["ParallelMapDataset"]):
     """Maps a streaming input on worker threads, in the input's order; state: the input's.
 
     Workers read chunks of the input in turn (with the input's state after
-    each element) and apply the function outside the reading lock. The state
-    is the sequential ``map``'s, so either restores the other.
+    each element) and apply the function outside the reading lock; a
+    :class:`FeedReader` hands their chunks over. The state is the sequential
+    ``map``'s, so either restores the other.
     """
 
-    _feed_name = "map"
+    def __init__(self, dataset: ParallelMapDataset, entropy: int | None, epoch: int = 0) -> None:
+        background = dataset._background()
+        self._reader = FeedReader(
+            "map",
+            workers=background.threads,
+            fn=dataset._apply,
+            autotune=background.autotune,
+            external=bool(dataset._external_ops()),
+        )
+        super().__init__(dataset, entropy, epoch)
 
     def _start(self) -> None:
         super()._start()
-        dataset = self._source
-        self._feed_parent = self._inputs[0]
-        background = dataset._background()
-        self._feed_workers = background.threads
-        self._feed_autotune = background.autotune
-        self._feed_fn = dataset._apply
+        # Opens the input as ``_open(0)`` does, holding no reference to this
+        # iterator: dropping it must stop the threads.
+        source = self._source._parents[0]
+        self._reader.attach(
+            self._inputs[0], functools.partial(source._make_iterator, None, self._epoch)
+        )
 
-    def _feed_scratch(self) -> DatasetIterator:
-        return self._open(0)
+    def _next(self) -> Any:
+        reader = self._reader
+        pos = reader.pos
+        elements = reader.elements
+        if pos < len(elements):
+            reader.pos = pos + 1
+            return elements[pos]
+        return reader.advance()
 
     def _op_state(self) -> State:
-        return {self._PARENT: self._feed_token()}
+        return {self._PARENT: self._reader.token()}
 
     def _close(self) -> None:
-        self._feed_stop()
+        self._reader.stop()
 
 
 class ParallelMapDataset(MapDataset):

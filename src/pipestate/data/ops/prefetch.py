@@ -2,54 +2,62 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 
 from pipestate._validate import check_parallelism
 from pipestate.data._capabilities import Background, Elastic
-from pipestate.data._workers import StreamConsumer
+from pipestate.data._feed import FeedReader
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import DatasetIterator, State
 from pipestate.data.options import AUTOTUNE
 
 
-class _PrefetchIterator(StreamConsumer, DatasetIterator):
+class _PrefetchIterator(DatasetIterator):
     """Reads a streaming input on a background thread; its state is the input's, verbatim.
 
     Each element travels with the input's state just after it, so the state
     describes what the consumer received; prefetched elements are dropped on
-    ``set_state`` and never saved.
+    ``set_state`` and never saved. The thread, and whether it runs at all
+    (an idle consumer reads faster inline), belong to a :class:`FeedReader`.
     """
-
-    _feed_name = "prefetch"
 
     def __init__(self, dataset: PrefetchDataset, entropy: int | None, epoch: int = 0) -> None:
         super().__init__(dataset)
-        self._entropy = entropy
-        self._epoch = epoch
-        self._feed_buffer = dataset._buffer_wanted
-        self._feed_track = dataset._track
-        self._feed_parent = self._open()
-
-    def _open(self) -> DatasetIterator:
         # The input's iterator draws nothing itself: the seed is passed down, so
         # the input's state (which the outermost iterator saves the seed in) is ours.
-        return self._dataset._parents[0]._make_iterator(self._entropy, self._epoch)
+        self._open = functools.partial(dataset._parents[0]._make_iterator, entropy, epoch)
+        self._reader = FeedReader(
+            "prefetch",
+            buffer=dataset._buffer_wanted,
+            track=dataset._track,
+            external=bool(dataset._external_ops()),
+        )
+        self._reader.attach(self._open(), self._open)
 
-    def _feed_scratch(self) -> DatasetIterator:
-        return self._open()
+    def _next(self) -> Any:
+        reader = self._reader
+        pos = reader.pos
+        elements = reader.elements
+        if pos < len(elements):
+            reader.pos = pos + 1
+            return elements[pos]
+        return reader.advance()
 
     def _get_state(self) -> State:
-        return self._feed_token()  # type: ignore[no-any-return]
+        return self._reader.token()  # type: ignore[no-any-return]
 
     def _set_state(self, state: State) -> None:
-        self._feed_stop()
-        self._feed_parent = self._open()
-        self._feed_parent._set_state(state)
+        reader = self._reader
+        reader.stop()
+        parent = self._open()
+        reader.attach(parent, self._open)
+        parent._set_state(state)
 
     def _close(self) -> None:
-        self._feed_stop()
+        self._reader.stop()
 
 
 class PrefetchDataset(Dataset):
