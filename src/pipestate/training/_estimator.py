@@ -7,13 +7,13 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
-import numpy as np
-
 from pipestate._validate import check_count
-from pipestate.checkpoint import Checkpoint, Trackable, Variable, latest_checkpoint
+from pipestate.checkpoint import Checkpoint, latest_checkpoint
 from pipestate.data import Dataset, DatasetIterator
+from pipestate.training._estimator_state import EstimatorState, is_restorable
 from pipestate.training._hooks import (
     CheckpointSaverHook,
     CheckpointSaverListener,
@@ -30,15 +30,6 @@ __all__ = ["Estimator"]
 _logger = logging.getLogger("pipestate.training")
 
 MODEL_BASENAME = "model.ckpt"
-
-
-def _is_trackable(obj: object) -> bool:
-    """Whether a checkpoint can restore ``obj`` in place (a trackable or a Stateful object)."""
-    if isinstance(obj, (Trackable, np.random.Generator, np.random.RandomState)):
-        return True
-    return callable(getattr(obj, "state_dict", None)) and callable(
-        getattr(obj, "load_state_dict", None)
-    )
 
 
 def _split(element: Any) -> tuple[Any, Any]:
@@ -127,7 +118,8 @@ class Estimator:
 
     * ``train`` calls ``input_fn()`` for a fresh iterator (kept in the
       session's ``iterators``, where hooks find it), restores the newest model
-      checkpoint in ``model_dir`` (model and global step) if there is one,
+      checkpoint in ``model_dir`` (model, global step, optimizer and
+      ``state``) if there is one,
       then runs ``train_step(model, features, labels)`` once per element,
       adding 1 to the global step each time, until a hook stops it, the step
       limit is reached or the input ends. A :class:`CheckpointSaverHook`
@@ -150,14 +142,28 @@ class Estimator:
         config: A :class:`RunConfig`.
         optimizer: Saved and restored with the model (e.g. a
             ``torch.optim.Optimizer``); ``train_step`` closes over it.
+        state: Other objects to save and restore with the model, in the same
+            checkpoint, under their names: ``{"scheduler": scheduler,
+            "scaler": scaler, "rng": rng}``. Each is restorable in place as
+            ``model`` is (a pipestate ``Trackable``, a NumPy or Python random
+            generator, or an object with ``state_dict()`` /
+            ``load_state_dict()`` such as an LR scheduler or a ``GradScaler``).
+            Names are identifier-like and can't be ``model``, ``optimizer``
+            or ``global_step``. Restoring a checkpoint saved before an object
+            was passed leaves that object as it is (with a warning) and saves
+            it from the next checkpoint on; a checkpoint holding an object no
+            longer passed restores the rest.
 
     An element of the input is split into ``features, labels`` when it is a
     2-tuple; any other element is passed as ``features`` with ``labels=None``.
 
     Raises:
-        TypeError: For a model that can't be checkpointed, step functions that
-            are not callable, or a config that is not a :class:`RunConfig`.
-        ValueError: When ``model_dir`` and ``config.model_dir`` differ.
+        TypeError: For a model, optimizer or ``state`` object that can't be
+            checkpointed, a ``state`` that is not a mapping with str keys,
+            step functions that are not callable, or a config that is not a
+            :class:`RunConfig`.
+        ValueError: When ``model_dir`` and ``config.model_dir`` differ, or for
+            a ``state`` name that is not identifier-like or is already taken.
 
     Example:
         >>> import numpy as np
@@ -180,14 +186,15 @@ class Estimator:
         config: RunConfig | None = None,
         *,
         optimizer: Any = None,
+        state: Mapping[str, Any] | None = None,
     ) -> None:
-        if not _is_trackable(model):
+        if not is_restorable(model):
             raise TypeError(
                 f"model must be restorable in place: a pipestate Trackable (e.g. an AutoTrackable "
                 f"holding Variables) or an object with state_dict() / load_state_dict() (e.g. a "
                 f"torch.nn.Module), got {model!r:.100} of type {type(model).__name__}"
             )
-        if optimizer is not None and not _is_trackable(optimizer):
+        if optimizer is not None and not is_restorable(optimizer):
             raise TypeError(
                 f"optimizer must be a Trackable or have state_dict() / load_state_dict(), got "
                 f"{optimizer!r:.100} of type {type(optimizer).__name__}"
@@ -202,11 +209,9 @@ class Estimator:
         self._optimizer = optimizer
         self._train_step = train_step
         self._eval_step = eval_step
-        self._global_step = Variable(0, dtype=np.int64)
-        deps: dict[str, Any] = {"model": model, "global_step": self._global_step}
-        if optimizer is not None:
-            deps["optimizer"] = optimizer
-        self._checkpoint = Checkpoint(**deps)
+        self._saved = EstimatorState(model, optimizer, state)
+        self._global_step = self._saved.global_step
+        self._checkpoint = self._saved.checkpoint
 
     # --------------------------------------------------------------- properties
     @property
@@ -231,8 +236,13 @@ class Estimator:
         return int(self._global_step.numpy())
 
     @property
+    def state(self) -> Mapping[str, Any]:
+        """The extra objects saved with the model, by name (read-only)."""
+        return MappingProxyType(self._saved.extras)
+
+    @property
     def checkpoint(self) -> Checkpoint:
-        """The checkpoint saved: ``model``, ``global_step`` (and ``optimizer``)."""
+        """The checkpoint saved: ``model``, ``global_step``, ``optimizer`` and ``state``."""
         return self._checkpoint
 
     def latest_checkpoint(self) -> str | None:
@@ -248,7 +258,7 @@ class Estimator:
         path = checkpoint_path if checkpoint_path is not None else self.latest_checkpoint()
         if path is None:
             return None
-        self._checkpoint.restore(path).assert_existing_objects_matched()
+        self._saved.restore(path)
         _logger.info("Restored %s (global step %d).", path, self.global_step)
         return str(path)
 
