@@ -139,8 +139,8 @@ class EstimatorState:
         checkpoint = self.checkpoint
         if missing:
             _logger.warning(
-                "Checkpoint %s holds no %s (saved before they were passed to the Estimator?): "
-                "they keep their current state, and are saved from the next checkpoint on.",
+                "Checkpoint %s holds no %s (written before it was passed to the Estimator?): "
+                "left with its current state, and saved from the next checkpoint on.",
                 path,
                 ", ".join(repr(name) for name in missing),
             )
