@@ -25,6 +25,7 @@ from pipestate.checkpoint._restore import (
     InitializationOnlyStatus,
     LoadStatus,
 )
+from pipestate.checkpoint._rng import RNGState
 from pipestate.checkpoint._state_api import (
     get_checkpoint_state,
     latest_checkpoint,
@@ -48,6 +49,7 @@ __all__ = [
     "InitializationOnlyStatus",
     "LoadStatus",
     "NameBasedSaverStatus",
+    "RNGState",
     "Trackable",
     "TrackableDict",
     "TrackableList",

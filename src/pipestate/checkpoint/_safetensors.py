@@ -26,8 +26,10 @@ from pipestate.errors import CorruptCheckpointError
 __all__ = [
     "MAX_HEADER_BYTES",
     "MAX_JSON_DEPTH",
+    "NATIVE_CARRIERS",
     "TensorInfo",
     "build_header",
+    "carrier_dtype",
     "empty_shape_fits",
     "json_depth",
     "numpy_dtype",
@@ -35,6 +37,7 @@ __all__ = [
     "safetensors_dtype",
     "shape_is_valid",
     "strict_json_loads",
+    "widen_to_float32",
 ]
 
 MAX_HEADER_BYTES = HEADER_LIMIT.default
@@ -68,11 +71,84 @@ _ITEMSIZE_ONLY = {
     "BF16": 2,
     "F8_E4M3": 1,
     "F8_E5M2": 1,
+    "F8_E4M3FNUZ": 1,
+    "F8_E5M2FNUZ": 1,
     "F8_E8M0": 1,
     "F4": 1,
     "F6_E2M3": 1,
     "F6_E3M2": 1,
 }
+
+
+# Types NumPy lacks that checkpoints store as themselves (torch tensors of these dtypes).
+# Their bytes travel as an unsigned "carrier" array of the same item size; the index
+# names them by their safetensors code instead of a NumPy dtype.
+NATIVE_CARRIERS: dict[str, np.dtype[Any]] = {
+    "BF16": np.dtype("<u2"),
+    "F8_E4M3": np.dtype("|u1"),
+    "F8_E5M2": np.dtype("|u1"),
+    "F8_E4M3FNUZ": np.dtype("|u1"),
+    "F8_E5M2FNUZ": np.dtype("|u1"),
+    "F8_E8M0": np.dtype("|u1"),
+}
+# (exponent bits, mantissa bits, bias, encoding of infinities and NaN) of the float8 types.
+_FLOAT8 = {
+    "F8_E4M3": (4, 3, 7, "fn"),
+    "F8_E5M2": (5, 2, 15, "ieee"),
+    "F8_E4M3FNUZ": (4, 3, 8, "fnuz"),
+    "F8_E5M2FNUZ": (5, 2, 16, "fnuz"),
+    "F8_E8M0": (8, 0, 127, "e8m0"),
+}
+
+
+def carrier_dtype(code: str) -> np.dtype[Any] | None:
+    """The unsigned NumPy dtype carrying the bytes of safetensors type ``code`` (``None``: none)."""
+    return NATIVE_CARRIERS.get(code)
+
+
+def _float8_table(code: str) -> np.ndarray:
+    """The float32 value of each of the 256 bit patterns of a float8 type (exact)."""
+    exp_bits, man_bits, bias, encoding = _FLOAT8[code]
+    bits = np.arange(256, dtype=np.int64)
+    if encoding == "e8m0":
+        table = np.ldexp(1.0, bits - bias)
+        table[bits == 0xFF] = np.nan
+        return table.astype(np.float32)
+    sign = np.where(bits >> 7 == 1, -1.0, 1.0)
+    exponent = (bits >> man_bits) & ((1 << exp_bits) - 1)
+    mantissa = (bits & ((1 << man_bits) - 1)).astype(np.float64) / (1 << man_bits)
+    normal = np.ldexp(1.0 + mantissa, exponent - bias)
+    subnormal = np.ldexp(mantissa, 1 - bias)
+    table = sign * np.where(exponent == 0, subnormal, normal)
+    top = (1 << exp_bits) - 1
+    if encoding == "ieee":
+        table[(exponent == top) & (mantissa == 0)] = (
+            sign[(exponent == top) & (mantissa == 0)] * np.inf
+        )
+        table[(exponent == top) & (mantissa != 0)] = np.nan
+    elif encoding == "fn":
+        table[(exponent == top) & (mantissa == 1 - 1 / (1 << man_bits))] = np.nan
+    else:  # fnuz: no infinities, no negative zero; 0x80 is the NaN
+        table[0x80] = np.nan
+    return table.astype(np.float32)
+
+
+def widen_to_float32(carrier: np.ndarray, code: str) -> np.ndarray:
+    """The float32 values of ``carrier``'s bytes read as safetensors type ``code`` (exact).
+
+    This is what NumPy readers get for BF16 and float8 tensors, which NumPy
+    cannot hold: every value of those types is a float32 value.
+
+    Raises:
+        ValueError: For a code that is not one of ``NATIVE_CARRIERS``.
+    """
+    if code == "BF16":
+        bits = carrier.astype(np.uint32) << 16
+        return bits.view(np.float32)
+    if code in _FLOAT8:
+        widened: np.ndarray = _float8_table(code)[carrier]
+        return widened
+    raise ValueError(f"no float32 widening for safetensors dtype {code!r}")
 
 
 def safetensors_dtype(dtype: np.dtype[Any]) -> str:
