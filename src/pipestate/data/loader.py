@@ -209,7 +209,7 @@ class Loader:
         )
         self._prefetch_factor = _check_positive("prefetch_factor", prefetch_factor)
         self._chunk_size = None if chunk_size is None else _check_positive("chunk_size", chunk_size)
-        self._context = _check_context(multiprocessing_context)
+        self._context = check_context(multiprocessing_context)
         if timeout is not None and not (
             isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0
         ):
@@ -217,7 +217,7 @@ class Loader:
         self._timeout = timeout
         self._collate_fn = _check_callable("collate_fn", collate_fn)
         self._worker_init_fn = _check_callable("worker_init_fn", worker_init_fn)
-        self._pin_memory = _check_bool("pin_memory", pin_memory) and _can_pin()
+        self._pin_memory = _check_bool("pin_memory", pin_memory) and can_pin_memory()
         self._persistent = _check_bool("persistent_workers", persistent_workers)
         if worker_seed is not None:
             worker_seed = _check_positive("worker_seed", worker_seed, minimum=0)
@@ -290,7 +290,7 @@ def _check_callable(name: str, value: Any) -> Any:
     return value
 
 
-def _check_context(value: Any) -> str:
+def check_context(value: Any) -> str:
     """A start method name from a name, a ``multiprocessing`` context, or ``None``."""
     methods = multiprocessing.get_all_start_methods()
     if value is None:
@@ -307,8 +307,8 @@ def _check_context(value: Any) -> str:
     return value
 
 
-def _can_pin() -> bool:
-    """Whether torch can pin memory here; warns (once per call site) when it can't."""
+def can_pin_memory(stacklevel: int = 3) -> bool:
+    """Whether torch can pin memory here; warns when it can't."""
     torch = sys.modules.get("torch")
     available = False
     if torch is not None:
@@ -322,7 +322,7 @@ def _can_pin() -> bool:
             "pin_memory=True, but no accelerator is available (or torch is not imported): "
             "memory will not be pinned",
             UserWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     return available
 

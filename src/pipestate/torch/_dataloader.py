@@ -29,10 +29,11 @@ from torch.utils.data import (
     default_collate,
     default_convert,
 )
+from torch.utils.data._utils import worker as _torch_worker
 
 from pipestate._validate import brief
 from pipestate.data.dataset import Dataset
-from pipestate.data.loader import Loader, LoaderIterator
+from pipestate.data.loader import Loader, LoaderIterator, can_pin_memory, check_context
 from pipestate.errors import StateMismatchError
 
 __all__ = ["DataLoader", "DataLoaderIterator"]
@@ -75,8 +76,18 @@ class _Fetch:
             else:
                 element = flat[offsets[position] : offsets[position + 1]]
         if self.batched:
-            return self.collate_fn([dataset[index] for index in element.tolist()])
-        return self.collate_fn(dataset[int(element)])
+            samples = [dataset[index] for index in element.tolist()]
+        else:
+            samples = dataset[int(element)]
+        # In a worker, torch's default_collate stacks into torch shared memory when
+        # torch.utils.data.get_worker_info() answers: a second copy here (the batch goes
+        # through pipestate's blocks), and an error for tensors that require grad.
+        info = _torch_worker._worker_info
+        _torch_worker._worker_info = None
+        try:
+            return self.collate_fn(samples)
+        finally:
+            _torch_worker._worker_info = info
 
 
 class DataLoader:
@@ -194,6 +205,13 @@ class DataLoader:
                     "DataLoader: prefetch_factor can only be given with num_workers > 0 "
                     f"(got prefetch_factor={prefetch_factor}, num_workers=0); leave it None"
                 )
+        if multiprocessing_context is not None:
+            if num_workers == 0:
+                raise ValueError(
+                    "DataLoader: multiprocessing_context can only be given with num_workers > 0 "
+                    f"(got {multiprocessing_context!r} with num_workers=0)"
+                )
+            multiprocessing_context = check_context(multiprocessing_context)
         if persistent_workers and num_workers == 0:
             raise ValueError(
                 "DataLoader: persistent_workers=True needs num_workers > 0; there are no "
@@ -230,6 +248,7 @@ class DataLoader:
         self.drop_last = bool(drop_last)
         self.num_workers = num_workers
         self.pin_memory = bool(pin_memory)
+        self._pin = self.pin_memory and can_pin_memory(stacklevel=3)
         self.timeout = timeout
         self._wait = wait
         self.worker_init_fn = worker_init_fn
@@ -265,6 +284,7 @@ class DataLoader:
         self._seed: int | None = None
         self._next_epoch = 0
         self._resume: dict[str, Any] | None = None  # a loaded state, used by the next iter()
+        self._pinned = False  # set_epoch() named the loaded state's epoch
         self._iterator: DataLoaderIterator | None = None
         self._loader: Loader | None = None  # pipestate's own positions: one for all epochs
 
@@ -273,7 +293,9 @@ class DataLoader:
         if self._iterator is not None:
             self._iterator._retire()
         resume, self._resume = self._resume, None
-        if resume is not None and resume[_FINISHED]:
+        pinned, self._pinned = self._pinned, False
+        if resume is not None and resume[_FINISHED] and not pinned:
+            # As StatefulDataLoader: a state taken at the end of an epoch resumes with the next.
             self._next_epoch = resume[_EPOCH] + 1
             resume = None
         epoch = self._next_epoch if resume is None else resume[_EPOCH]
@@ -296,24 +318,30 @@ class DataLoader:
         """Makes the next ``iter()`` read epoch ``epoch`` (its shuffle is the epoch's).
 
         Forwarded to the sampler's ``set_epoch`` too, if it has one. After
-        ``load_state_dict()``, setting the saved epoch keeps the resume;
-        another epoch discards the loaded position.
+        ``load_state_dict()``, setting the saved epoch continues it (with no
+        more batches if the state was taken at its end); the epoch after a
+        finished one starts it; any other epoch drops the loaded position,
+        with a warning.
         """
         epoch = _check_int("epoch", epoch, minimum=0)
         for sampler in (self.sampler, self.batch_sampler):
             if sampler is not None and hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch)
         resume = self._resume
-        if resume is not None and not (resume[_EPOCH] == epoch and not resume[_FINISHED]):
-            if not (resume[_FINISHED] and resume[_EPOCH] + 1 == epoch):
-                warnings.warn(
-                    f"DataLoader.set_epoch({epoch}) after load_state_dict() of a state in epoch "
-                    f"{resume[_EPOCH]}: the loaded position is dropped and epoch {epoch} starts "
-                    "at its beginning",
-                    UserWarning,
-                    stacklevel=2,
-                )
-            self._resume = None
+        if resume is not None:
+            if resume[_EPOCH] == epoch:
+                # The saved epoch: continue it (a state taken at its end gives no more batches).
+                self._pinned = True
+            else:
+                self._resume = None
+                if not (resume[_FINISHED] and resume[_EPOCH] + 1 == epoch):
+                    warnings.warn(
+                        f"DataLoader.set_epoch({epoch}) after load_state_dict() of a state in "
+                        f"epoch {resume[_EPOCH]}: the loaded position is dropped and epoch "
+                        f"{epoch} starts at its beginning",
+                        UserWarning,
+                        stacklevel=2,
+                    )
         self._next_epoch = epoch
 
     def state_dict(self) -> dict[str, Any]:
@@ -346,6 +374,12 @@ class DataLoader:
         if self._iterator is not None:
             self._iterator._retire()
             self._iterator = None
+        if (self._custom is None) != (state[_SAMPLER] is None):
+            raise StateMismatchError(
+                "DataLoader.load_state_dict: the state was saved by a loader "
+                f"{'without' if state[_SAMPLER] is None else 'with'} a custom sampler, but this "
+                f"one has {'one' if self._custom is not None else 'none'}"
+            )
         if self._shuffle and state[_SEED] is None:
             raise StateMismatchError(
                 "DataLoader.load_state_dict: the state was saved by a loader without shuffle, "
@@ -355,12 +389,6 @@ class DataLoader:
             raise StateMismatchError(
                 "DataLoader.load_state_dict: the state was saved by a shuffling loader, but "
                 "this one does not shuffle"
-            )
-        if (self._custom is None) != (state[_SAMPLER] is None):
-            raise StateMismatchError(
-                "DataLoader.load_state_dict: the state was saved by a loader "
-                f"{'without' if state[_SAMPLER] is None else 'with'} a custom sampler, but this "
-                f"one has {'one' if self._custom is not None else 'none'}"
             )
         self._seed = state[_SEED]
         self._resume = state
@@ -410,7 +438,7 @@ class DataLoader:
             multiprocessing_context=self.multiprocessing_context,
             timeout=self._wait,
             collate_fn=fetch,
-            pin_memory=self.pin_memory,
+            pin_memory=self._pin,
             persistent_workers=self.persistent_workers,
             worker_init_fn=self.worker_init_fn,
         )
@@ -473,6 +501,12 @@ class DataLoaderIterator(Iterator[Any]):
         self._epoch = epoch
         self._finished = False
         self._sampler: dict[str, Any] | None = None
+        self._inner: LoaderIterator | None = None
+        self._length = len(owner)
+        if resume is not None and resume[_FINISHED]:
+            self._finished = True  # set_epoch() asked for an epoch the state had finished
+            self._sampler = copy.deepcopy(resume[_SAMPLER])
+            return
         seed = owner._base_seed()
         if owner._custom is None:
             loader = owner._own_loader()
@@ -483,7 +517,7 @@ class DataLoaderIterator(Iterator[Any]):
         self._loader = loader
         loader._worker_seed = _mix(seed if seed is not None else _fresh_seed(), epoch, 1)
         entropy = None if seed is None else _mix(seed, epoch, 0)
-        self._inner: LoaderIterator | None = loader._iterator(entropy)
+        self._inner = loader._iterator(entropy)
         self._length = len(loader)
         if resume is not None and resume[_POSITION] is not None:
             try:
