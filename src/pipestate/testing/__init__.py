@@ -10,8 +10,12 @@ Use it in the tests of any op or custom dataset::
 Each check walks a pipeline with one iterator, saving the state before every
 element, then restores fresh iterators from those states and asserts that
 the continuation equals the uninterrupted run — element for element, dtype
-for dtype. States pass through JSON, or through a real ``pipestate.Checkpoint``
-when they hold arrays (``roundtrip_state``), as another process would read them.
+for dtype — and that the state keeps its structure at every position. States
+pass through JSON, or through a real ``pipestate.Checkpoint`` when they hold
+arrays (``roundtrip_state``), as another process would read them. Each check
+also runs the pipeline through its ops' streaming iterators and under
+``prefetch`` (``variants=("streaming", "prefetch")``), whose elements must equal
+the pipeline's own.
 """
 
 from __future__ import annotations
