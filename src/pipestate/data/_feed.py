@@ -281,24 +281,22 @@ class FeedReader:
         if self.inline:
             self.countdown -= 1
             if self.countdown > 0:
-                return self._read_inline()
+                # Read here, not in a helper: while inline this runs for every element.
+                try:
+                    element = self.parent._next()
+                    fn = self.fn
+                    if fn is not None:
+                        element = fn(element)
+                except StopIteration:
+                    raise
+                except Exception as err:
+                    # As without a feed: the failing element counts as consumed, and the
+                    # next element follows it.
+                    self.since += 1
+                    raise surface(err, f"a pipestate {self.name}, read inline") from None
+                self.since += 1
+                return element
         return self._next_step()
-
-    def _read_inline(self) -> Any:
-        try:
-            element = self.parent._next()
-            fn = self.fn
-            if fn is not None:
-                element = fn(element)
-        except StopIteration:
-            raise
-        except Exception as err:
-            # As without a feed: the failing element counts as consumed, and the
-            # next element follows it.
-            self.since += 1
-            raise surface(err, f"a pipestate {self.name}, read inline") from None
-        self.since += 1
-        return element
 
     def _next_step(self) -> Any:
         """At the end of a chunk or of an inline step: chooses the mode, then reads on."""
@@ -312,7 +310,7 @@ class FeedReader:
         if chooser is not None and chooser.inline:
             if self._continue_inline(chooser):
                 began = time.perf_counter()
-                element = self._read_inline()
+                element = self.advance()
                 self.sample = time.perf_counter() - began  # one element's cost
                 return element
             chooser = self.chooser  # None once inline reading was given up
@@ -357,7 +355,7 @@ class FeedReader:
             return False
         if not self._step_inline(chooser):
             return False
-        self.countdown = self.step
+        self.countdown = self.step + 1  # the step's first read counts down too
         self.inline = True
         return True
 
