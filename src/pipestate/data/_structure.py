@@ -198,6 +198,26 @@ def describe(element: Element) -> str:
     return f"{array.dtype}{list(array.shape)}"
 
 
+def ready_scalars(values: Sequence[Any]) -> bool:
+    """Whether every value is a NumPy scalar that is an element as it is (no conversion)."""
+    return _READY_SCALARS.issuperset(map(type, values))
+
+
+def stack_scalar_block(values: Sequence[Any]) -> np.ndarray | None:
+    """``values`` as one array when they are NumPy scalars of one numeric type; else ``None``.
+
+    Stacking them batch by batch gives the same arrays (text is left out: a
+    batch of strings sizes its dtype by its own longest).
+    """
+    kinds = set(map(type, values))
+    if len(kinds) != 1:
+        return None
+    kind = kinds.pop()
+    if kind is np.bytes_ or kind not in _READY_SCALARS:
+        return None
+    return np.fromiter(values, values[0].dtype, len(values))
+
+
 def stack_leaves(leaves: Sequence[Any], what: object, path: str = "") -> np.ndarray:
     """Stacks leaves of one dtype and shape along a new first axis; ``what`` (an op) names errors.
 
@@ -205,10 +225,12 @@ def stack_leaves(leaves: Sequence[Any], what: object, path: str = "") -> np.ndar
       InvalidArgumentError: a leaf is a structure, or the dtypes or shapes differ.
     """
     types = set(map(type, leaves))
-    if len(types) == 1 and next(iter(types)) in _READY_SCALARS:
-        # One NumPy scalar type: one dtype and shape (a string's dtype sizes by the longest).
-        first = leaves[0]
-        return np.array(leaves, dtype="S" if type(first) is np.bytes_ else first.dtype)
+    if len(types) == 1:
+        kind = next(iter(types))
+        if kind is np.bytes_:  # the dtype sizes by the longest string
+            return np.array(leaves, dtype="S")
+        if kind in _READY_SCALARS:  # one NumPy scalar type: one dtype and shape
+            return np.fromiter(leaves, leaves[0].dtype, len(leaves))
     if not all(type(leaf) in _READY_SCALARS or _ready_array(leaf) for leaf in leaves):
         # Python values, text, objects or 0-d arrays: converted as every other path does.
         for i, leaf in enumerate(leaves):

@@ -97,5 +97,48 @@ class BatchDataset(Dataset):
         try:
             return self._parents[0]._get_batch(np.full(len(positions), epoch, np.int64), positions)
         except InvalidArgumentError as err:
-            where = f"input elements {positions[0]} to {positions[-1]}" if len(positions) else ""
-            raise InvalidArgumentError(f"{self._op_repr()}, {where}: {err}") from err
+            raise self._batch_error(err, int(positions[0]), int(positions[-1])) from err
+
+    def _batch_error(
+        self, err: InvalidArgumentError, first: int, last: int
+    ) -> InvalidArgumentError:
+        return InvalidArgumentError(f"{self._op_repr()}, input elements {first} to {last}: {err}")
+
+    def _get_list(self, epoch: int, positions: np.ndarray) -> list[Any]:
+        """Consecutive batches over an input with a per-element function: one block read.
+
+        The input's elements for all the batches come from one ``_get_list``
+        (its function called in one loop), then each batch is stacked, so the
+        per-batch cost is the stacking alone. Over a vectorised input each
+        batch stays one gather (``_get``).
+        """
+        parent = self._parents[0]
+        count = len(positions)
+        if parent._vectorised or count < 2 or positions[-1] - positions[0] != count - 1:
+            return super()._get_list(epoch, positions)
+        size = self._batch_size
+        start = int(positions[0]) * size
+        stop = (int(positions[-1]) + 1) * size
+        n = parent.cardinality()
+        if n >= 0:
+            stop = min(stop, n)
+        elements = parent._get_list(epoch, np.arange(start, stop, dtype=np.int64))
+        if len(elements) == stop - start:
+            block = _structure.stack_scalar_block(elements)
+            if block is not None:  # one numeric type: one array, cut into batches
+                return [block[low : low + size] for low in range(0, len(block), size)]
+        out: list[Any] = []
+        stack = _structure.stack
+        for low in range(0, stop - start, size):
+            high = min(low + size, stop - start)
+            if high > len(elements):  # the input stopped before a failing element
+                break
+            try:
+                out.append(stack(elements[low:high], parent))  # as parent._get_batch names it
+            except InvalidArgumentError as err:
+                if out:
+                    break  # asked for this batch again, it raises
+                raise self._batch_error(err, start + low, start + high - 1) from err
+        if not out:
+            return [self._get(epoch, int(positions[0]))]  # raises the input's error
+        return out

@@ -66,12 +66,15 @@ class MapDataset(Dataset):
     def _external_state(self) -> str | None:
         return "stateful function" if self._stateful else None
 
-    def _apply(self, element: Any) -> Any:
+    def _call(self, element: Any) -> Any:
+        """The function's output for ``element``, before it is converted to an element."""
         try:
-            out = self._fn(*element) if type(element) is tuple else self._fn(element)
+            return self._fn(*element) if type(element) is tuple else self._fn(element)
         except StopIteration as err:
             raise stop_error(self._op_repr(), self._fn, err) from err
-        return _structure.normalize(out, lists_as_tuples=True, what=self)
+
+    def _apply(self, element: Any) -> Any:
+        return _structure.normalize(self._call(element), lists_as_tuples=True, what=self)
 
     def _get(self, epoch: int, position: int) -> Any:
         return self._apply(self._parents[0]._get(epoch, position))
@@ -83,14 +86,37 @@ class MapDataset(Dataset):
             inputs = _structure.unstack(parent._get_batch(epochs, positions), len(positions))
         else:
             inputs = parent._get_list(epoch, positions)
-        out: list[Any] = []
-        apply = self._apply
-        for element in inputs:
+        if not inputs:
+            return []
+        fn = self._fn
+        # Elements of one input share a structure: decide unpacking once per block.
+        try:
+            if type(inputs[0]) is tuple:
+                out = [fn(*element) for element in inputs]
+            else:
+                out = [fn(element) for element in inputs]
+        except Exception:
+            # Found again one by one (a pure function: calling it again changes
+            # nothing): the outputs before the failing element are kept, and
+            # asked for it again, it raises.
+            out = []
+            for element in inputs:
+                try:
+                    out.append(self._call(element))
+                except Exception:
+                    if not out:
+                        raise
+                    break
+        if _structure.ready_scalars(out):
+            return out
+        normalize = _structure.normalize
+        for i, value in enumerate(out):
             try:
-                out.append(apply(element))
+                out[i] = normalize(value, lists_as_tuples=True, what=self)
             except Exception:
-                if not out:
+                if not i:
                     raise
+                del out[i:]
                 break
         return out
 
