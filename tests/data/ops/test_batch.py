@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.testing import assert_conformant, assert_elements_equal
@@ -85,3 +86,11 @@ def test_conformance(ds: ps.Dataset) -> None:
 def test_bad_arguments(kwargs: dict[str, object], error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         ps.Dataset.range(3).batch(**kwargs)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------ the property tests' strategy
+# Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
+
+PROPERTY_OP = st.integers(1, 5).flatmap(
+    lambda k: st.sampled_from([True, False]).map(lambda d: lambda ds: ds.batch(k, drop_remainder=d))
+)

@@ -4,6 +4,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.testing import assert_conformant, assert_elements_equal
@@ -92,3 +93,9 @@ def test_not_a_dataset() -> None:
         TypeError, match="concatenate: dataset must be a pipestate Dataset, got list"
     ):
         ps.Dataset.range(2).concatenate([1, 2])  # type: ignore[arg-type]
+
+
+# ------------------------------------------------ the property tests' strategy
+# Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
+
+PROPERTY_OP = st.integers(0, 9).map(lambda n: lambda ds: ds.concatenate(ds.take(n)))

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.testing import assert_conformant, assert_elements_equal
@@ -36,3 +37,9 @@ def test_conformance(ds: ps.Dataset) -> None:
 def test_bad_start() -> None:
     with pytest.raises(TypeError, match="start must be an integer, got str 'a'"):
         ps.Dataset.range(3).enumerate("a")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------ the property tests' strategy
+# Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
+
+PROPERTY_OP = st.integers(-3, 3).map(lambda s: lambda ds: ds.enumerate(s))

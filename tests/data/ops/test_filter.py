@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.errors import StateMismatchError
 from pipestate.testing import assert_conformant
+
+from .._strategies import total
 
 
 def is_even(x: np.int64) -> bool:
@@ -131,3 +134,15 @@ def test_stateful_predicate_is_external_state() -> None:
     ds = ps.Dataset.range(5).filter(is_even, stateful=True)
     with pytest.raises(ps.errors.ExternalStateError, match="filter\\(predicate='is_even'\\)"):
         iter(ds).get_state()
+
+
+# ------------------------------------------------ the property tests' strategy
+# Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
+
+
+def _keep(*args: object) -> bool:
+    """A predicate for any element: drops about a third of them."""
+    return total(args) % 3 != 1
+
+
+PROPERTY_OP = st.just(lambda ds: ds.filter(_keep))

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.data import ExternalStatePolicy, Options, TensorSpec
@@ -341,3 +342,19 @@ def test_same_elements_as_tensorflow() -> None:
         assert np.array_equal(a["v"], b["v"])
         assert int(a["i"]) == int(b["i"])
         assert bytes(a["s"]) == b["s"]
+
+
+# ------------------------------------------------ the property tests' strategy
+# Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
+
+
+def _generate(n: int) -> object:
+    for i in range(n):
+        yield np.int64(i * 3)
+
+
+PROPERTY_SOURCE = st.integers(0, 30).map(
+    lambda n: ps.Dataset.from_generator(_generate, args=(n,)).with_options(
+        ps.data.Options(external_state_policy="ignore")
+    )
+)

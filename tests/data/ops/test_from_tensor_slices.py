@@ -4,6 +4,7 @@ import collections
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.testing import assert_conformant, assert_elements_equal
@@ -87,3 +88,22 @@ def test_ragged_list_is_rejected() -> None:
         TypeError, match=r"can't represent list \[\[1\], \[2, 3\]\] as an element.*rectangular"
     ):
         ps.Dataset.from_tensor_slices([[1], [2, 3]])
+
+
+# ------------------------------------------------ the property tests' strategy
+# Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
+
+PROPERTY_SOURCE = (
+    st.integers(0, 25).map(
+        lambda n: ps.Dataset.from_tensor_slices(
+            {"x": np.arange(n * 2.0).reshape(n, 2), "y": np.arange(n)}
+        )
+    ),
+    st.integers(0, 25).map(
+        lambda n: (
+            ps.Dataset.from_tensor_slices(np.array([f"s{i % 7}é" for i in range(n)]))
+            if n
+            else ps.Dataset.range(0).map(lambda x: b"")
+        )
+    ),
+)

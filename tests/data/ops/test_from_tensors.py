@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.testing import assert_conformant, assert_elements_equal
@@ -32,3 +33,12 @@ def test_conformance(data: object) -> None:
 def test_object_values_are_rejected() -> None:
     with pytest.raises(TypeError, match=r"can't represent object .* as an element"):
         ps.Dataset.from_tensors(object())
+
+
+# ------------------------------------------------ the property tests' strategy
+# Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
+
+# New with the registry: one element, a vector of 0 to 3 values (unbatch splits it).
+PROPERTY_SOURCE = st.integers(0, 3).map(
+    lambda n: ps.Dataset.from_tensors(np.arange(n, dtype=np.int64))
+)

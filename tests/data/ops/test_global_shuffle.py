@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.data._permutation import Permutation
@@ -125,3 +126,16 @@ def test_requires_finite_input() -> None:
 def test_bad_arguments(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(TypeError, match=message):
         ps.Dataset.range(3).global_shuffle(**kwargs)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------ the property tests' strategy
+# Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
+
+PROPERTY_OP = (
+    st.integers(0, 2**31).flatmap(
+        lambda seed: st.booleans().map(
+            lambda r: lambda ds: ds.global_shuffle(seed=seed, reshuffle_each_iteration=r)
+        )
+    ),
+    st.just(lambda ds: ds.global_shuffle()),
+)

@@ -6,12 +6,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.data import _buffer
 from pipestate.data.ops.interleave import DEFAULT_CYCLE_LENGTH
 from pipestate.errors import ExternalStateError, StateMismatchError
 from pipestate.testing import assert_conformant, assert_elements_equal, roundtrip_state
+
+from .._strategies import inner
 
 D = ps.Dataset
 
@@ -395,3 +398,11 @@ def test_same_as_tf_data(name: str) -> None:
     for a, e in zip(actual, expected):
         assert_elements_equal(a, e)
     assert ours.cardinality() == int(theirs.cardinality())
+
+
+# ------------------------------------------------ the property tests' strategy
+# Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
+
+PROPERTY_OP = st.integers(1, 3).flatmap(
+    lambda c: st.integers(1, 3).map(lambda b: lambda ds: ds.interleave(inner, c, b))
+)

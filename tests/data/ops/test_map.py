@@ -4,9 +4,13 @@ import collections
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
+from pipestate.data._structure import map_structure
 from pipestate.testing import assert_conformant, assert_elements_equal
+
+from .._strategies import ragged
 
 Pair = collections.namedtuple("Pair", ["a", "b"])
 
@@ -76,3 +80,30 @@ def test_conformance(ds: ps.Dataset) -> None:
 def test_not_callable() -> None:
     with pytest.raises(TypeError, match="map_func must be callable, got int 3"):
         ps.Dataset.range(3).map(3)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------ the property tests' strategy
+# Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
+
+
+def _leaf_double(leaf: object) -> object:
+    if np.asarray(leaf).dtype.kind == "S":
+        return np.char.multiply(np.asarray(leaf), 2)  # text: repeated
+    return leaf * 2  # type: ignore[operator]
+
+
+def _double(*args: object) -> object:
+    doubled = map_structure(_leaf_double, args)
+    return doubled[0] if len(args) == 1 else doubled
+
+
+def _record(x: np.int64) -> dict[str, object]:
+    """Text of varying length and a ragged vector."""
+    return {"text": "w" * (int(x) % 5) + "é", "ids": ragged(x)}
+
+
+PROPERTY_OP = st.just(lambda ds: ds.map(_double))
+PROPERTY_SOURCE = (
+    st.integers(0, 25).map(lambda n: ps.Dataset.range(n).map(ragged)),
+    st.integers(0, 25).map(lambda n: ps.Dataset.range(n).map(_record)),
+)

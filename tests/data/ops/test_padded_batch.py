@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.data._structure import map_structure
@@ -341,3 +342,13 @@ def test_same_as_tf_data(name: str) -> None:
     for a, e in zip(actual, expected):
         assert_elements_equal(a, e)
     assert ours.cardinality() == int(theirs.cardinality())
+
+
+# ------------------------------------------------ the property tests' strategy
+# Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
+
+PROPERTY_OP = st.integers(1, 4).flatmap(
+    lambda k: st.sampled_from([True, False]).map(
+        lambda d: lambda ds: ds.padded_batch(k, drop_remainder=d)
+    )
+)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.testing import assert_conformant
@@ -73,3 +74,9 @@ def test_bad_arguments(args: tuple[object, ...], error: type[Exception], message
 def test_bad_dtype() -> None:
     with pytest.raises(TypeError, match="dtype must be an integer or float dtype, got <U1"):
         ps.Dataset.range(3, dtype="U1")
+
+
+# ------------------------------------------------ the property tests' strategy
+# Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
+
+PROPERTY_SOURCE = st.integers(0, 40).map(ps.Dataset.range)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.testing import assert_conformant
@@ -73,3 +74,9 @@ def test_any_negative_count_repeats_forever_as_in_tf_data(count: int) -> None:
 def test_bad_count() -> None:
     with pytest.raises(TypeError, match="count must be an integer"):
         ps.Dataset.range(3).repeat(1.5)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------ the property tests' strategy
+# Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
+
+PROPERTY_OP = st.integers(0, 3).map(lambda c: lambda ds: ds.repeat(c))

@@ -6,10 +6,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.errors import ExternalStateError, StateMismatchError
 from pipestate.testing import assert_conformant, assert_elements_equal, roundtrip_state
+
+from .._strategies import total
 
 D = ps.Dataset
 Stats = collections.namedtuple("Stats", ["count", "total"])
@@ -278,3 +281,15 @@ def test_same_as_tf_data(name: str) -> None:
     for a, e in zip(actual, expected):
         assert_elements_equal(a, e)
     assert ours.cardinality() == int(theirs.cardinality())
+
+
+# ------------------------------------------------ the property tests' strategy
+# Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
+
+
+def _running_sum(state: np.int64, element: object) -> tuple[np.int64, object]:
+    state = np.int64(state + total((element,)) % 1000)
+    return state, (state, element)
+
+
+PROPERTY_OP = st.just(lambda ds: ds.scan(np.int64(0), _running_sum))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.testing import assert_conformant
@@ -50,3 +51,11 @@ def test_conformance(ds: ps.Dataset) -> None:
 def test_bad_arguments(num_shards: int, index: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ps.Dataset.range(3).shard(num_shards, index)
+
+
+# ------------------------------------------------ the property tests' strategy
+# Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
+
+PROPERTY_OP = st.integers(1, 3).flatmap(
+    lambda n: st.integers(0, n - 1).map(lambda i: lambda ds: ds.shard(n, i))
+)

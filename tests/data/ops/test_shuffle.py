@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.errors import StateMismatchError
@@ -184,3 +185,15 @@ def iter_from(ds: ps.Dataset, state: dict) -> ps.data.DatasetIterator:  # type: 
     it = iter(ds)
     it.set_state(state)
     return it
+
+
+# ------------------------------------------------ the property tests' strategy
+# Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
+
+PROPERTY_OP = st.integers(1, 8).flatmap(
+    lambda size: st.one_of(st.none(), st.integers(0, 2**31)).flatmap(
+        lambda seed: st.booleans().map(
+            lambda r: lambda ds: ds.shuffle(size, seed, reshuffle_each_iteration=r)
+        )
+    )
+)

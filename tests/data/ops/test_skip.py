@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.testing import assert_conformant
@@ -37,3 +38,9 @@ def test_conformance(ds: ps.Dataset) -> None:
 def test_bad_count() -> None:
     with pytest.raises(TypeError, match="skip: count must be an integer, got NoneType None"):
         ps.Dataset.range(3).skip(None)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------ the property tests' strategy
+# Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
+
+PROPERTY_OP = st.integers(0, 6).map(lambda n: lambda ds: ds.skip(n))

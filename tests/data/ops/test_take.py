@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.testing import assert_conformant
@@ -49,3 +50,9 @@ def test_any_negative_count_takes_all_as_in_tf_data(count: int) -> None:
 def test_bad_count() -> None:
     with pytest.raises(TypeError, match="take: count must be an integer"):
         ps.Dataset.range(3).take("5")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------ the property tests' strategy
+# Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
+
+PROPERTY_OP = st.integers(0, 25).map(lambda n: lambda ds: ds.take(n))

@@ -4,10 +4,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.errors import StateMismatchError
 from pipestate.testing import assert_conformant, assert_elements_equal
+
+from .._strategies import total
 
 D = ps.Dataset
 
@@ -150,3 +153,14 @@ def test_same_as_tf_data(name: str) -> None:
     for a, e in zip(actual, expected):
         assert_elements_equal(a, e)
     assert ours.cardinality() == int(theirs.cardinality())
+
+
+# ------------------------------------------------ the property tests' strategy
+# Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
+
+
+def _small(*args: object) -> bool:
+    return total(args) % 17 != 16
+
+
+PROPERTY_OP = st.just(lambda ds: ds.take_while(_small))

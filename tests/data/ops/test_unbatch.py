@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.errors import StateMismatchError
@@ -256,3 +257,9 @@ def test_same_as_tf_data(name: str) -> None:
     for a, e in zip(actual, expected):
         assert_elements_equal(a, e)
     assert ours.cardinality() == int(theirs.cardinality())
+
+
+# ------------------------------------------------ the property tests' strategy
+# Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
+
+PROPERTY_OP = st.just(lambda ds: ds.unbatch())

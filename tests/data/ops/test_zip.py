@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.testing import assert_conformant, assert_elements_equal
@@ -64,3 +65,19 @@ def test_conformance(ds: ps.Dataset) -> None:
 def test_bad_arguments(bad: tuple[object, ...]) -> None:
     with pytest.raises(TypeError, match="zip expects datasets"):
         ps.Dataset.zip(bad)
+
+
+# ------------------------------------------------ the property tests' strategy
+# Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
+
+
+def _sum_pair(a: object, b: object) -> object:
+    return a + b  # type: ignore[operator]
+
+
+PROPERTY_OP = st.integers(0, 9).map(
+    lambda n: lambda ds: ps.Dataset.zip(ds, ps.Dataset.range(100, 100 + n))
+)
+PROPERTY_SOURCE = st.integers(0, 25).map(
+    lambda n: ps.Dataset.zip(ps.Dataset.range(n), ps.Dataset.range(n)).map(_sum_pair)
+)
