@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from pipestate.data._engine import Chunk, Engine, surface
 from pipestate.data._mode import ModeChooser
@@ -170,13 +170,9 @@ def _apply_all(fn: Callable[[Any], Any], chunk: Chunk) -> None:
 class FeedReader:
     """The consumer's side of a :class:`StreamFeed`, owned by a streaming op's iterator.
 
-    The iterator reads the current chunk itself, with no call per element::
-
-        pos = reader.pos
-        if pos < len(reader.elements):
-            reader.pos = pos + 1
-            return reader.elements[pos]
-        return reader.advance()
+    The iterator keeps it as ``_reader`` and takes :func:`next_element` as
+    its ``_next``, which reads the current chunk (``elements`` from ``pos``)
+    with no call per element and calls ``advance()`` once it is read.
 
     ``advance()`` moves to the next chunk (starting the workers on first use),
     or, while the chooser keeps the work in the consumer's thread (``inline``),
@@ -480,6 +476,27 @@ class FeedReader:
             self.finalizer.detach()
             self.finalizer = None
         feed.engine.stop(join=join)
+
+
+class ReadsFeed(Protocol):
+    """An iterator that owns a :class:`FeedReader`."""
+
+    _reader: FeedReader
+
+
+def next_element(self: ReadsFeed) -> Any:
+    """``_next`` of an iterator that owns a :class:`FeedReader`: the next element delivered.
+
+    Assigned as ``_next = next_element`` in the iterator's class, so the
+    element comes out of the current chunk with no call beyond ``_next``.
+    """
+    reader = self._reader
+    pos = reader.pos
+    elements = reader.elements
+    if pos < len(elements):
+        reader.pos = pos + 1
+        return elements[pos]
+    return reader.advance()
 
 
 def _copy_state(state: Any) -> Any:

@@ -11,7 +11,7 @@ import numpy as np
 from pipestate._validate import brief, check_parallelism
 from pipestate.data._capabilities import Background
 from pipestate.data._engine import resolve_parallelism
-from pipestate.data._feed import FeedReader
+from pipestate.data._feed import FeedReader, next_element
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import State, StreamIterator
@@ -48,14 +48,7 @@ class _ParallelMapIterator(StreamIterator["ParallelMapDataset"]):
             self._inputs[0], functools.partial(source._make_iterator, None, self._epoch)
         )
 
-    def _next(self) -> Any:
-        reader = self._reader
-        pos = reader.pos
-        elements = reader.elements
-        if pos < len(elements):
-            reader.pos = pos + 1
-            return elements[pos]
-        return reader.advance()
+    _next = next_element
 
     def _op_state(self) -> State:
         return {self._PARENT: self._reader.token()}

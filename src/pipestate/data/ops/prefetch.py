@@ -9,7 +9,7 @@ import numpy as np
 
 from pipestate._validate import check_parallelism
 from pipestate.data._capabilities import Background, Elastic
-from pipestate.data._feed import FeedReader
+from pipestate.data._feed import FeedReader, next_element
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import DatasetIterator, State
 from pipestate.data.options import AUTOTUNE
@@ -37,14 +37,7 @@ class _PrefetchIterator(DatasetIterator):
         )
         self._reader.attach(self._open(), self._open)
 
-    def _next(self) -> Any:
-        reader = self._reader
-        pos = reader.pos
-        elements = reader.elements
-        if pos < len(elements):
-            reader.pos = pos + 1
-            return elements[pos]
-        return reader.advance()
+    _next = next_element
 
     def _get_state(self) -> State:
         return self._reader.token()  # type: ignore[no-any-return]
