@@ -8,6 +8,7 @@ import dataclasses
 import io
 import itertools
 import multiprocessing
+import os
 import pickle
 import random
 import signal
@@ -439,7 +440,9 @@ class _Pool:
         self.lease = next(_lease_numbers)
         self.needs_main = False
         self.context = loader._context
-        self._finalizer = weakref.finalize(self, _shutdown, self.procs, self.conns, self.blocks)
+        self._finalizer = weakref.finalize(
+            self, _shutdown, self.procs, self.conns, self.blocks, True, os.getpid()
+        )
         self._start(loader)
 
     def _start(self, loader: Loader) -> None:
@@ -501,7 +504,7 @@ class _Pool:
     def stop(self, graceful: bool = True) -> None:
         """Stops the workers and removes every block not yet read."""
         if self._finalizer.detach() is not None:
-            _shutdown(self.procs, self.conns, self.blocks, graceful)
+            _shutdown(self.procs, self.conns, self.blocks, graceful, os.getpid())
 
 
 class _Task:
@@ -816,13 +819,18 @@ class LoaderIterator(ChunkIndexIterator):
 
 
 def _shutdown(
-    procs: list[Any], conns: list[Any], blocks: _shm.Blocks, graceful: bool = True
+    procs: list[Any], conns: list[Any], blocks: _shm.Blocks, graceful: bool, owner: int
 ) -> None:
     """Stops worker processes, then removes every block handed out and not yet read.
 
     Gracefully, each worker finishes its chunk in hand and exits; otherwise
-    (or past a deadline) they are terminated.
+    (or past a deadline) they are terminated. Only in the process that
+    started them, ``owner``: a forked worker holds a copy of every pool of
+    its parent, and collecting one there must not touch the parent's workers
+    or blocks.
     """
+    if os.getpid() != owner:
+        return
     for conn in conns:
         with contextlib.suppress(BrokenPipeError, OSError):
             conn.send(None)
