@@ -340,6 +340,7 @@ class IndexIterator(DatasetIterator):
     _GLOBAL = "global"
     _STATE_KEYS = (_INDEX, _SEED)
     _BLOCK = 128
+    _MAX_LIST_BLOCK = 2048  # elements of a cheap per-element function read in one block
 
     def __init__(self, dataset: Dataset, entropy: int | None, epoch: int = 0) -> None:
         super().__init__(dataset)
@@ -379,6 +380,23 @@ class IndexIterator(DatasetIterator):
         self._index = index + 1
         return self._block[offset]
 
+    def _read_ahead(self) -> tuple[list[Element], int]:
+        """The elements read ahead, from the next one on: ``block[offset:]`` of the result.
+
+        Reads a block first when none is left, raising as ``_next`` would
+        (``StopIteration`` at the end; a failing element's error, with that
+        element consumed). A reader that uses ``k`` of the elements consumes
+        them with ``_index += k``; the position stays this iterator's own.
+        """
+        index = self._index
+        offset = index - self._block_start
+        if not 0 <= offset < len(self._block):
+            if index == self._length:
+                raise StopIteration
+            self._fill(index)
+            offset = 0
+        return self._block, offset
+
     def _fill(self, index: int) -> None:
         """Reads the block of elements that starts at ``index`` (< the length)."""
         reading = self._reading
@@ -412,7 +430,7 @@ class IndexIterator(DatasetIterator):
             raise
         elapsed = time.perf_counter() - started
         if elapsed < 0.0005 and len(block) == len(positions):
-            self._list_block = min(self._list_block * 2, self._BLOCK)
+            self._list_block = min(self._list_block * 2, self._MAX_LIST_BLOCK)
         elif elapsed > 0.002:
             self._list_block = max(self._list_block // 2, 1)
         self._block = block

@@ -33,10 +33,11 @@ def read_batch(parent: DatasetIterator, size: int, drop_remainder: bool) -> list
     Raises:
       StopIteration: nothing is left (or only a remainder that is dropped).
     """
-    elements = []
+    elements: list[Any] = []
+    append, read = elements.append, parent._next
     try:
         for _ in range(size):
-            elements.append(parent._next())
+            append(read())
     except StopIteration:
         if not elements or drop_remainder:
             raise

@@ -37,8 +37,8 @@ class _ShuffleIterator(StreamIterator["ShuffleDataset"]):
         self._positions: list[int] = []  # input indices of the buffered elements
         self._produced = 0
         self._filled = False
-        self._draws: list[float] = []
-        self._draws_block = -1
+        self._draws: list[float] = []  # the uniform numbers of outputs _draws_start ...
+        self._draws_start = 0
 
     def _read(self) -> bool:
         """Reads one input element into the buffer; ``False`` at the input's end."""
@@ -52,20 +52,15 @@ class _ShuffleIterator(StreamIterator["ShuffleDataset"]):
             self._positions.append(parent._index - 1)  # type: ignore[attr-defined]
         return True
 
-    def _uniform(self, k: int) -> float:
-        block, offset = divmod(k, _DRAWS)
-        if block != self._draws_block:
-            self._refill(block)
-        return self._draws[offset]
-
-    def _refill(self, block: int) -> None:
-        """Draws the uniform numbers of outputs ``block * _DRAWS ...`` (a Python list)."""
+    def _refill(self, k: int) -> None:
+        """Draws the uniform numbers of the block of outputs holding output ``k``."""
         dataset = self._source
         epoch = self._epoch if dataset._reshuffle else 0
         assert dataset._seed is not None
+        block = k // _DRAWS
         seeds = np.random.SeedSequence([dataset._seed, epoch, block])
         self._draws = np.random.Generator(np.random.Philox(seeds)).random(_DRAWS).tolist()
-        self._draws_block = block
+        self._draws_start = block * _DRAWS
 
     def _next(self) -> Any:
         buffer = self._buffer
@@ -76,20 +71,30 @@ class _ShuffleIterator(StreamIterator["ShuffleDataset"]):
             self._filled = True
         if not buffer:
             raise StopIteration
-        slot = int(self._uniform(self._produced) * len(buffer))
+        k = self._produced
+        offset = k - self._draws_start
+        if not 0 <= offset < len(self._draws):
+            self._refill(k)
+            offset = k - self._draws_start
+        slot = int(self._draws[offset] * len(buffer))
         element = buffer[slot]
-        if self._read():
-            # The new element is at the end: move it into the emptied slot.
-            buffer[slot] = buffer.pop()
+        parent = self._inputs[0]
+        try:
+            incoming = parent._next()
+        except StopIteration:
+            # The input has ended: the last buffered element moves into the emptied slot.
+            last = buffer.pop()
+            if slot < len(buffer):
+                buffer[slot] = last
             if self._by_index:
-                self._positions[slot] = self._positions.pop()
+                last_position = self._positions.pop()
+                if slot < len(self._positions):
+                    self._positions[slot] = last_position
         else:
-            buffer[slot] = buffer[-1]
-            buffer.pop()
+            buffer[slot] = incoming
             if self._by_index:
-                self._positions[slot] = self._positions[-1]
-                self._positions.pop()
-        self._produced += 1
+                self._positions[slot] = parent._index - 1  # type: ignore[attr-defined]
+        self._produced = k + 1
         return element
 
     def _op_state(self) -> dict[str, Any]:
