@@ -393,6 +393,18 @@ class Dataset:
         return RangeDataset(*args, dtype=dtype)
 
     @staticmethod
+    def counter(start: int = 0, step: int = 1, dtype: Any = np.int64) -> Dataset:
+        """Integers ``start, start + step, ...`` without end, as scalars of ``dtype``.
+
+        Raises:
+          TypeError: a non-integer ``start`` or ``step``, or a non-numeric ``dtype``.
+          ValueError: ``start`` or ``step`` does not fit in int64.
+        """
+        from pipestate.data.ops.counter import CounterDataset
+
+        return CounterDataset(start, step, dtype)
+
+    @staticmethod
     def from_tensor_slices(tensors: Any) -> Dataset:
         """One element per row of ``tensors`` (an array, list, or nested tuple/dict of arrays)."""
         from pipestate.data.ops.from_tensor_slices import FromTensorSlicesDataset
