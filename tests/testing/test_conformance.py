@@ -124,6 +124,19 @@ def test_assert_elements_equal_is_exact() -> None:
     assert_elements_equal(np.array([np.nan]), np.array([np.nan]))
 
 
+def _is_even(x: np.int64) -> bool:
+    return bool(x % 2 == 0)
+
+
+def test_epoch_boundaries_of_passes_of_different_lengths() -> None:
+    # Each pass reshuffles, so the filter keeps 1, then 2, then 2 elements: the
+    # boundaries are not multiples of the first pass's length.
+    ds = ps.Dataset.range(8).global_shuffle(seed=8).take(3).filter(_is_even)
+    assert [len(list(ds)), len(list(ds.repeat(3)))] == [1, 5]
+    assert_epoch_boundaries(ds)
+    assert_conformant(ds)
+
+
 # ------------------------------------------------------------------ variants
 
 

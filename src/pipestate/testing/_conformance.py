@@ -384,20 +384,34 @@ def _length(dataset: Dataset, max_elements: int) -> int:
     return n
 
 
-def _epoch_boundaries(dataset: Dataset, epochs: int, n: int, seed: int | None) -> _Walk:
+def _epoch_boundaries(
+    dataset: Dataset, epochs: int, n: int, max_elements: int, seed: int | None
+) -> _Walk | None:
+    """Restores around the boundaries; ``None`` where the passes are too long to check."""
     repeated = dataset.repeat(epochs)
-    run = _walk(repeated, n * epochs + 1, _start_for(repeated, seed))
+    known = dataset.cardinality() >= 0
+    limit = n * epochs if known else max_elements
+    run = _walk(repeated, limit + 1, _start_for(repeated, seed))
     elements, states = run.elements, run.states
-    if len(elements) != n * epochs:
+    if len(elements) == n * epochs:
+        positions: set[int] = set()
+        for boundary in range(0, n * epochs + 1, max(n, 1)):
+            positions |= {max(0, boundary - 1), boundary, min(len(elements), boundary + 1)}
+    elif not known:
+        # The passes differ in length (a filter after a reshuffling op, or seeds
+        # drawn per iterator): the boundaries are unknown, so restore everywhere.
+        if not run.exhausted:
+            return None
+        positions = set(range(len(states)))
+    else:
         raise AssertionError(f"{repeated!r}: got {len(elements)} elements, expected {n * epochs}")
-    for boundary in range(0, n * epochs + 1, max(n, 1)):
-        for position in {max(0, boundary - 1), boundary, min(len(elements), boundary + 1)}:
-            with iter(repeated) as iterator:
-                iterator.set_state(roundtrip_state(states[position]))
-                rest = _take(iterator, len(elements) - position + 1)
-            _assert_sequences_equal(
-                rest, elements[position:], f"{repeated!r} restored at {position} (epoch boundary)"
-            )
+    for position in sorted(positions):
+        with iter(repeated) as iterator:
+            iterator.set_state(roundtrip_state(states[position]))
+            rest = _take(iterator, len(elements) - position + 1)
+        _assert_sequences_equal(
+            rest, elements[position:], f"{repeated!r} restored at {position} (epoch boundary)"
+        )
     return run
 
 
@@ -411,17 +425,25 @@ def assert_epoch_boundaries(
     """Restores around every epoch boundary of ``dataset.repeat(epochs)``.
 
     Skipped (returns) for infinite datasets; a dataset of unknown length is
-    counted first (and skipped if longer than ``max_elements``). The same on
-    each variant, whose elements must equal the dataset's (see
-    :func:`assert_restorable_at_every_position`).
+    counted first (and skipped if longer than ``max_elements``); where its
+    passes turn out to differ in length, every position of the repetition is
+    restored instead. The same on each variant, whose elements must equal the
+    dataset's (see :func:`assert_restorable_at_every_position`).
     """
     checked = _variants.variants(dataset, tuple(variants))
     n = _length(dataset, max_elements)
     if n < 0 or n * epochs > max_elements:
         return
-    reference = _epoch_boundaries(dataset, epochs, n, None)
+    reference = _epoch_boundaries(dataset, epochs, n, max_elements, None)
+    if reference is None:
+        return
     for name, variant in checked:
-        run = _epoch_boundaries(variant, epochs, n, reference.seed)
+        run = _epoch_boundaries(variant, epochs, n, max_elements, reference.seed)
+        if run is None:
+            raise AssertionError(
+                f"{variant.repeat(epochs)!r} (the {name} path) has more than {max_elements} "
+                f"elements; the dataset's repetition has {len(reference.elements)}"
+            )
         _assert_same_run(run.elements, reference.elements, name, variant.repeat(epochs))
 
 
