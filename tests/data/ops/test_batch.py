@@ -1,11 +1,21 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.testing import assert_conformant, assert_elements_equal
+
+from ._streaming import (
+    STREAMING_INPUTS,
+    assert_paths_agree,
+    filtered,
+    filtered_state,
+    state_after,
+)
 
 
 def test_keeps_partial_last_batch() -> None:
@@ -86,6 +96,54 @@ def test_conformance(ds: ps.Dataset) -> None:
 def test_bad_arguments(kwargs: dict[str, object], error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         ps.Dataset.range(3).batch(**kwargs)  # type: ignore[arg-type]
+
+
+# -------------------------------------------------------------- the streaming path
+# Over a streaming input a batch is read whole within one next(): the state is
+# the input's (docs/ops.md).
+
+
+@pytest.mark.parametrize(
+    ("n", "size", "drop"),
+    [
+        pytest.param(7, 3, False, id="remainder"),
+        pytest.param(7, 3, True, id="drop-remainder"),
+        pytest.param(6, 3, True, id="exact"),
+        pytest.param(2, 5, False, id="one-short-batch"),
+        pytest.param(2, 5, True, id="short-batch-dropped"),
+        pytest.param(0, 2, False, id="empty"),
+        pytest.param(5, 1, False, id="size-1"),
+    ],
+)
+def test_streaming_path_yields_the_random_access_batches(n: int, size: int, drop: bool) -> None:
+    batches = assert_paths_agree(lambda ds: ds.batch(size, drop_remainder=drop), n)
+    assert [len(b) for b in batches] == (
+        [size] * (n // size) + ([] if drop or n % size == 0 else [n % size])
+    )
+
+
+def test_streaming_path_stacks_nested_elements() -> None:
+    assert_paths_agree(lambda ds: ds.map(lambda x: {"x": x, "pair": (x, x * 1.5)}).batch(3), 7)
+    assert_paths_agree(lambda ds: ds.batch(2).batch(2), 9)
+
+
+def test_streaming_state_is_the_input_s() -> None:
+    ds = filtered(7).batch(3)
+    assert state_after(ds, 2) == {"parent": filtered_state(6), "seed": None}
+    assert state_after(ds, 3) == {"parent": filtered_state(7), "seed": None}
+
+
+def test_streaming_path_refuses_different_shapes() -> None:
+    ds = filtered(4).map(lambda n: np.zeros(int(n))).batch(3)
+    with pytest.raises(ps.errors.InvalidArgumentError, match="different shapes in component 0"):
+        next(iter(ds))
+
+
+@pytest.mark.parametrize("make", STREAMING_INPUTS.values(), ids=STREAMING_INPUTS.keys())
+def test_streaming_conformance(make: Callable[[int], ps.Dataset]) -> None:
+    assert_conformant(make(10).batch(3))
+    assert_conformant(make(10).batch(3, drop_remainder=True))
+    assert_conformant(make(2).batch(5))
 
 
 # ------------------------------------------------ the property tests' strategy

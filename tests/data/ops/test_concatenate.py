@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -8,6 +9,14 @@ from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.testing import assert_conformant, assert_elements_equal
+
+from ._streaming import (
+    STREAMING_INPUTS,
+    assert_agree,
+    filtered,
+    filtered_state,
+    state_after,
+)
 
 
 def test_values() -> None:
@@ -93,6 +102,53 @@ def test_not_a_dataset() -> None:
         TypeError, match="concatenate: dataset must be a pipestate Dataset, got list"
     ):
         ps.Dataset.range(2).concatenate([1, 2])  # type: ignore[arg-type]
+
+
+# -------------------------------------------------------------- the streaming path
+# When either input streams, concatenate reads the first input, then the
+# second; its state is which one it reads and both inputs' states (docs/ops.md).
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        pytest.param(3, 4, id="both"),
+        pytest.param(0, 3, id="first-empty"),
+        pytest.param(3, 0, id="second-empty"),
+        pytest.param(0, 0, id="both-empty"),
+    ],
+)
+def test_streaming_path_yields_the_random_access_elements(a: int, b: int) -> None:
+    expected = ps.Dataset.range(a).concatenate(ps.Dataset.range(10, 10 + b))
+    for make in STREAMING_INPUTS.values():
+        for ds in (
+            make(a).concatenate(ps.Dataset.range(10, 10 + b)),
+            ps.Dataset.range(a).concatenate(make(b).map(lambda x: x + 10)),
+            make(a).concatenate(filtered(b).map(lambda x: x + 10)),
+        ):
+            assert len(assert_agree(ds, expected)) == a + b
+
+
+def test_streaming_state_says_which_input_is_read() -> None:
+    ds = filtered(2).concatenate(ps.Dataset.range(3))
+    assert state_after(ds, 0) == {
+        "current": 0,
+        "parents": [filtered_state(0), {"index": 0, "seed": None}],
+        "seed": None,
+    }
+    assert state_after(ds, 3) == {
+        "current": 1,
+        "parents": [filtered_state(2), {"index": 1, "seed": None}],
+        "seed": None,
+    }
+
+
+@pytest.mark.parametrize("make", STREAMING_INPUTS.values(), ids=STREAMING_INPUTS.keys())
+def test_streaming_conformance(make: Callable[[int], ps.Dataset]) -> None:
+    assert_conformant(make(3).concatenate(ps.Dataset.range(4)))
+    assert_conformant(ps.Dataset.range(3).concatenate(make(0)))
+    assert_conformant(make(0).concatenate(make(2)))
+    assert_conformant(make(4).concatenate(ps.Dataset.range(5)).batch(3))
 
 
 # ------------------------------------------------ the property tests' strategy

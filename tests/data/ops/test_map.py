@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -11,6 +12,14 @@ from pipestate.data._structure import map_structure
 from pipestate.testing import assert_conformant, assert_elements_equal
 
 from .._strategies import ragged
+from ._streaming import (
+    STREAMING_INPUTS,
+    assert_agree,
+    assert_paths_agree,
+    filtered,
+    filtered_state,
+    state_after,
+)
 
 Pair = collections.namedtuple("Pair", ["a", "b"])
 
@@ -80,6 +89,58 @@ def test_conformance(ds: ps.Dataset) -> None:
 def test_not_callable() -> None:
     with pytest.raises(TypeError, match="map_func must be callable, got int 3"):
         ps.Dataset.range(3).map(3)  # type: ignore[arg-type]
+
+
+# -------------------------------------------------------------- the streaming path
+# Over a streaming input map runs its streaming iterator (docs/ops.md: the
+# input's state, nothing of its own).
+
+
+def _fails_on_two(x: np.int64) -> np.int64:
+    if x == 2:
+        raise ZeroDivisionError("two")
+    return x
+
+
+@pytest.mark.parametrize("n", [0, 1, 7])
+def test_streaming_path_yields_the_random_access_elements(n: int) -> None:
+    assert_paths_agree(lambda ds: ds.map(double), n)
+    assert_paths_agree(lambda ds: ds.map(lambda x: (x, {"sq": x * x})).batch(3), n)
+
+
+def test_streaming_path_unpacks_tuples_and_converts_results() -> None:
+    ds = ps.Dataset.zip(filtered(3), ps.Dataset.range(10, 13)).map(lambda a, b: [a + b, "s"])
+    assert_agree(
+        ds,
+        ps.Dataset.zip(ps.Dataset.range(3), ps.Dataset.range(10, 13)).map(
+            lambda a, b: [a + b, "s"]
+        ),
+    )
+    assert_elements_equal(next(iter(ds)), (np.int64(10), np.bytes_(b"s")))
+
+
+def test_streaming_state_is_the_input_s() -> None:
+    assert state_after(filtered(5).map(double), 0) == {"parent": filtered_state(0), "seed": None}
+    assert state_after(filtered(5).map(double), 2) == {"parent": filtered_state(2), "seed": None}
+
+
+def test_streaming_path_error_consumes_the_element_as_the_random_access_path() -> None:
+    for ds in (ps.Dataset.range(5).map(_fails_on_two), filtered(5).map(_fails_on_two)):
+        iterator = iter(ds)
+        assert [int(next(iterator)), int(next(iterator))] == [0, 1]
+        with pytest.raises(ZeroDivisionError, match="two"):
+            next(iterator)
+        state = iterator.get_state()
+        assert [int(x) for x in iterator] == [3, 4]
+        restored = iter(ds)
+        restored.set_state(state)
+        assert [int(x) for x in restored] == [3, 4]
+
+
+@pytest.mark.parametrize("make", STREAMING_INPUTS.values(), ids=STREAMING_INPUTS.keys())
+def test_streaming_conformance(make: Callable[[int], ps.Dataset]) -> None:
+    assert_conformant(make(9).map(double))
+    assert_conformant(make(9).map(lambda x: (x, {"sq": x * x})).batch(4))
 
 
 # ------------------------------------------------ the property tests' strategy

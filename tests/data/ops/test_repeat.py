@@ -1,10 +1,23 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.testing import assert_conformant
+
+from ._streaming import (
+    STREAMING_INPUTS,
+    assert_agree,
+    assert_paths_agree,
+    filtered,
+    filtered_state,
+    generated,
+    keep_all,
+    state_after,
+)
 
 
 def test_finite_count() -> None:
@@ -74,6 +87,56 @@ def test_any_negative_count_repeats_forever_as_in_tf_data(count: int) -> None:
 def test_bad_count() -> None:
     with pytest.raises(TypeError, match="count must be an integer"):
         ps.Dataset.range(3).repeat(1.5)  # type: ignore[arg-type]
+
+
+# -------------------------------------------------------------- the streaming path
+# Over a streaming input repeat re-opens the input for each pass; its state is
+# the pass number, whether the pass yielded anything, and the input's
+# (docs/ops.md).
+
+
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_streaming_path_yields_the_random_access_elements(count: int) -> None:
+    assert_paths_agree(lambda ds: ds.repeat(count), 4)
+
+
+@pytest.mark.parametrize("count", [None, -1, -3])
+def test_streaming_path_repeats_forever(count: int | None) -> None:
+    assert_paths_agree(lambda ds: ds.repeat(count).take(11), 3)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("count", [None, 0, 3])
+def test_streaming_repeat_of_an_empty_input_is_empty(count: int | None) -> None:
+    for ds in (filtered(0), generated(0), ps.Dataset.range(5).filter(lambda x: False)):
+        assert list(ds.repeat(count)) == []
+        assert_conformant(ds.repeat(count))
+
+
+def test_streaming_passes_are_epochs_of_the_input() -> None:
+    below = ps.Dataset.range(6).global_shuffle(seed=5)
+    values = assert_agree(below.filter(keep_all).repeat(2), below.repeat(2))
+    assert [int(x) for x in values[:6]] != [int(x) for x in values[6:]]
+
+
+def test_streaming_state_counts_passes() -> None:
+    ds = filtered(3).repeat(2)
+    assert state_after(ds, 0) == {
+        "pass": 0, "yielded": False, "parent": filtered_state(0), "seed": None
+    }  # fmt: skip
+    assert state_after(ds, 3) == {
+        "pass": 0, "yielded": True, "parent": filtered_state(3), "seed": None
+    }  # fmt: skip
+    assert state_after(ds, 4) == {
+        "pass": 1, "yielded": True, "parent": filtered_state(1), "seed": None
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("make", STREAMING_INPUTS.values(), ids=STREAMING_INPUTS.keys())
+def test_streaming_conformance(make: Callable[[int], ps.Dataset]) -> None:
+    assert_conformant(make(4).repeat(3))
+    assert_conformant(make(3).repeat().take(10))
+    assert_conformant(make(3).batch(2).repeat(2))
 
 
 # ------------------------------------------------ the property tests' strategy
