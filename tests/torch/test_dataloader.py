@@ -206,7 +206,7 @@ def test_restore_at_every_position_under_other_worker_counts(shuffle: bool) -> N
         it = iter(saved)
         head = [next(it) for _ in range(cut)]
         state = json.loads(json.dumps(saved.state_dict()))  # plain values: JSON carries it
-        it._retire()
+        saved.close()
         for workers in (0, 3):
             resumed = make(workers)
             resumed.load_state_dict(state)

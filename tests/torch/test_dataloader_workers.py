@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -154,3 +155,17 @@ def test_a_script_without_a_main_guard_runs_and_exits_without_warnings(
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[0] == "True", done.stdout
     assert done.stderr == ""
+
+
+def test_dropping_a_loader_stops_its_workers_at_once() -> None:
+    loader = pt.DataLoader(WhoAmI(), batch_size=2, num_workers=2)
+    it = iter(loader)
+    next(it)
+    procs = list(loader._current.inner._procs)  # type: ignore[union-attr]
+    assert all(proc.is_alive() for proc in procs)
+    gc.disable()  # no reference cycle: reference counting alone frees them
+    try:
+        del it, loader
+        assert not any(proc.is_alive() for proc in procs)
+    finally:
+        gc.enable()

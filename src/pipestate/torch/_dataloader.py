@@ -285,13 +285,13 @@ class DataLoader:
         self._next_epoch = 0
         self._resume: dict[str, Any] | None = None  # a loaded state, used by the next iter()
         self._pinned = False  # set_epoch() named the loaded state's epoch
-        self._iterator: DataLoaderIterator | None = None
+        self._current: _Epoch | None = None  # the epoch the last iter() reads
         self._loader: Loader | None = None  # pipestate's own positions: one for all epochs
 
     # ------------------------------------------------------------- public
     def __iter__(self) -> DataLoaderIterator:
-        if self._iterator is not None:
-            self._iterator._retire()
+        if self._current is not None:
+            self._current.retire()
         resume, self._resume = self._resume, None
         pinned, self._pinned = self._pinned, False
         if resume is not None and resume[_FINISHED] and not pinned:
@@ -300,8 +300,9 @@ class DataLoader:
             resume = None
         epoch = self._next_epoch if resume is None else resume[_EPOCH]
         self._next_epoch = epoch + 1
-        self._iterator = DataLoaderIterator(self, epoch, resume)
-        return self._iterator
+        self._current = None
+        self._current = _Epoch(self, epoch, resume)
+        return DataLoaderIterator(self, self._current)
 
     def __len__(self) -> int:
         if self._custom is not None:
@@ -355,8 +356,8 @@ class DataLoader:
         """
         if self._resume is not None:
             return copy.deepcopy(self._resume)
-        if self._iterator is not None:
-            return self._iterator.state_dict()
+        if self._current is not None:
+            return self._current.state_dict()
         return self._initial_state(self._next_epoch)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -371,9 +372,9 @@ class DataLoader:
             state or was saved by a loader reading other batches.
         """
         state = _read_state(state_dict)
-        if self._iterator is not None:
-            self._iterator._retire()
-            self._iterator = None
+        if self._current is not None:
+            self._current.retire()
+            self._current = None
         if (self._custom is None) != (state[_SAMPLER] is None):
             raise StateMismatchError(
                 "DataLoader.load_state_dict: the state was saved by a loader "
@@ -396,9 +397,9 @@ class DataLoader:
 
     def close(self) -> None:
         """Stops the workers (persistent ones included)."""
-        if self._iterator is not None:
-            self._iterator._retire()
-            self._iterator = None
+        if self._current is not None:
+            self._current.retire()
+            self._current = None
         if self._loader is not None:
             self._loader.close()
 
@@ -489,6 +490,78 @@ class DataLoader:
         return self._make_loader(fetch, Dataset.range(count)), sampler_state, check
 
 
+class _Epoch:
+    """The reading of one epoch: its pipestate iterator, epoch number and sampler check.
+
+    The loader (for ``state_dict()``) and the iterator ``iter()`` returned
+    both hold it; it holds neither, so dropping a loader stops its workers at
+    once, with no reference cycle left for the garbage collector.
+    """
+
+    def __init__(self, owner: DataLoader, epoch: int, resume: dict[str, Any] | None) -> None:
+        self.epoch = epoch
+        self.finished = False
+        self.sampler: dict[str, Any] | None = None
+        self.inner: LoaderIterator | None = None
+        self.length = len(owner)
+        self.seed = owner._base_seed()
+        self.persistent = owner.persistent_workers
+        if resume is not None and resume[_FINISHED]:
+            self.finished = True  # set_epoch() asked for an epoch the state had finished
+            self.sampler = copy.deepcopy(resume[_SAMPLER])
+            return
+        if owner._custom is None:
+            loader = owner._own_loader()
+        else:
+            saved = None if resume is None else resume[_SAMPLER]
+            loader, sampler_state, check = owner._sampler_loader(epoch, saved)
+            self.sampler = {_SAMPLER_STATE: sampler_state, _SAMPLER_CHECK: check}
+        seed = self.seed
+        loader._worker_seed = _mix(seed if seed is not None else _fresh_seed(), epoch, 1)
+        entropy = None if seed is None else _mix(seed, epoch, 0)
+        self.inner = loader._iterator(entropy)
+        self.length = len(loader)
+        if resume is not None and resume[_POSITION] is not None:
+            try:
+                self.inner.set_state(resume[_POSITION])
+            except StateMismatchError as err:
+                raise StateMismatchError(
+                    f"DataLoader.load_state_dict: the saved position does not fit this loader "
+                    f"({owner!r}): {err}"
+                ) from err
+
+    def next(self) -> Any:
+        inner = self.inner
+        if inner is None:
+            raise StopIteration
+        try:
+            return next(inner)
+        except StopIteration:
+            self.finished = True
+            if not self.persistent:
+                inner.close()
+            raise
+
+    def state_dict(self) -> dict[str, Any]:
+        position = None
+        if self.inner is not None and not self.inner._closed:
+            position = self.inner.get_state()
+        return {
+            _FORMAT: STATE_FORMAT,
+            _EPOCH: self.epoch,
+            _SEED: self.seed,
+            _POSITION: position,
+            _FINISHED: self.finished,
+            _SAMPLER: copy.deepcopy(self.sampler),
+        }
+
+    def retire(self) -> None:
+        """A newer epoch or a loaded state replaces this one: its workers stop (or go back)."""
+        inner, self.inner = self.inner, None
+        if inner is not None:
+            inner.close()
+
+
 class DataLoaderIterator(Iterator[Any]):
     """One epoch of a :class:`DataLoader`; ``iter(loader)`` makes it.
 
@@ -496,79 +569,26 @@ class DataLoaderIterator(Iterator[Any]):
     it returned).
     """
 
-    def __init__(self, owner: DataLoader, epoch: int, resume: dict[str, Any] | None = None) -> None:
+    def __init__(self, owner: DataLoader, reading: _Epoch) -> None:
         self._owner = owner
-        self._epoch = epoch
-        self._finished = False
-        self._sampler: dict[str, Any] | None = None
-        self._inner: LoaderIterator | None = None
-        self._length = len(owner)
-        if resume is not None and resume[_FINISHED]:
-            self._finished = True  # set_epoch() asked for an epoch the state had finished
-            self._sampler = copy.deepcopy(resume[_SAMPLER])
-            return
-        seed = owner._base_seed()
-        if owner._custom is None:
-            loader = owner._own_loader()
-        else:
-            saved = None if resume is None else resume[_SAMPLER]
-            loader, sampler_state, check = owner._sampler_loader(epoch, saved)
-            self._sampler = {_SAMPLER_STATE: sampler_state, _SAMPLER_CHECK: check}
-        self._loader = loader
-        loader._worker_seed = _mix(seed if seed is not None else _fresh_seed(), epoch, 1)
-        entropy = None if seed is None else _mix(seed, epoch, 0)
-        self._inner = loader._iterator(entropy)
-        self._length = len(loader)
-        if resume is not None and resume[_POSITION] is not None:
-            try:
-                self._inner.set_state(resume[_POSITION])
-            except StateMismatchError as err:
-                raise StateMismatchError(
-                    f"DataLoader.load_state_dict: the saved position does not fit this loader "
-                    f"({owner!r}): {err}"
-                ) from err
+        self._reading = reading
 
     def __iter__(self) -> DataLoaderIterator:
         return self
 
     def __next__(self) -> Any:
-        inner = self._inner
-        if inner is None:
-            raise StopIteration
-        try:
-            return next(inner)
-        except StopIteration:
-            self._finished = True
-            if not self._owner.persistent_workers:
-                inner.close()
-            raise
+        return self._reading.next()
 
     def __len__(self) -> int:
-        return self._length
+        return self._reading.length
 
     def state_dict(self) -> dict[str, Any]:
         """The position after the last batch returned (see :meth:`DataLoader.state_dict`)."""
-        owner = self._owner
-        position = None
-        if self._inner is not None and not self._inner._closed:
-            position = self._inner.get_state()
-        return {
-            _FORMAT: STATE_FORMAT,
-            _EPOCH: self._epoch,
-            _SEED: owner._base_seed(),
-            _POSITION: position,
-            _FINISHED: self._finished,
-            _SAMPLER: copy.deepcopy(self._sampler),
-        }
-
-    def _retire(self) -> None:
-        """A newer iterator replaces this one: its workers stop (or go back to the loader)."""
-        inner, self._inner = self._inner, None
-        if inner is not None:
-            inner.close()
+        return self._reading.state_dict()
 
     def __repr__(self) -> str:
-        return f"DataLoaderIterator(epoch={self._epoch}, finished={self._finished})"
+        reading = self._reading
+        return f"DataLoaderIterator(epoch={reading.epoch}, finished={reading.finished})"
 
 
 # ------------------------------------------------------------- helpers
