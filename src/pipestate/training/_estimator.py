@@ -203,13 +203,12 @@ class Estimator:
             raise TypeError(f"train_step must be callable, got {train_step!r:.100}")
         if eval_step is not None and not callable(eval_step):
             raise TypeError(f"eval_step must be callable or None, got {eval_step!r:.100}")
-        config = _run_config(model_dir, config)
-        self._config = config
+        self._saved = EstimatorState(model, optimizer, state)
+        self._config = _run_config(model_dir, config)
         self._model = model
         self._optimizer = optimizer
         self._train_step = train_step
         self._eval_step = eval_step
-        self._saved = EstimatorState(model, optimizer, state)
         self._global_step = self._saved.global_step
         self._checkpoint = self._saved.checkpoint
 
