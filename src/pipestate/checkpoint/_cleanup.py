@@ -22,12 +22,16 @@ __all__ = [
     "delete_checkpoint",
     "remove_aside_leftovers",
     "remove_interrupted_saves",
-    "remove_leftovers",
+    "remove_stale_files",
 ]
 
 
-def remove_leftovers(storage: Storage, directory: str, basename: str, num_shards: int) -> None:
-    """Remove shards of an older save at this prefix, and index temporaries of crashed saves."""
+def remove_stale_files(storage: Storage, directory: str, basename: str, num_shards: int) -> None:
+    """Remove what older saves at the committed checkpoint ``basename`` left in ``directory``.
+
+    That is shards of another shard count than ``num_shards`` (an older
+    checkpoint at this prefix), and index temporaries of crashed saves.
+    """
     shards = re.compile(re.escape(basename) + SHARD_SUFFIX + "$")
     temporaries = re.compile(temporary_pattern(index_path(basename)))
     for name in storage.listdir(directory):

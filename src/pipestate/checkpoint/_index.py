@@ -280,22 +280,20 @@ def _parse_tensors(raw: object, num_shards: int, what: str) -> dict[str, TensorE
             and math.prod(shape) * dtype.itemsize == length
             and empty_shape_fits(shape, dtype.itemsize)
         ):
-            _tensor_error(f"{what}: tensor {key!r:.200}", dtype, entry, num_shards)
+            fields = (shape, shard, offset, length, crc)
+            _tensor_error(f"{what}: tensor {key!r:.200}", dtype, fields, num_shards)
         out[key] = TensorEntry(key, dtype, tuple(shape), shard, offset, length, crc)
     return out
 
 
 def _tensor_error(
-    where: str, dtype: np.dtype[Any], entry: dict[str, Any], num_shards: int
+    where: str, dtype: np.dtype[Any], fields: tuple[Any, ...], num_shards: int
 ) -> NoReturn:
-    """Raise the error for the first wrong field of a tensor entry known to be wrong."""
-    shape, shard, offset, length, crc = (
-        entry["shape"],
-        entry["shard"],
-        entry["offset"],
-        entry["length"],
-        entry["crc32c"],
-    )
+    """Raise the error for the first wrong one of a tensor entry's fields, known to be wrong.
+
+    ``fields`` are its shape, shard, offset, length and crc32c.
+    """
+    shape, shard, offset, length, crc = fields
     _require(shape_is_valid(shape), where, f"bad shape {shape!r:.200}")
     _require(is_int(shard) and 0 <= shard < num_shards, where, f"bad shard {shard!r:.60}")
     _require(is_int(offset) and offset >= 0, where, f"bad offset {offset!r:.60}")

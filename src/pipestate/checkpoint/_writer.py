@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 import google_crc32c
 import numpy as np
 
-from pipestate.checkpoint._cleanup import remove_leftovers
+from pipestate.checkpoint._cleanup import remove_stale_files
 from pipestate.checkpoint._index import FORMAT_NAME, FORMAT_VERSION, MAX_SHARDS, body_crc
 from pipestate.checkpoint._paths import SHARD_SUFFIX, index_path, shard_name
 from pipestate.checkpoint._safetensors import build_header, safetensors_dtype
@@ -221,7 +221,7 @@ def write_checkpoint(
         raise
     # The checkpoint is committed: stale files that cannot be removed now are removed later.
     with contextlib.suppress(OSError):
-        remove_leftovers(storage, directory, basename, num_shards)
+        remove_stale_files(storage, directory, basename, num_shards)
 
 
 def _write_shards_and_index(
