@@ -18,6 +18,7 @@ import numpy as np
 __all__ = [
     "AUTOTUNE",
     "brief",
+    "check_bool",
     "check_count",
     "check_function",
     "check_int",
@@ -109,6 +110,17 @@ def check_parallelism(value: Any, name: str, op: str, *, minimum: int = 1) -> in
     return number
 
 
+def check_bool(name: str, value: Any, *, op: str, allow_none: bool = False) -> bool | None:
+    """A flag argument of op ``op``: a Python or NumPy bool (or ``None`` when allowed)."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"{op}: {name} must be a bool{' or None' if allow_none else ''}, got {brief(value, 80)}"
+        )
+    return bool(value)
+
+
 def check_function(name: str, fn: Any, op: str) -> Callable[..., Any]:
     """A user function argument."""
     if not callable(fn):
@@ -118,6 +130,4 @@ def check_function(name: str, fn: Any, op: str) -> Callable[..., Any]:
 
 def check_stateful(stateful: Any, op: str) -> bool:
     """The ``stateful`` flag of ops taking a user function."""
-    if not isinstance(stateful, (bool, np.bool_)):
-        raise TypeError(f"{op}: stateful must be a bool, got {brief(stateful, 80)}")
-    return bool(stateful)
+    return bool(check_bool("stateful", stateful, op=op))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from pipestate._validate import brief
+from pipestate._validate import brief, check_bool
 from pipestate.data import _fingerprint
 from pipestate.data import _structure as _structure_module
 from pipestate.data._capabilities import Background, Elastic
@@ -477,8 +477,7 @@ class Dataset:
         from pipestate.data.ops.map import MapDataset
 
         if num_parallel_calls is None:
-            if deterministic is not None and not isinstance(deterministic, (bool, np.bool_)):
-                raise TypeError(f"map: deterministic must be a bool or None, got {deterministic!r}")
+            check_bool("deterministic", deterministic, op="map", allow_none=True)
             return MapDataset(self, map_func, stateful=stateful)
         from pipestate.data.ops.parallel_map import ParallelMapDataset
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from pipestate._validate import check_int
+from pipestate._validate import check_bool, check_int
 from pipestate.data import _spec, _structure
 from pipestate.data._capabilities import Elastic
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
@@ -58,9 +58,7 @@ class BatchDataset(Dataset):
     def __init__(self, parent: Dataset, batch_size: int, drop_remainder: bool = False) -> None:
         super().__init__([parent])
         self._batch_size = check_int("batch_size", batch_size, minimum=1, op="batch")
-        if not isinstance(drop_remainder, (bool, np.bool_)):
-            raise TypeError(f"batch: drop_remainder must be a bool, got {drop_remainder!r}")
-        self._drop_remainder = bool(drop_remainder)
+        self._drop_remainder = bool(check_bool("drop_remainder", drop_remainder, op="batch"))
 
     @property
     def _vectorised(self) -> bool:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from pipestate._validate import check_int
+from pipestate._validate import check_bool, check_int
 from pipestate.data._permutation import Permutation, evict_oldest
 from pipestate.data._remap import Positions, RemapDataset
 from pipestate.data.dataset import Dataset
@@ -47,11 +47,7 @@ class GlobalShuffleDataset(RemapDataset):
             )
         if seed is not None:
             seed = check_int("seed", seed, op="global_shuffle")
-        if not isinstance(reshuffle_each_iteration, (bool, np.bool_)):
-            raise TypeError(
-                "global_shuffle: reshuffle_each_iteration must be a bool, got "
-                f"{reshuffle_each_iteration!r}"
-            )
+        check_bool("reshuffle_each_iteration", reshuffle_each_iteration, op="global_shuffle")
         self._seed = seed
         self._reshuffle = bool(reshuffle_each_iteration)
         self._permutations: dict[int, Permutation] = {}

@@ -8,7 +8,7 @@ from typing import Any
 import fsspec
 import numpy as np
 
-from pipestate._validate import brief, check_int
+from pipestate._validate import brief, check_bool, check_int
 from pipestate.data import _fingerprint
 from pipestate.data._files import to_path
 from pipestate.data._permutation import Permutation, evict_oldest
@@ -82,8 +82,7 @@ class ListFilesDataset(Dataset):
     def __init__(self, file_pattern: Any, shuffle: bool | None = None, seed: int | None = None):
         super().__init__()
         self._patterns = _patterns(file_pattern)
-        if shuffle is not None and not isinstance(shuffle, (bool, np.bool_)):
-            raise TypeError(f"list_files: shuffle must be a bool or None, got {shuffle!r}")
+        check_bool("shuffle", shuffle, op="list_files", allow_none=True)
         if seed is not None:
             seed = check_int("seed", seed, op="list_files")
         self._shuffle = shuffle is None or bool(shuffle)

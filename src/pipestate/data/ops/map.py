@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from pipestate._validate import brief
+from pipestate._validate import check_function, check_stateful
 from pipestate.data import _structure
 from pipestate.data._calls import stop_error
 from pipestate.data._capabilities import Elastic
@@ -42,15 +42,8 @@ class MapDataset(Dataset):
         self, parent: Dataset, map_func: Callable[..., Any], *, stateful: bool = False
     ) -> None:
         super().__init__([parent])
-        if not callable(map_func):
-            raise TypeError(
-                f"map: map_func must be callable, got {type(map_func).__name__}"
-                f" {brief(map_func, 80)}"
-            )
-        if not isinstance(stateful, (bool, np.bool_)):
-            raise TypeError(f"map: stateful must be a bool, got {brief(stateful, 80)}")
-        self._fn = map_func
-        self._stateful = bool(stateful)
+        self._fn = check_function("map_func", map_func, "map")
+        self._stateful = check_stateful(stateful, "map")
         self._parent_vectorised = parent._vectorised
 
     @property

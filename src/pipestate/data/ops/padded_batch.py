@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from pipestate._validate import brief, check_int
+from pipestate._validate import brief, check_bool, check_int
 from pipestate.data import _structure
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import StreamIterator
@@ -300,9 +300,7 @@ class PaddedBatchDataset(Dataset):
     ) -> None:
         super().__init__([parent])
         self._batch_size = check_int("batch_size", batch_size, minimum=1, op="padded_batch")
-        if not isinstance(drop_remainder, (bool, np.bool_)):
-            raise TypeError(f"padded_batch: drop_remainder must be a bool, got {drop_remainder!r}")
-        self._drop_remainder = bool(drop_remainder)
+        self._drop_remainder = bool(check_bool("drop_remainder", drop_remainder, op="padded_batch"))
         self._padded_shapes = _normalize_shapes(padded_shapes)
         _check_padding_values(padding_values)
         self._padding_values = padding_values

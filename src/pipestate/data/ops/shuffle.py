@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from pipestate._validate import brief, check_int
+from pipestate._validate import brief, check_bool, check_int
 from pipestate.data import _buffer, _structure
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import StreamIterator, read_bool, read_int, state_array
@@ -177,11 +177,7 @@ class ShuffleDataset(Dataset):
         self._buffer_size = check_int("buffer_size", buffer_size, minimum=1, op="shuffle")
         if seed is not None:
             seed = check_int("seed", seed, op="shuffle")
-        if not isinstance(reshuffle_each_iteration, (bool, np.bool_)):
-            raise TypeError(
-                "shuffle: reshuffle_each_iteration must be a bool, got "
-                f"{reshuffle_each_iteration!r}"
-            )
+        check_bool("reshuffle_each_iteration", reshuffle_each_iteration, op="shuffle")
         self._seed = seed
         self._reshuffle = bool(reshuffle_each_iteration)
 
