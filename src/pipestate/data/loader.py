@@ -443,21 +443,22 @@ class _Pool:
         self._finalizer = weakref.finalize(
             self, _shutdown, self.procs, self.conns, self.blocks, True, os.getpid()
         )
-        self._start(loader)
+        self._prepare(loader)
 
-    def _start(self, loader: Loader) -> None:
+    def _prepare(self, loader: Loader) -> None:
+        """What every worker is started with: the pickled dataset (unless forked) and seeds."""
         method = loader._context
-        context = multiprocessing.get_context(method)
+        self._mp = multiprocessing.get_context(method)
         content = (
             loader._dataset,
             loader._collate_fn,
             loader._worker_init_fn,
             loader._info_dataset,
         )
-        payload: Any = content  # fork: inherited, never pickled
+        self._payload: Any = content  # fork: inherited, never pickled
         if method != "fork":
             try:
-                payload, self.needs_main = _dumps(content)
+                self._payload, self.needs_main = _dumps(content)
             except (pickle.PicklingError, AttributeError, TypeError) as err:
                 self.stop()
                 raise TypeError(
@@ -469,32 +470,34 @@ class _Pool:
                 # Imported once by the fork server (when it is not running yet), not
                 # per worker; never the user's main module.
                 preload = [*_PRELOAD, *(["torch"] if "torch" in sys.modules else [])]
-                context.set_forkserver_preload(preload)
+                self._mp.set_forkserver_preload(preload)
         seed = loader._worker_seed
-        if seed is None:
-            seed = draw_entropy()
-        count = loader._num_workers
-        for worker in range(count):
-            ours, theirs = context.Pipe(duplex=True)
-            proc = context.Process(  # type: ignore[attr-defined]
-                target=_worker_main,
-                args=(theirs, payload, worker, count, (seed + worker) & _SEED_MASK),
-                name=f"pipestate-loader-{worker}",
-                daemon=True,
-            )
-            try:
-                with _started_without_main(method != "fork" and not self.needs_main):
-                    proc.start()
-            except BaseException:
-                ours.close()
-                theirs.close()
-                self.stop()
-                raise
+        self._seed = draw_entropy() if seed is None else seed
+        self.count = loader._num_workers
+
+    def add(self) -> None:
+        """Starts the next worker."""
+        worker, count = len(self.procs), self.count
+        ours, theirs = self._mp.Pipe(duplex=True)
+        proc = self._mp.Process(  # type: ignore[attr-defined]
+            target=_worker_main,
+            args=(theirs, self._payload, worker, count, (self._seed + worker) & _SEED_MASK),
+            name=f"pipestate-loader-{worker}",
+            daemon=True,
+        )
+        try:
+            with _started_without_main(self.context != "fork" and not self.needs_main):
+                proc.start()
+        except BaseException:
+            ours.close()
             theirs.close()
-            self.procs.append(proc)
-            self.conns.append(ours)
-            self.sent.append(collections.deque())
-            self.ready.append(False)
+            self.stop()
+            raise
+        theirs.close()
+        self.procs.append(proc)
+        self.conns.append(ours)
+        self.sent.append(collections.deque())
+        self.ready.append(False)
 
     @property
     def alive(self) -> bool:
@@ -560,6 +563,7 @@ class LoaderIterator(ChunkIndexIterator):
     def _start_workers(self, private: bool = False) -> None:
         loader = self._loader
         pool = None if private or not loader._persistent else loader._pool
+        fresh = pool is None or not pool.alive
         if pool is None or not pool.alive:
             shared = loader._persistent and not private
             pool = _Pool(loader, _shm.Blocks() if shared else self._own_blocks)
@@ -569,6 +573,13 @@ class LoaderIterator(ChunkIndexIterator):
             pool.lease = next(_lease_numbers)  # taken from the iterator that had it
         self._pool, self._lease = pool, pool.lease
         self._tasks = 0
+        if fresh:
+            # The first chunk goes out as soon as its worker exists: it is computed
+            # while the other workers start.
+            pool.add()
+            self._issue(limit=1)
+            while len(pool.procs) < pool.count:
+                pool.add()
 
     def _stop_workers(self, graceful: bool = True) -> None:
         pool, self._pool = self._pool, None
@@ -596,12 +607,13 @@ class LoaderIterator(ChunkIndexIterator):
             self._pool = None
             self._start_workers(private=True)
 
-    def _issue(self) -> None:
-        """Gives workers new chunks, up to ``prefetch_factor`` each ahead of the consumer."""
+    def _issue(self, limit: int | None = None) -> None:
+        """Gives workers new chunks, up to ``prefetch_factor`` each (or ``limit``) ahead."""
         pool = self._pool
         assert pool is not None
         workers = len(pool.procs)
-        limit = self._loader._prefetch_factor * workers
+        if limit is None:
+            limit = self._loader._prefetch_factor * workers
         length = self._length
         while len(self._pending) < limit and (length < 0 or self._cursor < length):
             start = self._cursor
