@@ -372,13 +372,11 @@ class IndexIterator(DatasetIterator):
     def _next(self) -> Element:
         index = self._index
         offset = index - self._block_start
-        if not 0 <= offset < len(self._block):
-            if index == self._length:
-                raise StopIteration
-            self._fill(index)
-            offset = 0
+        block = self._block
+        if not 0 <= offset < len(block):
+            block, offset = self._read_ahead()
         self._index = index + 1
-        return self._block[offset]
+        return block[offset]
 
     def _read_ahead(self) -> tuple[list[Element], int]:
         """The elements read ahead, from the next one on: ``block[offset:]`` of the result.
