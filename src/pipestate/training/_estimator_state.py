@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pipestate._validate import brief
-from pipestate.checkpoint import AutoTrackable, Checkpoint, Variable
+from pipestate.checkpoint import AutoTrackable, Checkpoint, LoadStatus, Variable
 from pipestate.checkpoint._adapters import adapt
 
 __all__ = ["EstimatorState", "check_state", "is_restorable"]
@@ -135,26 +135,35 @@ class EstimatorState:
                 get all its values (the program changed).
             CheckpointMismatchError: When a value does not fit its object.
         """
-        missing = [name for name in self.extras if not _holds(path, name)]
-        checkpoint = self.checkpoint
-        if missing:
-            _logger.warning(
-                "Checkpoint %s holds no %s (written before it was passed to the Estimator?): "
-                "left with its current state, and saved from the next checkpoint on.",
-                path,
-                ", ".join(repr(name) for name in missing),
-            )
-            present = {k: v for k, v in self.extras.items() if k not in missing}
-            checkpoint = Checkpoint(**self._own, **present)
-        status = checkpoint.restore(path)
+        status = self.checkpoint.restore(path)
         # What is left over is said here, not whenever the status happens to be collected.
         status.expect_partial()
-        status.assert_existing_objects_matched()
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError:
+            # Looked for only now: most checkpoints hold every object, and a probe reads the index.
+            missing = [name for name in self.extras if not _holds(path, name)]
+            if not missing:
+                raise
+            status = self._restore_without(path, missing)
         try:
             status.assert_consumed()
         except AssertionError as err:
             # Saved values no object takes: an object no longer passed, or no longer in the model.
             _logger.warning("%s\nThe other objects were restored; these values are unused.", err)
-        if checkpoint is not self.checkpoint:
-            # The save counter goes on from the restored one, as when nothing is missing.
-            self.checkpoint.save_counter.assign(checkpoint.save_counter.numpy())
+
+    def _restore_without(self, path: Any, missing: list[str]) -> LoadStatus:
+        """Restores ``path`` into every object but the extras ``missing`` from it."""
+        _logger.warning(
+            "Checkpoint %s holds no %s (written before it was passed to the Estimator?): "
+            "left with its current state, and saved from the next checkpoint on.",
+            path,
+            ", ".join(repr(name) for name in missing),
+        )
+        present = {k: v for k, v in self.extras.items() if k not in missing}
+        checkpoint = Checkpoint(**self._own, **present)
+        status = checkpoint.restore(path).expect_partial()
+        status.assert_existing_objects_matched()
+        # The save counter goes on from the restored one, as when nothing is missing.
+        self.checkpoint.save_counter.assign(checkpoint.save_counter.numpy())
+        return status
