@@ -139,7 +139,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("context", ["default", "fork", "forkserver", "spawn"])
+@pytest.mark.parametrize("context", ["default", "forkserver", "spawn"])  # default: fork
 def test_a_script_without_a_main_guard_runs_and_exits_without_warnings(
     tmp_path: Path, context: str
 ) -> None:
