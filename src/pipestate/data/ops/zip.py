@@ -9,16 +9,46 @@ import numpy as np
 from pipestate._validate import brief
 from pipestate.data import _structure
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
-from pipestate.data.iterator import StreamIterator
+from pipestate.data.iterator import State, StreamIterator, read_bool
 
 
 class _ZipIterator(StreamIterator["ZipDataset"]):
-    """Reads one element of each input per ``next``; state: the inputs' states."""
+    """Reads one element of each input per ``next``; state: the inputs' states and
+    whether one of them has ended.
 
-    _STATE_KEYS = (StreamIterator._PARENTS,)
+    Once an input has ended the zip has ended: later calls read no input (the
+    elements already read from the inputs before it are dropped, as tf.data
+    does), so the saved state stays the same.
+    """
+
+    _ENDED = "ended"
+    _STATE_KEYS = (StreamIterator._PARENTS, _ENDED)
+
+    def _start(self) -> None:
+        super()._start()
+        self._ended = False
 
     def _next(self) -> Any:
-        return self._source._pack([it._next() for it in self._inputs])
+        if self._ended:
+            raise StopIteration
+        try:
+            return self._source._pack([it._next() for it in self._inputs])
+        except StopIteration:
+            self._ended = True
+            raise
+
+    def _op_state(self) -> State:
+        return {self._PARENTS: [it._get_state() for it in self._inputs], self._ENDED: self._ended}
+
+    def _set_state(self, state: State) -> None:
+        if isinstance(state, dict) and self._ENDED not in state:
+            state = {**state, self._ENDED: False}  # saved before zip recorded its end
+        super()._set_state(state)
+
+    def _restore(self, state: State) -> None:
+        ended = read_bool(state, self._ENDED, self._op)
+        super()._restore({self._PARENTS: state[self._PARENTS]})
+        self._ended = ended
 
 
 class ZipDataset(Dataset):
