@@ -170,3 +170,57 @@ values = st.recursive(
 @given(value=values)
 def test_any_plain_value_round_trips(tmp_path_factory: pytest.TempPathFactory, value: Any) -> None:
     assert same(round_trip(tmp_path_factory.mktemp("v"), value), value)
+
+
+@pytest.mark.parametrize(
+    ("code", "bits", "expected"),
+    [
+        ("BF16", [0x3FC0, 0xC010, 0x7F80, 0x0001], [1.5, -2.25, math.inf, 2.0**-133]),
+        ("F8_E4M3", [0x38, 0x7E, 0xFE, 0x01], [1.0, 448.0, -448.0, 2.0**-9]),
+        ("F8_E5M2", [0x3C, 0x7B, 0x7C, 0xFC], [1.0, 57344.0, math.inf, -math.inf]),
+        ("F8_E4M3FNUZ", [0x40, 0x7F, 0x01], [1.0, 240.0, 2.0**-10]),
+        ("F8_E5M2FNUZ", [0x40, 0x7F, 0x01], [1.0, 57344.0, 2.0**-17]),
+        ("F8_E8M0", [0x7F, 0x80, 0x00], [1.0, 2.0, 2.0**-127]),
+    ],
+)
+def test_types_numpy_lacks_widen_exactly_to_float32(
+    code: str, bits: list[int], expected: list[float]
+) -> None:
+    from pipestate.checkpoint._safetensors import NATIVE_CARRIERS, widen_to_float32
+
+    carrier = np.array(bits, dtype=NATIVE_CARRIERS[code])
+    widened = widen_to_float32(carrier, code)
+    assert widened.dtype == np.float32
+    assert widened.tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("code", "nan_bits"),
+    [
+        ("BF16", 0x7FC1),
+        ("F8_E4M3", 0x7F),
+        ("F8_E5M2", 0x7D),
+        ("F8_E4M3FNUZ", 0x80),
+        ("F8_E8M0", 0xFF),
+    ],
+)
+def test_nan_bit_patterns_widen_to_nan(code: str, nan_bits: int) -> None:
+    from pipestate.checkpoint._safetensors import NATIVE_CARRIERS, widen_to_float32
+
+    carrier = np.array([nan_bits], dtype=NATIVE_CARRIERS[code])
+    assert np.isnan(widen_to_float32(carrier, code)).all()
+
+
+def test_torch_values_are_read_as_arrays_without_a_torch_reader() -> None:
+    from pipestate.checkpoint._values import decode_value
+    from pipestate.errors import CheckpointMismatchError, CorruptCheckpointError
+
+    arrays = {"k": np.arange(3)}
+    assert decode_value({"torch": "k"}, arrays.__getitem__, where="x").tolist() == [0, 1, 2]
+    on_gpu = {"torch": {"of": "k", "device": "cuda:0"}}
+    assert decode_value(on_gpu, arrays.__getitem__, where="x").tolist() == [0, 1, 2]
+    view = {"torch": {"of": "k", "dtype": "int64", "offset": 1, "shape": [2], "stride": [1]}}
+    with pytest.raises(CheckpointMismatchError, match="view of a torch tensor"):
+        decode_value(view, arrays.__getitem__, where="x")
+    with pytest.raises(CorruptCheckpointError, match="must name a tensor"):
+        decode_value({"torch": 3}, arrays.__getitem__, where="x")

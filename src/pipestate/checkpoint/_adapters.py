@@ -7,7 +7,10 @@
   ``random.Random``: their state is saved and restored in place.
 * Anything with ``state_dict()`` / ``load_state_dict()`` (PyTorch's Stateful
   protocol): the state dict's entries are saved as attributes; torch tensors
-  become NumPy arrays on save and torch tensors again on restore.
+  are saved as themselves (see :mod:`pipestate.torch._state`).
+* Torch objects (modules, optimizers, LR schedulers, ``GradScaler``,
+  ``torch.Generator``): adapted by :mod:`pipestate.torch._state`, imported
+  only when such an object is met.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from pipestate.checkpoint._trackable import Trackable
-from pipestate.checkpoint._values import Value
+from pipestate.checkpoint._values import Value, is_torch_tensor
 from pipestate.errors import CheckpointMismatchError
 
-__all__ = ["PythonValue", "adapt", "is_stateful"]
+__all__ = ["PythonValue", "StatefulAdapter", "adapt", "is_stateful"]
 
 VALUE = "VALUE"
 STATE = "STATE"
@@ -164,18 +167,8 @@ class _PyRandomAdapter(Trackable):
         return f"RandomAdapter({type(self.wrapped).__name__})"
 
 
-def _is_torch_tensor(value: object) -> bool:
-    return type(value).__module__.startswith("torch") and hasattr(value, "detach")
-
-
 def _to_value(value: Any) -> Value:
-    if _is_torch_tensor(value):
-        tensor = value.detach().cpu()
-        try:
-            return tensor.numpy()
-        except TypeError:
-            # bfloat16 and other types NumPy lacks: widen to float32 (exact for bfloat16).
-            return tensor.float().numpy()
+    # Torch tensors are values themselves; mappings of other types become dicts.
     if isinstance(value, Mapping):
         return {k: _to_value(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -186,7 +179,7 @@ def _to_value(value: Any) -> Value:
 
 
 def _contains_torch(value: Any) -> bool:
-    if _is_torch_tensor(value):
+    if is_torch_tensor(value):
         return True
     if isinstance(value, Mapping):
         return any(_contains_torch(v) for v in value.values())
@@ -196,6 +189,7 @@ def _contains_torch(value: Any) -> bool:
 
 
 def _to_torch(value: Value, torch: Any) -> Any:
+    # Checkpoints written before torch tensors were values hold NumPy arrays.
     if isinstance(value, np.ndarray):
         return torch.from_numpy(value)
     if isinstance(value, dict):
@@ -215,7 +209,7 @@ whether it holds torch tensors (pipestate's iterators set it: their
 ``state_dict()`` applies the external state policy)."""
 
 
-class _StatefulAdapter(Trackable):
+class StatefulAdapter(Trackable):
     """An object with ``state_dict()`` / ``load_state_dict()``; one attribute per entry."""
 
     def __init__(self, obj: Any) -> None:
@@ -269,6 +263,21 @@ class _StatefulAdapter(Trackable):
         return f"StatefulAdapter({type(self.wrapped).__name__})"
 
 
+def _is_torch_object(obj: object) -> bool:
+    """Whether ``obj`` is a torch generator, module, optimizer, LR scheduler or grad scaler."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    kinds = (
+        torch.Generator,
+        torch.nn.Module,
+        torch.optim.Optimizer,
+        torch.optim.lr_scheduler.LRScheduler,
+        torch.amp.GradScaler,
+    )
+    return isinstance(obj, kinds)
+
+
 def is_stateful(obj: object) -> bool:
     """Whether ``obj`` follows the Stateful protocol (``state_dict`` and ``load_state_dict``)."""
     return callable(getattr(obj, "state_dict", None)) and callable(
@@ -284,6 +293,10 @@ def adapt(obj: object) -> Trackable | None:
     """
     if isinstance(obj, Trackable):
         return obj
+    if _is_torch_object(obj):
+        from pipestate.torch._state import adapt_torch
+
+        return adapt_torch(obj)
     if isinstance(obj, np.random.Generator):
         return _GeneratorAdapter(obj)
     if isinstance(obj, np.random.RandomState):
@@ -291,5 +304,5 @@ def adapt(obj: object) -> Trackable | None:
     if isinstance(obj, random.Random) and not isinstance(obj, random.SystemRandom):
         return _PyRandomAdapter(obj)
     if is_stateful(obj):
-        return _StatefulAdapter(obj)
+        return StatefulAdapter(obj)
     return None

@@ -108,14 +108,28 @@ class GraphView:
         arrays: list[Any] = []
         keys: set[str] = set()
 
-        def add_array(key: str, array: np.ndarray) -> str:
+        def add_raw(key: str, array: np.ndarray, native: str | None) -> str:
             unique, n = key, 1
             while unique in keys:
                 n += 1
                 unique = f"{key}#{n}"
             keys.add(unique)
-            arrays.append(prepare_array(unique, array, copy=copy))
+            arrays.append(prepare_array(unique, array, copy=copy, native=native))
             return unique
+
+        def add_array(key: str, array: np.ndarray) -> str:
+            return add_raw(key, array, None)
+
+        encoder: Callable[[str, Any], Any] | None = None
+
+        def add_tensor(key: str, tensor: Any) -> Any:
+            # Torch is imported already (a tensor exists); one encoder per save shares storages.
+            nonlocal encoder
+            if encoder is None:
+                from pipestate.torch._state import TensorEncoder
+
+                encoder = TensorEncoder(add_raw)
+            return encoder(key, tensor)
 
         for obj, path, children in objects:
             values = obj._serialize_to_values()
@@ -125,7 +139,7 @@ class GraphView:
                     f"keys, got {values!r:.100}"
                 )
             attributes = {
-                name: encode_value(value, attribute_key(path, name), add_array)
+                name: encode_value(value, attribute_key(path, name), add_array, add_tensor)
                 for name, value in values.items()
             }
             nodes.append(

@@ -11,6 +11,10 @@ names are the values' keys; the index is a JSON document::
         "tensors": {"<key>": {"dtype": "<f4", "shape": [2, 3], "shard": 0,
                               "offset": 128, "length": 24, "crc32c": 1234}}}}
 
+A tensor's ``dtype`` is a NumPy dtype string, or the safetensors code of a
+type NumPy lacks (``"BF16"``, ``"F8_E4M3"``, ``"F8_E5M2"``, ...): such a
+tensor is stored as that type in its shard.
+
 Node 0 is the root. ``offset`` is absolute in the shard file. Shards are
 written first under their final names; the index is written last and
 atomically, so a checkpoint without its index does not exist.
@@ -29,7 +33,12 @@ import google_crc32c
 import numpy as np
 
 from pipestate._validate import is_int
-from pipestate.checkpoint._safetensors import empty_shape_fits, shape_is_valid, strict_json_loads
+from pipestate.checkpoint._safetensors import (
+    NATIVE_CARRIERS,
+    empty_shape_fits,
+    shape_is_valid,
+    strict_json_loads,
+)
 from pipestate.errors import CorruptCheckpointError
 
 __all__ = [
@@ -77,6 +86,8 @@ class TensorEntry:
     offset: int
     length: int
     crc32c: int
+    # For a type NumPy lacks: its safetensors code; ``dtype`` is then its unsigned carrier.
+    native: str | None = None
 
 
 def node_paths(nodes: list[Node]) -> list[tuple[str, ...]]:
@@ -258,7 +269,9 @@ def _parse_tensors(raw: object, num_shards: int, what: str) -> dict[str, TensorE
         text = entry["dtype"]
         dtype = dtypes.get(text) if type(text) is str else None
         if dtype is None:
-            dtype = _parse_dtype(text, f"{what}: tensor {key!r:.200}")
+            dtype = NATIVE_CARRIERS.get(text) if type(text) is str else None
+            if dtype is None:
+                dtype = _parse_dtype(text, f"{what}: tensor {key!r:.200}")
             dtypes[text] = dtype
         shape, shard, offset, length, crc = (
             entry["shape"],
@@ -282,7 +295,8 @@ def _parse_tensors(raw: object, num_shards: int, what: str) -> dict[str, TensorE
         ):
             fields = (shape, shard, offset, length, crc)
             _tensor_error(f"{what}: tensor {key!r:.200}", dtype, fields, num_shards)
-        out[key] = TensorEntry(key, dtype, tuple(shape), shard, offset, length, crc)
+        native = text if text in NATIVE_CARRIERS else None
+        out[key] = TensorEntry(key, dtype, tuple(shape), shard, offset, length, crc, native)
     return out
 
 

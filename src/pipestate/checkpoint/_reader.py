@@ -9,7 +9,8 @@ import contextlib
 import functools
 import gc
 import re
-from collections.abc import Iterator
+import weakref
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import google_crc32c
@@ -18,9 +19,14 @@ import numpy as np
 from pipestate.checkpoint._index import TensorEntry, parse_index
 from pipestate.checkpoint._limits import INDEX_LIMIT, read_limited
 from pipestate.checkpoint._paths import index_path, shard_name
-from pipestate.checkpoint._safetensors import TensorInfo, parse_header, safetensors_dtype
+from pipestate.checkpoint._safetensors import (
+    TensorInfo,
+    parse_header,
+    safetensors_dtype,
+    widen_to_float32,
+)
 from pipestate.checkpoint._storage import RandomAccessFile, Storage
-from pipestate.checkpoint._values import Value, decode_value
+from pipestate.checkpoint._values import Value, decode_value, torch_reader
 from pipestate.errors import CorruptCheckpointError, NotFoundError
 
 __all__ = ["CheckpointReader", "gc_paused", "missing_checkpoint_error"]
@@ -71,6 +77,9 @@ class CheckpointReader:
                 data, f"checkpoint index {self._index!r}"
             )
         self._shards: dict[int, tuple[RandomAccessFile, dict[str, TensorInfo]]] = {}
+        # Per copy mode, the torch tensors read and still alive (weakly held), so that
+        # tensors sharing storage share it again. Nothing in it refers back to the reader.
+        self._torch_tensors: dict[bool, MutableMapping[Any, Any]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -109,6 +118,28 @@ class CheckpointReader:
     def read_tensor(self, key: str, *, copy: bool = True) -> np.ndarray:
         """Read tensor ``key`` and verify its checksum.
 
+        BF16 and float8 tensors (types NumPy lacks) are widened exactly to
+        float32; :meth:`read_raw` returns their bytes.
+
+        Args:
+            key: The tensor's key.
+            copy: Return a fresh writable array; with ``False`` a local shard
+                may return a read-only view of its memory map instead.
+
+        Raises:
+            CorruptCheckpointError: When the shard disagrees with the index, is
+                truncated, or the bytes do not match the recorded crc32c.
+        """
+        array, native = self.read_raw(key, copy=copy)
+        return array if native is None else widen_to_float32(array, native)
+
+    def read_raw(self, key: str, *, copy: bool = True) -> tuple[np.ndarray, str | None]:
+        """Read tensor ``key`` as stored, and verify its checksum.
+
+        Returns:
+            The array, and for a type NumPy lacks its safetensors code (the
+            array then holds its bytes in an unsigned dtype of the same size).
+
         Args:
             key: The tensor's key.
             copy: Return a fresh writable array; with ``False`` a local shard
@@ -121,7 +152,7 @@ class CheckpointReader:
         entry = self.entry(key)
         f, header = self._shard(entry.shard)
         info = header.get(key)
-        expected_dtype = safetensors_dtype(entry.dtype)
+        expected_dtype = entry.native or safetensors_dtype(entry.dtype)
         where = f"value {key!r:.200} in data shard {f.path!r}"
         raw = expected_dtype == "U8" and entry.dtype != np.uint8
         if (
@@ -151,13 +182,16 @@ class CheckpointReader:
             )
         if out is None:
             assert view is not None
-            return np.frombuffer(view, dtype=entry.dtype).reshape(entry.shape)
-        return out
+            return np.frombuffer(view, dtype=entry.dtype).reshape(entry.shape), entry.native
+        return out, entry.native
 
     def decode(self, encoded: Any, *, where: str, copy: bool = True) -> Value:
         """Decode one attribute's JSON, reading its arrays (see :meth:`read_tensor`)."""
         read = self.read_tensor if copy else functools.partial(self.read_tensor, copy=False)
-        return decode_value(encoded, read, where=where)
+        read_raw = self.read_raw if copy else functools.partial(self.read_raw, copy=False)
+        tensors = self._torch_tensors.setdefault(copy, weakref.WeakValueDictionary())
+        read_torch = torch_reader(read_raw, read, tensors)
+        return decode_value(encoded, read, where=where, read_torch=read_torch)
 
     def close(self) -> None:
         """Close the shards opened so far."""

@@ -12,20 +12,30 @@ stand for themselves and everything else is a one-key tagged object::
     {"items": [[key, value], ...]}        dicts with other keys (int, tuple, ...)
     {"array": "<tensor key>"}             a NumPy array stored in a data shard
     {"scalar": "<tensor key>"}            a NumPy scalar stored in a data shard
+    {"torch": "<tensor key>" | {...}}     a torch tensor (see ``pipestate.torch._state``)
+
+Torch tensors are values too (without importing torch here: they are
+recognised when torch is already imported). They are stored in their own
+dtype, bfloat16 and float8 included; tensors sharing storage are stored
+once. A reader without torch gets NumPy arrays for them, with bfloat16 and
+float8 widened exactly to float32.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import importlib.util
 import math
 import reprlib
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TypeAlias
 
 import numpy as np
 
-from pipestate.errors import CorruptCheckpointError
+from pipestate.errors import CheckpointMismatchError, CorruptCheckpointError
 
 __all__ = [
     "ATTRIBUTES",
@@ -36,7 +46,9 @@ __all__ = [
     "encode_value",
     "escape_name",
     "is_plain_value",
+    "is_torch_tensor",
     "node_key",
+    "torch_reader",
 ]
 
 Value: TypeAlias = Any
@@ -44,7 +56,7 @@ Value: TypeAlias = Any
 
 ATTRIBUTES = ".ATTRIBUTES"
 MAX_DEPTH = 100
-_TAGS = frozenset({"float", "bytes", "tuple", "dict", "items", "array", "scalar"})
+_TAGS = frozenset({"float", "bytes", "tuple", "dict", "items", "array", "scalar", "torch"})
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
@@ -65,9 +77,17 @@ def attribute_key(path: tuple[str, ...], attribute: str) -> str:
     return f"{prefix}/{tail}" if prefix else tail
 
 
+def is_torch_tensor(value: object) -> bool:
+    """Whether ``value`` is a torch tensor (never imports torch: an object of it means it is)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
 def is_plain_value(value: object, depth: int = 0) -> bool:
     """Whether ``value`` can be saved as a value (no trackables, no arbitrary objects)."""
     if value is None or isinstance(value, (bool, int, float, str, bytes, np.generic)):
+        return True
+    if is_torch_tensor(value):
         return True
     if isinstance(value, np.ndarray):
         return bool(value.dtype.kind != "O")
@@ -86,17 +106,32 @@ def _nested_key(key: str, part: object) -> str:
     return f"{key}/{escape_name(str(part))}"
 
 
-def encode_value(value: Value, key: str, add_array: Callable[[str, np.ndarray], str]) -> Any:
+AddArray: TypeAlias = Callable[[str, np.ndarray], str]
+AddTensor: TypeAlias = Callable[[str, Any], Any]
+
+
+def encode_value(
+    value: Value, key: str, add_array: AddArray, add_tensor: AddTensor | None = None
+) -> Any:
     """Encode ``value`` as JSON, handing every array to ``add_array(key, array) -> tensor key``.
+
+    Torch tensors go to ``add_tensor(key, tensor)``, which returns the body of
+    their ``"torch"`` tag; without it they are saved as NumPy arrays.
 
     Raises:
         TypeError: For a value of an unsupported type (named with its key).
         ValueError: For a structure nested deeper than ``MAX_DEPTH`` (or containing itself).
     """
-    return _encode(value, key, add_array, 0)
+    if add_tensor is None:
+        add_tensor = functools.partial(_tensor_as_array, add_array)
+    return _encode(value, key, add_array, add_tensor, 0)
 
 
-def _encode(value: Value, key: str, add_array: Callable[[str, np.ndarray], str], depth: int) -> Any:
+def _tensor_as_array(add_array: AddArray, key: str, tensor: Any) -> Any:
+    return add_array(key, tensor.detach().cpu().numpy())
+
+
+def _encode(value: Value, key: str, add_array: AddArray, add_tensor: AddTensor, depth: int) -> Any:
     if depth > MAX_DEPTH:
         raise ValueError(
             f"value at {key!r} is nested more than {MAX_DEPTH} levels deep (or contains itself)"
@@ -107,6 +142,8 @@ def _encode(value: Value, key: str, add_array: Callable[[str, np.ndarray], str],
         return {"array": add_array(key, value)}
     if isinstance(value, np.generic):
         return {"scalar": add_array(key, np.asarray(value))}
+    if is_torch_tensor(value):
+        return {"torch": add_tensor(key, value)}
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
@@ -117,18 +154,22 @@ def _encode(value: Value, key: str, add_array: Callable[[str, np.ndarray], str],
     if isinstance(value, (bytes, bytearray)):
         return {"bytes": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, list):
-        return [_encode(v, _nested_key(key, i), add_array, depth + 1) for i, v in enumerate(value)]
+        return [
+            _encode(v, _nested_key(key, i), add_array, add_tensor, depth + 1)
+            for i, v in enumerate(value)
+        ]
     if isinstance(value, tuple):
         return {
             "tuple": [
-                _encode(v, _nested_key(key, i), add_array, depth + 1) for i, v in enumerate(value)
+                _encode(v, _nested_key(key, i), add_array, add_tensor, depth + 1)
+                for i, v in enumerate(value)
             ]
         }
     if isinstance(value, Mapping):
         if all(type(k) is str for k in value):
             return {
                 "dict": {
-                    k: _encode(v, _nested_key(key, k), add_array, depth + 1)
+                    k: _encode(v, _nested_key(key, k), add_array, add_tensor, depth + 1)
                     for k, v in value.items()
                 }
             }
@@ -140,8 +181,8 @@ def _encode(value: Value, key: str, add_array: Callable[[str, np.ndarray], str],
                 )
             items.append(
                 [
-                    _encode(k, _nested_key(key, k), add_array, depth + 1),
-                    _encode(v, _nested_key(key, k), add_array, depth + 1),
+                    _encode(k, _nested_key(key, k), add_array, add_tensor, depth + 1),
+                    _encode(v, _nested_key(key, k), add_array, add_tensor, depth + 1),
                 ]
             )
         return {"items": items}
@@ -152,13 +193,35 @@ def _encode(value: Value, key: str, add_array: Callable[[str, np.ndarray], str],
     )
 
 
-def decode_value(encoded: Any, read_array: Callable[[str], np.ndarray], *, where: str) -> Value:
+ReadArray: TypeAlias = Callable[[str], np.ndarray]
+ReadTorch: TypeAlias = Callable[[Any], Any]
+
+
+def decode_value(
+    encoded: Any, read_array: ReadArray, *, where: str, read_torch: ReadTorch | None = None
+) -> Value:
     """Decode JSON written by :func:`encode_value`, reading arrays with ``read_array(tensor key)``.
+
+    A ``"torch"`` value is read with ``read_torch(body)``; without it, it is
+    read as a NumPy array (its tensor, when it is not a view of another one).
 
     Raises:
         CorruptCheckpointError: For anything :func:`encode_value` cannot have written.
+        CheckpointMismatchError: For a view of a torch tensor read without ``read_torch``.
     """
-    return _decode(encoded, read_array, where, 0)
+    if read_torch is None:
+        read_torch = functools.partial(_torch_as_array, read_array, where)
+    return _decode(encoded, read_array, read_torch, where, 0)
+
+
+def _torch_as_array(read_array: ReadArray, where: str, body: Any) -> np.ndarray:
+    if isinstance(body, str):
+        return read_array(body)
+    if isinstance(body, dict) and set(body) <= {"of", "device"} and isinstance(body.get("of"), str):
+        return read_array(body["of"])
+    raise CheckpointMismatchError(
+        f"the value at {_brief(where)} is a view of a torch tensor; read it with torch installed"
+    )
 
 
 _BRIEF = reprlib.Repr()
@@ -176,7 +239,9 @@ def _bad(where: str, why: str) -> CorruptCheckpointError:
     return CorruptCheckpointError(f"malformed value at {_brief(where)} in checkpoint index: {why}")
 
 
-def _decode(encoded: Any, read_array: Callable[[str], np.ndarray], where: str, depth: int) -> Value:
+def _decode(
+    encoded: Any, read_array: ReadArray, read_torch: ReadTorch, where: str, depth: int
+) -> Value:
     if depth > MAX_DEPTH:
         raise _bad(where, f"nested more than {MAX_DEPTH} levels deep")
     if encoded is None or isinstance(encoded, (bool, int, str)):
@@ -184,7 +249,7 @@ def _decode(encoded: Any, read_array: Callable[[str], np.ndarray], where: str, d
     if isinstance(encoded, float):
         return encoded
     if isinstance(encoded, list):
-        return [_decode(v, read_array, where, depth + 1) for v in encoded]
+        return [_decode(v, read_array, read_torch, where, depth + 1) for v in encoded]
     if not isinstance(encoded, dict) or len(encoded) != 1:
         raise _bad(
             where, f"expected a JSON value or a one-key tagged object, got {_brief(encoded)}"
@@ -206,11 +271,11 @@ def _decode(encoded: Any, read_array: Callable[[str], np.ndarray], where: str, d
     if tag == "tuple":
         if not isinstance(body, list):
             raise _bad(where, "'tuple' must be a JSON array")
-        return tuple(_decode(v, read_array, where, depth + 1) for v in body)
+        return tuple(_decode(v, read_array, read_torch, where, depth + 1) for v in body)
     if tag == "dict":
         if not isinstance(body, dict):
             raise _bad(where, "'dict' must be a JSON object")
-        return {k: _decode(v, read_array, where, depth + 1) for k, v in body.items()}
+        return {k: _decode(v, read_array, read_torch, where, depth + 1) for k, v in body.items()}
     if tag == "items":
         if not isinstance(body, list):
             raise _bad(where, "'items' must be a JSON array of [key, value] pairs")
@@ -218,15 +283,19 @@ def _decode(encoded: Any, read_array: Callable[[str], np.ndarray], where: str, d
         for pair in body:
             if not isinstance(pair, list) or len(pair) != 2:
                 raise _bad(where, f"'items' entry {_brief(pair)} is not a [key, value] pair")
-            k = _decode(pair[0], read_array, where, depth + 1)
+            k = _decode(pair[0], read_array, read_torch, where, depth + 1)
             try:
                 hash(k)
             except TypeError:
                 raise _bad(where, f"dict key {_brief(k)} is not hashable") from None
             if isinstance(k, np.generic):
                 raise _bad(where, "dict keys cannot be NumPy scalars")
-            out[k] = _decode(pair[1], read_array, where, depth + 1)
+            out[k] = _decode(pair[1], read_array, read_torch, where, depth + 1)
         return out
+    if tag == "torch":
+        if not isinstance(body, (str, dict)):
+            raise _bad(where, f"'torch' must name a tensor, got {_brief(body)}")
+        return read_torch(body)
     if not isinstance(body, str):
         raise _bad(where, f"{tag!r} must name a tensor, got {_brief(body)}")
     array = read_array(body)
@@ -235,3 +304,30 @@ def _decode(encoded: Any, read_array: Callable[[str], np.ndarray], where: str, d
             raise _bad(where, f"scalar tensor {_brief(body)} has shape {array.shape}")
         return array[()]
     return array
+
+
+def torch_reader(
+    read_raw: Callable[[str], tuple[np.ndarray, str | None]],
+    read_array: ReadArray,
+    tensors: MutableMapping[Any, Any],
+) -> ReadTorch:
+    """A ``read_torch`` for :func:`decode_value` that imports torch only when a torch value is read.
+
+    ``tensors`` keeps the tensors read, by key (a ``WeakValueDictionary``), so
+    that values sharing storage share it again. Where torch is not installed,
+    torch values are read as NumPy arrays.
+    """
+    decoder: ReadTorch | None = None
+
+    def read(body: Any) -> Any:
+        nonlocal decoder
+        if decoder is None:
+            if importlib.util.find_spec("torch") is None:
+                decoder = functools.partial(_torch_as_array, read_array, "a torch value")
+            else:
+                from pipestate.torch._state import TensorDecoder
+
+                decoder = TensorDecoder(read_raw, tensors)
+        return decoder(body)
+
+    return read

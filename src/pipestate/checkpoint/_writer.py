@@ -24,7 +24,7 @@ import numpy as np
 from pipestate.checkpoint._cleanup import remove_stale_files
 from pipestate.checkpoint._index import FORMAT_NAME, FORMAT_VERSION, MAX_SHARDS, body_crc
 from pipestate.checkpoint._paths import SHARD_SUFFIX, index_path, shard_name
-from pipestate.checkpoint._safetensors import build_header, safetensors_dtype
+from pipestate.checkpoint._safetensors import build_header, carrier_dtype, safetensors_dtype
 from pipestate.checkpoint._storage import Storage
 from pipestate.errors import CheckpointWriteError
 
@@ -50,6 +50,12 @@ class _Pending:
     key: str
     array: np.ndarray
     st_dtype: str
+    # The safetensors code of a type NumPy lacks (BF16, F8_E4M3, ...) that ``array`` carries.
+    native: str | None = None
+
+    @property
+    def index_dtype(self) -> str:
+        return self.native if self.native is not None else self.array.dtype.str
 
     @property
     def nbytes(self) -> int:
@@ -67,17 +73,29 @@ class _Pending:
 
 
 def prepare_array(
-    key: str, array: np.ndarray, *, copy: Callable[[str, np.ndarray], np.ndarray] | None = None
+    key: str,
+    array: np.ndarray,
+    *,
+    copy: Callable[[str, np.ndarray], np.ndarray] | None = None,
+    native: str | None = None,
 ) -> _Pending:
     """Check that ``array`` can be saved; bring it to little-endian C order (copying if needed).
 
     With ``copy`` (``copy(key, array)`` returns a copy in C order), the result
     never shares memory with ``array``: an async save must not see later
-    changes to the saved objects.
+    changes to the saved objects. With ``native`` (a safetensors code such as
+    ``"BF16"``), ``array`` carries the bytes of that type in its unsigned
+    carrier dtype (see ``NATIVE_CARRIERS``), and is stored as that type.
 
     Raises:
         TypeError: For object, structured and sub-array dtypes, which have no byte layout to save.
+        ValueError: For a ``native`` code whose carrier is not ``array``'s dtype.
     """
+    if native is not None and carrier_dtype(native) != array.dtype:
+        raise ValueError(
+            f"cannot save the array at {key!r} as {native}: its carrier must be "
+            f"{carrier_dtype(native)}, got {array.dtype}"
+        )
     dtype = array.dtype
     if (
         dtype.kind == "O"
@@ -96,6 +114,8 @@ def prepare_array(
         array, copied = array.copy(order="C"), True
     if copy is not None and not copied:
         array = copy(key, array)
+    if native is not None:
+        return _Pending(key, array, native, native)
     return _Pending(key, array, safetensors_dtype(array.dtype))
 
 
@@ -247,7 +267,7 @@ def _write_shards_and_index(
         for item in items:
             offset, crc = placed[item.key]
             tensors[item.key] = {
-                "dtype": item.array.dtype.str,
+                "dtype": item.index_dtype,
                 "shape": list(item.array.shape),
                 "shard": shard,
                 "offset": offset,
