@@ -6,6 +6,9 @@ Usage::
     pipestate ls DIRECTORY        the checkpoints in a directory, the latest marked *
     pipestate verify PATH         read every value and check every checksum
     pipestate diff PATH_A PATH_B  objects and values that differ
+    pipestate export PATH --torch OUT [--key KEY]
+                                  one object's state dict as a plain safetensors
+                                  file for ``model.load_state_dict`` (needs torch)
 
 Exit status: 0 on success, 1 when ``verify`` finds damage or ``diff`` finds
 differences, 2 when a checkpoint cannot be found or read.
@@ -42,7 +45,34 @@ def _parser() -> argparse.ArgumentParser:
     diff = commands.add_parser("diff", help="compare two checkpoints")
     diff.add_argument("path_a", help="first checkpoint")
     diff.add_argument("path_b", help="second checkpoint")
+    export = commands.add_parser(
+        "export", help="write one object's state dict as a plain safetensors file"
+    )
+    export.add_argument("path", help="checkpoint prefix (e.g. ckpt/ckpt-3)")
+    export.add_argument(
+        "--torch",
+        required=True,
+        metavar="OUT",
+        help="the safetensors file to write, loadable with safetensors.torch.load_file",
+    )
+    export.add_argument(
+        "--key",
+        default=None,
+        help="path of the object in the checkpoint (e.g. model); by default the only one "
+        "holding tensors",
+    )
     return parser
+
+
+def _export(args: argparse.Namespace) -> int:
+    try:
+        from pipestate.torch._export import export_state_dict
+    except ImportError as err:
+        print(f"pipestate export: error: --torch needs torch installed ({err})", file=sys.stderr)
+        return 2
+    names = export_state_dict(args.path, args.torch, key=args.key)
+    print(f"{args.torch}: {len(names)} tensor(s) written")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -62,6 +92,8 @@ def _run(args: argparse.Namespace) -> int:
             return 1
         print(f"{args.path}: OK, {checked} value(s) verified")
         return 0
+    if args.command == "export":
+        return _export(args)
     lines = diff_checkpoints(args.path_a, args.path_b)
     if lines:
         print("\n".join(lines))

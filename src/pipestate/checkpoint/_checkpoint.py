@@ -156,7 +156,7 @@ def _restore(
     if found.kind == "names":
         file = NameBasedFile(found.storage, found.path, display=found.display)
         try:
-            return restore_by_name(graph, file, (*optional, *optional_by_name))
+            return restore_by_name(_flat_view(graph, file), file, (*optional, *optional_by_name))
         finally:
             file.close()  # name-based restores are not deferred: nothing reads it later
     reader = CheckpointReader(found.storage, found.path, display=found.display)
@@ -169,6 +169,21 @@ def _restore(
         session.expect_partial = True  # the error says it all; no warning about leftovers
         raise
     return CheckpointLoadStatus(session, graph, optional)
+
+
+def _flat_view(graph: GraphView, file: NameBasedFile) -> GraphView:
+    """The graph a flat file restores: a lone dependency's own, when the file's names lack it.
+
+    ``Checkpoint(model=module).restore("model.safetensors")`` then reads a
+    state dict saved by anyone (``fc.weight``), as ``CheckpointableSaver(module)`` does.
+    """
+    children = {n: c for n, c in graph.children(graph.root).items() if n != "save_counter"}
+    if len(children) != 1 or graph.root._serialize_to_values():
+        return graph
+    ((name, child),) = children.items()
+    if any(t == name or t.startswith(f"{name}/") for t in file.tensors):
+        return graph
+    return GraphView(child)
 
 
 class CheckpointableSaver:

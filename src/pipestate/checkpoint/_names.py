@@ -21,7 +21,7 @@ from pipestate.checkpoint._restore import LoadStatus, _listing, next_restore_uid
 from pipestate.checkpoint._safetensors import TensorInfo, numpy_dtype, parse_header
 from pipestate.checkpoint._storage import RandomAccessFile, Storage
 from pipestate.checkpoint._trackable import Trackable
-from pipestate.checkpoint._values import Value, attribute_key, escape_name
+from pipestate.checkpoint._values import Value, attribute_key, escape_name, is_torch_tensor
 from pipestate.checkpoint._variable import VARIABLE_VALUE
 from pipestate.errors import CheckpointKeyError, CheckpointMismatchError, CorruptCheckpointError
 
@@ -78,6 +78,13 @@ class NameBasedFile:
             "convert the file to a supported dtype (e.g. F16 or F32)"
         )
 
+    def read_torch(self, name: str) -> Any:
+        """Read tensor ``name`` as a torch tensor of its own dtype (BF16 and float8 included)."""
+        from pipestate.torch._state import tensor_from_bytes
+
+        info = self.info(name)
+        return tensor_from_bytes(self.read_bytes(name), info.dtype, info.shape, name)
+
     def read_bytes(self, name: str) -> bytes:
         """The raw bytes of tensor ``name``, whatever its dtype.
 
@@ -118,6 +125,10 @@ class _Matcher:
         self.used: set[str] = set()
         self.found = 0
         self.missing = 0
+        # Torch tensors read so far, by the layout of the template tensor they replaced: a
+        # tensor tied to one of them (a file holds tied weights once) takes the same one.
+        self._tied: dict[tuple[Any, ...], Any] = {}
+        self._untied: dict[tuple[Any, ...], int] = {}
 
     def __repr__(self) -> str:
         return f"_Matcher({self.file!r}, found={self.found}, missing={self.missing})"
@@ -125,6 +136,8 @@ class _Matcher:
     def substitute(
         self, value: Value, path: tuple[str, ...], attribute: str, nested: tuple[str, ...]
     ) -> Value:
+        if is_torch_tensor(value):
+            return self._substitute_tensor(value, _names_for(path, attribute, nested))
         if isinstance(value, (np.ndarray, np.generic)):
             for name in _names_for(path, attribute, nested):
                 if name in self.file.tensors:
@@ -146,6 +159,32 @@ class _Matcher:
             return {
                 k: self.substitute(v, path, attribute, (*nested, str(k))) for k, v in value.items()
             }
+        return value
+
+    def _substitute_tensor(self, value: Any, names: list[str]) -> Value:
+        layout = (
+            str(value.device),
+            value.untyped_storage().data_ptr(),
+            value.dtype,
+            tuple(value.shape),
+            value.stride(),
+            value.storage_offset(),
+        )
+        for name in names:
+            if name in self.file.tensors:
+                self.used.add(name)
+                self.found += 1
+                tensor = self.file.read_torch(name)
+                if value.untyped_storage().nbytes():
+                    self._tied.setdefault(layout, tensor)
+                    # Tied tensors seen before this one were not missing after all.
+                    self.missing -= self._untied.pop(layout, 0)
+                return tensor
+        if layout in self._tied:
+            return self._tied[layout]
+        self.missing += 1
+        if value.untyped_storage().nbytes():
+            self._untied[layout] = self._untied.get(layout, 0) + 1
         return value
 
 
