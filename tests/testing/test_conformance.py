@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import numpy as np
@@ -252,6 +253,30 @@ def test_variants_can_be_chosen() -> None:
     ]
     with pytest.raises(ValueError, match="unknown variants"):
         assert_conformant(ds, variants=("parallel",))
+
+
+Pair = collections.namedtuple("Pair", ["a", "b"])
+
+
+@pytest.mark.parametrize(
+    "ds",
+    [
+        pytest.param(ps.Dataset.range(9).batch(2), id="random-access"),
+        pytest.param(
+            ps.Dataset.zip(ps.Dataset.range(7), ps.Dataset.range(7).filter(_is_even)), id="tuples"
+        ),
+        pytest.param(
+            ps.Dataset.from_tensor_slices(Pair(np.arange(5), np.arange(5.0))).shuffle(3),
+            id="named-tuples-seedless",
+        ),
+    ],
+)
+def test_parallel_map_variant_is_asked_for_by_name(ds: ps.Dataset) -> None:
+    ((name, variant),) = _variants.variants(ds, ("parallel_map",))
+    assert name == "parallel_map"
+    assert variant._op_name == "map"
+    assert variant._background() is not None
+    assert_conformant(ds, variants=("parallel_map",))
 
 
 # ----------------------------------------------------------- state structure

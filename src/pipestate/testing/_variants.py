@@ -5,7 +5,9 @@ over a streaming input run their streaming iterators instead, which read their
 inputs' iterators and save nested states. The streaming variant of a pipeline
 is the same op chain with a private passthrough op, ``_StreamedDataset``,
 inserted where the random access must stop, so every op above it runs its
-streaming path over exactly the same elements.
+streaming path over exactly the same elements. The prefetch variant puts the
+pipeline behind a background thread, and the parallel-map variant (asked for
+by name only) behind an identity ``map`` on two threads.
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ STREAMING = "streaming"
 """Variant: the op chain over inputs forced to stream (its ops' streaming iterators)."""
 PREFETCH = "prefetch"
 """Variant: the dataset under ``prefetch(2)`` (a background thread)."""
+PARALLEL_MAP = "parallel_map"
+"""Variant (not run by default): an identity ``map(..., num_parallel_calls=2)`` on top."""
 VARIANTS = (STREAMING, PREFETCH)
 """The variants every check runs besides the dataset itself, by default."""
+KNOWN_VARIANTS = (*VARIANTS, PARALLEL_MAP)
+"""Every variant a check can be asked for."""
 
 
 class _StreamedIterator(StreamIterator):  # type: ignore[type-arg]
@@ -47,6 +53,11 @@ class _StreamedDataset(Dataset):
 
     def _cardinality(self) -> int:
         return self._parents[0]._cardinality()
+
+
+def _identity(*args: Any) -> Any:
+    """The element a ``map`` was given (a plain tuple is unpacked into ``args``)."""
+    return args[0] if len(args) == 1 else args
 
 
 def _has_streaming_path(op: Dataset) -> bool:
@@ -98,9 +109,9 @@ def variants(dataset: Dataset, names: tuple[str, ...] | list[str]) -> list[tuple
     Raises:
       ValueError: an unknown variant name.
     """
-    unknown = [name for name in names if name not in VARIANTS]
+    unknown = [name for name in names if name not in KNOWN_VARIANTS]
     if unknown:
-        raise ValueError(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+        raise ValueError(f"unknown variants {unknown}; choose from {list(KNOWN_VARIANTS)}")
     out: list[tuple[str, Dataset]] = []
     if STREAMING in names:
         streamed = streaming_variant(dataset)
@@ -108,4 +119,6 @@ def variants(dataset: Dataset, names: tuple[str, ...] | list[str]) -> list[tuple
             out.append((STREAMING, streamed))
     if PREFETCH in names:
         out.append((PREFETCH, dataset.prefetch(2)))
+    if PARALLEL_MAP in names:
+        out.append((PARALLEL_MAP, dataset.map(_identity, num_parallel_calls=2)))
     return out
