@@ -453,3 +453,16 @@ def test_async_save_snapshots_torch_tensors(tmp_path: Path) -> None:
     Checkpoint(model=model2).restore(path).assert_consumed()
     for name, value in expected.items():
         assert same_bits(model2.state_dict()[name], value), name
+
+
+def test_inspect_shows_native_dtypes_and_shared_tensors_once(tmp_path: Path) -> None:
+    from pipestate.checkpoint._inspect import describe_tree
+
+    model, _ = trained()
+    holder = AutoTrackable()
+    base = torch.arange(6.0).bfloat16()
+    holder.views = {"a": base, "b": base[2:]}
+    path = Checkpoint(model=model, holder=holder).save(str(tmp_path / "i"))
+    tree = describe_tree(path)
+    assert ".embed.weight: BF16[64, 16]  2.0 KiB" in tree
+    assert "nested value with 1 arrays (12 B)" in tree

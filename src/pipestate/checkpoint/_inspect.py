@@ -123,16 +123,30 @@ def _size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def _tensor_ref(tag: str, body: Any) -> str | None:
+    """The tensor key of an ``array``, ``scalar`` or ``torch`` tag (a torch view names its base)."""
+    if tag == "torch" and isinstance(body, dict):
+        body = body.get("of")
+    return body if tag in ("array", "scalar", "torch") and isinstance(body, str) else None
+
+
+def _dtype_name(t: Any) -> str:
+    """A tensor's dtype: the safetensors code for types NumPy lacks (``BF16``)."""
+    return str(t.native or t.dtype.name)
+
+
 def _summary(encoded: Any, tensors: dict[str, Any]) -> tuple[str, list[str]]:
     """A one-line description of an encoded value, and lines for the arrays inside it."""
     if isinstance(encoded, dict) and len(encoded) == 1:
         ((tag, body),) = encoded.items()
-        if tag in ("array", "scalar") and isinstance(body, str) and body in tensors:
-            t = tensors[body]
+        ref = _tensor_ref(tag, body)
+        if ref is not None and ref in tensors:
+            t = tensors[ref]
             shape = ", ".join(map(str, t.shape))
-            return f"{t.dtype.name}[{shape}]  {_size(t.length)}", []
+            return f"{_dtype_name(t)}[{shape}]  {_size(t.length)}", []
     refs: list[str] = []
     _collect_refs(encoded, refs)
+    refs = list(dict.fromkeys(refs))  # tensors sharing storage name one tensor
     if not refs:
         try:
             text = repr(decode_value(encoded, _no_array, where="inspect"))
@@ -144,7 +158,9 @@ def _summary(encoded: Any, tensors: dict[str, Any]) -> tuple[str, list[str]]:
     for r in refs:
         if r in tensors:
             t = tensors[r]
-            lines.append(f"{r}  {t.dtype.name}[{', '.join(map(str, t.shape))}]  {_size(t.length)}")
+            lines.append(
+                f"{r}  {_dtype_name(t)}[{', '.join(map(str, t.shape))}]  {_size(t.length)}"
+            )
     return f"nested value with {len(refs)} arrays ({_size(total)})", lines
 
 
@@ -166,8 +182,9 @@ def _collect_refs(encoded: Any, out: list[str]) -> None:
         elif isinstance(value, dict):
             if len(value) == 1:
                 ((tag, body),) = value.items()
-                if tag in ("array", "scalar") and isinstance(body, str):
-                    out.append(body)
+                ref = _tensor_ref(tag, body)
+                if ref is not None:
+                    out.append(ref)
                     continue
             stack.extend(reversed(list(value.values())))
 
@@ -309,7 +326,7 @@ def _fingerprint(path: Any) -> dict[str, str]:
             for name, encoded in node.attributes.items():
                 out[attribute_key(paths[nid], name)] = json.dumps(encoded, sort_keys=True)
         for key, t in source.tensors.items():
-            out[key] = f"{t.dtype.name}{list(t.shape)} crc32c={t.crc32c:08x}"
+            out[key] = f"{_dtype_name(t)}{list(t.shape)} crc32c={t.crc32c:08x}"
         return out
     finally:
         source.close()
