@@ -189,6 +189,30 @@ def test_views_share_storage_after_restore(tmp_path: Path) -> None:
     assert len(tensors) == 2  # one storage each
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: torch.arange(6.0).reshape(2, 3).t(), id="transposed"),
+        pytest.param(lambda: torch.empty(0, 3, dtype=torch.bfloat16), id="empty"),
+        pytest.param(lambda: torch.arange(8.0)[::3], id="strided-slice"),
+        pytest.param(lambda: torch.tensor([1 + 2j, 3 - 4j]).conj(), id="conjugated"),
+        pytest.param(lambda: torch.tensor([1.0, -2.0])._neg_view(), id="negated"),
+        pytest.param(lambda: torch.nn.Parameter(torch.ones(2)), id="parameter"),
+    ],
+)
+def test_unusual_layouts_round_trip(tmp_path: Path, make: Any) -> None:
+    holder = AutoTrackable()
+    holder.value = make()
+    path = CheckpointableSaver(holder).save(str(tmp_path / "u"))
+    restored = AutoTrackable()
+    restored.value = None
+    CheckpointableSaver(restored).restore(path).assert_consumed()
+    expected = holder.value.detach().resolve_conj().resolve_neg()
+    assert same_bits(restored.value, expected)
+    if holder.value.numel() and not holder.value.is_conj() and not holder.value.is_neg():
+        assert restored.value.stride() == holder.value.stride()
+
+
 def test_file_size_with_tied_bf16_weights_is_at_most_torch_saves(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = TiedNet(vocab=4096, width=128)

@@ -200,6 +200,9 @@ class TensorEncoder:
     def __call__(self, key: str, tensor: torch.Tensor) -> Any:
         _check_saveable(tensor, key)
         tensor = tensor.detach()
+        if tensor.is_conj() or tensor.is_neg():
+            # A lazily conjugated or negated view: its storage holds other values.
+            tensor = tensor.resolve_conj().resolve_neg()
         self._seen.append(tensor)
         storage = tensor.untyped_storage()
         device = str(tensor.device)
