@@ -490,3 +490,30 @@ def test_inspect_shows_native_dtypes_and_shared_tensors_once(tmp_path: Path) -> 
     tree = describe_tree(path)
     assert ".embed.weight: BF16[64, 16]  2.0 KiB" in tree
     assert "nested value with 1 arrays (12 B)" in tree
+
+
+def test_a_process_without_torch_reads_torch_values_as_numpy(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    holder = AutoTrackable()
+    holder.values = {"w": torch.tensor([1.5, -2.0], dtype=torch.bfloat16), "i": torch.arange(3)}
+    path = CheckpointableSaver(holder).save(str(tmp_path / "n"))
+    script = f"""
+import sys
+sys.modules["torch"] = None  # torch cannot be imported here
+import numpy as np
+from pipestate.checkpoint import AutoTrackable, CheckpointableSaver
+holder = AutoTrackable()
+holder.values = {{}}
+CheckpointableSaver(holder).restore({path!r}).assert_consumed()
+w, i = holder.values["w"], holder.values["i"]
+assert w.dtype == np.float32 and w.tolist() == [1.5, -2.0], w
+assert i.dtype == np.int64 and i.tolist() == [0, 1, 2], i
+assert sys.modules["torch"] is None
+print("ok")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.stdout.strip() == "ok", result.stderr
