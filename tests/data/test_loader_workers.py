@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +203,19 @@ def test_a_dataset_using_the_script_s_functions_imports_the_guarded_script(tmp_p
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True"]
     assert done.stderr == ""
+
+
+def test_the_default_context_explains_a_lambda_refused_while_threads_run() -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, daemon=True)
+    thread.start()
+    try:
+        loader = ps.data.Loader(ps.Dataset.range(4).map(lambda x: x), num_workers=1)
+        assert loader.multiprocessing_context != "fork"
+        it = iter(loader)
+        with pytest.raises(TypeError, match="threads are running"):
+            next(it)
+        it.close()
+    finally:
+        stop.set()
+        thread.join()

@@ -180,8 +180,12 @@ def test_batches_equal_stateful_dataloader(
     assert_batches(list(DataLoader(dataset, num_workers=num_workers, **kwargs)), expected)
 
 
+def squared(x: Any) -> dict[str, Any]:
+    return {"x": x, "sq": x * x}
+
+
 def test_a_pipestate_dataset_is_read_by_index() -> None:
-    dataset = ps.Dataset.range(10).map(lambda x: {"x": x, "sq": x * x})
+    dataset = ps.Dataset.range(10).map(squared)
     expected = list(torch.utils.data.DataLoader(dataset, batch_size=3))
     assert_batches(list(DataLoader(dataset, batch_size=3)), expected)
     assert_batches(list(DataLoader(dataset, batch_size=3, num_workers=2)), expected)

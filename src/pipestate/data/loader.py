@@ -211,6 +211,12 @@ class Loader:
         self._prefetch_factor = _check_positive("prefetch_factor", prefetch_factor)
         self._chunk_size = None if chunk_size is None else _check_positive("chunk_size", chunk_size)
         self._context = check_context(multiprocessing_context)
+        # Not 'fork' by default only because threads were running (see default_context()).
+        self._context_chosen = (
+            multiprocessing_context is None
+            and self._context != "fork"
+            and sys.platform.startswith("linux")
+        )
         if timeout is not None and not (
             isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0
         ):
@@ -461,10 +467,16 @@ class _Pool:
                 self._payload, self.needs_main = _dumps(content)
             except (pickle.PicklingError, AttributeError, TypeError) as err:
                 self.stop()
+                why = ""
+                if loader._context_chosen:
+                    why = (
+                        f" ({method!r} is the default because {threading.active_count()} "
+                        "threads are running here, where 'fork' is unsafe)"
+                    )
                 raise TypeError(
                     f"Loader: the dataset can't be sent to worker processes started with "
-                    f"{method!r}: {err}. Define the pipeline's functions at module level (not "
-                    "lambdas or local functions), or use multiprocessing_context='fork'."
+                    f"{method!r}{why}: {err}. Define the pipeline's functions at module level "
+                    "(not lambdas or local functions), or use multiprocessing_context='fork'."
                 ) from err
             if method == "forkserver":
                 # Imported once by the fork server (when it is not running yet), not
