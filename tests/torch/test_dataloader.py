@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import warnings
 from typing import Any
 
@@ -499,3 +501,11 @@ def test_iterable_and_unindexable_datasets_are_refused() -> None:
         DataLoader(iter(range(3)))
     with pytest.raises(TypeError, match="random access"):
         DataLoader(ps.Dataset.range(5).filter(lambda x: x > 1))
+
+
+def test_without_torch_the_import_error_names_the_extra() -> None:
+    code = "import sys; sys.modules['torch'] = None; import pipestate.torch"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "ImportError: pipestate.torch needs PyTorch" in done.stderr
+    assert "pip install pipestate[torch]" in done.stderr
