@@ -517,3 +517,32 @@ print("ok")
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
     )
     assert result.stdout.strip() == "ok", result.stderr
+
+
+@pytest.mark.parametrize(
+    ("part", "field", "bad"),
+    [
+        pytest.param("numpy", "pos", {"tuple": [1]}, id="numpy-pos-not-int"),
+        pytest.param("python", "version", "three", id="python-bad-version"),
+        pytest.param("torch", None, [1, 2, 3], id="torch-not-bytes"),
+    ],
+)
+def test_a_malformed_rng_state_is_a_mismatch_and_changes_nothing(
+    tmp_path: Path, part: str, field: str | None, bad: Any
+) -> None:
+    path = Checkpoint(rng=RNGState()).save(str(tmp_path / "r"))
+    index_path = Path(path + ".index")
+    document = json.loads(index_path.read_text())
+    nodes = document["checkpoint"]["nodes"]
+    attributes = nodes[nodes[0]["children"]["rng"]]["attributes"]
+    if field is None:
+        attributes[part] = bad
+    else:
+        attributes[part]["dict"][field] = bad
+    rewrite(index_path, document)
+    random.seed(5)
+    expected = random.random()
+    random.seed(5)
+    with pytest.raises(CheckpointMismatchError, match="random state"):
+        Checkpoint(rng=RNGState()).restore(path)
+    assert random.random() == expected
