@@ -175,7 +175,11 @@ def _encode(value: Value, key: str, add_array: AddArray, add_tensor: AddTensor, 
             }
         items = []
         for k, v in value.items():
-            if isinstance(k, (np.ndarray, list, dict)) or not is_plain_value(k):
+            if (
+                isinstance(k, (np.ndarray, list, dict))
+                or is_torch_tensor(k)
+                or not is_plain_value(k)
+            ):
                 raise TypeError(
                     f"dict key {k!r} at {key!r} cannot be saved; use str, int or tuple keys"
                 )
