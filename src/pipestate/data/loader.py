@@ -576,7 +576,7 @@ class LoaderIterator(ChunkIndexIterator):
         loader = self._loader
         pool = None if private or not loader._persistent else loader._pool
         fresh = pool is None or not pool.alive
-        if pool is None or not pool.alive:
+        if pool is None or fresh:
             shared = loader._persistent and not private
             pool = _Pool(loader, _shm.Blocks() if shared else self._own_blocks)
             if shared:
