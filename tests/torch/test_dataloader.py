@@ -509,3 +509,30 @@ def test_without_torch_the_import_error_names_the_extra() -> None:
     assert done.returncode != 0
     assert "ImportError: pipestate.torch needs PyTorch" in done.stderr
     assert "pip install pipestate[torch]" in done.stderr
+
+
+def test_a_distributed_sampler_resumes_exactly_with_set_epoch() -> None:
+    def make(rank: int) -> DataLoader:
+        sampler = torch.utils.data.DistributedSampler(
+            Samples(), num_replicas=2, rank=rank, shuffle=True, seed=3
+        )
+        return DataLoader(Samples(), batch_size=3, sampler=sampler, num_workers=2)
+
+    reference = make(1)
+    epochs = []
+    for epoch in range(2):
+        reference.set_epoch(epoch)  # forwarded to DistributedSampler.set_epoch
+        epochs.append(names(list(reference)))
+    assert epochs[0] != epochs[1]
+    loader = make(1)
+    loader.set_epoch(1)
+    it = iter(loader)
+    head = names([next(it), next(it)])
+    resumed = make(1)
+    resumed.load_state_dict(loader.state_dict())
+    resumed.set_epoch(1)
+    assert head + names(list(resumed)) == epochs[1]
+    forgot = make(1)  # no set_epoch: the sampler would give epoch 0's indices
+    forgot.load_state_dict(loader.state_dict())
+    with pytest.raises(StateMismatchError, match="other indices"):
+        iter(forgot)

@@ -482,8 +482,9 @@ class DataLoader:
                 f"DataLoader.load_state_dict: {type(sampler).__name__} gives other indices for "
                 f"epoch {epoch} than when the state was saved (crc32 {check} != "
                 f"{saved[_SAMPLER_CHECK]}), so the saved position would point at other samples. "
-                "Give the sampler a state_dict() / load_state_dict(), or make its order a "
-                "function of its seed and set_epoch()"
+                "If its order depends on set_epoch() (DistributedSampler), call "
+                "loader.set_epoch(saved epoch) before iter(); otherwise give the sampler a "
+                "state_dict() / load_state_dict(), or make its order a function of its seed"
             )
         count = len(flat) if offsets is None else len(offsets) - 1
         fetch = _Fetch(self.dataset, self.collate_fn, self._batched, (flat, offsets))
