@@ -29,7 +29,7 @@ KNOWN_VARIANTS = (*VARIANTS, PARALLEL_MAP)
 """Every variant a check can be asked for."""
 
 
-class _StreamedIterator(StreamIterator):  # type: ignore[type-arg]
+class _StreamedIterator(StreamIterator["_StreamedDataset"]):
     """Passes its input's elements on; state: the input's, under ``"parent"``."""
 
     def _next(self) -> Any:
