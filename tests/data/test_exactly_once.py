@@ -8,12 +8,15 @@ declares its strategy (``PROPERTY_OP`` / ``PROPERTY_SOURCE``), collected by
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pipestate as ps
-from pipestate.testing import assert_elements_equal, roundtrip_state
+from pipestate.testing import assert_conformant, assert_elements_equal, roundtrip_state
+from pipestate.testing._variants import streaming_variant
 
 from . import _strategies
 
@@ -68,3 +71,19 @@ def test_resumed_stream_equals_uninterrupted(ds: ps.Dataset, cuts: list[int]) ->
         assert_elements_equal(a, b, f"element {i} of {ds!r}")
     if failure is None and len(reference) < LIMIT:
         assert next(iterator, None) is None, "resumed stream is longer than the uninterrupted one"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ds=pipelines())
+def test_random_pipelines_pass_the_kit_on_every_path(ds: ps.Dataset) -> None:
+    """The conformance kit, with its streaming and prefetch variants, on random pipelines."""
+    variant = streaming_variant(ds)
+    try:
+        for path in (ds, variant) if variant is not None else (ds,):
+            with iter(path) as iterator:
+                list(itertools.islice(iterator, LIMIT))
+    except (ValueError, TypeError):
+        # An invalid pipeline, or one valid on one path only: a streaming skip
+        # reads the elements it skips, where a random-access one reads none.
+        return
+    assert_conformant(ds, max_elements=40, max_positions=10)
