@@ -586,12 +586,19 @@ class LoaderIterator(ChunkIndexIterator):
         self._pool, self._lease = pool, pool.lease
         self._tasks = 0
         if fresh:
-            # The first chunk goes out as soon as its worker exists: it is computed
-            # while the other workers start.
+            # One worker first: the first chunk needs no other, and each start is a
+            # fork (milliseconds for a process that imported torch). The others start
+            # one per chunk read after it (see _fetch_from_workers).
+            self._add_worker()
+
+    def _add_worker(self) -> None:
+        pool = self._pool
+        assert pool is not None
+        try:
             pool.add()
-            self._issue(limit=1)
-            while len(pool.procs) < pool.count:
-                pool.add()
+        except BaseException:
+            self._stop_workers(graceful=False)
+            raise
 
     def _stop_workers(self, graceful: bool = True) -> None:
         pool, self._pool = self._pool, None
@@ -619,13 +626,12 @@ class LoaderIterator(ChunkIndexIterator):
             self._pool = None
             self._start_workers(private=True)
 
-    def _issue(self, limit: int | None = None) -> None:
-        """Gives workers new chunks, up to ``prefetch_factor`` each (or ``limit``) ahead."""
+    def _issue(self) -> None:
+        """Gives workers new chunks, up to ``prefetch_factor`` each ahead of the consumer."""
         pool = self._pool
         assert pool is not None
         workers = len(pool.procs)
-        if limit is None:
-            limit = self._loader._prefetch_factor * workers
+        limit = self._loader._prefetch_factor * workers
         length = self._length
         while len(self._pending) < limit and (length < 0 or self._cursor < length):
             start = self._cursor
@@ -790,8 +796,11 @@ class LoaderIterator(ChunkIndexIterator):
 
     def _fetch_from_workers(self) -> tuple[int, list[Any], list[tuple[int, BaseException]]]:
         self._check_lease()
-        if self._pool is None:
+        pool = self._pool
+        if pool is None:
             self._start_workers()
+        elif len(pool.procs) < pool.count:
+            self._add_worker()
         self._issue()
         if not self._pending:
             raise StopIteration
