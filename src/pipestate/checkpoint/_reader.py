@@ -13,9 +13,9 @@ import weakref
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-import google_crc32c
 import numpy as np
 
+from pipestate.checkpoint import _crc
 from pipestate.checkpoint._index import TensorEntry, parse_index
 from pipestate.checkpoint._limits import INDEX_LIMIT, read_limited
 from pipestate.checkpoint._paths import index_path, shard_name
@@ -163,17 +163,25 @@ class CheckpointReader:
             or info.shape != ((entry.length,) if raw else entry.shape)
         ):
             raise CorruptCheckpointError(f"{where}: the shard's header does not match the index")
-        view = None if copy else f.view(entry.offset, entry.length)
-        out = np.empty(entry.shape, dtype=entry.dtype) if view is None else None
-        flat = out.reshape(-1).view(np.uint8) if out is not None else None
-        crc = 0
-        for start in range(0, entry.length, _CHUNK):
-            size = min(_CHUNK, entry.length - start)
-            chunk = f.read(entry.offset + start, size)
-            if len(chunk) != size:
-                raise CorruptCheckpointError(f"{where}: the file is truncated")
-            crc = google_crc32c.extend(crc, chunk)
-            if flat is not None:
+        view = f.view(entry.offset, entry.length)
+        if view is not None and len(view) != entry.length:
+            raise CorruptCheckpointError(f"{where}: the file is truncated")
+        out = None if view is not None and not copy else np.empty(entry.shape, entry.dtype)
+        if view is not None:
+            # A local shard: checksummed in place in its memory map, then copied once.
+            crc = _crc.extend(0, view)
+            if out is not None:
+                out.reshape(-1).view(np.uint8)[:] = np.frombuffer(view, dtype=np.uint8)
+        else:
+            assert out is not None
+            flat = out.reshape(-1).view(np.uint8)
+            crc = 0
+            for start in range(0, entry.length, _CHUNK):
+                size = min(_CHUNK, entry.length - start)
+                chunk = f.read(entry.offset + start, size)
+                if len(chunk) != size:
+                    raise CorruptCheckpointError(f"{where}: the file is truncated")
+                crc = _crc.extend(crc, chunk)
                 flat[start : start + size] = np.frombuffer(chunk, dtype=np.uint8)
         if crc != entry.crc32c:
             raise CorruptCheckpointError(

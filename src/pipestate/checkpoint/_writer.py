@@ -18,9 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-import google_crc32c
 import numpy as np
 
+from pipestate.checkpoint import _crc
 from pipestate.checkpoint._cleanup import remove_stale_files
 from pipestate.checkpoint._index import FORMAT_NAME, FORMAT_VERSION, MAX_SHARDS, body_crc
 from pipestate.checkpoint._paths import SHARD_SUFFIX, index_path, shard_name
@@ -132,7 +132,7 @@ def _plan(arrays: list[_Pending], max_shard_bytes: int) -> list[list[_Pending]]:
     return [sorted(s, key=lambda a: (-a.alignment, a.key)) for s in shards]
 
 
-def _write_all(f: BinaryIO, data: bytes) -> None:
+def _write_all(f: BinaryIO, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[f.write(view) :]
@@ -143,7 +143,7 @@ class _ChunkWriter:
 
     def __init__(self, f: BinaryIO) -> None:
         self._f = f
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
         self._thread = threading.Thread(
             target=self._run, name="pipestate-shard-writer", daemon=True
@@ -161,7 +161,7 @@ class _ChunkWriter:
                 except BaseException as err:  # surfaced on the producer's next call
                     self._error = err
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         if self._error is not None:
             raise self._error
         self._queue.put(chunk)
@@ -189,13 +189,14 @@ def _write_shard(
         write = writer.write if writer is not None else functools.partial(_write_all, f)
         try:
             for item in items:
-                flat = item.array.reshape(-1).view(np.uint8).data
+                flat = item.array.reshape(-1).view(np.uint8)
                 crc = 0
                 for start in range(0, len(flat), _CHUNK):
-                    # google_crc32c takes only immutable bytes: one chunk-sized copy, also written.
-                    chunk = flat[start : start + _CHUNK].tobytes()
-                    crc = google_crc32c.extend(crc, chunk)
-                    write(chunk)
+                    chunk = flat[start : start + _CHUNK]
+                    crc = _crc.extend(crc, chunk)
+                    # No copy: the writer thread is joined before this returns, and an
+                    # async save's arrays are its own snapshot.
+                    write(chunk.data)
                 placed[item.key] = (offset, crc)
                 offset += item.nbytes
         finally:
