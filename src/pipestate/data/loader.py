@@ -38,6 +38,9 @@ __all__ = ["Loader", "LoaderWorkerError", "WorkerInfo", "get_worker_info"]
 TARGET_CHUNK_SECONDS = 0.02
 """Work per task sent to a process: a process hand-off costs a few hundred microseconds."""
 MAX_CHUNK = 1 << 16
+_INLINE_BLOCK = 64
+"""With ``num_workers=0``: the most elements of a pure pipeline read at once (collate_fn aside)."""
+_INLINE_AHEAD_SECONDS = 0.001
 _SHUTDOWN_SECONDS = 2.0
 _STARTUP_SECONDS = 60.0
 """With ``timeout``, the longest a worker may take to start (import, unpickle the dataset)."""
@@ -547,6 +550,11 @@ class LoaderIterator(ChunkIndexIterator):
         self._pool: _Pool | None = None
         self._lease = 0
         self._own_blocks = _shm.Blocks()  # of the workers this iterator starts for itself
+        self._ahead: list[Any] = []  # num_workers=0: elements read ahead, before collate_fn
+        self._ahead_start = 0
+        # Elements to read ahead next; 0: never (an op with external state must be
+        # called exactly when its element is consumed).
+        self._ahead_block = 0 if loader._dataset._external_ops() else 1
         self._pending: collections.deque[_Task] = collections.deque()  # to read, in order
         self._cursor = 0  # first index not yet given to a worker
         self._tasks = 0  # tasks issued since the workers started or the state was restored
@@ -782,13 +790,42 @@ class LoaderIterator(ChunkIndexIterator):
         return start, elements
 
     def _compute_here(self) -> tuple[int, list[Any], list[tuple[int, BaseException]]]:
-        """One element computed in this process (``num_workers=0``)."""
+        """One element computed in this process (``num_workers=0``).
+
+        A pure pipeline is read ahead in blocks that take up to about a
+        millisecond (up to ``_INLINE_BLOCK`` elements: the index pipeline of
+        ``pipestate.torch.DataLoader`` is read 64 batches of indices at a
+        time); reading ahead can't be observed. ``collate_fn`` runs on one
+        element per call, when it is asked for.
+        """
         start = self._cursor
         if 0 <= self._length <= start:
             raise StopIteration
-        elements, failures = _compute(
-            self._source, self._epoch, start, start + 1, self._loader._collate_fn
-        )
+        offset = start - self._ahead_start
+        if not 0 <= offset < len(self._ahead) and self._ahead_block:
+            stop = start + self._ahead_block
+            if self._length >= 0:
+                stop = min(stop, self._length)
+            began = time.perf_counter()
+            got, error = read_range(self._source, self._epoch, start, stop)
+            if error is None and got:
+                self._ahead, self._ahead_start, offset = got, start, 0
+                per_element = (time.perf_counter() - began) / len(got)
+                wanted = int(_INLINE_AHEAD_SECONDS / max(per_element, 1e-9))
+                self._ahead_block = max(1, min(wanted, _INLINE_BLOCK, 4 * len(got)))
+            else:  # computed one by one below, so the error is raised at its element
+                self._ahead, offset = [], -1
+        collate = self._loader._collate_fn
+        if 0 <= offset < len(self._ahead):
+            self._cursor = start + 1
+            element = self._ahead[offset]
+            if collate is None:
+                return start, [element], []
+            try:
+                return start, [collate(element)], []
+            except Exception as err:  # raised in its place, as from a worker
+                return start, [], [(start, err)]
+        elements, failures = _compute(self._source, self._epoch, start, start + 1, collate)
         if not elements and not failures:
             raise StopIteration
         self._cursor = start + 1
@@ -840,6 +877,7 @@ class LoaderIterator(ChunkIndexIterator):
         self._pieces.clear()
         self._cursor = self._chunk_start
         self._tasks = 0
+        self._ahead = []  # the restored seed may differ
         if self._error is not None:
             self._error = None
             self._stop_workers()
