@@ -154,3 +154,18 @@ def test_an_error_on_the_last_element_ends_the_stream() -> None:
         assert it.get_state()["iterator"]["index"] == 18
     finally:
         it.close()
+
+
+def _passed_through(element: Any) -> Any:
+    return element
+
+
+@pytest.mark.parametrize("make", PIPELINES.values(), ids=PIPELINES.keys())
+@pytest.mark.parametrize("num_workers", [0, 2], ids=["in-process", "2-workers"])
+def test_with_a_collate_fn_errors_are_raised_in_place_too(make: Any, num_workers: int) -> None:
+    """In this process, pure pipelines are read ahead in blocks: errors still come in place."""
+    ds = make()
+    loader = ps.data.Loader(ds, num_workers=num_workers, collate_fn=_passed_through, chunk_size=3)
+    it = iter(loader)
+    _assert_same_events(_events(it), _events(iter(ds)))
+    it.close()
