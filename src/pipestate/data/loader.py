@@ -996,7 +996,11 @@ def _seed_worker(info: WorkerInfo) -> None:
     if torch is None:
         return
     torch.set_num_threads(1)
-    torch.manual_seed(info.seed)
+    # torch.manual_seed, minus the accelerators it would look for (milliseconds in a
+    # fresh worker); CUDA is seeded (lazily, as torch does) only where there is one.
+    torch.default_generator.manual_seed(info.seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(info.seed)
     with contextlib.suppress(
         Exception
     ):  # torch's private module: its get_worker_info() answers too
