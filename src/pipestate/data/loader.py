@@ -121,8 +121,10 @@ class Loader:
     Arrays cross from the workers through shared memory, in blocks the
     consumer names and removes; only their layout is pickled. An element that
     raises is raised in its place and counts as consumed, as with
-    ``iter(dataset)``. Workers start on the first ``next()`` and stop on
-    ``close()``, when the iterator is garbage collected, or at exit; with
+    ``iter(dataset)``. Workers start on the first ``next()`` (one at once,
+    the others one per chunk read after it, so the first element waits for
+    a single start) and stop on ``close()``, when the iterator is garbage
+    collected, or at exit; with
     ``persistent_workers`` they serve every iterator of the loader (epochs,
     restores) until :meth:`close` or exit.
 
