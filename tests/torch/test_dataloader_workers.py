@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +170,16 @@ def test_dropping_a_loader_stops_its_workers_at_once() -> None:
         assert not any(proc.is_alive() for proc in procs)
     finally:
         gc.enable()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is Linux's default")
+def test_the_default_start_method_is_the_process_s_as_in_torch() -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, daemon=True)  # a logger's thread, say
+    thread.start()
+    try:
+        loader = pt.DataLoader(WhoAmI(), batch_size=4, num_workers=2, collate_fn=lambda s: len(s))
+        assert list(loader) == [4] * 6  # a lambda: only fork can take it
+    finally:
+        stop.set()
+        thread.join()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import multiprocessing
 import operator
 import warnings
 import zlib
@@ -129,7 +130,8 @@ class DataLoader:
       timeout: seconds to wait for a batch from a worker; ``0``: no limit.
       worker_init_fn: called as ``worker_init_fn(worker_id)`` in each worker.
       multiprocessing_context: ``'fork'``, ``'forkserver'``, ``'spawn'``, a
-        ``multiprocessing`` context, or ``None`` (see :class:`pipestate.data.Loader`).
+        ``multiprocessing`` context, or ``None``: the process's default start
+        method, as in torch (``'fork'`` on Linux before Python 3.14).
       generator: the ``torch.Generator`` the shuffle seed is drawn from.
       prefetch_factor: work each worker may compute ahead, in chunks of
         batches (about 20 ms of work each); ``None``: 2.
@@ -436,7 +438,11 @@ class DataLoader:
             positions,
             self.num_workers,
             prefetch_factor=prefetch,
-            multiprocessing_context=self.multiprocessing_context,
+            # As torch: the process's default start method (fork on Linux before Python
+            # 3.14), whatever threads run; pipestate.data.Loader's own default avoids fork
+            # once threads run.
+            multiprocessing_context=self.multiprocessing_context
+            or multiprocessing.get_start_method(),
             timeout=self._wait,
             collate_fn=fetch,
             pin_memory=self._pin,
