@@ -536,3 +536,14 @@ def test_a_distributed_sampler_resumes_exactly_with_set_epoch() -> None:
     forgot.load_state_dict(loader.state_dict())
     with pytest.raises(StateMismatchError, match="other indices"):
         iter(forgot)
+
+
+def test_a_state_taken_before_iterating_restores_with_any_sampler() -> None:
+    for kwargs in ({"shuffle": True}, {"sampler": EveryThird(23)}):
+        loader = DataLoader(Samples(), batch_size=3, **kwargs)
+        state = loader.state_dict()
+        assert state["position"] is None
+        expected = names(list(loader))
+        resumed = DataLoader(Samples(), batch_size=3, **kwargs)
+        resumed.load_state_dict(state)
+        assert names(list(resumed)) == expected

@@ -377,7 +377,11 @@ class DataLoader:
         if self._current is not None:
             self._current.retire()
             self._current = None
-        if (self._custom is None) != (state[_SAMPLER] is None):
+        # A state at the start of an epoch has no sampler check to hold.
+        started = state[_POSITION] is not None or state[_FINISHED]
+        if (self._custom is None) != (state[_SAMPLER] is None) and (
+            self._custom is None or started
+        ):
             raise StateMismatchError(
                 "DataLoader.load_state_dict: the state was saved by a loader "
                 f"{'without' if state[_SAMPLER] is None else 'with'} a custom sampler, but this "
