@@ -547,3 +547,18 @@ def test_a_state_taken_before_iterating_restores_with_any_sampler() -> None:
         resumed = DataLoader(Samples(), batch_size=3, **kwargs)
         resumed.load_state_dict(state)
         assert names(list(resumed)) == expected
+
+
+def test_the_state_goes_into_a_pipestate_checkpoint(tmp_path: Any) -> None:
+    def make() -> DataLoader:
+        return DataLoader(Samples(), batch_size=4, shuffle=True, num_workers=2)
+
+    loader = make()
+    it = iter(loader)
+    head = names([next(it), next(it)])
+    path = ps.Checkpoint(loader=loader).save(str(tmp_path / "ckpt"))
+    rest = names(list(it))
+    resumed = make()
+    ps.Checkpoint(loader=resumed).restore(path).assert_consumed()
+    assert names(list(resumed)) == rest
+    assert sorted(head + rest) == sorted(names(list(DataLoader(Samples()))))
