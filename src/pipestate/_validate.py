@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import operator
 import reprlib
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -121,11 +120,16 @@ def check_bool(name: str, value: Any, *, op: str, allow_none: bool = False) -> b
     return bool(value)
 
 
-def check_function(name: str, fn: Any, op: str) -> Callable[..., Any]:
-    """A user function argument."""
+def check_function(name: str, fn: Any, op: str, *, allow_none: bool = False) -> Any:
+    """A user function argument (or ``None`` when allowed)."""
+    if fn is None and allow_none:
+        return None
     if not callable(fn):
-        raise TypeError(f"{op}: {name} must be callable, got {type(fn).__name__} {brief(fn, 80)}")
-    return fn  # type: ignore[no-any-return]
+        raise TypeError(
+            f"{op}: {name} must be callable{' or None' if allow_none else ''}, got "
+            f"{type(fn).__name__} {brief(fn, 80)}"
+        )
+    return fn
 
 
 def check_stateful(stateful: Any, op: str) -> bool:

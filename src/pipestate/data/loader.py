@@ -4,36 +4,33 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
-import io
-import itertools
-import multiprocessing
-import os
-import pickle
-import random
 import signal
 import sys
-import threading
 import time
-import traceback
-import types
 import warnings
-import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing import connection
 from typing import Any, NoReturn
 
-import numpy as np
-
-from pipestate._validate import brief, check_parallelism
+from pipestate._validate import check_bool, check_function, check_int, check_parallelism
 from pipestate.data import _shm
 from pipestate.data._engine import read_range, resolve_parallelism, surface
+from pipestate.data._launch import (
+    check_context,
+)
+from pipestate.data._loader_pool import Pool, Task, lease_numbers
+from pipestate.data._loader_worker import (
+    WorkerInfo,
+    compute,
+    decode_error,
+    get_worker_info,
+)
 from pipestate.data._threaded import ChunkIndexIterator
 from pipestate.data.dataset import Dataset
-from pipestate.data.iterator import DatasetIterator, State, draw_entropy
+from pipestate.data.iterator import DatasetIterator, State
 from pipestate.errors import PipestateError
 
-__all__ = ["Loader", "LoaderWorkerError", "WorkerInfo", "get_worker_info"]
+__all__ = ["Loader", "LoaderIterator", "LoaderWorkerError", "WorkerInfo", "get_worker_info"]
 
 TARGET_CHUNK_SECONDS = 0.02
 """Work per task sent to a process: a process hand-off costs a few hundred microseconds."""
@@ -41,72 +38,12 @@ MAX_CHUNK = 1 << 16
 _INLINE_BLOCK = 64
 """With ``num_workers=0``: the most elements of a pure pipeline read at once (collate_fn aside)."""
 _INLINE_AHEAD_SECONDS = 0.001
-_SHUTDOWN_SECONDS = 2.0
 _STARTUP_SECONDS = 60.0
 """With ``timeout``, the longest a worker may take to start (import, unpickle the dataset)."""
-_SEED_MASK = (1 << 64) - 1
-_PRELOAD = ("pipestate.data.loader",)
-"""What a fork server imports once for all its workers (plus ``torch`` when this process has it)."""
 
 
 class LoaderWorkerError(PipestateError, RuntimeError):
     """A loader worker process died (killed, crashed, out of memory) or stopped answering."""
-
-
-@dataclasses.dataclass(frozen=True)
-class WorkerInfo:
-    """What a loader worker process knows about itself (as ``torch.utils.data.get_worker_info()``).
-
-    Attributes:
-      id: the worker's number, ``0 <= id < num_workers``.
-      num_workers: the number of worker processes of the loader.
-      seed: the seed this worker gave ``random``, NumPy's global generator and
-        ``torch`` (when imported): the loader's base seed plus ``id``.
-      dataset: this process's copy of the dataset the worker reads.
-    """
-
-    id: int
-    num_workers: int
-    seed: int
-    dataset: Any
-
-
-_worker_info: WorkerInfo | None = None
-
-
-def get_worker_info() -> WorkerInfo | None:
-    """The :class:`WorkerInfo` of this loader worker process; ``None`` outside a worker.
-
-    In a worker, ``torch.utils.data.get_worker_info()`` answers the same (when
-    torch is imported), so datasets written for PyTorch's ``DataLoader`` work
-    unchanged.
-    """
-    return _worker_info
-
-
-class _RemoteTracebackError(Exception):
-    """The traceback of an exception raised in a worker process, as text."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return self.text
-
-
-def default_context() -> str:
-    """The start method a Loader uses when none is given.
-
-    ``'fork'`` on Linux while this process runs a single Python thread (it
-    starts workers in milliseconds and takes any function); otherwise
-    ``'forkserver'`` where available, else ``'spawn'``. None of them imports
-    the user's main module in the workers (see :class:`Loader`).
-    """
-    methods = multiprocessing.get_all_start_methods()
-    if sys.platform.startswith("linux") and "fork" in methods and threading.active_count() == 1:
-        return "fork"
-    return "forkserver" if "forkserver" in methods else "spawn"
 
 
 class Loader:
@@ -213,8 +150,14 @@ class Loader:
         self._num_workers = resolve_parallelism(
             check_parallelism(num_workers, "num_workers", "Loader", minimum=0)
         )
-        self._prefetch_factor = _check_positive("prefetch_factor", prefetch_factor)
-        self._chunk_size = None if chunk_size is None else _check_positive("chunk_size", chunk_size)
+        self._prefetch_factor = check_int(
+            "prefetch_factor", prefetch_factor, minimum=1, op="Loader"
+        )
+        self._chunk_size = (
+            None
+            if chunk_size is None
+            else check_int("chunk_size", chunk_size, minimum=1, op="Loader")
+        )
         self._context = check_context(multiprocessing_context)
         # Not 'fork' by default only because threads were running (see default_context()).
         self._context_chosen = (
@@ -227,16 +170,20 @@ class Loader:
         ):
             raise ValueError(f"Loader: timeout must be a positive number or None, got {timeout!r}")
         self._timeout = timeout
-        self._collate_fn = _check_callable("collate_fn", collate_fn)
-        self._worker_init_fn = _check_callable("worker_init_fn", worker_init_fn)
-        self._pin_memory = _check_bool("pin_memory", pin_memory) and can_pin_memory()
-        self._persistent = _check_bool("persistent_workers", persistent_workers)
+        self._collate_fn = check_function("collate_fn", collate_fn, "Loader", allow_none=True)
+        self._worker_init_fn = check_function(
+            "worker_init_fn", worker_init_fn, "Loader", allow_none=True
+        )
+        self._pin_memory = (
+            bool(check_bool("pin_memory", pin_memory, op="Loader")) and can_pin_memory()
+        )
+        self._persistent = bool(check_bool("persistent_workers", persistent_workers, op="Loader"))
         if worker_seed is not None:
-            worker_seed = _check_positive("worker_seed", worker_seed, minimum=0)
+            worker_seed = check_int("worker_seed", worker_seed, minimum=0, op="Loader")
         self._worker_seed = worker_seed
         # What get_worker_info().dataset shows in the workers (pipestate.torch sets its dataset).
         self._info_dataset: Any = dataset
-        self._pool: _Pool | None = None
+        self._pool: Pool | None = None
 
     @property
     def dataset(self) -> Dataset:
@@ -280,45 +227,6 @@ class Loader:
         )
 
 
-def _check_positive(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"Loader: {name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"Loader: {name} must be >= {minimum}, got {name}={value}")
-    return int(value)
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"Loader: {name} must be a bool, got {type(value).__name__} {brief(value)}")
-    return bool(value)
-
-
-def _check_callable(name: str, value: Any) -> Any:
-    if value is not None and not callable(value):
-        raise TypeError(
-            f"Loader: {name} must be callable or None, got {type(value).__name__} {brief(value)}"
-        )
-    return value
-
-
-def check_context(value: Any) -> str:
-    """A start method name from a name, a ``multiprocessing`` context, or ``None``."""
-    methods = multiprocessing.get_all_start_methods()
-    if value is None:
-        return default_context()
-    if isinstance(value, multiprocessing.context.BaseContext):
-        value = value.get_start_method()
-    if not isinstance(value, str):
-        raise TypeError(
-            f"Loader: multiprocessing_context must be a start method name, a multiprocessing "
-            f"context or None, got {type(value).__name__} {brief(value)}"
-        )
-    if value not in methods:
-        raise ValueError(f"Loader: multiprocessing_context must be one of {methods}, got {value!r}")
-    return value
-
-
 def can_pin_memory(stacklevel: int = 3) -> bool:
     """Whether torch can pin memory here; warns when it can't."""
     torch = sys.modules.get("torch")
@@ -354,184 +262,6 @@ def _pin(value: Any) -> Any:
 
 
 # ------------------------------------------------------------ start-up
-_launch = threading.local()
-
-
-def _without_main(name: str, original: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
-    data = original(name)
-    if getattr(_launch, "without_main", False):
-        # The child then imports only what unpickling its target needs.
-        data.pop("init_main_from_path", None)
-        data.pop("init_main_from_name", None)
-    return data
-
-
-def _install_launch_hook() -> None:
-    """Lets this module start spawn / forkserver children that don't import ``__main__``.
-
-    ``multiprocessing`` tells every such child to run the parent's main
-    module (so that pickled references to it resolve): a script's top level,
-    ``import torch`` included, or the whole training run of a script with no
-    ``if __name__ == "__main__":`` guard. The hook drops that instruction for
-    the children this module starts while ``_launch.without_main`` is set;
-    every other process is started as before.
-    """
-    from multiprocessing import spawn
-
-    current = spawn.get_preparation_data
-    if getattr(current, "_pipestate_hook", False):
-        return
-    hooked = _HookedPreparation(current)
-    spawn.get_preparation_data = hooked
-
-
-class _HookedPreparation:
-    """``multiprocessing.spawn.get_preparation_data``, minus the main module when asked."""
-
-    _pipestate_hook = True
-
-    def __init__(self, original: Callable[[str], dict[str, Any]]) -> None:
-        self._original = original
-
-    def __call__(self, name: str) -> dict[str, Any]:
-        return _without_main(name, self._original)
-
-
-@contextlib.contextmanager
-def _started_without_main(active: bool) -> Iterator[None]:
-    if not active:
-        yield
-        return
-    _install_launch_hook()
-    _launch.without_main = True
-    try:
-        yield
-    finally:
-        _launch.without_main = False
-
-
-class _MainFinder(pickle.Pickler):
-    """A pickler that notes references to functions and classes of ``__main__``."""
-
-    def __init__(self, file: io.BytesIO) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.found_main = False
-
-    def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, (type, types.FunctionType)) and obj.__module__ == "__main__":
-            self.found_main = True
-        return NotImplemented
-
-
-def _dumps(content: Any) -> tuple[bytes, bool]:
-    """``content`` pickled, and whether unpickling it needs the main module."""
-    buffer = io.BytesIO()
-    pickler = _MainFinder(buffer)
-    pickler.dump(content)
-    return buffer.getvalue(), pickler.found_main
-
-
-_lease_numbers = itertools.count(1)
-
-
-class _Pool:
-    """Worker processes, their pipes and their shared-memory names: one iterator's, or a loader's.
-
-    The iterator holding the current lease sends tasks; each worker answers
-    its tasks in order, so results of tasks sent under an earlier lease (or
-    before a restore) are dropped as they arrive.
-    """
-
-    def __init__(self, loader: Loader, blocks: _shm.Blocks) -> None:
-        self.procs: list[Any] = []
-        self.conns: list[Any] = []
-        self.blocks = blocks
-        self.sent: list[collections.deque[_Task]] = []  # per worker: sent, result not read
-        self.ready: list[bool] = []  # per worker: start-up done
-        self.lease = next(_lease_numbers)
-        self.needs_main = False
-        self.context = loader._context
-        self._finalizer = weakref.finalize(
-            self, _shutdown, self.procs, self.conns, self.blocks, True, os.getpid()
-        )
-        self._prepare(loader)
-
-    def _prepare(self, loader: Loader) -> None:
-        """What every worker is started with: the pickled dataset (unless forked) and seeds."""
-        method = loader._context
-        self._mp = multiprocessing.get_context(method)
-        content = (
-            loader._dataset,
-            loader._collate_fn,
-            loader._worker_init_fn,
-            loader._info_dataset,
-        )
-        self._payload: Any = content  # fork: inherited, never pickled
-        if method != "fork":
-            try:
-                self._payload, self.needs_main = _dumps(content)
-            except (pickle.PicklingError, AttributeError, TypeError) as err:
-                self.stop()
-                why = ""
-                if loader._context_chosen:
-                    why = (
-                        f" ({method!r} is the default because {threading.active_count()} "
-                        "threads are running here, where 'fork' is unsafe)"
-                    )
-                raise TypeError(
-                    f"Loader: the dataset can't be sent to worker processes started with "
-                    f"{method!r}{why}: {err}. Define the pipeline's functions at module level "
-                    "(not lambdas or local functions), or use multiprocessing_context='fork'."
-                ) from err
-            if method == "forkserver":
-                # Imported once by the fork server (when it is not running yet), not
-                # per worker; never the user's main module.
-                preload = [*_PRELOAD, *(["torch"] if "torch" in sys.modules else [])]
-                self._mp.set_forkserver_preload(preload)
-        seed = loader._worker_seed
-        self._seed = draw_entropy() if seed is None else seed
-        self.count = loader._num_workers
-
-    def add(self) -> None:
-        """Starts the next worker."""
-        worker, count = len(self.procs), self.count
-        ours, theirs = self._mp.Pipe(duplex=True)
-        proc = self._mp.Process(  # type: ignore[attr-defined]
-            target=_worker_main,
-            args=(theirs, self._payload, worker, count, (self._seed + worker) & _SEED_MASK),
-            name=f"pipestate-loader-{worker}",
-            daemon=True,
-        )
-        try:
-            with _started_without_main(self.context != "fork" and not self.needs_main):
-                proc.start()
-        except BaseException:
-            ours.close()
-            theirs.close()
-            self.stop()
-            raise
-        theirs.close()
-        self.procs.append(proc)
-        self.conns.append(ours)
-        self.sent.append(collections.deque())
-        self.ready.append(False)
-
-    @property
-    def alive(self) -> bool:
-        """Whether the workers have not been stopped."""
-        return self._finalizer.alive
-
-    def stop(self, graceful: bool = True) -> None:
-        """Stops the workers and removes every block not yet read."""
-        if self._finalizer.detach() is not None:
-            _shutdown(self.procs, self.conns, self.blocks, graceful, os.getpid())
-
-
-class _Task:
-    __slots__ = ("name", "start", "stop", "worker")
-
-    def __init__(self, worker: int, start: int, stop: int, name: str) -> None:
-        self.worker, self.start, self.stop, self.name = worker, start, stop, name
 
 
 class LoaderIterator(ChunkIndexIterator):
@@ -549,7 +279,7 @@ class LoaderIterator(ChunkIndexIterator):
     def __init__(self, loader: Loader, entropy: int | None) -> None:
         super().__init__(loader._dataset, entropy, 0)
         self._loader = loader
-        self._pool: _Pool | None = None
+        self._pool: Pool | None = None
         self._lease = 0
         self._own_blocks = _shm.Blocks()  # of the workers this iterator starts for itself
         self._ahead: list[Any] = []  # num_workers=0: elements read ahead, before collate_fn
@@ -557,7 +287,7 @@ class LoaderIterator(ChunkIndexIterator):
         # Elements to read ahead next; 0: never (an op with external state must be
         # called exactly when its element is consumed).
         self._ahead_block = 0 if loader._dataset._external_ops() else 1
-        self._pending: collections.deque[_Task] = collections.deque()  # to read, in order
+        self._pending: collections.deque[Task] = collections.deque()  # to read, in order
         self._cursor = 0  # first index not yet given to a worker
         self._tasks = 0  # tasks issued since the workers started or the state was restored
         self._chunk = loader._chunk_size or 1
@@ -588,11 +318,11 @@ class LoaderIterator(ChunkIndexIterator):
         fresh = pool is None or not pool.alive
         if pool is None or fresh:
             shared = loader._persistent and not private
-            pool = _Pool(loader, _shm.Blocks() if shared else self._own_blocks)
+            pool = Pool(loader, _shm.Blocks() if shared else self._own_blocks)
             if shared:
                 loader._pool = pool
         else:
-            pool.lease = next(_lease_numbers)  # taken from the iterator that had it
+            pool.lease = next(lease_numbers)  # taken from the iterator that had it
         self._pool, self._lease = pool, pool.lease
         self._tasks = 0
         if fresh:
@@ -651,7 +381,7 @@ class LoaderIterator(ChunkIndexIterator):
             worker = self._tasks % workers
             # The consumer names the block before the worker creates it, so it
             # can remove it whatever becomes of the worker.
-            task = _Task(worker, start, stop, pool.blocks.new())
+            task = Task(worker, start, stop, pool.blocks.new())
             pool.sent[worker].append(task)
             self._pending.append(task)
             self._tasks += 1
@@ -661,7 +391,7 @@ class LoaderIterator(ChunkIndexIterator):
             except (BrokenPipeError, OSError):
                 self._dead(worker, task)
 
-    def _receive(self, task: _Task) -> tuple[Any, ...]:
+    def _receive(self, task: Task) -> tuple[Any, ...]:
         """The result of ``task``, dropping first those of its worker's tasks a restore dropped."""
         pool = self._pool
         assert pool is not None
@@ -674,7 +404,7 @@ class LoaderIterator(ChunkIndexIterator):
                 return result
             pool.blocks.release(done.name, exists=result[1])
 
-    def _recv(self, worker: int, task: _Task) -> Any:
+    def _recv(self, worker: int, task: Task) -> Any:
         """The next message of ``worker``; the timeout counts from the end of its start-up."""
         pool = self._pool
         assert pool is not None
@@ -686,11 +416,11 @@ class LoaderIterator(ChunkIndexIterator):
             failure = self._wait(worker, task, startup, "start")
             if failure is not None:
                 where = f"pipestate Loader worker process {worker}, while starting"
-                self._fail(surface(_decode_error(failure), where))
+                self._fail(surface(decode_error(failure), where))
             pool.ready[worker] = True
         return self._wait(worker, task, timeout, "return elements")
 
-    def _wait(self, worker: int, task: _Task, timeout: float | None, doing: str) -> Any:
+    def _wait(self, worker: int, task: Task, timeout: float | None, doing: str) -> Any:
         pool = self._pool
         assert pool is not None
         conn, proc = pool.conns[worker], pool.procs[worker]
@@ -713,7 +443,7 @@ class LoaderIterator(ChunkIndexIterator):
                 )
                 self._fail(error)
 
-    def _dead(self, worker: int, task: _Task) -> NoReturn:
+    def _dead(self, worker: int, task: Task) -> NoReturn:
         pool = self._pool
         assert pool is not None
         proc = pool.procs[worker]
@@ -827,7 +557,7 @@ class LoaderIterator(ChunkIndexIterator):
                 return start, [collate(element)], []
             except Exception as err:  # raised in its place, as from a worker
                 return start, [], [(start, err)]
-        elements, failures = _compute(self._source, self._epoch, start, start + 1, collate)
+        elements, failures = compute(self._source, self._epoch, start, start + 1, collate)
         if not elements and not failures:
             raise StopIteration
         self._cursor = start + 1
@@ -857,10 +587,10 @@ class LoaderIterator(ChunkIndexIterator):
         if fatal is not None:
             # The chunk could not be sent: raised at its start until restored.
             self._stop_workers()
-            self._error = surface(_decode_error(fatal), f"{where} {task.start}")
+            self._error = surface(decode_error(fatal), f"{where} {task.start}")
             return task.start, [], []
         errors = [
-            (failed, surface(_decode_error(failure), f"{where} {failed}"))
+            (failed, surface(decode_error(failure), f"{where} {failed}"))
             for failed, failure in failures
         ]
         return task.start, elements, errors
@@ -891,178 +621,4 @@ class LoaderIterator(ChunkIndexIterator):
         self._pieces.clear()
 
 
-def _shutdown(
-    procs: list[Any], conns: list[Any], blocks: _shm.Blocks, graceful: bool, owner: int
-) -> None:
-    """Stops worker processes, then removes every block handed out and not yet read.
-
-    Gracefully, each worker finishes its chunk in hand and exits; otherwise
-    (or past a deadline) they are terminated. Only in the process that
-    started them, ``owner``: a forked worker holds a copy of every pool of
-    its parent, and collecting one there must not touch the parent's workers
-    or blocks.
-    """
-    if os.getpid() != owner:
-        return
-    for conn in conns:
-        with contextlib.suppress(BrokenPipeError, OSError):
-            conn.send(None)
-    deadline = time.monotonic() + (_SHUTDOWN_SECONDS if graceful else 0.0)
-    while any(proc.is_alive() for proc in procs) and time.monotonic() < deadline:
-        _drain(conns, timeout=0.05)
-    for proc in procs:
-        if proc.is_alive():
-            proc.terminate()
-    for proc in procs:
-        proc.join(1.0)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(1.0)
-    for conn in conns:
-        conn.close()
-    # No worker can create a block any more: whatever each one had been given
-    # (read or not, created, half-created or not at all) can go.
-    blocks.release_all()
-
-
-def _drain(conns: list[Any], timeout: float) -> None:
-    """Reads and drops the workers' messages, so none blocks on a full pipe while stopping."""
-    open_conns = [conn for conn in conns if not conn.closed]
-    ready: list[Any] = connection.wait(open_conns, timeout)
-    for conn in ready:
-        try:
-            while conn.poll(0):
-                conn.recv()
-        except (EOFError, OSError):
-            conn.close()
-
-
 # ----------------------------------------------------------------- workers
-def _worker_main(conn: Any, payload: Any, worker: int, num_workers: int, seed: int) -> None:
-    """A worker process: computes the index ranges it is sent, until told to stop."""
-    global _worker_info
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the consumer handles Ctrl-C and stops us
-    try:
-        content = pickle.loads(payload) if isinstance(payload, bytes) else payload
-        dataset, collate_fn, worker_init_fn, info_dataset = content
-        _worker_info = WorkerInfo(worker, num_workers, seed, info_dataset)
-        _seed_worker(_worker_info)
-        if worker_init_fn is not None:
-            worker_init_fn(worker)
-    except Exception as err:
-        with contextlib.suppress(BrokenPipeError, OSError):
-            conn.send(_encode_error(err))
-        return
-    resolved: dict[int | None, Dataset] = {}
-    try:
-        conn.send(None)  # started
-    except (BrokenPipeError, OSError):
-        return
-    while True:
-        try:
-            task = conn.recv()
-        except (EOFError, OSError):
-            return  # the consumer is gone
-        if task is None:
-            return
-        name, entropy, epoch, start, stop = task
-        source = resolved.get(entropy)
-        if source is None:
-            source = (
-                dataset if entropy is None else dataset._resolve_seeds(entropy, itertools.count())
-            )
-            resolved.clear()
-            resolved[entropy] = source
-        began = time.perf_counter()
-        elements, errors = _compute(source, epoch, start, stop, collate_fn)
-        elapsed = time.perf_counter() - began
-        failures = [(index, _encode_error(error)) for index, error in errors]
-        fatal = None
-        try:
-            layout, created = _shm.pack(elements, name, collate_fn is not None)
-        except Exception as err:
-            layout, created = _shm.pack([], name)
-            fatal = _encode_error(err)
-        try:
-            conn.send((layout, created, elapsed, failures, fatal))
-        except (BrokenPipeError, OSError):
-            return  # the consumer is gone; the block is its (or its resource tracker's) to remove
-
-
-def _seed_worker(info: WorkerInfo) -> None:
-    """Seeds the global generators and sets up torch in a worker, as torch's DataLoader does."""
-    random.seed(info.seed)
-    if "numpy.random" in sys.modules:  # NumPy imports it lazily, in ~0.1 s: only if in use
-        np.random.seed(info.seed & 0xFFFFFFFF)
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return
-    torch.set_num_threads(1)
-    # torch.manual_seed, minus the accelerators it would look for (milliseconds in a
-    # fresh worker); CUDA is seeded (lazily, as torch does) only where there is one.
-    torch.default_generator.manual_seed(info.seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(info.seed)
-    with contextlib.suppress(
-        Exception
-    ):  # torch's private module: its get_worker_info() answers too
-        from torch.utils.data._utils import worker as torch_worker
-
-        torch_worker._worker_info = torch_worker.WorkerInfo(
-            id=info.id, num_workers=info.num_workers, seed=info.seed, dataset=info.dataset
-        )
-
-
-def _compute(
-    source: Dataset,
-    epoch: int,
-    start: int,
-    stop: int,
-    collate_fn: Callable[[Any], Any] | None = None,
-) -> tuple[list[Any], list[tuple[int, BaseException]]]:
-    """Elements ``[start, stop)`` that could be computed, and ``(index, error)`` for the others."""
-    elements: list[Any] = []
-    failures: list[tuple[int, BaseException]] = []
-    position = start
-    while position < stop:
-        got, error = read_range(source, epoch, position, stop)
-        if collate_fn is None:
-            elements.extend(got)
-        else:
-            for offset, element in enumerate(got):
-                try:
-                    elements.append(collate_fn(element))
-                except Exception as err:  # raised at the consumer, at this element
-                    failures.append((position + offset, err))
-        position += len(got)
-        if error is None:
-            break
-        failures.append((position, error))
-        position += 1
-    return elements, failures
-
-
-def _encode_error(error: BaseException) -> tuple[bytes | None, str, str]:
-    """An exception as (pickle if it round-trips, description, traceback text)."""
-    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    data: bytes | None
-    try:
-        data = pickle.dumps(error)
-        pickle.loads(data)  # what the consumer will do: check it works
-    except Exception:
-        data = None
-    return data, f"{type(error).__name__}: {error}", text
-
-
-def _decode_error(failure: tuple[bytes | None, str, str]) -> BaseException:
-    data, description, text = failure
-    error: BaseException | None = None
-    if data is not None:
-        try:
-            error = pickle.loads(data)  # sent by our own worker process
-        except Exception:
-            error = None
-    if not isinstance(error, BaseException):
-        error = RuntimeError(f"a loader worker raised {description}")
-    error.__cause__ = _RemoteTracebackError(f'\n"""\n{text}"""')
-    return error

@@ -14,7 +14,6 @@ import copy
 import hashlib
 import math
 import multiprocessing
-import operator
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sized
@@ -32,9 +31,10 @@ from torch.utils.data import (
 )
 from torch.utils.data._utils import worker as _torch_worker
 
-from pipestate._validate import brief
+from pipestate._validate import brief, check_bool, check_int
+from pipestate.data._launch import check_context
 from pipestate.data.dataset import Dataset
-from pipestate.data.loader import Loader, LoaderIterator, can_pin_memory, check_context
+from pipestate.data.loader import Loader, LoaderIterator, can_pin_memory
 from pipestate.errors import StateMismatchError
 
 __all__ = ["DataLoader", "DataLoaderIterator"]
@@ -170,18 +170,18 @@ class DataLoader:
         snapshot_every_n_steps: int | None = 1,
     ) -> None:
         _check_dataset(dataset)
-        num_workers = _check_int("num_workers", num_workers, minimum=0)
+        num_workers = check_int("num_workers", num_workers, minimum=0, op="DataLoader")
         if batch_size is not None:
-            batch_size = _check_int("batch_size", batch_size, minimum=1)
+            batch_size = check_int("batch_size", batch_size, minimum=1, op="DataLoader")
         for name, flag in (
             ("pin_memory", pin_memory),
             ("drop_last", drop_last),
             ("persistent_workers", persistent_workers),
             ("in_order", in_order),
         ):
-            _check_bool(name, flag)
+            check_bool(name, flag, op="DataLoader")
         if shuffle is not None:
-            _check_bool("shuffle", shuffle)
+            check_bool("shuffle", shuffle, op="DataLoader")
         wait = _check_timeout(timeout)
         for name, function in (("collate_fn", collate_fn), ("worker_init_fn", worker_init_fn)):
             if function is not None and not callable(function):
@@ -199,9 +199,11 @@ class DataLoader:
                 f"DataLoader: pin_memory_device must be a str, got {brief(pin_memory_device)}"
             )
         if snapshot_every_n_steps is not None:
-            _check_int("snapshot_every_n_steps", snapshot_every_n_steps, minimum=1)
+            check_int("snapshot_every_n_steps", snapshot_every_n_steps, minimum=1, op="DataLoader")
         if prefetch_factor is not None:
-            prefetch_factor = _check_int("prefetch_factor", prefetch_factor, minimum=1)
+            prefetch_factor = check_int(
+                "prefetch_factor", prefetch_factor, minimum=1, op="DataLoader"
+            )
             if num_workers == 0:
                 raise ValueError(
                     "DataLoader: prefetch_factor can only be given with num_workers > 0 "
@@ -326,7 +328,7 @@ class DataLoader:
         finished one starts it; any other epoch drops the loaded position,
         with a warning.
         """
-        epoch = _check_int("epoch", epoch, minimum=0)
+        epoch = check_int("epoch", epoch, minimum=0, op="DataLoader")
         for sampler in (self.sampler, self.batch_sampler):
             if sampler is not None and hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch)
@@ -622,27 +624,6 @@ def _check_dataset(dataset: Any) -> None:
         raise TypeError(
             f"DataLoader: dataset must be map-style (__len__ and __getitem__), got "
             f"{type(dataset).__name__} {brief(dataset)}"
-        )
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"DataLoader: {name} must be an int, got {value!r}")
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise TypeError(
-            f"DataLoader: {name} must be an int, got {type(value).__name__} {brief(value)}"
-        ) from None
-    if number < minimum:
-        raise ValueError(f"DataLoader: {name} must be >= {minimum}, got {name}={number}")
-    return number
-
-
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(
-            f"DataLoader: {name} must be a bool, got {type(value).__name__} {brief(value)}"
         )
 
 
