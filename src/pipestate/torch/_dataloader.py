@@ -31,7 +31,7 @@ from torch.utils.data import (
 )
 from torch.utils.data._utils import worker as _torch_worker
 
-from pipestate._validate import brief, check_bool, check_int
+from pipestate._validate import brief, check_bool, check_function, check_int
 from pipestate.data._launch import check_context
 from pipestate.data.dataset import Dataset
 from pipestate.data.loader import Loader, LoaderIterator, can_pin_memory
@@ -183,69 +183,15 @@ class DataLoader:
         if shuffle is not None:
             check_bool("shuffle", shuffle, op="DataLoader")
         wait = _check_timeout(timeout)
-        for name, function in (("collate_fn", collate_fn), ("worker_init_fn", worker_init_fn)):
-            if function is not None and not callable(function):
-                raise TypeError(
-                    f"DataLoader: {name} must be callable or None, got "
-                    f"{type(function).__name__} {brief(function)}"
-                )
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"DataLoader: generator must be a torch.Generator or None, got "
-                f"{type(generator).__name__} {brief(generator)}"
-            )
-        if not isinstance(pin_memory_device, str):
-            raise TypeError(
-                f"DataLoader: pin_memory_device must be a str, got {brief(pin_memory_device)}"
-            )
+        _check_callables_and_generator(collate_fn, worker_init_fn, generator, pin_memory_device)
         if snapshot_every_n_steps is not None:
             check_int("snapshot_every_n_steps", snapshot_every_n_steps, minimum=1, op="DataLoader")
-        if prefetch_factor is not None:
-            prefetch_factor = check_int(
-                "prefetch_factor", prefetch_factor, minimum=1, op="DataLoader"
-            )
-            if num_workers == 0:
-                raise ValueError(
-                    "DataLoader: prefetch_factor can only be given with num_workers > 0 "
-                    f"(got prefetch_factor={prefetch_factor}, num_workers=0); leave it None"
-                )
-        if multiprocessing_context is not None:
-            if num_workers == 0:
-                raise ValueError(
-                    "DataLoader: multiprocessing_context can only be given with num_workers > 0 "
-                    f"(got {multiprocessing_context!r} with num_workers=0)"
-                )
-            multiprocessing_context = check_context(multiprocessing_context)
-        if persistent_workers and num_workers == 0:
-            raise ValueError(
-                "DataLoader: persistent_workers=True needs num_workers > 0; there are no "
-                "workers to keep with num_workers=0"
-            )
-        if sampler is not None and shuffle:
-            raise ValueError(
-                "DataLoader: sampler is mutually exclusive with shuffle=True: the sampler "
-                "chooses the order (use RandomSampler for a shuffled one)"
-            )
-        if batch_sampler is not None:
-            if batch_size != 1 or shuffle or sampler is not None or drop_last:
-                raise ValueError(
-                    "DataLoader: batch_sampler is mutually exclusive with batch_size, shuffle, "
-                    "sampler and drop_last (got batch_size="
-                    f"{batch_size}, shuffle={shuffle}, sampler={brief(sampler)}, "
-                    f"drop_last={drop_last}); the batch sampler decides all of them"
-                )
-            batch_size, drop_last = None, False
-        elif batch_size is None and drop_last:
-            raise ValueError(
-                "DataLoader: drop_last=True needs a batch_size (got batch_size=None, "
-                "which turns batching off)"
-            )
-        for name, value in (("sampler", sampler), ("batch_sampler", batch_sampler)):
-            if value is not None and not hasattr(value, "__iter__"):
-                raise TypeError(
-                    f"DataLoader: {name} must be an iterable of indices, got "
-                    f"{type(value).__name__} {brief(value)}"
-                )
+        prefetch_factor, multiprocessing_context = _check_workers(
+            num_workers, prefetch_factor, multiprocessing_context, persistent_workers
+        )
+        batch_size, drop_last = _check_sampling(
+            batch_size, shuffle, sampler, batch_sampler, drop_last
+        )
 
         self.dataset = dataset
         self.batch_size = batch_size
@@ -625,6 +571,81 @@ def _check_dataset(dataset: Any) -> None:
             f"DataLoader: dataset must be map-style (__len__ and __getitem__), got "
             f"{type(dataset).__name__} {brief(dataset)}"
         )
+
+
+def _check_callables_and_generator(
+    collate_fn: Any, worker_init_fn: Any, generator: Any, pin_memory_device: Any
+) -> None:
+    """The function, generator and device arguments, each of its kind or ``None``."""
+    check_function("collate_fn", collate_fn, "DataLoader", allow_none=True)
+    check_function("worker_init_fn", worker_init_fn, "DataLoader", allow_none=True)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"DataLoader: generator must be a torch.Generator or None, got "
+            f"{type(generator).__name__} {brief(generator)}"
+        )
+    if not isinstance(pin_memory_device, str):
+        raise TypeError(
+            f"DataLoader: pin_memory_device must be a str, got {brief(pin_memory_device)}"
+        )
+
+
+def _check_workers(
+    num_workers: int, prefetch_factor: Any, multiprocessing_context: Any, persistent_workers: bool
+) -> tuple[int | None, str | None]:
+    """``prefetch_factor`` and the start method, checked against ``num_workers``."""
+    if prefetch_factor is not None:
+        prefetch_factor = check_int("prefetch_factor", prefetch_factor, minimum=1, op="DataLoader")
+        if num_workers == 0:
+            raise ValueError(
+                "DataLoader: prefetch_factor can only be given with num_workers > 0 "
+                f"(got prefetch_factor={prefetch_factor}, num_workers=0); leave it None"
+            )
+    if multiprocessing_context is not None:
+        if num_workers == 0:
+            raise ValueError(
+                "DataLoader: multiprocessing_context can only be given with num_workers > 0 "
+                f"(got {multiprocessing_context!r} with num_workers=0)"
+            )
+        multiprocessing_context = check_context(multiprocessing_context)
+    if persistent_workers and num_workers == 0:
+        raise ValueError(
+            "DataLoader: persistent_workers=True needs num_workers > 0; there are no "
+            "workers to keep with num_workers=0"
+        )
+    return prefetch_factor, multiprocessing_context
+
+
+def _check_sampling(
+    batch_size: int | None, shuffle: Any, sampler: Any, batch_sampler: Any, drop_last: bool
+) -> tuple[int | None, bool]:
+    """``(batch_size, drop_last)`` after the sampler arguments are checked against each other."""
+    if sampler is not None and shuffle:
+        raise ValueError(
+            "DataLoader: sampler is mutually exclusive with shuffle=True: the sampler "
+            "chooses the order (use RandomSampler for a shuffled one)"
+        )
+    if batch_sampler is not None:
+        if batch_size != 1 or shuffle or sampler is not None or drop_last:
+            raise ValueError(
+                "DataLoader: batch_sampler is mutually exclusive with batch_size, shuffle, "
+                "sampler and drop_last (got batch_size="
+                f"{batch_size}, shuffle={shuffle}, sampler={brief(sampler)}, "
+                f"drop_last={drop_last}); the batch sampler decides all of them"
+            )
+        batch_size, drop_last = None, False
+    elif batch_size is None and drop_last:
+        raise ValueError(
+            "DataLoader: drop_last=True needs a batch_size (got batch_size=None, "
+            "which turns batching off)"
+        )
+    for name, value in (("sampler", sampler), ("batch_sampler", batch_sampler)):
+        if value is not None and not hasattr(value, "__iter__"):
+            raise TypeError(
+                f"DataLoader: {name} must be an iterable of indices, got "
+                f"{type(value).__name__} {brief(value)}"
+            )
+    return batch_size, drop_last
 
 
 def _check_timeout(value: Any) -> float | None:
