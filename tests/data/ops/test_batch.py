@@ -106,13 +106,6 @@ def _twice(x: np.int64) -> np.int64:
     return x * 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BatchDataset._get_list (batches over a per-element function, read ahead as one "
-    "block) takes its positions for consecutive ones when the last minus the first is "
-    "count - 1; global_shuffle's block read (RemapDataset._get_list) passes it shuffled "
-    "positions such as [0, 4, 2], and it returns batches 0, 1 and 2 instead",
-)
 def test_batches_read_ahead_under_global_shuffle_are_the_batches_asked_for() -> None:
     ds = ps.Dataset.range(60).map(_twice).batch(2).global_shuffle(seed=6)
     assert_elements_equal(tuple(ds), tuple(ds[i] for i in range(len(ds))))

@@ -113,7 +113,7 @@ class BatchDataset(Dataset):
         """
         parent = self._parents[0]
         count = len(positions)
-        if parent._vectorised or count < 2 or positions[-1] - positions[0] != count - 1:
+        if parent._vectorised or count < 2 or not (np.diff(positions) == 1).all():
             return super()._get_list(epoch, positions)
         size = self._batch_size
         start = int(positions[0]) * size
