@@ -551,6 +551,46 @@ class StreamIterator(DatasetIterator, Generic[D]):
             child.close()
 
 
+class EndingIterator(StreamIterator[D]):
+    """A streaming iterator that can end before its input does (``take_while``, ``zip``).
+
+    Its state adds ``"ended"`` to its inputs' states: once ended it reads no
+    input, and a restored one does not either. Subclasses implement ``_read``
+    and call ``_end()`` where the op ends.
+    """
+
+    _ENDED = "ended"
+
+    def _start(self) -> None:
+        super()._start()
+        self._ended = False
+
+    def _read(self) -> Element:
+        """The next element, while the op has not ended."""
+        raise NotImplementedError
+
+    def _next(self) -> Element:
+        if self._ended:
+            raise StopIteration
+        return self._read()
+
+    def _end(self) -> NoReturn:
+        """Ends the op here, for good."""
+        self._ended = True
+        raise StopIteration
+
+    def _op_state(self) -> State:
+        states = [it._get_state() for it in self._inputs]
+        if self._PARENT in self._STATE_KEYS:
+            return {self._PARENT: states[0], self._ENDED: self._ended}
+        return {self._PARENTS: states, self._ENDED: self._ended}
+
+    def _restore(self, state: State) -> None:
+        ended = read_bool(state, self._ENDED, self._op)
+        super()._restore({key: value for key, value in state.items() if key != self._ENDED})
+        self._ended = ended
+
+
 class CountingIterator(StreamIterator[D]):
     """A streaming iterator whose own state is one counter (``_COUNT``) beside its input's."""
 

@@ -11,26 +11,19 @@ from pipestate._validate import check_function, check_stateful
 from pipestate.data._calls import as_predicate_result, stop_error
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset
-from pipestate.data.iterator import State, StreamIterator, read_bool
+from pipestate.data.iterator import EndingIterator, StreamIterator
 
 
-class _TakeWhileIterator(StreamIterator["TakeWhileDataset"]):
+class _TakeWhileIterator(EndingIterator["TakeWhileDataset"]):
     """Passes elements on until the predicate fails; state: the input's position and ``ended``.
 
     Once the predicate has failed the iterator reads no further input, and a
     restored one does not either.
     """
 
-    _ENDED = "ended"
-    _STATE_KEYS = (_ENDED, StreamIterator._PARENT)
+    _STATE_KEYS = (EndingIterator._ENDED, StreamIterator._PARENT)
 
-    def _start(self) -> None:
-        super()._start()
-        self._ended = False
-
-    def _next(self) -> Any:
-        if self._ended:
-            raise StopIteration
+    def _read(self) -> Any:
         element = self._inputs[0]._next()
         predicate = self._source._predicate
         try:
@@ -40,17 +33,8 @@ class _TakeWhileIterator(StreamIterator["TakeWhileDataset"]):
         if type(keep) is not np.bool_ and type(keep) is not bool:
             keep = as_predicate_result(keep, "take_while", predicate)
         if not keep:
-            self._ended = True
-            raise StopIteration
+            self._end()
         return element
-
-    def _op_state(self) -> State:
-        return {self._ENDED: self._ended, self._PARENT: self._inputs[0]._get_state()}
-
-    def _restore(self, state: State) -> None:
-        ended = read_bool(state, self._ENDED, self._op)
-        super()._restore({self._PARENT: state[self._PARENT]})
-        self._ended = ended
 
 
 class TakeWhileDataset(Dataset):

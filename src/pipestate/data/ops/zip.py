@@ -9,10 +9,10 @@ import numpy as np
 from pipestate._validate import brief
 from pipestate.data import _structure
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
-from pipestate.data.iterator import State, StreamIterator, read_bool
+from pipestate.data.iterator import EndingIterator, State, StreamIterator
 
 
-class _ZipIterator(StreamIterator["ZipDataset"]):
+class _ZipIterator(EndingIterator["ZipDataset"]):
     """Reads one element of each input per ``next``; state: the inputs' states and
     whether one of them has ended.
 
@@ -21,34 +21,18 @@ class _ZipIterator(StreamIterator["ZipDataset"]):
     does), so the saved state stays the same.
     """
 
-    _ENDED = "ended"
-    _STATE_KEYS = (StreamIterator._PARENTS, _ENDED)
+    _STATE_KEYS = (StreamIterator._PARENTS, EndingIterator._ENDED)
 
-    def _start(self) -> None:
-        super()._start()
-        self._ended = False
-
-    def _next(self) -> Any:
-        if self._ended:
-            raise StopIteration
+    def _read(self) -> Any:
         try:
             return self._source._pack([it._next() for it in self._inputs])
         except StopIteration:
-            self._ended = True
-            raise
-
-    def _op_state(self) -> State:
-        return {self._PARENTS: [it._get_state() for it in self._inputs], self._ENDED: self._ended}
+            self._end()
 
     def _set_state(self, state: State) -> None:
         if isinstance(state, dict) and self._ENDED not in state:
             state = {**state, self._ENDED: False}  # saved before zip recorded its end
         super()._set_state(state)
-
-    def _restore(self, state: State) -> None:
-        ended = read_bool(state, self._ENDED, self._op)
-        super()._restore({self._PARENTS: state[self._PARENTS]})
-        self._ended = ended
 
 
 class ZipDataset(Dataset):
