@@ -359,3 +359,11 @@ def elements_equal(a: Element, b: Element) -> bool:
     if x.dtype != y.dtype or x.shape != y.shape or type(a) is not type(b):
         return False
     return bool(np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"))
+
+
+def leading_dimension(data: Any, skip: int) -> int | None:
+    """The dimension ``skip`` shared by every leaf of ``data``, or ``None``."""
+    dims = {np.shape(leaf)[skip] if np.ndim(leaf) > skip else None for leaf in flatten(data)}
+    if len(dims) == 1 and None not in dims:
+        return int(dims.pop())  # type: ignore[arg-type]
+    return None

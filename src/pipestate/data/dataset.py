@@ -97,6 +97,14 @@ class Dataset:
             return self._parents[0]._element_spec()
         return None
 
+    def _leading_dimension(self) -> int | None:
+        """The first dimension every element is known to have, or ``None`` (read by ``unbatch``).
+
+        An op that passes its input's elements on has its input's; batching ops
+        and in-memory sources override it.
+        """
+        return self._parents[0]._leading_dimension() if self._passes_elements else None
+
     def _elastic_scale(self) -> int:
         """Input elements per output element, for an op declaring ``Elastic.BATCH``."""
         raise NotImplementedError(f"{self._op_name} declares no batch size")

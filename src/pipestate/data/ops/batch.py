@@ -64,6 +64,9 @@ class BatchDataset(Dataset):
     def _vectorised(self) -> bool:
         return False
 
+    def _leading_dimension(self) -> int | None:
+        return self._batch_size if self._drop_remainder else None
+
     def _elastic_scale(self) -> int:
         return self._batch_size
 

@@ -52,6 +52,9 @@ class FromTensorSlicesDataset(Dataset):
     def _element_spec(self) -> Any:
         return _spec.spec_of_rows(self._data)
 
+    def _leading_dimension(self) -> int | None:
+        return _structure.leading_dimension(self._data, 1)
+
     def _params(self) -> dict[str, Any]:
         return {"tensors": _structure.describe(self._data)}
 

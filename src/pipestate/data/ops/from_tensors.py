@@ -29,6 +29,9 @@ class FromTensorsDataset(Dataset):
     def _element_spec(self) -> Any:
         return _spec.spec_of(self._data)
 
+    def _leading_dimension(self) -> int | None:
+        return _structure.leading_dimension(self._data, 0)
+
     def _params(self) -> dict[str, Any]:
         return {"tensors": _structure.describe(self._data)}
 

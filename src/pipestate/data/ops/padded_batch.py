@@ -315,6 +315,9 @@ class PaddedBatchDataset(Dataset):
             return n
         return n // self._batch_size if self._drop_remainder else -(-n // self._batch_size)
 
+    def _leading_dimension(self) -> int | None:
+        return self._batch_size if self._drop_remainder else None
+
     def _params(self) -> dict[str, Any]:
         return {
             "batch_size": self._batch_size,

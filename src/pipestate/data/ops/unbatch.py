@@ -12,21 +12,6 @@ from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Da
 from pipestate.data.iterator import State, StreamIterator, read_int
 from pipestate.errors import StateMismatchError
 
-# Ops whose elements have the shapes of their input's elements, for cardinality.
-_SHAPE_PRESERVING = frozenset(
-    {
-        "repeat",
-        "take",
-        "skip",
-        "shard",
-        "shuffle",
-        "global_shuffle",
-        "filter",
-        "take_while",
-        "prefetch",
-    }
-)
-
 
 def split(batch: Any) -> list[Any]:
     """The rows of ``batch``, whose components must share their first dimension."""
@@ -45,27 +30,6 @@ def split(batch: Any) -> list[Any]:
             f"{_structure.describe(batch)}"
         )
     return _structure.unstack(batch, sizes.pop())
-
-
-def _static_batch_length(dataset: Dataset) -> int | None:
-    """The first dimension every element of ``dataset`` is known to have, or ``None``.
-
-    Known for ``batch`` / ``padded_batch`` with ``drop_remainder``, for
-    ``from_tensors`` / ``from_tensor_slices`` whose components agree, and
-    through ops that keep their input's element shapes.
-    """
-    name = dataset._op_name
-    if name in _SHAPE_PRESERVING:
-        return _static_batch_length(dataset._parents[0])
-    if name in ("batch", "padded_batch"):
-        return dataset._batch_size if dataset._drop_remainder else None  # type: ignore[attr-defined]
-    if name in ("from_tensors", "from_tensor_slices"):
-        skip = 1 if name == "from_tensor_slices" else 0
-        leaves = _structure.flatten(dataset._data)  # type: ignore[attr-defined]
-        dims = {np.shape(leaf)[skip] if np.ndim(leaf) > skip else None for leaf in leaves}
-        if len(dims) == 1 and None not in dims:
-            return int(dims.pop())  # type: ignore[arg-type]
-    return None
 
 
 class _UnbatchIterator(StreamIterator["UnbatchDataset"]):
@@ -184,7 +148,7 @@ class UnbatchDataset(Dataset):
         n = parent.cardinality()
         if n in (INFINITE_CARDINALITY, UNKNOWN_CARDINALITY):
             return n
-        size = _static_batch_length(parent)
+        size = parent._leading_dimension()
         return UNKNOWN_CARDINALITY if size is None else n * size
 
     def _element_spec(self) -> Any:
