@@ -116,20 +116,9 @@ class CheckpointReader:
             ) from None
 
     def read_tensor(self, key: str, *, copy: bool = True) -> np.ndarray:
-        """Read tensor ``key`` and verify its checksum.
-
-        BF16 and float8 tensors (types NumPy lacks) are widened exactly to
-        float32; :meth:`read_raw` returns their bytes.
-
-        Args:
-            key: The tensor's key.
-            copy: Return a fresh writable array; with ``False`` a local shard
-                may return a read-only view of its memory map instead.
-
-        Raises:
-            CorruptCheckpointError: When the shard disagrees with the index, is
-                truncated, or the bytes do not match the recorded crc32c.
-        """
+        """Read tensor ``key`` and verify its checksum, as :meth:`read_raw` (same arguments
+        and errors), with BF16 and float8 tensors (types NumPy lacks) widened exactly to
+        float32."""
         array, native = self.read_raw(key, copy=copy)
         return array if native is None else widen_to_float32(array, native)
 
