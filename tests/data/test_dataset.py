@@ -64,3 +64,19 @@ def test_fingerprint_depends_on_the_definition_only() -> None:
     assert ps.Dataset.range(5).batch(2).fingerprint == ps.Dataset.range(5).batch(2).fingerprint
     assert ps.Dataset.range(5).batch(2).fingerprint != ps.Dataset.range(5).batch(3).fingerprint
     assert ps.Dataset.range(5).fingerprint != ps.Dataset.range(6).fingerprint
+
+
+def test_name_labels_the_op_without_changing_elements_or_fingerprint() -> None:
+    plain = ps.Dataset.range(5).map(lambda x: x + 1)
+    named = ps.Dataset.range(5).map(lambda x: x + 1)._named("plus_one")
+    assert named.name == "plus_one"
+    assert plain.name is None
+    assert "name='plus_one'" in repr(named)
+    assert named.fingerprint == plain.fingerprint
+    assert list(named) == list(plain)
+
+
+@pytest.mark.parametrize("bad", ["", "   ", 3, b"x", "x" * 201])
+def test_name_must_be_a_non_empty_string(bad: object) -> None:
+    with pytest.raises(TypeError, match="name must be a non-empty string"):
+        ps.Dataset.range(3)._named(bad)

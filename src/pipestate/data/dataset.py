@@ -77,6 +77,7 @@ class Dataset:
         self._chain_cache: list[tuple[str, str, str]] | None = None
         self._external_cache: list[str] | None = None
         self._own_options: Options | None = None
+        self._name: str | None = None
         # The seed an op made with seed=None keeps for the dataset's life, drawn
         # on first use; shared with copies (with_options) of this dataset.
         self._kept_entropy: list[int] = []
@@ -377,14 +378,39 @@ class Dataset:
         return self._fingerprint_cache
 
     def _op_repr(self) -> str:
-        args = ", ".join(f"{key}={value!r}" for key, value in self._params().items())
-        return f"{self._op_name}({args})"
+        items = [f"{key}={value!r}" for key, value in self._params().items()]
+        if self._name is not None:
+            items.append(f"name={self._name!r}")
+        return f"{self._op_name}({', '.join(items)})"
+
+    @property
+    def name(self) -> str | None:
+        """The ``name=`` this op was given (shown in ``repr``, errors and profiles), or ``None``.
+
+        A name labels the op only: it changes neither the elements nor the
+        fingerprint, so a state saved before naming an op restores after.
+        """
+        return self._name
+
+    def _named(self, name: str | None) -> Dataset:
+        """This (freshly made) op with the ``name=`` its fluent method was given."""
+        if name is None:
+            return self
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            raise TypeError(
+                f"{self._op_name}: name must be a non-empty string of at most 200 characters "
+                f"(a label for the op), got {type(name).__name__} {brief(name, 80)}"
+            )
+        self._name = name
+        return self
 
     def __repr__(self) -> str:
         if len(self._parents) == 1:
             return f"{self._parents[0]!r}.{self._op_repr()}"
         args = [repr(parent) for parent in self._parents]
         args += [f"{key}={value!r}" for key, value in self._params().items()]
+        if self._name is not None:
+            args.append(f"name={self._name!r}")
         return f"{self._op_name}({', '.join(args)})"
 
     # ---------------------------------------------------------------- sources

@@ -123,4 +123,6 @@ class ParallelMapDataset(MapDataset):
         settings += f", num_parallel_calls={self._num_parallel_calls}"
         if not self._deterministic:
             settings += ", deterministic=False"
+        if self._name is not None:
+            settings += f", name={self._name!r}"
         return f"map({settings})"
