@@ -17,6 +17,7 @@ __all__ = [
     "CheckpointWriteError",
     "CorruptCheckpointError",
     "DataLossError",
+    "DistributedSaveError",
     "ExternalStateError",
     "InvalidArgumentError",
     "NotFoundError",
@@ -75,6 +76,30 @@ class CheckpointWriteError(CheckpointError, OSError):
     ``EFBIG`` for a file-size limit). The checkpoint being written does not
     exist afterwards; earlier checkpoints and the state file are untouched.
     """
+
+
+class DistributedSaveError(CheckpointWriteError):
+    """A save made by every rank of a distributed job failed; no rank committed it.
+
+    Raised on every rank that takes part. ``missing_ranks`` lists the ranks
+    that did not arrive within the timeout, ``failed_ranks`` those that
+    reported an error; the message names both, and what each failing rank
+    reported. The previous checkpoint stays the latest.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        missing_ranks: tuple[int, ...] = (),
+        failed_ranks: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.missing_ranks = missing_ranks
+        self.failed_ranks = failed_ranks
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class StorageError(CheckpointError, OSError):

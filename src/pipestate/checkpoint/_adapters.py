@@ -68,6 +68,9 @@ class PythonValue(Trackable):
 class _GeneratorAdapter(Trackable):
     """``numpy.random.Generator``: the bit generator's state dict."""
 
+    # Each rank of a distributed job has its own stream: saved per rank.
+    _pipestate_per_rank = True
+
     def __init__(self, generator: np.random.Generator) -> None:
         self.wrapped = generator
 
@@ -106,6 +109,9 @@ class _GeneratorAdapter(Trackable):
 class _RandomStateAdapter(Trackable):
     """``numpy.random.RandomState``: ``get_state(legacy=False)``."""
 
+    # Each rank of a distributed job has its own stream: saved per rank.
+    _pipestate_per_rank = True
+
     def __init__(self, random_state: np.random.RandomState) -> None:
         self.wrapped = random_state
 
@@ -130,6 +136,9 @@ class _RandomStateAdapter(Trackable):
 
 class _PyRandomAdapter(Trackable):
     """``random.Random``: version, the 625 Mersenne Twister words (as uint32) and ``gauss_next``."""
+
+    # Each rank of a distributed job has its own stream: saved per rank.
+    _pipestate_per_rank = True
 
     def __init__(self, rng: random.Random) -> None:
         self.wrapped = rng

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -13,6 +13,14 @@ import numpy as np
 from pipestate.checkpoint._adapters import adapt
 from pipestate.checkpoint._async import AsyncWriter, HostBuffers
 from pipestate.checkpoint._auto import AutoTrackable, can_track
+from pipestate.checkpoint._dist_write import follow, lead_write
+from pipestate.checkpoint._distributed import (
+    DEFAULT_TIMEOUT,
+    SaveRound,
+    current_coordinator,
+    lead,
+    placement,
+)
 from pipestate.checkpoint._graph import GraphView
 from pipestate.checkpoint._locate import locate
 from pipestate.checkpoint._names import NameBasedFile, restore_by_name
@@ -49,23 +57,30 @@ class CheckpointOptions:
         enable_async: Return from ``save()`` / ``write()`` once the values
             are copied to host memory, and write and commit them on a
             background thread (one save in flight; see ``Checkpoint.sync``).
+        timeout: In a distributed job, the seconds a save waits for the
+            slowest rank before it fails on every rank (``DistributedSaveError``
+            naming the missing ranks). See ``docs/distributed.md``.
 
     Raises:
-        ValueError: For a non-positive ``max_shard_bytes`` or a non-bool flag.
+        ValueError: For a non-positive ``max_shard_bytes`` or ``timeout``, or a non-bool flag.
 
     Example:
         >>> CheckpointOptions(max_shard_bytes=64 << 20)
-        CheckpointOptions(max_shard_bytes=67108864, fsync=True, enable_async=False)
+        CheckpointOptions(max_shard_bytes=67108864, fsync=True, enable_async=False, timeout=600.0)
     """
 
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
     fsync: bool = True
     enable_async: bool = False
+    timeout: float = DEFAULT_TIMEOUT
 
     def __post_init__(self) -> None:
         n = self.max_shard_bytes
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise ValueError(f"max_shard_bytes must be a positive int, got {n!r}")
+        t = self.timeout
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < float("inf"):
+            raise ValueError(f"timeout must be a positive number of seconds, got {t!r}")
         for name in ("fsync", "enable_async"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
@@ -82,37 +97,99 @@ def options_or_default(options: CheckpointOptions | None) -> CheckpointOptions:
 
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
-    """What one save writes: the index nodes and the prepared arrays."""
+    """What one save writes: the index nodes and the prepared arrays.
+
+    In a distributed save, ``round`` is this rank's part of it and
+    ``per_rank`` the nodes whose values each rank saves for itself.
+    """
 
     nodes: list[dict[str, Any]]
     arrays: list[Any]
+    per_rank: list[int] = dataclasses.field(default_factory=list)
+    round: SaveRound | None = None
 
     @classmethod
-    def take(cls, graph: GraphView, *, buffers: HostBuffers | None = None) -> Snapshot:
+    def take(
+        cls,
+        graph: GraphView,
+        *,
+        buffers: HostBuffers | None = None,
+        round_: SaveRound | None = None,
+    ) -> Snapshot:
         """Serialize ``graph``; with ``buffers``, copy every array into them (an async save).
 
         A snapshot in ``buffers`` shares no memory with the live objects, and
-        is valid until the next snapshot into the same buffers.
+        is valid until the next snapshot into the same buffers. With
+        ``round_``, only what this rank saves is serialized; if that fails,
+        the other ranks are told.
         """
-        if buffers is None:
-            return cls(*graph.serialize())
-        with buffers.snapshot() as copy:
-            return cls(*graph.serialize(copy=copy))
+        placement = round_.coordinator.placement if round_ is not None else None
+        try:
+            if buffers is None:
+                return cls(*graph.serialize(placement=placement), round=round_)
+            with buffers.snapshot() as copy:
+                return cls(*graph.serialize(copy=copy, placement=placement), round=round_)
+        except BaseException as err:
+            if round_ is not None:
+                round_.fail(round_.leader_step if round_.leader else "plan", err)
+            raise
 
     def commit(
         self, storage: Storage, fs_prefix: str, display: str, options: CheckpointOptions
     ) -> None:
-        """Write the shards, then the index (the commit).
+        """Write the shards, then the index (the commit); in a distributed save, rank 0's part.
 
         Raises:
             CheckpointWriteError: When the storage fails (full, read-only, ...).
+            DistributedSaveError: When another rank is missing or failed.
         """
         try:
-            write_checkpoint(
+            if self.round is None:
+                write_checkpoint(
+                    storage,
+                    fs_prefix,
+                    self.nodes,
+                    self.arrays,
+                    max_shard_bytes=options.max_shard_bytes,
+                    fsync=options.fsync,
+                )
+            else:
+                lead_write(
+                    self.round,
+                    storage,
+                    fs_prefix,
+                    display,
+                    self.nodes,
+                    self.arrays,
+                    self.per_rank,
+                    max_shard_bytes=options.max_shard_bytes,
+                    fsync=options.fsync,
+                )
+        except CheckpointWriteError:
+            raise
+        except OSError as err:
+            raise write_error(err, display) from err
+
+    def follow(self, storage: Storage, display: str, options: CheckpointOptions) -> str:
+        """A rank other than 0: write this rank's shards where rank 0 says; wait for the commit.
+
+        Returns:
+            The path of the checkpoint rank 0 committed.
+
+        Raises:
+            CheckpointWriteError: When the storage fails here.
+            DistributedSaveError: When rank 0 or another rank failed or is missing.
+        """
+        assert self.round is not None
+        assert not self.round.leader
+        try:
+            return follow(
+                self.round,
                 storage,
-                fs_prefix,
+                display,
                 self.nodes,
                 self.arrays,
+                self.per_rank,
                 max_shard_bytes=options.max_shard_bytes,
                 fsync=options.fsync,
             )
@@ -120,6 +197,30 @@ class Snapshot:
             raise
         except OSError as err:
             raise write_error(err, display) from err
+
+
+def start_round(what: str, options: CheckpointOptions) -> SaveRound | None:
+    """This rank's part of a distributed save of ``what``, or ``None`` in a single process."""
+    coordinator = current_coordinator()
+    if coordinator is None:
+        return None
+    return SaveRound(coordinator, what, options.timeout)
+
+
+def run_round(
+    round_: SaveRound | None,
+    snapshot: Snapshot,
+    storage: Storage,
+    display: str,
+    options: CheckpointOptions,
+    leader_part: Callable[[], str],
+) -> str:
+    """Run ``leader_part`` (the whole save, alone or on rank 0) or follow rank 0's save."""
+    if round_ is None:
+        return leader_part()
+    if round_.leader:
+        return lead(round_, leader_part)
+    return snapshot.follow(storage, display, options)
 
 
 def _write(
@@ -133,11 +234,20 @@ def _write(
     storage, fs_prefix = Storage.for_path(prefix, storage_options)
     with writer.saving:
         writer.wait()
-        if not opts.enable_async:
-            Snapshot.take(graph).commit(storage, fs_prefix, prefix, opts)
+        round_ = start_round(prefix, opts)
+        buffers = writer.buffers if opts.enable_async else None
+        snapshot = Snapshot.take(graph, buffers=buffers, round_=round_)
+
+        def commit() -> str:
+            snapshot.commit(storage, fs_prefix, prefix, opts)
             return prefix
-        snapshot = Snapshot.take(graph, buffers=writer.buffers)
-        writer.submit(prefix, lambda: snapshot.commit(storage, fs_prefix, prefix, opts))
+
+        def job() -> str:
+            return run_round(round_, snapshot, storage, prefix, opts, commit)
+
+        if not opts.enable_async:
+            return job()
+        writer.submit(prefix, job)
     return prefix
 
 
@@ -159,7 +269,9 @@ def _restore(
             return restore_by_name(_flat_view(graph, file), file, (*optional, *optional_by_name))
         finally:
             file.close()  # name-based restores are not deferred: nothing reads it later
-    reader = CheckpointReader(found.storage, found.path, display=found.display)
+    reader = CheckpointReader(
+        found.storage, found.path, display=found.display, placement=placement()
+    )
     root_children = reader.nodes[0].children
     skip = {root_children[n] for n in optional_root_children if n in root_children}
     session = RestoreSession(reader, graph, optional_nodes=skip)
@@ -426,14 +538,15 @@ class Checkpoint(AutoTrackable):
         storage, fs_path = Storage.for_path(path, storage_options)
         # The counter is part of the graph: it is saved with its new value.
         counter.assign(number)
+        round_ = start_round(path, opts)
         try:
             buffers = self._writer.buffers if opts.enable_async else None
-            snapshot = Snapshot.take(self._graph(), buffers=buffers)
+            snapshot = Snapshot.take(self._graph(), buffers=buffers, round_=round_)
         except BaseException:
             counter.assign(number - 1)
             raise
 
-        def commit() -> None:
+        def commit() -> str:
             snapshot.commit(storage, fs_path, path, opts)
             directory, basename = storage.split(fs_path)
             try:
@@ -445,12 +558,16 @@ class Checkpoint(AutoTrackable):
                 )
             except OSError as err:
                 raise write_error(err, path) from err
+            return path
+
+        def job() -> str:
+            return run_round(round_, snapshot, storage, path, opts, commit)
 
         if opts.enable_async:
-            self._writer.submit(path, commit)
+            self._writer.submit(path, job)
             return path
         try:
-            commit()
+            job()
         except BaseException:
             counter.assign(number - 1)
             raise

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from pipestate.checkpoint._distributed import Placement, is_per_rank
 from pipestate.checkpoint._index import check_graph_size
 from pipestate.checkpoint._trackable import DeferredRestoration, Trackable
 from pipestate.checkpoint._values import attribute_key, encode_value
@@ -83,14 +84,22 @@ class GraphView:
         return out
 
     def serialize(
-        self, *, copy: Callable[[str, np.ndarray], np.ndarray] | None = None
-    ) -> tuple[list[dict[str, Any]], list[Any]]:
-        """The index nodes and the arrays to write (keys unique, arrays prepared).
+        self,
+        *,
+        copy: Callable[[str, np.ndarray], np.ndarray] | None = None,
+        placement: Placement | None = None,
+    ) -> tuple[list[dict[str, Any]], list[Any], list[int]]:
+        """The index nodes, the arrays to write (keys unique, arrays prepared), per-rank nodes.
 
         Every object's ``_serialize_to_values()`` runs here, before anything is
         written, so an object can still refuse the save. With ``copy`` (see
         :func:`prepare_array`) the result is a snapshot: no array shares memory
         with the objects.
+
+        With a distributed ``placement``, per-rank objects (and what they hold)
+        are serialized on every rank, their array keys marked with the rank;
+        the others (replicated) only on rank 0. The last list holds the numbers
+        of the per-rank nodes (empty for one process).
 
         Raises:
             ValueError: When the graph is deeper or larger than readers accept.
@@ -104,6 +113,21 @@ class GraphView:
         path_chars = [sum(map(len, path)) + len(path) for _, path, _ in objects]
         check_graph_size(depths, path_chars)
         ids = {id(obj): i for i, (obj, _, _) in enumerate(objects)}
+        distributed = placement is not None and placement.distributed
+        per_rank: set[int] = set()
+        if distributed:
+            # Breadth first: a node's first parent (the first node listing it) comes before it.
+            if is_per_rank(objects[0][0]):
+                per_rank.add(0)
+            placed = {0}
+            for i, (_, _, children) in enumerate(objects):
+                for child in children.values():
+                    cid = ids[id(child)]
+                    if cid not in placed:
+                        placed.add(cid)
+                        if i in per_rank or is_per_rank(child):
+                            per_rank.add(cid)
+        rank = placement.rank if placement is not None else 0
         nodes: list[dict[str, Any]] = []
         arrays: list[Any] = []
         keys: set[str] = set()
@@ -131,7 +155,18 @@ class GraphView:
                 encoder = TensorEncoder(add_raw)
             return encoder(key, tensor)
 
-        for obj, path, children in objects:
+        for i, (obj, path, children) in enumerate(objects):
+            if distributed and rank != 0 and i not in per_rank:
+                # Replicated: rank 0 saves it.
+                nodes.append(
+                    {
+                        "kind": kind_of(obj),
+                        "children": {name: ids[id(child)] for name, child in children.items()},
+                        "attributes": {},
+                    }
+                )
+                continue
+            suffix = f"@rank{rank}" if i in per_rank else ""
             values = obj._serialize_to_values()
             if not isinstance(values, Mapping) or not all(isinstance(k, str) for k in values):
                 raise TypeError(
@@ -139,7 +174,7 @@ class GraphView:
                     f"keys, got {values!r:.100}"
                 )
             attributes = {
-                name: encode_value(value, attribute_key(path, name), add_array, add_tensor)
+                name: encode_value(value, attribute_key(path, name) + suffix, add_array, add_tensor)
                 for name, value in values.items()
             }
             nodes.append(
@@ -152,4 +187,4 @@ class GraphView:
         check_graph_size(
             depths, [c * max(len(node["attributes"]), 1) for c, node in zip(path_chars, nodes)]
         )
-        return nodes, arrays
+        return nodes, arrays, sorted(per_rank)

@@ -42,9 +42,11 @@ from pipestate.checkpoint._safetensors import (
 from pipestate.errors import CorruptCheckpointError
 
 __all__ = [
+    "DISTRIBUTED_FORMAT_VERSION",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "MAX_SHARDS",
+    "MAX_WORLD_SIZE",
     "Node",
     "TensorEntry",
     "body_crc",
@@ -55,6 +57,10 @@ __all__ = [
 
 FORMAT_NAME = "pipestate-checkpoint"
 FORMAT_VERSION = 1
+# A checkpoint saved by several ranks: the body also has "world_size", and the node of a
+# per-rank object also has "ranks", each rank's attributes ("attributes" are rank 0's).
+DISTRIBUTED_FORMAT_VERSION = 2
+MAX_WORLD_SIZE = 1 << 20
 MAX_SHARDS = 99_999
 # Every object's first path from the root is materialised (for keys and messages), so
 # the graph's depth and the summed length of those paths are bounded: a hostile index
@@ -73,6 +79,8 @@ class Node(NamedTuple):
     kind: str
     children: dict[str, int]
     attributes: dict[str, Any]
+    # A per-rank object of a distributed checkpoint: every rank's attributes.
+    ranks: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,22 @@ def _fail(what: str, why: str) -> NoReturn:
 def parse_index(data: bytes, what: str) -> tuple[int, list[Node], dict[str, TensorEntry]]:
     """Parse and check an index: ``(num_shards, nodes, tensors)``.
 
+    See :func:`parse_index_world` for the world size of a distributed checkpoint.
+
+    Raises:
+        CorruptCheckpointError: Naming ``what`` and the first thing that is wrong.
+    """
+    num_shards, nodes, tensors, _ = parse_index_world(data, what)
+    return num_shards, nodes, tensors
+
+
+def parse_index_world(
+    data: bytes, what: str
+) -> tuple[int, list[Node], dict[str, TensorEntry], int]:
+    """Parse and check an index: ``(num_shards, nodes, tensors, world_size)``.
+
+    ``world_size`` is 1 for a checkpoint saved by one process.
+
     Raises:
         CorruptCheckpointError: Naming ``what`` and the first thing that is wrong.
     """
@@ -134,20 +158,30 @@ def parse_index(data: bytes, what: str) -> tuple[int, list[Node], dict[str, Tens
     )
     version = document.get("version")
     _require(
-        version == FORMAT_VERSION and is_int(version),
+        version in (FORMAT_VERSION, DISTRIBUTED_FORMAT_VERSION) and is_int(version),
         what,
-        f"format version {version!r:.60} is not supported (this pipestate reads version "
-        f"{FORMAT_VERSION}); use the pipestate release that wrote it",
+        f"format version {version!r:.60} is not supported (this pipestate reads versions "
+        f"{FORMAT_VERSION} and {DISTRIBUTED_FORMAT_VERSION}); use the pipestate release that "
+        "wrote it",
     )
     _require(
         set(document) == {"format", "version", "crc32c", "checkpoint"}, what, "unexpected fields"
     )
     body = document["checkpoint"]
     _require(document["crc32c"] == body_crc(body), what, "checksum mismatch; the index is corrupt")
+    fields = {"num_shards", "nodes", "tensors"}
+    if version == DISTRIBUTED_FORMAT_VERSION:
+        fields.add("world_size")
     _require(
-        isinstance(body, dict) and set(body) == {"num_shards", "nodes", "tensors"},
+        isinstance(body, dict) and set(body) == fields,
         what,
-        "'checkpoint' must have exactly num_shards, nodes and tensors",
+        f"'checkpoint' must have exactly {', '.join(sorted(fields))}",
+    )
+    world_size = body.get("world_size", 1)
+    _require(
+        is_int(world_size) and 1 <= world_size <= MAX_WORLD_SIZE,
+        what,
+        f"bad world_size {world_size!r:.60}",
     )
     num_shards = body["num_shards"]
     _require(
@@ -155,15 +189,16 @@ def parse_index(data: bytes, what: str) -> tuple[int, list[Node], dict[str, Tens
         what,
         f"bad num_shards {num_shards!r:.60}",
     )
-    nodes = _parse_nodes(body["nodes"], what)
+    nodes = _parse_nodes(body["nodes"], what, world_size)
     tensors = _parse_tensors(body["tensors"], num_shards, what)
-    return num_shards, nodes, tensors
+    return num_shards, nodes, tensors, world_size
 
 
 _NODE_FIELDS = frozenset({"kind", "children", "attributes"})
+_RANKED_NODE_FIELDS = frozenset({"kind", "children", "attributes", "ranks"})
 
 
-def _parse_nodes(raw: object, what: str) -> list[Node]:
+def _parse_nodes(raw: object, what: str, world_size: int = 1) -> list[Node]:
     _require(isinstance(raw, list) and len(raw) > 0, what, "'nodes' must be a non-empty list")
     assert isinstance(raw, list)
     count = len(raw)
@@ -171,6 +206,9 @@ def _parse_nodes(raw: object, what: str) -> list[Node]:
     # Messages are built only on failure: this loop runs once per object of the graph.
     for i, node in enumerate(raw):
         if not (isinstance(node, dict) and node.keys() == _NODE_FIELDS):
+            if world_size > 1 and isinstance(node, dict) and node.keys() == _RANKED_NODE_FIELDS:
+                nodes.append(_parse_ranked_node(node, i, count, what, world_size))
+                continue
             _fail(what, f"node {i} must have exactly kind, children and attributes")
         kind, children, attributes = node["kind"], node["children"], node["attributes"]
         if type(kind) is not str:
@@ -206,6 +244,28 @@ def _parse_nodes(raw: object, what: str) -> list[Node]:
     except ValueError as err:
         raise CorruptCheckpointError(f"{what}: {err}") from None
     return nodes
+
+
+def _parse_ranked_node(
+    node: dict[str, Any], i: int, count: int, what: str, world_size: int
+) -> Node:
+    """A per-rank object's node: each rank's attributes, rank 0's also as its own."""
+    (plain,) = _parse_nodes([{**{k: node[k] for k in _NODE_FIELDS}, "children": {}}], what)
+    children = node["children"]
+    if type(children) is not dict or not all(
+        type(c) is int and 0 <= c < count for c in children.values()
+    ):
+        _fail(what, f"node {i}: children must be an object of node numbers")
+    ranks = node["ranks"]
+    if (
+        type(ranks) is not list
+        or len(ranks) != world_size
+        or not all(type(r) is dict for r in ranks)
+    ):
+        _fail(what, f"node {i}: ranks must be a list of {world_size} objects, one per rank")
+    if ranks[0] != plain.attributes:
+        _fail(what, f"node {i}: attributes must be rank 0's")
+    return Node(plain.kind, children, plain.attributes, ranks)
 
 
 def check_graph_size(depths: list[int], key_chars: list[int] | None = None) -> None:

@@ -16,7 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from pipestate.checkpoint._checkpoint import Checkpoint, CheckpointOptions, Snapshot
+from pipestate.checkpoint._checkpoint import (
+    Checkpoint,
+    CheckpointOptions,
+    Snapshot,
+    run_round,
+    start_round,
+)
 from pipestate.checkpoint._checkpoint import options_or_default as _options
 from pipestate.checkpoint._cleanup import (
     abort_interrupted_uploads,
@@ -318,7 +324,9 @@ class CheckpointManager:
             number = _read_int(checkpoint_number, "checkpoint_number")
             if number < 0:
                 raise ValueError(f"checkpoint_number must be >= 0, got {number}")
-        self._take_writer_lock()
+        round_ = start_round(self._prefix, opts)
+        if round_ is None or round_.leader:
+            self._take_writer_lock()
         previous_step = self._last_checkpoint_step
         if not self._step_is_due(check_interval):
             return None
@@ -329,27 +337,47 @@ class CheckpointManager:
             try:
                 writer.wait()
                 old = int(counter.numpy())
+                n = old + 1 if number is None else number
+                basename, prefix = f"{self._checkpoint_name}-{n}", f"{self._prefix}-{n}"
+                if round_ is not None:
+                    round_.what = prefix
                 counter.assign(old + 1)
                 try:
                     buffers = writer.buffers if enable_async else None
-                    snapshot = Snapshot.take(self._checkpoint._graph(), buffers=buffers)
+                    snapshot = Snapshot.take(
+                        self._checkpoint._graph(), buffers=buffers, round_=round_
+                    )
                 except BaseException:
                     counter.assign(old)
                     raise
             except BaseException:
                 self._last_checkpoint_step = previous_step
                 raise
-            n = old + 1 if number is None else number
-            basename, prefix = f"{self._checkpoint_name}-{n}", f"{self._prefix}-{n}"
 
-            def commit() -> None:
-                self._commit(snapshot, prefix, basename, opts)
+            def commit() -> str:
+                return run_round(
+                    round_,
+                    snapshot,
+                    self._storage,
+                    prefix,
+                    opts,
+                    lambda: self._commit(snapshot, prefix, basename, opts),
+                )
+
+            def job() -> str:
+                try:
+                    return commit()
+                finally:
+                    if round_ is not None and not round_.leader:
+                        # Rank 0 recorded the save (or not): take its view of the directory.
+                        with self._lock, contextlib.suppress(OSError, ValueError):
+                            self._recover(warn=False)
 
             if enable_async:
-                writer.submit(prefix, commit)
+                writer.submit(prefix, job)
                 return prefix
             try:
-                return self._commit(snapshot, prefix, basename, opts)
+                return job()
             except BaseException as err:
                 if not getattr(err, _UNKNOWN_OUTCOME, False):
                     # Nothing was committed: the same save can be retried under the same number.

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from pipestate.checkpoint import _crc
-from pipestate.checkpoint._index import TensorEntry, parse_index
+from pipestate.checkpoint._distributed import Placement
+from pipestate.checkpoint._index import TensorEntry, parse_index_world
 from pipestate.checkpoint._limits import INDEX_LIMIT, read_limited
 from pipestate.checkpoint._paths import index_path, shard_name
 from pipestate.checkpoint._safetensors import (
@@ -59,6 +60,11 @@ class CheckpointReader:
     Arrays are read from memory-mapped shards (local files) or by ranged reads,
     and returned as fresh writable arrays.
 
+    A checkpoint saved by several ranks is read as ``placement`` sees it:
+    each per-rank object's node holds that rank's values. Restored on another
+    world size, per-rank nodes hold rank 0's values and are listed in
+    ``foreign``: only objects with a re-sharding rule take them.
+
     Raises:
         NotFoundError: When the index does not exist.
         CheckpointTooLargeError: When the index is larger than
@@ -66,16 +72,36 @@ class CheckpointReader:
         CorruptCheckpointError: When the index is malformed.
     """
 
-    def __init__(self, storage: Storage, prefix: str, *, display: str | None = None) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        prefix: str,
+        *,
+        display: str | None = None,
+        placement: Placement | None = None,
+    ) -> None:
         self.storage = storage
         self.prefix = prefix
         self.display = display or prefix
         self._index = index_path(prefix)
         data = read_limited(storage, self._index, INDEX_LIMIT)
         with gc_paused():
-            self.num_shards, self.nodes, self.tensors = parse_index(
+            self.num_shards, self.nodes, self.tensors, self.world_size = parse_index_world(
                 data, f"checkpoint index {self._index!r}"
             )
+        self.placement = placement or Placement()
+        # Per-rank nodes restored on another world size (they hold rank 0's values).
+        self.foreign: frozenset[int] = frozenset()
+        if self.world_size > 1:
+            ranked = [i for i, node in enumerate(self.nodes) if node.ranks is not None]
+            if self.placement.world_size == self.world_size:
+                rank = self.placement.rank
+                for i in ranked:
+                    node = self.nodes[i]
+                    assert node.ranks is not None
+                    self.nodes[i] = node._replace(attributes=node.ranks[rank])
+            else:
+                self.foreign = frozenset(ranked)
         self._shards: dict[int, tuple[RandomAccessFile, dict[str, TensorInfo]]] = {}
         # Per copy mode, the torch tensors read and still alive (weakly held), so that
         # tensors sharing storage share it again. Nothing in it refers back to the reader.

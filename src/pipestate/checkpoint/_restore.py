@@ -9,7 +9,8 @@ from collections import deque
 from collections.abc import Callable, Collection
 from typing import Any
 
-from pipestate.checkpoint._graph import GraphView, format_path
+from pipestate.checkpoint._distributed import reshards
+from pipestate.checkpoint._graph import GraphView, format_path, kind_of
 from pipestate.checkpoint._index import node_paths
 from pipestate.checkpoint._reader import CheckpointReader, gc_paused
 from pipestate.checkpoint._trackable import Trackable
@@ -132,6 +133,16 @@ class RestoreSession:
 
     def _restore_values(self, obj: Trackable, node_id: int) -> None:
         attributes = self.reader.nodes[node_id].attributes
+        if node_id in self.reader.foreign and attributes and not reshards(obj):
+            raise CheckpointMismatchError(
+                f"cannot restore {obj!r} from {format_path(self.node_path(node_id))!r} in "
+                f"checkpoint {self.reader.display!r}: it was saved per rank by "
+                f"{self.reader.world_size} ranks and this job has "
+                f"{self.reader.placement.world_size}, and a {kind_of(obj)} has no rule for "
+                "another world size (data iterators do). Restore on "
+                f"{self.reader.world_size} ranks, or leave this object out of the checkpoint "
+                "object you restore with and initialize it afresh"
+            )
         if obj._restore_uid > self.uid:
             # A newer restore already set this object; its values win.
             self.consumed.update((node_id, name) for name in attributes)

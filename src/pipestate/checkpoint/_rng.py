@@ -56,6 +56,9 @@ class RNGState(Trackable):
         True
     """
 
+    # Each rank of a distributed job has its own stream: saved per rank.
+    _pipestate_per_rank = True
+
     def __init__(self, *, on_missing_device: str = "error") -> None:
         if on_missing_device not in _ON_MISSING:
             raise ValueError(

@@ -22,7 +22,13 @@ import numpy as np
 
 from pipestate.checkpoint import _crc
 from pipestate.checkpoint._cleanup import remove_stale_files
-from pipestate.checkpoint._index import FORMAT_NAME, FORMAT_VERSION, MAX_SHARDS, body_crc
+from pipestate.checkpoint._index import (
+    DISTRIBUTED_FORMAT_VERSION,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MAX_SHARDS,
+    body_crc,
+)
 from pipestate.checkpoint._paths import SHARD_SUFFIX, index_path, shard_name
 from pipestate.checkpoint._safetensors import build_header, carrier_dtype, safetensors_dtype
 from pipestate.checkpoint._storage import Storage
@@ -31,9 +37,12 @@ from pipestate.errors import CheckpointWriteError
 __all__ = [
     "DEFAULT_MAX_SHARD_BYTES",
     "copy_checkpoint",
+    "plan_shards",
     "prepare_array",
     "write_checkpoint",
     "write_error",
+    "write_index",
+    "write_shards",
 ]
 
 DEFAULT_MAX_SHARD_BYTES = 2 << 30
@@ -253,14 +262,28 @@ def _write_shards_and_index(
     paths: list[str],
     fsync: bool,
 ) -> None:
-    num_shards = len(shards)
-    if num_shards == 1:
+    tensors = write_shards(storage, shards, paths, first=0, fsync=fsync)
+    if fsync:
+        # The shards' directory entries must be durable before the index that commits them.
+        storage.fsync_dir(storage.split(prefix)[0])
+    write_index(storage, prefix, nodes, tensors, len(shards), fsync=fsync)
+
+
+def write_shards(
+    storage: Storage, shards: list[list[_Pending]], paths: list[str], *, first: int, fsync: bool
+) -> dict[str, Any]:
+    """Write ``shards`` to ``paths`` (shard numbers ``first``, ``first + 1``, ...).
+
+    Returns:
+        The index's tensor entries of the arrays written.
+    """
+    if len(shards) == 1:
         placements = [_write_shard(storage, paths[0], shards[0], fsync)]
     else:
-        with ThreadPoolExecutor(max_workers=min(num_shards, 4)) as pool:
+        with ThreadPoolExecutor(max_workers=min(len(shards), 4)) as pool:
             placements = list(
                 pool.map(
-                    lambda i: _write_shard(storage, paths[i], shards[i], fsync), range(num_shards)
+                    lambda i: _write_shard(storage, paths[i], shards[i], fsync), range(len(shards))
                 )
             )
     tensors: dict[str, Any] = {}
@@ -270,22 +293,47 @@ def _write_shards_and_index(
             tensors[item.key] = {
                 "dtype": item.index_dtype,
                 "shape": list(item.array.shape),
-                "shard": shard,
+                "shard": first + shard,
                 "offset": offset,
                 "length": item.nbytes,
                 "crc32c": crc,
             }
-    body = {"num_shards": num_shards, "nodes": nodes, "tensors": tensors}
+    return tensors
+
+
+def write_index(
+    storage: Storage,
+    prefix: str,
+    nodes: list[dict[str, Any]],
+    tensors: dict[str, Any],
+    num_shards: int,
+    *,
+    fsync: bool,
+    world_size: int = 1,
+) -> None:
+    """Write the index of ``prefix`` atomically: the commit of its shards.
+
+    A checkpoint of several ranks (``world_size > 1``) is format version 2:
+    its body names the world size, and its per-rank objects' nodes hold each
+    rank's values under ``"ranks"``.
+    """
+    body: dict[str, Any] = {"num_shards": num_shards, "nodes": nodes, "tensors": tensors}
+    version = FORMAT_VERSION
+    if world_size > 1:
+        body["world_size"] = world_size
+        version = DISTRIBUTED_FORMAT_VERSION
     document = {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": version,
         "crc32c": body_crc(body),
         "checkpoint": body,
     }
-    if fsync:
-        # The shards' directory entries must be durable before the index that commits them.
-        storage.fsync_dir(storage.split(prefix)[0])
     storage.write_atomic(index_path(prefix), json.dumps(document).encode("utf-8"), fsync=fsync)
+
+
+def plan_shards(arrays: list[_Pending], max_shard_bytes: int) -> list[list[_Pending]]:
+    """The arrays grouped into shards of at most ``max_shard_bytes`` (a larger array: alone)."""
+    return _plan(arrays, max_shard_bytes)
 
 
 def copy_checkpoint(storage: Storage, source: str, target: str, fsync: bool) -> None:

@@ -27,6 +27,11 @@ class IteratorSaveable:
     is ``set_state()``, which discards the iterator's current position entirely.
     """
 
+    # A distributed checkpoint keeps each rank's state; on another world size, rank 0's
+    # state restores every rank through the elastic rule (or set_state refuses it).
+    _pipestate_per_rank = True
+    _pipestate_reshards = True
+
     # Checkpoints restore the state as NumPy values without asking for the current one.
     _state_dict_is_numpy = True
 

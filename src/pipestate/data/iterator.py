@@ -56,6 +56,11 @@ class DatasetIterator(Iterator[Element]):
     class owns the public methods and their checks.
     """
 
+    # A distributed checkpoint keeps each rank's state; on another world size, rank 0's
+    # state restores every rank through the elastic rule (or set_state refuses it).
+    _pipestate_per_rank = True
+    _pipestate_reshards = True
+
     _STATE_KEYS: ClassVar[tuple[str, ...]] = ()
     # Checkpoints restore the state as NumPy values without asking for the current one.
     _state_dict_is_numpy: ClassVar[bool] = True

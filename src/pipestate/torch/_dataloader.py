@@ -147,6 +147,9 @@ class DataLoader:
       ValueError: a value out of range, or arguments that exclude each other.
     """
 
+    # Each rank's loader has its own position: saved per rank, restored on the same world size.
+    _pipestate_per_rank = True
+
     def __init__(
         self,
         dataset: Any,
@@ -527,6 +530,9 @@ class DataLoaderIterator(Iterator[Any]):
     Its ``state_dict()`` is the loader's (the position after the last batch
     it returned).
     """
+
+    # Each rank's loader has its own position: saved per rank, restored on the same world size.
+    _pipestate_per_rank = True
 
     def __init__(self, owner: DataLoader, reading: _Epoch) -> None:
         self._owner = owner

@@ -381,6 +381,9 @@ class TorchStateAdapter(StatefulAdapter):
 class TorchGeneratorAdapter(Trackable):
     """A ``torch.Generator``: ``get_state()`` as uint8 bytes, and its device."""
 
+    # Each rank of a distributed job has its own stream: saved per rank.
+    _pipestate_per_rank = True
+
     def __init__(self, generator: torch.Generator) -> None:
         self.wrapped = generator
 

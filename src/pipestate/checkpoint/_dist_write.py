@@ -1,0 +1,213 @@
+"""The writing side of a distributed save: each rank's shards, rank 0's index.
+
+See :mod:`._distributed` for the protocol's steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from typing import Any
+
+from pipestate.checkpoint._cleanup import remove_stale_files
+from pipestate.checkpoint._distributed import SaveRound, graph_digest
+from pipestate.checkpoint._index import MAX_SHARDS
+from pipestate.checkpoint._paths import index_path, shard_name
+from pipestate.checkpoint._storage import Storage
+from pipestate.checkpoint._writer import plan_shards, write_index, write_shards
+from pipestate.errors import DistributedSaveError
+
+__all__ = ["follow", "lead_write"]
+
+
+def _plan_message(
+    nodes: list[dict[str, Any]], shards: list[list[Any]], display: str
+) -> dict[str, Any]:
+    return {"shards": len(shards), "path": display, "graph": graph_digest(nodes)}
+
+
+def lead_write(
+    round_: SaveRound,
+    storage: Storage,
+    fs_prefix: str,
+    display: str,
+    nodes: list[dict[str, Any]],
+    arrays: list[Any],
+    per_rank: list[int],
+    *,
+    max_shard_bytes: int,
+    fsync: bool,
+) -> None:
+    """Rank 0: gather the plans, say where to write, write its shards, then the index.
+
+    Raises:
+        DistributedSaveError: When a rank is missing or failed, or the ranks
+            disagree on the checkpoint or the object graph.
+        OSError: When the storage fails on rank 0.
+    """
+    shards = plan_shards(arrays, max_shard_bytes)
+    mine = _plan_message(nodes, shards, display)
+    plans = round_.gather("plan", range(1, round_.world_size))
+    plans[0] = mine
+    for rank in range(1, round_.world_size):
+        plan = plans[rank]
+        if plan.get("path") != display:
+            raise round_.error(
+                f"rank {rank} saves checkpoint {plan.get('path')!r} while rank 0 saves "
+                f"{display!r}; every rank must save the same checkpoint (the same directory, "
+                "and the same number of saves so far)",
+                failed_ranks=(rank,),
+            )
+        if plan.get("graph") != mine["graph"]:
+            raise round_.error(
+                f"rank {rank} saves another object graph than rank 0 (other objects or "
+                "names); every rank must save the same objects under the same names",
+                failed_ranks=(rank,),
+            )
+        if not isinstance(plan.get("shards"), int) or plan["shards"] < 0:
+            raise round_.error(f"rank {rank} sent a malformed plan", failed_ranks=(rank,))
+    counts = [plans[rank]["shards"] for rank in range(round_.world_size)]
+    total = sum(counts)
+    if total > MAX_SHARDS:
+        raise ValueError(
+            f"the checkpoint needs {total} shards over {round_.world_size} ranks, more than "
+            f"{MAX_SHARDS}; raise CheckpointOptions.max_shard_bytes"
+        )
+    firsts = [0, *itertools.accumulate(counts)][:-1]
+    directory, basename = storage.split(fs_prefix)
+    storage.makedirs(directory)
+    # An older checkpoint at this very prefix is being replaced: drop its index first.
+    if storage.remove(index_path(fs_prefix)) and fsync:
+        storage.fsync_dir(directory)
+    round_.publish("go", {"prefix": fs_prefix, "num_shards": total, "first": firsts})
+    round_.leader_step = "done"
+    paths = [storage.join(directory, shard_name(basename, i, total)) for i in range(counts[0])]
+    try:
+        tensors = write_shards(storage, shards, paths, first=0, fsync=fsync)
+        written = round_.gather("written", range(1, round_.world_size))
+        ranked: dict[int, list[dict[str, Any]]] = {
+            nid: [nodes[nid]["attributes"]] for nid in per_rank
+        }
+        for rank in range(1, round_.world_size):
+            message = written[rank]
+            theirs = message.get("tensors")
+            values = message.get("ranks")
+            if not isinstance(theirs, dict) or not isinstance(values, dict):
+                raise round_.error(f"rank {rank} sent a malformed report", failed_ranks=(rank,))
+            clash = theirs.keys() & tensors.keys()
+            if clash:
+                raise round_.error(
+                    f"rank {rank} saved arrays under keys rank 0 saved too ({sorted(clash)[:3]})",
+                    failed_ranks=(rank,),
+                )
+            tensors.update(theirs)
+            for nid in per_rank:
+                attributes = values.get(str(nid))
+                if not isinstance(attributes, dict):
+                    raise round_.error(
+                        f"rank {rank} sent no values for object {nid}", failed_ranks=(rank,)
+                    )
+                ranked[nid].append(attributes)
+            _check_visible(round_, storage, directory, basename, rank, firsts, counts, total)
+        merged = list(nodes)
+        for nid, attributes in ranked.items():
+            merged[nid] = {**nodes[nid], "ranks": attributes}
+        if fsync:
+            storage.fsync_dir(directory)
+        write_index(
+            storage, fs_prefix, merged, tensors, total, fsync=fsync, world_size=round_.world_size
+        )
+        round_.committed = True
+    except BaseException:
+        if not round_.committed:
+            for path in paths:
+                with contextlib.suppress(OSError):
+                    storage.remove(path)
+        raise
+    with contextlib.suppress(OSError):
+        remove_stale_files(storage, directory, basename, total)
+
+
+def _check_visible(
+    round_: SaveRound,
+    storage: Storage,
+    directory: str,
+    basename: str,
+    rank: int,
+    firsts: list[int],
+    counts: list[int],
+    total: int,
+) -> None:
+    """Refuse to commit shards that rank 0 can't see (a directory that is not shared)."""
+    for i in range(firsts[rank], firsts[rank] + counts[rank]):
+        path = storage.join(directory, shard_name(basename, i, total))
+        if not storage.isfile(path):
+            raise round_.error(
+                f"rank {rank} wrote {path!r}, which rank 0 does not see: the checkpoint "
+                "directory must be shared by every rank (a network file system or object "
+                "storage)",
+                failed_ranks=(rank,),
+            )
+
+
+def follow(
+    round_: SaveRound,
+    storage: Storage,
+    display: str,
+    nodes: list[dict[str, Any]],
+    arrays: list[Any],
+    per_rank: list[int],
+    *,
+    max_shard_bytes: int,
+    fsync: bool,
+) -> str:
+    """A rank other than 0: publish its plan, write where rank 0 says, wait for the commit.
+
+    Returns:
+        The path of the checkpoint rank 0 committed.
+
+    Raises:
+        DistributedSaveError: When rank 0 reports a failure or does not arrive.
+        OSError: When the storage fails on this rank (rank 0 is told).
+    """
+    try:
+        try:
+            shards = plan_shards(arrays, max_shard_bytes)
+            round_.publish("plan", _plan_message(nodes, shards, display))
+        except BaseException as err:
+            round_.fail("plan", err)
+            raise
+        go = round_.wait_leader("go")
+        try:
+            fs_prefix, total = str(go["prefix"]), int(go["num_shards"])
+            first = int(go["first"][round_.rank])
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise round_.error(f"rank 0 sent a malformed message ({err})") from None
+        directory, basename = storage.split(fs_prefix)
+        paths = [
+            storage.join(directory, shard_name(basename, first + i, total))
+            for i in range(len(shards))
+        ]
+        try:
+            tensors = write_shards(storage, shards, paths, first=first, fsync=fsync)
+            values = {str(nid): nodes[nid]["attributes"] for nid in per_rank}
+            round_.publish("written", {"tensors": tensors, "ranks": values})
+        except BaseException as err:
+            _remove(storage, paths)
+            round_.fail("written", err)
+            raise
+        try:
+            done = round_.wait_leader("done")
+        except DistributedSaveError:
+            if not round_.committed:
+                _remove(storage, paths)
+            raise
+        return str(done.get("path", display))
+    finally:
+        round_.close()
+
+
+def _remove(storage: Storage, paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            storage.remove(path)

@@ -1,0 +1,309 @@
+"""The distributed save protocol, with ranks as threads of one process over an in-memory store.
+
+The real thing (torchrun, processes, SIGKILL) is in ``tests/distributed``; here
+the protocol's decisions are checked quickly: who writes what, what the index
+holds, and how each failure ends on every rank.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import pipestate as ps
+from pipestate.checkpoint import Checkpoint, CheckpointManager, CheckpointOptions, Variable
+from pipestate.checkpoint._distributed import Coordinator, use_coordinator
+from pipestate.errors import (
+    CheckpointMismatchError,
+    CorruptCheckpointError,
+    DistributedSaveError,
+)
+
+
+class MemoryCoordinator(Coordinator):
+    """Ranks as threads: one dict is the job's store."""
+
+    def __init__(self, store: dict[str, bytes], rank: int, world_size: int) -> None:
+        self._store = store
+        self.rank = rank
+        self.world_size = world_size
+
+    def set(self, key: str, value: bytes) -> None:
+        self._store[key] = value
+
+    def get(self, key: str) -> bytes | None:
+        return self._store.get(key)
+
+    def delete(self, key: str) -> None:
+        self._store.pop(key, None)
+
+
+def run_ranks(world_size: int, body: Callable[[int], Any], *, timeout: float = 60) -> list[Any]:
+    """``body(rank)`` run on ``world_size`` threads, one coordinator each: results or errors."""
+    store: dict[str, bytes] = {}
+    results: list[Any] = [None] * world_size
+
+    def run(rank: int) -> None:
+        with use_coordinator(MemoryCoordinator(store, rank, world_size)):
+            try:
+                results[rank] = body(rank)
+            except BaseException as err:
+                results[rank] = err
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(world_size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+        assert not t.is_alive(), "a rank hangs"
+    return results
+
+
+def make_objects(rank: int, world_size: int) -> dict[str, Any]:
+    data = iter(ps.Dataset.range(100).shard(world_size, rank))
+    for _ in range(3 + rank % 2 * 0):
+        next(data)
+    rng = np.random.default_rng(rank)
+    rng.random(rank + 1)
+    return {
+        "model": Variable(np.arange(6, dtype=np.float32).reshape(2, 3) + 0 * rank),
+        "data": data,
+        "rng": rng,
+    }
+
+
+def index_of(path: str) -> dict[str, Any]:
+    document = json.loads(Path(path + ".index").read_text())
+    body: dict[str, Any] = document["checkpoint"]
+    assert document["version"] == 2
+    return body
+
+
+def test_each_rank_writes_its_own_shards_and_rank0_commits_one_index(tmp_path: Path) -> None:
+    directory = str(tmp_path / "ckpt")
+
+    def save(rank: int) -> tuple[str, int]:
+        objects = make_objects(rank, 3)
+        ckpt = Checkpoint(**objects)
+        path = CheckpointManager(ckpt, directory, max_to_keep=2).save()
+        assert path is not None
+        return path, int(next(objects["data"]))
+
+    results = run_ranks(3, save)
+    paths = {r[0] for r in results}
+    assert paths == {directory + "/ckpt-1"}
+    body = index_of(directory + "/ckpt-1")
+    assert body["world_size"] == 3
+    assert body["num_shards"] == 3
+    # The replicated model is saved once, by rank 0; each rank's iterator and generator apart.
+    keys = sorted(body["tensors"])
+    assert [k for k in keys if k.startswith("model")] == ["model/.ATTRIBUTES/VARIABLE_VALUE"]
+    assert sum("@rank" in k for k in keys) == 0  # these per-rank values hold no arrays
+    per_rank = [n for n in body["nodes"] if "ranks" in n]
+    assert len(per_rank) == 2
+    states = [json.dumps(r) for r in per_rank[0]["ranks"]] + [
+        json.dumps(r) for r in per_rank[1]["ranks"]
+    ]
+    assert len(set(states)) == 6  # every rank's own values
+
+    def restore(rank: int) -> tuple[int, float]:
+        objects = make_objects(rank, 3)
+        fresh_data = iter(ps.Dataset.range(100).shard(3, rank))
+        fresh_rng = np.random.default_rng(99)
+        ckpt = Checkpoint(model=objects["model"], data=fresh_data, rng=fresh_rng)
+        ckpt.restore(directory + "/ckpt-1").assert_consumed()
+        return int(next(fresh_data)), float(fresh_rng.random())
+
+    restored = run_ranks(3, restore)
+    for rank in range(3):
+        expected = np.random.default_rng(rank)
+        expected.random(rank + 1)
+        assert restored[rank] == (results[rank][1], float(expected.random()))
+
+
+def test_per_rank_arrays_are_kept_apart() -> None:
+    def values(rank: int) -> dict[str, Any]:
+        return {"w": Variable(np.full(4, rank, np.int64))}
+
+    class PerRank(ps.checkpoint.AutoTrackable):
+        _pipestate_per_rank = True
+
+    def save(rank: int, directory: str) -> str:
+        holder = PerRank()
+        holder.w = values(rank)["w"]
+        return Checkpoint(mine=holder).write(directory + "/x")
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        run_ranks(2, lambda r: save(r, d))
+        body = index_of(d + "/x")
+        assert sorted(k for k in body["tensors"] if "@rank" in k) == [
+            "mine/w/.ATTRIBUTES/VARIABLE_VALUE@rank0",
+            "mine/w/.ATTRIBUTES/VARIABLE_VALUE@rank1",
+        ]
+
+        def restore(rank: int) -> list[int]:
+            holder = PerRank()
+            holder.w = Variable(np.zeros(4, np.int64))
+            Checkpoint(mine=holder).read(d + "/x").assert_consumed()
+            return list(holder.w.numpy())
+
+        assert run_ranks(2, restore) == [[0] * 4, [1] * 4]
+
+
+class Counter:
+    """A per-rank object whose snapshot fails on the rank told to fail."""
+
+    _pipestate_per_rank = True
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+        self.value = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.fail:
+            raise RuntimeError("the counter's device is gone")
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.value = int(state["value"])
+
+
+def test_a_rank_that_fails_fails_the_save_on_every_rank(tmp_path: Path) -> None:
+    directory = str(tmp_path / "ckpt")
+
+    def save(rank: int) -> str | None:
+        counter = Counter(fail=False)
+        manager = CheckpointManager(
+            Checkpoint(model=Variable(np.ones(3)), counter=counter), directory, max_to_keep=3
+        )
+        first = manager.save()
+        counter.fail = rank == 1
+        manager.save(options=CheckpointOptions(timeout=5))
+        return first
+
+    results = run_ranks(2, save)
+    assert isinstance(results[1], RuntimeError)
+    assert "the counter's device is gone" in str(results[1])
+    assert isinstance(results[0], DistributedSaveError)
+    assert results[0].failed_ranks == (1,)
+    assert "rank 1 failed: RuntimeError: the counter's device is gone" in str(results[0])
+    assert ps.checkpoint.latest_checkpoint(directory) == directory + "/ckpt-1"
+    assert not (tmp_path / "ckpt" / "ckpt-2.index").exists()
+    assert [p.name for p in (tmp_path / "ckpt").iterdir() if "ckpt-2" in p.name] == []
+
+
+def test_a_missing_rank_is_named_on_every_rank(tmp_path: Path) -> None:
+    directory = str(tmp_path / "ckpt")
+
+    def save(rank: int) -> str | None:
+        manager = CheckpointManager(Checkpoint(model=Variable(np.ones(3))), directory, 3)
+        options = CheckpointOptions(timeout=1.0)
+        manager.save(options=options)
+        if rank == 2:
+            return None  # this rank never makes the second save
+        return manager.save(options=options)
+
+    results = run_ranks(3, save)
+    for rank in (0, 1):
+        err = results[rank]
+        assert isinstance(err, DistributedSaveError), err
+        assert err.missing_ranks == (2,)
+        assert "rank 2 did not arrive within 1 s" in str(err)
+        assert "previous checkpoint stays the latest" in str(err)
+    assert ps.checkpoint.latest_checkpoint(directory) == directory + "/ckpt-1"
+
+
+def test_ranks_must_save_the_same_graph_and_checkpoint(tmp_path: Path) -> None:
+    def save(rank: int) -> str:
+        objects: dict[str, Any] = {"model": Variable(np.ones(2))}
+        if rank == 1:
+            objects["extra"] = Variable(np.ones(1))
+        options = CheckpointOptions(timeout=5)
+        return Checkpoint(**objects).write(str(tmp_path / "c"), options=options)
+
+    results = run_ranks(2, save)
+    assert all(isinstance(r, DistributedSaveError) for r in results)
+    assert "rank 1 saves another object graph" in str(results[0])
+    assert str(results[1]) == str(results[0])
+
+    def save_elsewhere(rank: int) -> str:
+        return Checkpoint(model=Variable(np.ones(2))).write(
+            str(tmp_path / f"c{rank}"), options=CheckpointOptions(timeout=5)
+        )
+
+    results = run_ranks(2, save_elsewhere)
+    assert all(isinstance(r, DistributedSaveError) for r in results)
+    assert "every rank must save the same checkpoint" in str(results[0])
+
+
+def test_per_rank_objects_without_a_rule_refuse_another_world_size(tmp_path: Path) -> None:
+    path = str(tmp_path / "c")
+
+    def save(rank: int) -> str:
+        return Checkpoint(**make_objects(rank, 2)).write(path)
+
+    run_ranks(2, save)
+
+    def restore(rank: int) -> Any:
+        objects = make_objects(rank, 3)
+        return Checkpoint(**objects).read(path)
+
+    results = run_ranks(3, restore)
+    for err in results:
+        assert isinstance(err, CheckpointMismatchError)
+        assert "saved per rank by 2 ranks and this job has 3" in str(err)
+        assert "'rng'" in str(err)
+
+    # Data iterators re-shard: rank 0's state continues the global stream on any world size.
+    def restore_data(rank: int) -> list[int]:
+        data = iter(ps.Dataset.range(100).shard(3, rank))
+        Checkpoint(data=data, model=Variable(np.zeros((2, 3), np.float32))).read(
+            path
+        ).expect_partial()
+        return [int(next(data)) for _ in range(2)]
+
+    continued = run_ranks(3, restore_data)
+    # The 2-rank job consumed 3 elements per rank: global elements 0..5.
+    assert sorted(x for xs in continued for x in xs) == list(range(6, 12))
+
+
+def test_async_distributed_save(tmp_path: Path) -> None:
+    directory = str(tmp_path / "ckpt")
+
+    def save(rank: int) -> str | None:
+        manager = CheckpointManager(
+            Checkpoint(model=Variable(np.ones(3)), data=iter(ps.Dataset.range(9))),
+            directory,
+            max_to_keep=2,
+            enable_async=True,
+        )
+        path = manager.save()
+        manager.sync()
+        assert manager.latest_checkpoint == directory + "/ckpt-1"
+        return path
+
+    assert run_ranks(2, save) == [directory + "/ckpt-1"] * 2
+    assert index_of(directory + "/ckpt-1")["world_size"] == 2
+
+
+def test_index_of_several_ranks_is_validated(tmp_path: Path) -> None:
+    path = str(tmp_path / "c")
+    run_ranks(2, lambda rank: Checkpoint(**make_objects(rank, 2)).write(path))
+    index = Path(path + ".index")
+    document = json.loads(index.read_text())
+    node = next(n for n in document["checkpoint"]["nodes"] if "ranks" in n)
+    node["ranks"] = node["ranks"][:1]
+    from pipestate.checkpoint._index import body_crc
+
+    document["crc32c"] = body_crc(document["checkpoint"])
+    index.write_text(json.dumps(document))
+    with pytest.raises(CorruptCheckpointError, match="ranks must be a list of 2 objects"):
+        Checkpoint(**make_objects(0, 2)).read(path)
