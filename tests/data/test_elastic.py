@@ -12,6 +12,7 @@ repeated.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -192,3 +193,31 @@ def test_loader_state_is_elastic() -> None:
         out.append(int(next(restored)) - 1)
         restored.close()
     assert sorted(out) == [20, 21, 22]
+
+
+@pytest.mark.parametrize(
+    ("build", "blocker"),
+    [
+        (
+            lambda w, i: ps.Dataset.range(100).shard(w, i).shuffle(10, seed=1),
+            "shuffle(buffer_size=10",
+        ),
+        (lambda w, i: ps.Dataset.range(100).shard(w, i).enumerate(), "enumerate(start=0) stands"),
+        (
+            lambda w, i: ps.Dataset.range(100).filter(lambda x: x % 2 == 0).shard(w, i),
+            "reads a streaming input (filter(",
+        ),
+    ],
+)
+def test_a_state_from_another_world_size_names_the_op_that_prevents_resharding(
+    build: Any, blocker: str
+) -> None:
+    saved = iter(build(2, 0))
+    next(saved)
+    restored = iter(build(3, 1))
+    with pytest.raises(
+        ps.errors.StateMismatchError, match="re-partitions only by the elastic rule"
+    ) as info:
+        restored.set_state(saved.get_state())
+    assert blocker in str(info.value)
+    assert [repr(x) for x in restored] == [repr(x) for x in build(3, 1)]  # nothing was read

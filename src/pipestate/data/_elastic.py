@@ -114,3 +114,40 @@ def reshard_state(dataset: Dataset, ops: Any, inner: Any) -> dict[str, Any] | No
             f"shard: state['global'] must be an int >= 0, got {brief(count, 80)}"
         )
     return {**inner, "index": elastic.index_for(count, dataset.cardinality())}
+
+
+def elastic_blocker(dataset: Dataset) -> str:
+    """Why a state saved under other shard settings can't continue in ``dataset``, naming the op.
+
+    For the error of a restore on another world size: the op that keeps the
+    elastic rule from re-partitioning the saved position.
+    """
+    node = dataset
+    while True:
+        rule = node._elastic
+        if rule is Elastic.SHARD:
+            if node._random_access:
+                return (
+                    f"the saved state has no global count ({node._op_repr()} was not at the "
+                    "top of a random-access pipeline when it was saved)"
+                )
+            streaming = _first_streaming(node)
+            return (
+                f"{node._op_repr()} reads a streaming input ({streaming}), so no shard's "
+                "position can be computed from another's"
+            )
+        if rule in (Elastic.ONE_TO_ONE, Elastic.BATCH) and len(node._parents) == 1:
+            node = node._parents[0]
+            continue
+        return (
+            f"{node._op_repr()} stands between the shard and the top of the pipeline; only "
+            "map, prefetch and batch may (put it before the shard)"
+        )
+
+
+def _first_streaming(dataset: Dataset) -> str:
+    """The repr of the op nearest the sources that makes ``dataset`` streaming."""
+    for parent in dataset._parents:
+        if not parent._random_access:
+            return _first_streaming(parent)
+    return dataset._op_repr()

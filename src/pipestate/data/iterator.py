@@ -13,7 +13,7 @@ import numpy as np
 
 from pipestate._validate import brief
 from pipestate.data import _structure
-from pipestate.data._elastic import elastic_shard, reshard_state
+from pipestate.data._elastic import elastic_blocker, elastic_shard, reshard_state
 from pipestate.data._structure import Element
 from pipestate.data.options import ExternalStatePolicy, apply_external_state_policy
 from pipestate.errors import StateMismatchError
@@ -277,11 +277,18 @@ def _describe_mismatch(dataset: Dataset, saved_ops: Any) -> str:
                     f"from the sources) was '{saved_name}' but this dataset has {now_repr}. "
                     f"Restore into the same pipeline definition: {dataset!r}"
                 )
-            return (
+            message = (
                 f"Iterator state was saved from a different pipeline: op #{i} '{saved_name}' "
                 f"had different settings than this dataset's {now_repr}. Restore with the "
                 "settings used when the state was saved."
             )
+            if dataset._op_chain()[i][0] == "shard" and saved_name == "shard":
+                message += (
+                    " A state saved under another number of shards (world size) re-partitions "
+                    f"only by the elastic rule, and here it can't: {elastic_blocker(dataset)}. "
+                    "See docs/parallel.md#elastic-data-parallelism-re-sharding-on-restore."
+                )
+            return message
     return (
         f"Iterator state was saved from a different pipeline: it has {len(saved_ops)} ops "
         f"({', '.join(op.split(':')[0] for op in saved_ops)}) but this dataset has "
