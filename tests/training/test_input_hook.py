@@ -6,6 +6,8 @@ import doctest
 import json
 import logging
 import os
+import sys
+import threading
 import types
 import uuid
 from pathlib import Path
@@ -81,10 +83,13 @@ def test_initial_save_when_no_input_checkpoint(tmp_path: Path) -> None:
     # The initial checkpoint holds the fresh iterator: restoring it starts at element 0.
     it = iter(ps.Dataset.range(10))
     next(it)
-    ps.Checkpoint(iterators=[ps.data.make_saveable_from_iterator(it)]).restore(
-        str(tmp_path / "input.ckpt-0")
-    ).assert_consumed()
+    restore = ps.Checkpoint(
+        iterators=[ps.data.make_saveable_from_iterator(it)], world_size=0, task=-1
+    )
+    restore.restore(str(tmp_path / "input.ckpt-0")).assert_consumed()
     assert int(next(it)) == 0
+    # The job's shape is saved with the iterators.
+    assert (restore.world_size, restore.task) == (1, 0)
 
 
 def test_restores_latest_instead_of_saving(tmp_path: Path) -> None:
@@ -471,3 +476,84 @@ def test_model_dir_on_an_fsspec_url() -> None:
         est.train(range_input(), hooks=[CheckpointInputPipelineHook(est)], steps=3)
     assert model.seen == [0, 1, 2, 3, 4, 5]
     assert ps.latest_checkpoint(url, latest_filename="checkpoint_input") == f"{url}/input.ckpt-6"
+
+
+# ------------------------------------------------------------------- jobs of changing sizes
+def _global_input(config: RunConfig) -> Any:
+    """Each task's shard of one global stream (the elastic shape: shard at the top)."""
+    world, task = config.num_worker_replicas, config.global_id_in_cluster or 0
+    return lambda: ps.Dataset.range(200).global_shuffle(seed=3).shard(world, task)
+
+
+def _run_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, world: int, steps: int
+) -> dict[int, list[int]]:
+    """``world`` tasks of one job training ``steps`` steps in lockstep (threads, a barrier)."""
+    configs = []
+    for rank in range(world):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", str(world))
+        configs.append(RunConfig(str(tmp_path), save_checkpoints_steps=2))
+    barrier = threading.Barrier(world, timeout=30)
+    seen: dict[int, list[int]] = {}
+    errors: list[BaseException] = []
+
+    def lockstep(model: Recorder, features: Any, labels: Any) -> float:
+        barrier.wait()  # the all-reduce of a data-parallel step
+        return record_step(model, features, labels)
+
+    def task(rank: int) -> None:
+        model = Recorder()
+        est = ps.training.Estimator(model, lockstep, config=configs[rank])
+        try:
+            est.train(
+                _global_input(configs[rank]),
+                hooks=[CheckpointInputPipelineHook(est)],
+                steps=steps,
+            )
+        except BaseException as err:
+            errors.append(err)
+            barrier.abort()
+        seen[rank] = model.seen
+
+    threads = [threading.Thread(target=task, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    if errors:
+        raise errors[0]
+    return seen
+
+
+def test_jobs_of_other_sizes_read_each_element_of_the_global_stream_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2 tasks, then 3, then 1, then 2: per-task input files re-shard by the elastic rule."""
+    consumed: list[int] = []
+    for world, steps in [(2, 4), (3, 2), (1, 3), (2, 2)]:
+        seen = _run_job(tmp_path, monkeypatch, world, steps)
+        assert sorted(seen) == list(range(world))
+        for elements in seen.values():
+            assert len(elements) == steps
+            consumed += elements
+    stream = [int(x) for x in ps.Dataset.range(200).global_shuffle(seed=3).take(len(consumed))]
+    assert len(consumed) == 2 * 4 + 3 * 2 + 1 * 3 + 2 * 2
+    assert sorted(consumed) == sorted(stream)
+    names = files(tmp_path)
+    assert "checkpoint_input_worker_2" in names  # per-task names stay
+    assert "checkpoint_input" in names
+
+
+def test_a_job_of_another_size_refuses_a_pipeline_that_cannot_reshard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def local_input(config: RunConfig) -> Any:
+        world, task = config.num_worker_replicas, config.global_id_in_cluster or 0
+        return lambda: ps.Dataset.range(200).shard(world, task).shuffle(8, seed=1)
+
+    monkeypatch.setattr(sys.modules[__name__], "_global_input", local_input)
+    _run_job(tmp_path, monkeypatch, 2, 2)
+    with pytest.raises(ps.errors.CheckpointMismatchError, match="shuffle\\(buffer_size=8") as info:
+        _run_job(tmp_path, monkeypatch, 3, 2)
+    assert "re-partitions only by the elastic rule" in str(info.value)

@@ -60,19 +60,25 @@ class CheckpointOptions:
         timeout: In a distributed job, the seconds a save waits for the
             slowest rank before it fails on every rank (``DistributedSaveError``
             naming the missing ranks). See ``docs/distributed.md``.
+        distributed: ``None`` (the default): a save is distributed when the
+            process belongs to a job of several ranks (``torch.distributed``
+            initialized), and every rank must then make it; ``False``: this
+            process saves alone (e.g. one file per rank, or rank 0 only).
 
     Raises:
         ValueError: For a non-positive ``max_shard_bytes`` or ``timeout``, or a non-bool flag.
 
     Example:
-        >>> CheckpointOptions(max_shard_bytes=64 << 20)
-        CheckpointOptions(max_shard_bytes=67108864, fsync=True, enable_async=False, timeout=600.0)
+        >>> options = CheckpointOptions(max_shard_bytes=64 << 20, timeout=120)
+        >>> options.max_shard_bytes, options.distributed
+        (67108864, None)
     """
 
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
     fsync: bool = True
     enable_async: bool = False
     timeout: float = DEFAULT_TIMEOUT
+    distributed: bool | None = None
 
     def __post_init__(self) -> None:
         n = self.max_shard_bytes
@@ -81,6 +87,8 @@ class CheckpointOptions:
         t = self.timeout
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < float("inf"):
             raise ValueError(f"timeout must be a positive number of seconds, got {t!r}")
+        if self.distributed is not None and not isinstance(self.distributed, bool):
+            raise ValueError(f"distributed must be None or a bool, got {self.distributed!r}")
         for name in ("fsync", "enable_async"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
@@ -200,7 +208,9 @@ class Snapshot:
 
 
 def start_round(what: str, options: CheckpointOptions) -> SaveRound | None:
-    """This rank's part of a distributed save of ``what``, or ``None`` in a single process."""
+    """This rank's part of a distributed save of ``what``, or ``None`` when it saves alone."""
+    if options.distributed is False:
+        return None
     coordinator = current_coordinator()
     if coordinator is None:
         return None

@@ -358,7 +358,9 @@ class SaveRound:
                 arrived = ", ".join(map(str, sorted({*found, self.rank}))) or "none"
                 raise self.error(
                     f"rank{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} did "
-                    f"not arrive within {self.timeout:g} s (arrived: {arrived})",
+                    f"not arrive within {self.timeout:g} s (arrived: {arrived}; every rank "
+                    "must make the save, or pass CheckpointOptions(distributed=False) to save "
+                    "from one rank alone)",
                     missing_ranks=missing,
                 )
             time.sleep(delay)

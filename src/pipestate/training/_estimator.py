@@ -12,6 +12,7 @@ from typing import Any
 
 from pipestate._validate import check_count
 from pipestate.checkpoint import Checkpoint, latest_checkpoint
+from pipestate.checkpoint._distributed import current_coordinator
 from pipestate.data import Dataset, DatasetIterator
 from pipestate.training._estimator_state import EstimatorState, is_restorable
 from pipestate.training._hooks import (
@@ -337,7 +338,11 @@ class Estimator:
     def _runner_hooks(
         self, hooks: list[SessionRunHook], listeners: list[CheckpointSaverListener]
     ) -> list[SessionRunHook]:
-        """The runner's own training hooks: loss logging and, on the chief, the model saver."""
+        """The runner's own training hooks: loss logging and the model saver.
+
+        The model saver runs on the chief, or on every rank of a distributed
+        job (``torch.distributed`` initialized), whose ranks save together.
+        """
         config = self._config
         added: list[SessionRunHook] = []
         if config.log_step_count_steps is not None:
@@ -350,7 +355,9 @@ class Estimator:
         saving = (
             config.save_checkpoints_steps is not None or config.save_checkpoints_secs is not None
         )
-        if not (config.is_chief and saving):
+        # In a distributed job every rank takes part in the model's save (one
+        # checkpoint covers them all); otherwise the chief saves, as TensorFlow's.
+        if not saving or not (config.is_chief or current_coordinator() is not None):
             return added
         if any(isinstance(h, CheckpointSaverHook) for h in hooks):
             if listeners:

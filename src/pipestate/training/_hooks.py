@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pipestate._validate import check_count
-from pipestate.checkpoint import Checkpoint, CheckpointManager
+from pipestate.checkpoint import Checkpoint, CheckpointManager, CheckpointOptions
+from pipestate.checkpoint._distributed import current_coordinator
 from pipestate.training._session import (
     Coordinator,
     Session,
@@ -151,10 +152,17 @@ class CheckpointSaverHook(SessionRunHook):
         max_to_keep: How many checkpoints to keep (``None``: all).
         keep_checkpoint_every_n_hours: Keep one checkpoint for good every
             this many hours.
+        options: The :class:`~pipestate.checkpoint.CheckpointOptions` of each
+            save. In a distributed job (``torch.distributed`` initialized) a
+            save is made by every rank together, so every rank needs the hook
+            and the steps must be counted (``save_steps``): clocks of different
+            ranks disagree on when ``save_secs`` have passed. With
+            ``CheckpointOptions(distributed=False)`` each process saves alone.
 
     Raises:
         ValueError: When both or neither of ``save_secs`` / ``save_steps`` are
-            given, or for bad values.
+            given, or for bad values; when the session is created, for
+            ``save_secs`` in a distributed job.
         TypeError: For arguments of the wrong type.
     """
 
@@ -170,6 +178,7 @@ class CheckpointSaverHook(SessionRunHook):
         latest_filename: str | None = None,
         max_to_keep: int | None = 5,
         keep_checkpoint_every_n_hours: float | None = None,
+        options: CheckpointOptions | None = None,
     ) -> None:
         if checkpoint_dir is None:
             raise ValueError("checkpoint_dir must be given (a directory path or URL), got None")
@@ -196,6 +205,11 @@ class CheckpointSaverHook(SessionRunHook):
                     f"listeners must be CheckpointSaverListener instances, got {listener!r:.100}"
                 )
         check_count("max_to_keep", max_to_keep, minimum=1)
+        if options is not None and not isinstance(options, CheckpointOptions):
+            raise TypeError(
+                f"options must be a CheckpointOptions or None, got {type(options).__name__}"
+            )
+        self._options = options
         self._checkpoint_dir = checkpoint_dir
         self._saver = saver
         self._basename = checkpoint_basename
@@ -242,8 +256,22 @@ class CheckpointSaverHook(SessionRunHook):
                 f"{self!r} has nothing to save: give it saver=Checkpoint(...), or give the "
                 "Session a checkpoint"
             )
+        if self._timer.every_secs is not None and self._distributed():
+            raise ValueError(
+                f"{self!r} saves every {self._timer.every_secs:g} seconds, but this process is "
+                "a rank of a distributed job, whose ranks save together and must agree on the "
+                "step: save every N steps instead (save_steps, or the RunConfig's "
+                "save_checkpoints_steps), or pass CheckpointOptions(distributed=False) to save "
+                "each rank alone"
+            )
         self._manager = self._make_manager(checkpoint)
         return self._manager
+
+    def _distributed(self) -> bool:
+        """Whether saves are made by every rank of a job together."""
+        if self._options is not None and self._options.distributed is False:
+            return False
+        return current_coordinator() is not None
 
     def _latest_step(self) -> int | None:
         """The step number of the newest checkpoint in the state file, or ``None``."""
@@ -285,7 +313,7 @@ class CheckpointSaverHook(SessionRunHook):
         assert self._manager is not None
         for listener in self._listeners:
             listener.before_save(session, step)
-        path = self._manager.save(checkpoint_number=step)
+        path = self._manager.save(checkpoint_number=step, options=self._options)
         _logger.info("Saved checkpoint %s for step %d.", path, step)
         stop = False
         for listener in self._listeners:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
-from pipestate.checkpoint import Checkpoint
+from pipestate.checkpoint import Checkpoint, CheckpointOptions, get_checkpoint_state
+from pipestate.checkpoint._storage import Storage
 from pipestate.data import ExternalStatePolicy, make_saveable_from_iterator
 from pipestate.errors import CheckpointMismatchError
 from pipestate.training._hooks import CheckpointSaverHook, SessionRunHook
@@ -21,6 +23,32 @@ from pipestate.training._session import (
 _logger = logging.getLogger("pipestate.training")
 
 __all__ = ["CheckpointInputPipelineHook"]
+
+_STATE_FILE = re.compile(r"^checkpoint_input(_[A-Za-z0-9]+_[0-9]+)?$")
+
+
+def _input_state_files(model_dir: Any) -> list[str]:
+    """The state files of every task's input checkpoints in ``model_dir``."""
+    storage, directory = Storage.for_path(str(model_dir), None)
+    try:
+        names = storage.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted(name for name in names if _STATE_FILE.match(name))
+
+
+def _job_of(path: str) -> tuple[int, int] | None:
+    """``(world size, task id)`` of the job that saved input checkpoint ``path``.
+
+    ``None`` for a checkpoint that doesn't record them (saved by an older release).
+    """
+    probe = Checkpoint(world_size=-1, task=-1)
+    probe.restore(path).expect_partial()
+    world, task = probe.world_size, probe.task
+    if not isinstance(world, int) or world < 1 or not isinstance(task, int) or task < 0:
+        return None
+    return world, task
+
 
 _CONFIG_FIELDS = (
     "save_checkpoints_steps",
@@ -158,6 +186,12 @@ class CheckpointInputPipelineHook(SessionRunHook):
         if config.num_worker_replicas > 1:
             prefix += f"_{config.task_type}_{config.task_id}"
         self._latest_filename = "checkpoint_" + prefix
+        self._model_dir = model_dir
+        self._world_size = max(int(config.num_worker_replicas), 1)
+        global_id = getattr(config, "global_id_in_cluster", None)
+        self._global_id = int(global_id) if global_id is not None else 0
+        # Each task saves its own input files (tiny), alone even in a distributed job:
+        # tasks may differ in what their iterators hold, and names stay per task.
         self._checkpoint_saver_hook = CheckpointSaverHook(
             model_dir,
             save_secs=secs,
@@ -165,6 +199,7 @@ class CheckpointInputPipelineHook(SessionRunHook):
             checkpoint_basename=prefix + ".ckpt",
             latest_filename=self._latest_filename,
             max_to_keep=config.keep_checkpoint_max,
+            options=CheckpointOptions(distributed=False),
         )
         self._first_run = False
 
@@ -195,7 +230,13 @@ class CheckpointInputPipelineHook(SessionRunHook):
                 "Session its iterators (Session(iterators=[it]))"
             )
         saveables = [make_saveable_from_iterator(it, self._policy) for it in iterators]
-        self._checkpoint_saver_hook._setup(session, Checkpoint(iterators=saveables))
+        self._saveables = saveables
+        # The job's shape is saved with the iterators: a resumed job of another
+        # size finds the input checkpoints of the job that saved them.
+        checkpoint = Checkpoint(
+            iterators=saveables, world_size=self._world_size, task=self._global_id
+        )
+        self._checkpoint_saver_hook._setup(session, checkpoint)
         # Restoring waits for the first before_run, after every hook's after_create_session.
         self._first_run = True
 
@@ -225,20 +266,100 @@ class CheckpointInputPipelineHook(SessionRunHook):
                     step,
                     latest,
                 )
+        saved = _job_of(latest) if latest is not None else None
+        if latest is not None and saved is not None and saved[0] != self._world_size:
+            _logger.info(
+                "Input checkpoint %s was saved by a job of %d tasks; this job has %d",
+                latest,
+                saved[0],
+                self._world_size,
+            )
+            latest = None
+        if latest is None:
+            # No input of this task's own for this job's size: a job of another size
+            # saved the input (re-shard it), or this is the job's first start.
+            latest = self._checkpoint_of_another_job(step)
         if latest is not None:
-            status = manager.checkpoint.restore(latest)
-            try:
-                status.assert_consumed()
-            except AssertionError as err:
-                status.expect_partial()  # the error says what was left; no warning on top
-                raise CheckpointMismatchError(
-                    f"input checkpoint {latest!r} does not hold the iterators of this run "
-                    f"({len(session.iterators)} iterator(s)): {err}"
-                ) from err
+            self._restore_iterators(latest, session)
         else:
             hook._save(session, step)
         # Saves follow from the current step either way, in step with the model's saver.
         hook._timer.update_last_triggered_step(step)
+
+    def _restore_iterators(self, path: str, session: Session) -> None:
+        """Restore the iterators from ``path`` (this task's, or another task's to re-shard)."""
+        # A separate checkpoint object: the saved job's shape must not replace this job's.
+        if _job_of(path) is None:  # saved by a release that did not record it
+            checkpoint = Checkpoint(iterators=self._saveables)
+        else:
+            checkpoint = Checkpoint(iterators=self._saveables, world_size=0, task=0)
+        status = checkpoint.restore(path)
+        try:
+            status.assert_consumed()
+        except AssertionError as err:
+            status.expect_partial()  # the error says what was left; no warning on top
+            raise CheckpointMismatchError(
+                f"input checkpoint {path!r} does not hold the iterators of this run "
+                f"({len(session.iterators)} iterator(s)): {err}"
+            ) from err
+
+    def _checkpoint_of_another_job(self, step: int) -> str | None:
+        """The input checkpoint a job of another size saved at ``step``, or ``None``.
+
+        Its lowest task's checkpoint at the model's global step is read: in
+        lockstep every task's state holds the job's global count, and the
+        elastic rule re-partitions it for this task, or refuses with an error
+        naming the op that prevents it, before anything is read from the
+        input. ``None`` when there is no input checkpoint at all, or only this
+        job's size (the job's first start: tasks start their input afresh).
+
+        Raises:
+            CheckpointMismatchError: When input checkpoints of other tasks
+                exist but none at ``step``.
+        """
+        found: list[tuple[int, int, str]] = []
+        others: list[str] = []
+        for name in _input_state_files(self._model_dir):
+            state = get_checkpoint_state(self._model_dir, latest_filename=name)
+            if state is None:
+                continue
+            paths = state.all_model_checkpoint_paths or [state.model_checkpoint_path]
+            newest = _job_of(paths[-1])
+            if newest is not None and newest[0] != self._world_size:
+                others.extend(paths)
+            for path in paths:
+                if path.endswith(f"-{step}"):
+                    job = _job_of(path)
+                    if job is not None:
+                        found.append((job[0], job[1], path))
+        if not found:
+            if others:
+                raise CheckpointMismatchError(
+                    f"this task (id {self._global_id} of {self._world_size}) has no input "
+                    f"checkpoint of its own in {self._model_dir!r}, and no other task's was "
+                    f"saved at the model's global step {step} (found: {sorted(others)[:6]}); the "
+                    "input can't continue exactly. Restore the model checkpoint of a step the "
+                    "input was saved at, or start the input afresh in a new model_dir"
+                )
+            return None
+        # The job that saved at this step: the largest group of tasks that agree on its size.
+        sizes = [size for size, _, _ in found]
+        world = max(set(sizes), key=sizes.count)
+        if world == self._world_size:
+            return None
+        _, task, path = min(f for f in found if f[0] == world)
+        _logger.warning(
+            "Input checkpoints at global step %d were saved by a job of %d tasks; this job has "
+            "%d. Task %d continues from task %d's (%s): the input pipeline re-shards by the "
+            "elastic rule, or the restore fails naming the op that prevents it.",
+            step,
+            world,
+            self._world_size,
+            self._global_id,
+            task,
+            path,
+        )
+        return path
 
     def before_run(self, run_context: SessionRunContext) -> SessionRunArgs | None:
         if self._first_run:

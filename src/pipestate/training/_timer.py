@@ -27,6 +27,11 @@ class SecondOrStepTimer:
         self._last_triggered_step: int | None = None
         self._last_triggered_time: float | None = None
 
+    @property
+    def every_secs(self) -> float | None:
+        """The interval in seconds, or ``None`` for a step interval."""
+        return self._every_secs
+
     def reset(self) -> None:
         """Forgets the last trigger: the next step triggers."""
         self._last_triggered_step = None
