@@ -217,3 +217,41 @@ def test_sigkill_of_a_rank_during_a_save(tmp_path: Path) -> None:
         assert reader.world_size == 3
         for key in reader.tensors:
             reader.read_tensor(key)
+
+
+ESTIMATOR = Path(__file__).with_name("_estimator_train.py")
+
+
+def test_estimator_and_input_hook_across_world_sizes(tmp_path: Path) -> None:
+    """The Estimator route under torchrun: one model checkpoint per save, per-task input files."""
+    from ._estimator_train import global_stream as estimator_stream
+
+    consumed: list[int] = []
+    for world_size, steps in [(2, 6), (3, 3), (1, 4)]:
+        command = [
+            *TORCHRUN,
+            *("--nproc-per-node", str(world_size), "--master-addr", "127.0.0.1"),
+            *("--master-port", str(free_port()), str(ESTIMATOR)),
+            *("--model-dir", str(tmp_path / "model"), "--record", str(tmp_path / "record")),
+            *("--steps", str(steps)),
+        ]
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=TIMEOUT, env=_env(), check=False
+        )
+        check(result)
+        found = records(tmp_path)
+        assert sorted(r["rank"] for r in found) == list(range(world_size))
+        assert len({r["total"] for r in found}) == 1  # the replicated model agrees
+        for r in found:
+            assert len(r["seen"]) == steps
+            consumed += r["seen"]
+    stream = [int(x) for x in estimator_stream().take(len(consumed))]
+    assert len(consumed) == 2 * 6 + 3 * 3 + 1 * 4
+    assert sorted(consumed) == sorted(stream)
+    model_dir = tmp_path / "model"
+    latest = latest_checkpoint(str(model_dir))
+    assert latest == str(model_dir / "model.ckpt-13")
+    storage, prefix = Storage.for_path(str(model_dir / "model.ckpt-9"))
+    with CheckpointReader(storage, prefix) as reader:
+        assert reader.world_size == 3  # saved by the 3 ranks together
+    assert (model_dir / "checkpoint_input_worker_2").exists()
