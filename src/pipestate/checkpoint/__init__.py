@@ -17,6 +17,12 @@ from pipestate.checkpoint._checkpoint import (
     CheckpointOptions,
     TrackableSaver,
 )
+from pipestate.checkpoint._distributed import (
+    Coordinator,
+    StoreCoordinator,
+    current_coordinator,
+    use_coordinator,
+)
 from pipestate.checkpoint._inspect import list_variables, load_variable
 from pipestate.checkpoint._manager import CheckpointManager
 from pipestate.checkpoint._names import NameBasedSaverStatus
@@ -46,10 +52,12 @@ __all__ = [
     "CheckpointOptions",
     "CheckpointState",
     "CheckpointableSaver",
+    "Coordinator",
     "InitializationOnlyStatus",
     "LoadStatus",
     "NameBasedSaverStatus",
     "RNGState",
+    "StoreCoordinator",
     "Trackable",
     "TrackableDict",
     "TrackableList",
@@ -57,9 +65,11 @@ __all__ = [
     "TrackableSaver",
     "Value",
     "Variable",
+    "current_coordinator",
     "get_checkpoint_state",
     "latest_checkpoint",
     "list_variables",
     "load_variable",
     "update_checkpoint_state",
+    "use_coordinator",
 ]

@@ -11,8 +11,7 @@ from types import MappingProxyType
 from typing import Any
 
 from pipestate._validate import check_count
-from pipestate.checkpoint import Checkpoint, latest_checkpoint
-from pipestate.checkpoint._distributed import current_coordinator
+from pipestate.checkpoint import Checkpoint, current_coordinator, latest_checkpoint
 from pipestate.data import Dataset, DatasetIterator
 from pipestate.training._estimator_state import EstimatorState, is_restorable
 from pipestate.training._hooks import (

@@ -12,8 +12,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pipestate._validate import check_count
-from pipestate.checkpoint import Checkpoint, CheckpointManager, CheckpointOptions
-from pipestate.checkpoint._distributed import current_coordinator
+from pipestate.checkpoint import (
+    Checkpoint,
+    CheckpointManager,
+    CheckpointOptions,
+    current_coordinator,
+)
 from pipestate.training._session import (
     Coordinator,
     Session,
