@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from pipestate._progress import Progress
+from pipestate._validate import check_bool
 from pipestate.checkpoint._adapters import adapt
 from pipestate.checkpoint._async import AsyncWriter, HostBuffers
 from pipestate.checkpoint._auto import AutoTrackable, can_track
@@ -49,24 +51,27 @@ class CheckpointOptions:
         enable_async: Return from ``save()`` / ``write()`` once the values
             are copied to host memory, and write and commit them on a
             background thread (one save in flight; see ``Checkpoint.sync``).
+        progress: Show the bytes written and the write speed (a tqdm bar
+            when tqdm is installed, else a line on stderr) while saving.
 
     Raises:
         ValueError: For a non-positive ``max_shard_bytes`` or a non-bool flag.
 
     Example:
         >>> CheckpointOptions(max_shard_bytes=64 << 20)
-        CheckpointOptions(max_shard_bytes=67108864, fsync=True, enable_async=False)
+        CheckpointOptions(max_shard_bytes=67108864, fsync=True, enable_async=False, progress=False)
     """
 
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
     fsync: bool = True
     enable_async: bool = False
+    progress: bool = False
 
     def __post_init__(self) -> None:
         n = self.max_shard_bytes
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise ValueError(f"max_shard_bytes must be a positive int, got {n!r}")
-        for name in ("fsync", "enable_async"):
+        for name in ("fsync", "enable_async", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
@@ -107,6 +112,8 @@ class Snapshot:
         Raises:
             CheckpointWriteError: When the storage fails (full, read-only, ...).
         """
+        total = sum(array.nbytes for array in self.arrays)
+        bar = Progress(total, f"saving {display}", unit="B", enabled=options.progress)
         try:
             write_checkpoint(
                 storage,
@@ -115,11 +122,14 @@ class Snapshot:
                 self.arrays,
                 max_shard_bytes=options.max_shard_bytes,
                 fsync=options.fsync,
+                on_bytes=bar.update if bar.enabled else None,
             )
         except CheckpointWriteError:
             raise
         except OSError as err:
             raise write_error(err, display) from err
+        finally:
+            bar.close()
 
 
 def _write(
@@ -149,6 +159,7 @@ def _restore(
     optional_root_children: Collection[str] = (),
     optional_by_name: Collection[Trackable] = (),
     storage_options: Mapping[str, Any] | None = None,
+    progress: bool = False,
 ) -> LoadStatus:
     if save_path is None:
         return InitializationOnlyStatus(graph.root)
@@ -163,11 +174,18 @@ def _restore(
     root_children = reader.nodes[0].children
     skip = {root_children[n] for n in optional_root_children if n in root_children}
     session = RestoreSession(reader, graph, optional_nodes=skip)
+    total = sum(t.length for t in reader.tensors.values())
+    bar = Progress(total, f"reading {found.display}", unit="B", enabled=progress)
+    reader.on_bytes = bar.update if bar.enabled else None
     try:
         session.restore(graph.root, 0)
     except BaseException:
         session.expect_partial = True  # the error says it all; no warning about leftovers
         raise
+    finally:
+        # Deferred restorations read later, without the display.
+        reader.on_bytes = None
+        bar.close()
     return CheckpointLoadStatus(session, graph, optional)
 
 
@@ -486,13 +504,18 @@ class Checkpoint(AutoTrackable):
         )
 
     def restore(
-        self, save_path: Any, *, storage_options: Mapping[str, Any] | None = None
+        self,
+        save_path: Any,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        progress: bool = False,
     ) -> LoadStatus:
         """Restore from ``save_path`` (as :meth:`save` returned it), ``save_counter`` included.
 
         Dependencies missing now are restored when they are added. Use
         :meth:`read` for checkpoints made by :meth:`write`, which have no
-        save counter. Waits for an async save in flight first.
+        save counter. Waits for an async save in flight first. ``progress=True``
+        shows the bytes read and the read speed (tqdm, else a line on stderr).
 
         Returns:
             A status (see :class:`CheckpointLoadStatus`); ``restore(None)``
@@ -514,12 +537,19 @@ class Checkpoint(AutoTrackable):
             save_path,
             optional_by_name=(self.save_counter,),
             storage_options=storage_options,
+            progress=check_bool("progress", progress, op="Checkpoint.restore") is True,
         )
 
     def read(
-        self, save_path: Any, *, storage_options: Mapping[str, Any] | None = None
+        self,
+        save_path: Any,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        progress: bool = False,
     ) -> LoadStatus:
         """Restore from ``save_path`` without expecting a ``save_counter`` on either side.
+
+        ``progress=True`` shows the bytes read, as :meth:`restore`.
 
         Returns:
             A status, as :meth:`restore`.
@@ -536,6 +566,7 @@ class Checkpoint(AutoTrackable):
             optional=(counter,) if counter is not None else (),
             optional_root_children=("save_counter",),
             storage_options=storage_options,
+            progress=check_bool("progress", progress, op="Checkpoint.read") is True,
         )
 
     def sync(self) -> None:

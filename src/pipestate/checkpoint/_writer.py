@@ -175,7 +175,11 @@ class _ChunkWriter:
 
 
 def _write_shard(
-    storage: Storage, path: str, items: list[_Pending], fsync: bool
+    storage: Storage,
+    path: str,
+    items: list[_Pending],
+    fsync: bool,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> dict[str, tuple[int, int]]:
     header = build_header(
         [(a.key, a.st_dtype, a.st_shape, a.nbytes) for a in items], {"format": FORMAT_NAME}
@@ -197,6 +201,8 @@ def _write_shard(
                     # No copy: the writer thread is joined before this returns, and an
                     # async save's arrays are its own snapshot.
                     write(chunk.data)
+                    if on_bytes is not None:
+                        on_bytes(len(chunk))
                 placed[item.key] = (offset, crc)
                 offset += item.nbytes
         finally:
@@ -213,8 +219,13 @@ def write_checkpoint(
     *,
     max_shard_bytes: int,
     fsync: bool,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> None:
-    """Write shards, then the index atomically; remove leftovers of an older save at ``prefix``."""
+    """Write shards, then the index atomically; remove leftovers of an older save at ``prefix``.
+
+    ``on_bytes(n)`` is called as each chunk of ``n`` array bytes is written
+    (from the shard writers' threads), for a progress display.
+    """
     directory, basename = storage.split(prefix)
     storage.makedirs(directory)
     # An older checkpoint at this very prefix is being replaced: drop its index
@@ -233,7 +244,7 @@ def write_checkpoint(
         storage.join(directory, shard_name(basename, i, num_shards)) for i in range(num_shards)
     ]
     try:
-        _write_shards_and_index(storage, prefix, nodes, shards, paths, fsync)
+        _write_shards_and_index(storage, prefix, nodes, shards, paths, fsync, on_bytes)
     except BaseException:
         # Nothing commits these shards now; free their space (a full disk is the usual cause).
         for path in paths:
@@ -252,15 +263,17 @@ def _write_shards_and_index(
     shards: list[list[_Pending]],
     paths: list[str],
     fsync: bool,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> None:
     num_shards = len(shards)
     if num_shards == 1:
-        placements = [_write_shard(storage, paths[0], shards[0], fsync)]
+        placements = [_write_shard(storage, paths[0], shards[0], fsync, on_bytes)]
     else:
         with ThreadPoolExecutor(max_workers=min(num_shards, 4)) as pool:
             placements = list(
                 pool.map(
-                    lambda i: _write_shard(storage, paths[i], shards[i], fsync), range(num_shards)
+                    lambda i: _write_shard(storage, paths[i], shards[i], fsync, on_bytes),
+                    range(num_shards),
                 )
             )
     tensors: dict[str, Any] = {}
