@@ -167,11 +167,15 @@ class VerifyReport:
             f"  break points: {len({bp.position for bp in self.break_points})} positions x "
             f"{len(settings)} setting(s) ({', '.join(settings)}), restored in {where}"
         )
+        by_position: dict[int, list[BreakPoint]] = {}
         for bp in self.break_points:
-            mark = "FAIL" if bp.diverged or bp.error else "ok"
+            by_position.setdefault(bp.position, []).append(bp)
+        for position, group in by_position.items():
+            failed = [bp.setting for bp in group if bp.diverged or bp.error]
+            matched = min(bp.elements for bp in group)
+            detail = f"{matched} elements matched" if not failed else f"FAILS: {', '.join(failed)}"
             lines.append(
-                f"    {mark:4} {bp.position:>6}  {bp.reason:<36} {bp.setting}: "
-                f"{bp.elements} elements matched"
+                f"    {'FAIL' if failed else 'ok':4} {position:>6}  {group[0].reason:<36} {detail}"
             )
         for note in self.notes:
             lines.append(f"  note: {note}")
@@ -276,7 +280,8 @@ def _spec_of(fn: Callable[[], Any]) -> str:
     return f"{module}:{qualname}"
 
 
-def _build(fn: Callable[[], Any], target: str) -> Dataset:
+def build_dataset(fn: Callable[[], Any], target: str) -> Dataset:
+    """``fn()``, checked to be a Dataset (``target`` names ``fn`` in the error)."""
     dataset = fn()
     if not isinstance(dataset, Dataset):
         raise TypeError(
@@ -496,7 +501,7 @@ def _read(iterator: Iterator[Any], count: int) -> Iterator[Any]:
 def _digests(fn: Callable[[], Any], target: str, count: int, seed: int) -> list[str]:
     """The digests of the first ``count`` elements of a fresh iterator, under a global seed."""
     with _GlobalSeeds(seed):
-        it = _iterate(_build(fn, target))
+        it = _iterate(build_dataset(fn, target))
         try:
             return [digest(element) for element in _read(it, count)]
         finally:
@@ -603,7 +608,7 @@ def check_break_point(
     result: dict[str, Any] = {"position": position, "setting": job["label"], "elements": 0}
     it: DatasetIterator | None = None
     try:
-        it = _restored_iterator(_build(fn, target), job["setting"])
+        it = _restored_iterator(build_dataset(fn, target), job["setting"])
         started = time.perf_counter()
         Checkpoint(data=make_saveable_from_iterator(it, "ignore")).read(
             job["checkpoint"]
@@ -835,7 +840,7 @@ def verify(
             f"verify: dataset_fn must be a function returning a Dataset or 'module:function', "
             f"got {type(dataset_fn).__name__} {brief(dataset_fn, 80)}"
         )
-    dataset = _build(fn, target)
+    dataset = build_dataset(fn, target)
     settings = [{}, *_check_settings(dataset, loader_settings)]
     notes: list[str] = []
     if len(settings) > 1 and not dataset._random_access:
@@ -847,8 +852,7 @@ def verify(
     if dataset.cardinality() == INFINITE_CARDINALITY:
         notes.append(f"the pipeline is infinite: the first {count} elements are checked")
 
-    runs = 3 if check_rng else 1
-    with Progress(None, "verifying", unit="restores", enabled=show_progress) as bar:
+    with Progress(None, f"verifying {target}", unit="steps", enabled=show_progress) as bar:
         first_run = _digests(fn, target, count, _SEEDS[0])
         elements = len(first_run)
         ended = elements < count or (
@@ -856,11 +860,11 @@ def verify(
         )
         points = choose_break_points(dataset, elements, ended, random_count, choice_seed)
         jobs_total = len(points) * len(settings)
-        bar.set_total(len(points) + jobs_total + runs - 1)
+        bar.set_total(len(points) + jobs_total + (1 if check_rng else 0))
         bar.note("reference run")
         with tempfile.TemporaryDirectory(prefix="pipestate-verify-") as directory:
             with _GlobalSeeds(_SEEDS[0]):
-                ref = _reference(_build(fn, target), count, list(points), ended, directory, bar)
+                ref = _reference(build_dataset(fn, target), count, list(points), ended, directory, bar)
             findings: list[str] = []
             if ref.digests != first_run:
                 findings.append(
