@@ -614,6 +614,9 @@ def check_break_point(
             job["checkpoint"]
         ).assert_consumed()
         result["restore_seconds"] = time.perf_counter() - started
+        if reference["unordered"]:
+            _compare_unordered(it, digests[position:], result)
+            return result
         for index in range(position, len(digests) + (1 if ended else 0)):
             entries = state_entries(_state(it))
             expected_state = states.get(str(index))
@@ -640,6 +643,20 @@ def check_break_point(
         if it is not None:
             it.close()
     return result
+
+
+def _compare_unordered(it: DatasetIterator, expected: list[str], result: dict[str, Any]) -> None:
+    """A run with ``deterministic=False``: the rest of the data, in any order, exactly once."""
+    got = [digest(element) for element in it]
+    if sorted(got) == sorted(expected):
+        result["elements"] = len(got)
+        return
+    missing = len(set(expected) - set(got))
+    result.update(
+        element=result["position"],
+        actual=f"{len(got)} elements, {missing} of the reference's missing (in any order)",
+        state_path=None,
+    )
 
 
 def _child_main(job_path: str) -> int:
@@ -718,6 +735,22 @@ def _check_settings(dataset: Dataset, settings: Any) -> list[dict[str, Any]]:
             Loader(dataset, **setting).close()  # the Loader's own argument checks
         out.append(dict(setting))
     return out
+
+
+def _unordered(dataset: Dataset) -> bool:
+    """Whether an op delivers elements in whatever order they are ready (deterministic=False)."""
+    stack = [dataset]
+    while stack:
+        node = stack.pop()
+        background = node._background()
+        if background is not None and background.reorder:
+            return True
+        stack.extend(node._parents)
+    return False
+
+
+def _order(digests: list[str], unordered: bool) -> list[str]:
+    return sorted(digests) if unordered else digests
 
 
 def _count(name: str, value: Any, minimum: int) -> int:
@@ -851,6 +884,7 @@ def verify(
         settings = [{}]
     if dataset.cardinality() == INFINITE_CARDINALITY:
         notes.append(f"the pipeline is infinite: the first {count} elements are checked")
+    unordered = _unordered(dataset)
 
     with Progress(None, f"verifying {target}", unit="steps", enabled=show_progress) as bar:
         first_run = _digests(fn, target, count, _SEEDS[0])
@@ -858,15 +892,28 @@ def verify(
         ended = elements < count or (
             dataset.cardinality() >= 0 and dataset.cardinality() == elements
         )
+        if unordered:
+            if not ended:
+                raise ValueError(
+                    f"verify: {target} has a map(deterministic=False), whose order varies: it is "
+                    f"checked as the rest of the data in any order, which needs the whole data; "
+                    f"it has more than num_elements={count} elements: raise num_elements"
+                )
+            notes.append(
+                "deterministic=False: each resumed run is compared with the rest of the "
+                "reference in any order"
+            )
         points = choose_break_points(dataset, elements, ended, random_count, choice_seed)
         jobs_total = len(points) * len(settings)
         bar.set_total(len(points) + jobs_total + (1 if check_rng else 0))
         bar.note("reference run")
         with tempfile.TemporaryDirectory(prefix="pipestate-verify-") as directory:
             with _GlobalSeeds(_SEEDS[0]):
-                ref = _reference(build_dataset(fn, target), count, list(points), ended, directory, bar)
+                ref = _reference(
+                    build_dataset(fn, target), count, list(points), ended, directory, bar
+                )
             findings: list[str] = []
-            if ref.digests != first_run:
+            if _order(ref.digests, unordered) != _order(first_run, unordered):
                 findings.append(
                     "two runs in one process, under the same global seeds, gave different "
                     "elements: they depend on something besides the pipeline's definition and "
@@ -877,7 +924,7 @@ def verify(
                 bar.note("global RNG check")
                 other = _digests(fn, target, count, _SEEDS[1])
                 bar.update()
-                if other != first_run and not findings:
+                if _order(other, unordered) != _order(first_run, unordered) and not findings:
                     torch_note = ", torch" if "torch" in sys.modules else ""
                     findings.append(
                         "the elements change with the global random seed (random, "
@@ -891,6 +938,7 @@ def verify(
                 "digests": ref.digests,
                 "states": {str(p): s for p, s in ref.states.items()},
                 "ended": ended,
+                "unordered": unordered,
             }
             jobs: list[dict[str, Any]] = [
                 {
