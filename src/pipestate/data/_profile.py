@@ -375,7 +375,7 @@ def _report(it: ProfiledIterator, wall: float) -> ProfileReport:
     total = [0.0] * n
     elements = [0] * n
     waited = list(recorder.waits)
-    threads: list[set[int]] = [set() for _ in range(n)]
+    threads: list[set[str]] = [set() for _ in range(n)]  # by name: engines restart threads
     busy: dict[str, float] = {}
     with recorder.lock:
         tables = list(recorder.tables)
@@ -397,9 +397,9 @@ def _report(it: ProfiledIterator, wall: float) -> ProfileReport:
             else:
                 work[op] += row[_SELF]
                 worked += row[_SELF]
-                threads[op].add(ident)
+                threads[op].add(name)
         if worker and wall > 0:
-            busy[name] = min(worked / wall, 1.0)
+            busy[name] = min(busy.get(name, 0.0) + worked / wall, 1.0)
     index = {id(op): i for i, op in enumerate(datasets)}
     ops = [
         OpProfile(

@@ -173,7 +173,12 @@ class VerifyReport:
         for position, group in by_position.items():
             failed = [bp.setting for bp in group if bp.diverged or bp.error]
             matched = min(bp.elements for bp in group)
-            detail = f"{matched} elements matched" if not failed else f"FAILS: {', '.join(failed)}"
+            plural = "" if matched == 1 else "s"
+            detail = (
+                f"{matched} element{plural} matched"
+                if not failed
+                else "FAILS: " + ", ".join(failed)
+            )
             lines.append(
                 f"    {'FAIL' if failed else 'ok':4} {position:>6}  {group[0].reason:<36} {detail}"
             )
