@@ -106,3 +106,5 @@ def test_checkpoint_progress_flags_are_checked(tmp_path: Path) -> None:
     path = ps.Checkpoint(step=1).write(str(tmp_path / "c"))
     with pytest.raises(TypeError, match=r"Checkpoint\.read: progress must be a bool, got 'on'"):
         ps.Checkpoint(step=1).read(path, progress="on")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"Checkpoint\.restore: progress must be a bool"):
+        ps.Checkpoint(step=1).restore(None, progress="on")  # type: ignore[arg-type]

@@ -132,3 +132,9 @@ def test_plot_draws_the_op_graph(tmp_path: Path) -> None:
     text = out.read_text()
     assert text.startswith("<?xml")
     assert "bottleneck: map(map_func=&#39;_slow&#39;)" in text or "bottleneck: map" in text
+
+
+def test_plot_needs_a_file_name() -> None:
+    report = ps.Dataset.range(3).profile(3)
+    with pytest.raises(TypeError, match="plot: path must be a file name, got int 3"):
+        report.plot(3)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ uninterrupted one; the others resume exactly.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -86,3 +87,12 @@ def _sleepy(x: Any) -> Any:
 def not_a_dataset() -> Any:
     """Returns a list: the verifier must refuse it."""
     return [1, 2, 3]
+
+
+def hangs_when_restored() -> ps.Dataset:
+    """Hangs in the verifier's checking process: the verifier must stop it."""
+    main = sys.modules["__main__"]
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name == "pipestate.testing._verify":
+        time.sleep(60)
+    return ps.Dataset.range(5)

@@ -234,3 +234,18 @@ def test_every_registered_op_passes_in_a_correct_pipeline(
         return
     report = verify(lambda: ds, fresh_process=False, num_elements=300, break_points=2)
     assert report.holds, report
+
+
+def test_a_checking_process_that_hangs_is_stopped_at_the_timeout() -> None:
+    report = verify(
+        f"{PIPELINES}:hangs_when_restored",
+        num_elements=5,
+        break_points=0,
+        processes=1,
+        check_global_rng=False,
+        timeout=3,
+    )
+    assert not report.holds
+    errors = {bp.error for bp in report.break_points}
+    assert errors == {"the checking process ran past timeout=3.0 s and was stopped"}
+    assert "ERROR at break point 0 (iter(dataset)):" in report.format()

@@ -528,6 +528,7 @@ class Checkpoint(AutoTrackable):
             CheckpointMismatchError: When a value does not fit its object.
             CheckpointWriteError: When an earlier async save failed.
         """
+        show = check_bool("progress", progress, op="Checkpoint.restore") is True
         self._writer.wait()
         if save_path is None:
             return InitializationOnlyStatus(self._graph().root)
@@ -537,7 +538,7 @@ class Checkpoint(AutoTrackable):
             save_path,
             optional_by_name=(self.save_counter,),
             storage_options=storage_options,
-            progress=check_bool("progress", progress, op="Checkpoint.restore") is True,
+            progress=show,
         )
 
     def read(
@@ -558,6 +559,7 @@ class Checkpoint(AutoTrackable):
             NotFoundError, CorruptCheckpointError, CheckpointMismatchError,
             CheckpointWriteError: As :meth:`restore`.
         """
+        show = check_bool("progress", progress, op="Checkpoint.read") is True
         self._writer.wait()
         counter = self._dependencies().get("save_counter")
         return _restore(
@@ -566,7 +568,7 @@ class Checkpoint(AutoTrackable):
             optional=(counter,) if counter is not None else (),
             optional_root_children=("save_counter",),
             storage_options=storage_options,
-            progress=check_bool("progress", progress, op="Checkpoint.read") is True,
+            progress=show,
         )
 
     def sync(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -305,13 +306,17 @@ class ProfileReport:
         lines.append(f"suggestion: {self.suggestion}")
         return "\n".join(lines)
 
-    def plot(self, path: str) -> None:
+    def plot(self, path: str | os.PathLike[str]) -> None:
         """Draws the op graph coloured by cost into ``path`` (``.svg``, ``.png``, ``.pdf``).
 
         Raises:
           ImportError: matplotlib is not installed (``pip install pipestate[plot]``).
+          TypeError: ``path`` is not a string or path.
         """
         from pipestate.data._profile_plot import plot_profile
+
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"plot: path must be a file name, got {type(path).__name__} {path!r}")
 
         plot_profile(self, path)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pipestate.data._profile import ProfileReport
 
 
-def plot_profile(report: ProfileReport, path: str) -> None:
+def plot_profile(report: ProfileReport, path: str | os.PathLike[str]) -> None:
     """Writes the op graph of ``report`` to ``path`` (format from its extension).
 
     Ops are drawn inputs first, left to right, with an arrow from each input
