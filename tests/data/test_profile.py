@@ -113,7 +113,7 @@ def test_bad_arguments_are_refused() -> None:
         ds.profile("x")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="profile: consume must be callable or None, got int 3"):
         ds.profile(3, consume=3)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="profiled: dataset must be a pipestate Dataset, got list"):
+    with pytest.raises(TypeError, match="profiled: dataset must be a pipestate Dataset or Loader"):
         ps.data.profiled([1, 2])  # type: ignore[arg-type]
 
 
@@ -138,3 +138,18 @@ def test_plot_needs_a_file_name() -> None:
     report = ps.Dataset.range(3).profile(3)
     with pytest.raises(TypeError, match="plot: path must be a file name, got int 3"):
         report.plot(3)  # type: ignore[arg-type]
+
+
+def test_a_loader_with_workers_is_one_stage_timed_by_the_waits() -> None:
+    ds = ps.Dataset.range(60).map(_slow)
+    it = ps.data.profiled(ps.data.Loader(ds, num_workers=2))
+    got = [next(it) for _ in range(20)]
+    report = it.stats()
+    state = it.get_state()
+    it.close()
+    assert got == list(range(20))
+    assert state["iterator"] == {"index": 20, "seed": None}
+    assert report.bottleneck == "Loader(num_workers=2)"
+    assert "Raise num_workers" in report.suggestion
+    assert report.ops[-1].waited_seconds > 0
+    assert report.ops[-1].threads == 2

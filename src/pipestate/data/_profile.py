@@ -18,11 +18,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pipestate._validate import check_count, check_function
+from pipestate._validate import brief, check_count, check_function
 from pipestate.data.iterator import DatasetIterator, IndexIterator, State
 
 if TYPE_CHECKING:
     from pipestate.data.dataset import Dataset
+    from pipestate.data.loader import Loader
 
 __all__ = ["OpProfile", "ProfileReport", "ProfiledIterator", "profile", "profiled"]
 
@@ -138,6 +139,8 @@ def _instrumenting(make: Callable[..., DatasetIterator]) -> Any:
             advance = getattr(cls, "_advance", None)
             if advance is not None:  # a threaded index iterator: once per chunk
                 namespace["_advance"] = _chunk_timed(advance)
+            elif hasattr(it, "_reader"):  # reads a feed of chunks from threads
+                namespace["_next"] = _feed_timed(_timed(cls._next, _one, iterator=True))
             elif not issubclass(cls, IndexIterator):
                 namespace["_next"] = _timed(cls._next, _one, iterator=True)
             # A plain index iterator is timed through its op's _get_list / _get_batch.
@@ -153,9 +156,10 @@ def _chunk_timed(advance: Callable[..., Any]) -> Any:
 
     @functools.wraps(advance)
     def wrapper(self: Any) -> Any:
-        dataset = self._dataset
-        op = dataset._profile_op
-        recorder: _Recorder = dataset._profile_recorder
+        # A Loader's iterator carries its own slot; a threaded index iterator its op's.
+        holder = self if "_profile_op" in vars(self) else self._dataset
+        op = holder._profile_op
+        recorder: _Recorder = holder._profile_recorder
         engine = getattr(self, "_engine", None)
         stack, _ = recorder.frames()
         frame = [-1, 0.0]  # no op: the ops computed inline under it are timed as themselves
@@ -173,6 +177,26 @@ def _chunk_timed(advance: Callable[..., Any]) -> Any:
                 if engine is not None and engine._results:
                     recorder.ready[op] += 1
                 recorder.waits[op] += elapsed - frame[1]
+
+    return wrapper
+
+
+def _feed_timed(timed: Callable[..., Any]) -> Any:
+    """A feed reader's ``_next``: also counts the chunks it takes and those found ready."""
+
+    @functools.wraps(timed)
+    def wrapper(self: Any) -> Any:
+        reader = self._reader
+        if reader.pos >= len(reader.elements) and not reader.inline:
+            dataset = self._dataset
+            op = dataset._profile_op
+            recorder: _Recorder = dataset._profile_recorder
+            feed = reader.feed
+            with recorder.lock:
+                recorder.chunks[op] += 1
+                if feed is not None and feed.engine._results:
+                    recorder.ready[op] += 1
+        return timed(self)
 
     return wrapper
 
@@ -210,8 +234,9 @@ class OpProfile:
       threads: how many threads did its work (worker threads of prefetch or a parallel map).
       waited_seconds: for prefetch and parallel map, the time other threads (the consumer,
         or a prefetch after it) spent waiting for their threads.
-      ready_share: for a threaded random-access stretch, the share of chunks that were
-        ready when the consumer asked (low: the buffer ran empty, ``None``: not measured).
+      ready_share: for prefetch and parallel map, the share of the chunks of elements
+        their threads hand over that were ready when asked for (low: the buffer ran
+        empty; ``None``: no chunk was taken, e.g. the work ran in the consumer's thread).
     """
 
     op: str
@@ -328,17 +353,28 @@ class ProfiledIterator(DatasetIterator):
     Created by :func:`profiled` (``ps.data.profiled(ds)``). It yields the
     pipeline's elements and saves and restores the same states as
     ``iter(ds)``; the time between ``next()`` calls counts as the consumer's.
+    Over a :class:`~pipestate.data.Loader` with worker processes, the ops run
+    in the workers, untimed: the Loader is one stage, timed by the waits.
     """
 
-    def __init__(self, dataset: Dataset) -> None:
+    def __init__(self, dataset: Dataset, loader: Loader | None = None) -> None:
         super().__init__(dataset)
         ops = _ops(dataset)
         self._ops = ops
-        self._recorder = _Recorder(len(ops))
+        self._loader = loader if loader is not None and loader.num_workers > 0 else None
+        self._recorder = _Recorder(len(ops) + 1)  # the last slot: a Loader's waits
         self._consumer = threading.get_ident()
         ids = {id(op): i for i, op in enumerate(ops)}
         self._profiled = _instrument(dataset, self._recorder, ids)
-        self._inner = iter(self._profiled)
+        if self._loader is None:
+            self._inner = iter(self._profiled)
+        else:
+            inner = iter(self._loader)
+            cls = type(inner)
+            inner.__class__ = type(cls.__name__, (cls,), {"_advance": _chunk_timed(cls._advance)})  # type: ignore[attr-defined]
+            inner._profile_op = len(ops)  # type: ignore[attr-defined]
+            inner._profile_recorder = self._recorder  # type: ignore[attr-defined]
+            self._inner = inner
         self._started: float | None = None
         self._in_next = 0.0
         self._count = 0
@@ -387,7 +423,8 @@ def _report(it: ProfiledIterator, wall: float) -> ProfileReport:
     for ident, name, table in tables:
         worker = ident != it._consumer
         worked = 0.0
-        for op, row in enumerate(table):
+        for op in range(n):
+            row = table[op]
             if not row[_CALLS]:
                 continue
             total[op] += row[_TOTAL]
@@ -419,7 +456,21 @@ def _report(it: ProfiledIterator, wall: float) -> ProfileReport:
         )
         for i, op in enumerate(datasets)
     ]
-    bottleneck, suggestion = _diagnose(datasets, ops, wall, it._in_next)
+    loader = it._loader
+    if loader is not None:
+        ops.append(
+            OpProfile(
+                op=f"Loader(num_workers={loader.num_workers})",
+                inputs=[n - 1],
+                elements=it._count,
+                self_seconds=0.0,
+                total_seconds=waited[n],
+                threads=loader.num_workers,
+                waited_seconds=waited[n],
+                ready_share=None,
+            )
+        )
+    bottleneck, suggestion = _diagnose(datasets, ops, wall, it._in_next, loader)
     return ProfileReport(
         pipeline=repr(it._dataset),
         ops=ops,
@@ -433,7 +484,11 @@ def _report(it: ProfiledIterator, wall: float) -> ProfileReport:
 
 
 def _diagnose(
-    datasets: list[Dataset], ops: list[OpProfile], wall: float, in_next: float
+    datasets: list[Dataset],
+    ops: list[OpProfile],
+    wall: float,
+    in_next: float,
+    loader: Loader | None = None,
 ) -> tuple[str, str]:
     """The bottleneck and what to do about it."""
     threaded = [d for d in datasets if d._background() is not None]
@@ -450,6 +505,16 @@ def _diagnose(
         return "consumer", (
             f"the pipeline keeps up: the consumer works {100 * consumer / wall:.0f}% of the "
             "time; speed up the consumer (the training step), not the input"
+        )
+    if loader is not None:
+        from pipestate.data._engine import available_cores
+
+        return ops[-1].op, (
+            f"the consumer waited in next() {100 * in_next / wall:.0f}% of the time for the "
+            f"Loader's {loader.num_workers} worker processes, which run the ops (not timed "
+            f"here). Raise num_workers ({available_cores()} cores available to this process) "
+            "or prefetch_factor, or profile the dataset itself (ds.profile()) to find its "
+            "slow op."
         )
     worst = max(range(len(ops)), key=lambda i: ops[i].cost)
     dataset, op = datasets[worst], ops[worst]
@@ -492,15 +557,16 @@ def _diagnose(
     )
 
 
-def profiled(dataset: Dataset) -> ProfiledIterator:
+def profiled(dataset: Dataset | Loader) -> ProfiledIterator:
     """An iterator over ``dataset`` that profiles every op; ``it.stats()`` gives the report.
 
     Use it in your own loop, so the consumer's time (the training step) is
     measured too. It yields the same elements, and saves and restores the
-    same states, as ``iter(dataset)``.
+    same states, as ``iter(dataset)``. A :class:`~pipestate.data.Loader` with
+    worker processes is profiled as one stage: the consumer's waits for it.
 
     Raises:
-      TypeError: ``dataset`` is not a pipestate Dataset.
+      TypeError: ``dataset`` is not a pipestate Dataset or Loader.
 
     Example:
       >>> it = ps.data.profiled(ds)  # doctest: +SKIP
@@ -508,9 +574,17 @@ def profiled(dataset: Dataset) -> ProfiledIterator:
       ...     train_step(batch)
       >>> print(it.stats())
     """
-    from pipestate.data.dataset import check_dataset
+    from pipestate.data.dataset import Dataset
+    from pipestate.data.loader import Loader
 
-    return ProfiledIterator(check_dataset("dataset", dataset, op="profiled"))
+    if isinstance(dataset, Loader):
+        return ProfiledIterator(dataset.dataset, dataset)
+    if not isinstance(dataset, Dataset):
+        raise TypeError(
+            f"profiled: dataset must be a pipestate Dataset or Loader, got "
+            f"{type(dataset).__name__} {brief(dataset, 80)}"
+        )
+    return ProfiledIterator(dataset)
 
 
 def profile(
