@@ -1,7 +1,7 @@
 """Pipelines used in docs/tools.md: run the commands there from the repository root.
 
-    pipestate verify-pipeline examples/tools_pipelines.py:train_input
-    pipestate profile examples/tools_pipelines.py:slow_decode -n 200
+pipestate verify-pipeline examples/tools_pipelines.py:train_input
+pipestate profile examples/tools_pipelines.py:slow_decode -n 200
 """
 
 from __future__ import annotations
