@@ -4,6 +4,7 @@ processes, and passes correct pipelines of every registered op."""
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,6 +14,7 @@ import pipestate as ps
 from pipestate.testing import VerifyReport, verify
 from pipestate.testing._verify import choose_break_points, load_function
 from tests.data import _strategies
+from tests.testing._pipelines import HANG_UNLESS_PID
 
 PIPELINES = "tests.testing._pipelines"
 
@@ -236,7 +238,10 @@ def test_every_registered_op_passes_in_a_correct_pipeline(
     assert report.holds, report
 
 
-def test_a_checking_process_that_hangs_is_stopped_at_the_timeout() -> None:
+def test_a_checking_process_that_hangs_is_stopped_at_the_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(HANG_UNLESS_PID, str(os.getpid()))
     report = verify(
         f"{PIPELINES}:hangs_when_restored",
         num_elements=5,

@@ -4,8 +4,7 @@
 reads it uninterrupted (the reference), saves real checkpoints of the
 iterator at chosen break points, and restores each one in a process that
 did not write it, comparing every element that follows with the reference.
-Run as ``python -m pipestate.testing._verify JOB OUT``, this module is that
-other process.
+That other process runs :func:`child_main` on a job file (``_CHILD``).
 """
 
 from __future__ import annotations
@@ -43,6 +42,11 @@ from pipestate.data.loader import Loader
 __all__ = ["BreakPoint", "Divergence", "VerifyReport", "load_function", "verify"]
 
 _LOADER_KEYS = ("num_workers", "prefetch_factor", "chunk_size", "multiprocessing_context")
+_CHILD = (
+    "import sys; from pipestate.testing._verify import child_main; "
+    "sys.exit(child_main(sys.argv[1]))"
+)
+"""The checking process's program (``-c``: the module is imported once, under its own name)."""
 _RESULT = "\x1epipestate-verify "
 """The prefix of a result line a checking process prints (user code may print too)."""
 _FUNCTION_PARAMS = ("map_func", "predicate", "generator", "scan_func")
@@ -665,7 +669,7 @@ def _compare_unordered(it: DatasetIterator, expected: list[str], result: dict[st
     )
 
 
-def _child_main(job_path: str) -> int:
+def child_main(job_path: str) -> int:
     """The checking process: runs the break points of a job file, printing one result each."""
     with open(job_path, encoding="utf-8") as f:
         job = json.load(f)
@@ -691,7 +695,7 @@ def _run_process(
     env["PYTHONHASHSEED"] = "random"
     with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as errors:
         process = subprocess.Popen(
-            [sys.executable, "-m", "pipestate.testing._verify", job_path],
+            [sys.executable, "-c", _CHILD, job_path],
             stdout=subprocess.PIPE,
             stderr=errors,
             env=env,
@@ -1056,7 +1060,3 @@ def _report(
         notes=notes,
         fresh_processes=len({bp.process for bp in records}) if fresh else 0,
     )
-
-
-if __name__ == "__main__":
-    sys.exit(_child_main(sys.argv[1]))
