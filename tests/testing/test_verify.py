@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.testing import VerifyReport, verify
-from pipestate.testing._verify import choose_break_points, load_function
+from pipestate.testing._verify import load_function
+from pipestate.testing._verify_points import choose_break_points
 from tests.data import _strategies
 from tests.testing._pipelines import HANG_UNLESS_PID
 

@@ -10,13 +10,11 @@ That other process runs :func:`child_main` on a job file (``_CHILD``).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
 import importlib.util
 import json
 import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,15 +27,24 @@ from typing import Any
 
 import numpy as np
 
-from pipestate._progress import Progress, format_bytes
+from pipestate._progress import Progress
 from pipestate._validate import brief, check_bool, check_count, check_seconds
 from pipestate.checkpoint import Checkpoint, CheckpointOptions
-from pipestate.data._capabilities import Elastic
 from pipestate.data._saveable import make_saveable_from_iterator
-from pipestate.data._structure import describe
 from pipestate.data.dataset import INFINITE_CARDINALITY, Dataset
 from pipestate.data.iterator import DatasetIterator, State
 from pipestate.data.loader import Loader
+from pipestate.testing._verify_points import (
+    choose_break_points,
+    digest,
+    first_difference,
+    function_ops,
+    op_at,
+    show,
+    state_entries,
+    state_levels,
+)
+from pipestate.testing._verify_report import BreakPoint, Divergence, VerifyReport
 
 __all__ = ["BreakPoint", "Divergence", "VerifyReport", "load_function", "verify"]
 
@@ -49,176 +56,11 @@ _CHILD = (
 """The checking process's program (``-c``: the module is imported once, under its own name)."""
 _RESULT = "\x1epipestate-verify "
 """The prefix of a result line a checking process prints (user code may print too)."""
-_FUNCTION_PARAMS = ("map_func", "predicate", "generator", "scan_func")
-"""The settings of ops that call user code, which can hold state pipestate can't see."""
 _SEEDS = (12345, 67890)
 """The global seeds of the two reference runs compared to find use of the global RNG."""
 _ENTROPY = 0x5EED_0F_7E57
 """The seed every reference run gives ``seed=None`` ops, so that runs can be compared
 (a restored iterator takes the saved seed from its state anyway)."""
-
-
-# ----------------------------------------------------------------- report
-@dataclasses.dataclass
-class BreakPoint:
-    """One restore: at ``position`` (elements consumed before the save), under ``setting``.
-
-    ``elements`` counts the elements read after the restore that matched the
-    reference; ``restore_seconds`` is the time of ``Checkpoint.read`` into a
-    fresh iterator; ``error`` is the traceback when the restore or a read raised.
-    """
-
-    position: int
-    reason: str
-    setting: str
-    process: int
-    elements: int = 0
-    restore_seconds: float = 0.0
-    diverged: bool = False
-    error: str | None = None
-
-
-@dataclasses.dataclass
-class Divergence:
-    """The first element a resumed run got wrong, and what the verifier can tell about why."""
-
-    position: int
-    """The break point: elements consumed before the save."""
-    reason: str
-    """Why that break point was chosen (``"start"``, ``"at a repeat boundary"``, ...)."""
-    setting: str
-    """How the resumed run read (``iter(dataset)`` or a ``Loader``'s settings)."""
-    element: int
-    """Index (in the reference run) of the first element that differs."""
-    expected: str
-    """The reference element (dtype, shape and value)."""
-    actual: str
-    """What the resumed run produced instead (or ``"end of data"``)."""
-    op: str | None
-    """The op whose saved state differs from the reference's at that element, if one does."""
-    explanation: str
-    """What the difference means and what to do about it."""
-
-
-@dataclasses.dataclass
-class VerifyReport:
-    """What :func:`verify` found. ``holds`` is true when every resumed run equals the reference.
-
-    Attributes:
-      target: the ``module:function`` (or file) verified.
-      pipeline: the dataset's ``repr``.
-      elements: elements of the reference run (``num_elements``, or fewer if it ended).
-      ended: whether the reference reached the end of the data.
-      break_points: every restore, in order of position.
-      divergence: the first element a resumed run got wrong (``None`` if none).
-      findings: external state found (global RNG use, state that survives between runs).
-      declared_external_state: ops declared with external state (``stateful=True``,
-        ``from_generator``); their positions are saved, their inner state is not.
-      state_bytes: bytes on disk of each break point's checkpoint (index and data).
-      save_seconds: time of each ``Checkpoint.write`` of the iterator.
-      notes: settings that were skipped, and why.
-      fresh_processes: how many checking processes ran (0 when in-process).
-    """
-
-    target: str
-    pipeline: str
-    elements: int
-    ended: bool
-    break_points: list[BreakPoint]
-    divergence: Divergence | None
-    findings: list[str]
-    declared_external_state: list[str]
-    state_bytes: list[int]
-    save_seconds: list[float]
-    notes: list[str]
-    fresh_processes: int
-
-    @property
-    def holds(self) -> bool:
-        """Whether the pipeline resumes exactly: no divergence, error or external state found."""
-        return (
-            self.divergence is None
-            and not self.findings
-            and not any(bp.error for bp in self.break_points)
-        )
-
-    def __bool__(self) -> bool:
-        return self.holds
-
-    def __str__(self) -> str:
-        return self.format()
-
-    def format(self) -> str:
-        """The report as text, as ``pipestate verify-pipeline`` prints it."""
-        pipeline = self.pipeline if len(self.pipeline) <= 200 else self.pipeline[:197] + "..."
-        lines = [f"pipeline {self.target}: {pipeline}"]
-        end = "the end of the data" if self.ended else "not the end (raise num_elements for it)"
-        lines.append(f"  reference: {self.elements} elements, {end}")
-        restores = [bp.restore_seconds for bp in self.break_points if not bp.error]
-        if self.state_bytes:
-            lines.append(
-                f"  state: {format_bytes(min(self.state_bytes))} to "
-                f"{format_bytes(max(self.state_bytes))} per checkpoint; save "
-                f"{_ms(statistics.median(self.save_seconds))}, restore "
-                f"{_ms(statistics.median(restores)) if restores else '-'} (medians)"
-            )
-        settings = sorted({bp.setting for bp in self.break_points})
-        where = (
-            f"{self.fresh_processes} fresh process{'es' if self.fresh_processes != 1 else ''}"
-            if self.fresh_processes
-            else "this process (in-process mode)"
-        )
-        lines.append(
-            f"  break points: {len({bp.position for bp in self.break_points})} positions x "
-            f"{len(settings)} setting(s) ({', '.join(settings)}), restored in {where}"
-        )
-        by_position: dict[int, list[BreakPoint]] = {}
-        for bp in self.break_points:
-            by_position.setdefault(bp.position, []).append(bp)
-        for position, group in by_position.items():
-            failed = [bp.setting for bp in group if bp.diverged or bp.error]
-            matched = min(bp.elements for bp in group)
-            plural = "" if matched == 1 else "s"
-            detail = (
-                f"{matched} element{plural} matched"
-                if not failed
-                else "FAILS: " + ", ".join(failed)
-            )
-            lines.append(
-                f"    {'FAIL' if failed else 'ok':4} {position:>6}  {group[0].reason:<36} {detail}"
-            )
-        for note in self.notes:
-            lines.append(f"  note: {note}")
-        for op in self.declared_external_state:
-            lines.append(f"  declared external state: {op}")
-        d = self.divergence
-        if d is not None:
-            lines.append(
-                f"DIVERGES at break point {d.position} ({d.reason}, {d.setting}), "
-                f"element {d.element}:"
-            )
-            lines.append(f"  expected: {d.expected}")
-            lines.append(f"  got:      {d.actual}")
-            if d.op is not None:
-                lines.append(f"  op whose state differs: {d.op}")
-            lines.append(f"  {d.explanation}")
-        errors = [(bp, bp.error) for bp in self.break_points if bp.error]
-        if errors:
-            bp, error = errors[0]
-            lines.append(f"ERROR at break point {bp.position} ({bp.setting}):")
-            lines.extend(f"  {line}" for line in error.rstrip().splitlines()[-8:])
-        for finding in self.findings:
-            lines.append(f"EXTERNAL STATE: {finding}")
-        lines.append(
-            "OK: every resumed run equals the reference"
-            if self.holds
-            else "FAILED: this pipeline does not resume exactly"
-        )
-        return "\n".join(lines)
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1e3:.1f} ms"
 
 
 # ---------------------------------------------------------- the function
@@ -299,180 +141,6 @@ def build_dataset(fn: Callable[[], Any], target: str) -> Dataset:
             f"{brief(dataset, 80)}"
         )
     return dataset
-
-
-# ------------------------------------------------------------ comparison
-def digest(element: Any) -> str:
-    """A digest of an element that two elements share only if they are exactly equal.
-
-    Structure (tuple, named tuple, dict and its key order), leaf types,
-    dtypes, shapes and bytes all count.
-    """
-    h = hashlib.blake2b(digest_size=16)
-    stack = [element]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, dict):
-            h.update(b"{" + repr(list(value)).encode())
-            stack.extend(reversed(list(value.values())))
-        elif isinstance(value, (tuple, list)):
-            h.update(f"({type(value).__qualname__}:{len(value)}".encode())
-            stack.extend(reversed(value))
-        elif isinstance(value, (np.ndarray, np.generic)):
-            array = np.asarray(value)
-            h.update(f"<{type(value).__name__}:{array.dtype.str}:{array.shape}>".encode())
-            if array.dtype.kind == "O":
-                h.update(repr(array.tolist()).encode())
-            else:
-                h.update(np.ascontiguousarray(array).tobytes())
-        else:
-            h.update(f"[{type(value).__qualname__}:{value!r}]".encode())
-    return h.hexdigest()
-
-
-def show(element: Any) -> str:
-    """An element for a report: its structure, dtypes and shapes, then its value."""
-    return f"{describe(element)} {brief(element, 240)}"
-
-
-def state_entries(state: Any) -> dict[str, str]:
-    """A state flattened to ``path -> value`` (arrays as dtype, shape and a digest)."""
-    out: dict[str, str] = {}
-    stack: list[tuple[str, Any]] = [("", state)]
-    while stack:
-        path, value = stack.pop()
-        if isinstance(value, dict):
-            stack.extend((f"{path}/{key}" if path else str(key), v) for key, v in value.items())
-        elif isinstance(value, list):
-            stack.extend((f"{path}/{i}", v) for i, v in enumerate(value))
-        elif isinstance(value, (np.ndarray, np.generic)):
-            array = np.asarray(value)
-            out[path] = f"{array.dtype}{list(array.shape)} {digest(array)[:12]}"
-        else:
-            out[path] = repr(value)
-    return out
-
-
-def _first_difference(a: Mapping[str, str], b: Mapping[str, str]) -> str | None:
-    for path in sorted(a.keys() | b.keys()):
-        if a.get(path) != b.get(path):
-            return path
-    return None
-
-
-def _levels(dataset: Dataset) -> list[str]:
-    """The ops at each nesting level of an iterator state, from the top.
-
-    A streaming op nests its input's state under ``"parent"``; a random-access
-    stretch below is one index, which covers every op of it.
-    """
-    levels: list[str] = []
-    node = dataset
-    while True:
-        if node._random_access:
-            ops = " -> ".join(name for name, _, _ in node._op_chain())
-            levels.append(f"the random-access ops {ops} (one index)")
-            return levels
-        if not node._passthrough:
-            levels.append(node._op_repr())
-        if len(node._parents) != 1:
-            return levels
-        node = node._parents[0]
-
-
-def _op_at(path: str, levels: Sequence[str]) -> str:
-    """The op a differing state entry belongs to, from its path (``iterator/parent/index``)."""
-    parts = path.split("/")
-    if parts[0] != "iterator":
-        return f"the state's envelope ({path})"
-    depth = 0
-    for part in parts[1:-1]:
-        if part == "parent":
-            depth += 1
-        else:  # inside an op with several inputs ("parents/<i>"), or an op's own nested value
-            break
-    label = levels[depth] if depth < len(levels) else f"an op below {levels[-1]}"
-    return f"{label}, entry {path!r}"
-
-
-def _function_ops(dataset: Dataset) -> list[str]:
-    found: list[str] = []
-    stack = [dataset]
-    while stack:
-        node = stack.pop()
-        if any(key in node._params() for key in _FUNCTION_PARAMS):
-            found.append(node._op_repr())
-        stack.extend(node._parents)
-    return found
-
-
-# -------------------------------------------------------- break points
-def _repeat_boundaries(dataset: Dataset, limit: int) -> list[int]:
-    """Output positions where a ``repeat`` starts a new pass, when they can be computed."""
-    found: list[int] = []
-    scale = 1
-    node = dataset
-    while True:
-        if node._op_name == "repeat":
-            n = node._parents[0].cardinality()
-            if n > 0:
-                found.extend(k * n // scale for k in range(1, limit * scale // n + 1))
-        if len(node._parents) != 1:
-            break
-        if node._passthrough or node._elastic is Elastic.ONE_TO_ONE or node._op_name == "repeat":
-            pass
-        elif node._elastic is Elastic.BATCH:
-            scale *= node._elastic_scale()
-        else:
-            break
-        node = node._parents[0]
-    return sorted({p for p in found if 0 < p <= limit})
-
-
-def _shuffle_buffers(dataset: Dataset) -> list[int]:
-    sizes: list[int] = []
-    stack = [dataset]
-    while stack:
-        node = stack.pop()
-        size = node._params().get("buffer_size") if node._op_name == "shuffle" else None
-        if isinstance(size, int) and size > 0:
-            sizes.append(size)
-        stack.extend(node._parents)
-    return sizes
-
-
-def choose_break_points(
-    dataset: Dataset, elements: int, ended: bool, random_count: int, seed: int
-) -> dict[int, str]:
-    """Positions to restore at, each with why it was chosen: the adversarial ones, then random.
-
-    ``elements`` is the length of the reference run; ``ended`` whether it
-    reached the end (then the exhausted position is tested too).
-    """
-    last = elements if ended else elements - 1
-    points: dict[int, str] = {}
-
-    def add(position: int, reason: str) -> None:
-        if 0 <= position <= last and position not in points:
-            points[position] = reason
-
-    add(0, "start")
-    add(1, "after the first element")
-    if ended:
-        add(elements, "after the end")
-    add(elements - 1, "before the last element")
-    for boundary in _repeat_boundaries(dataset, elements):
-        add(boundary, "at a repeat boundary")
-        add(boundary - 1, "before a repeat boundary")
-    for size in _shuffle_buffers(dataset):
-        add(size // 2, "inside a shuffle buffer's first fill")
-        add(size, "as a shuffle buffer is full")
-        add(size + 1, "after a shuffle buffer's first fill")
-    rng = random.Random(seed)
-    candidates = [p for p in range(last + 1) if p not in points]
-    for position in sorted(rng.sample(candidates, min(random_count, len(candidates)))):
-        add(position, "random")
-    return dict(sorted(points.items()))
 
 
 # ------------------------------------------------------------ runs
@@ -631,7 +299,7 @@ def check_break_point(
             entries = state_entries(_state(it))
             expected_state = states.get(str(index))
             differs = (
-                _first_difference(expected_state, entries) if expected_state is not None else None
+                first_difference(expected_state, entries) if expected_state is not None else None
             )
             try:
                 element = next(it)
@@ -945,7 +613,7 @@ def verify(
                         "which no checkpoint restores. Derive randomness from the element and a "
                         "seed (np.random.default_rng([seed, index]) in a map over enumerate()), "
                         f"or use the seeded ops (shuffle, global_shuffle). Suspects: "
-                        f"{', '.join(_function_ops(dataset)) or 'the sources'}"
+                        f"{', '.join(function_ops(dataset)) or 'the sources'}"
                     )
             reference = {
                 "digests": ref.digests,
@@ -1015,8 +683,8 @@ def _report(
     process_of: Mapping[tuple[int, str], int],
     fresh: bool,
 ) -> VerifyReport:
-    levels = _levels(dataset)
-    suspects = _function_ops(dataset)
+    levels = state_levels(dataset)
+    suspects = function_ops(dataset)
     records: list[BreakPoint] = []
     divergence: Divergence | None = None
     for result in sorted(results, key=lambda r: (r["position"], r["setting"])):
@@ -1043,7 +711,7 @@ def _report(
                 element=index,
                 expected=expected,
                 actual=result["actual"],
-                op=None if path is None else _op_at(path, levels),
+                op=None if path is None else op_at(path, levels),
                 explanation=_explain(position, path, result["actual"], suspects, fresh),
             )
     return VerifyReport(
