@@ -94,6 +94,43 @@ def _timed(
     return wrapper
 
 
+def _timed_next(method: Callable[[Any], Any]) -> Any:
+    """An iterator's ``_next`` timed as :func:`_timed` does, on the shortest path (it runs
+    once per element)."""
+    perf = time.perf_counter
+
+    @functools.wraps(method)
+    def wrapper(self: Any) -> Any:
+        owner = self._dataset
+        op = owner._profile_op
+        recorder = owner._profile_recorder
+        local = recorder.local
+        try:
+            stack = local.stack
+        except AttributeError:
+            stack = recorder.frames()[0]
+        if stack and stack[-1][0] == op:
+            return method(self)
+        frame = [op, 0.0]
+        stack.append(frame)
+        began = perf()
+        try:
+            result = method(self)
+        finally:
+            elapsed = perf() - began
+            stack.pop()
+            if stack:
+                stack[-1][1] += elapsed
+            row = local.table[op]
+            row[_CALLS] += 1
+            row[_TOTAL] += elapsed
+            row[_SELF] += elapsed - frame[1]
+        row[_ELEMENTS] += 1
+        return result
+
+    return wrapper
+
+
 def _one(args: tuple[Any, ...], result: Any) -> int:
     return 1
 
@@ -140,9 +177,9 @@ def _instrumenting(make: Callable[..., DatasetIterator]) -> Any:
             if advance is not None:  # a threaded index iterator: once per chunk
                 namespace["_advance"] = _chunk_timed(advance)
             elif hasattr(it, "_reader"):  # reads a feed of chunks from threads
-                namespace["_next"] = _feed_timed(_timed(cls._next, _one, iterator=True))
+                namespace["_next"] = _feed_timed(_timed_next(cls._next))
             elif not issubclass(cls, IndexIterator):
-                namespace["_next"] = _timed(cls._next, _one, iterator=True)
+                namespace["_next"] = _timed_next(cls._next)
             # A plain index iterator is timed through its op's _get_list / _get_batch.
             made = _iterator_classes[cls] = type(cls.__name__, (cls,), namespace)
         it.__class__ = made
