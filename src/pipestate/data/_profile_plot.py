@@ -20,10 +20,9 @@ def plot_profile(report: ProfileReport, path: str | os.PathLike[str]) -> None:
       ImportError: matplotlib is not installed (``pip install pipestate[plot]``).
     """
     try:
+        # A Figure of its own, not pyplot: the caller's backend and figures are left alone.
         import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        from matplotlib import pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError as err:
         raise ImportError(
             "plotting a profile needs matplotlib: pip install 'pipestate[plot]'"
@@ -34,14 +33,19 @@ def plot_profile(report: ProfileReport, path: str | os.PathLike[str]) -> None:
     depth = [0] * len(ops)
     for i, op in enumerate(ops):
         depth[i] = max((depth[j] + 1 for j in op.inputs), default=0)
-    rows: dict[int, int] = {}
+    # Each op on the row of its first input where that is free, so chains run straight.
+    taken: set[tuple[int, int]] = set()
     row_of = [0] * len(ops)
-    for i in range(len(ops)):
-        row_of[i] = rows.get(depth[i], 0)
-        rows[depth[i]] = row_of[i] + 1
+    for i, op in enumerate(ops):
+        row = row_of[op.inputs[0]] if op.inputs else 0
+        while (depth[i], row) in taken:
+            row += 1
+        taken.add((depth[i], row))
+        row_of[i] = row
     width = max(depth, default=0) + 1
-    height = max(rows.values(), default=1)
-    figure, axes = plt.subplots(figsize=(max(3.2 * width, 6), max(1.6 * height, 2.4) + 0.8))
+    height = max(row_of, default=0) + 1
+    figure = Figure(figsize=(max(3.2 * width, 6), max(1.6 * height, 2.4) + 0.8))
+    axes = figure.subplots()
     cmap = matplotlib.colormaps["YlOrRd"]
     centres = []
     for i, op in enumerate(ops):
@@ -57,6 +61,7 @@ def plot_profile(report: ProfileReport, path: str | os.PathLike[str]) -> None:
             ha="center",
             va="center",
             fontsize=8,
+            color="white" if costs[i] / worst > 0.6 else "black",
             bbox={
                 "boxstyle": "round,pad=0.5",
                 "facecolor": cmap(0.1 + 0.85 * costs[i] / worst),
@@ -80,4 +85,3 @@ def plot_profile(report: ProfileReport, path: str | os.PathLike[str]) -> None:
     )
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)

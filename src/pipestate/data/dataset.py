@@ -686,9 +686,19 @@ class Dataset:
     ) -> ProfileReport:
         """Reads ``num_elements`` elements through an instrumented copy and profiles every op.
 
-        ``consume(element)``, if given, stands in for the training step. See
-        :func:`pipestate.data.profiled` to profile your own loop, and
+        See :func:`pipestate.data.profiled` to profile your own loop, and
         ``docs/tools.md`` for reading the report. Pipelines not profiled pay nothing.
+
+        Args:
+          num_elements: elements to read (``None``: to the end).
+          consume: called on each element, standing in for the training step.
+
+        Returns:
+          A ``ProfileReport``: per-op self and total time, stage rates, threads,
+          the consumer's waits, the bottleneck and a suggestion.
+
+        Raises:
+          TypeError, ValueError: a bad ``num_elements`` or a non-callable ``consume``.
 
         Example:
           >>> print(ds.profile(num_elements=500))  # doctest: +SKIP
