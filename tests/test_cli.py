@@ -211,3 +211,23 @@ def test_profile_names_the_bottleneck(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(args) == 0
     assert plot.read_bytes().startswith(b"\x89PNG")
     assert f"op graph written to {plot}" in capsys.readouterr().out
+
+
+class _OddState:
+    """Saves something shaped like an iterator state that no iterator wrote."""
+
+    def state_dict(self) -> dict[str, object]:
+        return {"version": 7, "fingerprint": "f", "ops": "not a list", "iterator": [1, 2]}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        raise AssertionError("not restored here")
+
+
+def test_inspect_renders_an_odd_pipeline_state_as_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = Checkpoint(odd=_OddState()).write(str(tmp_path / "odd"))
+    assert main(["inspect", path]) == 0
+    out = capsys.readouterr().out
+    assert "odd (_OddState): input-pipeline state version 7, fingerprint f\n" in out
+    assert "  ops, sources first: (none)\n  position, outermost op first:\n    [1, 2]" in out
