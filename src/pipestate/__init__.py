@@ -7,7 +7,7 @@ checkpoint.
 
 from __future__ import annotations
 
-from pipestate import checkpoint, data, errors, training
+from pipestate import checkpoint, data, errors, testing, training
 from pipestate.checkpoint import (
     Checkpoint,
     CheckpointableSaver,
@@ -22,6 +22,8 @@ __version__ = "0.1.0"
 # tf.data's name for the input-pipeline hook, which belongs to the training layer:
 # the package that holds both layers binds it, so pipestate.data never imports training.
 data.CheckpointInputPipelineHook = training.CheckpointInputPipelineHook  # type: ignore[attr-defined]
+# The pipeline verifier writes real checkpoints, so it lives where both layers meet.
+data.verify = testing.verify  # type: ignore[attr-defined]
 
 __all__ = [
     "Checkpoint",
@@ -34,5 +36,6 @@ __all__ = [
     "data",
     "errors",
     "latest_checkpoint",
+    "testing",
     "training",
 ]

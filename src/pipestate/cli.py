@@ -2,25 +2,38 @@
 
 Usage::
 
-    pipestate inspect PATH        the object tree with dtypes, shapes and sizes
+    pipestate inspect PATH [--state NAME]
+                                  the object tree with dtypes, shapes and sizes, and
+                                  each input-pipeline state op by op (--state: one
+                                  state as JSON)
     pipestate ls DIRECTORY        the checkpoints in a directory, the latest marked *
     pipestate verify PATH         read every value and check every checksum
     pipestate diff PATH_A PATH_B  objects and values that differ
     pipestate export PATH --torch OUT [--key KEY]
                                   one object's state dict as a plain safetensors
                                   file for ``model.load_state_dict`` (needs torch)
+    pipestate verify-pipeline MODULE:FUNCTION [options]
+                                  prove that a pipeline resumes exactly: restore it
+                                  at many break points in fresh processes
+    pipestate profile MODULE:FUNCTION [-n N] [--plot OUT]
+                                  time every op of a pipeline; name the bottleneck
 
-Exit status: 0 on success, 1 when ``verify`` finds damage or ``diff`` finds
-differences, 2 when a checkpoint cannot be found or read.
+Exit status: 0 on success, 1 when ``verify`` finds damage, ``diff`` finds
+differences or ``verify-pipeline`` finds a divergence, 2 when a checkpoint
+cannot be found or read, or for a usage error. Long commands show progress
+on stderr when it is a terminal (``--progress`` / ``--no-progress``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from pipestate.checkpoint._inspect import (
+    describe_state,
     describe_tree,
     diff_checkpoints,
     list_checkpoints,
@@ -33,15 +46,23 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="pipestate", description="Look inside pipestate checkpoints."
+        prog="pipestate",
+        description="Look inside pipestate checkpoints; verify and profile input pipelines.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     inspect = commands.add_parser("inspect", help="print the object tree of a checkpoint")
     inspect.add_argument("path", help="checkpoint prefix (e.g. ckpt/model-3) or safetensors file")
+    inspect.add_argument(
+        "--state",
+        metavar="NAME",
+        default=None,
+        help="print the input-pipeline state saved under object path NAME (e.g. data) as JSON",
+    )
     ls = commands.add_parser("ls", help="list the checkpoints in a directory")
     ls.add_argument("directory", help="directory or URL holding checkpoints")
     verify = commands.add_parser("verify", help="check every checksum of a checkpoint")
     verify.add_argument("path", help="checkpoint prefix or safetensors file")
+    _progress_flag(verify)
     diff = commands.add_parser("diff", help="compare two checkpoints")
     diff.add_argument("path_a", help="first checkpoint")
     diff.add_argument("path_b", help="second checkpoint")
@@ -61,7 +82,124 @@ def _parser() -> argparse.ArgumentParser:
         help="path of the object in the checkpoint (e.g. model); by default the only one "
         "holding tensors",
     )
+    _add_pipeline_commands(commands)
     return parser
+
+
+def _progress_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show progress on stderr (default: when stderr is a terminal)",
+    )
+
+
+def _add_pipeline_commands(commands: Any) -> None:
+    target = "MODULE:FUNCTION (or FILE.py:FUNCTION): a function of no arguments returning a Dataset"
+    check = commands.add_parser(
+        "verify-pipeline",
+        help="prove that a pipeline resumes exactly, restoring it in fresh processes",
+    )
+    check.add_argument("target", help=target)
+    check.add_argument("-n", "--num-elements", type=int, default=200, help="reference length")
+    check.add_argument(
+        "--break-points", type=int, default=6, help="random break points, beyond the chosen ones"
+    )
+    check.add_argument("--seed", type=int, default=0, help="seed of the random break points")
+    check.add_argument(
+        "--processes", type=int, default=2, help="fresh processes sharing the break points"
+    )
+    check.add_argument(
+        "--in-process", action="store_true", help="restore in this process (faster, weaker)"
+    )
+    check.add_argument(
+        "--num-workers",
+        default=None,
+        metavar="N[,N...]",
+        help="also restore into Loader(num_workers=N) for each N (random-access pipelines)",
+    )
+    check.add_argument(
+        "--prefetch-factor", type=int, default=None, help="the Loader's prefetch_factor"
+    )
+    check.add_argument(
+        "--no-rng-check",
+        action="store_true",
+        help="skip the runs under two global seeds that find global-RNG use",
+    )
+    check.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds a checking process may run"
+    )
+    _progress_flag(check)
+    prof = commands.add_parser(
+        "profile", help="time every op of a pipeline and name the bottleneck"
+    )
+    prof.add_argument("target", help=target)
+    prof.add_argument("-n", "--num-elements", type=int, default=1000, help="elements to read")
+    prof.add_argument(
+        "--plot",
+        metavar="OUT",
+        default=None,
+        help="also draw the op graph coloured by cost (.svg, .png; needs matplotlib)",
+    )
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    return sys.stderr.isatty() if args.progress is None else bool(args.progress)
+
+
+def _load_target(spec: str) -> Any:
+    # As `python -m` does: the current directory's modules can be named.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    from pipestate.testing._verify import load_function
+
+    return load_function(spec)
+
+
+def _verify_pipeline(args: argparse.Namespace) -> int:
+    from pipestate.testing._verify import verify
+
+    settings: list[dict[str, Any]] = []
+    if args.num_workers is not None:
+        try:
+            counts = [int(n) for n in args.num_workers.split(",")]
+        except ValueError:
+            raise ValueError(
+                f"--num-workers takes comma-separated integers (e.g. 0,2), got {args.num_workers!r}"
+            ) from None
+        extra = {} if args.prefetch_factor is None else {"prefetch_factor": args.prefetch_factor}
+        settings = [{"num_workers": n, **extra} for n in counts]
+    elif args.prefetch_factor is not None:
+        raise ValueError("--prefetch-factor applies to the Loader: give --num-workers too")
+    _load_target(args.target)
+    report = verify(
+        args.target,
+        num_elements=args.num_elements,
+        break_points=args.break_points,
+        seed=args.seed,
+        fresh_process=not args.in_process,
+        processes=args.processes,
+        loader_settings=settings,
+        check_global_rng=not args.no_rng_check,
+        timeout=args.timeout,
+        progress=_show_progress(args),
+    )
+    print(report.format())
+    return 0 if report.holds else 1
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from pipestate.data._profile import profile
+    from pipestate.testing._verify import build_dataset
+
+    dataset = build_dataset(_load_target(args.target), args.target)
+    report = profile(dataset, args.num_elements)
+    print(report.format())
+    if args.plot is not None:
+        report.plot(args.plot)
+        print(f"op graph written to {args.plot}")
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -77,14 +215,18 @@ def _export(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "inspect":
-        print(describe_tree(args.path))
+        print(
+            describe_tree(args.path)
+            if args.state is None
+            else describe_state(args.path, args.state)
+        )
         return 0
     if args.command == "ls":
         lines = list_checkpoints(args.directory)
         print("\n".join(lines) if lines else f"no checkpoints in {args.directory!r}")
         return 0
     if args.command == "verify":
-        checked, problems = verify_checkpoint(args.path)
+        checked, problems = verify_checkpoint(args.path, progress=_show_progress(args))
         if problems:
             for problem in problems:
                 print(f"CORRUPT: {problem}")
@@ -94,6 +236,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "export":
         return _export(args)
+    if args.command == "verify-pipeline":
+        return _verify_pipeline(args)
+    if args.command == "profile":
+        return _profile(args)
     lines = diff_checkpoints(args.path_a, args.path_b)
     if lines:
         print("\n".join(lines))

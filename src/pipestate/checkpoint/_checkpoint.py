@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from pipestate._progress import Progress
+from pipestate._validate import check_bool
 from pipestate.checkpoint._adapters import adapt
 from pipestate.checkpoint._async import AsyncWriter, HostBuffers
 from pipestate.checkpoint._auto import AutoTrackable, can_track
@@ -57,6 +59,8 @@ class CheckpointOptions:
         enable_async: Return from ``save()`` / ``write()`` once the values
             are copied to host memory, and write and commit them on a
             background thread (one save in flight; see ``Checkpoint.sync``).
+        progress: Show the bytes written and the write speed (a tqdm bar
+            when tqdm is installed, else a line on stderr) while saving.
         timeout: In a distributed job, the seconds a save waits for the
             slowest rank before it fails on every rank (``DistributedSaveError``
             naming the missing ranks). See ``docs/distributed.md``.
@@ -70,13 +74,14 @@ class CheckpointOptions:
 
     Example:
         >>> options = CheckpointOptions(max_shard_bytes=64 << 20, timeout=120)
-        >>> options.max_shard_bytes, options.distributed
-        (67108864, None)
+        >>> options.max_shard_bytes, options.progress, options.distributed
+        (67108864, False, None)
     """
 
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
     fsync: bool = True
     enable_async: bool = False
+    progress: bool = False
     timeout: float = DEFAULT_TIMEOUT
     distributed: bool | None = None
 
@@ -89,7 +94,7 @@ class CheckpointOptions:
             raise ValueError(f"timeout must be a positive number of seconds, got {t!r}")
         if self.distributed is not None and not isinstance(self.distributed, bool):
             raise ValueError(f"distributed must be None or a bool, got {self.distributed!r}")
-        for name in ("fsync", "enable_async"):
+        for name in ("fsync", "enable_async", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
@@ -151,6 +156,8 @@ class Snapshot:
             CheckpointWriteError: When the storage fails (full, read-only, ...).
             DistributedSaveError: When another rank is missing or failed.
         """
+        bar = self._progress(display, options)
+        on_bytes = bar.update if bar.enabled else None
         try:
             if self.round is None:
                 write_checkpoint(
@@ -160,6 +167,7 @@ class Snapshot:
                     self.arrays,
                     max_shard_bytes=options.max_shard_bytes,
                     fsync=options.fsync,
+                    on_bytes=on_bytes,
                 )
             else:
                 lead_write(
@@ -172,11 +180,18 @@ class Snapshot:
                     self.per_rank,
                     max_shard_bytes=options.max_shard_bytes,
                     fsync=options.fsync,
+                    on_bytes=on_bytes,
                 )
         except CheckpointWriteError:
             raise
         except OSError as err:
             raise write_error(err, display) from err
+        finally:
+            bar.close()
+
+    def _progress(self, display: str, options: CheckpointOptions) -> Progress:
+        total = sum(array.nbytes for array in self.arrays)
+        return Progress(total, f"saving {display}", unit="B", enabled=options.progress)
 
     def follow(self, storage: Storage, display: str, options: CheckpointOptions) -> str:
         """A rank other than 0: write this rank's shards where rank 0 says; wait for the commit.
@@ -190,6 +205,7 @@ class Snapshot:
         """
         assert self.round is not None
         assert not self.round.leader
+        bar = self._progress(display, options)
         try:
             return follow(
                 self.round,
@@ -200,11 +216,14 @@ class Snapshot:
                 self.per_rank,
                 max_shard_bytes=options.max_shard_bytes,
                 fsync=options.fsync,
+                on_bytes=bar.update if bar.enabled else None,
             )
         except CheckpointWriteError:
             raise
         except OSError as err:
             raise write_error(err, display) from err
+        finally:
+            bar.close()
 
 
 def start_round(what: str, options: CheckpointOptions) -> SaveRound | None:
@@ -269,6 +288,7 @@ def _restore(
     optional_root_children: Collection[str] = (),
     optional_by_name: Collection[Trackable] = (),
     storage_options: Mapping[str, Any] | None = None,
+    progress: bool = False,
 ) -> LoadStatus:
     if save_path is None:
         return InitializationOnlyStatus(graph.root)
@@ -285,11 +305,18 @@ def _restore(
     root_children = reader.nodes[0].children
     skip = {root_children[n] for n in optional_root_children if n in root_children}
     session = RestoreSession(reader, graph, optional_nodes=skip)
+    total = sum(t.length for t in reader.tensors.values())
+    bar = Progress(total, f"reading {found.display}", unit="B", enabled=progress)
+    reader.on_bytes = bar.update if bar.enabled else None
     try:
         session.restore(graph.root, 0)
     except BaseException:
         session.expect_partial = True  # the error says it all; no warning about leftovers
         raise
+    finally:
+        # Deferred restorations read later, without the display.
+        reader.on_bytes = None
+        bar.close()
     return CheckpointLoadStatus(session, graph, optional)
 
 
@@ -613,13 +640,18 @@ class Checkpoint(AutoTrackable):
         )
 
     def restore(
-        self, save_path: Any, *, storage_options: Mapping[str, Any] | None = None
+        self,
+        save_path: Any,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        progress: bool = False,
     ) -> LoadStatus:
         """Restore from ``save_path`` (as :meth:`save` returned it), ``save_counter`` included.
 
         Dependencies missing now are restored when they are added. Use
         :meth:`read` for checkpoints made by :meth:`write`, which have no
-        save counter. Waits for an async save in flight first.
+        save counter. Waits for an async save in flight first. ``progress=True``
+        shows the bytes read and the read speed (tqdm, else a line on stderr).
 
         Returns:
             A status (see :class:`CheckpointLoadStatus`); ``restore(None)``
@@ -632,6 +664,7 @@ class Checkpoint(AutoTrackable):
             CheckpointMismatchError: When a value does not fit its object.
             CheckpointWriteError: When an earlier async save failed.
         """
+        show = check_bool("progress", progress, op="Checkpoint.restore") is True
         self._writer.wait()
         if save_path is None:
             return InitializationOnlyStatus(self._graph().root)
@@ -641,12 +674,19 @@ class Checkpoint(AutoTrackable):
             save_path,
             optional_by_name=(self.save_counter,),
             storage_options=storage_options,
+            progress=show,
         )
 
     def read(
-        self, save_path: Any, *, storage_options: Mapping[str, Any] | None = None
+        self,
+        save_path: Any,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        progress: bool = False,
     ) -> LoadStatus:
         """Restore from ``save_path`` without expecting a ``save_counter`` on either side.
+
+        ``progress=True`` shows the bytes read, as :meth:`restore`.
 
         Returns:
             A status, as :meth:`restore`.
@@ -655,6 +695,7 @@ class Checkpoint(AutoTrackable):
             NotFoundError, CorruptCheckpointError, CheckpointMismatchError,
             CheckpointWriteError: As :meth:`restore`.
         """
+        show = check_bool("progress", progress, op="Checkpoint.read") is True
         self._writer.wait()
         counter = self._dependencies().get("save_counter")
         return _restore(
@@ -663,6 +704,7 @@ class Checkpoint(AutoTrackable):
             optional=(counter,) if counter is not None else (),
             optional_root_children=("save_counter",),
             storage_options=storage_options,
+            progress=show,
         )
 
     def sync(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 from pipestate.checkpoint._cleanup import remove_stale_files
@@ -37,6 +38,7 @@ def lead_write(
     *,
     max_shard_bytes: int,
     fsync: bool,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> None:
     """Rank 0: gather the plans, say where to write, write its shards, then the index.
 
@@ -83,7 +85,7 @@ def lead_write(
     round_.leader_step = "done"
     paths = [storage.join(directory, shard_name(basename, i, total)) for i in range(counts[0])]
     try:
-        tensors = write_shards(storage, shards, paths, first=0, fsync=fsync)
+        tensors = write_shards(storage, shards, paths, first=0, fsync=fsync, on_bytes=on_bytes)
         written = round_.gather("written", range(1, round_.world_size))
         ranked: dict[int, list[dict[str, Any]]] = {
             nid: [nodes[nid]["attributes"]] for nid in per_rank
@@ -160,6 +162,7 @@ def follow(
     *,
     max_shard_bytes: int,
     fsync: bool,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> str:
     """A rank other than 0: publish its plan, write where rank 0 says, wait for the commit.
 
@@ -189,7 +192,9 @@ def follow(
             for i in range(len(shards))
         ]
         try:
-            tensors = write_shards(storage, shards, paths, first=first, fsync=fsync)
+            tensors = write_shards(
+                storage, shards, paths, first=first, fsync=fsync, on_bytes=on_bytes
+            )
             values = {str(nid): nodes[nid]["attributes"] for nid in per_rank}
             round_.publish("written", {"tensors": tensors, "ranks": values})
         except BaseException as err:

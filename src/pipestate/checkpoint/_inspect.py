@@ -9,9 +9,15 @@ from typing import Any
 
 import google_crc32c
 
+from pipestate._progress import Progress
 from pipestate.checkpoint._index import FORMAT_VERSION, Node, node_paths
 from pipestate.checkpoint._locate import Located, locate
 from pipestate.checkpoint._names import NameBasedFile
+from pipestate.checkpoint._pipeline_state import (
+    describe_pipeline_state,
+    find_pipeline_states,
+    state_as_json,
+)
 from pipestate.checkpoint._reader import CheckpointReader
 from pipestate.checkpoint._state_file import read_state
 from pipestate.checkpoint._storage import Storage, as_path
@@ -20,6 +26,7 @@ from pipestate.checkpoint._variable import VARIABLE_VALUE
 from pipestate.errors import CheckpointError, CheckpointKeyError, CorruptCheckpointError
 
 __all__ = [
+    "describe_state",
     "describe_tree",
     "diff_checkpoints",
     "list_checkpoints",
@@ -207,6 +214,9 @@ def _first_parents(nodes: list[Node]) -> list[tuple[int, str] | None]:
 def describe_tree(path: Any) -> str:
     """The object tree of a checkpoint with each value's dtype, shape and size.
 
+    Each input-pipeline state in it (an iterator saved in the checkpoint)
+    follows the tree, described op by op with its position.
+
     Raises:
         NotFoundError, CorruptCheckpointError: As :func:`list_variables`.
     """
@@ -261,13 +271,42 @@ def describe_tree(path: Any) -> str:
             for i, (name, child) in reversed(list(enumerate(children))):
                 last = len(node.attributes) + i == n_entries - 1
                 stack.append((child, name, child_indent, last, False, (nid, name)))
+        for name in find_pipeline_states(source):
+            lines.append("")
+            try:
+                lines.extend(describe_pipeline_state(source, name))
+            except (CheckpointError, RecursionError) as err:  # the tree above is still right
+                lines.append(f"{name}: input-pipeline state that can't be described: {err!s:.300}")
         return "\n".join(lines)
     finally:
         source.close()
 
 
-def verify_checkpoint(path: Any) -> tuple[int, list[str]]:
+def describe_state(path: Any, name: str) -> str:
+    """The input-pipeline state saved under object path ``name``, as indented JSON.
+
+    Raises:
+        NotFoundError, CorruptCheckpointError: As :func:`list_variables`.
+        CheckpointKeyError: No iterator state is saved under ``name`` (the
+            message lists those that are).
+    """
+    found, source = _open(path)
+    try:
+        if isinstance(source, NameBasedFile):
+            raise CheckpointKeyError(
+                f"{found.display!r} is a flat safetensors file: it holds no input-pipeline state"
+            )
+        return state_as_json(source, name)
+    finally:
+        source.close()
+
+
+def verify_checkpoint(path: Any, *, progress: bool = False) -> tuple[int, list[str]]:
     """Read every value of a checkpoint and check every checksum.
+
+    Args:
+        path: The checkpoint.
+        progress: Show the bytes checked and the speed (tqdm, else a line on stderr).
 
     Returns:
         ``(number of values checked, problems)``; no problems means the checkpoint is intact.
@@ -276,9 +315,11 @@ def verify_checkpoint(path: Any) -> tuple[int, list[str]]:
         NotFoundError: When there is no checkpoint at ``path``.
         CorruptCheckpointError: When the index itself cannot be read.
     """
-    _, source = _open(path)
+    found, source = _open(path)
     problems: list[str] = []
     checked = 0
+    total = sum(t.length for t in source.tensors.values())
+    bar = Progress(total, f"verifying {found.display}", unit="B", enabled=progress)
     try:
         if isinstance(source, NameBasedFile):
             # A flat file has no checksums: check that every tensor's bytes are there
@@ -289,6 +330,7 @@ def verify_checkpoint(path: Any) -> tuple[int, list[str]]:
                     checked += 1
                 except CheckpointError as err:
                     problems.append(str(err))
+                bar.update(source.tensors[name].length)
             return checked, problems
         for key in sorted(source.tensors):
             try:
@@ -296,6 +338,7 @@ def verify_checkpoint(path: Any) -> tuple[int, list[str]]:
                 checked += 1
             except (CheckpointError, FileNotFoundError) as err:
                 problems.append(str(err))
+            bar.update(source.tensors[key].length)
         paths = node_paths(source.nodes)
         for nid, node in enumerate(source.nodes):
             for name, encoded in node.attributes.items():
@@ -308,6 +351,7 @@ def verify_checkpoint(path: Any) -> tuple[int, list[str]]:
                         problems.append(message)
         return checked, problems
     finally:
+        bar.close()
         source.close()
 
 

@@ -10,7 +10,7 @@ import functools
 import gc
 import re
 import weakref
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import numpy as np
@@ -106,6 +106,8 @@ class CheckpointReader:
         # Per copy mode, the torch tensors read and still alive (weakly held), so that
         # tensors sharing storage share it again. Nothing in it refers back to the reader.
         self._torch_tensors: dict[bool, MutableMapping[Any, Any]] = {}
+        self.on_bytes: Callable[[int], None] | None = None
+        """Called with each array's length in bytes once it is read and verified (progress)."""
 
     def __repr__(self) -> str:
         return (
@@ -203,6 +205,8 @@ class CheckpointReader:
                 f"{where}: checksum mismatch (crc32c {crc:#010x}, index says "
                 f"{entry.crc32c:#010x}); the checkpoint is corrupt"
             )
+        if self.on_bytes is not None:
+            self.on_bytes(entry.length)
         if out is None:
             assert view is not None
             return np.frombuffer(view, dtype=entry.dtype).reshape(entry.shape), entry.native

@@ -184,7 +184,11 @@ class _ChunkWriter:
 
 
 def _write_shard(
-    storage: Storage, path: str, items: list[_Pending], fsync: bool
+    storage: Storage,
+    path: str,
+    items: list[_Pending],
+    fsync: bool,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> dict[str, tuple[int, int]]:
     header = build_header(
         [(a.key, a.st_dtype, a.st_shape, a.nbytes) for a in items], {"format": FORMAT_NAME}
@@ -206,6 +210,8 @@ def _write_shard(
                     # No copy: the writer thread is joined before this returns, and an
                     # async save's arrays are its own snapshot.
                     write(chunk.data)
+                    if on_bytes is not None:
+                        on_bytes(len(chunk))
                 placed[item.key] = (offset, crc)
                 offset += item.nbytes
         finally:
@@ -222,8 +228,13 @@ def write_checkpoint(
     *,
     max_shard_bytes: int,
     fsync: bool,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> None:
-    """Write shards, then the index atomically; remove leftovers of an older save at ``prefix``."""
+    """Write shards, then the index atomically; remove leftovers of an older save at ``prefix``.
+
+    ``on_bytes(n)`` is called as each chunk of ``n`` array bytes is written
+    (from the shard writers' threads), for a progress display.
+    """
     directory, basename = storage.split(prefix)
     storage.makedirs(directory)
     # An older checkpoint at this very prefix is being replaced: drop its index
@@ -242,7 +253,7 @@ def write_checkpoint(
         storage.join(directory, shard_name(basename, i, num_shards)) for i in range(num_shards)
     ]
     try:
-        _write_shards_and_index(storage, prefix, nodes, shards, paths, fsync)
+        _write_shards_and_index(storage, prefix, nodes, shards, paths, fsync, on_bytes)
     except BaseException:
         # Nothing commits these shards now; free their space (a full disk is the usual cause).
         for path in paths:
@@ -261,8 +272,9 @@ def _write_shards_and_index(
     shards: list[list[_Pending]],
     paths: list[str],
     fsync: bool,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> None:
-    tensors = write_shards(storage, shards, paths, first=0, fsync=fsync)
+    tensors = write_shards(storage, shards, paths, first=0, fsync=fsync, on_bytes=on_bytes)
     if fsync:
         # The shards' directory entries must be durable before the index that commits them.
         storage.fsync_dir(storage.split(prefix)[0])
@@ -270,20 +282,29 @@ def _write_shards_and_index(
 
 
 def write_shards(
-    storage: Storage, shards: list[list[_Pending]], paths: list[str], *, first: int, fsync: bool
+    storage: Storage,
+    shards: list[list[_Pending]],
+    paths: list[str],
+    *,
+    first: int,
+    fsync: bool,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Write ``shards`` to ``paths`` (shard numbers ``first``, ``first + 1``, ...).
+
+    ``on_bytes(n)`` is called as each chunk of ``n`` bytes is written (progress).
 
     Returns:
         The index's tensor entries of the arrays written.
     """
     if len(shards) == 1:
-        placements = [_write_shard(storage, paths[0], shards[0], fsync)]
+        placements = [_write_shard(storage, paths[0], shards[0], fsync, on_bytes)]
     else:
         with ThreadPoolExecutor(max_workers=min(len(shards), 4)) as pool:
             placements = list(
                 pool.map(
-                    lambda i: _write_shard(storage, paths[i], shards[i], fsync), range(len(shards))
+                    lambda i: _write_shard(storage, paths[i], shards[i], fsync, on_bytes),
+                    range(len(shards)),
                 )
             )
     tensors: dict[str, Any] = {}

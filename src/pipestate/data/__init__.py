@@ -7,6 +7,7 @@ its exact position.
 
 from __future__ import annotations
 
+from pipestate.data._profile import ProfiledIterator, ProfileReport, profiled
 from pipestate.data._saveable import make_saveable_from_iterator
 from pipestate.data._spec import TensorSpec
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
@@ -27,6 +28,8 @@ __all__ = [
     "Loader",
     "LoaderWorkerError",
     "Options",
+    "ProfileReport",
+    "ProfiledIterator",
     "RecordDataset",
     "RecordWriter",
     "State",
@@ -35,4 +38,5 @@ __all__ = [
     "WorkerInfo",
     "get_worker_info",
     "make_saveable_from_iterator",
+    "profiled",
 ]

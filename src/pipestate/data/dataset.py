@@ -15,6 +15,7 @@ from pipestate.data._capabilities import Background, Elastic
 from pipestate.data._structure import Element
 
 if TYPE_CHECKING:
+    from pipestate.data._profile import ProfileReport
     from pipestate.data.iterator import DatasetIterator, StreamIterator
     from pipestate.data.options import Options
 
@@ -679,6 +680,32 @@ class Dataset:
     def as_numpy_iterator(self) -> Iterator[Element]:
         """An iterator over the elements (they are NumPy values already)."""
         return iter(self)
+
+    def profile(
+        self, num_elements: int | None = 1000, consume: Callable[[Any], Any] | None = None
+    ) -> ProfileReport:
+        """Reads ``num_elements`` elements through an instrumented copy and profiles every op.
+
+        See :func:`pipestate.data.profiled` to profile your own loop, and
+        ``docs/tools.md`` for reading the report. Pipelines not profiled pay nothing.
+
+        Args:
+          num_elements: elements to read (``None``: to the end).
+          consume: called on each element, standing in for the training step.
+
+        Returns:
+          A ``ProfileReport``: per-op self and total time, stage rates, threads,
+          the consumer's waits, the bottleneck and a suggestion.
+
+        Raises:
+          TypeError, ValueError: a bad ``num_elements`` or a non-callable ``consume``.
+
+        Example:
+          >>> print(ds.profile(num_elements=500))  # doctest: +SKIP
+        """
+        from pipestate.data._profile import profile
+
+        return profile(self, num_elements, consume)
 
 
 _structure_module.NOT_DATA.append(Dataset)

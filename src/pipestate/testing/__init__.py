@@ -16,6 +16,10 @@ arrays (``roundtrip_state``), as another process would read them. Each check
 also runs the pipeline through its ops' streaming iterators and under
 ``prefetch`` (``variants=("streaming", "prefetch")``), whose elements must equal
 the pipeline's own.
+
+``verify(dataset_fn)`` (also ``pipestate.data.verify`` and ``pipestate
+verify-pipeline``) is the user-facing proof for a whole pipeline of one's own:
+it restores real checkpoints in fresh processes and reports the first divergence.
 """
 
 from __future__ import annotations
@@ -30,8 +34,12 @@ from pipestate.testing._conformance import (
     roundtrip_state,
     walk,
 )
+from pipestate.testing._verify import BreakPoint, Divergence, VerifyReport, verify
 
 __all__ = [
+    "BreakPoint",
+    "Divergence",
+    "VerifyReport",
     "assert_chained_resumes",
     "assert_conformant",
     "assert_elements_equal",
@@ -39,5 +47,6 @@ __all__ = [
     "assert_exhausted_restores_exhausted",
     "assert_restorable_at_every_position",
     "roundtrip_state",
+    "verify",
     "walk",
 ]
