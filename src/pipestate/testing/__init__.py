@@ -30,6 +30,7 @@ from pipestate.testing._conformance import (
     roundtrip_state,
     walk,
 )
+from pipestate.testing._global_rng import assert_independent_of_global_rng, find_global_rng_use
 
 __all__ = [
     "assert_chained_resumes",
@@ -37,7 +38,9 @@ __all__ = [
     "assert_elements_equal",
     "assert_epoch_boundaries",
     "assert_exhausted_restores_exhausted",
+    "assert_independent_of_global_rng",
     "assert_restorable_at_every_position",
+    "find_global_rng_use",
     "roundtrip_state",
     "walk",
 ]

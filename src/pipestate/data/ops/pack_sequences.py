@@ -33,8 +33,9 @@ class _PackIterator(StreamIterator["PackSequencesDataset"]):
     _ROWS = "rows"
     _BUFFER = "buffer"
     _FEATURES = "features"
+    _DTYPE = "dtype"
     _ENDED = "ended"
-    _STATE_KEYS = (_ROWS, _BUFFER, _FEATURES, _ENDED, StreamIterator._PARENT)
+    _STATE_KEYS = (_ROWS, _BUFFER, _FEATURES, _DTYPE, _ENDED, StreamIterator._PARENT)
 
     def _start(self) -> None:
         super()._start()
@@ -48,6 +49,10 @@ class _PackIterator(StreamIterator["PackSequencesDataset"]):
     def _next(self) -> Any:
         source = self._source
         while not self._ended:
+            if source._method == CONCAT:
+                ready = self._concat_row()
+                if ready is not None:
+                    return source._emit(ready, self._keys or (TOKENS,))
             try:
                 element = self._inputs[0]._next()
             except StopIteration:
@@ -59,6 +64,10 @@ class _PackIterator(StreamIterator["PackSequencesDataset"]):
             row = self._first_fit(piece) if source._method == FIRST_FIT else self._concat(piece)
             if row is not None:
                 return source._emit(row, self._keys or (TOKENS,))
+        if source._method == CONCAT:
+            ready = self._concat_row()
+            if ready is not None:
+                return source._emit(ready, self._keys or (TOKENS,))
         if not self._rows or (source._drop_remainder and source._method == CONCAT):
             self._rows = []
             raise StopIteration
@@ -67,7 +76,7 @@ class _PackIterator(StreamIterator["PackSequencesDataset"]):
     def _features(self, element: Any) -> np.ndarray:
         """An element as a ``(features, length)`` array, checked."""
         source = self._source
-        if source._length_key is None:
+        if source._length_key is None and not isinstance(element, (dict, tuple)):
             keys: tuple[str, ...] = (TOKENS,)
             leaves = [element]
         elif isinstance(element, dict) and source._length_key in element:
@@ -140,12 +149,15 @@ class _PackIterator(StreamIterator["PackSequencesDataset"]):
         return None
 
     def _concat(self, piece: np.ndarray) -> list[np.ndarray] | None:
-        length = self._source._row_length
         if not self._rows:
             self._rows.append([])
         self._rows[0].append(piece)
-        filled = sum(p.shape[1] for p in self._rows[0])
-        if filled < length:
+        return self._concat_row()
+
+    def _concat_row(self) -> list[np.ndarray] | None:
+        """The first row of the pending tokens, if they fill one (a long sequence fills several)."""
+        length = self._source._row_length
+        if not self._rows or sum(p.shape[1] for p in self._rows[0]) < length:
             return None
         row: list[np.ndarray] = []
         rest: list[np.ndarray] = []
@@ -173,6 +185,7 @@ class _PackIterator(StreamIterator["PackSequencesDataset"]):
             self._ROWS: [[int(p.shape[1]) for p in row] for row in self._rows],
             self._BUFFER: buffer,
             self._FEATURES: list(keys),
+            self._DTYPE: None if self._dtype is None else str(self._dtype),
             self._ENDED: self._ended,
             self._PARENT: self._inputs[0]._get_state(),
         }
@@ -210,21 +223,38 @@ class _PackIterator(StreamIterator["PackSequencesDataset"]):
             )
         buffer = state_array(state[self._BUFFER], f"{op}: state['buffer']")
         total = sum(sum(row) for row in rows)
-        if buffer.shape != (len(features), total) or buffer.dtype.kind not in "iu":
+        if buffer.shape != (len(features), total) or (buffer.dtype.kind not in "iu" and total):
             raise StateMismatchError(
                 f"{op}: state['buffer'] must be an integer array of shape "
                 f"{[len(features), total]}, got {buffer.dtype}{list(buffer.shape)}"
             )
         if rows and not features:
             raise StateMismatchError(f"{op}: state['rows'] holds rows but no features")
+        dtype = state[self._DTYPE]
+        try:
+            saved_dtype = None if dtype is None else np.dtype(dtype)
+        except TypeError:
+            saved_dtype = None
+        if (dtype is None) != (not features) or (
+            dtype is not None
+            and (
+                not isinstance(dtype, str)
+                or saved_dtype is None
+                or saved_dtype.kind not in "iu"
+                or (source._dtype is not None and saved_dtype != source._dtype)
+            )
+        ):
+            raise StateMismatchError(
+                f"{op}: state['dtype'] must name the tokens' integer dtype (None before the "
+                f"first element), got {brief(dtype, 80)}"
+            )
         if source._method == FIRST_FIT and any(sum(row) > source._row_length for row in rows):
             raise StateMismatchError(f"{op}: state['rows'] holds a row over the row length")
         ended = read_bool(state, self._ENDED, op)
         super()._restore({self._PARENT: state[self._PARENT]})
-        if features:
-            dtype = source._dtype if source._dtype is not None else buffer.dtype
-            self._keys, self._dtype = tuple(features), np.dtype(dtype)
-            buffer = buffer.astype(self._dtype, copy=False)
+        if features and saved_dtype is not None:
+            self._keys, self._dtype = tuple(features), saved_dtype
+            buffer = buffer.astype(saved_dtype, copy=False)
         restored: list[list[np.ndarray]] = []
         at = 0
         for row in rows:
