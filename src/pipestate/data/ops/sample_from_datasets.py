@@ -16,6 +16,7 @@ from pipestate.data.iterator import StreamIterator, read_bool, read_int
 from pipestate.errors import InvalidArgumentError, StateMismatchError
 
 _OP = "sample_from_datasets"
+_BLOCK_CACHE_BYTES = 1 << 22  # the largest block of outputs kept for the next read
 
 
 class _Phase:
@@ -189,6 +190,11 @@ class SampleFromDatasetsDataset(Dataset):
                 )
         self._mixer_cache: Mixer | None = None
         self._phase_cache: dict[int, list[_Phase]] = {}
+        # The last whole block of outputs read by a vectorised read: reads of
+        # 128 elements (the index iterator's) take ten inputs' gathers once
+        # per block of 1024, not per read. A cache, never saved.
+        self._block_cache: tuple[tuple[int, int, int], Any] | None = None
+        self._vectorised_cache: bool | None = None
 
     # ------------------------------------------------------------ settings
     def _params(self) -> dict[str, Any]:
@@ -217,6 +223,8 @@ class SampleFromDatasetsDataset(Dataset):
         self._seed = seed
         self._mixer_cache = None
         self._phase_cache = {}
+        self._block_cache = None
+        self._cardinality_cache = None  # where a stopping mixture ends depends on the seed
 
     def _mixer(self) -> Mixer:
         if self._mixer_cache is None:
@@ -252,7 +260,18 @@ class SampleFromDatasetsDataset(Dataset):
 
     @property
     def _vectorised(self) -> bool:
-        return _spec.fully_defined(self._spec) and all(p._vectorised for p in self._parents)
+        if self._vectorised_cache is None:
+            self._vectorised_cache = _spec.fully_defined(self._spec) and all(
+                p._vectorised for p in self._parents
+            )
+        return self._vectorised_cache
+
+    def _with_parents(self, parents: tuple[Dataset, ...]) -> Dataset:
+        clone = super()._with_parents(parents)
+        assert isinstance(clone, SampleFromDatasetsDataset)
+        clone._vectorised_cache = None
+        clone._block_cache = None
+        return clone
 
     def _cardinality(self) -> int:
         lengths = self._lengths
@@ -298,6 +317,14 @@ class SampleFromDatasetsDataset(Dataset):
         key = self._epoch_key(epoch)
         phases = self._phases(key)
         mixer = self._mixer()
+        if len(positions) and len(phases) == 1:
+            first, last = int(positions[0]) // BLOCK, int(positions[-1]) // BLOCK
+            if first == last:  # the common case: one block of one phase
+                phase = phases[0]
+                labels, within = mixer.block(key, 0, phase.active, first)
+                offsets = positions - first * BLOCK
+                chosen = labels[offsets]
+                return chosen, phase.offsets[chosen] + within[offsets]
         inputs = np.empty(len(positions), np.int64)
         inner = np.empty(len(positions), np.int64)
         starts = np.array([phase.start for phase in phases], np.int64)
@@ -323,19 +350,56 @@ class SampleFromDatasetsDataset(Dataset):
         return self._parents[int(chosen[0])]._get(epoch, int(inner[0]))
 
     def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
-        chosen = np.empty(len(positions), np.int64)
-        inner = np.empty(len(positions), np.int64)
-        for epoch in np.unique(epochs):
-            mask = epochs == epoch
-            chosen[mask], inner[mask] = self._locate(int(epoch), positions[mask])
-        used = np.unique(chosen)
+        if len(positions) and self._vectorised:
+            block = self._cached_block(epochs, positions)
+            if block is not None:
+                return block
+        return self._read_batch(epochs, positions)
+
+    def _cached_block(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
+        """``positions`` read from the whole block of outputs they fall in (kept for the next
+        read), or ``None`` where they are not in one block of a pipeline with one phase."""
+        epoch, first = int(epochs[0]), int(positions[0]) // BLOCK
+        phases = self._phases(self._epoch_key(epoch))
+        if len(phases) != 1 or int(positions[-1]) // BLOCK != first or not (epochs == epoch).all():
+            return None
+        key = (self._epoch_key(epoch), epoch, first)
+        cached = self._block_cache
+        if cached is None or cached[0] != key:
+            stop = (first + 1) * BLOCK
+            end = phases[0].end  # the mixture's end, if it stops within this block
+            whole = np.arange(
+                first * BLOCK, stop if end is None else min(stop, end), dtype=np.int64
+            )
+            batch = self._read_batch(np.full_like(whole, epoch), whole)
+            if sum(leaf.nbytes for leaf in _structure.flatten(batch)) > _BLOCK_CACHE_BYTES:
+                return None
+            cached = self._block_cache = (key, batch)
+        offsets = positions - first * BLOCK
+        return _structure.map_structure(lambda leaf: leaf[offsets], cached[1])
+
+    def _read_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
+        if len(epochs) and (epochs == epochs[0]).all():
+            chosen, inner = self._locate(int(epochs[0]), positions)
+        else:
+            chosen = np.empty(len(positions), np.int64)
+            inner = np.empty(len(positions), np.int64)
+            for epoch in np.unique(epochs):
+                mask = epochs == epoch
+                chosen[mask], inner[mask] = self._locate(int(epoch), positions[mask])
+        # Grouped by input (a stable sort keeps each input's positions in order):
+        # one read per input, then the outputs put back in place at once.
+        order = np.argsort(chosen, kind="stable")
+        counts = np.bincount(chosen, minlength=len(self._parents))
+        used = np.flatnonzero(counts)
         if len(used) == 1:
             return self._parents[int(used[0])]._get_batch(epochs, inner)
+        bounds = np.concatenate([[0], np.cumsum(counts)])
         parts = []
         for i in used:
-            mask = chosen == i
-            parts.append((mask, self._parents[int(i)]._get_batch(epochs[mask], inner[mask])))
-        return _scatter(parts, len(positions), self)
+            where = order[bounds[i] : bounds[i + 1]]
+            parts.append(self._parents[int(i)]._get_batch(epochs[where], inner[where]))
+        return _gather(parts, order, self)
 
     def _get_list(self, epoch: int, positions: np.ndarray) -> list[Any]:
         chosen, inner = self._locate(epoch, positions)
@@ -379,31 +443,30 @@ def _merged_spec(datasets: Sequence[Dataset], op: str) -> Any:
     return spec
 
 
-def _scatter(parts: list[tuple[np.ndarray, Any]], count: int, what: Dataset) -> Any:
-    """Batches of several inputs, each for the outputs its mask marks, merged into one."""
-    first = parts[0][1]
-    for _, batch in parts[1:]:
+def _gather(parts: list[Any], order: np.ndarray, what: Dataset) -> Any:
+    """Batches of several inputs, for the outputs ``order`` lists input by input, put in
+    output order."""
+    first = parts[0]
+    for batch in parts[1:]:
         try:
             _structure.assert_same_structure(first, batch, what._op_name)
         except TypeError as err:
             raise InvalidArgumentError(str(err)) from None
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
 
     def merge(*leaves: np.ndarray) -> np.ndarray:
-        dtype = leaves[0].dtype
+        shape, dtype = leaves[0].shape[1:], leaves[0].dtype
         for leaf in leaves[1:]:
-            if leaf.shape[1:] != leaves[0].shape[1:] or (
+            if leaf.shape[1:] != shape or (
                 leaf.dtype != dtype and not (leaf.dtype.kind == dtype.kind == "S")
             ):
                 raise InvalidArgumentError(
                     f"{what._op_repr()}: cannot batch elements of the inputs together: "
-                    f"{leaves[0].dtype}{list(leaves[0].shape[1:])} vs "
-                    f"{leaf.dtype}{list(leaf.shape[1:])}. Use padded_batch, or make the shapes "
-                    "the same before batching."
+                    f"{leaves[0].dtype}{list(shape)} vs {leaf.dtype}{list(leaf.shape[1:])}. "
+                    "Use padded_batch, or make the shapes the same before batching."
                 )
-            dtype = np.promote_types(dtype, leaf.dtype)
-        out = np.empty((count, *leaves[0].shape[1:]), dtype)
-        for (mask, _), leaf in zip(parts, leaves):
-            out[mask] = leaf
-        return out
+        merged: np.ndarray = np.concatenate(leaves)[inverse]
+        return merged
 
-    return _structure.map_structure(merge, *[batch for _, batch in parts])
+    return _structure.map_structure(merge, *parts)
