@@ -132,7 +132,7 @@ def test_malformed_states_are_refused() -> None:
     with pytest.raises(StateMismatchError, match=r"state\['buffer'\] must be an integer array"):
         it.set_state(state)
     state["iterator"]["rows"] = [[2], [2], [2], [2]]
-    with pytest.raises(StateMismatchError, match=r"state\['rows'\] must be a list of at most 3"):
+    with pytest.raises(StateMismatchError, match=r"state\['rows'\] must be a list of at most 2"):
         it.set_state(state)
     state["iterator"]["rows"] = [[0]]
     with pytest.raises(StateMismatchError, match="positive piece lengths"):

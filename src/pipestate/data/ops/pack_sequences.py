@@ -40,6 +40,7 @@ class _PackIterator(StreamIterator["PackSequencesDataset"]):
     def _start(self) -> None:
         super()._start()
         self._rows: list[list[np.ndarray]] = []  # each piece: a (features, length) int array
+        self._fill: list[int] = []  # tokens in each open row
         self._ended = False
         # The features' names and dtype: the input's element spec's, or the first element's.
         self._keys: tuple[str, ...] | None = self._source._keys
@@ -69,8 +70,9 @@ class _PackIterator(StreamIterator["PackSequencesDataset"]):
             if ready is not None:
                 return source._emit(ready, self._keys or (TOKENS,))
         if not self._rows or (source._drop_remainder and source._method == CONCAT):
-            self._rows = []
+            self._rows, self._fill = [], []
             raise StopIteration
+        self._fill.pop(0)
         return source._emit(self._rows.pop(0), self._keys or (TOKENS,))
 
     def _features(self, element: Any) -> np.ndarray:
@@ -117,7 +119,7 @@ class _PackIterator(StreamIterator["PackSequencesDataset"]):
                     "outputs; rename them first (map)"
                 )
             self._keys, self._dtype = keys, arrays[0].dtype
-        return np.stack(arrays)
+        return arrays[0].reshape(1, -1) if len(arrays) == 1 else np.stack(arrays)
 
     def _first_fit(self, piece: np.ndarray) -> list[np.ndarray] | None:
         source = self._source
@@ -128,36 +130,36 @@ class _PackIterator(StreamIterator["PackSequencesDataset"]):
                 f"{source._row_length}; truncate sequences first (map), or use method='concat', "
                 "which splits them across rows"
             )
-        for row in self._rows:
-            if sum(p.shape[1] for p in row) + size <= source._row_length:
-                row.append(piece)
+        fill = self._fill
+        for k, used in enumerate(fill):
+            if used + size <= source._row_length:
+                self._rows[k].append(piece)
+                fill[k] = used + size
                 break
         else:
+            k = len(fill)
             self._rows.append([piece])
-        full = next(
-            (
-                i
-                for i, r in enumerate(self._rows)
-                if sum(p.shape[1] for p in r) == source._row_length
-            ),
-            None,
-        )
-        if full is not None:
-            return self._rows.pop(full)
-        if len(self._rows) > source._num_open_rows:
+            fill.append(size)
+        if fill[k] == source._row_length:  # only the row that took the piece can be full
+            fill.pop(k)
+            return self._rows.pop(k)
+        if len(fill) > source._num_open_rows:
+            fill.pop(0)
             return self._rows.pop(0)  # the oldest row goes, to keep the open rows bounded
         return None
 
     def _concat(self, piece: np.ndarray) -> list[np.ndarray] | None:
         if not self._rows:
             self._rows.append([])
+            self._fill.append(0)
         self._rows[0].append(piece)
+        self._fill[0] += piece.shape[1]
         return self._concat_row()
 
     def _concat_row(self) -> list[np.ndarray] | None:
         """The first row of the pending tokens, if they fill one (a long sequence fills several)."""
         length = self._source._row_length
-        if not self._rows or sum(p.shape[1] for p in self._rows[0]) < length:
+        if not self._rows or self._fill[0] < length:
             return None
         row: list[np.ndarray] = []
         rest: list[np.ndarray] = []
@@ -169,7 +171,8 @@ class _PackIterator(StreamIterator["PackSequencesDataset"]):
             if take < p.shape[1]:
                 rest.append(p[:, take:])
             used += take
-        self._rows = [rest] if rest else []
+        left = self._fill[0] - length
+        self._rows, self._fill = ([rest], [left]) if rest else ([], [])
         return row
 
     # ---------------------------------------------------------------- state
@@ -194,7 +197,7 @@ class _PackIterator(StreamIterator["PackSequencesDataset"]):
         op = self._op
         source = self._source
         rows = state[self._ROWS]
-        limit = source._num_open_rows + 1 if source._method == FIRST_FIT else 1
+        limit = source._num_open_rows if source._method == FIRST_FIT else 1
         if (
             not isinstance(rows, list)
             or len(rows) > limit
@@ -263,6 +266,7 @@ class _PackIterator(StreamIterator["PackSequencesDataset"]):
                 restored[-1].append(buffer[:, at : at + n])
                 at += n
         self._rows, self._ended = restored, ended
+        self._fill = [sum(row) for row in rows]
 
 
 class PackSequencesDataset(Dataset):
