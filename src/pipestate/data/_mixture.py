@@ -26,16 +26,20 @@ carried over, so they stay within one element of the running sum of
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
+from pipestate.data._permutation import evict_oldest
+
 BLOCK = 1024
 """Outputs per block: the unit of the label shuffle and of a schedule's weights."""
 _TAG = 0x4D1C_5EED  # separates these generators from other users of the same seed
 _CACHE = 16
+_MAX_BLOCKS = 1 << 52  # blocks of 1024: past any output index a state can hold
 
 
 def check_weights(values: Any, count: int, op: str, what: str = "weights") -> list[float]:
@@ -123,9 +127,20 @@ class Mixer:
         self._blocks: dict[
             tuple[int, int, tuple[int, ...], int], tuple[np.ndarray, np.ndarray]
         ] = {}
-        # A schedule's table: counts before each block, and the rounding carried.
+        # A schedule's table: counts before each block, and the rounding carried;
+        # extended under a lock, since threads (parallel map, prefetch) share it.
         self._table: list[np.ndarray] = [np.zeros(self.count, np.int64)]
         self._carry = np.zeros(self.count, np.float64)
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_lock"]  # a Loader's worker processes get a copy without the lock
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @property
     def scheduled(self) -> bool:
@@ -159,6 +174,15 @@ class Mixer:
         if not callable(self._weights):
             return self._apportion(active)(block * BLOCK, self.count)
         table = self._table
+        if len(table) <= block:
+            with self._lock:
+                self._extend(block)
+        found: np.ndarray = table[block].copy()
+        return found
+
+    def _extend(self, block: int) -> None:
+        """Extends a schedule's table to ``block`` (under the lock)."""
+        table = self._table
         while len(table) <= block:
             k = len(table) - 1
             target = self._scheduled_weights(k) * BLOCK + self._carry
@@ -179,8 +203,6 @@ class Mixer:
                         break
             self._carry = target - counts
             table.append(table[-1] + counts)
-        found: np.ndarray = table[block].copy()
-        return found
 
     # ------------------------------------------------------------ blocks
     def block(
@@ -203,7 +225,7 @@ class Mixer:
         ranks[order] = np.arange(BLOCK, dtype=np.int64) - first[labels[order]]
         positions = start[labels] + ranks
         if len(self._blocks) >= _CACHE:
-            del self._blocks[next(iter(self._blocks))]
+            evict_oldest(self._blocks)
         self._blocks[key] = (labels, positions)
         return labels, positions
 
@@ -221,10 +243,10 @@ class Mixer:
             remaining = n - int(consumed[i])
             # The block holding the (remaining + 1)-th selection of i: counts grow with t.
             high = 1
-            while self.before(active, high)[i] <= remaining:
+            while high <= _MAX_BLOCKS and self.before(active, high)[i] <= remaining:
                 high *= 2
-                if high > 1 << 62:  # pragma: no cover - a weight of zero never reaches here
-                    raise AssertionError("unbounded phase")
+            if high > _MAX_BLOCKS:
+                continue  # a weight so small the input outlasts any int64 output count
             low = high // 2 if high > 1 else 0
             while low < high:  # smallest k with before(k + 1) > remaining
                 mid = (low + high) // 2

@@ -99,6 +99,11 @@ def test_an_exhausted_input_drops_out_and_the_others_renormalise() -> None:
     assert ds.cardinality() == ps.data.INFINITE_CARDINALITY
 
 
+def test_a_tiny_weight_is_read_after_the_others_run_out() -> None:
+    ds = D.sample_from_datasets([tagged(0, 5), tagged(1, 5)], [1.0, 1e-300], seed=1)
+    assert ints(ds) == [0, 1, 2, 3, 4, 1000, 1001, 1002, 1003, 1004]
+
+
 def test_stop_on_empty_dataset_ends_at_the_first_selection_of_an_exhausted_input() -> None:
     ds = D.sample_from_datasets([tagged(0, 10), tagged(1)], seed=3, stop_on_empty_dataset=True)
     out = ints(ds)
@@ -192,6 +197,20 @@ def test_a_schedule_resumes_exactly_and_stays_random_access() -> None:
     it.set_state(state)
     assert [int(next(it)) for _ in range(10)] == out[2 * BLOCK + 5 : 2 * BLOCK + 15]
     assert_restorable_at_every_position(ds.take(40), max_elements=40)
+
+
+def test_a_schedule_over_finite_inputs_stops_where_an_input_runs_out() -> None:
+    def second_only_later(count: int) -> list[float]:
+        return [1.0, 0.0 if count < BLOCK else 1.0]
+
+    ds = D.sample_from_datasets(
+        [tagged(0), tagged(1, 5)], second_only_later, seed=2, stop_on_empty_dataset=True
+    )
+    assert ds.cardinality() == ps.data.UNKNOWN_CARDINALITY  # found by reading
+    out = ints(ds)
+    assert [x for x in out if source_of(x) == 1] == list(range(1000, 1005))
+    assert all(source_of(x) == 0 for x in out[:BLOCK])
+    assert_conformant(ds, max_elements=BLOCK + 40, max_positions=20)
 
 
 def test_schedule_errors() -> None:

@@ -11,6 +11,7 @@ from pipestate._validate import brief, check_bool, check_int
 from pipestate.data import _spec, _structure
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data._mixture import BLOCK, Mixer, check_weights, total_length
+from pipestate.data._permutation import evict_oldest
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import StreamIterator, read_bool, read_int
 from pipestate.errors import InvalidArgumentError, StateMismatchError
@@ -245,7 +246,9 @@ class SampleFromDatasetsDataset(Dataset):
 
     def _ends_by_seed(self) -> bool:
         """Whether where the mixture ends depends on the drawn order (stop at a finite input)."""
-        positive = [n for n, w in zip(self._lengths, self._weights) if w > 0]
+        positive = [
+            n for n, w in zip(self._lengths, self._weights) if w > 0 or self._schedule is not None
+        ]
         return self._stop and any(n >= 0 for n in positive)
 
     # ------------------------------------------------------------ random access
@@ -255,8 +258,18 @@ class SampleFromDatasetsDataset(Dataset):
             return False
         if UNKNOWN_CARDINALITY in self._lengths:
             return False
-        # Where a stopping mixture ends depends on its order: one length needs a fixed order.
-        return not (self._ends_by_seed() and (self._seed is None or self._rerandomize))
+        return not self._end_unknown()
+
+    def _end_unknown(self) -> bool:
+        """Whether where a stopping mixture ends can't be known before reading it.
+
+        It depends on the order, which must then be fixed (a seed, the same every
+        pass); and under a schedule, on weights to come, so the inputs are read
+        (a streaming mixture) to find it.
+        """
+        if not self._ends_by_seed():
+            return False
+        return self._seed is None or self._rerandomize or self._schedule is not None
 
     @property
     def _vectorised(self) -> bool:
@@ -278,7 +291,7 @@ class SampleFromDatasetsDataset(Dataset):
         if UNKNOWN_CARDINALITY in lengths:
             return UNKNOWN_CARDINALITY
         if self._ends_by_seed():
-            if self._seed is None or self._rerandomize:
+            if self._end_unknown():
                 return UNKNOWN_CARDINALITY
             end = self._phases(0)[-1].end
             return INFINITE_CARDINALITY if end is None else end
@@ -308,7 +321,7 @@ class SampleFromDatasetsDataset(Dataset):
             if self._stop or not active:
                 break
         if len(self._phase_cache) >= 8:
-            del self._phase_cache[next(iter(self._phase_cache))]
+            evict_oldest(self._phase_cache)
         self._phase_cache[epoch] = phases
         return phases
 
