@@ -323,6 +323,14 @@ def test_same_elements_under_loader_workers_and_threads() -> None:
         resumed.close()
 
 
+def test_a_schedule_mixture_read_by_spawned_workers() -> None:
+    ds = D.sample_from_datasets([tagged(0), tagged(1)], grow_second, seed=3).take(2 * BLOCK + 50)
+    expected = ints(ds)  # the dataset's schedule table (and its lock) exist now
+    loader = ps.data.Loader(ds, num_workers=2, chunk_size=256, multiprocessing_context="spawn")
+    with iter(loader) as it:
+        assert [int(x) for x in it] == expected
+
+
 def test_resumes_under_another_world_size() -> None:
     mixture = D.sample_from_datasets([tagged(0, 400), tagged(1, 600)], [0.3, 0.7], seed=11)
     everything = ints(mixture)
