@@ -207,6 +207,14 @@ def test_bad_arguments(
         source.pack_sequences(**kwargs)
 
 
+def test_padding_must_fit_the_tokens_dtype() -> None:
+    with pytest.raises(ValueError, match=r"padding_value=-1 does not fit the tokens' dtype uint8"):
+        D.from_tensors(np.arange(3, dtype=np.uint8)).pack_sequences(4, padding_value=-1)
+    unknown = sequences([2, 3], np.uint16).pack_sequences(4, padding_value=70000)
+    with pytest.raises(InvalidArgumentError, match="padding_value=70000 does not fit"):
+        next(iter(unknown))
+
+
 def test_bad_elements_are_typed_errors_when_read() -> None:
     with pytest.raises(InvalidArgumentError, match="a sequence of 9 tokens does not fit"):
         list(sequences([2, 9]).pack_sequences(8))

@@ -118,6 +118,7 @@ class _PackIterator(StreamIterator["PackSequencesDataset"]):
                     f"{source._op_repr()}: the input's features {sorted(clash)} clash with the "
                     "outputs; rename them first (map)"
                 )
+            source._check_padding(arrays[0].dtype, InvalidArgumentError)
             self._keys, self._dtype = keys, arrays[0].dtype
         return arrays[0].reshape(1, -1) if len(arrays) == 1 else np.stack(arrays)
 
@@ -256,6 +257,7 @@ class _PackIterator(StreamIterator["PackSequencesDataset"]):
         ended = read_bool(state, self._ENDED, op)
         super()._restore({self._PARENT: state[self._PARENT]})
         if features and saved_dtype is not None:
+            source._check_padding(saved_dtype, StateMismatchError)
             self._keys, self._dtype = tuple(features), saved_dtype
             buffer = buffer.astype(saved_dtype, copy=False)
         restored: list[list[np.ndarray]] = []
@@ -338,9 +340,20 @@ class PackSequencesDataset(Dataset):
             )
         spec = parent._element_spec()
         self._keys, self._dtype, self._length_key = _layout(spec, length_key)
+        if self._dtype is not None:
+            self._check_padding(self._dtype, ValueError)
 
     def _cardinality(self) -> int:
         return 0 if self._parents[0].cardinality() == 0 else UNKNOWN_CARDINALITY
+
+    def _check_padding(self, dtype: np.dtype[Any], error: type[Exception]) -> None:
+        """Raises ``error`` if ``padding_value`` does not fit the tokens' dtype."""
+        info = np.iinfo(dtype)
+        if not info.min <= self._padding <= info.max:
+            raise error(
+                f"{self._op_repr()}: padding_value={self._padding} does not fit the tokens' "
+                f"dtype {dtype} [{info.min}, {info.max}]; pass a padding value in that range"
+            )
 
     def _params(self) -> dict[str, Any]:
         return {
