@@ -178,6 +178,26 @@ def test_dict_elements_and_batches() -> None:
         np.testing.assert_array_equal(batch["y"], (batch["x"] >= 100).astype(float))
 
 
+def fail_on_1003(x: np.int64) -> np.int64:
+    if x == 1003:
+        raise ValueError("bad element 1003")
+    return x
+
+
+def test_an_input_s_error_surfaces_at_its_output_and_the_rest_follows() -> None:
+    good = ints(D.sample_from_datasets([tagged(0, 20), tagged(1, 20)], seed=4))
+    ds = D.sample_from_datasets([tagged(0, 20), tagged(1, 20).map(fail_on_1003)], seed=4)
+    streamed = streaming_variant(ds)
+    assert streamed is not None
+    for path in (ds, streamed):
+        it = iter(path)
+        at = good.index(1003)
+        assert [int(next(it)) for _ in range(at)] == good[:at]
+        with pytest.raises(ValueError, match="bad element 1003"):
+            next(it)
+        assert ints(it) == good[at + 1 :]
+
+
 # ------------------------------------------------------------------ schedules
 def test_a_schedule_sets_each_block_s_counts() -> None:
     ds = D.sample_from_datasets([tagged(0), tagged(1)], grow_second, seed=1)

@@ -82,6 +82,9 @@ class _SampleIterator(StreamIterator["SampleFromDatasetsDataset"]):
                 self._phase += 1
                 self._phase_start = self._index
                 continue
+            except Exception:
+                self._index += 1  # a failing element counts as consumed, as by index
+                raise
             self._index += 1
             return element
 
