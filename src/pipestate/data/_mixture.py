@@ -19,9 +19,14 @@ the next phase starts at that output, without it (the weights of the others
 renormalise, as in tf.data), and numbers its blocks from 0.
 
 A weight *schedule* (a function of the output count giving the weights) is
-read once per block; its counts are apportioned per block with the rounding
-carried over, so they stay within one element of the running sum of
-``BLOCK * weights``, and kept in a table extended as blocks are read.
+read once per block. Its counts go down the same tree, block by block: a
+node's count in a block is split by its left subtree's share of that block's
+weights (a multiple of ``2**-24``), the left side taking the floor of the
+running sum of ``count * share``, so each input stays within
+``ceil(log2(inputs))`` elements of its running ideal. The counts before each
+block are kept in a table, extended (vectorised over blocks) as blocks are
+read; an input's position is their sum, so a fresh process computes the
+table up to the block it restores to, once.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ BLOCK = 1024
 """Outputs per block: the unit of the label shuffle and of a schedule's weights."""
 _TAG = 0x4D1C_5EED  # separates these generators from other users of the same seed
 _CACHE = 16
+_BITS = 24
+_ONE = 1 << _BITS  # a schedule's shares are multiples of 2**-24
 _MAX_BLOCKS = 1 << 52  # blocks of 1024: past any output index a state can hold
 
 
@@ -66,6 +73,15 @@ def check_weights(values: Any, count: int, op: str, what: str = "weights") -> li
             f"{op}: {what} must be finite, non-negative and not all zero, got {values!r:.80}"
         )
     return [float(w) for w in array]
+
+
+def _tree(lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """The internal nodes ``(lo, mid, hi)`` of the binary tree over inputs ``[lo, hi)``,
+    each before its children."""
+    if hi - lo <= 1:
+        return []
+    mid = (lo + hi) // 2
+    return [(lo, mid, hi), *_tree(lo, mid), *_tree(mid, hi)]
 
 
 class _Apportion:
@@ -127,10 +143,13 @@ class Mixer:
         self._blocks: dict[
             tuple[int, int, tuple[int, ...], int], tuple[np.ndarray, np.ndarray]
         ] = {}
-        # A schedule's table: counts before each block, and the rounding carried;
-        # extended under a lock, since threads (parallel map, prefetch) share it.
-        self._table: list[np.ndarray] = [np.zeros(self.count, np.int64)]
-        self._carry = np.zeros(self.count, np.float64)
+        # A schedule's table: row k holds the counts before block k (rows [0, size)
+        # of a buffer that doubles); each tree node's remainder of its running sum;
+        # extended under a lock, since threads (parallel map, prefetch) share them.
+        self._table = np.zeros((64, self.count), np.int64)
+        self._size = 1
+        self._nodes = _tree(0, self.count)
+        self._remainders = [0] * len(self._nodes)
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -160,49 +179,76 @@ class Mixer:
             found = self._apportions[active] = _Apportion(self._weights, active)
         return found
 
-    def _scheduled_weights(self, block: int) -> np.ndarray:
+    def _scheduled_weights(self, first: int, stop: int) -> np.ndarray:
+        """The schedule's weights for blocks ``[first, stop)``, checked: a ``(blocks, inputs)``
+        float64 array."""
         assert callable(self._weights)
-        count = block * BLOCK
-        values = self._weights(count)  # its errors propagate, as a map function's do
-        weights = check_weights(values, self.count, self._op, f"weights({count})")
-        array = np.asarray(weights, np.float64)
-        normalised: np.ndarray = array / array.sum()
-        return normalised
+        schedule = self._weights
+        # Its errors propagate, as a map function's do.
+        values = [schedule(k * BLOCK) for k in range(first, stop)]
+        try:
+            array = np.asarray(values, np.float64)
+            valid = (
+                array.shape == (stop - first, self.count)
+                and bool(np.isfinite(array).all())
+                and not (array < 0).any()
+                and bool((array.sum(axis=1) > 0).all())
+            )
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:  # raises at the first bad one, with check_weights' message
+            array = np.asarray(
+                [
+                    check_weights(value, self.count, self._op, f"weights({k * BLOCK})")
+                    for k, value in zip(range(first, stop), values)
+                ]
+            )
+        return array
 
     def before(self, active: tuple[int, ...], block: int) -> np.ndarray:
         """Counts per input in the phase before its block ``block`` (a fresh array)."""
         if not callable(self._weights):
             return self._apportion(active)(block * BLOCK, self.count)
-        table = self._table
-        if len(table) <= block:
+        if self._size <= block:
             with self._lock:
-                self._extend(block)
-        found: np.ndarray = table[block].copy()
+                if self._size <= block:
+                    self._extend(block + 1)
+        found: np.ndarray = self._table[block].copy()
         return found
 
-    def _extend(self, block: int) -> None:
-        """Extends a schedule's table to ``block`` (under the lock)."""
-        table = self._table
-        while len(table) <= block:
-            k = len(table) - 1
-            target = self._scheduled_weights(k) * BLOCK + self._carry
-            counts = np.maximum(np.floor(target), 0).astype(np.int64)
-            # Rounding left elements over or short: the largest remainders get the
-            # missing ones, the smallest give back the extra ones (never below zero).
-            short = BLOCK - int(counts.sum())
-            order = np.argsort(-(target - counts), kind="stable")
-            while short:
-                for i in order if short > 0 else order[::-1]:
-                    if short > 0:
-                        counts[i] += 1
-                        short -= 1
-                    elif counts[i] > 0:
-                        counts[i] -= 1
-                        short += 1
-                    if not short:
-                        break
-            self._carry = target - counts
-            table.append(table[-1] + counts)
+    def _extend(self, size: int) -> None:
+        """Extends a schedule's table to ``size`` rows (under the lock).
+
+        Vectorised over the new blocks: down the tree, each node's block count
+        ``N`` is split with ``p`` (its left subtree's share of the block's
+        weights, in units of ``2**-24``); the left side's running total is the
+        floor of the running sum of ``N * p``, so its count per block lies in
+        ``[0, N]`` and stays within one element of that sum.
+        """
+        first, stop = self._size - 1, size - 1  # the blocks whose counts are new
+        weights = self._scheduled_weights(first, stop)
+        prefix = np.zeros((stop - first, self.count + 1))
+        np.cumsum(weights, axis=1, out=prefix[:, 1:])
+        counts = {(0, self.count): np.full(stop - first, BLOCK, np.int64)}
+        for number, (lo, mid, hi) in enumerate(self._nodes):
+            total = prefix[:, hi] - prefix[:, lo]
+            share = (prefix[:, mid] - prefix[:, lo]) / np.where(total > 0, total, 1.0)
+            p = np.clip(np.round(share * _ONE), 0, _ONE).astype(np.int64)
+            whole = counts[(lo, hi)]
+            running = self._remainders[number] + np.cumsum(whole * p)
+            left_total = running >> _BITS
+            left = np.diff(left_total, prepend=0)
+            self._remainders[number] = int(running[-1] - (int(left_total[-1]) << _BITS))
+            counts[(lo, mid)] = left
+            counts[(mid, hi)] = whole - left
+        per_block = np.stack([counts[(i, i + 1)] for i in range(self.count)], axis=1)
+        rows = self._table[first] + np.cumsum(per_block, axis=0)
+        if len(self._table) < size:
+            grown = np.zeros((max(size, 2 * len(self._table)), self.count), np.int64)
+            grown[: self._size] = self._table[: self._size]
+            self._table = grown
+        self._table[self._size : size] = rows
+        self._size = size
 
     # ------------------------------------------------------------ blocks
     def block(

@@ -208,6 +208,30 @@ def test_a_schedule_sets_each_block_s_counts() -> None:
         assert abs(counts[1] - expected) <= 1
 
 
+def wandering(count: int) -> list[float]:
+    """Weights that change every block, some of them zero at times."""
+    rng = np.random.default_rng(count)
+    weights = rng.random(5) * (rng.random(5) > 0.3)
+    weights[count // BLOCK % 5] += 0.1
+    return [float(w) for w in weights]
+
+
+def test_a_schedule_tracks_its_running_ideal_counts() -> None:
+    ds = D.sample_from_datasets([tagged(k) for k in range(5)], wandering, seed=3)
+    it = iter(ds)
+    ideal = np.zeros(5)
+    counts = np.zeros(5)
+    for block in range(8):
+        weights = np.array(wandering(block * BLOCK))
+        ideal += BLOCK * weights / weights.sum()
+        in_block = np.zeros(5)
+        for _ in range(BLOCK):
+            in_block[source_of(int(next(it)))] += 1
+        counts += in_block
+        assert np.abs(counts - ideal).max() <= 3  # ceil(log2(5)) elements
+        assert (in_block[weights == 0] == 0).all()  # a zero weight gives nothing in its block
+
+
 def test_a_schedule_resumes_exactly_and_stays_random_access() -> None:
     ds = D.sample_from_datasets([tagged(0), tagged(1)], grow_second, seed=1)
     out = ints(ds.take(3 * BLOCK))
