@@ -132,6 +132,15 @@ def test_conformance(ds: ps.Dataset) -> None:
     assert_conformant(ds, max_elements=40)
 
 
+def test_draws_before_shard_follow_the_global_index_under_any_world_size() -> None:
+    ds = D.range(24).random_map(jitter, seed=6)
+    whole: dict[int, int] = dict(draws(ds))  # type: ignore[arg-type]
+    for world in (2, 3, 4):
+        for rank in range(world):
+            for x, r in draws(ds.shard(world, rank)):
+                assert whole[x] == r
+
+
 def test_state_is_one_index_over_a_random_access_input() -> None:
     it = iter(D.range(10**6).random_map(jitter, seed=1).batch(4))
     for _ in range(3):
