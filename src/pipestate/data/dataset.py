@@ -536,8 +536,15 @@ class Dataset:
     ) -> Dataset:
         """For each int64 choice ``c`` of ``choice_dataset``, the next element of ``datasets[c]``.
 
-        When a chosen input is exhausted the op ends (``stop_on_empty_dataset``)
-        or skips the choice; it ends when every input is exhausted.
+        As tf.data's; streaming, its state the choices' and each input's. See
+        ``docs/ops.md#choose_from_datasets``.
+
+        Args:
+          datasets: a non-empty list of datasets with elements of one structure.
+          choice_dataset: a dataset of int64 scalars in ``[0, len(datasets))``.
+          stop_on_empty_dataset: end when a chosen input is exhausted (the
+            default), or skip the choice (ending once every input is exhausted).
+          name: a label for the op (``repr``, errors).
 
         Raises:
           TypeError: bad datasets, incompatible elements, or choices that are
