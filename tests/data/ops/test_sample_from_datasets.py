@@ -198,6 +198,18 @@ def test_an_input_s_error_surfaces_at_its_output_and_the_rest_follows() -> None:
         assert ints(it) == good[at + 1 :]
 
 
+def test_large_elements_are_read_per_request_not_per_block() -> None:
+    images = np.arange(12 * 64 * 64, dtype=np.float64).reshape(12, 64, 64)
+    ds = D.sample_from_datasets(
+        [D.from_tensor_slices(images), D.from_tensor_slices(-images)], seed=2
+    )
+    assert not ds._small_elements()  # type: ignore[attr-defined]  # a block would be 32 MiB
+    out = list(ds.batch(5))
+    firsts = sorted(float(image[0, 0]) for batch in out for image in batch)
+    assert firsts == sorted([i * 4096.0 for i in range(12)] + [-i * 4096.0 for i in range(12)])
+    assert_conformant(ds, max_elements=30)
+
+
 # ------------------------------------------------------------------ schedules
 def test_a_schedule_sets_each_block_s_counts() -> None:
     ds = D.sample_from_datasets([tagged(0), tagged(1)], grow_second, seed=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -199,6 +200,7 @@ class SampleFromDatasetsDataset(Dataset):
         # per block of 1024, not per read. A cache, never saved.
         self._block_cache: tuple[tuple[int, int, int], Any] | None = None
         self._vectorised_cache: bool | None = None
+        self._small_cache: bool | None = None
 
     # ------------------------------------------------------------ settings
     def _params(self) -> dict[str, Any]:
@@ -285,7 +287,7 @@ class SampleFromDatasetsDataset(Dataset):
     def _with_parents(self, parents: tuple[Dataset, ...]) -> Dataset:
         clone = super()._with_parents(parents)
         assert isinstance(clone, SampleFromDatasetsDataset)
-        clone._vectorised_cache = None
+        clone._vectorised_cache = clone._small_cache = None
         clone._block_cache = None
         return clone
 
@@ -366,11 +368,24 @@ class SampleFromDatasetsDataset(Dataset):
         return self._parents[int(chosen[0])]._get(epoch, int(inner[0]))
 
     def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
-        if len(positions) and self._vectorised:
+        if len(positions) and self._vectorised and self._small_elements():
             block = self._cached_block(epochs, positions)
             if block is not None:
                 return block
         return self._read_batch(epochs, positions)
+
+    def _small_elements(self) -> bool:
+        """Whether a block of elements is small enough to keep (known from the element spec)."""
+        if self._small_cache is None:
+            leaves = _structure.flatten(self._spec)
+            sizes = [
+                math.prod(leaf.shape) * leaf.dtype.itemsize  # type: ignore[arg-type]
+                for leaf in leaves
+                if isinstance(leaf, _spec.TensorSpec) and _spec.fully_defined(leaf)
+            ]
+            known = len(sizes) == len(leaves) and all(sizes)
+            self._small_cache = known and BLOCK * sum(sizes) <= _BLOCK_CACHE_BYTES
+        return self._small_cache
 
     def _cached_block(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
         """``positions`` read from the whole block of outputs they fall in (kept for the next
@@ -388,8 +403,6 @@ class SampleFromDatasetsDataset(Dataset):
                 first * BLOCK, stop if end is None else min(stop, end), dtype=np.int64
             )
             batch = self._read_batch(np.full_like(whole, epoch), whole)
-            if sum(leaf.nbytes for leaf in _structure.flatten(batch)) > _BLOCK_CACHE_BYTES:
-                return None
             cached = self._block_cache = (key, batch)
         offsets = positions - first * BLOCK
         return _structure.map_structure(lambda leaf: leaf[offsets], cached[1])
