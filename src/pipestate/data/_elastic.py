@@ -34,6 +34,7 @@ class ElasticShard:
         self.scale = scale  # shard elements per element of the pipeline
         self.depth = depth  # ops in the state's op list between the shard and the top
         self.batch_depths = batch_depths
+        self.even = shard._even
 
     def position(self, index: int) -> int:
         """The shard's position when the pipeline's index is ``index``."""
@@ -50,6 +51,16 @@ class ElasticShard:
         position = max(0, -(-(count - self.index) // self.num_shards))
         if 0 <= self.length <= position:
             return top_length
+        if self.even is not None and count % self.num_shards:
+            # Shards would continue at positions one apart, so their counts to the end
+            # of the epoch would differ by one: the unevenness even= is there to prevent.
+            raise StateMismatchError(
+                f"shard(num_shards={self.num_shards}, index={self.index}, even={self.even!r}): "
+                f"the saved job consumed {count} elements, which {self.num_shards} shards can't "
+                "continue evenly (it is not a multiple of the number of shards). Use a global "
+                "batch size divisible by every number of shards (batch size = global // "
+                "num_shards, after the shard)."
+            )
         if position % self.scale:
             raise StateMismatchError(
                 f"shard(num_shards={self.num_shards}, index={self.index}): the saved job consumed "

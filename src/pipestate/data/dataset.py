@@ -489,6 +489,75 @@ class Dataset:
 
         return ZipDataset(datasets[0] if len(datasets) == 1 else datasets)
 
+    @staticmethod
+    def sample_from_datasets(
+        datasets: Sequence[Dataset],
+        weights: Sequence[float] | Callable[[int], Any] | None = None,
+        seed: int | None = None,
+        stop_on_empty_dataset: bool = False,
+        rerandomize_each_iteration: bool | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """A weighted random mixture of ``datasets``, resumable at any output in O(1).
+
+        Each block of 1024 outputs takes from each input a number of elements
+        fixed by the weights, in an order shuffled per block by ``seed``; over
+        random-access inputs the mixture is random access (its state one
+        index). See ``docs/ops.md#sample_from_datasets``.
+
+        Args:
+          datasets: a non-empty list of datasets with elements of one structure.
+          weights: one non-negative weight per dataset (``None``: uniform), or a
+            schedule: a function of the output count returning the weights,
+            read at the start of each block.
+          seed: the order's seed; ``None`` draws one per iterator (saved in its state).
+          stop_on_empty_dataset: end at the first selection of an exhausted
+            input, instead of dropping it and renormalising the other weights.
+          rerandomize_each_iteration: a new order in each pass of an enclosing
+            ``repeat`` (``None``: ``False``).
+          name: a label for the op (``repr``, errors).
+
+        Raises:
+          TypeError: bad datasets, incompatible elements, bad weights, seed or flags.
+          ValueError: weights of the wrong length, negative, non-finite or all
+            zero; a schedule over finite inputs without ``stop_on_empty_dataset``.
+        """
+        from pipestate.data.ops.sample_from_datasets import SampleFromDatasetsDataset
+
+        return SampleFromDatasetsDataset(
+            datasets, weights, seed, stop_on_empty_dataset, rerandomize_each_iteration
+        )._named(name)
+
+    @staticmethod
+    def choose_from_datasets(
+        datasets: Sequence[Dataset],
+        choice_dataset: Dataset,
+        stop_on_empty_dataset: bool = True,
+        name: str | None = None,
+    ) -> Dataset:
+        """For each int64 choice ``c`` of ``choice_dataset``, the next element of ``datasets[c]``.
+
+        As tf.data's; streaming, its state the choices' and each input's. See
+        ``docs/ops.md#choose_from_datasets``.
+
+        Args:
+          datasets: a non-empty list of datasets with elements of one structure.
+          choice_dataset: a dataset of int64 scalars in ``[0, len(datasets))``.
+          stop_on_empty_dataset: end when a chosen input is exhausted (the
+            default), or skip the choice (ending once every input is exhausted).
+          name: a label for the op (``repr``, errors).
+
+        Raises:
+          TypeError: bad datasets, incompatible elements, or choices that are
+            not int64 scalars.
+          InvalidArgumentError: (when read) a choice out of range.
+        """
+        from pipestate.data.ops.choose_from_datasets import ChooseFromDatasetsDataset
+
+        return ChooseFromDatasetsDataset(datasets, choice_dataset, stop_on_empty_dataset)._named(
+            name
+        )
+
     # --------------------------------------------------------------------- ops
     def map(
         self,
@@ -628,11 +697,16 @@ class Dataset:
 
         return SkipDataset(self, count)
 
-    def shard(self, num_shards: int, index: int) -> Dataset:
-        """Every ``num_shards``-th element, starting at ``index``."""
+    def shard(self, num_shards: int, index: int, even: str | None = None) -> Dataset:
+        """Every ``num_shards``-th element, starting at ``index``.
+
+        ``even="pad"`` or ``"drop"`` gives every shard of a finite input the same
+        count (``ceil(n / num_shards)``, repeating elements from the start, or
+        ``n // num_shards``), as torch's ``DistributedSampler``.
+        """
         from pipestate.data.ops.shard import ShardDataset
 
-        return ShardDataset(self, num_shards, index)
+        return ShardDataset(self, num_shards, index, even)
 
     def enumerate(self, start: int = 0) -> Dataset:
         """Pairs ``(counter, element)`` with an int64 counter from ``start``."""
@@ -659,6 +733,84 @@ class Dataset:
         from pipestate.data.ops.global_shuffle import GlobalShuffleDataset
 
         return GlobalShuffleDataset(self, seed, reshuffle_each_iteration)
+
+    def random_map(
+        self,
+        map_func: Callable[..., Any],
+        seed: int | None = None,
+        num_parallel_calls: int | None = None,
+        deterministic: bool | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """Applies ``map_func(*element, rng)``, ``rng`` a NumPy ``Generator`` per element.
+
+        The generator is derived from ``(seed, epoch, index)`` alone, so random
+        augmentations are reproducible under any number of threads or loader
+        workers and after any restore, and cost nothing to save: the pipeline
+        stays random access where its input is. See ``docs/ops.md#random_map``.
+
+        Args:
+          map_func: a function of the element and, last, the generator; its
+            randomness must come from the generator.
+          seed: the generators' seed; ``None`` draws one per iterator (saved in its state).
+          num_parallel_calls: threads over a random-access input, as for ``map``.
+          deterministic: ``False`` lets parallel results arrive out of order.
+          name: a label for the op (``repr``, errors).
+
+        Raises:
+          TypeError: ``map_func`` is not callable; a non-integer ``seed`` or
+            ``num_parallel_calls``; a non-bool ``deterministic``.
+          ValueError: ``num_parallel_calls < 1`` (other than ``AUTOTUNE``).
+        """
+        from pipestate.data.ops.random_map import RandomMapDataset
+
+        return RandomMapDataset(self, map_func, seed, num_parallel_calls, deterministic)._named(
+            name
+        )
+
+    def pack_sequences(
+        self,
+        row_length: int,
+        method: str = "first_fit",
+        num_open_rows: int = 8,
+        length_key: str | None = None,
+        padding_value: int = 0,
+        drop_remainder: bool = False,
+        name: str | None = None,
+    ) -> Dataset:
+        """Packs variable-length token sequences into rows of ``row_length`` tokens.
+
+        Each output is a dict of the features padded to ``row_length`` (a
+        plain array input's is ``"tokens"``), ``"segment_ids"`` and
+        ``"positions"`` (int32), as T5 and Grain pack. See
+        ``docs/ops.md#pack_sequences``.
+
+        Args:
+          row_length: tokens per row.
+          method: ``"first_fit"`` (each sequence whole into the first of
+            ``num_open_rows`` open rows with room) or ``"concat"`` (concatenate,
+            then cut rows; sequences split across rows).
+          num_open_rows: rows first fit keeps open (bounds the state).
+          length_key: for dict elements, the feature whose length counts (the
+            others must have the same length).
+          padding_value: the features' padding.
+          drop_remainder: with ``"concat"``, drop the last partial row.
+          name: a label for the op (``repr``, errors).
+
+        Raises:
+          TypeError: non-integer sizes; elements known not to be 1-D integer
+            sequences; a bad ``length_key`` or ``drop_remainder``.
+          ValueError: ``row_length`` or ``num_open_rows`` below 1, an unknown
+            ``method``, a missing ``length_key`` for dicts, ``drop_remainder``
+            with first fit.
+          InvalidArgumentError: (when read) an element that is not a 1-D
+            integer sequence, or (first fit) one longer than a row.
+        """
+        from pipestate.data.ops.pack_sequences import PackSequencesDataset
+
+        return PackSequencesDataset(
+            self, row_length, method, num_open_rows, length_key, padding_value, drop_remainder
+        )._named(name)
 
     def apply(self, transformation_func: Callable[[Dataset], Dataset]) -> Dataset:
         """``transformation_func(self)``, for chaining reusable transformations.

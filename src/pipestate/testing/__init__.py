@@ -34,6 +34,7 @@ from pipestate.testing._conformance import (
     roundtrip_state,
     walk,
 )
+from pipestate.testing._global_rng import assert_independent_of_global_rng, find_global_rng_use
 from pipestate.testing._verify import BreakPoint, Divergence, VerifyReport, verify
 
 __all__ = [
@@ -45,7 +46,9 @@ __all__ = [
     "assert_elements_equal",
     "assert_epoch_boundaries",
     "assert_exhausted_restores_exhausted",
+    "assert_independent_of_global_rng",
     "assert_restorable_at_every_position",
+    "find_global_rng_use",
     "roundtrip_state",
     "verify",
     "walk",
