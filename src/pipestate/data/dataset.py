@@ -96,7 +96,10 @@ class Dataset:
         where an op (a user function) makes it unknown."""
         if self._passes_elements:
             return self._parents[0]._element_spec()
-        return None
+        from pipestate.data import _terminal
+
+        # While the public element_spec is being computed: the first element's spec.
+        return _terminal.first_element_spec(self) if _terminal.reading_specs() else None
 
     def _leading_dimension(self) -> int | None:
         """The first dimension every element is known to have, or ``None`` (read by ``unbatch``).
@@ -496,6 +499,27 @@ class Dataset:
 
         return ZipDataset(datasets[0] if len(datasets) == 1 else datasets)._named(name)
 
+    @staticmethod
+    def random(
+        seed: int | None = None,
+        rerandomize_each_iteration: bool | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """Pseudo-random int64 values in ``[0, 2**32)`` without end (tf.data's ``random``).
+
+        Random access: value ``i`` is a function of ``(seed, epoch, i)``, so the
+        state is one index. ``seed=None`` draws a seed per iterator and saves it
+        in the state; ``rerandomize_each_iteration=True`` gives each pass of a
+        ``repeat`` new values.
+
+        Raises:
+          TypeError: a non-integer ``seed`` or a non-bool ``rerandomize_each_iteration``.
+          ValueError: ``seed`` does not fit in int64.
+        """
+        from pipestate.data.ops.random import RandomDataset
+
+        return RandomDataset(seed, rerandomize_each_iteration)._named(name)
+
     # --------------------------------------------------------------------- ops
     def map(
         self,
@@ -712,6 +736,76 @@ class Dataset:
         from pipestate.data.ops.global_shuffle import GlobalShuffleDataset
 
         return GlobalShuffleDataset(self, seed, reshuffle_each_iteration)._named(name)
+
+    def ignore_errors(self, log_warning: bool = False, name: str | None = None) -> Dataset:
+        """The elements whose computation did not raise: **drops the failing ones**.
+
+        The one op that loses elements on purpose, as tf.data's: an element
+        whose computation below this op raised (a ``map`` function, a damaged
+        record) is skipped. The number skipped is in the iterator state
+        (``"count"``), and ``log_warning=True`` logs each with its error.
+
+        Raises:
+          TypeError: ``log_warning`` is not a bool.
+        """
+        from pipestate.data.ops.ignore_errors import IgnoreErrorsDataset
+
+        return IgnoreErrorsDataset(self, log_warning)._named(name)
+
+    def assert_cardinality(self, expected_cardinality: int, name: str | None = None) -> Dataset:
+        """The elements, checked to number ``expected_cardinality``, which ``cardinality()``
+        then reports.
+
+        Raises:
+          TypeError: a non-integer ``expected_cardinality``.
+          ValueError: a negative one other than ``INFINITE_CARDINALITY``.
+          FailedPreconditionError: (while iterating) the input ends early or runs long.
+        """
+        from pipestate.data.ops.assert_cardinality import AssertCardinalityDataset
+
+        return AssertCardinalityDataset(self, expected_cardinality)._named(name)
+
+    def reduce(self, initial_state: Any, reduce_func: Callable[[Any, Any], Any]) -> Any:
+        """Folds the elements into one value: ``state = reduce_func(state, element)``.
+
+        Reads a fresh iterator to the end and returns the final state (NumPy
+        values); an empty dataset returns ``initial_state`` as NumPy values.
+
+        Raises:
+          TypeError: ``reduce_func`` is not callable, returns another structure
+            than ``initial_state``, or changes a component's dtype.
+          ValueError: the dataset is infinite.
+        """
+        from pipestate.data._terminal import reduce_dataset
+
+        return reduce_dataset(self, initial_state, reduce_func)
+
+    def get_single_element(self, name: str | None = None) -> Any:
+        """The only element of a dataset of exactly one element.
+
+        Raises:
+          InvalidArgumentError: the dataset is empty ("Dataset was empty.") or
+            has more than one element ("Dataset had more than one element.").
+        """
+        from pipestate.data._terminal import single_element
+
+        return single_element(self, name)
+
+    @property
+    def element_spec(self) -> Any:
+        """The elements' structure of :class:`TensorSpec`\\ s (shape, dtype), as tf.data's.
+
+        Static where the ops know it (sources, ``batch``: the batch dimension
+        with ``drop_remainder``, ``None`` without). Where a user function makes
+        it unknown (``map``, ``scan``, ``from_generator`` without a
+        signature ...), it is the spec of the first element, computed once per
+        dataset by a separate iterator (the cost of one element; no iterator's
+        position moves), with the first dimension left unknown (``None``) after
+        ops that make it vary; ``None`` for an empty dataset.
+        """
+        from pipestate.data._terminal import element_spec
+
+        return element_spec(self)
 
     def apply(self, transformation_func: Callable[[Dataset], Dataset]) -> Dataset:
         """``transformation_func(self)``, for chaining reusable transformations.
