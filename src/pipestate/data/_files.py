@@ -27,7 +27,12 @@ from pipestate.data._spec import TensorSpec
 from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import DatasetIterator, State, StreamIterator, read_int
 from pipestate.data.options import AUTOTUNE
-from pipestate.errors import DataLossError, NotFoundError, StateMismatchError
+from pipestate.errors import (
+    DataLossError,
+    InvalidArgumentError,
+    NotFoundError,
+    StateMismatchError,
+)
 
 DEFAULT_CYCLE_LENGTH = 4
 """Files read at once for ``num_parallel_reads=AUTOTUNE`` (interleave's default cycle, fixed so a
@@ -39,6 +44,8 @@ COMPRESSION_TYPES = (None, "", "GZIP", "ZLIB")
 _SKIP_CHUNK = 1 << 20
 _ZLIB_CHUNK = 1 << 16
 _DECOMPRESSION_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+_UNREADABLE = (DataLossError, NotFoundError, InvalidArgumentError)
+"""Errors that end the reading of a file (the next element comes from the next file)."""
 
 
 def check_compression(value: Any, op: str) -> str | None:
@@ -343,14 +350,20 @@ class _FilesIterator(StreamIterator["FileDataset"]):
                 self._offset = 0
             path = self._path
             try:
-                if self._stream is None:
-                    self._stream = dataset._open(path, self._offset)
-                result = dataset._read(self._stream, path, self._offset)
-            except _DECOMPRESSION_ERRORS as err:
-                raise DataLossError(
-                    f"{self._op}: {path!r} is not valid {dataset._compression} data near "
-                    f"uncompressed byte offset {self._offset}: {type(err).__name__}: {err}"
-                ) from err
+                try:
+                    if self._stream is None:
+                        self._stream = dataset._open(path, self._offset)
+                    result = dataset._read(self._stream, path, self._offset)
+                except _DECOMPRESSION_ERRORS as err:
+                    raise DataLossError(
+                        f"{self._op}: {path!r} is not valid {dataset._compression} data near "
+                        f"uncompressed byte offset {self._offset}: {type(err).__name__}: {err}"
+                    ) from err
+            except _UNREADABLE:
+                # As every failing element in pipestate, the failing rest of the file counts
+                # as consumed: a next call (or a restore) continues with the next file.
+                self._finish_file()
+                raise
             if result is None:
                 self._finish_file()
                 continue

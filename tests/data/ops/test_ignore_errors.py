@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.data._structure import flatten
+from pipestate.data.iterator import StreamIterator
 from pipestate.testing import assert_conformant, assert_restorable_at_every_position
 
 from ._streaming import filtered
@@ -97,11 +98,42 @@ def test_no_log_by_default(caplog: pytest.LogCaptureFixture) -> None:
     assert not caplog.records
 
 
-def test_input_stuck_at_an_error_raises(tmp_path: Any) -> None:
-    missing = str(tmp_path / "absent.txt")
-    ds = ps.data.TextLineDataset([missing]).ignore_errors()
+def test_unreadable_files_are_skipped_whole(tmp_path: Any) -> None:
+    good = tmp_path / "good.txt"
+    good.write_bytes(b"a\nb\n")
+    damaged = tmp_path / "damaged.gz"
+    damaged.write_bytes(b"not gzip at all")
+    names = [str(tmp_path / "absent.txt"), str(good)]
+    assert [bytes(x) for x in ps.data.TextLineDataset(names).ignore_errors()] == [b"a", b"b"]
+    ds = ps.data.TextLineDataset([str(damaged), str(damaged)], "GZIP").ignore_errors()
+    it = iter(ds)
+    assert list(it) == []
+    assert it.get_state()["iterator"]["count"] == 2
+
+
+class _StuckIterator(StreamIterator["_StuckDataset"]):
+    """An input that breaks the rule that a failing element counts as consumed."""
+
+    def _next(self) -> Any:
+        raise OSError("always the same element")
+
+
+class _StuckDataset(ps.Dataset):
+    _keeps_random_access = False
+    _iterator_class = _StuckIterator
+
+    def __init__(self) -> None:
+        super().__init__([ps.Dataset.range(3)])
+
+    def _cardinality(self) -> int:
+        return ps.data.UNKNOWN_CARDINALITY
+
+
+def test_an_input_stuck_at_an_error_raises_instead_of_looping() -> None:
+    it = iter(_StuckDataset().ignore_errors())
     with pytest.raises(RuntimeError, match="raised again without moving past the failing"):
-        next(iter(ds))
+        next(it)
+    assert it.get_state()["iterator"]["count"] == 1
 
 
 def test_log_warning_is_not_in_the_fingerprint() -> None:

@@ -12,8 +12,11 @@ from pipestate.data.iterator import CountingIterator
 from pipestate.errors import FailedPreconditionError
 
 
-def _describe(count: int) -> str:
-    return "infinite" if count == INFINITE_CARDINALITY else str(count)
+def _elements(count: int) -> str:
+    """``count`` elements, in tf.data's words."""
+    if count == INFINITE_CARDINALITY:
+        return "an infinite number of elements"
+    return "1 element" if count == 1 else f"{count} elements"
 
 
 class _AssertCardinalityIterator(CountingIterator["AssertCardinalityDataset"]):
@@ -35,15 +38,15 @@ class _AssertCardinalityIterator(CountingIterator["AssertCardinalityDataset"]):
             if self._count != expected:
                 raise FailedPreconditionError(
                     f"{self._source._op_repr()}: Input dataset was expected to contain "
-                    f"{_describe(expected)} elements but contained only {self._count} "
-                    "elements. Fix the expected cardinality, or the input."
+                    f"{_elements(expected)} but contained only {_elements(self._count)}. Fix "
+                    "the expected cardinality, or the input."
                 ) from None
             raise
         if self._count == expected:
             raise FailedPreconditionError(
                 f"{self._source._op_repr()}: Input dataset was expected to contain "
-                f"{expected} elements but contained at least {expected + 1} elements. Fix "
-                "the expected cardinality, or the input."
+                f"{_elements(expected)} but contained at least {_elements(expected + 1)}. "
+                "Fix the expected cardinality, or the input."
             )
         self._count += 1
         return element

@@ -61,8 +61,8 @@ class _IgnoreErrorsIterator(CountingIterator["IgnoreErrorsDataset"]):
                     raise RuntimeError(
                         f"{self._source._op_repr()}: the input raised again without moving "
                         f"past the failing element ({type(err).__name__}: {err}), so the "
-                        "element can't be skipped. Fix what fails (a missing file is not "
-                        "skipped), or filter it out before the op that fails."
+                        "element can't be skipped. Fix what fails, or filter it out before "
+                        "the op that fails."
                     ) from err
                 stuck = after
 
@@ -78,9 +78,10 @@ class IgnoreErrorsDataset(Dataset):
     state (``"count"``, restored with the position, so a resumed run neither
     repeats nor re-counts them), and ``log_warning=True`` logs each one on the
     ``pipestate.data`` logger with the error. Only ``Exception``\\ s are
-    skipped (``KeyboardInterrupt`` is not); an input that raises again
-    without moving past the failing element (a file that can't be opened)
-    raises ``RuntimeError`` rather than loop.
+    skipped (``KeyboardInterrupt`` is not). A file source skips the rest of a
+    file it can't read (missing, damaged), as tf.data does, and counts it as
+    one element. An input that raises again without moving past the failing
+    element raises ``RuntimeError`` rather than loop.
 
     The op is streaming (the elements left are known only by reading them);
     its cardinality is unknown, or infinite for an infinite input.
