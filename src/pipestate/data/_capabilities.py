@@ -40,6 +40,5 @@ class Background(NamedTuple):
     """Elements to keep ready ahead of the consumer (0: let the chunking decide)."""
     autotune: bool = True
     """Whether the thread count may be reduced when more threads are not faster."""
-    reorder: bool | None = False
-    """Whether the op's elements may be delivered out of order (``deterministic=False``);
-    ``None`` (``deterministic=None``): as the pipeline's ``Options.deterministic`` says."""
+    reorder: bool = False
+    """Whether the op's elements may be delivered out of order (``deterministic=False``)."""

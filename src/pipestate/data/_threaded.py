@@ -49,11 +49,7 @@ def background_settings(dataset: Dataset) -> tuple[int, int, bool, bool]:
     while top._passthrough:
         top = top._parents[0]
     top_wants = top._background()
-    wanted_order = None if top_wants is None else top_wants.reorder
-    if wanted_order is None and top_wants is not None:
-        # deterministic=None: the pipeline's Options.deterministic decides (in order by default).
-        wanted_order = dataset.options().deterministic is False
-    reorder = threads > 0 and bool(wanted_order)
+    reorder = threads > 0 and top_wants is not None and top_wants.reorder
     return threads, buffer, reorder, autotune
 
 

@@ -64,6 +64,9 @@ class Dataset:
     """How an elastic shard's position maps through the op."""
 
     _cardinality_cache: int | None = None
+    _deterministic_default: bool | None = None
+    """``Options.deterministic`` of the pipeline being iterated, for ops made with
+    ``deterministic=None`` (set on the copy ``iter()`` makes when the option is ``False``)."""
 
     def __init__(self, parents: Sequence[Dataset] = ()) -> None:
         for parent in parents:
@@ -356,7 +359,24 @@ class Dataset:
         return self._get(0, index)
 
     def __iter__(self) -> DatasetIterator:
-        return self._make_iterator(self._iterator_entropy())
+        dataset = self
+        if self.options().deterministic is False:
+            dataset = self._with_order(False)
+        return dataset._make_iterator(self._iterator_entropy())
+
+    def _out_of_order(self, deterministic: bool | None) -> bool:
+        """Whether an op made with ``deterministic`` may deliver elements out of order
+        (``None``: as the pipeline's ``Options.deterministic``; in order by default)."""
+        if deterministic is None:
+            deterministic = self._deterministic_default
+        return deterministic is False
+
+    def _with_order(self, deterministic: bool) -> Dataset:
+        """A copy of this pipeline whose ops made with ``deterministic=None`` follow
+        ``deterministic`` (the pipeline's ``Options.deterministic``)."""
+        clone = self._with_parents(tuple(p._with_order(deterministic) for p in self._parents))
+        clone._deterministic_default = deterministic
+        return clone
 
     def _op_chain(self) -> list[tuple[str, str, str]]:
         """(name, settings digest, repr of the op alone) for every op, inputs first."""

@@ -459,6 +459,11 @@ def test_deterministic_is_accepted_and_keeps_the_order() -> None:
         ({"num_parallel_calls": 0}, ValueError, "interleave: num_parallel_calls must be >= 1"),
         ({"num_parallel_calls": 1.5}, TypeError, "interleave: num_parallel_calls must be a"),
         ({"deterministic": "yes"}, TypeError, "interleave: deterministic must be a bool"),
+        (
+            {"cycle_length": 2, "num_parallel_calls": 3},
+            ValueError,
+            "`num_parallel_calls` is 3 and `cycle_length` is 2",
+        ),
     ],
 )
 def test_bad_parallel_arguments(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:

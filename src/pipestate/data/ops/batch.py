@@ -125,7 +125,7 @@ class BatchDataset(Dataset):
         return Background(
             resolve_parallelism(self._num_parallel_calls),
             autotune=self._num_parallel_calls == AUTOTUNE,
-            reorder=None if self._deterministic is None else not self._deterministic,
+            reorder=self._out_of_order(self._deterministic),
         )
 
     @property

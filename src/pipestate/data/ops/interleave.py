@@ -336,7 +336,8 @@ class InterleaveDataset(_InterleaveBase):
     Raises:
       TypeError: ``map_func`` is not callable, an argument is not an integer,
         or ``map_func`` returns something other than a Dataset (while iterating).
-      ValueError: ``cycle_length`` or ``block_length`` is less than 1.
+      ValueError: ``cycle_length`` or ``block_length`` is less than 1, or
+        ``num_parallel_calls`` exceeds a fixed ``cycle_length`` (as tf.data).
 
     Example:
       >>> import pipestate as ps
@@ -382,6 +383,18 @@ class InterleaveDataset(_InterleaveBase):
             "deterministic", deterministic, op="interleave", allow_none=True
         )
         if self._num_parallel_calls is not None:
+            fixed_cycle = cycle_length is not None and cycle_length != AUTOTUNE
+            if (
+                fixed_cycle
+                and self._num_parallel_calls not in (AUTOTUNE,)
+                and (self._num_parallel_calls > cycle)
+            ):
+                raise ValueError(
+                    "interleave: If `cycle_length` is set to a fixed value, `num_parallel_calls` "
+                    "must be either `tf.data.AUTOTUNE` or a value less than or equal to "
+                    f"`cycle_length`. However, `num_parallel_calls` is {self._num_parallel_calls} "
+                    f"and `cycle_length` is {cycle}. Each thread reads one open inner dataset."
+                )
             self._slot_threads = min(cycle, resolve_parallelism(self._num_parallel_calls))
 
     def _params(self) -> dict[str, Any]:

@@ -110,7 +110,7 @@ class ParallelMapDataset(MapDataset):
         return Background(
             resolve_parallelism(self._num_parallel_calls),
             autotune=self._num_parallel_calls == AUTOTUNE,
-            reorder=None if self._deterministic is None else not self._deterministic,
+            reorder=self._out_of_order(self._deterministic),
         )
 
     def _params(self) -> dict[str, Any]:
