@@ -186,24 +186,18 @@ class FixedLengthRecordDataset(FileDataset):
     def _get_list(self, epoch: int, positions: np.ndarray) -> list[Any]:
         layout = self._layout()
         files = np.searchsorted(layout, positions, side="right") - 1
+        # One read per run of consecutive positions within one file.
+        breaks = np.flatnonzero((np.diff(files) != 0) | (np.diff(positions) != 1)) + 1
+        bounds = [0, *breaks.tolist(), len(positions)]
         out: list[Any] = []
-        k = 0
-        while k < len(positions):
-            # One read per run of consecutive positions within one file.
-            file, stop = int(files[k]), k + 1
-            while (
-                stop < len(positions)
-                and files[stop] == file
-                and positions[stop] == positions[stop - 1] + 1
-            ):
-                stop += 1
+        for low, high in zip(bounds[:-1], bounds[1:]):
+            file = int(files[low])
             try:
-                out.extend(self._read_run(file, int(positions[k] - layout[file]), stop - k))
+                out.extend(self._read_run(file, int(positions[low] - layout[file]), high - low))
             except Exception:
                 if not out:
                     raise
                 break
-            k = stop
         return out
 
     # -------------------------------------------------------------- streaming
