@@ -336,6 +336,30 @@ def test_missing_file(tmp_path: Path) -> None:
         next(iter(ds))
 
 
+def test_a_missing_file_counts_as_read(files: list[str], tmp_path: Path) -> None:
+    names = [files[0], str(tmp_path / "absent.txt"), files[4]]
+    it = iter(ps.data.TextLineDataset(names))
+    assert [bytes(next(it)) for _ in range(3)] == [b"alpha", b"beta", b"gamma"]
+    with pytest.raises(NotFoundError):
+        next(it)
+    state = it.get_state()
+    assert state["iterator"]["file_index"] == 2
+    assert bytes(next(it)) == b"single"  # the next file follows the missing one
+    restored = iter(ps.data.TextLineDataset(names))
+    restored.set_state(state)
+    assert _lines(restored) == [b"single"]
+
+
+def test_a_damaged_compressed_file_counts_as_read(tmp_path: Path) -> None:
+    damaged, good = tmp_path / "damaged.gz", tmp_path / "good.gz"
+    damaged.write_bytes(gzip.compress(b"x\n" * 1000)[:-30])
+    good.write_bytes(gzip.compress(b"good\n"))
+    it = iter(ps.data.TextLineDataset([str(damaged), str(good)], "GZIP"))
+    with pytest.raises(DataLossError):
+        list(it)
+    assert _lines(it) == [b"good"]
+
+
 def test_damaged_compressed_file(tmp_path: Path) -> None:
     path = tmp_path / "f.gz"
     path.write_bytes(gzip.compress(b"one\ntwo\n" * 1000)[:-30])
