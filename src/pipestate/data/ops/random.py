@@ -92,23 +92,29 @@ class RandomDataset(Dataset):
         counter = np.array([start // 4, 0, 0, 0], dtype=np.uint64)
         generator = np.random.Philox(key=key, counter=counter)
         lead = start % 4
-        raw = generator.random_raw(lead + count)
-        return np.asarray(raw, dtype=np.uint64)[lead:]
+        raw: np.ndarray = generator.random_raw(lead + count)
+        return raw[lead:] if lead else raw
 
     def _values(self, epoch: int, positions: np.ndarray) -> np.ndarray:
         key = self._key(epoch)
-        if len(positions) == 0:
+        count = len(positions)
+        if count == 0:
             return np.empty(0, np.int64)
-        low, high = int(positions.min()), int(positions.max())
-        if high - low + 1 <= _SPAN_FACTOR * len(positions):
-            raw = self._span(key, low, high - low + 1)[positions - low]
+        low = int(positions[0])
+        if int(positions[-1]) - low == count - 1 and (count < 3 or positions[1] == low + 1):
+            raw = self._span(key, low, count)  # consecutive positions: the common case
         else:
-            raw = np.concatenate([self._span(key, int(p), 1) for p in positions])
-        values: np.ndarray = (raw >> np.uint64(32)).astype(np.int64)
+            low, high = int(positions.min()), int(positions.max())
+            if high - low + 1 <= _SPAN_FACTOR * count:
+                raw = self._span(key, low, high - low + 1)[positions - low]
+            else:
+                raw = np.concatenate([self._span(key, int(p), 1) for p in positions])
+        # The upper 32 bits, as tf.data's values: below 2**31 * 2, so exact as int64.
+        values: np.ndarray = np.right_shift(raw, np.uint64(32)).view(np.int64)
         return values
 
     def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
-        if len(epochs) == 0 or (epochs == epochs[0]).all():
+        if len(epochs) == 0 or (epochs[0] == epochs[-1] and (epochs == epochs[0]).all()):
             epoch = int(epochs[0]) if len(epochs) else 0
             return self._values(epoch, positions)
         out = np.empty(len(positions), np.int64)
