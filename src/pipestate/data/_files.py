@@ -269,20 +269,16 @@ class FileDataset(Dataset):
         """The interleave that reads ``num_parallel_reads`` files at once, or ``None``."""
         if self._parallel_reads is None or self._filenames == ():
             return None
-        from pipestate.data.ops.from_tensor_slices import FromTensorSlicesDataset
-        from pipestate.data.ops.interleave import InterleaveDataset
-
         if self._parents:
             names = self._parents[0]
         else:
             assert self._filenames is not None
-            names = FromTensorSlicesDataset(list(self._filenames))
-        return InterleaveDataset(
-            names,
+            names = Dataset.from_tensor_slices(list(self._filenames))
+        return names.interleave(
             _OneFile(self),
-            self._parallel_reads,
-            1,
-            min(self._parallel_reads, available_cores()),
+            cycle_length=self._parallel_reads,
+            block_length=1,
+            num_parallel_calls=min(self._parallel_reads, available_cores()),
         )
 
     def _element_spec(self) -> Any:

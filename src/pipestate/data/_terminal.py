@@ -25,7 +25,6 @@ _EMPTY = object()
 def reduce_dataset(dataset: Dataset, initial_state: Any, reduce_func: Callable[..., Any]) -> Any:
     """``Dataset.reduce``: folds the elements of a fresh iterator into one value."""
     from pipestate.data.dataset import INFINITE_CARDINALITY
-    from pipestate.data.ops.scan import _conform, _MismatchError, _scalar_leaf
 
     check_function("reduce_func", reduce_func, "reduce")
     if dataset.cardinality() == INFINITE_CARDINALITY:
@@ -38,7 +37,7 @@ def reduce_dataset(dataset: Dataset, initial_state: Any, reduce_func: Callable[.
         state = _structure.normalize(initial_state, lists_as_tuples=False, what="reduce")
     except (TypeError, ValueError) as err:
         raise TypeError(f"reduce: invalid initial_state: {err}") from err
-    initial = state = _structure.map_structure(_scalar_leaf, state)
+    initial = state = _structure.map_structure(_structure.scalar_leaf, state)
     with iter(dataset) as iterator:
         for element in iterator:
             try:
@@ -46,8 +45,8 @@ def reduce_dataset(dataset: Dataset, initial_state: Any, reduce_func: Callable[.
             except StopIteration as err:
                 raise stop_error("reduce", reduce_func, err) from err
             try:
-                state = _conform(new_state, initial)
-            except _MismatchError:
+                state = _structure.conform_to(new_state, initial)
+            except _structure.StructureMismatchError:
                 raise _mismatch(new_state, initial) from None
     return state
 
@@ -117,8 +116,13 @@ def first_element_spec(dataset: Dataset) -> Any:
     """The spec of ``dataset``'s first element (``None`` when it has none), read once."""
     if dataset in _FIRST_ELEMENT_SPECS:
         return _FIRST_ELEMENT_SPECS[dataset]
-    with iter(dataset) as iterator:
-        element = next(iterator, _EMPTY)
+    outer = reading_specs()
+    _READING.active = False  # reading the element must not read other first elements
+    try:
+        with iter(dataset) as iterator:
+            element = next(iterator, _EMPTY)
+    finally:
+        _READING.active = outer
     spec = None if element is _EMPTY else spec_of(element)
     _FIRST_ELEMENT_SPECS[dataset] = spec
     return spec

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, BinaryIO
 
 import fsspec
@@ -190,7 +191,7 @@ class FixedLengthRecordDataset(FileDataset):
         breaks = np.flatnonzero((np.diff(files) != 0) | (np.diff(positions) != 1)) + 1
         bounds = [0, *breaks.tolist(), len(positions)]
         out: list[Any] = []
-        for low, high in zip(bounds[:-1], bounds[1:]):
+        for low, high in itertools.pairwise(bounds):
             file = int(files[low])
             try:
                 out.extend(self._read_run(file, int(positions[low] - layout[file]), high - low))
