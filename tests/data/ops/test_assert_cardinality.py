@@ -57,7 +57,10 @@ def test_infinite_expected_input_ends() -> None:
     it = iter(ps.Dataset.range(2).assert_cardinality(ps.data.INFINITE_CARDINALITY))
     next(it)
     next(it)
-    with pytest.raises(FailedPreconditionError, match="expected to contain an infinite number of elements but contained only 2 elements"):
+    with pytest.raises(
+        FailedPreconditionError,
+        match="expected to contain an infinite number of elements but contained only 2 elements",
+    ):
         next(it)
 
 
