@@ -15,7 +15,7 @@ Run: .venv/bin/python bench/bench_readers.py [--quick]
 (c) ``batch(32, num_parallel_calls=AUTOTUNE)`` after a NumPy-heavy ``map`` (about 100 µs an
     element, releasing the GIL), against the same ``batch`` without threads;
 (d) ``Dataset.random(seed)`` read in batches of 256, against NumPy's Philox drawing the same
-    number of values (target: ratio >= 0.2: a Philox generator is keyed per block).
+    number of values (target: ratio >= 0.3).
 
 Every figure is a ratio within one run: ``baseline time / pipestate time`` (above 1 is
 faster than the baseline).

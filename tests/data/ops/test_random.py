@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import numpy as np
 import pytest
 from hypothesis import strategies as st
@@ -70,6 +72,18 @@ def test_seed_none_is_drawn_and_saved() -> None:
     assert len(head + rest) == 10
     with pytest.raises(ValueError, match="seed=None"):
         fresh[0]
+
+
+def test_values_do_not_depend_on_the_order_of_reads() -> None:
+    ds = ps.Dataset.random(seed=3)
+    expected = _values(ds, 600)
+    first, second = iter(ds), iter(ds.batch(7).unbatch())
+    pairs = [(int(next(first)), int(next(second))) for _ in range(600)]
+    assert [a for a, _ in pairs] == expected
+    assert [b for _, b in pairs] == expected
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: _values(ds.skip(100), 300), range(4)))
+    assert all(r == expected[100:400] for r in results)
 
 
 def test_state_is_one_index() -> None:

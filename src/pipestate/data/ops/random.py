@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,9 @@ from pipestate.data._spec import TensorSpec
 from pipestate.data.dataset import INFINITE_CARDINALITY, Dataset
 
 _SPAN_FACTOR = 4  # generate a whole span of positions when it is at most this many times longer
+_LAST = threading.local()
+"""Per thread, ``(key, next position, generator)`` of the last span drawn: a read of the next
+block continues that generator instead of building one (the values are the same)."""
 
 
 class RandomDataset(Dataset):
@@ -87,12 +91,17 @@ class RandomDataset(Dataset):
 
     def _span(self, key: np.ndarray, start: int, count: int) -> np.ndarray:
         """Outputs ``start .. start + count`` of the stream keyed by ``key``, as uint64."""
-        # Philox yields four 64-bit outputs per counter value: output i is lane i % 4 of
-        # counter i // 4.
-        counter = np.array([start // 4, 0, 0, 0], dtype=np.uint64)
-        generator = np.random.Philox(key=key, counter=counter)
-        lead = start % 4
+        last = getattr(_LAST, "stream", None)
+        if last is not None and last[0] is key and last[1] == start:
+            # The block after this thread's last one: its generator is already there.
+            generator, lead = last[2], 0
+        else:
+            # Philox yields four 64-bit outputs per counter value: output i is lane i % 4
+            # of counter i // 4.
+            counter = np.array([start // 4, 0, 0, 0], dtype=np.uint64)
+            generator, lead = np.random.Philox(key=key, counter=counter), start % 4
         raw: np.ndarray = generator.random_raw(lead + count)
+        _LAST.stream = (key, start + count, generator)
         return raw[lead:] if lead else raw
 
     def _values(self, epoch: int, positions: np.ndarray) -> np.ndarray:
