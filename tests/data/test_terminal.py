@@ -174,3 +174,11 @@ def test_element_spec_raises_the_first_elements_error() -> None:
 
     with pytest.raises(ValueError, match="bad first element"):
         ps.Dataset.range(3).map(fails).element_spec  # noqa: B018
+
+
+def test_reduce_name_labels_its_errors() -> None:
+    assert ps.Dataset.range(4).reduce(0, lambda s, x: s + x, name="total") == 6
+    with pytest.raises(TypeError, match=r"reduce \(name: total\): The element types"):
+        ps.Dataset.range(3).reduce(0, lambda s, x: np.float32(s), name="total")
+    with pytest.raises(TypeError, match="reduce: name must be a non-empty string"):
+        ps.Dataset.range(3).reduce(0, lambda s, x: s, name="")

@@ -22,48 +22,63 @@ _FIRST_ELEMENT_SPECS: weakref.WeakKeyDictionary[Dataset, Any] = weakref.WeakKeyD
 _EMPTY = object()
 
 
-def reduce_dataset(dataset: Dataset, initial_state: Any, reduce_func: Callable[..., Any]) -> Any:
+def _check_name(name: Any, op: str) -> str:
+    """``name=`` of a terminal method, as the label it adds to the op's name in messages."""
+    if name is None:
+        return op
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise TypeError(
+            f"{op}: name must be a non-empty string of at most 200 characters, "
+            f"got {type(name).__name__} {brief(name, 80)}"
+        )
+    return f"{op} (name: {name})"
+
+
+def reduce_dataset(
+    dataset: Dataset, initial_state: Any, reduce_func: Callable[..., Any], name: str | None
+) -> Any:
     """``Dataset.reduce``: folds the elements of a fresh iterator into one value."""
     from pipestate.data.dataset import INFINITE_CARDINALITY
 
-    check_function("reduce_func", reduce_func, "reduce")
+    op = _check_name(name, "reduce")
+    check_function("reduce_func", reduce_func, op)
     if dataset.cardinality() == INFINITE_CARDINALITY:
         raise ValueError(
-            f"reduce: the dataset is infinite, so the reduction would never end: {dataset!r}. "
+            f"{op}: the dataset is infinite, so the reduction would never end: {dataset!r}. "
             "Apply take(n) first."
         )
     try:
         # A list is data, as in tf.data: an initial state [0, 0] is one array.
-        state = _structure.normalize(initial_state, lists_as_tuples=False, what="reduce")
+        state = _structure.normalize(initial_state, lists_as_tuples=False, what=op)
     except (TypeError, ValueError) as err:
-        raise TypeError(f"reduce: invalid initial_state: {err}") from err
+        raise TypeError(f"{op}: invalid initial_state: {err}") from err
     initial = state = _structure.map_structure(_structure.scalar_leaf, state)
     with iter(dataset) as iterator:
         for element in iterator:
             try:
                 new_state = reduce_func(state, element)
             except StopIteration as err:
-                raise stop_error("reduce", reduce_func, err) from err
+                raise stop_error(op, reduce_func, err) from err
             try:
                 state = _structure.conform_to(new_state, initial)
             except _structure.StructureMismatchError:
-                raise _mismatch(new_state, initial) from None
+                raise _mismatch(new_state, initial, op) from None
     return state
 
 
-def _mismatch(new_state: Any, initial: Any) -> TypeError:
+def _mismatch(new_state: Any, initial: Any, op: str) -> TypeError:
     """The error for a new state whose structure or dtypes are not ``initial``'s."""
     try:
         normalized = _structure.normalize(new_state, lists_as_tuples=False, what="reduce")
         _structure.assert_same_structure(normalized, initial, "reduce")
     except (TypeError, ValueError):
         return TypeError(
-            f"reduce: The structure of the new state must match the initial state. Expected "
+            f"{op}: The structure of the new state must match the initial state. Expected "
             f"{_structure.describe(initial)} but got {brief(new_state, 120)}. reduce_func must "
             "return a state of initial_state's structure."
         )
     return TypeError(
-        "reduce: The element types for the new state must match the initial state. Expected "
+        f"{op}: The element types for the new state must match the initial state. Expected "
         f"{_structure.describe(initial)} but got {_structure.describe(normalized)}. Give "
         "initial_state the dtypes reduce_func returns (e.g. np.float64(0) instead of 0)."
     )
@@ -71,11 +86,7 @@ def _mismatch(new_state: Any, initial: Any) -> TypeError:
 
 def single_element(dataset: Dataset, name: str | None) -> Any:
     """``Dataset.get_single_element``: the element of a one-element dataset."""
-    if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 200):
-        raise TypeError(
-            "get_single_element: name must be a non-empty string of at most 200 characters, "
-            f"got {type(name).__name__} {brief(name, 80)}"
-        )
+    _check_name(name, "get_single_element")
     where = f" (name: {name})" if name else ""
     with iter(dataset) as iterator:
         element = next(iterator, _EMPTY)

@@ -785,11 +785,17 @@ class Dataset:
 
         return AssertCardinalityDataset(self, expected_cardinality)._named(name)
 
-    def reduce(self, initial_state: Any, reduce_func: Callable[[Any, Any], Any]) -> Any:
+    def reduce(
+        self,
+        initial_state: Any,
+        reduce_func: Callable[[Any, Any], Any],
+        name: str | None = None,
+    ) -> Any:
         """Folds the elements into one value: ``state = reduce_func(state, element)``.
 
         Reads a fresh iterator to the end and returns the final state (NumPy
         values); an empty dataset returns ``initial_state`` as NumPy values.
+        ``name`` labels the reduction in its error messages.
 
         Raises:
           TypeError: ``reduce_func`` is not callable, returns another structure
@@ -798,7 +804,7 @@ class Dataset:
         """
         from pipestate.data._terminal import reduce_dataset
 
-        return reduce_dataset(self, initial_state, reduce_func)
+        return reduce_dataset(self, initial_state, reduce_func, name)
 
     def get_single_element(self, name: str | None = None) -> Any:
         """The only element of a dataset of exactly one element.
