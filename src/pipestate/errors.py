@@ -19,6 +19,7 @@ __all__ = [
     "DataLossError",
     "DistributedSaveError",
     "ExternalStateError",
+    "FailedPreconditionError",
     "InvalidArgumentError",
     "NotFoundError",
     "PipestateError",
@@ -150,4 +151,13 @@ class InvalidArgumentError(PipestateError, ValueError):
     meets elements whose structures, dtypes or shapes differ; the message names
     the op, the element and the component that differ, and what to do instead
     (``padded_batch`` for shapes, a ``map`` that makes the structures agree).
+    """
+
+
+class FailedPreconditionError(PipestateError, ValueError):
+    """The data breaks a condition the pipeline asserts (as ``tf.errors.FailedPreconditionError``).
+
+    Raised while iterating by ``assert_cardinality`` when the input ends before
+    or runs past the number of elements it was declared to have; the message
+    names the op and both counts.
     """

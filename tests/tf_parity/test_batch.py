@@ -1,18 +1,20 @@
 """tf.data's ``batch_test.py`` (BatchTest, BatchCheckpointTest, BatchRandomAccessTest).
 
+testBasic's ``num_parallel_calls`` / ``deterministic`` combinations are
+test_basic_parallel; testDeterminismConfiguration runs with each backend's own
+delayed map function.
+
 Left out:
-- the ``num_parallel_calls`` / ``deterministic`` arguments of testBasic and
-  testDeterminismConfiguration: pipestate's ``batch`` has neither (docs/ops.md#ops).
 - testDataset: datasets of datasets are tf.data-only.
 - testSparse, testSparseWithDifferentDenseShapes, testSparseNested, testRagged,
   testRaggedWithDifferentShapes, testRaggedNested, testSparseCore,
   testNestedSparseCore: sparse and ragged tensors are TensorFlow types.
-- testName: the ``name=`` argument is tf.data's graph-naming machinery.
 - BatchGlobalShuffleTest: global shuffling is covered with the shuffle ops' tests.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -160,3 +162,91 @@ def test_random_access_invalid_index(backend: Backend, index: int) -> None:
     dataset = backend.Dataset.range(10).batch(3)
     with pytest.raises(backend.IndexOutOfRangeError):
         backend.at(dataset, index)
+
+
+@pytest.mark.parametrize("num_parallel_calls", [1, 2, 4])
+@pytest.mark.parametrize("deterministic", [None, True, False])
+@pytest.mark.parametrize("drop_remainder", [True, False])
+def test_basic_parallel(
+    backend: Backend,
+    num_parallel_calls: int,
+    deterministic: bool | None,
+    drop_remainder: bool,
+) -> None:
+    count, batch_size = 28, 14
+    dataset = (
+        backend.Dataset.from_tensor_slices(COMPONENTS)
+        .map(lambda x, y, z: (x * x, y * y, z * z))
+        .repeat(count)
+        .batch(
+            batch_size,
+            drop_remainder,
+            num_parallel_calls=num_parallel_calls,
+            deterministic=deterministic,
+        )
+    )
+    squares = [c**2 for c in COMPONENTS]
+    rows = [i % 7 for i in range(count * 7)]
+    expected = [
+        tuple(s[rows[b * batch_size : (b + 1) * batch_size]] for s in squares)
+        for b in range(len(rows) // batch_size)
+    ]
+    backend.assert_produces(dataset, expected, assert_items_equal=deterministic is False)
+
+
+def _check_determinism(
+    backend: Backend, dataset_fn: Any, expect_determinism: bool, elements: list[int]
+) -> None:
+    """tf.data's ``checkDeterminism``: in order, or out of order under some delay."""
+    if expect_determinism:
+        actual = [int(x) for x in backend.outputs(dataset_fn(100))]
+        assert actual == elements
+        return
+    for delay_ms in [10, 100, 1000]:
+        actual = [int(x) for x in backend.outputs(dataset_fn(delay_ms))]
+        assert sorted(actual) == sorted(elements)
+        if actual != elements:
+            return
+    pytest.fail("Failed to observe nondeterministic ordering")
+
+
+@pytest.mark.parametrize("local_determinism", [None, True, False])
+@pytest.mark.parametrize("global_determinism", [True, False])
+def test_determinism_configuration(
+    backend: Backend, local_determinism: bool | None, global_determinism: bool
+) -> None:
+    expect_determinism = local_determinism or (local_determinism is None and global_determinism)
+    elements = list(range(100))
+
+    def dataset_fn(delay_ms: int) -> Any:
+        def sleep(x: Any) -> Any:
+            time.sleep(delay_ms / 1000)
+            return x
+
+        if backend.is_tf:
+            tf = backend.module
+
+            def map_function(x: Any) -> Any:
+                if tf.math.equal(x, 0):
+                    return tf.numpy_function(sleep, [x], x.dtype)
+                return x
+        else:
+
+            def map_function(x: Any) -> Any:
+                return sleep(x) if x == 0 else x
+
+        dataset = backend.Dataset.from_tensor_slices(elements)
+        dataset = dataset.map(map_function, num_parallel_calls=2, deterministic=local_determinism)
+        dataset = dataset.batch(
+            batch_size=6, num_parallel_calls=2, deterministic=local_determinism
+        ).unbatch()
+        opts = backend.data.Options()
+        opts.deterministic = global_determinism
+        return dataset.with_options(opts)
+
+    _check_determinism(backend, dataset_fn, bool(expect_determinism), elements)
+
+
+def test_name(backend: Backend) -> None:
+    dataset = backend.Dataset.from_tensors(42).batch(1, name="batch")
+    backend.assert_produces(dataset, [[42]])

@@ -10,8 +10,10 @@ ints; here it is a NumPy array of ints.
 Left out of tf.data's tests:
 - TFRecordDatasetCheckpointTest.testCompressionTypes with no compression: the same
   pipeline as testBatchSize with ``batch_size=1``.
-- testReadTenEpochsFromDatasetOfFilesInParallel: ``num_parallel_reads`` (pipestate has
-  none; docs/sources.md: interleave the files instead).
+
+testReadTenEpochsFromDatasetOfFilesInParallel compares the records as a
+multiset, as tf.data's test does; test_parallel_read_order adds that the order
+is the same in both.
 """
 
 from __future__ import annotations
@@ -192,3 +194,33 @@ def test_checkpoint_compression_types(
     num_epochs = 5
     build = _checkpoint_build(backend, filenames, num_epochs, compression_type=compression_type)
     verify(backend, verify_fn, build, num_epochs * NUM_FILES * NUM_RECORDS)
+
+
+def test_read_ten_epochs_from_dataset_of_files_in_parallel(
+    backend: Backend, filenames: list[str]
+) -> None:
+    files = backend.Dataset.from_tensor_slices(filenames).repeat(10)
+    cls = backend.data.TFRecordDataset if backend.is_tf else backend.data.RecordDataset
+    dataset = cls(files, num_parallel_reads=4)
+    backend.assert_produces(dataset, _all_records() * 10, assert_items_equal=True)
+
+
+@pytest.mark.parametrize("num_parallel_reads", [2, 3])
+def test_parallel_read_order(backend: Backend, tmp_path: Path, num_parallel_reads: int) -> None:
+    names = []
+    for f, count in enumerate([4, 0, 2, 5]):
+        name = str(tmp_path / f"uneven.{f}.tfrecord")
+        writer = record_writer(backend, name)
+        for r in range(count):
+            writer.write(_record(f, r))
+        writer.close()
+        names.append(name)
+    cls = backend.data.TFRecordDataset if backend.is_tf else backend.data.RecordDataset
+    dataset = cls(names, num_parallel_reads=num_parallel_reads)
+    expected = backend.outputs(
+        backend.Dataset.from_tensor_slices(names).interleave(
+            cls, cycle_length=num_parallel_reads, block_length=1
+        )
+    )
+    assert len(expected) == 11
+    backend.assert_produces(dataset, expected)

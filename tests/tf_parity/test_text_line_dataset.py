@@ -3,10 +3,10 @@
 testIteratorResourceCleanup asks psutil for the process's open files; here
 the file descriptors under ``/proc/self/fd`` are read instead (Linux only).
 
-Left out of tf.data's tests:
-- testName: the ``name=`` argument of tf.data ops.
-- testTextLineDatasetParallelRead: ``num_parallel_reads`` (pipestate has none;
-  docs/sources.md, ``TextLineDataset``: interleave the files instead).
+testTextLineDatasetParallelRead compares the lines as a multiset, as tf.data's
+test does; test_parallel_read_order and test_checkpoint_parallel_read add that
+the order (files of different lengths, one line of each open file in turn)
+and every checkpoint round trip are the same in both.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from ._base import Backend
+from ._base import Backend, verify_fns
+from ._base_b import verify
 
 COMPRESSION_TYPES = [None, "GZIP", "ZLIB"]
 
@@ -166,3 +167,99 @@ def test_checkpoint_text_line_core(
         )
 
     backend.run_core_tests(build, 25)
+
+
+def test_text_line_dataset_parallel_read(backend: Backend, tmp_path: Path) -> None:
+    test_filenames = _create_files(tmp_path, 10, 10)
+    files = backend.Dataset.from_tensor_slices(test_filenames).repeat(10)
+    expected_output = [_line_text(j, i) for j in range(10) for i in range(10)]
+    dataset = backend.data.TextLineDataset(files, num_parallel_reads=4)
+    backend.assert_produces(dataset, expected_output * 10, assert_items_equal=True)
+
+
+def _uneven_files(directory: Path, counts: list[int]) -> list[str]:
+    names = []
+    for f, count in enumerate(counts):
+        path = directory / f"uneven.{f}.txt"
+        path.write_bytes(b"".join(_line_text(f, i) + b"\n" for i in range(count)))
+        names.append(str(path))
+    return names
+
+
+# (file, line) in tf.data's order: one line of each open file in turn; a finished
+# file's place goes to the next file the next time round.
+PARALLEL_ORDER = {
+    2: [
+        (0, 0),
+        (1, 0),
+        (0, 1),
+        (0, 2),
+        (2, 0),
+        (2, 1),
+        (2, 2),
+        (4, 0),
+        (2, 3),
+        (4, 1),
+        (2, 4),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+        (5, 3),
+    ],
+    3: [
+        (0, 0),
+        (1, 0),
+        (2, 0),
+        (0, 1),
+        (2, 1),
+        (0, 2),
+        (2, 2),
+        (4, 0),
+        (2, 3),
+        (5, 0),
+        (4, 1),
+        (2, 4),
+        (5, 1),
+        (5, 2),
+        (5, 3),
+    ],
+    8: [
+        (0, 0),
+        (1, 0),
+        (2, 0),
+        (4, 0),
+        (5, 0),
+        (0, 1),
+        (2, 1),
+        (4, 1),
+        (5, 1),
+        (0, 2),
+        (2, 2),
+        (5, 2),
+        (2, 3),
+        (5, 3),
+        (2, 4),
+    ],
+}
+
+
+@pytest.mark.parametrize("num_parallel_reads", sorted(PARALLEL_ORDER))
+def test_parallel_read_order(backend: Backend, tmp_path: Path, num_parallel_reads: int) -> None:
+    filenames = _uneven_files(tmp_path, [3, 1, 5, 0, 2, 4])
+    dataset = backend.data.TextLineDataset(filenames, num_parallel_reads=num_parallel_reads)
+    expected = [_line_text(f, i) for f, i in PARALLEL_ORDER[num_parallel_reads]]
+    backend.assert_produces(dataset, expected)
+    interleaved = backend.Dataset.from_tensor_slices(filenames).interleave(
+        backend.data.TextLineDataset, cycle_length=num_parallel_reads, block_length=1
+    )
+    backend.assert_produces(interleaved, expected)
+
+
+@verify_fns
+def test_checkpoint_parallel_read(backend: Backend, tmp_path: Path, verify_fn: str) -> None:
+    filenames = _uneven_files(tmp_path, [3, 1, 5, 0, 2, 4])
+
+    def build() -> object:
+        return backend.data.TextLineDataset(filenames, num_parallel_reads=3).repeat(2)
+
+    verify(backend, verify_fn, build, 30)

@@ -13,6 +13,7 @@ from pipestate.data._spec import TensorSpec
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import STATE_VERSION, DatasetIterator, State
 from pipestate.data.loader import Loader, LoaderWorkerError, WorkerInfo, get_worker_info
+from pipestate.data.ops.fixed_length_record import FixedLengthRecordDataset
 from pipestate.data.ops.record import RecordDataset, RecordWriter
 from pipestate.data.ops.text_line import TextLineDataset
 from pipestate.data.options import AUTOTUNE, ExternalStatePolicy, Options
@@ -25,6 +26,7 @@ __all__ = [
     "Dataset",
     "DatasetIterator",
     "ExternalStatePolicy",
+    "FixedLengthRecordDataset",
     "Loader",
     "LoaderWorkerError",
     "Options",

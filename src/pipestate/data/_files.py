@@ -8,6 +8,7 @@ opens that file and seeks to the offset: nothing before it is read again.
 
 from __future__ import annotations
 
+import copy
 import gzip
 import io
 import os
@@ -19,12 +20,23 @@ from typing import Any, BinaryIO
 import fsspec
 import numpy as np
 
-from pipestate._validate import brief, check_int
+from pipestate._validate import brief, check_int, check_parallelism
 from pipestate.data import _fingerprint
+from pipestate.data._engine import available_cores
 from pipestate.data._spec import TensorSpec
 from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import DatasetIterator, State, StreamIterator, read_int
-from pipestate.errors import DataLossError, NotFoundError, StateMismatchError
+from pipestate.data.options import AUTOTUNE
+from pipestate.errors import (
+    DataLossError,
+    InvalidArgumentError,
+    NotFoundError,
+    StateMismatchError,
+)
+
+DEFAULT_CYCLE_LENGTH = 4
+"""Files read at once for ``num_parallel_reads=AUTOTUNE`` (interleave's default cycle, fixed so a
+state restores identically on any machine)."""
 
 COMPRESSION_TYPES = (None, "", "GZIP", "ZLIB")
 """The ``compression_type`` values the file sources accept (as tf.data)."""
@@ -32,6 +44,8 @@ COMPRESSION_TYPES = (None, "", "GZIP", "ZLIB")
 _SKIP_CHUNK = 1 << 20
 _ZLIB_CHUNK = 1 << 16
 _DECOMPRESSION_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+_UNREADABLE = (DataLossError, NotFoundError, InvalidArgumentError)
+"""Errors that end the reading of a file (the next element comes from the next file)."""
 
 
 def check_compression(value: Any, op: str) -> str | None:
@@ -186,15 +200,48 @@ class _ZlibReader(io.RawIOBase):
         super().close()
 
 
+def check_parallel_reads(value: Any, op: str) -> int | None:
+    """Validates ``num_parallel_reads``: files read at once (``AUTOTUNE``: the default cycle),
+    or ``None`` (one after another); 1 is the same as ``None``."""
+    if value is None:
+        return None
+    number = check_parallelism(value, "num_parallel_reads", op)
+    if number == AUTOTUNE:
+        return DEFAULT_CYCLE_LENGTH
+    return None if number == 1 else number
+
+
+class _OneFile:
+    """``map_func`` of the interleave that reads several files at once: one file's dataset."""
+
+    def __init__(self, dataset: FileDataset) -> None:
+        self._dataset = dataset
+
+    def __call__(self, name: Any) -> Dataset:
+        return self._dataset._one_file(to_path(name, self._dataset._op_name))
+
+
 class FileDataset(Dataset):
     """Base of the file sources: the files of a name list or of a dataset of names, in order.
+
+    With ``num_parallel_reads`` of ``n > 1`` the files are read as tf.data reads
+    them: an interleave of the files' datasets with ``cycle_length=n`` and
+    ``block_length=1`` (in its deterministic order), each open file read ahead
+    on a thread (as many as the cores available, at most ``n``); the iterator
+    state is that interleave's (per open file, its offset).
 
     Subclasses set ``_op_name`` and implement ``_read``.
     """
 
     _keeps_random_access = False
 
-    def __init__(self, filenames: Any, compression_type: Any, buffer_size: Any) -> None:
+    def __init__(
+        self,
+        filenames: Any,
+        compression_type: Any,
+        buffer_size: Any,
+        num_parallel_reads: Any = None,
+    ) -> None:
         op = self._op_name
         names = normalize_filenames(filenames, op)
         if isinstance(names, Dataset):
@@ -205,6 +252,34 @@ class FileDataset(Dataset):
             self._filenames = names
         self._compression = check_compression(compression_type, op)
         self._buffer_size = check_buffer_size(buffer_size, op)
+        self._parallel_reads = check_parallel_reads(num_parallel_reads, op)
+
+    def _one_file(self, path: str) -> FileDataset:
+        """This source over the single file ``path``, read alone."""
+        single = copy.copy(self)
+        single._parents = ()
+        single._filenames = (path,)
+        single._parallel_reads = None
+        single._name = None
+        single._fingerprint_cache = single._chain_cache = single._external_cache = None
+        single._cardinality_cache = None
+        return single
+
+    def _interleaved(self) -> Dataset | None:
+        """The interleave that reads ``num_parallel_reads`` files at once, or ``None``."""
+        if self._parallel_reads is None or self._filenames == ():
+            return None
+        if self._parents:
+            names = self._parents[0]
+        else:
+            assert self._filenames is not None
+            names = Dataset.from_tensor_slices(list(self._filenames))
+        return names.interleave(
+            _OneFile(self),
+            cycle_length=self._parallel_reads,
+            block_length=1,
+            num_parallel_calls=min(self._parallel_reads, available_cores()),
+        )
 
     def _element_spec(self) -> Any:
         return TensorSpec((), "string")
@@ -212,6 +287,10 @@ class FileDataset(Dataset):
     def _read(self, stream: BinaryIO, path: str, offset: int) -> tuple[Any, int] | None:
         """The element at ``offset`` of ``stream`` and the offset after it; ``None`` at the end."""
         raise NotImplementedError
+
+    def _open(self, path: str, offset: int) -> BinaryIO:
+        """``path`` opened for ``_read`` at byte ``offset`` (see :func:`open_file`)."""
+        return open_file(path, self._compression, self._buffer_size, offset, self._op_name)
 
     def _cardinality(self) -> int:
         if self._filenames == () or (self._parents and self._parents[0].cardinality() == 0):
@@ -225,9 +304,14 @@ class FileDataset(Dataset):
         if self._filenames is not None:
             params["filenames"] = describe_names(self._filenames)
         params["compression_type"] = self._compression
+        if self._parallel_reads is not None:
+            params["num_parallel_reads"] = self._parallel_reads
         return params
 
     def _make_iterator(self, entropy: int | None, epoch: int = 0) -> DatasetIterator:
+        interleaved = self._interleaved()
+        if interleaved is not None:
+            return interleaved._make_iterator(entropy, epoch)
         if self._parents:
             return _NamesDatasetIterator(self, entropy, epoch)
         return _NameListIterator(self, entropy, epoch)
@@ -262,16 +346,20 @@ class _FilesIterator(StreamIterator["FileDataset"]):
                 self._offset = 0
             path = self._path
             try:
-                if self._stream is None:
-                    self._stream = open_file(
-                        path, dataset._compression, dataset._buffer_size, self._offset, self._op
-                    )
-                result = dataset._read(self._stream, path, self._offset)
-            except _DECOMPRESSION_ERRORS as err:
-                raise DataLossError(
-                    f"{self._op}: {path!r} is not valid {dataset._compression} data near "
-                    f"uncompressed byte offset {self._offset}: {type(err).__name__}: {err}"
-                ) from err
+                try:
+                    if self._stream is None:
+                        self._stream = dataset._open(path, self._offset)
+                    result = dataset._read(self._stream, path, self._offset)
+                except _DECOMPRESSION_ERRORS as err:
+                    raise DataLossError(
+                        f"{self._op}: {path!r} is not valid {dataset._compression} data near "
+                        f"uncompressed byte offset {self._offset}: {type(err).__name__}: {err}"
+                    ) from err
+            except _UNREADABLE:
+                # As every failing element in pipestate, the failing rest of the file counts
+                # as consumed: a next call (or a restore) continues with the next file.
+                self._finish_file()
+                raise
             if result is None:
                 self._finish_file()
                 continue

@@ -367,3 +367,44 @@ def leading_dimension(data: Any, skip: int) -> int | None:
     if len(dims) == 1 and None not in dims:
         return int(dims.pop())  # type: ignore[arg-type]
     return None
+
+
+def scalar_leaf(leaf: Any) -> Any:
+    """A 0-d array as a NumPy scalar, so a saved state restores exactly."""
+    return leaf[()] if isinstance(leaf, np.ndarray) and leaf.ndim == 0 else leaf
+
+
+class StructureMismatchError(TypeError):
+    """A value does not have a template's structure or leaf dtypes (see :func:`conform_to`)."""
+
+
+def conform_to(value: Any, template: Any) -> Any:
+    """``value`` as an element with ``template``'s structure and dtypes, or raises
+    :class:`StructureMismatchError` (shapes may differ).
+
+    The per-element check of a new ``scan`` / ``reduce`` state: one walk instead
+    of normalising, comparing structures and comparing dtypes separately.
+    """
+    if isinstance(template, dict):
+        if not isinstance(value, dict) or value.keys() != template.keys():
+            raise StructureMismatchError
+        return {key: conform_to(item, template[key]) for key, item in value.items()}
+    if isinstance(template, tuple):
+        if not isinstance(value, tuple) or len(value) != len(template):
+            raise StructureMismatchError
+        items = [conform_to(item, part) for item, part in zip(value, template)]
+        return type(value)(*items) if is_namedtuple(value) else tuple(items)
+    if type(value) is type(template) and isinstance(value, np.generic):
+        return value
+    if isinstance(value, (dict, tuple)):
+        raise StructureMismatchError
+    leaf = scalar_leaf(to_leaf(value))
+    if not dtype_matches(leaf, np.asarray(template).dtype):
+        raise StructureMismatchError
+    return leaf
+
+
+def dtype_matches(value: Any, dtype: np.dtype[Any]) -> bool:
+    """Whether ``value``'s dtype is ``dtype`` (strings of any length match strings)."""
+    actual = np.asarray(value).dtype
+    return actual == dtype or (actual.kind in "SU" and actual.kind == dtype.kind)

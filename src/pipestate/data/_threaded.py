@@ -28,8 +28,9 @@ def background_settings(dataset: Dataset) -> tuple[int, int, bool, bool]:
     """``(threads, buffer, reorder, autotune)`` wanted by a pipeline's prefetch / parallel maps.
 
     ``threads`` is 0 when the pipeline has none. ``reorder`` is true when the
-    op whose elements the iterator yields is a ``map(deterministic=False)``
-    (prefetch ops above it aside): only then may chunks arrive out of order
+    op whose elements the iterator yields is a ``map`` or ``batch`` with
+    ``deterministic=False`` (or ``None`` under ``Options.deterministic=False``;
+    prefetch ops above it aside): only then may chunks arrive out of order
     without changing what any op after it computes. ``autotune`` is true
     unless a parallel map asked for an explicit number of threads.
     """
@@ -311,6 +312,17 @@ class ThreadedIndexIterator(ChunkIndexIterator):
 
     def _set_state(self, state: State) -> None:
         ahead: list[tuple[int, int]] = []
+        if (
+            isinstance(state, dict)
+            and self._elastic is None
+            and (self._AHEAD in state) != (self._reorder)
+        ):
+            # The same definition saved in the other order mode: Options.deterministic, which
+            # is outside the fingerprint, differed. Continue in the saved run's mode.
+            self._reorder = not self._reorder
+            self._keys = (*self._STATE_KEYS, self._AHEAD) if self._reorder else self._STATE_KEYS
+            if self._reorder:
+                self._chooser = None
         if self._reorder:
             op = self._dataset._op_name
             check_keys(state, self._keys, op)

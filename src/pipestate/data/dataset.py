@@ -65,6 +65,9 @@ class Dataset:
     """How an elastic shard's position maps through the op."""
 
     _cardinality_cache: int | None = None
+    _deterministic_default: bool | None = None
+    """``Options.deterministic`` of the pipeline being iterated, for ops made with
+    ``deterministic=None`` (set on the copy ``iter()`` makes when the option is ``False``)."""
 
     def __init__(self, parents: Sequence[Dataset] = ()) -> None:
         for parent in parents:
@@ -97,7 +100,10 @@ class Dataset:
         where an op (a user function) makes it unknown."""
         if self._passes_elements:
             return self._parents[0]._element_spec()
-        return None
+        from pipestate.data import _terminal
+
+        # While the public element_spec is being computed: the first element's spec.
+        return _terminal.first_element_spec(self) if _terminal.reading_specs() else None
 
     def _leading_dimension(self) -> int | None:
         """The first dimension every element is known to have, or ``None`` (read by ``unbatch``).
@@ -354,7 +360,24 @@ class Dataset:
         return self._get(0, index)
 
     def __iter__(self) -> DatasetIterator:
-        return self._make_iterator(self._iterator_entropy())
+        dataset = self
+        if self.options().deterministic is False:
+            dataset = self._with_order(False)
+        return dataset._make_iterator(self._iterator_entropy())
+
+    def _out_of_order(self, deterministic: bool | None) -> bool:
+        """Whether an op made with ``deterministic`` may deliver elements out of order
+        (``None``: as the pipeline's ``Options.deterministic``; in order by default)."""
+        if deterministic is None:
+            deterministic = self._deterministic_default
+        return deterministic is False
+
+    def _with_order(self, deterministic: bool) -> Dataset:
+        """A copy of this pipeline whose ops made with ``deterministic=None`` follow
+        ``deterministic`` (the pipeline's ``Options.deterministic``)."""
+        clone = self._with_parents(tuple(p._with_order(deterministic) for p in self._parents))
+        clone._deterministic_default = deterministic
+        return clone
 
     def _op_chain(self) -> list[tuple[str, str, str]]:
         """(name, settings digest, repr of the op alone) for every op, inputs first."""
@@ -416,7 +439,7 @@ class Dataset:
 
     # ---------------------------------------------------------------- sources
     @staticmethod
-    def range(*args: int, dtype: Any = np.int64) -> Dataset:
+    def range(*args: int, dtype: Any = np.int64, name: str | None = None) -> Dataset:
         """Integers ``range(stop)`` or ``range(start, stop[, step])`` as int64 scalars.
 
         Raises:
@@ -425,10 +448,12 @@ class Dataset:
         """
         from pipestate.data.ops.range import RangeDataset
 
-        return RangeDataset(*args, dtype=dtype)
+        return RangeDataset(*args, dtype=dtype)._named(name)
 
     @staticmethod
-    def counter(start: int = 0, step: int = 1, dtype: Any = np.int64) -> Dataset:
+    def counter(
+        start: int = 0, step: int = 1, dtype: Any = np.int64, name: str | None = None
+    ) -> Dataset:
         """Integers ``start, start + step, ...`` without end, as scalars of ``dtype``.
 
         Raises:
@@ -437,25 +462,28 @@ class Dataset:
         """
         from pipestate.data.ops.counter import CounterDataset
 
-        return CounterDataset(start, step, dtype)
+        return CounterDataset(start, step, dtype)._named(name)
 
     @staticmethod
-    def from_tensor_slices(tensors: Any) -> Dataset:
+    def from_tensor_slices(tensors: Any, name: str | None = None) -> Dataset:
         """One element per row of ``tensors`` (an array, list, or nested tuple/dict of arrays)."""
         from pipestate.data.ops.from_tensor_slices import FromTensorSlicesDataset
 
-        return FromTensorSlicesDataset(tensors)
+        return FromTensorSlicesDataset(tensors)._named(name)
 
     @staticmethod
-    def from_tensors(tensors: Any) -> Dataset:
+    def from_tensors(tensors: Any, name: str | None = None) -> Dataset:
         """A dataset of exactly one element, ``tensors``."""
         from pipestate.data.ops.from_tensors import FromTensorsDataset
 
-        return FromTensorsDataset(tensors)
+        return FromTensorsDataset(tensors)._named(name)
 
     @staticmethod
     def from_generator(
-        generator: Callable[..., Any], output_signature: Any = None, args: Any = None
+        generator: Callable[..., Any],
+        output_signature: Any = None,
+        args: Any = None,
+        name: str | None = None,
     ) -> Dataset:
         """Elements of ``generator(*args)``, a callable returning an iterator.
 
@@ -464,11 +492,14 @@ class Dataset:
         """
         from pipestate.data.ops.from_generator import FromGeneratorDataset
 
-        return FromGeneratorDataset(generator, output_signature, args)
+        return FromGeneratorDataset(generator, output_signature, args)._named(name)
 
     @staticmethod
     def list_files(
-        file_pattern: Any, shuffle: bool | None = None, seed: int | None = None
+        file_pattern: Any,
+        shuffle: bool | None = None,
+        seed: int | None = None,
+        name: str | None = None,
     ) -> Dataset:
         """The file names matching ``file_pattern`` (a glob, or a list of them), as bytes.
 
@@ -476,10 +507,10 @@ class Dataset:
         """
         from pipestate.data.ops.list_files import ListFilesDataset
 
-        return ListFilesDataset(file_pattern, shuffle, seed)
+        return ListFilesDataset(file_pattern, shuffle, seed)._named(name)
 
     @staticmethod
-    def zip(*datasets: Any) -> Dataset:
+    def zip(*datasets: Any, name: str | None = None) -> Dataset:
         """Elements of several datasets side by side, as tuples (or dicts) of elements.
 
         Accepts ``zip(a, b)``, ``zip((a, b))`` or ``zip({"x": a, "y": b})``; stops
@@ -487,7 +518,28 @@ class Dataset:
         """
         from pipestate.data.ops.zip import ZipDataset
 
-        return ZipDataset(datasets[0] if len(datasets) == 1 else datasets)
+        return ZipDataset(datasets[0] if len(datasets) == 1 else datasets)._named(name)
+
+    @staticmethod
+    def random(
+        seed: int | None = None,
+        rerandomize_each_iteration: bool | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """Pseudo-random int64 values in ``[0, 2**32)`` without end (tf.data's ``random``).
+
+        Random access: value ``i`` is a function of ``(seed, epoch, i)``, so the
+        state is one index. ``seed=None`` draws a seed per iterator and saves it
+        in the state; ``rerandomize_each_iteration=True`` gives each pass of a
+        ``repeat`` new values.
+
+        Raises:
+          TypeError: a non-integer ``seed`` or a non-bool ``rerandomize_each_iteration``.
+          ValueError: ``seed`` does not fit in int64.
+        """
+        from pipestate.data.ops.random import RandomDataset
+
+        return RandomDataset(seed, rerandomize_each_iteration)._named(name)
 
     @staticmethod
     def sample_from_datasets(
@@ -564,6 +616,7 @@ class Dataset:
         map_func: Callable[..., Any],
         num_parallel_calls: int | None = None,
         deterministic: bool | None = None,
+        name: str | None = None,
         *,
         stateful: bool = False,
     ) -> Dataset:
@@ -582,21 +635,27 @@ class Dataset:
 
         if num_parallel_calls is None:
             check_bool("deterministic", deterministic, op="map", allow_none=True)
-            return MapDataset(self, map_func, stateful=stateful)
+            return MapDataset(self, map_func, stateful=stateful)._named(name)
         from pipestate.data.ops.parallel_map import ParallelMapDataset
 
         return ParallelMapDataset(
             self, map_func, num_parallel_calls, deterministic, stateful=stateful
-        )
+        )._named(name)
 
-    def filter(self, predicate: Callable[..., Any], *, stateful: bool = False) -> Dataset:
+    def filter(
+        self, predicate: Callable[..., Any], name: str | None = None, *, stateful: bool = False
+    ) -> Dataset:
         """The elements for which ``predicate`` returns true (a scalar bool)."""
         from pipestate.data.ops.filter import FilterDataset
 
-        return FilterDataset(self, predicate, stateful=stateful)
+        return FilterDataset(self, predicate, stateful=stateful)._named(name)
 
     def shuffle(
-        self, buffer_size: int, seed: int | None = None, reshuffle_each_iteration: bool = True
+        self,
+        buffer_size: int,
+        seed: int | None = None,
+        reshuffle_each_iteration: bool = True,
+        name: str | None = None,
     ) -> Dataset:
         """tf.data's buffer shuffle: a random element of a ``buffer_size`` buffer at a time.
 
@@ -604,13 +663,13 @@ class Dataset:
         """
         from pipestate.data.ops.shuffle import ShuffleDataset
 
-        return ShuffleDataset(self, buffer_size, seed, reshuffle_each_iteration)
+        return ShuffleDataset(self, buffer_size, seed, reshuffle_each_iteration)._named(name)
 
-    def unbatch(self) -> Dataset:
+    def unbatch(self, name: str | None = None) -> Dataset:
         """Splits each element along its first axis into that many elements."""
         from pipestate.data.ops.unbatch import UnbatchDataset
 
-        return UnbatchDataset(self)
+        return UnbatchDataset(self)._named(name)
 
     def padded_batch(
         self,
@@ -618,40 +677,67 @@ class Dataset:
         padded_shapes: Any = None,
         padding_values: Any = None,
         drop_remainder: bool = False,
+        name: str | None = None,
     ) -> Dataset:
         """Batches elements of varying shapes, padding each leaf to a common shape."""
         from pipestate.data.ops.padded_batch import PaddedBatchDataset
 
-        return PaddedBatchDataset(self, batch_size, padded_shapes, padding_values, drop_remainder)
+        return PaddedBatchDataset(
+            self, batch_size, padded_shapes, padding_values, drop_remainder
+        )._named(name)
 
     def interleave(
         self,
         map_func: Callable[..., Dataset],
         cycle_length: int | None = None,
         block_length: int = 1,
+        num_parallel_calls: int | None = None,
+        deterministic: bool | None = None,
+        name: str | None = None,
         *,
         stateful: bool = False,
     ) -> Dataset:
         """Maps elements to datasets and interleaves them, ``block_length`` at a time."""
         from pipestate.data.ops.interleave import InterleaveDataset
 
-        return InterleaveDataset(self, map_func, cycle_length, block_length, stateful=stateful)
+        return InterleaveDataset(
+            self,
+            map_func,
+            cycle_length,
+            block_length,
+            num_parallel_calls,
+            deterministic,
+            stateful=stateful,
+        )._named(name)
 
-    def flat_map(self, map_func: Callable[..., Dataset], *, stateful: bool = False) -> Dataset:
+    def flat_map(
+        self,
+        map_func: Callable[..., Dataset],
+        name: str | None = None,
+        *,
+        stateful: bool = False,
+    ) -> Dataset:
         """Maps each element to a dataset and reads those datasets one after another."""
         from pipestate.data.ops.flat_map import FlatMapDataset
 
-        return FlatMapDataset(self, map_func, stateful=stateful)
+        return FlatMapDataset(self, map_func, stateful=stateful)._named(name)
 
     def scan(
-        self, initial_state: Any, scan_func: Callable[..., Any], *, stateful: bool = False
+        self,
+        initial_state: Any,
+        scan_func: Callable[..., Any],
+        name: str | None = None,
+        *,
+        stateful: bool = False,
     ) -> Dataset:
         """Threads a state through the elements: ``scan_func(state, x) -> (state, output)``."""
         from pipestate.data.ops.scan import ScanDataset
 
-        return ScanDataset(self, initial_state, scan_func, stateful=stateful)
+        return ScanDataset(self, initial_state, scan_func, stateful=stateful)._named(name)
 
-    def take_while(self, predicate: Callable[..., Any], *, stateful: bool = False) -> Dataset:
+    def take_while(
+        self, predicate: Callable[..., Any], name: str | None = None, *, stateful: bool = False
+    ) -> Dataset:
         """The elements up to (not including) the first for which ``predicate`` is false.
 
         ``stateful=True`` marks a predicate that depends on state outside the
@@ -659,9 +745,9 @@ class Dataset:
         """
         from pipestate.data.ops.take_while import TakeWhileDataset
 
-        return TakeWhileDataset(self, predicate, stateful=stateful)
+        return TakeWhileDataset(self, predicate, stateful=stateful)._named(name)
 
-    def prefetch(self, buffer_size: int | None) -> Dataset:
+    def prefetch(self, buffer_size: int | None, name: str | None = None) -> Dataset:
         """Prepares up to ``buffer_size`` elements ahead on a background thread.
 
         ``pipestate.data.AUTOTUNE`` (or ``None``, as in tf.data) picks the size.
@@ -670,34 +756,45 @@ class Dataset:
         """
         from pipestate.data.ops.prefetch import PrefetchDataset
 
-        return PrefetchDataset(self, buffer_size)
+        return PrefetchDataset(self, buffer_size)._named(name)
 
-    def batch(self, batch_size: int, drop_remainder: bool = False) -> Dataset:
+    def batch(
+        self,
+        batch_size: int,
+        drop_remainder: bool = False,
+        num_parallel_calls: int | None = None,
+        deterministic: bool | None = None,
+        name: str | None = None,
+    ) -> Dataset:
         """Stacks consecutive elements into batches; the last partial one is kept
         unless ``drop_remainder``."""
         from pipestate.data.ops.batch import BatchDataset
 
-        return BatchDataset(self, batch_size, drop_remainder)
+        return BatchDataset(
+            self, batch_size, drop_remainder, num_parallel_calls, deterministic
+        )._named(name)
 
-    def repeat(self, count: int | None = None) -> Dataset:
+    def repeat(self, count: int | None = None, name: str | None = None) -> Dataset:
         """Repeats the dataset ``count`` times (``None`` or a negative count: forever)."""
         from pipestate.data.ops.repeat import RepeatDataset
 
-        return RepeatDataset(self, count)
+        return RepeatDataset(self, count)._named(name)
 
-    def take(self, count: int) -> Dataset:
+    def take(self, count: int, name: str | None = None) -> Dataset:
         """The first ``count`` elements (a negative count: all)."""
         from pipestate.data.ops.take import TakeDataset
 
-        return TakeDataset(self, count)
+        return TakeDataset(self, count)._named(name)
 
-    def skip(self, count: int) -> Dataset:
+    def skip(self, count: int, name: str | None = None) -> Dataset:
         """All but the first ``count`` elements (a negative count: skip all)."""
         from pipestate.data.ops.skip import SkipDataset
 
-        return SkipDataset(self, count)
+        return SkipDataset(self, count)._named(name)
 
-    def shard(self, num_shards: int, index: int, even: str | None = None) -> Dataset:
+    def shard(
+        self, num_shards: int, index: int, even: str | None = None, name: str | None = None
+    ) -> Dataset:
         """Every ``num_shards``-th element, starting at ``index``.
 
         ``even="pad"`` or ``"drop"`` gives every shard of a finite input the same
@@ -706,22 +803,25 @@ class Dataset:
         """
         from pipestate.data.ops.shard import ShardDataset
 
-        return ShardDataset(self, num_shards, index, even)
+        return ShardDataset(self, num_shards, index, even)._named(name)
 
-    def enumerate(self, start: int = 0) -> Dataset:
+    def enumerate(self, start: int = 0, name: str | None = None) -> Dataset:
         """Pairs ``(counter, element)`` with an int64 counter from ``start``."""
         from pipestate.data.ops.enumerate import EnumerateDataset
 
-        return EnumerateDataset(self, start)
+        return EnumerateDataset(self, start)._named(name)
 
-    def concatenate(self, dataset: Dataset) -> Dataset:
+    def concatenate(self, dataset: Dataset, name: str | None = None) -> Dataset:
         """The elements of this dataset, then those of ``dataset``."""
         from pipestate.data.ops.concatenate import ConcatenateDataset
 
-        return ConcatenateDataset(self, dataset)
+        return ConcatenateDataset(self, dataset)._named(name)
 
     def global_shuffle(
-        self, seed: int | None = None, reshuffle_each_iteration: bool = True
+        self,
+        seed: int | None = None,
+        reshuffle_each_iteration: bool = True,
+        name: str | None = None,
     ) -> Dataset:
         """A pseudo-random permutation of the whole (random-access, finite) dataset.
 
@@ -732,7 +832,83 @@ class Dataset:
         """
         from pipestate.data.ops.global_shuffle import GlobalShuffleDataset
 
-        return GlobalShuffleDataset(self, seed, reshuffle_each_iteration)
+        return GlobalShuffleDataset(self, seed, reshuffle_each_iteration)._named(name)
+
+    def ignore_errors(self, log_warning: bool = False, name: str | None = None) -> Dataset:
+        """The elements whose computation did not raise: **drops the failing ones**.
+
+        The one op that loses elements on purpose, as tf.data's: an element
+        whose computation below this op raised (a ``map`` function, a damaged
+        record) is skipped. The number skipped is in the iterator state
+        (``"count"``), and ``log_warning=True`` logs each with its error.
+
+        Raises:
+          TypeError: ``log_warning`` is not a bool.
+        """
+        from pipestate.data.ops.ignore_errors import IgnoreErrorsDataset
+
+        return IgnoreErrorsDataset(self, log_warning)._named(name)
+
+    def assert_cardinality(self, expected_cardinality: int, name: str | None = None) -> Dataset:
+        """The elements, checked to number ``expected_cardinality``, which ``cardinality()``
+        then reports.
+
+        Raises:
+          TypeError: a non-integer ``expected_cardinality``.
+          ValueError: a negative one other than ``INFINITE_CARDINALITY``.
+          FailedPreconditionError: (while iterating) the input ends early or runs long.
+        """
+        from pipestate.data.ops.assert_cardinality import AssertCardinalityDataset
+
+        return AssertCardinalityDataset(self, expected_cardinality)._named(name)
+
+    def reduce(
+        self,
+        initial_state: Any,
+        reduce_func: Callable[[Any, Any], Any],
+        name: str | None = None,
+    ) -> Any:
+        """Folds the elements into one value: ``state = reduce_func(state, element)``.
+
+        Reads a fresh iterator to the end and returns the final state (NumPy
+        values); an empty dataset returns ``initial_state`` as NumPy values.
+        ``name`` labels the reduction in its error messages.
+
+        Raises:
+          TypeError: ``reduce_func`` is not callable, returns another structure
+            than ``initial_state``, or changes a component's dtype.
+          ValueError: the dataset is infinite.
+        """
+        from pipestate.data._terminal import reduce_dataset
+
+        return reduce_dataset(self, initial_state, reduce_func, name)
+
+    def get_single_element(self, name: str | None = None) -> Any:
+        """The only element of a dataset of exactly one element.
+
+        Raises:
+          InvalidArgumentError: the dataset is empty ("Dataset was empty.") or
+            has more than one element ("Dataset had more than one element.").
+        """
+        from pipestate.data._terminal import single_element
+
+        return single_element(self, name)
+
+    @property
+    def element_spec(self) -> Any:
+        """The elements' structure of :class:`TensorSpec`\\ s (shape, dtype), as tf.data's.
+
+        Static where the ops know it (sources, ``batch``: the batch dimension
+        with ``drop_remainder``, ``None`` without). Where a user function makes
+        it unknown (``map``, ``scan``, ``from_generator`` without a
+        signature ...), it is the spec of the first element, computed once per
+        dataset by a separate iterator (the cost of one element; no iterator's
+        position moves), with the first dimension left unknown (``None``) after
+        ops that make it vary; ``None`` for an empty dataset.
+        """
+        from pipestate.data._terminal import element_spec
+
+        return element_spec(self)
 
     def random_map(
         self,

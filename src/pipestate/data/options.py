@@ -7,7 +7,7 @@ import enum
 import logging
 from typing import Any
 
-from pipestate._validate import AUTOTUNE
+from pipestate._validate import AUTOTUNE, check_bool
 from pipestate.errors import ExternalStateError
 
 __all__ = ["AUTOTUNE", "ExternalStatePolicy", "Options", "apply_external_state_policy"]
@@ -57,6 +57,10 @@ class Options:
       external_state_policy: What ``get_state()`` does when the pipeline has an
         op with external state (see :class:`ExternalStatePolicy`); ``None``
         leaves it unset (``FAIL`` unless another ``with_options`` sets it).
+      deterministic: The default of ``deterministic=None`` in parallel ``map``,
+        ``batch`` and ``interleave``: ``False`` allows out-of-order delivery;
+        ``None`` leaves it unset (in order). A state saved in one order mode
+        restores under the other.
 
     Example:
       >>> import pipestate as ps
@@ -67,9 +71,18 @@ class Options:
 
     external_state_policy: ExternalStatePolicy | str | None = None
 
+    # -- deterministic
+    deterministic: bool | None = None
+    """The order of ops with ``deterministic=None`` (parallel ``map``, ``batch``,
+    ``interleave``), as tf.data's ``Options.deterministic``: ``False`` lets them
+    deliver elements out of order where they can; ``None`` or ``True``: in order."""
+
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "external_state_policy" and value is not None:
             value = ExternalStatePolicy.coerce(value)
+        elif name == "deterministic" and value is not None:
+            check_bool("deterministic", value, op="Options")
+            value = bool(value)
         elif name not in {f.name for f in dataclasses.fields(self)}:
             raise AttributeError(
                 f"Options has no option {name!r}; available: "

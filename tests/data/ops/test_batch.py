@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +21,11 @@ from ._streaming import (
     filtered,
     filtered_state,
     state_after,
+)
+from ._threads import (  # noqa: F401  (an autouse fixture)
+    no_threads_left_from_other_tests,
+    pipestate_threads,
+    wait_for_no_threads,
 )
 
 
@@ -168,3 +175,98 @@ def test_streaming_conformance(make: Callable[[int], ps.Dataset]) -> None:
 PROPERTY_OP = st.integers(1, 5).flatmap(
     lambda k: st.sampled_from([True, False]).map(lambda d: lambda ds: ds.batch(k, drop_remainder=d))
 )
+
+
+# ------------------------------------------------------- num_parallel_calls
+def _plus_one(x: Any) -> Any:
+    return x + 1
+
+
+def _slow_first(x: Any) -> Any:
+    if x == 0:
+        time.sleep(0.3)  # the first chunk finishes last
+    return x
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: ps.Dataset.range(23).map(_plus_one), id="random-access"),
+        pytest.param(lambda: filtered(23).map(_plus_one), id="streaming"),
+    ],
+)
+@pytest.mark.parametrize("threads", [1, 2, ps.data.AUTOTUNE])
+def test_parallel_batches_equal_sequential_ones(
+    make: Callable[[], ps.Dataset], threads: int
+) -> None:
+    sequential = list(make().batch(4))
+    parallel = make().batch(4, num_parallel_calls=threads)
+    assert len(list(parallel)) == len(sequential)
+    for a, b in zip(parallel, sequential):
+        assert_elements_equal(a, b)
+    assert parallel.fingerprint == make().batch(4).fingerprint
+    assert_conformant(parallel)
+
+
+def test_parallel_batches_run_on_threads_and_save_one_index() -> None:
+    ds = ps.Dataset.range(64).map(_plus_one).batch(4, num_parallel_calls=2)
+    it = iter(ds)
+    assert next(it).tolist() == [1, 2, 3, 4]
+    assert type(it).__name__ == "ThreadedIndexIterator"
+    assert it._threads == 2  # type: ignore[attr-defined]
+    assert it.get_state()["iterator"] == {"index": 1, "seed": None}
+    it.close()
+    assert not wait_for_no_threads()
+
+
+def test_position_restores_across_thread_counts() -> None:
+    it = iter(filtered(30).batch(4, num_parallel_calls=2))
+    for _ in range(3):
+        next(it)
+    state = it.get_state()
+    it.close()
+    sequential = iter(filtered(30).batch(4))
+    sequential.set_state(state)
+    assert next(sequential).tolist() == [12, 13, 14, 15]
+
+
+def test_deterministic_false_delivers_batches_out_of_order_exactly_once() -> None:
+    ds = ps.Dataset.range(80).map(_slow_first).batch(2, num_parallel_calls=2, deterministic=False)
+    assert ds.fingerprint != ps.Dataset.range(80).map(_slow_first).batch(2).fingerprint
+    it = iter(ds)
+    first = next(it)
+    assert first.tolist() != [0, 1]  # batch 0 is still being computed
+    state = it.get_state()
+    assert state["iterator"]["index"] == 0
+    assert "ahead" in state["iterator"]
+    rest = list(it)
+    it.close()
+    restored = iter(ds)
+    restored.set_state(state)
+    again = list(restored)
+    restored.close()
+    flat = sorted(int(x) for b in [first, *rest] for x in b)
+    assert flat == list(range(80))
+    assert sorted(int(x) for b in again for x in b) == sorted(int(x) for b in rest for x in b)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"num_parallel_calls": 0}, ValueError, "batch: num_parallel_calls must be >= 1"),
+        ({"num_parallel_calls": "2"}, TypeError, "batch: num_parallel_calls must be a positive"),
+        ({"num_parallel_calls": 2, "deterministic": "no"}, TypeError, "deterministic must be"),
+        ({"deterministic": 1}, TypeError, "batch: deterministic must be a bool or None"),
+    ],
+)
+def test_bad_parallel_arguments(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        ps.Dataset.range(4).batch(2, **kwargs)
+
+
+def test_parallel_repr() -> None:
+    ds = ps.Dataset.range(4).batch(2, num_parallel_calls=3, deterministic=False, name="b")
+    assert repr(ds).endswith(
+        "batch(batch_size=2, drop_remainder=False, deterministic=False, num_parallel_calls=3, "
+        "name='b')"
+    )

@@ -406,3 +406,66 @@ def test_same_as_tf_data(name: str) -> None:
 PROPERTY_OP = st.integers(1, 3).flatmap(
     lambda c: st.integers(1, 3).map(lambda b: lambda ds: ds.interleave(inner, c, b))
 )
+
+
+# ------------------------------------------------------- num_parallel_calls
+def _numbers(x: Any) -> ps.Dataset:
+    return ps.Dataset.range(int(x) % 4 + 1).map(lambda y: x * 10 + y)
+
+
+def _lines(x: Any) -> ps.Dataset:
+    return ps.Dataset.range(int(x) % 3 + 2).filter(lambda y: y != 1)
+
+
+@pytest.mark.parametrize("make_inner", [_numbers, _lines], ids=["random-access", "streaming"])
+@pytest.mark.parametrize("threads", [1, 3, ps.data.AUTOTUNE])
+def test_parallel_interleave_equals_sequential(make_inner: Any, threads: int) -> None:
+    sequential = ps.Dataset.range(9).interleave(make_inner, cycle_length=3, block_length=2)
+    parallel = ps.Dataset.range(9).interleave(
+        make_inner, cycle_length=3, block_length=2, num_parallel_calls=threads
+    )
+    assert [int(x) for x in parallel] == [int(x) for x in sequential]
+    assert parallel.fingerprint == sequential.fingerprint
+    assert_conformant(parallel)
+
+
+def test_parallel_interleave_state_restores_without_threads() -> None:
+    parallel = ps.Dataset.range(9).interleave(_numbers, cycle_length=3, num_parallel_calls=3)
+    sequential = ps.Dataset.range(9).interleave(_numbers, cycle_length=3)
+    it = iter(parallel)
+    head = [int(next(it)) for _ in range(7)]
+    state = it.get_state()
+    it.close()
+    other = iter(sequential)
+    other.set_state(state)
+    assert head + [int(x) for x in other] == [int(x) for x in sequential]
+
+
+def test_deterministic_is_accepted_and_keeps_the_order() -> None:
+    expected = [int(x) for x in ps.Dataset.range(6).interleave(_numbers, cycle_length=2)]
+    ds = ps.Dataset.range(6).interleave(
+        _numbers, cycle_length=2, num_parallel_calls=2, deterministic=False, name="mix"
+    )
+    assert [int(x) for x in ds] == expected
+    assert repr(ds).endswith(
+        "interleave(map_func='_numbers', cycle_length=2, block_length=1, num_parallel_calls=2, "
+        "deterministic=False, name='mix')"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"num_parallel_calls": 0}, ValueError, "interleave: num_parallel_calls must be >= 1"),
+        ({"num_parallel_calls": 1.5}, TypeError, "interleave: num_parallel_calls must be a"),
+        ({"deterministic": "yes"}, TypeError, "interleave: deterministic must be a bool"),
+        (
+            {"cycle_length": 2, "num_parallel_calls": 3},
+            ValueError,
+            "`num_parallel_calls` is 3 and `cycle_length` is 2",
+        ),
+    ],
+)
+def test_bad_parallel_arguments(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        ps.Dataset.range(3).interleave(_numbers, **kwargs)

@@ -107,6 +107,7 @@ PIPELINES: dict[str, Build] = {
     "shuffle": lambda files, d: ps.data.RecordDataset(files[:2]).shuffle(3, seed=4),
     "batch": lambda files, d: ps.data.RecordDataset(files).batch(4),
     "map-skip": lambda files, d: ps.data.RecordDataset(files).map(len).skip(3),
+    "parallel-reads": lambda files, d: ps.data.RecordDataset(files, num_parallel_reads=2),
 }
 
 
@@ -366,3 +367,11 @@ def test_tensorflow_reads_files_written_here(tmp_path: Path, compression: str) -
             for record in RECORDS:
                 writer.write(record)
         assert Path(path).read_bytes() == Path(tf_path).read_bytes()
+
+
+def test_parallel_reads_interleave_records_in_tf_order(files: list[str]) -> None:
+    ds = ps.data.RecordDataset(files, num_parallel_reads=2)
+    # a (6 records) and b (empty) open first; b's place goes to c once b is found empty.
+    expected = [RECORDS[0], RECORDS[1], b"c0", RECORDS[2], b"c1", RECORDS[3], b"c2"]
+    expected += [RECORDS[4], b"c3", RECORDS[5], b"c4", b"c5", b"c6"]
+    assert _values(ds) == expected

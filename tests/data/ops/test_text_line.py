@@ -336,6 +336,30 @@ def test_missing_file(tmp_path: Path) -> None:
         next(iter(ds))
 
 
+def test_a_missing_file_counts_as_read(files: list[str], tmp_path: Path) -> None:
+    names = [files[0], str(tmp_path / "absent.txt"), files[4]]
+    it = iter(ps.data.TextLineDataset(names))
+    assert [bytes(next(it)) for _ in range(3)] == [b"alpha", b"beta", b"gamma"]
+    with pytest.raises(NotFoundError):
+        next(it)
+    state = it.get_state()
+    assert state["iterator"]["file_index"] == 2
+    assert bytes(next(it)) == b"single"  # the next file follows the missing one
+    restored = iter(ps.data.TextLineDataset(names))
+    restored.set_state(state)
+    assert _lines(restored) == [b"single"]
+
+
+def test_a_damaged_compressed_file_counts_as_read(tmp_path: Path) -> None:
+    damaged, good = tmp_path / "damaged.gz", tmp_path / "good.gz"
+    damaged.write_bytes(gzip.compress(b"x\n" * 1000)[:-30])
+    good.write_bytes(gzip.compress(b"good\n"))
+    it = iter(ps.data.TextLineDataset([str(damaged), str(good)], "GZIP"))
+    with pytest.raises(DataLossError):
+        list(it)
+    assert _lines(it) == [b"good"]
+
+
 def test_damaged_compressed_file(tmp_path: Path) -> None:
     path = tmp_path / "f.gz"
     path.write_bytes(gzip.compress(b"one\ntwo\n" * 1000)[:-30])
@@ -374,6 +398,9 @@ def test_names_dataset_of_other_elements() -> None:
         ({"filenames": "a", "compression_type": 1}, ValueError, "compression_type must be"),
         ({"filenames": "a", "buffer_size": -1}, ValueError, "buffer_size must be >= 0"),
         ({"filenames": "a", "buffer_size": 1.5}, TypeError, "buffer_size must be an integer"),
+        ({"filenames": "a", "num_parallel_reads": 0}, ValueError, "num_parallel_reads must be"),
+        ({"filenames": "a", "num_parallel_reads": "2"}, TypeError, "num_parallel_reads must be"),
+        ({"filenames": "a", "name": 7}, TypeError, "name must be a non-empty string"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, Any], error: type[Exception], message: str) -> None:
@@ -405,3 +432,29 @@ def test_same_lines_as_tensorflow(tmp_path: Path, compression: str) -> None:
     assert len(ours) == len(theirs)
     for a, b in zip(ours, theirs):
         assert_elements_equal(a, np.bytes_(b))
+
+
+@pytest.mark.parametrize("reads", [2, 3, ps.data.AUTOTUNE])
+def test_parallel_reads_take_one_line_of_each_open_file_in_turn(tmp_path: Path, reads: int) -> None:
+    names = _write(
+        tmp_path,
+        {f"{f}.txt": b"".join(b"%d-%d\n" % (f, i) for i in range(f % 3 + 1)) for f in range(6)},
+    )
+    cycle = 4 if reads == ps.data.AUTOTUNE else reads
+    expected = ps.Dataset.from_tensor_slices(names).interleave(
+        ps.data.TextLineDataset, cycle_length=cycle, block_length=1
+    )
+    ds = ps.data.TextLineDataset(names, num_parallel_reads=reads, name="lines")
+    assert _lines(ds) == _lines(expected)
+    assert sorted(_lines(ds)) == sorted(_lines(ps.data.TextLineDataset(names)))
+    assert_conformant(ds)
+    assert "num_parallel_reads" in repr(ds)
+    assert "name='lines'" in repr(ds)
+
+
+def test_parallel_reads_of_a_names_dataset_restore(files: list[str]) -> None:
+    ds = ps.data.TextLineDataset(
+        ps.Dataset.from_tensor_slices(files).repeat(2), num_parallel_reads=3
+    )
+    assert sorted(_lines(ds)) == sorted(EXPECTED * 2)
+    assert_conformant(ds)

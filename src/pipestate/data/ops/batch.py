@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 
-from pipestate._validate import check_bool, check_int
+from pipestate._validate import check_bool, check_int, check_parallelism
 from pipestate.data import _spec, _structure
-from pipestate.data._capabilities import Elastic
+from pipestate.data._capabilities import Background, Elastic
+from pipestate.data._engine import resolve_parallelism
+from pipestate.data._feed import FeedReader, next_element
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
-from pipestate.data.iterator import DatasetIterator, StreamIterator
+from pipestate.data.iterator import DatasetIterator, State, StreamIterator
+from pipestate.data.options import AUTOTUNE
 from pipestate.errors import InvalidArgumentError
 
 
@@ -25,6 +29,46 @@ class _BatchIterator(StreamIterator["BatchDataset"]):
         dataset = self._source
         elements = read_batch(self._inputs[0], dataset._batch_size, dataset._drop_remainder)
         return _structure.stack(elements, dataset)
+
+
+class _ReadAheadInput(DatasetIterator):
+    """A streaming input read ahead on a background thread; its state is the input's.
+
+    Used by ``batch(num_parallel_calls=...)`` over a streaming input: the
+    input's elements are read on the thread while the consumer stacks the
+    previous batch. Each element travels with the input's state after it, so
+    nothing read ahead is saved or lost.
+    """
+
+    def __init__(self, parent: Dataset, epoch: int, external: bool) -> None:
+        super().__init__(parent)
+        self._open = functools.partial(parent._make_iterator, None, epoch)
+        self._reader = FeedReader("batch", external=external)
+        self._reader.attach(self._open(), self._open)
+
+    _next = next_element
+
+    def _get_state(self) -> State:
+        return self._reader.token()  # type: ignore[no-any-return]
+
+    def _set_state(self, state: State) -> None:
+        self._reader.stop()
+        parent = self._open()
+        self._reader.attach(parent, self._open)
+        parent._set_state(state)
+
+    def _close(self) -> None:
+        self._reader.stop()
+
+
+class _ParallelBatchIterator(_BatchIterator):
+    """``batch(num_parallel_calls=...)`` over a streaming input: the input is read ahead."""
+
+    def _open(self, index: int = 0, epoch: int | None = None) -> DatasetIterator:
+        parent = self._source._parents[index]
+        return _ReadAheadInput(
+            parent, self._epoch if epoch is None else epoch, bool(parent._external_ops())
+        )
 
 
 def read_batch(parent: DatasetIterator, size: int, drop_remainder: bool) -> list[Any]:
@@ -55,10 +99,34 @@ class BatchDataset(Dataset):
     _elastic = Elastic.BATCH
     _iterator_class = _BatchIterator
 
-    def __init__(self, parent: Dataset, batch_size: int, drop_remainder: bool = False) -> None:
+    def __init__(
+        self,
+        parent: Dataset,
+        batch_size: int,
+        drop_remainder: bool = False,
+        num_parallel_calls: int | None = None,
+        deterministic: bool | None = None,
+    ) -> None:
         super().__init__([parent])
         self._batch_size = check_int("batch_size", batch_size, minimum=1, op="batch")
         self._drop_remainder = bool(check_bool("drop_remainder", drop_remainder, op="batch"))
+        self._num_parallel_calls = (
+            None
+            if num_parallel_calls is None
+            else check_parallelism(num_parallel_calls, "num_parallel_calls", "batch")
+        )
+        self._deterministic = check_bool(
+            "deterministic", deterministic, op="batch", allow_none=True
+        )
+
+    def _background(self) -> Background | None:
+        if self._num_parallel_calls is None:
+            return None
+        return Background(
+            resolve_parallelism(self._num_parallel_calls),
+            autotune=self._num_parallel_calls == AUTOTUNE,
+            reorder=self._out_of_order(self._deterministic),
+        )
 
     @property
     def _vectorised(self) -> bool:
@@ -84,7 +152,26 @@ class BatchDataset(Dataset):
         return _spec.batched_spec(self._parents[0]._element_spec(), size)
 
     def _params(self) -> dict[str, Any]:
-        return {"batch_size": self._batch_size, "drop_remainder": self._drop_remainder}
+        params: dict[str, Any] = {
+            "batch_size": self._batch_size,
+            "drop_remainder": self._drop_remainder,
+        }
+        if self._deterministic is False:
+            params["deterministic"] = False
+        return params
+
+    def _op_repr(self) -> str:
+        items = [f"{key}={value!r}" for key, value in self._params().items()]
+        if self._num_parallel_calls is not None:
+            items.append(f"num_parallel_calls={self._num_parallel_calls}")
+        if self._name is not None:
+            items.append(f"name={self._name!r}")
+        return f"batch({', '.join(items)})"
+
+    def _make_iterator(self, entropy: int | None, epoch: int = 0) -> DatasetIterator:
+        if self._num_parallel_calls is not None and not self._random_access:
+            return _ParallelBatchIterator(self, entropy, epoch)
+        return super()._make_iterator(entropy, epoch)
 
     def _positions(self, position: int) -> np.ndarray:
         start = position * self._batch_size

@@ -7,9 +7,17 @@ from typing import Any
 
 import numpy as np
 
-from pipestate._validate import brief, check_function, check_int, check_stateful
+from pipestate._validate import (
+    brief,
+    check_bool,
+    check_function,
+    check_int,
+    check_parallelism,
+    check_stateful,
+)
 from pipestate.data import _buffer
 from pipestate.data._calls import call, stop_error
+from pipestate.data._engine import resolve_parallelism
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import (
@@ -20,6 +28,8 @@ from pipestate.data.iterator import (
     read_dict,
     read_int,
 )
+from pipestate.data.ops.prefetch import PrefetchDataset
+from pipestate.data.options import AUTOTUNE
 from pipestate.errors import StateMismatchError
 
 DEFAULT_CYCLE_LENGTH = 4
@@ -121,18 +131,24 @@ class _InterleaveIterator(StreamIterator["_InterleaveBase"]):
             except StopIteration:
                 self._input_ended = True
                 continue
-            slots[self._cycle_index] = self._open_slot(self._consumed, element)
+            slots[self._cycle_index] = self._open_slot(self._cycle_index, self._consumed, element)
             self._consumed += 1
             self._open_count += 1
         raise StopIteration
 
-    def _open_slot(self, index: int, element: Any) -> _Slot:
-        """Calls ``map_func`` on input element ``index`` and opens the dataset it returns."""
+    def _open_slot(self, k: int, index: int, element: Any) -> _Slot:
+        """Calls ``map_func`` on input element ``index`` and opens the dataset it returns in
+        slot ``k`` (read ahead on a thread when ``k`` is below the op's thread count)."""
         dataset = self._source
         inner = dataset._inner_dataset(element)
         entropy = dataset._inner_entropy(self._epoch, index) if inner.draws_seed else None
+        reading = inner
+        if k < dataset._slot_threads:
+            # prefetch is left out of fingerprints and states: the slot saves what it would
+            # without the thread, and nothing read ahead is saved.
+            reading = PrefetchDataset(inner, AUTOTUNE)
         return _Slot(
-            index, None if self._by_index else element, inner, inner._make_iterator(entropy)
+            index, None if self._by_index else element, inner, reading._make_iterator(entropy)
         )
 
     def _op_state(self) -> State:
@@ -211,7 +227,7 @@ class _InterleaveIterator(StreamIterator["_InterleaveBase"]):
             element = self._source._parents[0]._get(self._epoch, index)
         else:
             element = next(pending)
-        slot = self._open_slot(index, element)
+        slot = self._open_slot(k, index, element)
         if slot.dataset.fingerprint != saved[self._SLOT_FINGERPRINT]:
             slot.iterator.close()
             raise StateMismatchError(
@@ -248,6 +264,7 @@ class _InterleaveBase(Dataset):
         self._block_length = block_length
         self._stateful = check_stateful(stateful, self._op_name)
         self._seed: int | None = None  # set per iterator by _resolve_seeds
+        self._slot_threads = 0  # slots read ahead on a thread each (num_parallel_calls)
 
     def _cardinality(self) -> int:
         # As tf.data: the inner datasets' lengths are known only by iterating them.
@@ -306,12 +323,21 @@ class InterleaveDataset(_InterleaveBase):
         ``AUTOTUNE``) means :data:`DEFAULT_CYCLE_LENGTH` (4) on every machine.
       block_length: consecutive elements taken from each inner dataset
         (``None``: 1).
+      num_parallel_calls: read the open inner datasets ahead on threads, one
+        per slot of the cycle for the first ``num_parallel_calls`` slots
+        (``AUTOTUNE``: as many as the cores available, at most
+        ``cycle_length``); ``None`` reads them in the consumer's thread. The
+        elements, their order and the state are the same either way.
+      deterministic: accepted for tf.data's signature; the order is always
+        the sequential one (``False`` permits, never requires, reordering),
+        so it changes neither the elements nor the fingerprint.
       stateful: ``True`` if ``map_func`` depends on state outside the element.
 
     Raises:
       TypeError: ``map_func`` is not callable, an argument is not an integer,
         or ``map_func`` returns something other than a Dataset (while iterating).
-      ValueError: ``cycle_length`` or ``block_length`` is less than 1.
+      ValueError: ``cycle_length`` or ``block_length`` is less than 1, or
+        ``num_parallel_calls`` exceeds a fixed ``cycle_length`` (as tf.data).
 
     Example:
       >>> import pipestate as ps
@@ -329,6 +355,8 @@ class InterleaveDataset(_InterleaveBase):
         map_func: Callable[..., Dataset],
         cycle_length: int | None = None,
         block_length: int | None = 1,
+        num_parallel_calls: int | None = None,
+        deterministic: bool | None = None,
         *,
         stateful: bool = False,
     ) -> None:
@@ -346,6 +374,28 @@ class InterleaveDataset(_InterleaveBase):
         block = 1 if block_length is None else block_length
         block = check_int("block_length", block, minimum=1, op="interleave")
         super().__init__(parent, map_func, cycle, block, stateful)
+        self._num_parallel_calls = (
+            None
+            if num_parallel_calls is None
+            else check_parallelism(num_parallel_calls, "num_parallel_calls", "interleave")
+        )
+        self._deterministic = check_bool(
+            "deterministic", deterministic, op="interleave", allow_none=True
+        )
+        if self._num_parallel_calls is not None:
+            fixed_cycle = cycle_length is not None and cycle_length != AUTOTUNE
+            if (
+                fixed_cycle
+                and self._num_parallel_calls not in (AUTOTUNE,)
+                and (self._num_parallel_calls > cycle)
+            ):
+                raise ValueError(
+                    "interleave: If `cycle_length` is set to a fixed value, `num_parallel_calls` "
+                    "must be either `tf.data.AUTOTUNE` or a value less than or equal to "
+                    f"`cycle_length`. However, `num_parallel_calls` is {self._num_parallel_calls} "
+                    f"and `cycle_length` is {cycle}. Each thread reads one open inner dataset."
+                )
+            self._slot_threads = min(cycle, resolve_parallelism(self._num_parallel_calls))
 
     def _params(self) -> dict[str, Any]:
         return {
@@ -353,3 +403,13 @@ class InterleaveDataset(_InterleaveBase):
             "cycle_length": self._cycle_length,
             "block_length": self._block_length,
         }
+
+    def _op_repr(self) -> str:
+        items = [f"{key}={value!r}" for key, value in self._params().items()]
+        if self._num_parallel_calls is not None:
+            items.append(f"num_parallel_calls={self._num_parallel_calls}")
+        if self._deterministic is not None:
+            items.append(f"deterministic={self._deterministic}")
+        if self._name is not None:
+            items.append(f"name={self._name!r}")
+        return f"interleave({', '.join(items)})"

@@ -8,6 +8,7 @@ import numpy as np
 
 from pipestate._validate import brief, check_bool, check_int
 from pipestate.data import _structure
+from pipestate.data._spec import TensorSpec, map_specs
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import StreamIterator
 from pipestate.data.ops.batch import read_batch
@@ -317,6 +318,27 @@ class PaddedBatchDataset(Dataset):
 
     def _leading_dimension(self) -> int | None:
         return self._batch_size if self._drop_remainder else None
+
+    def _element_spec(self) -> Any:
+        spec = self._parents[0]._element_spec()
+        if spec is None:
+            return None
+        size = self._batch_size if self._drop_remainder else None
+        shapes = self._padded_shapes
+        fixed = (
+            isinstance(spec, TensorSpec)
+            and isinstance(shapes, (list, tuple))
+            and all(dim is None or isinstance(dim, int) for dim in shapes)
+        )
+
+        def padded(leaf: TensorSpec) -> TensorSpec:
+            if leaf.shape is None:
+                return TensorSpec(None, leaf.dtype)
+            # Padded dims are known only where padded_shapes fixes them.
+            dims = list(shapes) if fixed else [None] * len(leaf.shape)
+            return TensorSpec((size, *dims), leaf.dtype)
+
+        return map_specs(padded, spec)
 
     def _params(self) -> dict[str, Any]:
         return {

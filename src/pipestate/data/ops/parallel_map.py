@@ -75,7 +75,8 @@ class ParallelMapDataset(MapDataset):
       deterministic: ``False`` lets chunks of results be delivered as they
         complete when this map's elements are the iterator's (it is the last
         op, prefetch aside) and its input is random access; elsewhere the order
-        is kept. ``None`` means ``True``.
+        is kept. ``None`` follows the pipeline's ``Options.deterministic``
+        (in order unless that is ``False``).
       stateful: as for ``map``.
 
     Raises:
@@ -103,25 +104,25 @@ class ParallelMapDataset(MapDataset):
             raise TypeError(
                 f"map: deterministic must be a bool or None, got {brief(deterministic, 80)}"
             )
-        self._deterministic = True if deterministic is None else bool(deterministic)
+        self._deterministic = None if deterministic is None else bool(deterministic)
 
     def _background(self) -> Background:
         return Background(
             resolve_parallelism(self._num_parallel_calls),
             autotune=self._num_parallel_calls == AUTOTUNE,
-            reorder=not self._deterministic,
+            reorder=self._out_of_order(self._deterministic),
         )
 
     def _params(self) -> dict[str, Any]:
         params = super()._params()
-        if not self._deterministic:
+        if self._deterministic is False:
             params["deterministic"] = False
         return params
 
     def _op_repr(self) -> str:
         settings = f"map_func={describe_callable(self._fn)!r}"
         settings += f", num_parallel_calls={self._num_parallel_calls}"
-        if not self._deterministic:
+        if self._deterministic is False:
             settings += ", deterministic=False"
         if self._name is not None:
             settings += f", name={self._name!r}"

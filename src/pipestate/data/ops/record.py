@@ -37,11 +37,18 @@ class RecordDataset(FileDataset):
       compression_type: ``None`` or ``""`` (none), ``"GZIP"`` or ``"ZLIB"``.
       buffer_size: bytes to read ahead from remote filesystems and buffer
         for decompression; ``None`` for the default.
+      num_parallel_reads: files read at once, interleaved one element at a
+        time in tf.data's order (``cycle_length=num_parallel_reads``,
+        ``block_length=1``), each read ahead on a thread; ``AUTOTUNE`` reads
+        4; ``None`` or 1 reads them one after another.
+      name: a label for the op (``Dataset.name``), shown in ``repr``.
 
     Raises:
       TypeError: ``filenames`` is not a name, a sequence of names or a Dataset,
-        or ``buffer_size`` is not an integer.
-      ValueError: an unknown ``compression_type``, or a negative ``buffer_size``.
+        ``buffer_size`` or ``num_parallel_reads`` is not an integer, or ``name``
+        is not a non-empty string.
+      ValueError: an unknown ``compression_type``, a negative ``buffer_size``,
+        or ``num_parallel_reads < 1`` (other than ``AUTOTUNE``).
       NotFoundError: (while iterating) a file does not exist.
       DataLossError: (while iterating) a truncated record, a checksum mismatch
         or damaged compressed data; the message names the file and offset.
@@ -58,9 +65,15 @@ class RecordDataset(FileDataset):
     _op_name = "record"
 
     def __init__(
-        self, filenames: Any, compression_type: str | None = None, buffer_size: int | None = None
+        self,
+        filenames: Any,
+        compression_type: str | None = None,
+        buffer_size: int | None = None,
+        num_parallel_reads: int | None = None,
+        name: str | None = None,
     ) -> None:
-        super().__init__(filenames, compression_type, buffer_size)
+        super().__init__(filenames, compression_type, buffer_size, num_parallel_reads)
+        self._named(name)
 
     def _read(self, stream: BinaryIO, path: str, offset: int) -> tuple[Any, int] | None:
         result = _record_format.read_record(stream, path, offset, self._op_name)

@@ -11,14 +11,13 @@ from pipestate._validate import brief, check_function, check_stateful
 from pipestate.data import _structure
 from pipestate.data._calls import stop_error
 from pipestate.data._fingerprint import describe_callable
+from pipestate.data._structure import StructureMismatchError as _MismatchError
+from pipestate.data._structure import conform_to as _conform
+from pipestate.data._structure import dtype_matches as _dtype_matches
+from pipestate.data._structure import scalar_leaf as _scalar_leaf
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import State, StreamIterator, state_array
 from pipestate.errors import StateMismatchError
-
-
-def _scalar_leaf(leaf: Any) -> Any:
-    """A 0-d array as a NumPy scalar, so the state saves and restores exactly."""
-    return leaf[()] if isinstance(leaf, np.ndarray) and leaf.ndim == 0 else leaf
 
 
 def _fill(template: Any, leaves: Iterator[Any]) -> Any:
@@ -30,40 +29,6 @@ def _fill(template: Any, leaves: Iterator[Any]) -> Any:
         items = [_fill(item, leaves) for item in template]
         return type(template)(*items) if _structure.is_namedtuple(template) else tuple(items)
     return next(leaves)
-
-
-class _MismatchError(TypeError):
-    """A new state does not have the initial state's structure or dtypes."""
-
-
-def _conform(value: Any, template: Any) -> Any:
-    """``value`` as an element with ``template``'s structure and dtypes, or raises _MismatchError.
-
-    The per-element check of a new state: one walk instead of normalising,
-    comparing structures and comparing dtypes separately.
-    """
-    if isinstance(template, dict):
-        if not isinstance(value, dict) or value.keys() != template.keys():
-            raise _MismatchError
-        return {key: _conform(item, template[key]) for key, item in value.items()}
-    if isinstance(template, tuple):
-        if not isinstance(value, tuple) or len(value) != len(template):
-            raise _MismatchError
-        items = [_conform(item, part) for item, part in zip(value, template)]
-        return type(value)(*items) if _structure.is_namedtuple(value) else tuple(items)
-    if type(value) is type(template) and isinstance(value, np.generic):
-        return value
-    if isinstance(value, (dict, tuple)):
-        raise _MismatchError
-    leaf = _scalar_leaf(_structure.to_leaf(value))
-    if not _dtype_matches(leaf, np.asarray(template).dtype):
-        raise _MismatchError
-    return leaf
-
-
-def _dtype_matches(value: Any, dtype: np.dtype[Any]) -> bool:
-    actual = np.asarray(value).dtype
-    return actual == dtype or (actual.kind in "SU" and actual.kind == dtype.kind)
 
 
 _INLINE = 256  # leaves of at most this many values are saved as JSON lists
