@@ -486,13 +486,32 @@ def _global_input(config: RunConfig) -> Any:
 
 
 def _run_job(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, world: int, steps: int
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    world: int,
+    steps: int,
+    launcher: str = "torchrun",
 ) -> dict[int, list[int]]:
-    """``world`` tasks of one job training ``steps`` steps in lockstep (threads, a barrier)."""
+    """``world`` tasks of one job training ``steps`` steps in lockstep (threads, a barrier).
+
+    The tasks' configs come from torchrun's ``RANK`` / ``WORLD_SIZE``, or from
+    ``TF_CONFIG`` (a chief and ``world - 1`` workers).
+    """
     configs = []
     for rank in range(world):
-        monkeypatch.setenv("RANK", str(rank))
-        monkeypatch.setenv("WORLD_SIZE", str(world))
+        if launcher == "torchrun":
+            monkeypatch.setenv("RANK", str(rank))
+            monkeypatch.setenv("WORLD_SIZE", str(world))
+        else:
+            cluster: dict[str, list[str]] = {"chief": ["host:0"]}
+            if world > 1:
+                cluster["worker"] = [f"host:{i}" for i in range(1, world)]
+            task = (
+                {"type": "chief", "index": 0}
+                if rank == 0
+                else {"type": "worker", "index": rank - 1}
+            )
+            monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
         configs.append(RunConfig(str(tmp_path), save_checkpoints_steps=2))
     barrier = threading.Barrier(world, timeout=30)
     seen: dict[int, list[int]] = {}
@@ -526,13 +545,14 @@ def _run_job(
     return seen
 
 
+@pytest.mark.parametrize("launcher", ["torchrun", "tf_config"])
 def test_jobs_of_other_sizes_read_each_element_of_the_global_stream_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, launcher: str
 ) -> None:
     """2 tasks, then 3, then 1, then 2: per-task input files re-shard by the elastic rule."""
     consumed: list[int] = []
     for world, steps in [(2, 4), (3, 2), (1, 3), (2, 2)]:
-        seen = _run_job(tmp_path, monkeypatch, world, steps)
+        seen = _run_job(tmp_path, monkeypatch, world, steps, launcher)
         assert sorted(seen) == list(range(world))
         for elements in seen.values():
             assert len(elements) == steps
@@ -541,7 +561,10 @@ def test_jobs_of_other_sizes_read_each_element_of_the_global_stream_once(
     assert len(consumed) == 2 * 4 + 3 * 2 + 1 * 3 + 2 * 2
     assert sorted(consumed) == sorted(stream)
     names = files(tmp_path)
-    assert "checkpoint_input_worker_2" in names  # per-task names stay
+    if launcher == "torchrun":
+        assert "checkpoint_input_worker_2" in names  # per-task names stay
+    else:
+        assert {"checkpoint_input_chief_0", "checkpoint_input_worker_1"} <= set(names)
     assert "checkpoint_input" in names
 
 
