@@ -659,6 +659,20 @@ class Dataset:
 
         return GlobalShuffleDataset(self, seed, reshuffle_each_iteration)
 
+    def cache(self, filename: Any = "", name: str | None = None) -> Dataset:
+        """The elements, stored by the first full pass and read from the store afterwards.
+
+        ``filename=""`` keeps them in memory; otherwise in files with that
+        prefix (a local path or an fsspec URL). A restored iterator continues
+        from the store without recomputing what it holds (see ``docs/ops.md#cache``).
+
+        Raises:
+          TypeError: ``filename`` is not a str, bytes or ``os.PathLike``, or a bad ``name``.
+        """
+        from pipestate.data.ops.cache import CacheDataset
+
+        return CacheDataset(self, filename)._named(name)
+
     def apply(self, transformation_func: Callable[[Dataset], Dataset]) -> Dataset:
         """``transformation_func(self)``, for chaining reusable transformations.
 

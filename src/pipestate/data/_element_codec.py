@@ -1,0 +1,240 @@
+"""Elements as bytes and back, without pickle: the payload of a materialised element's record.
+
+A payload is::
+
+    uint32  length of the structure text, little endian
+    bytes   the structure, as compact JSON: "L" a leaf, ["T", [items]] a tuple,
+            ["D", [[key, item], ...]] a dict (str keys, in order),
+            ["N", name, [fields], [items]] a named tuple
+    then, per leaf in order:
+    uint8   length of the dtype text; the dtype text (NumPy ``dtype.str``: "<i8", "|S5")
+    uint8   ndim; ndim x uint64 dims
+    bytes   the leaf's data, C order (its size follows from the dtype and shape)
+
+Only bool, numeric and byte-string dtypes are written or read, so a payload
+never makes NumPy build objects; every length is checked against the bytes
+there are, so a damaged or hostile payload raises ``DataLossError`` instead of
+allocating what it claims. Compressed payloads (``"GZIP"``) are a uint64
+uncompressed length followed by the gzip stream, inflated within that length.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import json
+import re
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+
+from pipestate._validate import brief
+from pipestate.data._structure import Element, is_namedtuple
+from pipestate.errors import DataLossError
+
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_DTYPE = re.compile(r"[<>|=][biufc][0-9]{1,2}|\|S[0-9]{1,9}|\|b1")
+_MAX_NDIM = 32
+_MAX_DEPTH = 64
+_GZIP_WBITS = 31  # a gzip header and trailer around the deflate stream
+
+
+class _Malformed(Exception):
+    """A payload that does not parse; turned into a DataLossError naming the file."""
+
+
+def _structure_of(element: Element, leaves: list[Any], what: str, depth: int = 0) -> Any:
+    if depth > _MAX_DEPTH:
+        raise TypeError(f"{what}: the element is nested more than {_MAX_DEPTH} levels deep")
+    if isinstance(element, dict):
+        items = []
+        for key, value in element.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"{what}: can only store dict elements with str keys, got key "
+                    f"{brief(key, 60)}; convert the keys to str in a map() first"
+                )
+            items.append([key, _structure_of(value, leaves, what, depth + 1)])
+        return ["D", items]
+    if is_namedtuple(element):
+        fields = list(type(element)._fields)  # type: ignore[attr-defined]
+        inner = [_structure_of(value, leaves, what, depth + 1) for value in element]
+        return ["N", type(element).__name__, fields, inner]
+    if isinstance(element, tuple):
+        return ["T", [_structure_of(value, leaves, what, depth + 1) for value in element]]
+    leaves.append(element)
+    return "L"
+
+
+def encode(element: Element, what: str) -> bytes:
+    """The payload of ``element`` (NumPy leaves in nested tuples / dicts).
+
+    Raises:
+      TypeError: a leaf that is not a bool, numeric or byte-string NumPy value,
+        or a dict key that is not a str.
+    """
+    leaves: list[Any] = []
+    structure = _structure_of(element, leaves, what)
+    text = json.dumps(structure, separators=(",", ":")).encode()
+    parts = [_U32.pack(len(text)), text]
+    for leaf in leaves:
+        array = np.asarray(leaf)
+        if array.dtype.kind not in "biufcS":
+            raise TypeError(
+                f"{what}: can only store bool, numeric and byte-string values, got "
+                f"{array.dtype} {brief(leaf, 80)}"
+            )
+        dtype = array.dtype.str.encode()
+        parts += [bytes((len(dtype),)), dtype, bytes((array.ndim,))]
+        parts += [_U64.pack(dim) for dim in array.shape]
+        parts.append(np.ascontiguousarray(array).tobytes())
+    return b"".join(parts)
+
+
+def compress(payload: bytes, compression: str | None) -> bytes:
+    """The payload as stored: as it is, or gzip-compressed after its length."""
+    if compression is None:
+        return payload
+    deflate = zlib.compressobj(6, zlib.DEFLATED, _GZIP_WBITS)
+    return _U64.pack(len(payload)) + deflate.compress(payload) + deflate.flush()
+
+
+def decompress(data: bytes, compression: str | None) -> bytes:
+    """The payload a stored record holds (raises ``_Malformed``)."""
+    if compression is None:
+        return data
+    if len(data) < _U64.size:
+        raise _Malformed("the compressed record is shorter than its length field")
+    (size,) = _U64.unpack_from(data)
+    inflate = zlib.decompressobj(_GZIP_WBITS)
+    try:
+        out = inflate.decompress(data[_U64.size :], size)
+    except zlib.error as err:
+        raise _Malformed(f"the compressed record is not valid gzip data ({err})") from None
+    if len(out) != size or not inflate.eof or inflate.unconsumed_tail:
+        raise _Malformed(f"the compressed record does not inflate to its {size} bytes")
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_structure(text: bytes) -> Any:
+    try:
+        structure = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise _Malformed(f"the element structure is not valid JSON ({err})") from None
+    _check_structure(structure, 0)
+    return structure
+
+
+def _check_structure(node: Any, depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        raise _Malformed("the element structure is nested too deeply")
+    if node == "L":
+        return
+    if not isinstance(node, list) or not node:
+        raise _Malformed(f"unknown element structure node {brief(node, 60)}")
+    kind = node[0]
+    if kind == "T" and len(node) == 2 and isinstance(node[1], list):
+        for item in node[1]:
+            _check_structure(item, depth + 1)
+    elif kind == "D" and len(node) == 2 and isinstance(node[1], list):
+        for pair in node[1]:
+            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
+                raise _Malformed(f"malformed dict entry {brief(pair, 60)} in the structure")
+            _check_structure(pair[1], depth + 1)
+    elif (
+        kind == "N"
+        and len(node) == 4
+        and isinstance(node[1], str)
+        and node[1].isidentifier()
+        and isinstance(node[2], list)
+        and all(isinstance(f, str) and f.isidentifier() for f in node[2])
+        and isinstance(node[3], list)
+        and len(node[2]) == len(node[3])
+    ):
+        for item in node[3]:
+            _check_structure(item, depth + 1)
+    else:
+        raise _Malformed(f"unknown element structure node {brief(node, 60)}")
+
+
+@functools.lru_cache(maxsize=64)
+def _namedtuple(name: str, fields: tuple[str, ...]) -> Any:
+    # Names and fields were checked as identifiers; namedtuple validates them again.
+    return collections.namedtuple(name, fields)  # type: ignore[misc]
+
+
+def check_dtype(text: str) -> np.dtype[Any]:
+    """The dtype ``text`` names, if it is a bool, numeric or byte-string one (else ``_Malformed``)."""
+    if not _DTYPE.fullmatch(text):
+        raise _Malformed(f"unsupported dtype {text!r}")
+    return np.dtype(text)
+
+
+class _Cursor:
+    """Reads the leaves of a payload in order, checking every length."""
+
+    def __init__(self, payload: bytes, start: int) -> None:
+        self.view = memoryview(payload)
+        self.pos = start
+
+    def take(self, size: int) -> memoryview:
+        end = self.pos + size
+        if size < 0 or end > len(self.view):
+            raise _Malformed(f"a leaf runs past the end of the record ({end} > {len(self.view)})")
+        out = self.view[self.pos : end]
+        self.pos = end
+        return out
+
+    def leaf(self) -> Any:
+        dtype = check_dtype(bytes(self.take(self.take(1)[0])).decode("ascii", "replace"))
+        ndim = self.take(1)[0]
+        if ndim > _MAX_NDIM:
+            raise _Malformed(f"a leaf has {ndim} dimensions")
+        shape = tuple(_U64.unpack(self.take(8))[0] for _ in range(ndim))
+        count = 1
+        for dim in shape:
+            count *= dim
+        data = self.take(count * dtype.itemsize)
+        array = np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+        return array[()] if ndim == 0 else array
+
+    def build(self, node: Any) -> Element:
+        if node == "L":
+            return self.leaf()
+        kind = node[0]
+        if kind == "T":
+            return tuple(self.build(item) for item in node[1])
+        if kind == "D":
+            return {key: self.build(item) for key, item in node[1]}
+        cls = _namedtuple(node[1], tuple(node[2]))
+        return cls(*(self.build(item) for item in node[3]))
+
+
+def decode(data: bytes, compression: str | None, where: str) -> Element:
+    """The element a stored record holds.
+
+    Raises:
+      DataLossError: the record does not parse (``where`` names the file and offset).
+    """
+    try:
+        payload = decompress(data, compression)
+        if len(payload) < _U32.size:
+            raise _Malformed("the record is shorter than its structure length")
+        (size,) = _U32.unpack_from(payload)
+        end = _U32.size + size
+        if end > len(payload):
+            raise _Malformed("the structure runs past the end of the record")
+        structure = _parse_structure(bytes(payload[_U32.size : end]))
+        cursor = _Cursor(payload, end)
+        element = cursor.build(structure)
+        if cursor.pos != len(payload):
+            raise _Malformed(f"{len(payload) - cursor.pos} bytes follow the last leaf")
+    except _Malformed as err:
+        raise DataLossError(f"{where}: not a valid stored element: {err}") from None
+    except (ValueError, TypeError) as err:  # NumPy refusing a dtype or shape
+        raise DataLossError(f"{where}: not a valid stored element: {err}") from None
+    return element
