@@ -39,6 +39,7 @@ _U64 = struct.Struct("<Q")
 _DTYPE = re.compile(r"[<>|=][biufc][0-9]{1,2}|\|S[0-9]{1,9}|\|b1")
 _MAX_NDIM = 32
 _MAX_DEPTH = 64
+_MAX_RECORD = 1 << 40
 _GZIP_WBITS = 31  # a gzip header and trailer around the deflate stream
 
 
@@ -109,6 +110,8 @@ def decompress(data: bytes, compression: str | None) -> bytes:
     if len(data) < _U64.size:
         raise _Malformed("the compressed record is shorter than its length field")
     (size,) = _U64.unpack_from(data)
+    if size > _MAX_RECORD:
+        raise _Malformed(f"the compressed record claims {size} bytes, more than any record has")
     inflate = zlib.decompressobj(_GZIP_WBITS)
     try:
         out = inflate.decompress(data[_U64.size :], size)

@@ -28,6 +28,7 @@ import json
 import os
 import secrets
 import struct
+import threading
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
@@ -77,6 +78,8 @@ class Location:
     def __init__(self, root: str) -> None:
         self.url = root
         self.fs, self.root = fsspec.core.url_to_fs(root)
+        if root.endswith("/") and not self.root.endswith("/"):
+            self.root += "/"  # a directory: fsspec drops the separator
         self.local = isinstance(self.fs, LocalFileSystem)
 
     def path(self, name: str) -> str:
@@ -438,6 +441,8 @@ class StoredElements:
             ends[last_in_part] = part_bytes[self.part_of[last_in_part]]
         self.ends = ends
         self._fds: dict[int, int] = {}
+        self._handles: dict[int, BinaryIO] = {}  # remote files, read under the lock
+        self._lock = threading.Lock()
         self.spec = spec_from_signature(manifest["spec"])
 
     @classmethod
@@ -476,12 +481,18 @@ class StoredElements:
                 fd = self._fds.setdefault(part, fd)
             data = os.pread(fd, end - start, start)
         else:
-            try:
-                data = self.location.fs.cat_file(self.location.path(name), start, end)
-            except FileNotFoundError as err:
-                raise NotFoundError(
-                    f"{self.what}: {self.location.describe(name)!r} does not exist"
-                ) from err
+            with self._lock:
+                handle = self._handles.get(part)
+                try:
+                    if handle is None:
+                        handle = self.location.fs.open(self.location.path(name), "rb")
+                        self._handles[part] = handle
+                    handle.seek(start)
+                    data = handle.read(end - start)
+                except FileNotFoundError as err:
+                    raise NotFoundError(
+                        f"{self.what}: {self.location.describe(name)!r} does not exist"
+                    ) from err
         if len(data) != end - start:
             raise DataLossError(
                 f"{self.what}: {self.location.describe(name)!r} is truncated: bytes "
@@ -529,6 +540,9 @@ class StoredElements:
         fds, self._fds = self._fds, {}
         for fd in fds.values():
             os.close(fd)
+        handles, self._handles = self._handles, {}
+        for handle in handles.values():
+            handle.close()
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
@@ -537,8 +551,12 @@ class StoredElements:
     def __getstate__(self) -> dict[str, Any]:
         # Worker processes open their own descriptors.
         state = self.__dict__.copy()
-        state["_fds"] = {}
+        state["_fds"], state["_handles"], state["_lock"] = {}, {}, None
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
 
 def _parse_record(buffer: bytes, at: int, where: str, what: str) -> bytes:

@@ -87,7 +87,8 @@ class MaterializeDataset(Dataset):
     def _cardinality(self) -> int:
         return self._parents[0].cardinality()
 
-    def _location(self) -> _element_store.Location | None:
+    def _location(self, fingerprint: str) -> _element_store.Location | None:
+        """Where the store of the input with ``fingerprint`` is; ``None`` for memory."""
         raise NotImplementedError
 
     def _shard(self, element: Element) -> int:
@@ -131,10 +132,10 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
 
     def _start(self) -> None:
         source = self._source
-        self._location = source._location()
-        self._key = tree_digest(source._parents[0]) if self._location is None else ""
         # The input's definition, seeds left out: what a file store is checked against.
         self._fingerprint = self._dataset._parents[0].fingerprint
+        self._location = source._location(self._fingerprint)
+        self._key = tree_digest(source._parents[0]) if self._location is None else ""
         self._count = 0
         self._writer: _element_store.ElementWriter | None = None
         self._buffer: list[Element] | None = None

@@ -64,5 +64,5 @@ class CacheDataset(MaterializeDataset):
     def _params(self) -> dict[str, Any]:
         return {"filename": self._filename}
 
-    def _location(self) -> _element_store.Location | None:
+    def _location(self, fingerprint: str) -> _element_store.Location | None:
         return _element_store.Location(self._filename + ".") if self._filename else None

@@ -1,0 +1,203 @@
+"""``Dataset.save``: write a dataset's elements to a directory, resumable after a crash."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from pipestate._validate import brief, check_function, check_int
+from pipestate.data import _element_store
+from pipestate.data._calls import call
+from pipestate.data._fingerprint import describe_callable
+from pipestate.data._structure import Element
+from pipestate.data.dataset import INFINITE_CARDINALITY, Dataset
+from pipestate.data.iterator import state_to_json
+from pipestate.data.ops.load import check_compression, directory_root
+from pipestate.errors import DataLossError, StateMismatchError
+
+_logger = logging.getLogger("pipestate.data")
+
+PROGRESS = "progress.json"
+_CHECKPOINT_KEYS = ("checkpoint_interval",)
+_MAX_PROGRESS_BYTES = 1 << 28
+
+
+def shard_of(shard_func: Callable[..., Any] | None, element: Element, op: str) -> int:
+    """The shard ``shard_func`` assigns ``element`` to (``0`` without one)."""
+    if shard_func is None:
+        return 0
+    value = call(shard_func, element)
+    array = np.asarray(value)
+    if array.ndim != 0 or array.dtype.kind not in "iu" or isinstance(value, bool):
+        raise TypeError(
+            f"{op}: shard_func {describe_callable(shard_func)} must return a scalar integer, "
+            f"got {type(value).__name__} {brief(value, 60)}"
+        )
+    shard = int(array)
+    if not 0 <= shard <= _element_store.MAX_SHARD:
+        raise ValueError(
+            f"{op}: shard_func {describe_callable(shard_func)} returned shard {shard}; shards "
+            f"are numbered 0 to {_element_store.MAX_SHARD}"
+        )
+    return shard
+
+
+def _check_checkpoint_args(value: Any, location: _element_store.Location) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(
+            f"save: checkpoint_args must be a dict such as {{'checkpoint_interval': 1000}}, got "
+            f"{type(value).__name__} {brief(value, 80)}"
+        )
+    unknown = sorted(set(value) - set(_CHECKPOINT_KEYS), key=str)
+    if unknown or "checkpoint_interval" not in value:
+        raise ValueError(
+            f"save: checkpoint_args takes exactly the key 'checkpoint_interval' (elements "
+            f"between progress records, kept in the save's directory), got {brief(value, 80)}"
+        )
+    interval = check_int("checkpoint_interval", value["checkpoint_interval"], minimum=1, op="save")
+    if not location.local:
+        raise ValueError(
+            f"save: checkpoint_args needs a local path ({location.url!r} is not): a file being "
+            "written to an object store can't be continued after a crash"
+        )
+    return interval
+
+
+def _clear(location: _element_store.Location) -> None:
+    """Removes a previous save's files: the manifest first, so none is left half-valid."""
+    if location.exists(_element_store.MANIFEST):
+        location.remove(_element_store.MANIFEST)
+        if location.local:
+            location.sync_directory()
+    try:
+        names = location.fs.ls(location.root.rstrip("/"), detail=False)
+    except FileNotFoundError:
+        return
+    for full in names:
+        name = str(full).rstrip("/").rsplit("/", 1)[-1]
+        ours = (
+            (name.startswith("data-") and name.endswith(".records"))
+            or (name.startswith("index-") and name.endswith(".bin"))
+            or name == PROGRESS
+            or ".tmp-" in name
+        )
+        if ours:
+            location.remove(name)
+
+
+def _resume(
+    location: _element_store.Location, fingerprint: str, compression: str | None, sharding: str
+) -> tuple[_element_store.ElementWriter, dict[str, Any]] | None:
+    """The writer and iterator state of an interrupted save of the same pipeline, if any."""
+    if not location.exists(PROGRESS):
+        return None
+    raw = location.read_bytes(PROGRESS, _MAX_PROGRESS_BYTES, "save")
+    try:
+        progress = json.loads(raw)
+        token, size, count, state = (
+            progress["file"],
+            progress["bytes"],
+            progress["count"],
+            progress["state"],
+        )
+        same = (
+            progress["fingerprint"] == fingerprint
+            and progress["compression"] == compression
+            and progress["shard_func"] == sharding
+        )
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        _logger.warning("save: %r is damaged; saving from the start", location.describe(PROGRESS))
+        return None
+    if not same:
+        _logger.warning(
+            "save: %r records another pipeline or other settings; saving from the start",
+            location.describe(PROGRESS),
+        )
+        return None
+    if not (isinstance(token, str) and isinstance(size, int) and isinstance(count, int)):
+        return None
+    writer = _element_store.ElementWriter(location, compression, "save", token)
+    if not writer.take_over(size, count):
+        _logger.warning(
+            "save: the data file %r of the interrupted save is gone, damaged or in use; "
+            "saving from the start",
+            location.describe(writer.name),
+        )
+        return None
+    return writer, state
+
+
+def save(
+    dataset: Dataset,
+    path: Any,
+    compression: Any = None,
+    shard_func: Callable[..., Any] | None = None,
+    checkpoint_args: Any = None,
+) -> None:
+    """``Dataset.save``: see its docstring."""
+    root = directory_root(path, "save")
+    compression = check_compression(compression, "save")
+    check_function("shard_func", shard_func, "save", allow_none=True)
+    location = _element_store.Location(root)
+    interval = _check_checkpoint_args(checkpoint_args, location)
+    if dataset.cardinality() == INFINITE_CARDINALITY:
+        raise ValueError(f"save: the dataset is infinite, so a save would never end: {dataset!r}")
+    fingerprint = dataset.fingerprint
+    sharding = describe_callable(shard_func) if shard_func is not None else ""
+    resumed = _resume(location, fingerprint, compression, sharding) if interval else None
+    iterator = iter(dataset)
+    if resumed is not None:
+        writer, state = resumed
+        try:
+            iterator.set_state(state)
+        except StateMismatchError:
+            writer.abandon()
+            raise
+    else:
+        _clear(location)
+        writer = _element_store.ElementWriter(location, compression, "save")
+        writer.open_new()
+    try:
+        for element in iterator:
+            writer.write(element, shard_of(shard_func, element, "save"))
+            if interval and writer.count % interval == 0:
+                _record_progress(location, writer, iterator.get_state(), fingerprint, sharding)
+        writer.finish(fingerprint, {"shard_func": sharding})
+    finally:
+        writer.close()
+        iterator.close()
+    location.remove(PROGRESS)
+
+
+def _record_progress(
+    location: _element_store.Location,
+    writer: _element_store.ElementWriter,
+    state: dict[str, Any],
+    fingerprint: str,
+    sharding: str,
+) -> None:
+    """Makes the elements written so far durable, then records how to continue after them."""
+    writer.sync()
+    try:
+        text = state_to_json(state)
+    except TypeError as err:
+        raise DataLossError(
+            f"save: checkpoint_args needs a pipeline whose iterator state is JSON, and this "
+            f"one's holds arrays (a buffer shuffle over a streaming input): {err}"
+        ) from None
+    progress = {
+        "fingerprint": fingerprint,
+        "compression": writer.compression,
+        "shard_func": sharding,
+        "file": writer.token,
+        "bytes": writer.bytes,
+        "count": writer.count,
+        "state": json.loads(text),
+    }
+    location.write_atomic(PROGRESS, json.dumps(progress).encode())
