@@ -43,7 +43,7 @@ _MAX_RECORD = 1 << 40
 _GZIP_WBITS = 31  # a gzip header and trailer around the deflate stream
 
 
-class _Malformed(Exception):
+class _Malformed(Exception):  # noqa: N818 - internal, always turned into DataLossError
     """A payload that does not parse; turned into a DataLossError naming the file."""
 
 
@@ -61,7 +61,7 @@ def _structure_of(element: Element, leaves: list[Any], what: str, depth: int = 0
             items.append([key, _structure_of(value, leaves, what, depth + 1)])
         return ["D", items]
     if is_namedtuple(element):
-        fields = list(type(element)._fields)  # type: ignore[attr-defined]
+        fields = list(type(element)._fields)
         inner = [_structure_of(value, leaves, what, depth + 1) for value in element]
         return ["N", type(element).__name__, fields, inner]
     if isinstance(element, tuple):
@@ -167,11 +167,11 @@ def _check_structure(node: Any, depth: int) -> None:
 @functools.lru_cache(maxsize=64)
 def _namedtuple(name: str, fields: tuple[str, ...]) -> Any:
     # Names and fields were checked as identifiers; namedtuple validates them again.
-    return collections.namedtuple(name, fields)  # type: ignore[misc]
+    return collections.namedtuple(name, fields)
 
 
 def check_dtype(text: str) -> np.dtype[Any]:
-    """The dtype ``text`` names, if it is a bool, numeric or byte-string one (else ``_Malformed``)."""
+    """The dtype ``text`` names, if bool, numeric or byte-string (else ``_Malformed``)."""
     if not _DTYPE.fullmatch(text):
         raise _Malformed(f"unsupported dtype {text!r}")
     return np.dtype(text)

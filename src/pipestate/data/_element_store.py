@@ -24,6 +24,7 @@ over (truncating it to the length a saved position recorded) and continue.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -39,19 +40,16 @@ from fsspec.implementations.local import LocalFileSystem
 
 from pipestate._validate import brief, is_int
 from pipestate.data import _element_codec, _record_format
+from pipestate.data._files import to_path
 from pipestate.data._spec import TensorSpec
 from pipestate.data._structure import Element
 from pipestate.errors import DataLossError, NotFoundError
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not on POSIX
-    fcntl = None  # type: ignore[assignment]
 
 FORMAT = "pipestate.elements"
 VERSION = 1
 MANIFEST = "manifest.json"
 COMPRESSIONS = (None, "GZIP")
+_ARGUMENTS = (None, "", "GZIP")
 _SHARD = struct.Struct("<I")
 _INDEX_COLUMNS = 3
 _INDEX_ITEM = 8 * _INDEX_COLUMNS
@@ -77,7 +75,8 @@ class Location:
 
     def __init__(self, root: str) -> None:
         self.url = root
-        self.fs, self.root = fsspec.core.url_to_fs(root)
+        self.fs, path = fsspec.core.url_to_fs(root)
+        self.root: str = path
         if root.endswith("/") and not self.root.endswith("/"):
             self.root += "/"  # a directory: fsspec drops the separator
         self.local = isinstance(self.fs, LocalFileSystem)
@@ -144,6 +143,32 @@ class Location:
         return data
 
 
+def check_compression(value: Any, op: str, *, auto: bool = False) -> str | None:
+    """A store's compression: ``None`` / ``""`` (none) or ``"GZIP"`` (and ``"AUTO"``: none)."""
+    allowed = (*_ARGUMENTS, "AUTO") if auto else _ARGUMENTS
+    if value == "SNAPPY":
+        raise ValueError(
+            f"{op}: compression 'SNAPPY' is not available in pipestate; use 'GZIP' or None"
+        )
+    if not isinstance(value, (str, type(None))) or value not in allowed:
+        names = ", ".join(repr(v) for v in allowed)
+        raise ValueError(f"{op}: compression must be one of {names}, got {brief(value, 60)}")
+    return None if value in (None, "", "AUTO") else value
+
+
+def directory_root(path: Any, op: str) -> str:
+    """A store directory (a local path or an fsspec URL) as the root its file names follow."""
+    if isinstance(path, (str, bytes, os.PathLike, np.ndarray)):
+        text = to_path(path, op)
+    else:
+        raise TypeError(
+            f"{op}: path must be a str or os.PathLike, got {type(path).__name__} {brief(path, 80)}"
+        )
+    if not text:
+        raise ValueError(f"{op}: path must not be empty")
+    return text.rstrip("/") + "/"
+
+
 # ------------------------------------------------------------------ the elements' spec
 def _leaf_spec(leaf: Any) -> list[Any]:
     array = np.asarray(leaf)
@@ -206,7 +231,7 @@ def _check_signature(value: Any, where: str) -> None:
         for dtype, shape in value[1]:
             if dtype != "|S":
                 _element_codec.check_dtype(dtype)
-            if shape is not None and not all(d is None or is_int(d) and d >= 0 for d in shape):
+            if shape is not None and not all(d is None or (is_int(d) and d >= 0) for d in shape):
                 raise _element_codec._Malformed(f"bad shape {brief(shape, 60)}")
         count = sum(1 for _ in _signature_leaves(value[0]))
         if count != len(value[1]):
@@ -369,8 +394,6 @@ class ElementWriter:
 
 def _lock(handle: BinaryIO, block: bool = True) -> bool:
     """An exclusive ``flock`` on an open local file; ``False`` if another holds it."""
-    if fcntl is None:  # pragma: no cover
-        return True
     flags = fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB)
     try:
         fcntl.flock(handle.fileno(), flags)
@@ -600,7 +623,7 @@ def parse_manifest(raw: bytes, where: str, what: str) -> dict[str, Any]:
             f"version {brief(manifest.get('version'), 40)}, this pipestate reads version {VERSION}"
         )
     count = manifest.get("count")
-    if not is_int(count) or count < 0:
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         raise bad(f"'count' must be a non-negative int, got {brief(count, 40)}")
     if manifest.get("compression") not in COMPRESSIONS:
         raise bad(f"unknown compression {brief(manifest.get('compression'), 40)}")
@@ -626,7 +649,7 @@ def parse_manifest(raw: bytes, where: str, what: str) -> dict[str, Any]:
     ):
         raise bad(f"malformed 'index' {brief(entry, 80)}")
     shards = manifest.get("shards")
-    if not is_int(shards) or not 0 <= shards <= MAX_SHARD + 1:
+    if not isinstance(shards, int) or isinstance(shards, bool) or not 0 <= shards <= MAX_SHARD + 1:
         raise bad(f"'shards' must be a non-negative int, got {brief(shards, 40)}")
     _check_signature(manifest.get("spec"), where)
     return manifest

@@ -220,9 +220,7 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
                 raise StopIteration
             stored = self._stored
             element = (
-                stored[self._count]
-                if isinstance(stored, tuple)
-                else stored.get(self._count)  # type: ignore[union-attr]
+                stored[self._count] if isinstance(stored, tuple) else stored.get(self._count)  # type: ignore[union-attr]
             )
             self._count += 1
             return element

@@ -12,11 +12,11 @@ import numpy as np
 from pipestate._validate import brief, check_function, check_int
 from pipestate.data import _element_store
 from pipestate.data._calls import call
+from pipestate.data._element_store import check_compression, directory_root
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data._structure import Element
 from pipestate.data.dataset import INFINITE_CARDINALITY, Dataset
 from pipestate.data.iterator import state_to_json
-from pipestate.data.ops.load import check_compression, directory_root
 from pipestate.errors import DataLossError, StateMismatchError
 
 _logger = logging.getLogger("pipestate.data")

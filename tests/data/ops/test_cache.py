@@ -16,6 +16,7 @@ import pytest
 from hypothesis import strategies as st
 
 import pipestate as ps
+from pipestate.data import _element_store
 from pipestate.errors import DataLossError, InvalidArgumentError, StateMismatchError
 from pipestate.testing import assert_conformant, assert_elements_equal
 
@@ -58,7 +59,8 @@ def test_file_cache_fills_once_and_a_new_pipeline_reads_the_files(tmp_path: Path
     assert ints(D.range(6).map(f).cache(prefix).repeat(2)) == [0, 10, 20, 30, 40, 50] * 2
     assert f.calls == 6
     names = sorted(os.listdir(tmp_path))
-    assert names[-1] == "cache.manifest.json" and len(names) == 3
+    assert names[-1] == "cache.manifest.json"
+    assert len(names) == 3
     g = Counted()  # the fingerprint names the function's class: the same pipeline
     assert ints(D.range(6).map(g).cache(prefix)) == [0, 10, 20, 30, 40, 50]
     assert g.calls == 0
@@ -106,7 +108,8 @@ def test_input_error_stops_filling_and_is_raised() -> None:
 def test_shuffle_below_the_cache_is_frozen_by_it() -> None:
     ds = D.range(20).shuffle(20, seed=4).cache().repeat(3)
     out = ints(ds)
-    assert out[:20] == out[20:40] == out[40:] and sorted(out[:20]) == list(range(20))
+    assert out[:20] == out[20:40] == out[40:]
+    assert sorted(out[:20]) == list(range(20))
 
 
 def test_restore_during_cached_pass_reads_the_file_without_recomputing(tmp_path: Path) -> None:
@@ -138,7 +141,8 @@ def test_restore_mid_fill_keeps_what_was_written(tmp_path: Path) -> None:
     ints(itertools.islice(it, 12))
     state = json.loads(json.dumps(it.get_state()))
     it.close()  # the writer goes away (as in a crash): its file stays
-    assert state["iterator"]["mode"] == "fill" and state["iterator"]["count"] == 12
+    assert state["iterator"]["mode"] == "fill"
+    assert state["iterator"]["count"] == 12
     g = Counted()
     resumed = iter(D.range(30).map(g).cache(prefix))
     resumed.set_state(state)
@@ -372,10 +376,9 @@ def test_sigkill_during_a_fill_then_a_resumed_run_gets_exactly_the_elements(
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     assert not (tmp_path / "c.manifest.json").exists()
+    location = _element_store.Location(prefix + ".")
     with pytest.raises(ps.errors.NotFoundError):
-        from pipestate.data import _element_store
-
-        _element_store.StoredElements.open(_element_store.Location(prefix + "."), "cache")
+        _element_store.StoredElements.open(location, "cache")
     state = json.loads(state_path.read_text())
     done = state["iterator"]["count"]
     assert done >= 100
@@ -400,7 +403,7 @@ def test_sigkill_during_a_fill_then_a_resumed_run_gets_exactly_the_elements(
 # Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
 PROPERTY_OP = (
     st.just(lambda ds: ds.cache()),
-    st.builds(lambda n: (lambda ds: ds.cache(memory_url(f"property{n}"))), st.integers(0, 3)),
+    st.builds(lambda n: lambda ds: ds.cache(memory_url(f"property{n}")), st.integers(0, 3)),
 )
 
 
@@ -418,5 +421,6 @@ def test_elements_round_trip_exactly(tmp_path: Path) -> None:
     stored = list(D.from_tensors(element).cache(str(tmp_path / "c")))
     assert_elements_equal(ints_[0][:2], element[:2])
     assert_elements_equal(stored[0][:2], element[:2])
-    assert type(stored[0][2]).__name__ == "Pair" and stored[0][2]._fields == ("left", "right")
+    assert type(stored[0][2]).__name__ == "Pair"
+    assert stored[0][2]._fields == ("left", "right")
     assert np.array_equal(stored[0][2].right, element[2].right)

@@ -123,7 +123,9 @@ def test_read_restore_through_reader_func_needs_the_snapshot(tmp_path: Path) -> 
     for name in os.listdir(path):
         for file in os.listdir(Path(path) / name):
             os.remove(Path(path) / name / file)
-    fresh = iter(D.range(5).snapshot(str(tmp_path / "snap"), reader_func=lambda s: s.flat_map(lambda x: x)))
+    fresh = iter(
+        D.range(5).snapshot(str(tmp_path / "snap"), reader_func=lambda s: s.flat_map(lambda x: x))
+    )
     with pytest.raises(NotFoundError, match=r"through its reader_func, and the store is gone"):
         fresh.set_state(state)
 
@@ -172,6 +174,6 @@ def test_arguments_are_checked() -> None:
 # ------------------------------------------------ the property tests' strategy
 # Collected by tests/data/_strategies.py for tests/data/test_exactly_once.py.
 PROPERTY_OP = st.builds(
-    lambda compression: (lambda ds: ds.snapshot(memory_dir("property"), compression=compression)),
+    lambda compression: lambda ds: ds.snapshot(memory_dir("property"), compression=compression),
     st.sampled_from(["AUTO", "GZIP"]),
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -10,40 +9,12 @@ import numpy as np
 
 from pipestate._validate import brief, check_function
 from pipestate.data import _element_store
-from pipestate.data._files import to_path
+from pipestate.data._element_store import check_compression, directory_root
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data._spec import TensorSpec, describe_signature, normalize_signature
 from pipestate.data._structure import Element
 from pipestate.data.dataset import Dataset
 from pipestate.errors import InvalidArgumentError, NotFoundError
-
-COMPRESSIONS = (None, "", "GZIP")
-
-
-def check_compression(value: Any, op: str, *, auto: bool = False) -> str | None:
-    """A store's compression: ``None`` / ``""`` (none) or ``"GZIP"`` (and ``"AUTO"``: none)."""
-    allowed = (*COMPRESSIONS, "AUTO") if auto else COMPRESSIONS
-    if value == "SNAPPY":
-        raise ValueError(
-            f"{op}: compression 'SNAPPY' is not available in pipestate; use 'GZIP' or None"
-        )
-    if not isinstance(value, (str, type(None))) or value not in allowed:
-        names = ", ".join(repr(v) for v in allowed)
-        raise ValueError(f"{op}: compression must be one of {names}, got {brief(value, 60)}")
-    return None if value in (None, "", "AUTO") else value
-
-
-def directory_root(path: Any, op: str) -> str:
-    """A store directory (a local path or an fsspec URL) as the root its file names follow."""
-    if isinstance(path, (str, bytes, os.PathLike)) or isinstance(path, np.ndarray):
-        text = to_path(path, op)
-    else:
-        raise TypeError(
-            f"{op}: path must be a str or os.PathLike, got {type(path).__name__} {brief(path, 80)}"
-        )
-    if not text:
-        raise ValueError(f"{op}: path must not be empty")
-    return text.rstrip("/") + "/"
 
 
 def open_saved(root: str, op: str) -> _element_store.StoredElements:

@@ -7,12 +7,13 @@ from typing import Any
 
 from pipestate._validate import check_function
 from pipestate.data import _element_store
+from pipestate.data._element_store import check_compression, directory_root
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data._materialize import MaterializeDataset, MaterializeIterator
 from pipestate.data._save import shard_of
 from pipestate.data._structure import Element
 from pipestate.data.dataset import Dataset
-from pipestate.data.ops.load import check_compression, directory_root, read_through
+from pipestate.data.ops.load import read_through
 
 
 class SnapshotDataset(MaterializeDataset):
@@ -71,7 +72,9 @@ class SnapshotDataset(MaterializeDataset):
         return {
             "path": self._root.rstrip("/"),
             "compression": self._compression,
-            "reader_func": None if self._reader_func is None else describe_callable(self._reader_func),
+            "reader_func": None
+            if self._reader_func is None
+            else describe_callable(self._reader_func),
             "shard_func": None if self._shard_func is None else describe_callable(self._shard_func),
         }
 
