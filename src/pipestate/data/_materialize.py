@@ -11,10 +11,12 @@ An iterator is in one of three modes, saved in its state as ``"mode"``:
   writer, an input that raised). A later pass fills it.
 - ``"read"``: reads the complete store, element ``"count"`` next: O(1) restore.
 
-The state: ``{"mode", "count", "file", "bytes", "parent", "seed"}``: the
-elements passed or read so far, the data file being filled (its token, or
-``None``) and how many bytes of it hold those elements, and the input's state
-(``None`` when reading). A restored iterator acts on a ``"fill"`` or
+The state: ``{"mode", "count", "file", "bytes", "source", "parent", "seed"}``:
+the elements passed or read so far, the data file being filled (its token, or
+``None``) and how many bytes of it hold those elements, while reading the
+digest of the input (seeds resolved) the store was filled from, and the
+input's state (``None`` when reading). A restored read whose store is gone
+computes it again from the input, if this iterator's input is that one. A restored iterator acts on a ``"fill"`` or
 ``"read"`` state at its first element, so the state just after
 ``set_state(s)`` is ``s``.
 """
@@ -53,18 +55,21 @@ def tree_digest(dataset: Dataset) -> str:
 
 
 class MemoryStores:
-    """The complete memory caches of a dataset, by the digest of their input; shared by copies."""
+    """The complete memory caches of a dataset, by their input's fingerprint; shared by copies.
+
+    Each is kept with the digest of the input it was filled from, seeds resolved.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._stores: dict[str, tuple[Element, ...]] = {}
+        self._stores: dict[str, tuple[tuple[Element, ...], str]] = {}
 
-    def get(self, key: str) -> tuple[Element, ...] | None:
+    def get(self, key: str) -> tuple[tuple[Element, ...], str] | None:
         return self._stores.get(key)
 
-    def publish(self, key: str, elements: list[Element]) -> None:
+    def publish(self, key: str, elements: list[Element], source: str) -> None:
         with self._lock:
-            self._stores.setdefault(key, tuple(elements))
+            self._stores.setdefault(key, (tuple(elements), source))
 
 
 class MaterializeDataset(Dataset):
@@ -128,14 +133,19 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
     _COUNT = "count"
     _FILE = "file"
     _BYTES = "bytes"
-    _STATE_KEYS = (_MODE, _COUNT, _FILE, _BYTES, StreamIterator._PARENT)
+    _SOURCE = "source"
+    _STATE_KEYS = (_MODE, _COUNT, _FILE, _BYTES, _SOURCE, StreamIterator._PARENT)
 
     def _start(self) -> None:
         source = self._source
         # The input's definition, seeds left out: what a file store is checked against.
         self._fingerprint = self._dataset._parents[0].fingerprint
         self._location = source._location(self._fingerprint)
-        self._key = tree_digest(source._parents[0]) if self._location is None else ""
+        # This iterator's input with its seeds: what it fills a store from.
+        self._digest = tree_digest(source._parents[0])
+        known = self._dataset.cardinality()
+        self._known = known if known >= 0 else None
+        self._source_digest: str | None = None  # while reading: the store's
         self._count = 0
         self._writer: _element_store.ElementWriter | None = None
         self._buffer: list[Element] | None = None
@@ -153,16 +163,24 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
             self._inputs = [self._open(0, 0)]
 
     # -------------------------------------------------------------- the store
-    def _complete(self) -> tuple[Element, ...] | _element_store.StoredElements | None:
-        """The complete store, or ``None`` if there is none yet."""
+    def _complete(
+        self,
+    ) -> tuple[tuple[Element, ...] | _element_store.StoredElements, str | None] | None:
+        """The complete store and the digest of the input it was filled from, or ``None``."""
         if self._location is None:
-            return self._source._memory.get(self._key)
+            return self._source._memory.get(self._fingerprint)
         try:
-            return self._source._open_store(self._location, self._fingerprint)
+            stored = self._source._open_store(self._location, self._fingerprint)
         except NotFoundError:
             return None
+        source = stored.manifest.get("source")
+        return stored, source if isinstance(source, str) else None
 
-    def _enter_read(self, stored: tuple[Element, ...] | _element_store.StoredElements) -> None:
+    def _enter_read(
+        self,
+        complete: tuple[tuple[Element, ...] | _element_store.StoredElements, str | None],
+    ) -> None:
+        stored, self._source_digest = complete
         self._mode = READ
         self._stored = stored
         reader = (
@@ -181,7 +199,7 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
         """Makes the store filled by this pass the complete one (unless another was first)."""
         if self._location is None:
             assert self._buffer is not None
-            self._source._memory.publish(self._key, self._buffer)
+            self._source._memory.publish(self._fingerprint, self._buffer, self._digest)
             self._buffer = None
             return
         writer = self._writer
@@ -194,7 +212,7 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
         if self._location.exists(_element_store.MANIFEST):
             writer.abandon()
             return
-        writer.finish(self._fingerprint)
+        writer.finish(self._fingerprint, {"source": self._digest})
 
     def _stop_filling(self, why: str) -> None:
         """Continues as ``"pass"``: this pass can no longer complete the store."""
@@ -235,11 +253,17 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
             raise
         if self._mode == FILL:
             self._store(element)
+            if self._count + 1 == self._known:
+                # Every element is stored: publish now (as tf.data), not at the end.
+                self._count += 1
+                self._mode_after_end()
+                return element
         self._count += 1
         return element
 
     def _mode_after_end(self) -> None:
         self._publish()
+        self._source_digest = None
         # A state taken now restores an iterator at the end, which passes on nothing more.
         self._mode = PASS
         self._token = None
@@ -272,6 +296,7 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
             self._COUNT: self._count,
             self._FILE: self._token,
             self._BYTES: self._bytes,
+            self._SOURCE: self._source_digest if self._mode == READ else None,
             self._PARENT: parent,
         }
 
@@ -296,11 +321,20 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
                 f"{self._op}: state['file']={brief(token, 40)} and state['bytes']={size} do not "
                 "fit together (a file being filled has bytes; a memory cache has no file)"
             )
+        source = state[self._SOURCE]
+        if (source is None) == (mode == READ) or (
+            source is not None and (not isinstance(source, str) or len(source) > 64)
+        ):
+            raise StateMismatchError(
+                f"{self._op}: state['source'] must be the digest of the stored input while "
+                f"reading and None otherwise, got {brief(source, 80)} in mode {mode!r}"
+            )
         parent = state[self._PARENT]
         for child in self._inputs:
             child.close()
         self._inputs = []
         self._count, self._mode, self._token, self._bytes = count, mode, token, size
+        self._source_digest = None
         self._buffer = None
         self._stored = None
         if mode == READ:
@@ -308,7 +342,8 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
                 raise StateMismatchError(
                     f"{self._op}: state['parent'] must be None or a dict when reading"
                 )
-            self._restore_read(count, parent)
+            assert isinstance(source, str)  # checked above: reading has a source
+            self._restore_read(count, source, parent)
             return
         if not isinstance(parent, dict):
             raise StateMismatchError(
@@ -323,15 +358,25 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
             else:
                 self._settle = self._settle_fill
 
-    def _restore_read(self, count: int, parent: State | None) -> None:
+    def _restore_read(self, count: int, source: str, parent: State | None) -> None:
         complete = self._complete()
-        if complete is None:
+        if complete is None or complete[1] != source:
+            # The store this position read is not here (a memory cache in a new
+            # process): compute it again, if this iterator's input is the one it
+            # was filled from (seeds drawn by another iterator are not known).
             if parent is not None:
                 raise NotFoundError(
                     f"{self._op}: the saved position reads {self._source._op_repr()}'s store "
                     "through its reader_func, and the store is gone; it can't be recomputed"
                 )
-            self._mode = READ
+            if source != self._digest:
+                raise StateMismatchError(
+                    f"{self._op}: the saved position reads a store filled by another iterator "
+                    "(its seed=None ops drew other seeds), which is not in this process and "
+                    "can't be computed again; give the ops below the cache a seed, or cache "
+                    "to a file"
+                )
+            self._mode, self._source_digest = READ, source
             self._settle = self._settle_recompute
             return
         self._enter_read(complete)
@@ -378,6 +423,7 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
         again from the input's start, storing the elements before the position unread."""
         count = self._count
         self._mode, self._count, self._token, self._bytes = FILL, 0, None, 0
+        self._source_digest = None
         self._buffer = [] if self._location is None else None
         self._inputs = [self._open(0, 0)]
         for _ in range(count):

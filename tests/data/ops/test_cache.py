@@ -123,6 +123,7 @@ def test_restore_during_cached_pass_reads_the_file_without_recomputing(tmp_path:
         "count": 20,
         "file": None,
         "bytes": 0,
+        "source": state["iterator"]["parent"]["source"],
         "parent": None,
         "seed": None,
     }
@@ -424,3 +425,26 @@ def test_elements_round_trip_exactly(tmp_path: Path) -> None:
     assert type(stored[0][2]).__name__ == "Pair"
     assert stored[0][2]._fields == ("left", "right")
     assert np.array_equal(stored[0][2].right, element[2].right)
+
+
+def test_a_memory_cache_is_shared_by_iterators_that_draw_other_seeds() -> None:
+    ds = D.range(10).shuffle(10).cache()  # seed=None: each iterator draws its own
+    first = ints(itertools.islice(iter(ds), 10))  # all read, the end not seen: published
+    second = iter(ds)
+    assert ints(second) == first
+    state = json.loads(json.dumps(iter(ds).get_state()))
+    assert state["iterator"]["mode"] == "read"
+    rebuilt = D.range(10).shuffle(10).cache()  # a new process: no cache, other seeds
+    fresh = iter(rebuilt)
+    with pytest.raises(StateMismatchError, match=r"filled by another iterator .* can't be"):
+        fresh.set_state(state)
+    assert len(ints(fresh)) == 10  # the failed restore left the iterator as it was
+
+
+def test_known_cardinality_publishes_at_the_last_element(tmp_path: Path) -> None:
+    ds = D.range(4).cache(str(tmp_path / "c"))
+    it = iter(ds)
+    assert ints(itertools.islice(it, 4)) == [0, 1, 2, 3]
+    assert (tmp_path / "c.manifest.json").exists()
+    with pytest.raises(StopIteration):
+        next(it)

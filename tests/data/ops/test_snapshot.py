@@ -88,6 +88,7 @@ def test_restore_while_reading_is_one_index(tmp_path: Path) -> None:
         "count": 12,
         "file": None,
         "bytes": 0,
+        "source": state["iterator"]["source"],
         "parent": None,
         "seed": None,
     }
