@@ -22,7 +22,7 @@ from pipestate.errors import DataLossError, StateMismatchError
 _logger = logging.getLogger("pipestate.data")
 
 PROGRESS = "progress.json"
-_CHECKPOINT_KEYS = ("checkpoint_interval",)
+_CHECKPOINT_KEYS = ("checkpoint_interval", "directory")
 _MAX_PROGRESS_BYTES = 1 << 28
 
 
@@ -46,7 +46,10 @@ def shard_of(shard_func: Callable[..., Any] | None, element: Element, op: str) -
     return shard
 
 
-def _check_checkpoint_args(value: Any, location: _element_store.Location) -> int | None:
+def _check_checkpoint_args(
+    value: Any, location: _element_store.Location
+) -> tuple[int, _element_store.Location] | None:
+    """``checkpoint_args``: the progress interval, and where the progress record goes."""
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -54,19 +57,25 @@ def _check_checkpoint_args(value: Any, location: _element_store.Location) -> int
             f"save: checkpoint_args must be a dict such as {{'checkpoint_interval': 1000}}, got "
             f"{type(value).__name__} {brief(value, 80)}"
         )
-    unknown = sorted(set(value) - set(_CHECKPOINT_KEYS), key=str)
-    if unknown or "checkpoint_interval" not in value:
-        raise ValueError(
-            f"save: checkpoint_args takes exactly the key 'checkpoint_interval' (elements "
-            f"between progress records, kept in the save's directory), got {brief(value, 80)}"
+    unknown = sorted(map(str, set(value) - set(_CHECKPOINT_KEYS)))
+    if unknown:
+        raise TypeError(
+            f"save: checkpoint_args takes 'checkpoint_interval' (elements between progress "
+            f"records, default 1) and 'directory' (where the record goes, default the save's "
+            f"directory), got unknown keys {unknown}"
         )
-    interval = check_int("checkpoint_interval", value["checkpoint_interval"], minimum=1, op="save")
-    if not location.local:
+    interval = check_int(
+        "checkpoint_interval", value.get("checkpoint_interval", 1), minimum=1, op="save"
+    )
+    where = location
+    if value.get("directory") is not None:
+        where = _element_store.Location(directory_root(value["directory"], "save"))
+    if not location.local or not where.local:
         raise ValueError(
-            f"save: checkpoint_args needs a local path ({location.url!r} is not): a file being "
-            "written to an object store can't be continued after a crash"
+            f"save: checkpoint_args needs local paths ({location.url!r}, {where.url!r}): a file "
+            "being written to an object store can't be continued after a crash"
         )
-    return interval
+    return interval, where
 
 
 def _clear(location: _element_store.Location) -> None:
@@ -92,12 +101,16 @@ def _clear(location: _element_store.Location) -> None:
 
 
 def _resume(
-    location: _element_store.Location, fingerprint: str, compression: str | None, sharding: str
+    location: _element_store.Location,
+    records: _element_store.Location,
+    fingerprint: str,
+    compression: str | None,
+    sharding: str,
 ) -> tuple[_element_store.ElementWriter, dict[str, Any]] | None:
     """The writer and iterator state of an interrupted save of the same pipeline, if any."""
-    if not location.exists(PROGRESS):
+    if not records.exists(PROGRESS):
         return None
-    raw = location.read_bytes(PROGRESS, _MAX_PROGRESS_BYTES, "save")
+    raw = records.read_bytes(PROGRESS, _MAX_PROGRESS_BYTES, "save")
     try:
         progress = json.loads(raw)
         token, size, count, state = (
@@ -107,17 +120,18 @@ def _resume(
             progress["state"],
         )
         same = (
-            progress["fingerprint"] == fingerprint
+            progress["path"] == location.url
+            and progress["fingerprint"] == fingerprint
             and progress["compression"] == compression
             and progress["shard_func"] == sharding
         )
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        _logger.warning("save: %r is damaged; saving from the start", location.describe(PROGRESS))
+        _logger.warning("save: %r is damaged; saving from the start", records.describe(PROGRESS))
         return None
     if not same:
         _logger.warning(
-            "save: %r records another pipeline or other settings; saving from the start",
-            location.describe(PROGRESS),
+            "save: %r records another save, pipeline or settings; saving from the start",
+            records.describe(PROGRESS),
         )
         return None
     if not (isinstance(token, str) and isinstance(size, int) and isinstance(count, int)):
@@ -145,12 +159,13 @@ def save(
     compression = check_compression(compression, "save")
     check_function("shard_func", shard_func, "save", allow_none=True)
     location = _element_store.Location(root)
-    interval = _check_checkpoint_args(checkpoint_args, location)
+    checkpointing = _check_checkpoint_args(checkpoint_args, location)
     if dataset.cardinality() == INFINITE_CARDINALITY:
         raise ValueError(f"save: the dataset is infinite, so a save would never end: {dataset!r}")
     fingerprint = dataset.fingerprint
     sharding = describe_callable(shard_func) if shard_func is not None else ""
-    resumed = _resume(location, fingerprint, compression, sharding) if interval else None
+    interval, records = checkpointing if checkpointing is not None else (0, location)
+    resumed = _resume(location, records, fingerprint, compression, sharding) if interval else None
     iterator = iter(dataset)
     if resumed is not None:
         writer, state = resumed
@@ -167,16 +182,17 @@ def save(
         for element in iterator:
             writer.write(element, shard_of(shard_func, element, "save"))
             if interval and writer.count % interval == 0:
-                _record_progress(location, writer, iterator.get_state(), fingerprint, sharding)
+                _record_progress(records, writer, iterator.get_state(), fingerprint, sharding)
         writer.finish(fingerprint, {"shard_func": sharding})
     finally:
         writer.close()
         iterator.close()
-    location.remove(PROGRESS)
+    if interval:
+        records.remove(PROGRESS)
 
 
 def _record_progress(
-    location: _element_store.Location,
+    records: _element_store.Location,
     writer: _element_store.ElementWriter,
     state: dict[str, Any],
     fingerprint: str,
@@ -192,6 +208,7 @@ def _record_progress(
             f"one's holds arrays (a buffer shuffle over a streaming input): {err}"
         ) from None
     progress = {
+        "path": writer.location.url,
         "fingerprint": fingerprint,
         "compression": writer.compression,
         "shard_func": sharding,
@@ -200,4 +217,5 @@ def _record_progress(
         "count": writer.count,
         "state": json.loads(text),
     }
-    location.write_atomic(PROGRESS, json.dumps(progress).encode())
+    records.makedirs()
+    records.write_atomic(PROGRESS, json.dumps(progress).encode())
