@@ -177,33 +177,59 @@ def check_dtype(text: str) -> np.dtype[Any]:
     return np.dtype(text)
 
 
+_LEAF_HEADERS: dict[bytes, tuple[np.dtype[Any], tuple[int, ...], int]] = {}
+_MAX_LEAF_HEADERS = 4096
+
+
+def _leaf_header(header: bytes) -> tuple[np.dtype[Any], tuple[int, ...], int]:
+    """The dtype, shape and data size a leaf header names (headers repeat: kept once parsed)."""
+    known = _LEAF_HEADERS.get(header)
+    if known is not None:
+        return known
+    size = header[0]
+    dtype = check_dtype(header[1 : 1 + size].decode("ascii", "replace"))
+    ndim = header[1 + size]
+    shape = tuple(_U64.unpack_from(header, 2 + size + 8 * i)[0] for i in range(ndim))
+    count = 1
+    for dim in shape:
+        count *= dim
+    parsed = (dtype, shape, count * dtype.itemsize)
+    if len(_LEAF_HEADERS) < _MAX_LEAF_HEADERS:
+        _LEAF_HEADERS[header] = parsed
+    return parsed
+
+
 class _Cursor:
     """Reads the leaves of a payload in order, checking every length."""
 
     def __init__(self, payload: bytes, start: int) -> None:
-        self.view = memoryview(payload)
+        self.payload = payload
         self.pos = start
 
-    def take(self, size: int) -> memoryview:
-        end = self.pos + size
-        if size < 0 or end > len(self.view):
-            raise _Malformed(f"a leaf runs past the end of the record ({end} > {len(self.view)})")
-        out = self.view[self.pos : end]
-        self.pos = end
-        return out
-
     def leaf(self) -> Any:
-        dtype = check_dtype(bytes(self.take(self.take(1)[0])).decode("ascii", "replace"))
-        ndim = self.take(1)[0]
+        payload, pos = self.payload, self.pos
+        total = len(payload)
+        if pos + 2 > total:
+            raise _Malformed("a leaf header runs past the end of the record")
+        size = payload[pos]
+        if pos + 2 + size > total:
+            raise _Malformed("a leaf header runs past the end of the record")
+        ndim = payload[pos + 1 + size]
         if ndim > _MAX_NDIM:
             raise _Malformed(f"a leaf has {ndim} dimensions")
-        shape = tuple(_U64.unpack(self.take(8))[0] for _ in range(ndim))
-        count = 1
-        for dim in shape:
-            count *= dim
-        data = self.take(count * dtype.itemsize)
-        array = np.frombuffer(data, dtype=dtype).reshape(shape).copy()
-        return array[()] if ndim == 0 else array
+        end = pos + 2 + size + 8 * ndim
+        if end > total:
+            raise _Malformed("a leaf header runs past the end of the record")
+        dtype, shape, nbytes = _leaf_header(payload[pos:end])
+        if end + nbytes > total:
+            raise _Malformed(f"a leaf runs past the end of the record ({end + nbytes} > {total})")
+        self.pos = end + nbytes
+        array = np.frombuffer(
+            payload, dtype, nbytes // dtype.itemsize if dtype.itemsize else 0, end
+        )
+        if not shape:
+            return array[0] if len(array) else np.zeros((), dtype)[()]
+        return array.reshape(shape).copy()
 
     def build(self, node: Any) -> Element:
         if node == "L":
@@ -217,6 +243,28 @@ class _Cursor:
         return cls(*(self.build(item) for item in node[3]))
 
 
+def decode_payload(data: bytes, compression: str | None) -> Element:
+    """The element a stored record holds; raises ``_Malformed`` (or NumPy's
+    ``ValueError`` / ``TypeError``) for one that does not parse."""
+    payload = decompress(data, compression)
+    if len(payload) < _U32.size:
+        raise _Malformed("the record is shorter than its structure length")
+    (size,) = _U32.unpack_from(payload)
+    end = _U32.size + size
+    if end > len(payload):
+        raise _Malformed("the structure runs past the end of the record")
+    structure = _parse_structure(payload[_U32.size : end])
+    cursor = _Cursor(payload, end)
+    element = cursor.build(structure)
+    if cursor.pos != len(payload):
+        raise _Malformed(f"{len(payload) - cursor.pos} bytes follow the last leaf")
+    return element
+
+
+MALFORMED = (_Malformed, ValueError, TypeError)
+"""What ``decode_payload`` raises for a payload that does not parse."""
+
+
 def decode(data: bytes, compression: str | None, where: str) -> Element:
     """The element a stored record holds.
 
@@ -224,20 +272,6 @@ def decode(data: bytes, compression: str | None, where: str) -> Element:
       DataLossError: the record does not parse (``where`` names the file and offset).
     """
     try:
-        payload = decompress(data, compression)
-        if len(payload) < _U32.size:
-            raise _Malformed("the record is shorter than its structure length")
-        (size,) = _U32.unpack_from(payload)
-        end = _U32.size + size
-        if end > len(payload):
-            raise _Malformed("the structure runs past the end of the record")
-        structure = _parse_structure(bytes(payload[_U32.size : end]))
-        cursor = _Cursor(payload, end)
-        element = cursor.build(structure)
-        if cursor.pos != len(payload):
-            raise _Malformed(f"{len(payload) - cursor.pos} bytes follow the last leaf")
-    except _Malformed as err:
+        return decode_payload(data, compression)
+    except MALFORMED as err:
         raise DataLossError(f"{where}: not a valid stored element: {err}") from None
-    except (ValueError, TypeError) as err:  # NumPy refusing a dtype or shape
-        raise DataLossError(f"{where}: not a valid stored element: {err}") from None
-    return element

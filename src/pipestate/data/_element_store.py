@@ -524,9 +524,14 @@ class StoredElements:
         return data
 
     def _decode(self, buffer: bytes, at: int, part: int, offset: int) -> Element:
-        where = f"{self.location.describe(self.parts[part])!r} at byte offset {offset}"
-        data = _parse_record(buffer, at, where, self.what)
-        return _element_codec.decode(data[_SHARD.size :], self.compression, where)
+        data = _parse_record(buffer, at)
+        try:
+            if isinstance(data, str):
+                raise _element_codec._Malformed(data)
+            return _element_codec.decode_payload(data[_SHARD.size :], self.compression)
+        except _element_codec.MALFORMED as err:
+            where = f"{self.location.describe(self.parts[part])!r} at byte offset {offset}"
+            raise DataLossError(f"{self.what}: {where}: {err}") from None
 
     def get(self, position: int) -> Element:
         part, start, end = (
@@ -582,24 +587,28 @@ class StoredElements:
         self._lock = threading.Lock()
 
 
-def _parse_record(buffer: bytes, at: int, where: str, what: str) -> bytes:
+_HEADER = struct.Struct("<QI")
+_CRC = struct.Struct("<I")
+
+
+def _parse_record(buffer: bytes, at: int) -> bytes | str:
+    """The data of the record at ``at`` of ``buffer``, or what is wrong with it."""
     header = buffer[at : at + _record_format.HEADER_SIZE]
     if len(header) < _record_format.HEADER_SIZE:
-        raise DataLossError(f"{what}: truncated record header in {where}")
-    length, length_crc = struct.unpack("<QI", header)
+        return "truncated record header"
+    length, length_crc = _HEADER.unpack(header)
     if _record_format.masked_crc(header[:8]) != length_crc:
-        raise DataLossError(f"{what}: corrupted record in {where}: its length's checksum differs")
+        return "corrupted record: its length's checksum differs"
     start = at + _record_format.HEADER_SIZE
     end = start + length
     if end + _record_format.FOOTER_SIZE > len(buffer):
-        raise DataLossError(f"{what}: truncated record in {where}: it runs past its end")
+        return "truncated record: it runs past its end"
     data = buffer[start:end]
-    (crc,) = struct.unpack_from("<I", buffer, end)
-    if _record_format.masked_crc(data) != crc:
-        raise DataLossError(f"{what}: corrupted record in {where}: its data's checksum differs")
+    if _record_format.masked_crc(data) != _CRC.unpack_from(buffer, end)[0]:
+        return "corrupted record: its data's checksum differs"
     if length < _SHARD.size:
-        raise DataLossError(f"{what}: corrupted record in {where}: it has no shard number")
-    return bytes(data)
+        return "corrupted record: it has no shard number"
+    return data
 
 
 def parse_manifest(raw: bytes, where: str, what: str) -> dict[str, Any]:

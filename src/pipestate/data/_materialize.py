@@ -16,9 +16,9 @@ the elements passed or read so far, the data file being filled (its token, or
 ``None``) and how many bytes of it hold those elements, while reading the
 digest of the input (seeds resolved) the store was filled from, and the
 input's state (``None`` when reading). A restored read whose store is gone
-computes it again from the input, if this iterator's input is that one. A restored iterator acts on a ``"fill"`` or
-``"read"`` state at its first element, so the state just after
-``set_state(s)`` is ``s``.
+computes it again from the input, if this iterator's input is that one.
+A restored iterator acts on a ``"fill"`` or ``"read"`` state at its first
+element, so the state just after ``set_state(s)`` is ``s``.
 """
 
 from __future__ import annotations
