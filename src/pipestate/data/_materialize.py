@@ -71,6 +71,13 @@ class MemoryStores:
         with self._lock:
             self._stores.setdefault(key, (tuple(elements), source))
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # a copy in another process starts empty: memory caches are per process
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._lock = threading.Lock()
+        self._stores = {}
+
 
 class MaterializeDataset(Dataset):
     """Base of ``cache`` and ``snapshot``: its input's elements, stored on the first full pass.

@@ -448,3 +448,15 @@ def test_known_cardinality_publishes_at_the_last_element(tmp_path: Path) -> None
     assert (tmp_path / "c.manifest.json").exists()
     with pytest.raises(StopIteration):
         next(it)
+
+
+def test_a_pickled_cache_starts_empty_and_fills_its_own() -> None:
+    import pickle
+
+    f = Counted()
+    ds = D.range(4).map(f).cache()
+    assert ints(ds) == [0, 10, 20, 30]
+    copy = pickle.loads(pickle.dumps(ds))  # as in another process
+    assert copy._memory.get(ds._parents[0].fingerprint) is None
+    assert ints(copy) == [0, 10, 20, 30]
+    assert ints(copy) == [0, 10, 20, 30]
