@@ -259,7 +259,15 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
             self._stop_filling("its input raised an error")
             raise
         if self._mode == FILL:
-            self._store(element)
+            try:
+                self._store(element)
+            except BaseException:
+                # An element that can't be stored (or a shard_func that raised): the
+                # store would miss it, so this pass stops storing; the element counts
+                # as consumed, as a failing element does everywhere.
+                self._count += 1
+                self._stop_filling("an element could not be stored")
+                raise
             if self._count + 1 == self._known:
                 # Every element is stored: publish now (as tf.data), not at the end.
                 self._count += 1

@@ -178,3 +178,28 @@ PROPERTY_OP = st.builds(
     lambda compression: lambda ds: ds.snapshot(memory_dir("property"), compression=compression),
     st.sampled_from(["AUTO", "GZIP"]),
 )
+
+
+def test_reader_func_is_checked_when_built() -> None:
+    with pytest.raises(TypeError, match=r"snapshot: reader_func .* it raised TypeError"):
+        D.range(3).snapshot(memory_dir("bad"), reader_func=lambda shards: shards + 1)
+    with pytest.raises(TypeError, match=r"snapshot: reader_func .* must return a Dataset, got int"):
+        D.range(3).snapshot(memory_dir("bad"), reader_func=lambda shards: 1)
+
+
+def test_a_failing_shard_func_is_raised_and_the_pass_stops_writing() -> None:
+    path = memory_dir("failing")
+
+    def shard(x: Any) -> int:
+        if int(x) == 2:
+            raise ValueError("no shard for 2")
+        return 0
+
+    it = iter(D.range(5).snapshot(path, shard_func=shard))
+    assert ints(itertools.islice(it, 2)) == [0, 1]
+    with pytest.raises(ValueError, match="no shard for 2"):
+        next(it)
+    assert ints(it) == [3, 4]  # the element after the failing one, as everywhere
+    assert it.get_state()["iterator"]["mode"] == "pass"
+    with pytest.raises(NotFoundError):
+        D.load(f"{path}/{D.range(5).fingerprint}")

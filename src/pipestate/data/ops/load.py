@@ -175,11 +175,12 @@ class ShardsDataset(Dataset):
     to be read with ``interleave`` / ``flat_map`` (``lambda shard: shard``).
     """
 
-    def __init__(self, root: str, stored: _element_store.StoredElements) -> None:
+    def __init__(self, root: str, stored: _element_store.StoredElements | None) -> None:
         super().__init__()
         self._root = root
         self._stored = stored
-        self._count = int(stored.manifest["shards"])
+        # No store: the placeholder reader_func is checked with before one exists.
+        self._count = 0 if stored is None else int(stored.manifest["shards"])
 
     def _cardinality(self) -> int:
         return self._count
@@ -195,14 +196,29 @@ class ShardsDataset(Dataset):
         return False
 
     def _get(self, epoch: int, position: int) -> Element:
+        assert self._stored is not None  # a placeholder has no positions
         return LoadDataset(self._root, shard=position, stored=self._stored)
 
 
 def read_through(
-    reader_func: Callable[[Dataset], Any], root: str, stored: _element_store.StoredElements, op: str
+    reader_func: Callable[[Dataset], Any],
+    root: str,
+    stored: _element_store.StoredElements | None,
+    op: str,
 ) -> Dataset:
-    """``reader_func`` applied to the store's shards, checked to return a Dataset."""
-    result = reader_func(ShardsDataset(root, stored))
+    """``reader_func`` applied to the store's shards, checked to return a Dataset.
+
+    Raises:
+      TypeError: ``reader_func`` returned something else, or raised ``TypeError``
+        (the message names it).
+    """
+    try:
+        result = reader_func(ShardsDataset(root, stored))
+    except TypeError as err:
+        raise TypeError(
+            f"{op}: reader_func {describe_callable(reader_func)} must take the dataset of "
+            f"per-shard datasets and return a Dataset; it raised TypeError: {err}"
+        ) from err
     if not isinstance(result, Dataset):
         raise TypeError(
             f"{op}: reader_func {describe_callable(reader_func)} must return a Dataset, got "

@@ -67,6 +67,9 @@ class SnapshotDataset(MaterializeDataset):
         super().__init__(parent, check_compression(compression, "snapshot", auto=True))
         self._reader_func = check_function("reader_func", reader_func, "snapshot", allow_none=True)
         self._shard_func = check_function("shard_func", shard_func, "snapshot", allow_none=True)
+        if reader_func is not None:
+            # Checked now, on a dataset of no shards, as tf.data traces it when built.
+            read_through(reader_func, self._root, None, "snapshot")
 
     def _params(self) -> dict[str, Any]:
         return {
