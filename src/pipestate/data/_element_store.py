@@ -105,6 +105,35 @@ class Location:
         if parent:
             self.fs.makedirs(parent, exist_ok=True)
 
+    def remove_dead_writers(self, keep: str) -> int:
+        """Deletes the data files of writers that died (unlocked), except ``keep``; local only.
+
+        Called once a store is complete: a dead writer's file is then of no use
+        (a restore of its position finds the complete store and passes through).
+        Returns how many files were deleted.
+        """
+        if not self.local:
+            return 0
+        directory, prefix = os.path.split(self.root)
+        removed = 0
+        for name in os.listdir(directory or "."):
+            short = name[len(prefix) :]
+            if not name.startswith(prefix) or short == keep:
+                continue
+            if not (short.startswith("data-") and short.endswith(".records")):
+                continue
+            path = os.path.join(directory, name)
+            try:
+                handle = open(path, "rb")  # noqa: SIM115 - closed below, after the unlink
+            except OSError:
+                continue
+            with handle:
+                if _lock(handle, block=False):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(path)
+                        removed += 1
+        return removed
+
     def write_atomic(self, name: str, data: bytes) -> None:
         """Writes ``name`` whole: a temporary file renamed over it (fsynced where local)."""
         temporary = f"{name}.tmp-{new_token()}"

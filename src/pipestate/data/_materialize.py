@@ -220,6 +220,7 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
             writer.abandon()
             return
         writer.finish(self._fingerprint, {"source": self._digest})
+        self._location.remove_dead_writers(keep=writer.name)
 
     def _stop_filling(self, why: str) -> None:
         """Continues as ``"pass"``: this pass can no longer complete the store."""

@@ -460,3 +460,19 @@ def test_a_pickled_cache_starts_empty_and_fills_its_own() -> None:
     assert copy._memory.get(ds._parents[0].fingerprint) is None
     assert ints(copy) == [0, 10, 20, 30]
     assert ints(copy) == [0, 10, 20, 30]
+
+
+def test_files_of_dead_writers_are_removed_once_the_cache_is_complete(tmp_path: Path) -> None:
+    prefix = str(tmp_path / "c")
+    ds = D.range(10).cache(prefix)
+    dead = iter(ds)
+    ints(itertools.islice(dead, 4))
+    dead.close()  # as a killed process: its file stays, unlocked
+    live = iter(ds)
+    ints(itertools.islice(live, 2))  # a live writer: its file is locked
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("c.data-")]) == 2
+    assert ints(ds) == list(range(10))  # a third pass completes the cache
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len([n for n in names if n.startswith("c.data-")]) == 2  # the store's and the live one
+    assert ints(live) == list(range(2, 10))  # the live writer finishes, and drops its file
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("c.data-")]) == 1
