@@ -29,6 +29,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from pipestate._validate import brief
 from pipestate.data import _element_store, _fingerprint
 from pipestate.data._structure import Element
@@ -43,6 +45,7 @@ PASS = "pass"
 READ = "read"
 _MODES = (FILL, PASS, READ)
 _TOKEN = re.compile(r"[0-9a-f]{16}")
+_READ_AHEAD = 64  # stored elements read with one request while reading a file store
 
 
 def tree_digest(dataset: Dataset) -> str:
@@ -160,6 +163,8 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
         self._bytes = 0
         self._settle: Callable[[], None] | None = None
         self._stored: tuple[Element, ...] | _element_store.StoredElements | None = None
+        self._block: list[Element] = []
+        self._block_start = 0
         self._inputs = []
         complete = self._complete()
         if complete is not None:
@@ -244,11 +249,10 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
                 return self._inputs[0]._next()
             if self._count >= self._stored_length():
                 raise StopIteration
-            stored = self._stored
-            element = (
-                stored[self._count] if isinstance(stored, tuple) else stored.get(self._count)  # type: ignore[union-attr]
-            )
-            self._count += 1
+            try:
+                element = self._read_stored(self._count)
+            finally:
+                self._count += 1  # a damaged element counts as consumed, as everywhere
             return element
         try:
             element = self._inputs[0]._next()
@@ -276,6 +280,24 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
                 return element
         self._count += 1
         return element
+
+    def _read_stored(self, index: int) -> Element:
+        """Stored element ``index``; a file store is read ahead a block at a time (a cache,
+        never saved)."""
+        stored = self._stored
+        if isinstance(stored, tuple):
+            return stored[index]
+        assert stored is not None
+        offset = index - self._block_start
+        if 0 <= offset < len(self._block):
+            return self._block[offset]
+        stop = min(index + _READ_AHEAD, stored.count)
+        try:
+            block = stored.get_list(np.arange(index, stop, dtype=np.int64))
+        except Exception:
+            block = [stored.get(index)]  # raises if this element itself is damaged
+        self._block, self._block_start = block, index
+        return block[0]
 
     def _mode_after_end(self) -> None:
         self._publish()
@@ -353,6 +375,7 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
         self._source_digest = None
         self._buffer = None
         self._stored = None
+        self._block, self._block_start = [], 0
         if mode == READ:
             if parent is not None and not isinstance(parent, dict):
                 raise StateMismatchError(

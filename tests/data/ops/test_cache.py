@@ -476,3 +476,18 @@ def test_files_of_dead_writers_are_removed_once_the_cache_is_complete(tmp_path: 
     assert len([n for n in names if n.startswith("c.data-")]) == 2  # the store's and the live one
     assert ints(live) == list(range(2, 10))  # the live writer finishes, and drops its file
     assert len([p for p in tmp_path.iterdir() if p.name.startswith("c.data-")]) == 1
+
+
+def test_a_damaged_record_is_raised_at_its_element_and_reading_goes_on(tmp_path: Path) -> None:
+    prefix, data = _filled(tmp_path)
+    ds = D.range(20).map(full4).cache(prefix)
+    stored = _element_store.StoredElements.open(_element_store.Location(prefix + "."), "cache")
+    offset = int(stored.offsets[7])
+    raw = bytearray(data.read_bytes())
+    raw[offset + 20] ^= 0xFF  # inside element 7's data
+    data.write_bytes(bytes(raw))
+    it = iter(ds)
+    assert [int(x[0]) for x in itertools.islice(it, 7)] == list(range(7))
+    with pytest.raises(DataLossError, match=rf"byte offset {offset}: corrupted record"):
+        next(it)
+    assert [int(x[0]) for x in it] == list(range(8, 20))
