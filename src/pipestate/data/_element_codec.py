@@ -126,7 +126,7 @@ def decompress(data: bytes, compression: str | None) -> bytes:
 def _parse_structure(text: bytes) -> Any:
     try:
         structure = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise _Malformed(f"the element structure is not valid JSON ({err})") from None
     _check_structure(structure, 0)
     return structure

@@ -648,7 +648,7 @@ def parse_manifest(raw: bytes, where: str, what: str) -> dict[str, Any]:
     """
     try:
         manifest = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise DataLossError(f"{what}: {where!r} is not valid JSON ({err}): damaged") from None
 
     def bad(detail: str) -> DataLossError:

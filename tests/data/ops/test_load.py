@@ -170,6 +170,10 @@ def test_hostile_record_payloads_raise_data_loss_errors() -> None:
         (good + b"zz", r"2 bytes follow the last leaf"),
         (good.replace(b"<i8", b"|O8"), r"unsupported dtype"),
         (b"\x09\x00\x00\x00" + b'["X",[1]]', r"unknown element structure node"),
+        (
+            len(b"[" * 100_000).to_bytes(4, "little") + b"[" * 100_000,
+            r"structure is not valid JSON",
+        ),
     ]:
         with pytest.raises(DataLossError, match=message):
             _element_codec.decode(payload, None, "somewhere")
@@ -336,3 +340,11 @@ def _saved_source(n: int, shards: int) -> ps.Dataset:
 
 
 PROPERTY_SOURCE = st.builds(_saved_source, st.integers(0, 12), st.integers(1, 3))
+
+
+def test_deeply_nested_manifest_is_a_data_loss_error(tmp_path: Path) -> None:
+    directory = tmp_path / "ds"
+    D.range(2).save(str(directory))
+    (directory / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataLossError, match=r"manifest\.json' is not valid JSON"):
+        D.load(str(directory))
