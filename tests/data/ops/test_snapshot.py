@@ -144,9 +144,9 @@ def test_read_restore_through_reader_func_needs_the_snapshot(tmp_path: Path) -> 
 )
 def test_conformance(build: Any, compression: str | None, tmp_path: Path) -> None:
     ds = build(D, lambda x: x.snapshot(str(tmp_path / "snap"), compression=compression))
-    assert_conformant(ds, max_elements=30, variants=())
+    assert_conformant(ds, max_elements=30, variants=("prefetch",))
     remote = build(D, lambda x: x.snapshot(memory_dir("conformance"), compression=compression))
-    assert_conformant(remote, max_elements=30, variants=())
+    assert_conformant(remote, max_elements=30, variants=("prefetch",))
 
 
 def test_streaming_and_prefetch_paths_read_the_same_snapshot() -> None:
