@@ -33,7 +33,7 @@ import numpy as np
 
 from pipestate._validate import brief
 from pipestate.data import _element_store, _fingerprint
-from pipestate.data._structure import Element
+from pipestate.data._structure import Element, flatten
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import DatasetIterator, State, StreamIterator, read_int
 from pipestate.errors import InvalidArgumentError, NotFoundError, StateMismatchError
@@ -309,6 +309,11 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
 
     def _store(self, element: Element) -> None:
         if self._buffer is not None:
+            # Read-only: an element changed in place after this would change what
+            # every later pass reads from the cache.
+            for leaf in flatten(element):
+                if type(leaf) is np.ndarray:
+                    leaf.flags.writeable = False
             self._buffer.append(element)
             return
         location = self._location

@@ -491,3 +491,11 @@ def test_a_damaged_record_is_raised_at_its_element_and_reading_goes_on(tmp_path:
     with pytest.raises(DataLossError, match=rf"byte offset {offset}: corrupted record"):
         next(it)
     assert [int(x[0]) for x in it] == list(range(8, 20))
+
+
+def test_memory_cached_arrays_are_read_only() -> None:
+    ds = D.range(3).map(lambda x: np.full(2, x)).cache()
+    first = list(ds)
+    with pytest.raises(ValueError, match="read-only"):
+        first[0][0] = 7  # would change what the next pass reads
+    assert [int(x[0]) for x in ds] == [0, 1, 2]
