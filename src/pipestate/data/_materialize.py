@@ -200,7 +200,10 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
             if isinstance(stored, _element_store.StoredElements)
             else None
         )
-        self._inputs = [] if reader is None else [reader._make_iterator(None, 0)]
+        # A reader with seed=None ops draws its own seed, kept in its state.
+        self._inputs = (
+            [] if reader is None else [reader._make_iterator(reader._iterator_entropy(), 0)]
+        )
 
     def _stored_length(self) -> int:
         stored = self._stored
