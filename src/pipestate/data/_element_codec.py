@@ -48,6 +48,7 @@ class _Malformed(Exception):  # noqa: N818 - internal, always turned into DataLo
 
 
 def _structure_of(element: Element, leaves: list[Any], what: str, depth: int = 0) -> Any:
+    """The structure of ``element`` as nested tuples (hashable), appending its leaves."""
     if depth > _MAX_DEPTH:
         raise TypeError(f"{what}: the element is nested more than {_MAX_DEPTH} levels deep")
     if isinstance(element, dict):
@@ -58,20 +59,29 @@ def _structure_of(element: Element, leaves: list[Any], what: str, depth: int = 0
                     f"{what}: can only store dict elements with str keys, got key "
                     f"{brief(key, 60)}; convert the keys to str in a map() first"
                 )
-            items.append([key, _structure_of(value, leaves, what, depth + 1)])
-        return ["D", items]
+            items.append((key, _structure_of(value, leaves, what, depth + 1)))
+        return ("D", tuple(items))
     if is_namedtuple(element):
-        fields = list(type(element)._fields)
-        inner = [_structure_of(value, leaves, what, depth + 1) for value in element]
-        return ["N", type(element).__name__, fields, inner]
+        fields = tuple(type(element)._fields)
+        inner = tuple(_structure_of(value, leaves, what, depth + 1) for value in element)
+        return ("N", type(element).__name__, fields, inner)
     if isinstance(element, tuple):
-        return ["T", [_structure_of(value, leaves, what, depth + 1) for value in element]]
+        return ("T", tuple(_structure_of(value, leaves, what, depth + 1) for value in element))
     leaves.append(element)
     return "L"
 
 
-def encode(element: Element, what: str) -> bytes:
-    """The payload of ``element`` (NumPy leaves in nested tuples / dicts).
+@functools.lru_cache(maxsize=256)
+def _structure_text(structure: Any) -> bytes:
+    text = json.dumps(structure, separators=(",", ":")).encode()
+    return _U32.pack(len(text)) + text
+
+
+def encode(element: Element, what: str) -> tuple[bytes, Any]:
+    """The payload of ``element`` (NumPy leaves in nested tuples / dicts) and its signature.
+
+    The signature (hashable: the structure and each leaf's dtype and shape) is
+    what the writer keeps the elements' spec from.
 
     Raises:
       TypeError: a leaf that is not a bool, numeric or byte-string NumPy value,
@@ -79,8 +89,8 @@ def encode(element: Element, what: str) -> bytes:
     """
     leaves: list[Any] = []
     structure = _structure_of(element, leaves, what)
-    text = json.dumps(structure, separators=(",", ":")).encode()
-    parts = [_U32.pack(len(text)), text]
+    parts = [_structure_text(structure)]
+    specs = []
     for leaf in leaves:
         array = np.asarray(leaf)
         if array.dtype.kind not in "biufcS":
@@ -88,11 +98,13 @@ def encode(element: Element, what: str) -> bytes:
                 f"{what}: can only store bool, numeric and byte-string values, got "
                 f"{array.dtype} {brief(leaf, 80)}"
             )
-        dtype = array.dtype.str.encode()
-        parts += [bytes((len(dtype),)), dtype, bytes((array.ndim,))]
+        dtype = array.dtype.str
+        specs.append((dtype, array.shape))
+        encoded = dtype.encode()
+        parts += [bytes((len(encoded),)), encoded, bytes((array.ndim,))]
         parts += [_U64.pack(dim) for dim in array.shape]
         parts.append(np.ascontiguousarray(array).tobytes())
-    return b"".join(parts)
+    return b"".join(parts), (structure, tuple(specs))
 
 
 def compress(payload: bytes, compression: str | None) -> bytes:

@@ -199,16 +199,18 @@ def directory_root(path: Any, op: str) -> str:
 
 
 # ------------------------------------------------------------------ the elements' spec
-def _leaf_spec(leaf: Any) -> list[Any]:
-    array = np.asarray(leaf)
-    return [array.dtype.str, list(array.shape)]
+def json_signature(signature: Any) -> list[Any]:
+    """A signature from ``_element_codec.encode`` in its JSON form (lists, as in manifests)."""
+    structure, leaves = signature
+    loaded: list[Any] = json.loads(
+        json.dumps([structure, [[dtype, list(shape)] for dtype, shape in leaves]])
+    )
+    return loaded
 
 
 def spec_signature(element: Element) -> list[Any]:
-    """A JSON-able spec of one element: its structure text and each leaf's dtype and shape."""
-    leaves: list[Any] = []
-    structure = _element_codec._structure_of(element, leaves, "spec")
-    return [structure, [_leaf_spec(leaf) for leaf in leaves]]
+    """The JSON-able spec of one element: its structure and each leaf's dtype and shape."""
+    return json_signature(_element_codec.encode(element, "spec")[1])
 
 
 def merge_signatures(a: list[Any] | None, b: list[Any]) -> list[Any] | None:
@@ -300,7 +302,7 @@ class ElementWriter:
         self.shards: list[int] = []
         self.bytes = 0
         self.signature: list[Any] | None = None
-        self._last_signature: list[Any] | None = None
+        self._last_signature: Any = None
         self._file: BinaryIO | None = None
 
     # -- opening
@@ -356,7 +358,7 @@ class ElementWriter:
 
     # -- writing
     def write(self, element: Element, shard: int = 0) -> None:
-        payload = _element_codec.encode(element, self.what)
+        payload, signature = _element_codec.encode(element, self.what)
         data = _SHARD.pack(shard) + _element_codec.compress(payload, self.compression)
         header, footer = _record_format.frame(data)
         assert self._file is not None
@@ -364,10 +366,9 @@ class ElementWriter:
         self.offsets.append(self.bytes)
         self.shards.append(shard)
         self.bytes += len(header) + len(data) + len(footer)
-        signature = spec_signature(element)
         if signature != self._last_signature:
             self._last_signature = signature
-            self.signature = merge_signatures(self.signature, signature)
+            self.signature = merge_signatures(self.signature, json_signature(signature))
 
     @property
     def count(self) -> int:

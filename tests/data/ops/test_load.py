@@ -163,7 +163,7 @@ def test_hostile_manifests_raise_data_loss_errors(
 def test_hostile_record_payloads_raise_data_loss_errors() -> None:
     from pipestate.data import _element_codec
 
-    good = _element_codec.encode((np.arange(3), np.bytes_(b"x")), "test")
+    good = _element_codec.encode((np.arange(3), np.bytes_(b"x")), "test")[0]
     for payload, message in [
         (b"\x01\x00", r"shorter than its structure length"),
         (good[:-2], r"runs past the end"),
