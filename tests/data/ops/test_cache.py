@@ -18,7 +18,11 @@ from hypothesis import strategies as st
 import pipestate as ps
 from pipestate.data import _element_store
 from pipestate.errors import DataLossError, InvalidArgumentError, StateMismatchError
-from pipestate.testing import assert_conformant, assert_elements_equal
+from pipestate.testing import (
+    assert_conformant,
+    assert_elements_equal,
+    assert_restorable_at_every_position,
+)
 
 D = ps.Dataset
 _names = itertools.count()
@@ -499,3 +503,37 @@ def test_memory_cached_arrays_are_read_only() -> None:
     with pytest.raises(ValueError, match="read-only"):
         first[0][0] = 7  # would change what the next pass reads
     assert [int(x[0]) for x in ds] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("n", [0, 1, 9])
+def test_restore_at_every_position_of_a_fill_takes_the_file_over(tmp_path: Path, n: int) -> None:
+    calls: list[int] = []
+
+    def counted(x: Any) -> Any:
+        calls.append(int(x))
+        return x * 10
+
+    counted.__qualname__ = "slow"  # the same pipeline as with slow, counting its calls
+    for position in range(n + 1):
+        prefix = str(tmp_path / f"c{position}")
+        it = iter(D.range(n).map(slow).cache(prefix))
+        head = ints(itertools.islice(it, position))
+        state = json.loads(json.dumps(it.get_state()))
+        it.close()
+        calls.clear()
+        resumed = iter(D.range(n).map(counted).cache(prefix))
+        resumed.set_state(state)
+        assert head + ints(resumed) == list(range(0, 10 * n, 10))
+        assert all(c >= position for c in calls)  # nothing stored was computed again
+        calls.clear()
+        assert ints(D.range(n).map(counted).cache(prefix)) == list(range(0, 10 * n, 10))
+        assert calls == []
+
+
+@pytest.mark.parametrize("where", ["memory", "local"])
+def test_restore_at_every_position_of_a_cached_pass(tmp_path: Path, where: str) -> None:
+    ds = D.range(9).map(lambda x: x * 3).cache("" if where == "memory" else str(tmp_path / "c"))
+    assert ints(ds) == list(range(0, 27, 3))  # fills
+    with iter(ds) as it:
+        assert it.get_state()["iterator"]["mode"] == "read"
+    assert_restorable_at_every_position(ds, variants=("prefetch",))

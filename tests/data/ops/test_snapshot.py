@@ -11,7 +11,11 @@ from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.errors import NotFoundError
-from pipestate.testing import assert_conformant, roundtrip_state
+from pipestate.testing import (
+    assert_conformant,
+    assert_restorable_at_every_position,
+    roundtrip_state,
+)
 
 D = ps.Dataset
 _names = itertools.count()
@@ -221,3 +225,27 @@ def test_a_reader_func_that_shuffles_without_a_seed_restores_exactly() -> None:
     fresh = iter(D.range(12).snapshot(path, shard_func=lambda x: x % 3, reader_func=reader))
     fresh.set_state(state)
     assert ints(fresh) == rest
+
+
+@pytest.mark.parametrize("reader", [None, lambda shards: shards.flat_map(lambda s: s)])
+def test_restore_at_every_position_of_a_reading_pass(tmp_path: Path, reader: Any) -> None:
+    ds = D.range(10).snapshot(
+        str(tmp_path / "snap"), shard_func=lambda x: x % 3, reader_func=reader
+    )
+    ints(ds)  # writes
+    with iter(ds) as it:
+        assert it.get_state()["iterator"]["mode"] == "read"
+    assert_restorable_at_every_position(ds, variants=("prefetch",))
+
+
+def test_restore_at_every_position_of_a_writing_pass(tmp_path: Path) -> None:
+    for position in range(8):
+        path = str(tmp_path / f"snap{position}")
+        it = iter(D.range(7).snapshot(path))
+        head = ints(itertools.islice(it, position))
+        state = json.loads(json.dumps(it.get_state()))
+        it.close()
+        resumed = iter(D.range(7).snapshot(path))
+        resumed.set_state(state)
+        assert head + ints(resumed) == list(range(7))
+        assert ints(D.load(f"{path}/{D.range(7).fingerprint}")) == list(range(7))
