@@ -230,10 +230,10 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
         writer.finish(self._fingerprint, {"source": self._digest})
         self._location.remove_dead_writers(keep=writer.name)
 
-    def _stop_filling(self, why: str) -> None:
+    def _stop_filling(self, why: str, level: int = logging.INFO) -> None:
         """Continues as ``"pass"``: this pass can no longer complete the store."""
         if self._mode == FILL:
-            _logger.info("%s: not storing this pass: %s", self._source._op_repr(), why)
+            _logger.log(level, "%s: not storing this pass: %s", self._source._op_repr(), why)
         self._mode = PASS
         self._buffer = None
         if self._writer is not None:
@@ -303,7 +303,17 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
         return block[0]
 
     def _mode_after_end(self) -> None:
-        self._publish()
+        try:
+            self._publish()
+        except OSError as err:
+            # The elements were all passed on; only the store is lost: say so, go on.
+            location = self._location.url if self._location is not None else "memory"
+            _logger.warning(
+                "%s: the store at %r could not be published: %s",
+                self._source._op_repr(),
+                location,
+                err,
+            )
         self._source_digest = None
         # A state taken now restores an iterator at the end, which passes on nothing more.
         self._mode = PASS
@@ -330,7 +340,7 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
             self._writer.write(element, self._source._shard(element))
             self._bytes = self._writer.bytes
         except OSError as err:
-            self._stop_filling(f"writing {location.url!r} failed: {err}")
+            self._stop_filling(f"writing {location.url!r} failed: {err}", logging.WARNING)
 
     # -------------------------------------------------------------------- state
     def _op_state(self) -> State:

@@ -537,3 +537,35 @@ def test_restore_at_every_position_of_a_cached_pass(tmp_path: Path, where: str) 
     with iter(ds) as it:
         assert it.get_state()["iterator"]["mode"] == "read"
     assert_restorable_at_every_position(ds, variants=("prefetch",))
+
+
+def test_a_failing_write_passes_every_element_on_and_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import errno
+
+    original = _element_store.ElementWriter.write
+
+    def full_disk(self: Any, element: Any, shard: int = 0) -> None:
+        if self.count == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        original(self, element, shard)
+
+    monkeypatch.setattr(_element_store.ElementWriter, "write", full_disk)
+    with caplog.at_level("WARNING", logger="pipestate.data"):
+        assert ints(D.range(6).cache(str(tmp_path / "c"))) == list(range(6))
+    assert "No space left on device" in caplog.text
+    assert not (tmp_path / "c.manifest.json").exists()
+
+
+def test_a_failing_publish_passes_every_element_on_and_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def fail(self: Any, fingerprint: str, extra: Any = None) -> None:
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(_element_store.ElementWriter, "finish", fail)
+    with caplog.at_level("WARNING", logger="pipestate.data"):
+        assert ints(D.range(4).cache(str(tmp_path / "c"))) == [0, 1, 2, 3]
+    assert "could not be published: read-only file system" in caplog.text
+    assert not (tmp_path / "c.manifest.json").exists()
