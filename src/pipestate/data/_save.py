@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 from collections.abc import Callable
@@ -12,11 +14,11 @@ import numpy as np
 from pipestate._validate import brief, check_function, check_int
 from pipestate.data import _element_store
 from pipestate.data._calls import call
+from pipestate.data._element_codec import _Malformed, check_dtype
 from pipestate.data._element_store import check_compression, directory_root
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data._structure import Element
 from pipestate.data.dataset import INFINITE_CARDINALITY, Dataset
-from pipestate.data.iterator import state_to_json
 from pipestate.errors import DataLossError, StateMismatchError
 
 _logger = logging.getLogger("pipestate.data")
@@ -113,19 +115,15 @@ def _resume(
     raw = records.read_bytes(PROGRESS, _MAX_PROGRESS_BYTES, "save")
     try:
         progress = json.loads(raw)
-        token, size, count, state = (
-            progress["file"],
-            progress["bytes"],
-            progress["count"],
-            progress["state"],
-        )
+        token, size, count = progress["file"], progress["bytes"], progress["count"]
+        state = decode_state(progress["state"], records.describe(PROGRESS))
         same = (
             progress["path"] == location.url
             and progress["fingerprint"] == fingerprint
             and progress["compression"] == compression
             and progress["shard_func"] == sharding
         )
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
         _logger.warning("save: %r is damaged; saving from the start", records.describe(PROGRESS))
         return None
     if not same:
@@ -145,6 +143,48 @@ def _resume(
         )
         return None
     return writer, state
+
+
+_ARRAY = "__ndarray__"
+
+
+def encode_state(value: Any) -> Any:
+    """An iterator state as JSON values: arrays (a shuffle's buffer) as dtype, shape, base64."""
+    if isinstance(value, dict):
+        return {key: encode_state(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode_state(item) for item in value]
+    if isinstance(value, (np.ndarray, np.generic)):
+        array = np.asarray(value)
+        if array.dtype.kind not in "biufcS":
+            raise TypeError(f"save: an iterator state holds a {array.dtype} array")
+        data = base64.b64encode(np.ascontiguousarray(array).tobytes()).decode()
+        return {_ARRAY: [array.dtype.str, list(array.shape), data, isinstance(value, np.generic)]}
+    return value
+
+
+def decode_state(value: Any, where: str) -> Any:
+    """The state :func:`encode_state` wrote, checked (raises ``DataLossError``)."""
+    if isinstance(value, dict):
+        if set(value) == {_ARRAY}:
+            return _decode_array(value[_ARRAY], where)
+        return {key: decode_state(item, where) for key, item in value.items()}
+    if isinstance(value, list):
+        return [decode_state(item, where) for item in value]
+    return value
+
+
+def _decode_array(fields: Any, where: str) -> Any:
+    try:
+        text, shape, data, scalar = fields
+        dtype = check_dtype(text)
+        raw = base64.b64decode(data, validate=True)
+        if not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise ValueError(f"bad shape {brief(shape, 60)}")
+        array = np.frombuffer(raw, dtype).reshape(shape).copy()
+    except (ValueError, TypeError, binascii.Error, _Malformed) as err:
+        raise DataLossError(f"save: {where} holds a malformed array: {err}") from None
+    return array[()] if scalar else array
 
 
 def save(
@@ -200,13 +240,6 @@ def _record_progress(
 ) -> None:
     """Makes the elements written so far durable, then records how to continue after them."""
     writer.sync()
-    try:
-        text = state_to_json(state)
-    except TypeError as err:
-        raise DataLossError(
-            f"save: checkpoint_args needs a pipeline whose iterator state is JSON, and this "
-            f"one's holds arrays (a buffer shuffle over a streaming input): {err}"
-        ) from None
     progress = {
         "path": writer.location.url,
         "fingerprint": fingerprint,
@@ -215,7 +248,7 @@ def _record_progress(
         "file": writer.token,
         "bytes": writer.bytes,
         "count": writer.count,
-        "state": json.loads(text),
+        "state": encode_state(state),
     }
     records.makedirs()
     records.write_atomic(PROGRESS, json.dumps(progress).encode())

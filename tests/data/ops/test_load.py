@@ -348,3 +348,29 @@ def test_deeply_nested_manifest_is_a_data_loss_error(tmp_path: Path) -> None:
     (directory / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(DataLossError, match=r"manifest\.json' is not valid JSON"):
         D.load(str(directory))
+
+
+def test_an_interrupted_save_of_a_shuffle_buffer_resumes_exactly(tmp_path: Path) -> None:
+    fail_at = [25]
+
+    def maybe_fail(x: Any) -> Any:
+        if int(x) == fail_at[0]:
+            raise KeyboardInterrupt  # as an interrupted run
+        return np.full(3, x)
+
+    def pipeline() -> ps.Dataset:
+        # A buffer shuffle over a streaming input: its state holds the buffered arrays.
+        return D.range(40).map(maybe_fail).filter(lambda x: True).shuffle(8, seed=1)
+
+    fail_at[0] = -1
+    expected = [int(x[0]) for x in pipeline()]
+    fail_at[0] = 25
+    path = str(tmp_path / "ds")
+    with pytest.raises(KeyboardInterrupt):
+        pipeline().save(path, checkpoint_args={"checkpoint_interval": 4})
+    progress = json.loads((tmp_path / "ds" / "progress.json").read_text())
+    assert progress["count"] > 0
+    assert "__ndarray__" in json.dumps(progress["state"])
+    fail_at[0] = -1
+    pipeline().save(path, checkpoint_args={"checkpoint_interval": 4})
+    assert [int(x[0]) for x in D.load(path)] == expected
