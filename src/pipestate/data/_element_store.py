@@ -105,7 +105,7 @@ class Location:
         if parent:
             self.fs.makedirs(parent, exist_ok=True)
 
-    def remove_dead_writers(self, keep: str) -> int:
+    def remove_dead_writers(self, keep: set[str]) -> int:
         """Deletes the data files of writers that died (unlocked), except ``keep``; local only.
 
         Called once a store is complete: a dead writer's file is then of no use
@@ -118,7 +118,7 @@ class Location:
         removed = 0
         for name in os.listdir(directory or "."):
             short = name[len(prefix) :]
-            if not name.startswith(prefix) or short == keep:
+            if not name.startswith(prefix) or short in keep:
                 continue
             if not (short.startswith("data-") and short.endswith(".records")):
                 continue
@@ -297,17 +297,19 @@ class ElementWriter:
         self.compression = compression
         self.what = what
         self.token = token or new_token()
-        self.name = data_name(self.token, 0)
+        self.parts: list[tuple[str, int]] = []  # closed data files: name and size
+        self.name = data_name(self.token, 0)  # the data file being written
         self.offsets: list[int] = []
         self.shards: list[int] = []
-        self.bytes = 0
+        self.part_of: list[int] = []
+        self.bytes = 0  # of the data file being written
         self.signature: list[Any] | None = None
         self._last_signature: Any = None
         self._file: BinaryIO | None = None
 
     # -- opening
     def open_new(self) -> None:
-        """Creates the data file (and its parent directories)."""
+        """Creates the data file being written (and its parent directories)."""
         self.location.makedirs()
         path = self.location.path(self.name)
         if self.location.local:
@@ -353,7 +355,47 @@ class ElementWriter:
         handle.seek(size)
         self._file = handle
         self.offsets, self.shards, self.signature = offsets, shards, signature
+        self.part_of = [0] * len(offsets)
         self.bytes = size
+        return True
+
+    def resume_parts(self, parts: list[tuple[str, int]], count: int) -> bool:
+        """Continues after the closed data files ``parts`` (``count`` elements in all).
+
+        Each is checked (its size, every record) and indexed; the next element
+        goes to a new data file. ``False`` where one is gone, of another size
+        or damaged.
+        """
+        offsets: list[int] = []
+        shards: list[int] = []
+        part_of: list[int] = []
+        signature: list[Any] | None = None
+        for number, (name, size) in enumerate(parts):
+            if name != data_name(self.token, number) or self.location.size(name) != size:
+                return False
+            try:
+                with self.location.fs.open(self.location.path(name), "rb") as handle:
+                    found = scan(
+                        handle, size, self.location.describe(name), self.what, self.compression
+                    )
+            except (DataLossError, OSError):
+                return False
+            offsets += found[0]
+            shards += found[1]
+            part_of += [number] * len(found[0])
+            if found[2] is not None:
+                signature = merge_signatures(signature, found[2])
+        if len(offsets) != count:
+            return False
+        self.parts = list(parts)
+        self.offsets, self.shards, self.part_of, self.signature = (
+            offsets,
+            shards,
+            part_of,
+            signature,
+        )
+        self.name = data_name(self.token, len(parts))
+        self.bytes = 0
         return True
 
     # -- writing
@@ -361,10 +403,13 @@ class ElementWriter:
         payload, signature = _element_codec.encode(element, self.what)
         data = _SHARD.pack(shard) + _element_codec.compress(payload, self.compression)
         header, footer = _record_format.frame(data)
+        if self._file is None:  # the first element after close_part()
+            self.open_new()
         assert self._file is not None
         self._file.write(header + data + footer)
         self.offsets.append(self.bytes)
         self.shards.append(shard)
+        self.part_of.append(len(self.parts))
         self.bytes += len(header) + len(data) + len(footer)
         if signature != self._last_signature:
             self._last_signature = signature
@@ -388,17 +433,33 @@ class ElementWriter:
             handle, self._file = self._file, None
             handle.close()
 
-    def abandon(self) -> None:
-        """Closes and deletes the data file (its elements are not wanted)."""
+    def close_part(self) -> None:
+        """Finishes the data file being written (an object store's upload completes) and
+        starts a new one at the next element: what was written is then durable."""
+        if self._file is None or not self.bytes:
+            return
         self.close()
-        self.location.remove(self.name)
+        self.parts.append((self.name, self.bytes))
+        self.name = data_name(self.token, len(self.parts))
+        self.bytes = 0
+
+    def abandon(self) -> None:
+        """Closes and deletes the data files (their elements are not wanted)."""
+        self.close()
+        for name in [*(name for name, _ in self.parts), self.name]:
+            self.location.remove(name)
 
     def finish(self, fingerprint: str, extra: dict[str, Any] | None = None) -> None:
         """Writes the index, then the manifest (the commit), durably where local."""
-        self.sync()
-        self.close()
+        if self._file is None and not self.parts:
+            self.open_new()  # no element at all: an empty data file
+        parts = list(self.parts)
+        if self._file is not None:
+            self.sync()
+            self.close()
+            parts.append((self.name, self.bytes))
         index = np.empty((self.count, _INDEX_COLUMNS), "<i8")
-        index[:, 0] = 0
+        index[:, 0] = self.part_of
         index[:, 1] = self.offsets
         index[:, 2] = self.shards
         data = index.tobytes()
@@ -409,7 +470,7 @@ class ElementWriter:
             "count": self.count,
             "compression": self.compression,
             "fingerprint": fingerprint,
-            "parts": [{"file": self.name, "bytes": self.bytes}],
+            "parts": [{"file": name, "bytes": size} for name, size in parts],
             "index": {
                 "file": index_name(self.token),
                 "bytes": len(data),
@@ -420,6 +481,7 @@ class ElementWriter:
             **(extra or {}),
         }
         self.location.write_atomic(MANIFEST, json.dumps(manifest, sort_keys=True).encode())
+        self.parts = parts
 
 
 def _lock(handle: BinaryIO, block: bool = True) -> bool:

@@ -223,12 +223,11 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
             writer = _element_store.ElementWriter(
                 self._location, self._source._compression, self._op
             )
-            writer.open_new()
         if self._location.exists(_element_store.MANIFEST):
             writer.abandon()
             return
         writer.finish(self._fingerprint, {"source": self._digest})
-        self._location.remove_dead_writers(keep=writer.name)
+        self._location.remove_dead_writers(keep={name for name, _ in writer.parts})
 
     def _stop_filling(self, why: str, level: int = logging.INFO) -> None:
         """Continues as ``"pass"``: this pass can no longer complete the store."""

@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -72,11 +73,6 @@ def _check_checkpoint_args(
     where = location
     if value.get("directory") is not None:
         where = _element_store.Location(directory_root(value["directory"], "save"))
-    if not location.local or not where.local:
-        raise ValueError(
-            f"save: checkpoint_args needs local paths ({location.url!r}, {where.url!r}): a file "
-            "being written to an object store can't be continued after a crash"
-        )
     return interval, where
 
 
@@ -116,6 +112,7 @@ def _resume(
     try:
         progress = json.loads(raw)
         token, size, count = progress["file"], progress["bytes"], progress["count"]
+        parts = [(str(name), int(length)) for name, length in progress["parts"]]
         state = decode_state(progress["state"], records.describe(PROGRESS))
         same = (
             progress["path"] == location.url
@@ -132,10 +129,17 @@ def _resume(
             records.describe(PROGRESS),
         )
         return None
-    if not (isinstance(token, str) and isinstance(size, int) and isinstance(count, int)):
+    if not (
+        isinstance(token, str)
+        and re.fullmatch(r"[0-9a-f]{16}", token)
+        and isinstance(size, int)
+        and isinstance(count, int)
+    ):
+        _logger.warning("save: %r is damaged; saving from the start", records.describe(PROGRESS))
         return None
     writer = _element_store.ElementWriter(location, compression, "save", token)
-    if not writer.take_over(size, count):
+    resumed = writer.resume_parts(parts, count) if parts else writer.take_over(size, count)
+    if not resumed:
         _logger.warning(
             "save: the data file %r of the interrupted save is gone, damaged or in use; "
             "saving from the start",
@@ -238,14 +242,23 @@ def _record_progress(
     fingerprint: str,
     sharding: str,
 ) -> None:
-    """Makes the elements written so far durable, then records how to continue after them."""
-    writer.sync()
+    """Makes the elements written so far durable, then records how to continue after them.
+
+    A local data file is fsynced and continued after a crash from its recorded
+    length; elsewhere (an object store, whose uploads are visible only once
+    complete) the data file is closed and the next elements go to a new one.
+    """
+    if writer.location.local:
+        writer.sync()
+    else:
+        writer.close_part()
     progress = {
         "path": writer.location.url,
         "fingerprint": fingerprint,
         "compression": writer.compression,
         "shard_func": sharding,
         "file": writer.token,
+        "parts": writer.parts,
         "bytes": writer.bytes,
         "count": writer.count,
         "state": encode_state(state),

@@ -751,7 +751,7 @@ class Dataset:
     ) -> None:
         """Writes the elements to the directory ``path``, for :meth:`load`.
 
-        The directory gets one data file of checksummed records, an index and,
+        The directory gets a data file of checksummed records, an index and,
         last, ``manifest.json``: a save that does not finish leaves no loadable
         dataset. A save into a directory holding an earlier one replaces it.
 
@@ -761,16 +761,17 @@ class Dataset:
             so the saved dataset stays random access).
           shard_func: maps an element (a tuple unpacked) to a scalar integer
             shard; ``load``'s ``reader_func`` gets one dataset per shard.
-          checkpoint_args: ``{"checkpoint_interval": N}`` records the progress
-            every ``N`` elements (local paths only); a save of the same pipeline
-            into the same directory after a crash continues from the last one.
+          checkpoint_args: ``{"checkpoint_interval": N, "directory": d}`` (both
+            optional) records the progress every ``N`` elements (default 1, as
+            tf.data) in ``d`` (default ``path``); a save of the same pipeline
+            into the same directory after a crash continues from the last record.
 
         Raises:
           TypeError: a bad ``path``, ``shard_func`` or ``checkpoint_args``, an
             element that can't be stored, or a ``shard_func`` result that is
             not a scalar integer.
-          ValueError: an unknown ``compression``, bad ``checkpoint_args``, or an
-            infinite dataset.
+          ValueError: an unknown ``compression``, a ``checkpoint_interval`` below
+            1, or an infinite dataset.
         """
         from pipestate.data._save import save
 

@@ -207,8 +207,6 @@ def test_arguments_are_checked(tmp_path: Path) -> None:
         D.range(3).save(path, checkpoint_args={"max_to_keep": 2})
     with pytest.raises(ValueError, match=r"checkpoint_interval must be >= 1"):
         D.range(3).save(path, checkpoint_args={"checkpoint_interval": 0})
-    with pytest.raises(ValueError, match=r"checkpoint_args needs local paths"):
-        D.range(3).save(memory_dir("x"), checkpoint_args={"checkpoint_interval": 2})
     with pytest.raises(ValueError, match=r"save: the dataset is infinite"):
         D.range(3).repeat().save(path)
     with pytest.raises(TypeError, match=r"shard_func .* must return a scalar integer, got float"):
@@ -230,6 +228,31 @@ def test_s3_round_trip(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"s3://{BUCKET}/saved-{next(_names)}"
     D.range(7).map(pairs).save(url, compression="GZIP")
     assert ints(x["id"] for x in D.load(url)) == list(range(7))
+    _interrupted_then_resumed(f"s3://{BUCKET}/resumed-{next(_names)}")
+
+
+def _interrupted_then_resumed(path: str) -> None:
+    """A save with checkpoint_args stopped at element 9, then run again: every element once."""
+    fail_at = [9]
+
+    def maybe_fail(x: Any) -> Any:
+        if int(x) == fail_at[0]:
+            raise KeyboardInterrupt
+        return x * 3
+
+    maybe_fail.__qualname__ = "maybe_fail"
+    with pytest.raises(KeyboardInterrupt):
+        D.range(20).map(maybe_fail).save(path, checkpoint_args={"checkpoint_interval": 4})
+    fail_at[0] = -1
+    D.range(20).map(maybe_fail).save(path, checkpoint_args={"checkpoint_interval": 4})
+    loaded = D.load(path)
+    assert ints(loaded) == list(range(0, 60, 3))
+    # The closed data files of the first run were kept, not written again.
+    assert len(loaded._stored.parts) == 5  # type: ignore[attr-defined]
+
+
+def test_an_interrupted_save_to_an_object_store_resumes_from_its_closed_files() -> None:
+    _interrupted_then_resumed(memory_dir("resumed"))
 
 
 # ------------------------------------------------------------ resumable saves
