@@ -106,7 +106,8 @@ def _resume(
     sharding: str,
 ) -> tuple[_element_store.ElementWriter, dict[str, Any]] | None:
     """The writer and iterator state of an interrupted save of the same pipeline, if any."""
-    if not records.exists(PROGRESS):
+    if not records.exists(PROGRESS) or location.exists(_element_store.MANIFEST):
+        # No record, or the save it describes finished (it crashed before removing it).
         return None
     raw = records.read_bytes(PROGRESS, _MAX_PROGRESS_BYTES, "save")
     try:
@@ -215,10 +216,13 @@ def save(
         writer, state = resumed
         try:
             iterator.set_state(state)
-        except StateMismatchError:
-            writer.abandon()
-            raise
-    else:
+        except StateMismatchError as err:
+            _logger.warning(
+                "save: the recorded position does not restore (%s); saving from the start", err
+            )
+            writer.close()
+            resumed = None
+    if resumed is None:
         _clear(location)
         writer = _element_store.ElementWriter(location, compression, "save")
         writer.open_new()

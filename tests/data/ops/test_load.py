@@ -397,3 +397,23 @@ def test_an_interrupted_save_of_a_shuffle_buffer_resumes_exactly(tmp_path: Path)
     fail_at[0] = -1
     pipeline().save(path, checkpoint_args={"checkpoint_interval": 4})
     assert [int(x[0]) for x in D.load(path)] == expected
+
+
+def test_a_record_left_by_a_finished_save_is_not_resumed(tmp_path: Path) -> None:
+    path = tmp_path / "ds"
+    fail_at = [6]
+
+    def maybe_fail(x: Any) -> Any:
+        if int(x) == fail_at[0]:
+            raise KeyboardInterrupt
+        return x + 100
+
+    with pytest.raises(KeyboardInterrupt):
+        D.range(10).map(maybe_fail).save(str(path), checkpoint_args={"checkpoint_interval": 2})
+    left = (path / "progress.json").read_text()
+    fail_at[0] = -1
+    D.range(10).map(maybe_fail).save(str(path), checkpoint_args={"checkpoint_interval": 2})
+    # As a crash after the manifest, before the record's removal: the record is stale.
+    (path / "progress.json").write_text(left)
+    D.range(10).map(maybe_fail).save(str(path), checkpoint_args={"checkpoint_interval": 2})
+    assert ints(D.load(str(path))) == list(range(100, 110))
