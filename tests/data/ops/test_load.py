@@ -401,7 +401,7 @@ def test_an_interrupted_save_of_a_shuffle_buffer_resumes_exactly(tmp_path: Path)
 
 def test_a_record_left_by_a_finished_save_is_not_resumed(tmp_path: Path) -> None:
     path = tmp_path / "ds"
-    fail_at = [6]
+    fail_at = [9]  # past the map's first read-ahead block of 8
 
     def maybe_fail(x: Any) -> Any:
         if int(x) == fail_at[0]:
