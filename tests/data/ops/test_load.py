@@ -413,7 +413,16 @@ def test_a_record_left_by_a_finished_save_is_not_resumed(tmp_path: Path) -> None
     left = (path / "progress.json").read_text()
     fail_at[0] = -1
     D.range(10).map(maybe_fail).save(str(path), checkpoint_args={"checkpoint_interval": 2})
+    assert ints(D.load(str(path))) == list(range(100, 110))
     # As a crash after the manifest, before the record's removal: the record is stale.
+    # A new save must not continue it (cutting the finished file under its manifest):
+    # it starts over, removing the manifest first.
     (path / "progress.json").write_text(left)
+    fail_at[0] = 9
+    with pytest.raises(KeyboardInterrupt):
+        D.range(10).map(maybe_fail).save(str(path), checkpoint_args={"checkpoint_interval": 2})
+    with pytest.raises(NotFoundError):
+        D.load(str(path))  # nothing loadable, never a cut one
+    fail_at[0] = -1
     D.range(10).map(maybe_fail).save(str(path), checkpoint_args={"checkpoint_interval": 2})
     assert ints(D.load(str(path))) == list(range(100, 110))
