@@ -273,6 +273,60 @@ def decode_payload(data: bytes, compression: str | None) -> Element:
     return element
 
 
+def _leaves_of(node: Any) -> int:
+    if node == "L":
+        return 1
+    items = node[1] if node[0] == "T" else [v for _, v in node[1]] if node[0] == "D" else node[3]
+    return sum(_leaves_of(item) for item in items)
+
+
+def layout(payload: bytes) -> tuple[Any, list[tuple[int, int]], list[tuple[Any, ...]]] | None:
+    """Where an uncompressed payload's parts are, or ``None`` if it does not parse.
+
+    Returns the structure, the byte ranges of its headers (the structure's and
+    each leaf's) and per leaf ``(data offset, dtype, shape, data size)``:
+    payloads whose header ranges hold the same bytes have their leaves at the
+    same offsets.
+    """
+    try:
+        (size,) = _U32.unpack_from(payload)
+        end = _U32.size + size
+        structure = _parse_structure(payload[_U32.size : end])
+        headers = [(0, end)]
+        leaves: list[tuple[Any, ...]] = []
+        pos = end
+        for _ in range(_leaves_of(structure)):
+            length = payload[pos]
+            ndim = payload[pos + 1 + length]
+            if ndim > _MAX_NDIM:
+                return None
+            stop = pos + 2 + length + 8 * ndim
+            if stop > len(payload):
+                return None
+            dtype, shape, nbytes = _leaf_header(payload[pos:stop])
+            headers.append((pos, stop))
+            leaves.append((stop, dtype, shape, nbytes))
+            pos = stop + nbytes
+        if pos != len(payload):
+            return None
+    except (_Malformed, ValueError, TypeError, IndexError, struct.error):
+        return None
+    return structure, headers, leaves
+
+
+def build(structure: Any, leaves: Any) -> Element:
+    """An element of ``structure`` whose leaves are taken in order from the iterator ``leaves``."""
+    if structure == "L":
+        return next(leaves)
+    kind = structure[0]
+    if kind == "T":
+        return tuple(build(item, leaves) for item in structure[1])
+    if kind == "D":
+        return {key: build(item, leaves) for key, item in structure[1]}
+    cls = _namedtuple(structure[1], tuple(structure[2]))
+    return cls(*(build(item, leaves) for item in structure[3]))
+
+
 MALFORMED = (_Malformed, ValueError, TypeError)
 """What ``decode_payload`` raises for a payload that does not parse."""
 

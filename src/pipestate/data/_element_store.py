@@ -39,7 +39,7 @@ import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
 from pipestate._validate import brief, is_int
-from pipestate.data import _element_codec, _record_format
+from pipestate.data import _element_codec, _record_format, _structure
 from pipestate.data._files import to_path
 from pipestate.data._spec import TensorSpec
 from pipestate.data._structure import Element
@@ -650,11 +650,56 @@ class StoredElements:
             first, last = int(positions[i]), int(positions[j - 1])
             start = int(self.offsets[first])
             buffer = self._read(int(part), start, int(self.ends[last]))
-            for k in range(first, last + 1):
-                offset = int(self.offsets[k])
-                out.append(self._decode(buffer, offset - start, int(part), offset))
+            uniform = self._decode_uniform(buffer, last - first + 1)
+            if uniform is not None:
+                out += uniform
+            else:
+                for k in range(first, last + 1):
+                    offset = int(self.offsets[k])
+                    out.append(self._decode(buffer, offset - start, int(part), offset))
             i = j
         return out
+
+    def _decode_uniform(self, buffer: bytes, count: int) -> list[Element] | None:
+        """``count`` records of one size and one layout (structure, dtypes, shapes), each
+        leaf read for all of them as one array; ``None`` where they are not alike (or one
+        is damaged: the element-by-element path then says which)."""
+        if self.compression is not None or count < 2 or len(buffer) % count:
+            return None
+        size = len(buffer) // count
+        head, foot = _record_format.HEADER_SIZE, _record_format.FOOTER_SIZE
+        data_start = head + _SHARD.size
+        if size < data_start + foot:
+            return None
+        rows = np.frombuffer(buffer, np.uint8).reshape(count, size)
+        length, length_crc = _HEADER.unpack_from(buffer)
+        if length != size - head - foot or _record_format.masked_crc(buffer[:8]) != length_crc:
+            return None
+        if not (rows[:, :head] == rows[0, :head]).all():
+            return None
+        found = _element_codec.layout(buffer[data_start : size - foot])
+        if found is None:
+            return None
+        structure, headers, leaves = found
+        for low, high in headers:
+            low, high = low + data_start, high + data_start
+            if not (rows[:, low:high] == rows[0, low:high]).all():
+                return None
+        crc = _record_format.masked_crc
+        for row in range(count):
+            at = row * size
+            stored = _CRC.unpack_from(buffer, at + size - foot)[0]
+            if crc(buffer[at + head : at + size - foot]) != stored:
+                return None
+        columns = []
+        for offset, dtype, shape, nbytes in leaves:
+            if not dtype.itemsize:
+                return None
+            low = data_start + offset
+            block = np.ascontiguousarray(rows[:, low : low + nbytes])
+            columns.append(block.view(dtype).reshape(count, *shape))
+        batch = _element_codec.build(structure, iter(columns))
+        return _structure.unstack(batch, count)
 
     def close(self) -> None:
         fds, self._fds = self._fds, {}

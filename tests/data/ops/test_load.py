@@ -426,3 +426,46 @@ def test_a_record_left_by_a_finished_save_is_not_resumed(tmp_path: Path) -> None
     fail_at[0] = -1
     D.range(10).map(maybe_fail).save(str(path), checkpoint_args={"checkpoint_interval": 2})
     assert ints(D.load(str(path))) == list(range(100, 110))
+
+
+def test_alike_records_read_as_one_block_equal_the_saved_elements() -> None:
+    from collections import namedtuple
+
+    Pair = namedtuple("Pair", ["a", "b"])
+
+    def element(x: Any) -> Any:
+        return {
+            "pair": Pair(np.full((2, 3), x, np.float32), x * 2),
+            "tag": np.bytes_(b"%03d" % x),
+            "flag": x % 2 == 0,
+        }
+
+    source = D.range(50).map(element)
+    path = memory_dir("alike")
+    source.save(path, shard_func=lambda e: e["pair"].b % 3)  # shards differ, layouts don't
+    loaded = D.load(path)
+    stored = loaded._stored  # type: ignore[attr-defined]
+    block = stored.get_list(np.arange(50))
+    assert stored._decode_uniform(stored._read(0, 0, int(stored.ends[49])), 50) is not None
+    for got, want in zip(block, source):
+        assert type(got["pair"]).__name__ == "Pair"
+        assert_elements_equal(tuple(got["pair"]), tuple(want["pair"]))
+        assert_elements_equal(got["tag"], want["tag"])
+        assert_elements_equal(got["flag"], want["flag"])
+    assert_elements_equal(stored.get(7)["tag"], np.bytes_(b"007"))
+
+
+def test_a_damaged_record_among_alike_ones_is_raised_at_its_element(tmp_path: Path) -> None:
+    directory = tmp_path / "ds"
+    D.from_tensor_slices(np.arange(160, dtype=np.float32).reshape(40, 4)).save(str(directory))
+    loaded = D.load(str(directory))
+    offset = int(loaded._stored.offsets[5])  # type: ignore[attr-defined]
+    data = _data_file(directory)
+    raw = bytearray(data.read_bytes())
+    raw[offset + 40] ^= 0x01
+    data.write_bytes(bytes(raw))
+    it = iter(D.load(str(directory)))
+    assert [float(next(it)[0]) for _ in range(5)] == [0.0, 4.0, 8.0, 12.0, 16.0]
+    with pytest.raises(DataLossError, match=rf"byte offset {offset}: corrupted record"):
+        next(it)
+    assert float(next(it)[0]) == 24.0  # the element after it, as everywhere
