@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from pipestate._validate import brief
-from pipestate.data import _element_store, _fingerprint
+from pipestate.data import _element_reader, _element_store, _element_writer, _fingerprint
 from pipestate.data._structure import Element, flatten
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import DatasetIterator, State, StreamIterator, read_int
@@ -97,7 +97,7 @@ class MaterializeDataset(Dataset):
         super().__init__([parent])
         self._compression = compression
         self._memory = MemoryStores()
-        self._opened: dict[str, _element_store.StoredElements] = {}
+        self._opened: dict[str, _element_reader.StoredElements] = {}
 
     def _cardinality(self) -> int:
         return self._parents[0].cardinality()
@@ -109,13 +109,13 @@ class MaterializeDataset(Dataset):
     def _shard(self, element: Element) -> int:
         return 0
 
-    def _reader(self, stored: _element_store.StoredElements) -> Dataset | None:
+    def _reader(self, stored: _element_reader.StoredElements) -> Dataset | None:
         """A dataset to read a complete store through, or ``None`` to read it in order."""
         return None
 
     def _open_store(
         self, location: _element_store.Location, fingerprint: str
-    ) -> _element_store.StoredElements:
+    ) -> _element_reader.StoredElements:
         """The complete store at ``location`` (opened once per dataset).
 
         Raises:
@@ -124,7 +124,7 @@ class MaterializeDataset(Dataset):
         """
         stored = self._opened.get(location.url)
         if stored is None:
-            stored = _element_store.StoredElements.open(location, self._op_name)
+            stored = _element_reader.StoredElements.open(location, self._op_name)
             if stored.manifest["fingerprint"] != fingerprint:
                 raise InvalidArgumentError(
                     f"{self._op_repr()}: {location.describe(_element_store.MANIFEST)!r} holds the "
@@ -157,12 +157,12 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
         self._known = known if known >= 0 else None
         self._source_digest: str | None = None  # while reading: the store's
         self._count = 0
-        self._writer: _element_store.ElementWriter | None = None
+        self._writer: _element_writer.ElementWriter | None = None
         self._buffer: list[Element] | None = None
         self._token: str | None = None  # the file being filled, once it has an element
         self._bytes = 0
         self._settle: Callable[[], None] | None = None
-        self._stored: tuple[Element, ...] | _element_store.StoredElements | None = None
+        self._stored: tuple[Element, ...] | _element_reader.StoredElements | None = None
         self._block: list[Element] = []
         self._block_start = 0
         self._inputs = []
@@ -177,7 +177,7 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
     # -------------------------------------------------------------- the store
     def _complete(
         self,
-    ) -> tuple[tuple[Element, ...] | _element_store.StoredElements, str | None] | None:
+    ) -> tuple[tuple[Element, ...] | _element_reader.StoredElements, str | None] | None:
         """The complete store and the digest of the input it was filled from, or ``None``."""
         if self._location is None:
             return self._source._memory.get(self._fingerprint)
@@ -190,14 +190,14 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
 
     def _enter_read(
         self,
-        complete: tuple[tuple[Element, ...] | _element_store.StoredElements, str | None],
+        complete: tuple[tuple[Element, ...] | _element_reader.StoredElements, str | None],
     ) -> None:
         stored, self._source_digest = complete
         self._mode = READ
         self._stored = stored
         reader = (
             self._source._reader(stored)
-            if isinstance(stored, _element_store.StoredElements)
+            if isinstance(stored, _element_reader.StoredElements)
             else None
         )
         # A reader with seed=None ops draws its own seed, kept in its state.
@@ -220,7 +220,7 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
         writer = self._writer
         self._writer = None
         if writer is None:  # an empty input: a store of nothing
-            writer = _element_store.ElementWriter(
+            writer = _element_writer.ElementWriter(
                 self._location, self._source._compression, self._op
             )
         if self._location.exists(_element_store.MANIFEST):
@@ -332,7 +332,9 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
         assert location is not None
         try:
             if self._writer is None:
-                writer = _element_store.ElementWriter(location, self._source._compression, self._op)
+                writer = _element_writer.ElementWriter(
+                    location, self._source._compression, self._op
+                )
                 writer.open_new()
                 self._writer = writer
                 self._token = writer.token
@@ -464,7 +466,7 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
         if self._location is None or self._token is None:
             self._stop_filling("a memory cache's filled part is not in the state")
             return
-        writer = _element_store.ElementWriter(
+        writer = _element_writer.ElementWriter(
             self._location, self._source._compression, self._op, self._token
         )
         if not writer.take_over(self._bytes, self._count):

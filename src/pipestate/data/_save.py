@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from pipestate._validate import brief, check_function, check_int
-from pipestate.data import _element_store
+from pipestate.data import _element_store, _element_writer
 from pipestate.data._calls import call
 from pipestate.data._element_codec import _Malformed, check_dtype
 from pipestate.data._element_store import check_compression, directory_root
@@ -104,7 +104,7 @@ def _resume(
     fingerprint: str,
     compression: str | None,
     sharding: str,
-) -> tuple[_element_store.ElementWriter, dict[str, Any]] | None:
+) -> tuple[_element_writer.ElementWriter, dict[str, Any]] | None:
     """The writer and iterator state of an interrupted save of the same pipeline, if any."""
     if not records.exists(PROGRESS) or location.exists(_element_store.MANIFEST):
         # No record, or the save it describes finished (it crashed before removing it).
@@ -138,7 +138,7 @@ def _resume(
     ):
         _logger.warning("save: %r is damaged; saving from the start", records.describe(PROGRESS))
         return None
-    writer = _element_store.ElementWriter(location, compression, "save", token)
+    writer = _element_writer.ElementWriter(location, compression, "save", token)
     resumed = writer.resume_parts(parts, count) if parts else writer.take_over(size, count)
     if not resumed:
         _logger.warning(
@@ -224,7 +224,7 @@ def save(
             resumed = None
     if resumed is None:
         _clear(location)
-        writer = _element_store.ElementWriter(location, compression, "save")
+        writer = _element_writer.ElementWriter(location, compression, "save")
         writer.open_new()
     try:
         for element in iterator:
@@ -241,7 +241,7 @@ def save(
 
 def _record_progress(
     records: _element_store.Location,
-    writer: _element_store.ElementWriter,
+    writer: _element_writer.ElementWriter,
     state: dict[str, Any],
     fingerprint: str,
     sharding: str,

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import strategies as st
 
 import pipestate as ps
-from pipestate.data import _element_store
+from pipestate.data import _element_reader, _element_store, _element_writer
 from pipestate.errors import DataLossError, InvalidArgumentError, StateMismatchError
 from pipestate.testing import (
     assert_conformant,
@@ -383,7 +383,7 @@ def test_sigkill_during_a_fill_then_a_resumed_run_gets_exactly_the_elements(
     assert not (tmp_path / "c.manifest.json").exists()
     location = _element_store.Location(prefix + ".")
     with pytest.raises(ps.errors.NotFoundError):
-        _element_store.StoredElements.open(location, "cache")
+        _element_reader.StoredElements.open(location, "cache")
     state = json.loads(state_path.read_text())
     done = state["iterator"]["count"]
     assert done >= 100
@@ -485,7 +485,7 @@ def test_files_of_dead_writers_are_removed_once_the_cache_is_complete(tmp_path: 
 def test_a_damaged_record_is_raised_at_its_element_and_reading_goes_on(tmp_path: Path) -> None:
     prefix, data = _filled(tmp_path)
     ds = D.range(20).map(full4).cache(prefix)
-    stored = _element_store.StoredElements.open(_element_store.Location(prefix + "."), "cache")
+    stored = _element_reader.StoredElements.open(_element_store.Location(prefix + "."), "cache")
     offset = int(stored.offsets[7])
     raw = bytearray(data.read_bytes())
     raw[offset + 20] ^= 0xFF  # inside element 7's data
@@ -544,14 +544,14 @@ def test_a_failing_write_passes_every_element_on_and_warns(
 ) -> None:
     import errno
 
-    original = _element_store.ElementWriter.write
+    original = _element_writer.ElementWriter.write
 
     def full_disk(self: Any, element: Any, shard: int = 0) -> None:
         if self.count == 3:
             raise OSError(errno.ENOSPC, "No space left on device")
         original(self, element, shard)
 
-    monkeypatch.setattr(_element_store.ElementWriter, "write", full_disk)
+    monkeypatch.setattr(_element_writer.ElementWriter, "write", full_disk)
     with caplog.at_level("WARNING", logger="pipestate.data"):
         assert ints(D.range(6).cache(str(tmp_path / "c"))) == list(range(6))
     assert "No space left on device" in caplog.text
@@ -564,7 +564,7 @@ def test_a_failing_publish_passes_every_element_on_and_warns(
     def fail(self: Any, fingerprint: str, extra: Any = None) -> None:
         raise OSError("read-only file system")
 
-    monkeypatch.setattr(_element_store.ElementWriter, "finish", fail)
+    monkeypatch.setattr(_element_writer.ElementWriter, "finish", fail)
     with caplog.at_level("WARNING", logger="pipestate.data"):
         assert ints(D.range(4).cache(str(tmp_path / "c"))) == [0, 1, 2, 3]
     assert "could not be published: read-only file system" in caplog.text

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from pipestate._validate import brief, check_function
-from pipestate.data import _element_store
+from pipestate.data import _element_reader, _element_store
 from pipestate.data._element_store import check_compression, directory_root
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data._spec import TensorSpec, describe_signature, normalize_signature
@@ -17,7 +17,7 @@ from pipestate.data.dataset import Dataset
 from pipestate.errors import InvalidArgumentError, NotFoundError
 
 
-def open_saved(root: str, op: str) -> _element_store.StoredElements:
+def open_saved(root: str, op: str) -> _element_reader.StoredElements:
     """The complete store in directory ``root``.
 
     Raises:
@@ -26,7 +26,7 @@ def open_saved(root: str, op: str) -> _element_store.StoredElements:
     """
     location = _element_store.Location(root)
     try:
-        return _element_store.StoredElements.open(location, op)
+        return _element_reader.StoredElements.open(location, op)
     except NotFoundError as err:
         raise NotFoundError(
             f"{op}: no saved dataset at {root.rstrip('/')!r}: it has no manifest.json (nothing "
@@ -60,7 +60,7 @@ class LoadDataset(Dataset):
         compression: Any = None,
         *,
         shard: int | None = None,
-        stored: _element_store.StoredElements | None = None,
+        stored: _element_reader.StoredElements | None = None,
     ) -> None:
         super().__init__()
         self._root = directory_root(path, "load")
@@ -175,7 +175,7 @@ class ShardsDataset(Dataset):
     to be read with ``interleave`` / ``flat_map`` (``lambda shard: shard``).
     """
 
-    def __init__(self, root: str, stored: _element_store.StoredElements | None) -> None:
+    def __init__(self, root: str, stored: _element_reader.StoredElements | None) -> None:
         super().__init__()
         self._root = root
         self._stored = stored
@@ -203,7 +203,7 @@ class ShardsDataset(Dataset):
 def read_through(
     reader_func: Callable[[Dataset], Any],
     root: str,
-    stored: _element_store.StoredElements | None,
+    stored: _element_reader.StoredElements | None,
     op: str,
 ) -> Dataset:
     """``reader_func`` applied to the store's shards, checked to return a Dataset.

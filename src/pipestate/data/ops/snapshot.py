@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipestate._validate import check_function
-from pipestate.data import _element_store
+from pipestate.data import _element_reader, _element_store
 from pipestate.data._element_store import check_compression, directory_root
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data._materialize import MaterializeDataset, MaterializeIterator
@@ -87,7 +87,7 @@ class SnapshotDataset(MaterializeDataset):
     def _shard(self, element: Element) -> int:
         return shard_of(self._shard_func, element, "snapshot")
 
-    def _reader(self, stored: _element_store.StoredElements) -> Dataset | None:
+    def _reader(self, stored: _element_reader.StoredElements) -> Dataset | None:
         if self._reader_func is None:
             return None
         root = stored.location.url
