@@ -19,6 +19,10 @@ A writer appends to its own data file, named by a random token, so two
 writers never share a file. On a local filesystem the writer holds an
 exclusive ``flock`` on it; after a crash another process can take the file
 over (truncating it to the length a saved position recorded) and continue.
+
+This module holds the names, where the files are (``Location``), the argument
+checks and the elements' spec; ``_element_writer`` writes a store and
+``_element_reader`` reads one.
 """
 
 from __future__ import annotations
