@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import functools
 import json
+import keyword
 import re
 import struct
 import zlib
@@ -144,6 +145,11 @@ def _parse_structure(text: bytes) -> Any:
     return structure
 
 
+def _is_name(text: str) -> bool:
+    """A name ``collections.namedtuple`` takes for a class or field (checked before it does)."""
+    return text.isidentifier() and not keyword.iskeyword(text) and not text.startswith("_")
+
+
 def _check_structure(node: Any, depth: int) -> None:
     if depth > _MAX_DEPTH:
         raise _Malformed("the element structure is nested too deeply")
@@ -164,9 +170,10 @@ def _check_structure(node: Any, depth: int) -> None:
         kind == "N"
         and len(node) == 4
         and isinstance(node[1], str)
-        and node[1].isidentifier()
+        and _is_name(node[1])
         and isinstance(node[2], list)
-        and all(isinstance(f, str) and f.isidentifier() for f in node[2])
+        and all(isinstance(f, str) and _is_name(f) for f in node[2])
+        and len(set(node[2])) == len(node[2])
         and isinstance(node[3], list)
         and len(node[2]) == len(node[3])
     ):

@@ -170,6 +170,7 @@ def test_hostile_record_payloads_raise_data_loss_errors() -> None:
         (good + b"zz", r"2 bytes follow the last leaf"),
         (good.replace(b"<i8", b"|O8"), r"unsupported dtype"),
         (b"\x09\x00\x00\x00" + b'["X",[1]]', r"unknown element structure node"),
+        (b"\x19\x00\x00\x00" + b'["N","class",["a"],["L"]]', r"unknown element structure node"),
         (
             len(b"[" * 100_000).to_bytes(4, "little") + b"[" * 100_000,
             r"structure is not valid JSON",
