@@ -177,7 +177,7 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
     # -------------------------------------------------------------- the store
     def _complete(
         self,
-    ) -> tuple[tuple[Element, ...] | _element_reader.StoredElements, str | None] | None:
+    ) -> tuple[tuple[Element, ...] | _element_reader.StoredElements, str] | None:
         """The complete store and the digest of the input it was filled from, or ``None``."""
         if self._location is None:
             return self._source._memory.get(self._fingerprint)
@@ -186,11 +186,12 @@ class MaterializeIterator(StreamIterator[MaterializeDataset]):
         except NotFoundError:
             return None
         source = stored.manifest.get("source")
-        return stored, source if isinstance(source, str) else None
+        # A store written without one (by Dataset.save) has an unknown input: "".
+        return stored, source if isinstance(source, str) else ""
 
     def _enter_read(
         self,
-        complete: tuple[tuple[Element, ...] | _element_reader.StoredElements, str | None],
+        complete: tuple[tuple[Element, ...] | _element_reader.StoredElements, str],
     ) -> None:
         stored, self._source_digest = complete
         self._mode = READ

@@ -249,3 +249,16 @@ def test_restore_at_every_position_of_a_writing_pass(tmp_path: Path) -> None:
         resumed.set_state(state)
         assert head + ints(resumed) == list(range(7))
         assert ints(D.load(f"{path}/{D.range(7).fingerprint}")) == list(range(7))
+
+
+def test_a_snapshot_directory_written_by_save_is_read_and_restores() -> None:
+    path = memory_dir("saved-into")
+    D.range(6).save(f"{path}/{D.range(6).fingerprint}")
+    ds = D.range(6).snapshot(path)
+    it = iter(ds)
+    assert ints(itertools.islice(it, 2)) == [0, 1]
+    state = json.loads(json.dumps(it.get_state()))
+    assert state["iterator"]["mode"] == "read"
+    fresh = iter(D.range(6).snapshot(path))
+    fresh.set_state(state)
+    assert ints(fresh) == [2, 3, 4, 5]
