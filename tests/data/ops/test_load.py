@@ -470,3 +470,15 @@ def test_a_damaged_record_among_alike_ones_is_raised_at_its_element(tmp_path: Pa
     with pytest.raises(DataLossError, match=rf"byte offset {offset}: corrupted record"):
         next(it)
     assert float(next(it)[0]) == 24.0  # the element after it, as everywhere
+
+
+def double(x: Any) -> Any:
+    return x * 2
+
+
+def test_a_loaded_dataset_feeds_loader_workers(tmp_path: Path) -> None:
+    # Workers reopen the files themselves: open descriptors are not sent to them.
+    D.from_tensor_slices(np.arange(40.0).reshape(20, 2)).save(str(tmp_path / "ds"))
+    ds = D.load(str(tmp_path / "ds")).map(double)
+    loader = ps.data.Loader(ds, num_workers=2, multiprocessing_context="fork")
+    assert [float(x[0]) for x in loader] == [4.0 * i for i in range(20)]
