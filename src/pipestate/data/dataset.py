@@ -610,6 +610,36 @@ class Dataset:
             name
         )
 
+    @staticmethod
+    def load(
+        path: Any,
+        element_spec: Any = None,
+        compression: str | None = None,
+        reader_func: Callable[[Dataset], Dataset] | None = None,
+    ) -> Dataset:
+        """A dataset written by :meth:`save`: its elements in the order saved, random access.
+
+        Args:
+          path: the directory given to ``save`` (a local path or an fsspec URL).
+          element_spec: the elements' ``TensorSpec`` structure; ``None`` uses the
+            one saved. A given spec must match what was saved.
+          compression: ``None`` uses what was saved; otherwise it must match it.
+          reader_func: a function of the dataset of per-shard datasets (one
+            element per shard ``shard_func`` made) returning the dataset to read,
+            e.g. ``lambda shards: shards.interleave(lambda s: s, cycle_length=4)``.
+
+        Raises:
+          NotFoundError: no complete saved dataset at ``path`` (a save that did
+            not finish has no manifest).
+          DataLossError: a damaged or hostile manifest, index or data file.
+          InvalidArgumentError: ``element_spec`` does not match the saved elements.
+          TypeError: a bad ``path``, ``element_spec`` or ``reader_func``.
+          ValueError: an unknown ``compression``, or one that differs from the saved.
+        """
+        from pipestate.data.ops.load import load
+
+        return load(path, element_spec, compression, reader_func)
+
     # --------------------------------------------------------------------- ops
     def map(
         self,
@@ -988,6 +1018,42 @@ class Dataset:
             self, row_length, method, num_open_rows, length_key, padding_value, drop_remainder
         )._named(name)
 
+    def cache(self, filename: Any = "", name: str | None = None) -> Dataset:
+        """The elements, stored by the first full pass and read from the store afterwards.
+
+        ``filename=""`` keeps them in memory; otherwise in files with that
+        prefix (a local path or an fsspec URL). A restored iterator continues
+        from the store without recomputing what it holds (see ``docs/ops.md#cache``).
+
+        Raises:
+          TypeError: ``filename`` is not a str, bytes or ``os.PathLike``, or a bad ``name``.
+        """
+        from pipestate.data.ops.cache import CacheDataset
+
+        return CacheDataset(self, filename)._named(name)
+
+    def snapshot(
+        self,
+        path: Any,
+        compression: str | None = "AUTO",
+        reader_func: Callable[[Dataset], Dataset] | None = None,
+        shard_func: Callable[..., Any] | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """The elements, written to ``path`` by the first run and read from there by later ones.
+
+        The snapshot is kept per input fingerprint (``<path>/<fingerprint>/``);
+        both the writing and the reading pass are resumable (see
+        ``docs/ops.md#snapshot``).
+
+        Raises:
+          TypeError: a bad ``path``, ``name``, or a non-callable ``reader_func`` / ``shard_func``.
+          ValueError: an unknown ``compression`` (``"AUTO"``, ``None``, ``""`` or ``"GZIP"``).
+        """
+        from pipestate.data.ops.snapshot import SnapshotDataset
+
+        return SnapshotDataset(self, path, compression, reader_func, shard_func)._named(name)
+
     def apply(self, transformation_func: Callable[[Dataset], Dataset]) -> Dataset:
         """``transformation_func(self)``, for chaining reusable transformations.
 
@@ -1004,6 +1070,41 @@ class Dataset:
                 f"apply: transformation_func must return a Dataset, got {type(result).__name__}"
             )
         return result
+
+    def save(
+        self,
+        path: Any,
+        compression: str | None = None,
+        shard_func: Callable[..., Any] | None = None,
+        checkpoint_args: dict[str, Any] | None = None,
+    ) -> None:
+        """Writes the elements to the directory ``path``, for :meth:`load`.
+
+        The directory gets a data file of checksummed records, an index and,
+        last, ``manifest.json``: a save that does not finish leaves no loadable
+        dataset. A save into a directory holding an earlier one replaces it.
+
+        Args:
+          path: a directory (a local path or an fsspec URL).
+          compression: ``None`` or ``"GZIP"`` (each record compressed alone,
+            so the saved dataset stays random access).
+          shard_func: maps an element (a tuple unpacked) to a scalar integer
+            shard; ``load``'s ``reader_func`` gets one dataset per shard.
+          checkpoint_args: ``{"checkpoint_interval": N, "directory": d}`` (both
+            optional) records the progress every ``N`` elements (default 1, as
+            tf.data) in ``d`` (default ``path``); a save of the same pipeline
+            into the same directory after a crash continues from the last record.
+
+        Raises:
+          TypeError: a bad ``path``, ``shard_func`` or ``checkpoint_args``, an
+            element that can't be stored, or a ``shard_func`` result that is
+            not a scalar integer.
+          ValueError: an unknown ``compression``, a ``checkpoint_interval`` below
+            1, or an infinite dataset.
+        """
+        from pipestate.data._save import save
+
+        save(self, path, compression, shard_func, checkpoint_args)
 
     def as_numpy_iterator(self) -> Iterator[Element]:
         """An iterator over the elements (they are NumPy values already)."""
