@@ -4,7 +4,9 @@ A buffer of ``n`` elements is saved as one stacked array per leaf (so a
 checkpoint holds a handful of arrays, not ``n`` small ones), with the nesting
 described by a JSON-able spec. Leaves whose shapes differ between elements
 are saved as a list of arrays, and string leaves as lists of ``str`` /
-``bytes``. Named tuples come back as plain tuples.
+``bytes``. Named tuples come back as plain tuples. A leaf that is a window of
+elements (``window``'s datasets, read by ``flat_map`` over a streaming input)
+is saved as the packed buffer of its elements.
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ _KEYS = (_COUNT, _SPEC, _COLUMNS)
 _LEAF = "leaf"
 _TUPLE = "tuple"
 _DICT = "dict"
+_WINDOW = "window"
+
+
+def _is_window(value: Any) -> bool:
+    from pipestate.data._elements import ElementsDataset
+
+    return isinstance(value, ElementsDataset)
 
 
 def _spec(element: Element, op: str) -> Any:
@@ -37,14 +46,25 @@ def _spec(element: Element, op: str) -> Any:
         return [_DICT, [[key, _spec(value, op)] for key, value in element.items()]]
     if isinstance(element, tuple):
         return [_TUPLE, [_spec(value, op) for value in element]]
+    if _is_window(element):
+        return [_WINDOW, None]
     return _LEAF
 
 
 def _build(spec: Any, leaves: list[Any], op: str) -> Element:
-    if spec == _LEAF:
+    if spec == _LEAF or (isinstance(spec, (list, tuple)) and list(spec) == [_WINDOW, None]):
         if not leaves:
             raise StateMismatchError(f"{op}: buffer spec has more leaves than saved columns")
-        return leaves.pop()
+        leaf = leaves.pop()
+        if (spec == _LEAF) == isinstance(leaf, dict):
+            raise StateMismatchError(
+                f"{op}: buffered value {brief(leaf, 80)} does not match its spec"
+            )
+        if spec == _LEAF:
+            return leaf
+        from pipestate.data._elements import ElementsDataset
+
+        return ElementsDataset(unpack(leaf, op))
     if not isinstance(spec, (list, tuple)) or len(spec) != 2 or spec[0] not in (_TUPLE, _DICT):
         raise StateMismatchError(f"{op}: malformed buffer spec {brief(spec, 80)}")
     kind, items = spec
@@ -61,8 +81,10 @@ def _build(spec: Any, leaves: list[Any], op: str) -> Element:
     return {pair[0]: built[pair[0]] for pair in items}
 
 
-def _column(values: list[Any]) -> Any:
+def _column(values: list[Any], op: str) -> Any:
     first = values[0]
+    if _is_window(first):
+        return [pack(value._elements, op) for value in values]
     if np.asarray(first).dtype.kind in "SUO":
         # A NumPy string scalar is a bytes / str holding every byte; tolist() of
         # an array drops trailing NULs, which binary records may end with.
@@ -83,12 +105,14 @@ def pack(elements: Sequence[Element], op: str) -> dict[str, Any]:
     if not elements:
         return {_COUNT: 0, _SPEC: None, _COLUMNS: []}
     flat = [_structure.flatten(e) for e in elements]
-    columns = [_column([leaves[i] for leaves in flat]) for i in range(len(flat[0]))]
+    columns = [_column([leaves[i] for leaves in flat], op) for i in range(len(flat[0]))]
     return {_COUNT: len(elements), _SPEC: _spec(elements[0], op), _COLUMNS: columns}
 
 
 def _leaf(column: Any, index: int, op: str) -> Any:
     value = column[index]
+    if isinstance(value, dict):  # a window's packed elements, checked against the spec
+        return value
     if isinstance(value, np.ndarray) and value.ndim == 0:
         return value[()]
     if isinstance(value, bytes):  # not through an array, which would drop trailing NULs

@@ -659,6 +659,27 @@ class Dataset:
 
         return GlobalShuffleDataset(self, seed, reshuffle_each_iteration)
 
+    def window(
+        self,
+        size: int,
+        shift: int | None = None,
+        stride: int = 1,
+        drop_remainder: bool = False,
+        name: str | None = None,
+    ) -> Dataset:
+        """Windows of ``size`` elements, started every ``shift``, taken ``stride`` apart.
+
+        Each window is a dataset (a tuple / dict of datasets for a tuple / dict
+        element), as in tf.data: ``ds.window(3).flat_map(lambda w: w.batch(3))``.
+        Random access over a random-access input. See docs/ops.md.
+
+        Raises:
+          TypeError / ValueError: invalid ``size``, ``shift``, ``stride`` or ``drop_remainder``.
+        """
+        from pipestate.data.ops.window import WindowDataset
+
+        return WindowDataset(self, size, shift, stride, drop_remainder)._named(name)
+
     def apply(self, transformation_func: Callable[[Dataset], Dataset]) -> Dataset:
         """``transformation_func(self)``, for chaining reusable transformations.
 
