@@ -680,6 +680,29 @@ class Dataset:
 
         return WindowDataset(self, size, shift, stride, drop_remainder)._named(name)
 
+    def group_by_window(
+        self,
+        key_func: Callable[..., Any],
+        reduce_func: Callable[..., Dataset],
+        window_size: int | None = None,
+        window_size_func: Callable[..., Any] | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """Groups elements by ``key_func`` into windows, each reduced by ``reduce_func``.
+
+        ``reduce_func(key, window_dataset)`` returns a dataset whose elements
+        are output. Give exactly one of ``window_size`` and ``window_size_func``.
+        See docs/ops.md.
+
+        Raises:
+          TypeError / ValueError: invalid functions or window size arguments.
+        """
+        from pipestate.data.ops.group_by_window import GroupByWindowDataset
+
+        return GroupByWindowDataset(
+            self, key_func, reduce_func, window_size, window_size_func
+        )._named(name)
+
     def apply(self, transformation_func: Callable[[Dataset], Dataset]) -> Dataset:
         """``transformation_func(self)``, for chaining reusable transformations.
 
