@@ -703,6 +703,40 @@ class Dataset:
             self, key_func, reduce_func, window_size, window_size_func
         )._named(name)
 
+    def bucket_by_sequence_length(
+        self,
+        element_length_func: Callable[..., Any],
+        bucket_boundaries: Sequence[int],
+        bucket_batch_sizes: Sequence[int],
+        padded_shapes: Any = None,
+        padding_values: Any = None,
+        pad_to_bucket_boundary: bool = False,
+        no_padding: bool = False,
+        drop_remainder: bool = False,
+        name: str | None = None,
+    ) -> Dataset:
+        """Batches elements of similar length together (by ``element_length_func``), padded.
+
+        Bucket ``i`` holds lengths in ``[boundaries[i - 1], boundaries[i])`` and
+        is output as a batch of ``bucket_batch_sizes[i]`` elements. See docs/ops.md.
+
+        Raises:
+          TypeError / ValueError: invalid functions, boundaries, sizes or flags.
+        """
+        from pipestate.data.ops.bucket_by_sequence_length import BucketBySequenceLengthDataset
+
+        return BucketBySequenceLengthDataset(
+            self,
+            element_length_func,
+            bucket_boundaries,
+            bucket_batch_sizes,
+            padded_shapes,
+            padding_values,
+            pad_to_bucket_boundary,
+            no_padding,
+            drop_remainder,
+        )._named(name)
+
     def apply(self, transformation_func: Callable[[Dataset], Dataset]) -> Dataset:
         """``transformation_func(self)``, for chaining reusable transformations.
 
