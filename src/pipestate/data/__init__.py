@@ -12,6 +12,7 @@ from pipestate.data._spec import TensorSpec
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import STATE_VERSION, DatasetIterator, State
 from pipestate.data.loader import Loader, LoaderWorkerError, WorkerInfo, get_worker_info
+from pipestate.data.ops.group_by_reducer import Reducer
 from pipestate.data.ops.record import RecordDataset, RecordWriter
 from pipestate.data.ops.text_line import TextLineDataset
 from pipestate.data.options import AUTOTUNE, ExternalStatePolicy, Options
@@ -29,6 +30,7 @@ __all__ = [
     "Options",
     "RecordDataset",
     "RecordWriter",
+    "Reducer",
     "State",
     "TensorSpec",
     "TextLineDataset",

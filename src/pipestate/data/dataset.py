@@ -16,6 +16,7 @@ from pipestate.data._structure import Element
 
 if TYPE_CHECKING:
     from pipestate.data.iterator import DatasetIterator, StreamIterator
+    from pipestate.data.ops.group_by_reducer import Reducer
     from pipestate.data.options import Options
 
 INFINITE_CARDINALITY = -1
@@ -736,6 +737,21 @@ class Dataset:
             no_padding,
             drop_remainder,
         )._named(name)
+
+    def group_by_reducer(
+        self, key_func: Callable[..., Any], reducer: Reducer, name: str | None = None
+    ) -> Dataset:
+        """One element per key: the key's elements reduced by ``reducer`` (a :class:`Reducer`).
+
+        Reads the whole (finite) input first; outputs keys in ascending order.
+        See docs/ops.md.
+
+        Raises:
+          TypeError: ``key_func`` is not callable or ``reducer`` is not a Reducer.
+        """
+        from pipestate.data.ops.group_by_reducer import GroupByReducerDataset
+
+        return GroupByReducerDataset(self, key_func, reducer)._named(name)
 
     def apply(self, transformation_func: Callable[[Dataset], Dataset]) -> Dataset:
         """``transformation_func(self)``, for chaining reusable transformations.
