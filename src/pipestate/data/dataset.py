@@ -753,6 +753,18 @@ class Dataset:
 
         return GroupByReducerDataset(self, key_func, reducer)._named(name)
 
+    def unique(self, name: str | None = None) -> Dataset:
+        """Each distinct element once, in order of first appearance (integer or string elements).
+
+        The iterator state holds the distinct elements seen so far. See docs/ops.md.
+
+        Raises:
+          TypeError: elements that are not one integer or string tensor.
+        """
+        from pipestate.data.ops.unique import UniqueDataset
+
+        return UniqueDataset(self)._named(name)
+
     def apply(self, transformation_func: Callable[[Dataset], Dataset]) -> Dataset:
         """``transformation_func(self)``, for chaining reusable transformations.
 
