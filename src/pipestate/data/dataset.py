@@ -765,6 +765,22 @@ class Dataset:
 
         return UniqueDataset(self)._named(name)
 
+    def rebatch(
+        self,
+        batch_size: int | Sequence[int],
+        drop_remainder: bool = False,
+        name: str | None = None,
+    ) -> Dataset:
+        """The rows of this batched dataset, cut into batches of ``batch_size`` (or of a list
+        of sizes used in turn). See docs/ops.md.
+
+        Raises:
+          TypeError / ValueError: invalid ``batch_size`` or ``drop_remainder``.
+        """
+        from pipestate.data.ops.rebatch import RebatchDataset
+
+        return RebatchDataset(self, batch_size, drop_remainder)._named(name)
+
     def apply(self, transformation_func: Callable[[Dataset], Dataset]) -> Dataset:
         """``transformation_func(self)``, for chaining reusable transformations.
 
