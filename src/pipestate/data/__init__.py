@@ -13,6 +13,7 @@ from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Da
 from pipestate.data.iterator import STATE_VERSION, DatasetIterator, State
 from pipestate.data.loader import Loader, LoaderWorkerError, WorkerInfo, get_worker_info
 from pipestate.data.ops.group_by_reducer import Reducer
+from pipestate.data.ops.ragged_batch import RaggedBatch
 from pipestate.data.ops.record import RecordDataset, RecordWriter
 from pipestate.data.ops.text_line import TextLineDataset
 from pipestate.data.options import AUTOTUNE, ExternalStatePolicy, Options
@@ -28,6 +29,7 @@ __all__ = [
     "Loader",
     "LoaderWorkerError",
     "Options",
+    "RaggedBatch",
     "RecordDataset",
     "RecordWriter",
     "Reducer",

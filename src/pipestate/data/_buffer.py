@@ -4,9 +4,10 @@ A buffer of ``n`` elements is saved as one stacked array per leaf (so a
 checkpoint holds a handful of arrays, not ``n`` small ones), with the nesting
 described by a JSON-able spec. Leaves whose shapes differ between elements
 are saved as a list of arrays, and string leaves as lists of ``str`` /
-``bytes``. Named tuples come back as plain tuples. A leaf that is a window of
-elements (``window``'s datasets, read by ``flat_map`` over a streaming input)
-is saved as the packed buffer of its elements.
+``bytes``. Named tuples come back as plain tuples, except ``RaggedBatch``es.
+A leaf that is a window of elements (``window``'s datasets, read by
+``flat_map`` over a streaming input) is saved as the packed buffer of its
+elements.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ _LEAF = "leaf"
 _TUPLE = "tuple"
 _DICT = "dict"
 _WINDOW = "window"
+_RAGGED = "ragged"  # a RaggedBatch, saved as a pair and rebuilt as one
+
+
+def _is_ragged(value: Any) -> bool:
+    from pipestate.data.ops.ragged_batch import RaggedBatch
+
+    return type(value) is RaggedBatch
 
 
 def _is_window(value: Any) -> bool:
@@ -45,7 +53,8 @@ def _spec(element: Element, op: str) -> Any:
                 raise TypeError(f"{op}: cannot save a buffered element with dict key {key!r}")
         return [_DICT, [[key, _spec(value, op)] for key, value in element.items()]]
     if isinstance(element, tuple):
-        return [_TUPLE, [_spec(value, op) for value in element]]
+        kind = _RAGGED if _is_ragged(element) else _TUPLE
+        return [kind, [_spec(value, op) for value in element]]
     if _is_window(element):
         return [_WINDOW, None]
     return _LEAF
@@ -65,13 +74,20 @@ def _build(spec: Any, leaves: list[Any], op: str) -> Element:
         from pipestate.data._elements import ElementsDataset
 
         return ElementsDataset(unpack(leaf, op))
-    if not isinstance(spec, (list, tuple)) or len(spec) != 2 or spec[0] not in (_TUPLE, _DICT):
+    kinds = (_TUPLE, _DICT, _RAGGED)
+    if not isinstance(spec, (list, tuple)) or len(spec) != 2 or spec[0] not in kinds:
         raise StateMismatchError(f"{op}: malformed buffer spec {brief(spec, 80)}")
     kind, items = spec
     if not isinstance(items, (list, tuple)):
         raise StateMismatchError(f"{op}: malformed buffer spec {brief(spec, 80)}")
     if kind == _TUPLE:
         return tuple(_build(item, leaves, op) for item in items)
+    if kind == _RAGGED:
+        from pipestate.data.ops.ragged_batch import RaggedBatch
+
+        if len(items) != 2:
+            raise StateMismatchError(f"{op}: malformed buffer spec {brief(spec, 80)}")
+        return RaggedBatch(*(_build(item, leaves, op) for item in items))
     for pair in items:
         if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not isinstance(pair[0], str):
             raise StateMismatchError(f"{op}: malformed buffer spec {brief(spec, 80)}")

@@ -781,6 +781,26 @@ class Dataset:
 
         return RebatchDataset(self, batch_size, drop_remainder)._named(name)
 
+    def ragged_batch(
+        self,
+        batch_size: int,
+        drop_remainder: bool = False,
+        row_splits_dtype: Any = np.int64,
+        name: str | None = None,
+    ) -> Dataset:
+        """Batches elements whose first axis varies without padding, as
+        :class:`pipestate.data.RaggedBatch` values (``values`` and ``row_splits``).
+
+        Scalars and components of a known fixed shape are stacked. See docs/ops.md.
+
+        Raises:
+          TypeError / ValueError: invalid ``batch_size``, ``drop_remainder`` or
+            ``row_splits_dtype``.
+        """
+        from pipestate.data.ops.ragged_batch import RaggedBatchDataset
+
+        return RaggedBatchDataset(self, batch_size, drop_remainder, row_splits_dtype)._named(name)
+
     def apply(self, transformation_func: Callable[[Dataset], Dataset]) -> Dataset:
         """``transformation_func(self)``, for chaining reusable transformations.
 
