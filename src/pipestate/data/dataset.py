@@ -801,6 +801,25 @@ class Dataset:
 
         return RaggedBatchDataset(self, batch_size, drop_remainder, row_splits_dtype)._named(name)
 
+    def index_flat_map(
+        self,
+        map_func: Callable[..., Any],
+        index_map_func: Callable[..., Any],
+        output_cardinality: int | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """A ``flat_map`` that keeps random access: output ``i`` is row ``offset`` of
+        ``map_func(input[element_index])``, where ``(element_index, offset) =
+        index_map_func(i)``. Random access with ``output_cardinality`` over a
+        random-access input. See docs/ops.md.
+
+        Raises:
+          TypeError / ValueError: invalid functions or ``output_cardinality``.
+        """
+        from pipestate.data.ops.index_flat_map import IndexFlatMapDataset
+
+        return IndexFlatMapDataset(self, map_func, index_map_func, output_cardinality)._named(name)
+
     def apply(self, transformation_func: Callable[[Dataset], Dataset]) -> Dataset:
         """``transformation_func(self)``, for chaining reusable transformations.
 
