@@ -820,6 +820,28 @@ class Dataset:
 
         return IndexFlatMapDataset(self, map_func, index_map_func, output_cardinality)._named(name)
 
+    def rejection_resample(
+        self,
+        class_func: Callable[..., Any],
+        target_dist: Any,
+        initial_dist: Any = None,
+        seed: int | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """``(class, element)`` pairs resampled so that classes follow ``target_dist``.
+
+        As tf.data's: a mix of the input and the input filtered by class.
+        ``seed=None`` draws a seed per iterator (saved in its state). See docs/ops.md.
+
+        Raises:
+          TypeError / ValueError: invalid ``class_func``, distributions or ``seed``.
+        """
+        from pipestate.data.ops.rejection_resample import RejectionResampleDataset
+
+        return RejectionResampleDataset(self, class_func, target_dist, initial_dist, seed)._named(
+            name
+        )
+
     def apply(self, transformation_func: Callable[[Dataset], Dataset]) -> Dataset:
         """``transformation_func(self)``, for chaining reusable transformations.
 
