@@ -69,6 +69,24 @@ class _IndexFlatMapIterator(StreamIterator["IndexFlatMapDataset"]):
         self._produced = produced + 1
         return row
 
+    def _check_position(self, produced: int, read: int) -> None:
+        """Raises unless ``read`` input elements fit ``produced`` outputs over a streaming input.
+
+        The last output's element must be among those read, and the next
+        output's must not be before the last one read.
+        """
+        dataset = self._source
+        limit = dataset._output_cardinality
+        last = dataset._index_of(produced - 1)[0] if produced else 0
+        following = None
+        if limit is None or produced < limit:
+            following = dataset._index_of(produced)[0]
+        if last > read - 1 or (following is not None and following < read - 1):
+            raise StateMismatchError(
+                f"{self._op}: state['read']={read} input elements do not fit "
+                f"state['produced']={produced} outputs of index_map_func"
+            )
+
     def _op_state(self) -> State:
         keep = not self._by_index and self._read > 0
         return {
@@ -90,6 +108,8 @@ class _IndexFlatMapIterator(StreamIterator["IndexFlatMapDataset"]):
                 f"{op}: state['element'] must hold the last input element read over a streaming "
                 f"input (none over a random-access one), got {len(elements)} elements"
             )
+        if not self._by_index and read:
+            self._check_position(produced, read)
         super()._restore({self._PARENT: state[self._PARENT]})
         self._produced, self._read = produced, read
         self._element = elements[0] if elements else None

@@ -130,7 +130,7 @@ class _RejectionResampleIterator(StreamIterator["RejectionResampleDataset"]):
         if (
             not isinstance(counts, list)
             or len(counts) != classes
-            or not all(type(c) is int and c >= 0 for c in counts)
+            or not all(type(c) is int and 0 <= c < 2**63 for c in counts)
         ):
             raise StateMismatchError(
                 f"{op}: state['counts'] must be a list of {classes} class counts, got "
@@ -260,7 +260,9 @@ class RejectionResampleDataset(Dataset):
         total = sum(counts)
         if total == 0:
             return None
-        return _acceptance(np.asarray(counts, np.float32) / np.float32(total), self._target)
+        with np.errstate(all="ignore"):
+            initial = (np.asarray(counts, np.float64) / float(total)).astype(np.float32)
+        return _acceptance(initial, self._target)
 
     def _mixing(self, counts: list[int]) -> float:
         """The probability that the next output comes from the unfiltered pass."""
