@@ -19,6 +19,7 @@ import numpy as np
 
 from pipestate._validate import brief
 from pipestate.data import _structure
+from pipestate.data._ragged import RaggedBatch
 from pipestate.data._structure import Element
 from pipestate.data.iterator import state_array
 from pipestate.errors import StateMismatchError
@@ -35,8 +36,6 @@ _RAGGED = "ragged"  # a RaggedBatch, saved as a pair and rebuilt as one
 
 
 def _is_ragged(value: Any) -> bool:
-    from pipestate.data.ops.ragged_batch import RaggedBatch
-
     return type(value) is RaggedBatch
 
 
@@ -83,8 +82,6 @@ def _build(spec: Any, leaves: list[Any], op: str) -> Element:
     if kind == _TUPLE:
         return tuple(_build(item, leaves, op) for item in items)
     if kind == _RAGGED:
-        from pipestate.data.ops.ragged_batch import RaggedBatch
-
         if len(items) != 2:
             raise StateMismatchError(f"{op}: malformed buffer spec {brief(spec, 80)}")
         return RaggedBatch(*(_build(item, leaves, op) for item in items))
