@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import bisect
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from pipestate._validate import brief, check_bool, check_function, check_int
 from pipestate.data import _groups, _structure
-from pipestate.data._calls import call, stop_error
+from pipestate.data._calls import stop_error
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import State, StreamIterator, read_bool
@@ -45,16 +45,26 @@ class _BucketIterator(StreamIterator["BucketBySequenceLengthDataset"]):
         dataset = self._source
         groups = self._groups.groups
         if not self._input_ended:
-            parent = self._inputs[0]
+            read = self._inputs[0]._next
             sizes = dataset._batch_sizes
-            bucket_of = dataset._bucket
+            # The per-element work inlined (the hot path): length, bucket, checks.
+            fn, boundaries = dataset._length_func, dataset._boundaries
+            last = len(boundaries) if dataset._pad_to_boundary else -1
             while True:
                 try:
-                    element = parent._next()
+                    element = read()
                 except StopIteration:
                     self._input_ended = True
                     break
-                bucket = bucket_of(element)
+                try:
+                    length = fn(*element) if type(element) is tuple else fn(element)
+                except StopIteration as err:
+                    raise stop_error(dataset._op_repr(), fn, err) from err
+                if type(length) is not int:
+                    length = dataset._length(length)
+                bucket = bisect_right(boundaries, length)
+                if bucket == last:
+                    raise dataset._beyond_error(length)
                 group = groups.get(bucket)
                 if group is None:
                     group = groups[bucket] = []
@@ -141,16 +151,20 @@ def _pad_arrays(elements: list[Any], length: int | None) -> np.ndarray | None:
     if type(first) is not np.ndarray or first.dtype.kind not in "biufc":
         return None
     dtype, ndim = first.dtype, first.ndim
-    if ndim == 0 or not all(
-        type(e) is np.ndarray and e.dtype == dtype and e.ndim == ndim for e in elements
-    ):
-        return None
     if ndim == 1:
-        sizes = [len(e) for e in elements]
+        sizes = []
+        for e in elements:  # one pass: the checks and the lengths
+            if type(e) is not np.ndarray or e.dtype != dtype or e.ndim != 1:
+                return None
+            sizes.append(len(e))
         out = np.zeros((len(elements), max(sizes) if length is None else length), dtype)
         for row, (element, size) in enumerate(zip(elements, sizes)):
             out[row, :size] = element
         return out
+    if ndim == 0 or not all(
+        type(e) is np.ndarray and e.dtype == dtype and e.ndim == ndim for e in elements
+    ):
+        return None
     target = np.max([e.shape for e in elements], axis=0)
     if length is not None:
         target[0] = length
@@ -263,22 +277,16 @@ class BucketBySequenceLengthDataset(Dataset):
             "drop_remainder": self._drop_remainder,
         }
 
-    def _bucket(self, element: Any) -> int:
-        """The bucket of ``element``, by its length."""
-        fn = self._length_func
-        try:
-            length = call(fn, element)
-        except StopIteration as err:
-            raise stop_error(self._op_repr(), fn, err) from err
-        if type(length) is not int:
-            length = _groups.int64_scalar(length, self._op_name, fn, "element_length_func")
-        bucket = bisect.bisect_right(self._boundaries, length)
-        if self._pad_to_boundary and bucket == len(self._boundaries):
-            raise InvalidArgumentError(
-                f"{self._op_name}: when pad_to_bucket_boundary=True, elements must have length < "
-                f"bucket_boundaries[-1]={self._boundaries[-1]}, got an element of length {length}"
-            )
-        return bucket
+    def _length(self, value: Any) -> int:
+        """An ``element_length_func`` result that is not a Python int, checked, as an int."""
+        return _groups.int64_scalar(value, self._op_name, self._length_func, "element_length_func")
+
+    def _beyond_error(self, length: int) -> InvalidArgumentError:
+        """The error for a length at or above the last boundary with ``pad_to_bucket_boundary``."""
+        return InvalidArgumentError(
+            f"{self._op_name}: when pad_to_bucket_boundary=True, elements must have length < "
+            f"bucket_boundaries[-1]={self._boundaries[-1]}, got an element of length {length}"
+        )
 
     def _batch(self, bucket: int, elements: list[Any]) -> Any:
         """One batch of a bucket's elements: stacked, or padded."""
