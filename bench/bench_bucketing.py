@@ -10,10 +10,10 @@ output the batch; at the end the partial buckets are output smallest first.
 
 - baseline: a Python generator doing exactly that (a dict of lists,
   ``np.zeros`` and slice assignment per batch), with no checkpointing at all;
-- pipestate: ``from_generator``-free ``Dataset.from_tensor_slices`` can't hold
-  ragged sequences, so the sequences come from a ``map`` over ``range`` that
-  looks them up; ``bucket_by_sequence_length(len, ...)`` then buckets and pads,
-  with its iterator able to save its state at any element.
+- pipestate: sequences of different lengths can't be one array for
+  ``from_tensor_slices``, so they come from a ``map`` over ``range`` that looks
+  them up; ``bucket_by_sequence_length(len, ...)`` then buckets and pads, with
+  its iterator able to save its state at any element.
 
 Reported: input elements per second of each, and pipestate's fraction of the
 baseline's rate (higher is better; 1.0 means no overhead).
