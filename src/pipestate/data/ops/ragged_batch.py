@@ -162,6 +162,9 @@ class RaggedBatchDataset(Dataset):
         if n >= 0:
             stop = min(stop, n)
         positions = np.arange(start, stop, dtype=np.int64)
+        if parent._vectorised:  # one gather, then rows
+            batch = parent._get_batch(np.full_like(positions, epoch), positions)
+            return self._batch_of(_structure.unstack(batch, len(positions)))
         elements = parent._get_list(epoch, positions)
         while len(elements) < len(positions):  # the read-ahead stopped before a failing element
             elements.append(parent._get(epoch, int(positions[len(elements)])))
