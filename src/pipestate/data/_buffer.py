@@ -104,7 +104,7 @@ def _column(values: list[Any], op: str) -> Any:
         return [
             (bytes(v) if isinstance(v, bytes) else str(v))
             if isinstance(v, (bytes, str))
-            else np.asarray(v).tolist()
+            else _text_array(v)
             for v in values
         ]
     shape, dtype = np.shape(first), np.asarray(first).dtype
@@ -122,10 +122,52 @@ def pack(elements: Sequence[Element], op: str) -> dict[str, Any]:
     return {_COUNT: len(elements), _SPEC: _spec(elements[0], op), _COLUMNS: columns}
 
 
+_TEXT_KEYS = {"dtype", "shape", "data"}
+
+
+def _text_array(value: Any) -> Any:
+    """A text array as ``{"dtype", "shape", "data"}``: its width (the dtype) survives a restore.
+
+    A string array's dtype is as wide as its longest string was where it was
+    made (a slice of a wider array keeps the width); its items alone would
+    come back as wide as the longest of them.
+    """
+    array = np.asarray(value)
+    if array.dtype.kind not in "SU":
+        return array.tolist()
+    return {"dtype": array.dtype.str, "shape": list(array.shape), "data": array.ravel().tolist()}
+
+
+def _text_leaf(record: dict[str, Any], op: str) -> np.ndarray:
+    """The text array saved by :func:`_text_array` (read strictly)."""
+    code, shape, data = record["dtype"], record["shape"], record["data"]
+    if (
+        not isinstance(code, str)
+        or len(code) > 16
+        or not isinstance(shape, list)
+        or len(shape) > 32
+        or not all(type(d) is int and d >= 0 for d in shape)
+        or not isinstance(data, list)
+    ):
+        raise StateMismatchError(f"{op}: malformed buffered text array {brief(record, 120)}")
+    try:
+        dtype = np.dtype(code)
+    except (TypeError, ValueError) as err:
+        raise StateMismatchError(f"{op}: buffered text array has dtype {brief(code, 40)}") from err
+    kind = bytes if dtype.kind == "S" else str
+    if dtype.kind not in "SU" or not all(type(item) is kind for item in data):
+        raise StateMismatchError(f"{op}: malformed buffered text array {brief(record, 120)}")
+    if len(data) != int(np.prod(shape)):
+        raise StateMismatchError(f"{op}: buffered text array holds {len(data)} items for {shape}")
+    return np.array(data, dtype=dtype).reshape(shape)
+
+
 def _leaf(column: Any, index: int, op: str) -> Any:
     value = column[index]
-    if isinstance(value, dict):  # a window's packed elements, checked against the spec
-        return value
+    if isinstance(value, dict):
+        if set(value) == _TEXT_KEYS:
+            return _text_leaf(value, op)
+        return value  # a window's packed elements, checked against the spec
     if isinstance(value, np.ndarray) and value.ndim == 0:
         return value[()]
     if isinstance(value, bytes):  # not through an array, which would drop trailing NULs

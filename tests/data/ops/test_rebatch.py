@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.errors import InvalidArgumentError, StateMismatchError
-from pipestate.testing import assert_conformant, assert_elements_equal
+from pipestate.testing import assert_conformant, assert_elements_equal, roundtrip_state
 
 from ._streaming import filtered, state_after
 
@@ -69,12 +69,27 @@ def test_conformance(ds: ps.Dataset) -> None:
     assert_conformant(ds, max_elements=30)
 
 
-def test_state_holds_the_rows_left_of_the_input_batch() -> None:
+def test_state_holds_the_last_input_batch_and_the_rows_output() -> None:
     state = state_after(D.range(100).batch(10).rebatch(4), 1)
-    assert state["rest"]["count"] == 1
-    assert state["rest"]["columns"][0].tolist() == [[4, 5, 6, 7, 8, 9]]
-    assert state["next_size"] == 0
+    assert state["batch"]["count"] == 1
+    assert state["batch"]["columns"][0].tolist() == [list(range(10))]
+    assert (state["offset"], state["next_size"]) == (4, 0)
     assert state["parent"] == {"index": 1, "seed": None}
+
+
+def test_restored_string_rows_keep_the_batch_dtype() -> None:
+    # A string column is as wide as its longest string: rows restored from a
+    # saved batch must keep that width, and an empty batch its dtype.
+    ds = D.from_tensor_slices(["abcd", "a", "ab", "abc"]).batch(2).rebatch([1, 0, 1])
+    expected = list(ds)
+    for position in range(len(expected) + 1):
+        it = iter(ds)
+        for _ in range(position):
+            next(it)
+        fresh = iter(ds)
+        fresh.set_state(roundtrip_state(it.get_state()))
+        for got, want in zip(fresh, expected[position:]):
+            assert_elements_equal(got, want)
 
 
 def test_invalid_arguments_and_inputs() -> None:
@@ -104,8 +119,10 @@ def test_malformed_state_names_the_op() -> None:
     ):
         it.set_state({**good, "iterator": {**good["iterator"], "next_size": 2}})
     two = {"count": 2, "spec": "leaf", "columns": [np.zeros((2, 1), np.int64)]}
-    with pytest.raises(StateMismatchError, match=r"state\['rest'\] must hold at most one batch"):
-        it.set_state({**good, "iterator": {**good["iterator"], "rest": two}})
+    with pytest.raises(StateMismatchError, match=r"state\['batch'\] must hold at most one batch"):
+        it.set_state({**good, "iterator": {**good["iterator"], "batch": two}})
+    with pytest.raises(StateMismatchError, match=r"rebatch: state\['offset'\]=5 is out of range"):
+        it.set_state({**good, "iterator": {**good["iterator"], "offset": 5}})
     assert lists(it)[:2] == [[3, 4], [5, 6, 7]]
 
 

@@ -38,30 +38,33 @@ def _concat(parts: list[Any]) -> Any:
 class _RebatchIterator(StreamIterator["RebatchDataset"]):
     """Cuts output batches from the rows of the input's batches, across their boundaries.
 
-    State: the input's, the rows of the last input batch not yet output
-    (saved as one buffered element, possibly of no rows: at most one input
-    batch), and the number of the next batch size to use.
+    State: the input's, the last input batch read (saved whole, as one
+    buffered element, so that restored rows keep its dtypes: a string
+    column's width is its longest string's), how many of its rows have been
+    output, and the number of the next batch size to use.
     """
 
-    _REST = "rest"
+    _BATCH = "batch"
+    _OFFSET = "offset"
     _NEXT_SIZE = "next_size"
-    _STATE_KEYS = (_REST, _NEXT_SIZE, StreamIterator._PARENT)
+    _STATE_KEYS = (_BATCH, _OFFSET, _NEXT_SIZE, StreamIterator._PARENT)
 
     def _start(self) -> None:
         super()._start()
-        self._rest: Any = None  # the rows not yet output of the last input batch read
-        self._rest_rows = 0
+        self._batch: Any = None  # the last input batch read
+        self._rows = 0  # its rows
+        self._offset = 0  # its rows already output
         self._next_size = 0
 
     def _read(self) -> bool:
-        """Reads the next input batch into ``_rest``; ``False`` at the input's end."""
+        """Reads the next input batch; ``False`` at the input's end."""
         try:
             batch = self._inputs[0]._next()
         except StopIteration:
             return False
-        if self._rest is not None:
-            _structure.assert_same_structure(self._rest, batch, self._op)
-        self._rest, self._rest_rows = batch, _rows(batch, self._op)
+        if self._batch is not None:
+            _structure.assert_same_structure(self._batch, batch, self._op)
+        self._batch, self._rows, self._offset = batch, _rows(batch, self._op), 0
         return True
 
     def _next(self) -> Any:
@@ -71,20 +74,19 @@ class _RebatchIterator(StreamIterator["RebatchDataset"]):
         if size == 0:
             # As tf.data: an empty batch reads no input (even after its end); its
             # dtypes and shapes are those of the last input batch.
-            if self._rest is None and not self._read():
+            if self._batch is None and not self._read():
                 raise StopIteration
             self._next_size = (self._next_size + 1) % len(sizes)
-            return _structure.index_leaves(self._rest, slice(0, 0))
+            return _structure.index_leaves(self._batch, slice(0, 0))
         parts: list[Any] = []
         need = size
         while need:
-            if self._rest_rows == 0 and not self._read():
+            if self._offset == self._rows and not self._read():
                 break
-            take = min(need, self._rest_rows)
-            rest = self._rest
-            parts.append(_structure.index_leaves(rest, slice(0, take)))
-            self._rest = _structure.index_leaves(rest, slice(take, None))
-            self._rest_rows -= take
+            start = self._offset
+            take = min(need, self._rows - start)
+            parts.append(_structure.index_leaves(self._batch, slice(start, start + take)))
+            self._offset = start + take
             need -= take
         if need and (dataset._drop_remainder or not parts):
             raise StopIteration
@@ -92,23 +94,25 @@ class _RebatchIterator(StreamIterator["RebatchDataset"]):
         return _concat(parts)
 
     def _op_state(self) -> State:
-        rest = [] if self._rest is None else [self._rest]
+        batch = [] if self._batch is None else [self._batch]
         return {
-            self._REST: _buffer.pack(rest, self._op),
+            self._BATCH: _buffer.pack(batch, self._op),
+            self._OFFSET: self._offset,
             self._NEXT_SIZE: self._next_size,
             self._PARENT: self._inputs[0]._get_state(),
         }
 
     def _restore(self, state: State) -> None:
         op = self._op
-        rest = _buffer.unpack(state[self._REST], op)
-        if len(rest) > 1:
-            raise StateMismatchError(f"{op}: state['rest'] must hold at most one batch")
-        rows = _rows(rest[0], op) if rest else 0
+        batch = _buffer.unpack(state[self._BATCH], op)
+        if len(batch) > 1:
+            raise StateMismatchError(f"{op}: state['batch'] must hold at most one batch")
+        rows = _rows(batch[0], op) if batch else 0
+        offset = read_int(state, self._OFFSET, op, maximum=rows)
         next_size = read_int(state, self._NEXT_SIZE, op, maximum=len(self._source._sizes) - 1)
         super()._restore({self._PARENT: state[self._PARENT]})
-        self._rest = rest[0] if rest else None
-        self._rest_rows = rows
+        self._batch = batch[0] if batch else None
+        self._rows, self._offset = rows, offset
         self._next_size = next_size
 
 
@@ -121,8 +125,8 @@ class RebatchDataset(Dataset):
     output ``k`` has ``batch_size[k % len(batch_size)]`` rows (a size may be 0:
     an empty batch). The last batch may be short unless ``drop_remainder``.
 
-    The iterator state is the input's plus the rows of the current input
-    batch not yet output (at most one input batch) and which size is next.
+    The iterator state is the input's plus the last input batch read, how
+    many of its rows have been output, and which size is next.
 
     Args:
       batch_size: rows per output batch (>= 1), or a list of sizes (>= 0, at
