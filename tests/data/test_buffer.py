@@ -89,3 +89,48 @@ GOOD = _buffer.pack([(np.int64(1), np.arange(2)), (np.int64(2), np.arange(2))], 
 def test_malformed_buffers_raise_naming_the_op(packed: object, message: str) -> None:
     with pytest.raises(StateMismatchError, match=message):
         _buffer.unpack(packed, "shuffle")
+
+
+def test_text_arrays_keep_their_width() -> None:
+    # A slice of a wider array is as wide as the array: its items alone are not.
+    wide = np.array([b"abcd", b"a", b"ab"])[1:]
+    elements = [wide, np.array(["é", "x"], dtype="<U5"), wide[:0]]
+    unpacked = _buffer.unpack(_buffer.pack(elements, "op"), "op")
+    for got, expected in zip(unpacked, elements):
+        assert_elements_equal(got, expected)
+
+
+def test_ragged_batches_and_windows_come_back_as_themselves() -> None:
+    from pipestate.data import RaggedBatch
+    from pipestate.data._elements import ElementsDataset
+
+    ragged = [
+        RaggedBatch(np.arange(3), np.array([0, 1, 3])),
+        RaggedBatch(np.arange(1), np.array([0, 1])),
+    ]
+    for got, expected in zip(_buffer.unpack(_buffer.pack(ragged, "op"), "op"), ragged):
+        assert type(got) is RaggedBatch
+        assert_elements_equal(got, expected)
+    windows = [(ElementsDataset([np.int64(1), np.int64(2)]), ElementsDataset([b"x", b"yz"]))]
+    (got,) = _buffer.unpack(_buffer.pack(windows, "op"), "op")
+    assert [int(x) for x in got[0]] == [1, 2]
+    assert list(got[1]) == [b"x", b"yz"]
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        pytest.param(
+            {"dtype": "<i8", "shape": [1], "data": [1]}, "malformed buffered text", id="int"
+        ),
+        pytest.param({"dtype": "|S2", "shape": [2], "data": [b"a"]}, "holds 1 items", id="count"),
+        pytest.param(
+            {"dtype": "|S2", "shape": [1], "data": ["a"]}, "malformed", id="str-for-bytes"
+        ),
+        pytest.param({"dtype": "x" * 40, "shape": [1], "data": []}, "malformed", id="dtype"),
+    ],
+)
+def test_malformed_text_arrays_are_refused(record: dict, message: str) -> None:  # type: ignore[type-arg]
+    packed = {"count": 1, "spec": "leaf", "columns": [[record]]}
+    with pytest.raises(StateMismatchError, match=message):
+        _buffer.unpack(packed, "op")

@@ -37,6 +37,29 @@ PIPELINES: dict[str, Callable[[], ps.Dataset]] = {
         .filter(lambda a, b: True)
         .enumerate()
     ),
+    "window": lambda: (
+        ps.Dataset.range(30).filter(lambda x: True).window(3, 2).flat_map(lambda w: w)
+    ),
+    "group-by-window": lambda: ps.Dataset.range(30).group_by_window(
+        lambda x: x % 3, lambda key, w: w, window_size=4
+    ),
+    "bucket": lambda: ps.Dataset.range(30).bucket_by_sequence_length(
+        lambda x: x % 5, [2], [3, 2], no_padding=True
+    ),
+    "group-by-reducer": lambda: ps.Dataset.range(30).group_by_reducer(
+        lambda x: x % 4,
+        ps.data.Reducer(lambda key: np.int64(0), lambda s, x: s + x, lambda s: s),
+    ),
+    "unique": lambda: ps.Dataset.range(30).map(lambda x: x % 7).filter(lambda x: True).unique(),
+    "rebatch": lambda: ps.Dataset.range(30).batch(4).rebatch([3, 2]),
+    "index-flat-map": lambda: (
+        ps.Dataset.range(30)
+        .filter(lambda x: True)
+        .index_flat_map(lambda x: np.array([x, x]), lambda i: (i // 2, i % 2))
+    ),
+    "rejection-resample": lambda: ps.Dataset.range(30).rejection_resample(
+        lambda x: x % 2, [0.3, 0.7], seed=1
+    ),
 }
 
 

@@ -8,12 +8,14 @@ its exact position.
 from __future__ import annotations
 
 from pipestate.data._profile import ProfiledIterator, ProfileReport, profiled
+from pipestate.data._ragged import RaggedBatch
 from pipestate.data._saveable import make_saveable_from_iterator
 from pipestate.data._spec import TensorSpec
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import STATE_VERSION, DatasetIterator, State
 from pipestate.data.loader import Loader, LoaderWorkerError, WorkerInfo, get_worker_info
 from pipestate.data.ops.fixed_length_record import FixedLengthRecordDataset
+from pipestate.data.ops.group_by_reducer import Reducer
 from pipestate.data.ops.record import RecordDataset, RecordWriter
 from pipestate.data.ops.text_line import TextLineDataset
 from pipestate.data.options import AUTOTUNE, ExternalStatePolicy, Options
@@ -32,8 +34,10 @@ __all__ = [
     "Options",
     "ProfileReport",
     "ProfiledIterator",
+    "RaggedBatch",
     "RecordDataset",
     "RecordWriter",
+    "Reducer",
     "State",
     "TensorSpec",
     "TextLineDataset",

@@ -17,6 +17,7 @@ from pipestate.data._structure import Element
 if TYPE_CHECKING:
     from pipestate.data._profile import ProfileReport
     from pipestate.data.iterator import DatasetIterator, StreamIterator
+    from pipestate.data.ops.group_by_reducer import Reducer
     from pipestate.data.options import Options
 
 INFINITE_CARDINALITY = -1
@@ -1053,6 +1054,188 @@ class Dataset:
         from pipestate.data.ops.snapshot import SnapshotDataset
 
         return SnapshotDataset(self, path, compression, reader_func, shard_func)._named(name)
+
+    def window(
+        self,
+        size: int,
+        shift: int | None = None,
+        stride: int = 1,
+        drop_remainder: bool = False,
+        name: str | None = None,
+    ) -> Dataset:
+        """Windows of ``size`` elements, started every ``shift``, taken ``stride`` apart.
+
+        Each window is a dataset (a tuple / dict of datasets for a tuple / dict
+        element), as in tf.data: ``ds.window(3).flat_map(lambda w: w.batch(3))``.
+        Random access over a random-access input. See docs/ops.md.
+
+        Raises:
+          TypeError / ValueError: invalid ``size``, ``shift``, ``stride`` or ``drop_remainder``.
+        """
+        from pipestate.data.ops.window import WindowDataset
+
+        return WindowDataset(self, size, shift, stride, drop_remainder)._named(name)
+
+    def group_by_window(
+        self,
+        key_func: Callable[..., Any],
+        reduce_func: Callable[..., Dataset],
+        window_size: int | None = None,
+        window_size_func: Callable[..., Any] | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """Groups elements by ``key_func`` into windows, each reduced by ``reduce_func``.
+
+        ``reduce_func(key, window_dataset)`` returns a dataset whose elements
+        are output. Give exactly one of ``window_size`` and ``window_size_func``.
+        See docs/ops.md.
+
+        Raises:
+          TypeError / ValueError: invalid functions or window size arguments.
+        """
+        from pipestate.data.ops.group_by_window import GroupByWindowDataset
+
+        return GroupByWindowDataset(
+            self, key_func, reduce_func, window_size, window_size_func
+        )._named(name)
+
+    def bucket_by_sequence_length(
+        self,
+        element_length_func: Callable[..., Any],
+        bucket_boundaries: Sequence[int],
+        bucket_batch_sizes: Sequence[int],
+        padded_shapes: Any = None,
+        padding_values: Any = None,
+        pad_to_bucket_boundary: bool = False,
+        no_padding: bool = False,
+        drop_remainder: bool = False,
+        name: str | None = None,
+    ) -> Dataset:
+        """Batches elements of similar length together (by ``element_length_func``), padded.
+
+        Bucket ``i`` holds lengths in ``[boundaries[i - 1], boundaries[i])`` and
+        is output as a batch of ``bucket_batch_sizes[i]`` elements. See docs/ops.md.
+
+        Raises:
+          TypeError / ValueError: invalid functions, boundaries, sizes or flags.
+        """
+        from pipestate.data.ops.bucket_by_sequence_length import BucketBySequenceLengthDataset
+
+        return BucketBySequenceLengthDataset(
+            self,
+            element_length_func,
+            bucket_boundaries,
+            bucket_batch_sizes,
+            padded_shapes,
+            padding_values,
+            pad_to_bucket_boundary,
+            no_padding,
+            drop_remainder,
+        )._named(name)
+
+    def group_by_reducer(
+        self, key_func: Callable[..., Any], reducer: Reducer, name: str | None = None
+    ) -> Dataset:
+        """One element per key: the key's elements reduced by ``reducer`` (a :class:`Reducer`).
+
+        Reads the whole (finite) input first; outputs keys in ascending order.
+        See docs/ops.md.
+
+        Raises:
+          TypeError: ``key_func`` is not callable or ``reducer`` is not a Reducer.
+        """
+        from pipestate.data.ops.group_by_reducer import GroupByReducerDataset
+
+        return GroupByReducerDataset(self, key_func, reducer)._named(name)
+
+    def unique(self, name: str | None = None) -> Dataset:
+        """Each distinct element once, in order of first appearance (integer or string elements).
+
+        The iterator state holds the distinct elements seen so far. See docs/ops.md.
+
+        Raises:
+          TypeError: elements that are not one integer or string tensor.
+        """
+        from pipestate.data.ops.unique import UniqueDataset
+
+        return UniqueDataset(self)._named(name)
+
+    def rebatch(
+        self,
+        batch_size: int | Sequence[int],
+        drop_remainder: bool = False,
+        name: str | None = None,
+    ) -> Dataset:
+        """The rows of this batched dataset, cut into batches of ``batch_size`` (or of a list
+        of sizes used in turn). See docs/ops.md.
+
+        Raises:
+          TypeError / ValueError: invalid ``batch_size`` or ``drop_remainder``.
+        """
+        from pipestate.data.ops.rebatch import RebatchDataset
+
+        return RebatchDataset(self, batch_size, drop_remainder)._named(name)
+
+    def ragged_batch(
+        self,
+        batch_size: int,
+        drop_remainder: bool = False,
+        row_splits_dtype: Any = np.int64,
+        name: str | None = None,
+    ) -> Dataset:
+        """Batches elements whose first axis varies without padding, as
+        :class:`pipestate.data.RaggedBatch` values (``values`` and ``row_splits``).
+
+        Scalars and components of a known fixed shape are stacked. See docs/ops.md.
+
+        Raises:
+          TypeError / ValueError: invalid ``batch_size``, ``drop_remainder`` or
+            ``row_splits_dtype``.
+        """
+        from pipestate.data.ops.ragged_batch import RaggedBatchDataset
+
+        return RaggedBatchDataset(self, batch_size, drop_remainder, row_splits_dtype)._named(name)
+
+    def index_flat_map(
+        self,
+        map_func: Callable[..., Any],
+        index_map_func: Callable[..., Any],
+        output_cardinality: int | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """A ``flat_map`` that keeps random access: output ``i`` is row ``offset`` of
+        ``map_func(input[element_index])``, where ``(element_index, offset) =
+        index_map_func(i)``. Random access with ``output_cardinality`` over a
+        random-access input. See docs/ops.md.
+
+        Raises:
+          TypeError / ValueError: invalid functions or ``output_cardinality``.
+        """
+        from pipestate.data.ops.index_flat_map import IndexFlatMapDataset
+
+        return IndexFlatMapDataset(self, map_func, index_map_func, output_cardinality)._named(name)
+
+    def rejection_resample(
+        self,
+        class_func: Callable[..., Any],
+        target_dist: Any,
+        initial_dist: Any = None,
+        seed: int | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """``(class, element)`` pairs resampled so that classes follow ``target_dist``.
+
+        As tf.data's: a mix of the input and the input filtered by class.
+        ``seed=None`` draws a seed per iterator (saved in its state). See docs/ops.md.
+
+        Raises:
+          TypeError / ValueError: invalid ``class_func``, distributions or ``seed``.
+        """
+        from pipestate.data.ops.rejection_resample import RejectionResampleDataset
+
+        return RejectionResampleDataset(self, class_func, target_dist, initial_dist, seed)._named(
+            name
+        )
 
     def apply(self, transformation_func: Callable[[Dataset], Dataset]) -> Dataset:
         """``transformation_func(self)``, for chaining reusable transformations.
