@@ -13,7 +13,7 @@ from pipestate.data._calls import call, stop_error
 from pipestate.data._fingerprint import describe_callable
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import State, StreamIterator, read_bool, read_int
-from pipestate.data.ops.scan import _decode, _dtype_matches, _encode, _fill, _scalar_leaf
+from pipestate.data.ops.scan import _decode, _encode, _fill
 from pipestate.errors import StateMismatchError
 
 
@@ -241,7 +241,7 @@ class GroupByReducerDataset(Dataset):
             raise TypeError(
                 f"{self._op_name}: {describe_callable(fn)} returned an invalid state: {err}"
             ) from err
-        return _structure.map_structure(_scalar_leaf, state)
+        return _structure.map_structure(_structure.scalar_leaf, state)
 
     def _init(self, key: int) -> Any:
         """``init_func(key)``: a new key's initial state (NumPy values)."""
@@ -258,7 +258,7 @@ class GroupByReducerDataset(Dataset):
         try:
             _structure.assert_same_structure(state, template, self._op_name)
             same = all(
-                _dtype_matches(a, np.asarray(b).dtype)
+                _structure.dtype_matches(a, np.asarray(b).dtype)
                 for a, b in zip(_structure.flatten(state), leaves)
             )
         except TypeError:
