@@ -24,6 +24,7 @@ __all__ = [
     "StateMismatchError",
     "StorageError",
     "StorageTimeoutError",
+    "UnavailableError",
 ]
 
 
@@ -125,4 +126,16 @@ class InvalidArgumentError(PipestateError, ValueError):
     meets elements whose structures, dtypes or shapes differ; the message names
     the op, the element and the component that differ, and what to do instead
     (``padded_batch`` for shapes, a ``map`` that makes the structures agree).
+    """
+
+
+class UnavailableError(PipestateError, OSError):
+    """Reading input data kept failing with transient errors (as ``tf.errors.UnavailableError``).
+
+    Raised by the file sources after the last of the attempts their
+    ``ReadOptions`` allow for a request that failed with a connection error,
+    a timeout or a server-side (5xx, throttling) error; the message names the
+    URL, the byte range and the number of attempts, and the last error is the
+    ``__cause__``. Errors that retrying can't fix (a missing file, a denied
+    permission) are never retried.
     """

@@ -7,6 +7,7 @@ its exact position.
 
 from __future__ import annotations
 
+from pipestate.data._remote import ReadOptions
 from pipestate.data._saveable import make_saveable_from_iterator
 from pipestate.data._spec import TensorSpec
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
@@ -27,6 +28,7 @@ __all__ = [
     "Loader",
     "LoaderWorkerError",
     "Options",
+    "ReadOptions",
     "RecordDataset",
     "RecordWriter",
     "State",

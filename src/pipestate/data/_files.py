@@ -16,11 +16,16 @@ import zlib
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
-import fsspec
 import numpy as np
 
 from pipestate._validate import brief, check_int
 from pipestate.data import _fingerprint
+from pipestate.data._remote import (
+    DEFAULT_READ_OPTIONS,
+    ReadOptions,
+    check_read_options,
+    open_input,
+)
 from pipestate.data._spec import TensorSpec
 from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import DatasetIterator, State, StreamIterator, read_int
@@ -91,22 +96,27 @@ def describe_names(names: Sequence[str]) -> str | list[str]:
 
 
 def open_file(
-    path: str, compression: str | None, buffer_size: int | None, offset: int, op: str
+    path: str,
+    compression: str | None,
+    buffer_size: int | None,
+    offset: int,
+    op: str,
+    read_options: ReadOptions = DEFAULT_READ_OPTIONS,
 ) -> BinaryIO:
     """Opens ``path`` (a local path or an fsspec URL) for reading at byte ``offset``.
 
     Uncompressed files seek there; compressed ones decompress and discard the
-    ``offset`` bytes before it (O(offset)).
+    ``offset`` bytes before it (O(offset)). Remote files are read in blocks
+    fetched ahead, with retries (``pipestate.data._remote``).
 
     Raises:
       NotFoundError: the file does not exist.
       StateMismatchError: the file is shorter than ``offset`` (it changed since
         the position was saved).
+      UnavailableError: a remote read kept failing with transient errors.
     """
-    fs, fs_path = fsspec.core.url_to_fs(path)
-    options = {} if not buffer_size else {"block_size": buffer_size}
     try:
-        raw: BinaryIO = fs.open(fs_path, "rb", **options)
+        raw = open_input(path, read_options, op, block_size=buffer_size)
     except FileNotFoundError as err:
         raise NotFoundError(f"{op}: file {path!r} does not exist") from err
     except IsADirectoryError as err:
@@ -194,7 +204,9 @@ class FileDataset(Dataset):
 
     _keeps_random_access = False
 
-    def __init__(self, filenames: Any, compression_type: Any, buffer_size: Any) -> None:
+    def __init__(
+        self, filenames: Any, compression_type: Any, buffer_size: Any, read_options: Any = None
+    ) -> None:
         op = self._op_name
         names = normalize_filenames(filenames, op)
         if isinstance(names, Dataset):
@@ -205,6 +217,7 @@ class FileDataset(Dataset):
             self._filenames = names
         self._compression = check_compression(compression_type, op)
         self._buffer_size = check_buffer_size(buffer_size, op)
+        self._read_options = check_read_options(read_options, op)
 
     def _element_spec(self) -> Any:
         return TensorSpec((), "string")
@@ -264,7 +277,12 @@ class _FilesIterator(StreamIterator["FileDataset"]):
             try:
                 if self._stream is None:
                     self._stream = open_file(
-                        path, dataset._compression, dataset._buffer_size, self._offset, self._op
+                        path,
+                        dataset._compression,
+                        dataset._buffer_size,
+                        self._offset,
+                        self._op,
+                        dataset._read_options,
                     )
                 result = dataset._read(self._stream, path, self._offset)
             except _DECOMPRESSION_ERRORS as err:

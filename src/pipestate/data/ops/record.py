@@ -14,6 +14,7 @@ import numpy as np
 from pipestate._validate import brief
 from pipestate.data import _record_format
 from pipestate.data._files import FileDataset, check_compression, to_path
+from pipestate.data._remote import ReadOptions
 
 
 class RecordDataset(FileDataset):
@@ -37,12 +38,18 @@ class RecordDataset(FileDataset):
       compression_type: ``None`` or ``""`` (none), ``"GZIP"`` or ``"ZLIB"``.
       buffer_size: bytes to read ahead from remote filesystems and buffer
         for decompression; ``None`` for the default.
+      read_options: read-ahead and retries for remote filesystems
+        (:class:`ReadOptions`; ``None`` for the defaults). ``buffer_size``,
+        when given, is the block size.
 
     Raises:
       TypeError: ``filenames`` is not a name, a sequence of names or a Dataset,
-        or ``buffer_size`` is not an integer.
+        or ``buffer_size`` is not an integer, or ``read_options`` is not a
+        ``ReadOptions``.
       ValueError: an unknown ``compression_type``, or a negative ``buffer_size``.
       NotFoundError: (while iterating) a file does not exist.
+      UnavailableError: (while iterating) a remote read kept failing with
+        transient errors through every attempt ``read_options`` allows.
       DataLossError: (while iterating) a truncated record, a checksum mismatch
         or damaged compressed data; the message names the file and offset.
 
@@ -58,9 +65,14 @@ class RecordDataset(FileDataset):
     _op_name = "record"
 
     def __init__(
-        self, filenames: Any, compression_type: str | None = None, buffer_size: int | None = None
+        self,
+        filenames: Any,
+        compression_type: str | None = None,
+        buffer_size: int | None = None,
+        *,
+        read_options: ReadOptions | None = None,
     ) -> None:
-        super().__init__(filenames, compression_type, buffer_size)
+        super().__init__(filenames, compression_type, buffer_size, read_options)
 
     def _read(self, stream: BinaryIO, path: str, offset: int) -> tuple[Any, int] | None:
         result = _record_format.read_record(stream, path, offset, self._op_name)

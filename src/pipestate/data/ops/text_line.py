@@ -7,6 +7,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from pipestate.data._files import FileDataset
+from pipestate.data._remote import ReadOptions
 
 
 class TextLineDataset(FileDataset):
@@ -30,12 +31,18 @@ class TextLineDataset(FileDataset):
       compression_type: ``None`` or ``""`` (none), ``"GZIP"`` or ``"ZLIB"``.
       buffer_size: bytes to read ahead from remote filesystems and buffer
         for decompression; ``None`` for the default.
+      read_options: read-ahead and retries for remote filesystems
+        (:class:`ReadOptions`; ``None`` for the defaults). ``buffer_size``,
+        when given, is the block size.
 
     Raises:
       TypeError: ``filenames`` is not a name, a sequence of names or a Dataset,
-        or ``buffer_size`` is not an integer.
+        or ``buffer_size`` is not an integer, or ``read_options`` is not a
+        ``ReadOptions``.
       ValueError: an unknown ``compression_type``, or a negative ``buffer_size``.
       NotFoundError: (while iterating) a file does not exist.
+      UnavailableError: (while iterating) a remote read kept failing with
+        transient errors through every attempt ``read_options`` allows.
       DataLossError: (while iterating) a compressed file is damaged.
 
     Example:
@@ -46,9 +53,14 @@ class TextLineDataset(FileDataset):
     _op_name = "text_line"
 
     def __init__(
-        self, filenames: Any, compression_type: str | None = None, buffer_size: int | None = None
+        self,
+        filenames: Any,
+        compression_type: str | None = None,
+        buffer_size: int | None = None,
+        *,
+        read_options: ReadOptions | None = None,
     ) -> None:
-        super().__init__(filenames, compression_type, buffer_size)
+        super().__init__(filenames, compression_type, buffer_size, read_options)
 
     def _read(self, stream: BinaryIO, path: str, offset: int) -> tuple[Any, int] | None:
         line = stream.readline()
