@@ -13,7 +13,7 @@ import io
 import os
 import posixpath
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -102,6 +102,7 @@ def open_file(
     offset: int,
     op: str,
     read_options: ReadOptions = DEFAULT_READ_OPTIONS,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> BinaryIO:
     """Opens ``path`` (a local path or an fsspec URL) for reading at byte ``offset``.
 
@@ -116,7 +117,9 @@ def open_file(
       UnavailableError: a remote read kept failing with transient errors.
     """
     try:
-        raw = open_input(path, read_options, op, block_size=buffer_size)
+        raw = open_input(
+            path, read_options, op, storage_options=storage_options, block_size=buffer_size
+        )
     except FileNotFoundError as err:
         raise NotFoundError(f"{op}: file {path!r} does not exist") from err
     except IsADirectoryError as err:

@@ -488,6 +488,36 @@ class Dataset:
 
         return ZipDataset(datasets[0] if len(datasets) == 1 else datasets)
 
+    @staticmethod
+    def from_webdataset(
+        urls: Any,
+        shuffle_shards: bool = False,
+        seed: int | None = None,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        read_options: Any = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """The samples of WebDataset tar shards: dicts of field → ``np.bytes_`` plus
+        ``__key__`` and ``__url__``, grouped as the ``webdataset`` package groups them.
+
+        ``urls`` is a list of shard URLs, or one str in brace notation
+        (``"shard-{000..099}.tar"``) or a glob. The state is the shard, the
+        byte offset of its next member and the samples so far: a restore
+        seeks there. See ``docs/sources.md`` and
+        :class:`pipestate.data.ops.webdataset.WebDatasetDataset`.
+
+        Raises:
+          TypeError: an argument of the wrong type.
+          ValueError: an empty list, or unbalanced braces.
+          NotFoundError: a glob matches nothing.
+        """
+        from pipestate.data.ops.webdataset import WebDatasetDataset
+
+        return WebDatasetDataset(urls, shuffle_shards, seed, storage_options, read_options)._named(
+            name
+        )
+
     # --------------------------------------------------------------------- ops
     def map(
         self,
