@@ -200,10 +200,11 @@ def call_with_retries(
             if not is_transient(err):
                 raise
             if attempt == attempts:
+                detail = str(err) if len(str(err)) <= 300 else str(err)[:297] + "..."
                 raise UnavailableError(
                     f"{op}: {what()} failed {attempts} time(s) over "
                     f"{time.monotonic() - started:.1f} s with transient errors; the last: "
-                    f"{type(err).__name__}: {brief(str(err), 300)}. Check the storage service "
+                    f"{type(err).__name__}: {detail}. Check the storage service "
                     "and the connection, or allow more tries with "
                     "ps.data.ReadOptions(attempts=..., max_backoff=...)."
                 ) from err
