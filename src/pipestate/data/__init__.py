@@ -13,7 +13,7 @@ from pipestate.data._spec import TensorSpec
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import STATE_VERSION, DatasetIterator, State
 from pipestate.data.loader import Loader, LoaderWorkerError, WorkerInfo, get_worker_info
-from pipestate.data.ops.record import RecordDataset, RecordWriter
+from pipestate.data.ops.record import RecordDataset, RecordWriter, write_record_index
 from pipestate.data.ops.text_line import TextLineDataset
 from pipestate.data.options import AUTOTUNE, ExternalStatePolicy, Options
 
@@ -37,4 +37,5 @@ __all__ = [
     "WorkerInfo",
     "get_worker_info",
     "make_saveable_from_iterator",
+    "write_record_index",
 ]

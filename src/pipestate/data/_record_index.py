@@ -1,0 +1,276 @@
+"""Record index files: where each record of a TFRecord file starts, so records read by number.
+
+``RecordWriter`` writes ``<file>.index`` beside an uncompressed record file
+when it closes it (``write_record_index`` makes one for an existing file)::
+
+    8 bytes   magic b"PSRECIDX"
+    uint32    format version (1)
+    uint64    number of records n
+    uint64    size of the record file in bytes
+    uint64[n] byte offset of each record
+    uint32    crc32c of everything before it
+
+all little endian. An index is used only if it is whole (its length is the
+one its header implies and its checksum matches), it describes a file of the
+record file's current size, and its offsets are increasing and leave room
+for a record's framing; anything else is :class:`~pipestate.errors.DataLossError`
+(a stale or damaged index). Reading a record still verifies the record's own
+checksums, so a file rewritten to the same size is caught at its first record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import struct
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import google_crc32c
+import numpy as np
+
+from pipestate.data import _record_format
+from pipestate.data._remote import (
+    ReadOptions,
+    call_with_retries,
+    filesystem,
+    is_local,
+    read_range,
+)
+from pipestate.errors import DataLossError, NotFoundError
+
+INDEX_SUFFIX = ".index"
+_MAGIC = b"PSRECIDX"
+_VERSION = 1
+_HEADER = struct.Struct("<8sIQQ")
+_CRC = struct.Struct("<I")
+_MIN_RECORD = _record_format.HEADER_SIZE + _record_format.FOOTER_SIZE
+_LENGTH_HEADER = struct.Struct("<QI")
+
+
+def index_path(path: str) -> str:
+    """The index file of the record file ``path``."""
+    return path + INDEX_SUFFIX
+
+
+def encode_index(offsets: Sequence[int] | np.ndarray, data_size: int) -> bytes:
+    """The index of a record file of ``data_size`` bytes with records at ``offsets``."""
+    array = np.asarray(offsets, dtype="<u8")
+    body = _HEADER.pack(_MAGIC, _VERSION, len(array), data_size) + array.tobytes()
+    return body + _CRC.pack(int(google_crc32c.value(body)))
+
+
+def write_index_file(path: str, offsets: Sequence[int] | np.ndarray, data_size: int) -> None:
+    """Writes the index of record file ``path`` beside it."""
+    fs, fs_path = filesystem(index_path(path))
+    with fs.open(fs_path, "wb") as f:
+        f.write(encode_index(offsets, data_size))
+
+
+def remove_index_file(path: str) -> None:
+    """Removes the index of ``path`` if there is one (its record file is being rewritten)."""
+    fs, fs_path = filesystem(index_path(path))
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm_file(fs_path)
+
+
+def has_index(path: str, options: ReadOptions, op: str) -> bool:
+    """Whether ``path`` has an index file beside it (valid or not)."""
+    where = index_path(path)
+    fs, fs_path = filesystem(where)
+    return bool(
+        call_with_retries(lambda: fs.exists(fs_path), lambda: f"looking for {where!r}", options, op)
+    )
+
+
+def load_index(path: str, options: ReadOptions, op: str) -> tuple[np.ndarray, int]:
+    """The record offsets of ``path``'s index (int64, one per record), checked against the
+    file, and the file's size.
+
+    Raises:
+      NotFoundError: the index or the record file does not exist.
+      DataLossError: the index is damaged, truncated or stale.
+    """
+    where = index_path(path)
+    fs, fs_path = filesystem(where)
+    try:
+        data = call_with_retries(
+            lambda: fs.cat_file(fs_path), lambda: f"reading {where!r}", options, op
+        )
+    except FileNotFoundError as err:
+        raise NotFoundError(
+            f"{op}: record file {path!r} has no index {where!r}; write it with "
+            "ps.data.write_record_index(path), or read the file without one (use_index=False)"
+        ) from err
+    record_fs, record_path = filesystem(path)
+    try:
+        size = int(
+            call_with_retries(
+                lambda: record_fs.size(record_path), lambda: f"the size of {path!r}", options, op
+            )
+        )
+    except FileNotFoundError as err:
+        raise NotFoundError(f"{op}: file {path!r} does not exist (its index does)") from err
+
+    def damaged(why: str) -> DataLossError:
+        return DataLossError(
+            f"{op}: the record index {where!r} is {why}; rebuild it with "
+            "ps.data.write_record_index(path) (or read without it: use_index=False)"
+        )
+
+    if len(data) < _HEADER.size + _CRC.size:
+        raise damaged(f"truncated ({len(data)} bytes)")
+    magic, version, count, data_size = _HEADER.unpack_from(data)
+    if magic != _MAGIC:
+        raise damaged("not a record index (wrong magic number)")
+    if version != _VERSION:
+        raise damaged(f"of format version {version}; this pipestate reads version {_VERSION}")
+    if len(data) != _HEADER.size + 8 * count + _CRC.size:
+        raise damaged(
+            f"{len(data)} bytes long, but its header lists {count} records "
+            f"({_HEADER.size + 8 * count + _CRC.size} bytes): truncated or damaged"
+        )
+    if _CRC.unpack_from(data, len(data) - _CRC.size)[0] != google_crc32c.value(data[: -_CRC.size]):
+        raise damaged("damaged (its checksum does not match)")
+    if data_size != size:
+        raise damaged(
+            f"stale: it describes a file of {data_size} bytes, and {path!r} has {size} "
+            "(the file changed after the index was written)"
+        )
+    offsets = np.frombuffer(data, dtype="<u8", count=count, offset=_HEADER.size).astype(np.int64)
+    if count and (
+        offsets[0] != 0
+        or np.any(np.diff(offsets) < _MIN_RECORD)
+        or size - int(offsets[-1]) < _MIN_RECORD
+    ):
+        raise damaged("inconsistent: its offsets do not leave room for each record's framing")
+    if not count and size:
+        raise damaged(f"inconsistent: it lists no records for a file of {size} bytes")
+    return offsets, size
+
+
+class RecordIndex:
+    """Records of several indexed files, by global number: file ``i`` holds ``starts[i]`` on.
+
+    Reads are thread-safe (prefetch and parallel map read from their threads):
+    local files are read with ``os.pread`` from descriptors each thread keeps
+    open (a few at a time), remote ones with one retried ranged request per
+    run of consecutive records.
+    """
+
+    _OPEN_FILES = 8  # per thread
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        offsets: Sequence[np.ndarray],
+        sizes: Sequence[int],
+        op: str,
+        options: ReadOptions,
+    ) -> None:
+        self._paths = tuple(paths)
+        self._op = op
+        self._options = options
+        self._offsets = list(offsets)
+        # per file: the byte offset where each record ends
+        self._ends = [np.append(o[1:], np.int64(size)) for o, size in zip(offsets, sizes)]
+        self._local = [is_local(filesystem(path)[0]) for path in self._paths]
+        counts = [len(o) for o in offsets]
+        self.starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
+        self._files = threading.local()
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_files"]  # open descriptors stay with their process
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._files = threading.local()
+
+    def read(self, positions: Sequence[int] | np.ndarray) -> list[bytes]:
+        """The records at global ``positions`` (each in range), as far as they can be read.
+
+        Stops before the first record that fails, returning those before it;
+        raises that record's error if it is the first.
+        """
+        out: list[bytes] = []
+        positions = np.asarray(positions, dtype=np.int64)
+        files = np.searchsorted(self.starts, positions, side="right") - 1
+        k = 0
+        while k < len(positions):
+            # a run of consecutive records of one file is one read
+            stop = k + 1
+            while (
+                stop < len(positions)
+                and files[stop] == files[k]
+                and positions[stop] == positions[stop - 1] + 1
+            ):
+                stop += 1
+            file = int(files[k])
+            first = int(positions[k] - self.starts[file])
+            try:
+                self._read_run(file, first, stop - k, out)
+            except Exception:
+                if not out:
+                    raise
+                return out
+            k = stop
+        return out
+
+    def _read_run(self, file: int, first: int, count: int, out: list[bytes]) -> None:
+        path = self._paths[file]
+        start = int(self._offsets[file][first])
+        end = int(self._ends[file][first + count - 1])
+        data = self._read_bytes(file, start, end)
+        if len(data) != end - start:
+            raise DataLossError(
+                f"{self._op}: {path!r} ended at byte {start + len(data)} inside record "
+                f"{first} of its index (which ends at byte {end}): the file changed"
+            )
+        stream = io.BytesIO(data)
+        for j in range(first, first + count):
+            offset = int(self._offsets[file][j])
+            end = int(self._ends[file][j])
+            header = data[offset - start : offset - start + _record_format.HEADER_SIZE]
+            length, length_crc = _LENGTH_HEADER.unpack(header)
+            intact = _record_format.masked_crc(header[:8]) == length_crc
+            if intact and length + _MIN_RECORD != end - offset:
+                raise self._stale(path, offset, end)
+            result = _record_format.read_record(stream, path, offset, self._op)
+            assert result is not None  # the run's bytes were all read
+            out.append(result[0])
+
+    def _stale(self, path: str, offset: int, end: int) -> DataLossError:
+        return DataLossError(
+            f"{self._op}: the record at byte offset {offset} of {path!r} does not end where "
+            f"its index says (byte {end}); the index is stale: rebuild it with "
+            "ps.data.write_record_index(path)"
+        )
+
+    def _read_bytes(self, file: int, start: int, end: int) -> bytes:
+        path = self._paths[file]
+        if not self._local[file]:
+            fs, fs_path = filesystem(path)
+            return read_range(fs, fs_path, path, start, end, self._options, self._op)
+        files: OrderedDict[int, io.FileIO] | None = getattr(self._files, "open", None)
+        if files is None:
+            files = self._files.open = OrderedDict()
+        f = files.get(file)
+        if f is None:
+            try:
+                f = io.FileIO(filesystem(path)[1], "r")
+            except FileNotFoundError as err:
+                raise NotFoundError(f"{self._op}: file {path!r} does not exist") from err
+            files[file] = f
+            if len(files) > self._OPEN_FILES:
+                files.popitem(last=False)[1].close()
+        else:
+            files.move_to_end(file)
+        return os.pread(f.fileno(), end - start, start)
