@@ -219,3 +219,32 @@ def test_read_options_are_not_in_the_fingerprint() -> None:
     ):
         ps.data.TextLineDataset("memory:///pipestate-remote/fp.txt", read_options=3)
     fs.rm("/pipestate-remote/fp.txt")
+
+
+def test_next_after_an_unavailable_error_loses_nothing(
+    faulty: type[FaultyMemoryFileSystem],
+) -> None:
+    fs = fsspec.filesystem("memory")
+    lines = [b"line %d " % i + b"x" * (i % 50) for i in range(300)]
+    fs.pipe("/pipestate-remote/retry.txt", b"\n".join(lines))
+    options = ps.data.ReadOptions(block_size=256, read_ahead=0, attempts=2, **FAST)
+    it = iter(
+        ps.data.TextLineDataset("faultymem:///pipestate-remote/retry.txt", read_options=options)
+    )
+    got: list[bytes] = []
+    failures = last_failed = 0
+    while True:
+        retrying = failures and len(got) == last_failed
+        if len(got) % 11 == 5 and not retrying:
+            faulty.reset(failures=2)  # the next request fails twice: all its attempts
+        try:
+            got.append(bytes(next(it)))
+        except UnavailableError:
+            failures += 1
+            last_failed = len(got)
+            continue
+        except StopIteration:
+            break
+    assert failures >= 20  # one per 11 lines
+    assert got == lines
+    fs.rm("/pipestate-remote/retry.txt")

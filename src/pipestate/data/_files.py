@@ -289,10 +289,16 @@ class _FilesIterator(StreamIterator["FileDataset"]):
                     )
                 result = dataset._read(self._stream, path, self._offset)
             except _DECOMPRESSION_ERRORS as err:
+                self._close_stream()
                 raise DataLossError(
                     f"{self._op}: {path!r} is not valid {dataset._compression} data near "
                     f"uncompressed byte offset {self._offset}: {type(err).__name__}: {err}"
                 ) from err
+            except BaseException:
+                # The offset stays at the element being read: a next call (or
+                # a restore) reopens the file there and reads it again.
+                self._close_stream()
+                raise
             if result is None:
                 self._finish_file()
                 continue

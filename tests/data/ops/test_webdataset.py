@@ -13,7 +13,6 @@ from typing import Any
 import fsspec
 import numpy as np
 import pytest
-from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pipestate as ps
@@ -484,7 +483,30 @@ def _webdataset_sources(draw: st.DrawFn) -> ps.Dataset:
 PROPERTY_SOURCE = _webdataset_sources()
 
 
-@settings(max_examples=10, deadline=None)
-@given(ds=_webdataset_sources())
-def test_drawn_sources_are_conformant(ds: ps.Dataset) -> None:
-    assert_conformant(ds, max_elements=20, variants=())
+def test_next_after_an_unavailable_error_loses_nothing(
+    memory_dir: str, faulty: type[FaultyMemoryFileSystem]
+) -> None:
+    urls = write_shards(memory_dir, [30, 10])
+    expected = expected_samples(urls, [30, 10])
+    remote = [url.replace("memory://", "faultymem://") for url in urls]
+    # blocks smaller than a sample: failures fall inside samples
+    options = ps.data.ReadOptions(block_size=700, read_ahead=0, attempts=2, backoff=0.001)
+    it = iter(ps.Dataset.from_webdataset(remote, read_options=options))
+    got: list[dict[str, bytes]] = []
+    failures = last_failed = 0
+    while True:
+        retrying = failures and len(got) == last_failed
+        if len(got) % 7 == 3 and not retrying:
+            faulty.reset(failures=2)  # the next request fails twice: all its attempts
+        try:
+            got.append(plain(next(it)))
+        except UnavailableError:
+            failures += 1
+            last_failed = len(got)
+            state = roundtrip_state(it.get_state())
+            assert state["iterator"]["samples"] == len(got)  # still at the failed sample
+            continue
+        except StopIteration:
+            break
+    assert failures >= 5
+    assert [{**s, "__url__": b""} for s in got] == [{**s, "__url__": b""} for s in expected]

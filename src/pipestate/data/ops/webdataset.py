@@ -57,7 +57,13 @@ class _WebDatasetIterator(StreamIterator["WebDatasetDataset"]):
                     dataset._storage_options,
                 )
                 self._cursor = _tar.TarCursor(self._stream)
-            sample = self._read_sample()
+            try:
+                sample = self._read_sample()
+            except BaseException:
+                # The position stays at the sample being read: a next call
+                # (or a restore) reopens the shard there and reads it whole.
+                self._close()
+                raise
             if sample is not None:
                 self._samples += 1
                 return sample
@@ -71,8 +77,9 @@ class _WebDatasetIterator(StreamIterator["WebDatasetDataset"]):
         assert url is not None
         sample: dict[str, Any] | None = None
         current = ""  # the sample's key
+        offset = self._offset  # the next member's; self._offset moves once a sample is whole
         while True:
-            member = self._pending or _tar.read_member(cursor, url, self._offset, self._op)
+            member = self._pending or _tar.read_member(cursor, url, offset, self._op)
             self._pending = None
             if member is None:  # the end-of-archive block
                 self._next_shard()
@@ -80,7 +87,9 @@ class _WebDatasetIterator(StreamIterator["WebDatasetDataset"]):
             name = member.name
             if not member.regular or _META.match(name) is not None:
                 _tar.skip(stream, member)
-                self._offset = member.end
+                offset = member.end
+                if sample is None:
+                    self._offset = offset
                 continue
             match = _KEY.match(name)
             if match is None:
@@ -92,6 +101,7 @@ class _WebDatasetIterator(StreamIterator["WebDatasetDataset"]):
             key, field = match.group(1), match.group(2).lower()
             if sample is not None and key != current:
                 self._pending = member  # the next sample's first member: read it next time
+                self._offset = member.offset
                 return sample
             if sample is None:
                 current = key
@@ -105,7 +115,7 @@ class _WebDatasetIterator(StreamIterator["WebDatasetDataset"]):
                     f"repeats field {field!r} of sample {key!r}; each sample's fields must differ"
                 )
             sample[field] = np.bytes_(_tar.read_data(stream, member, url, self._op))
-            self._offset = member.end
+            offset = member.end
 
     def _next_shard(self) -> None:
         self._close()
