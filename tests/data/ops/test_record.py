@@ -608,3 +608,10 @@ def _record_sources(draw: st.DrawFn) -> ps.Dataset:
 
 _PROPERTY_DIRS = itertools.count()
 PROPERTY_SOURCE = _record_sources()
+
+
+def test_files_without_indexes_keep_the_streaming_fingerprint(files: list[str]) -> None:
+    # States saved before indexes existed restore: unindexed files read as before.
+    auto = ps.data.RecordDataset(files)
+    assert auto.fingerprint == ps.data.RecordDataset(files, use_index=False).fingerprint
+    assert auto._params() == {"filenames": files, "compression_type": None}
