@@ -1,8 +1,9 @@
-"""Reads tar shards in a process that may be killed: ``_wds_reader.py PATTERN CHECKPOINT OUT``.
+"""Reads tar shards in a process that may be killed: ``_wds_reader.py PATTERN CKPT OUT PAUSE``.
 
 Every 3 samples it saves the iterator's state and the keys read so far into
 CHECKPOINT (atomically: a temporary file, then a rename) and prints
-``checkpoint <n>``. Started again, it resumes from CHECKPOINT. At the end it
+``checkpoint <n>``, then pauses PAUSE seconds (time for the test to kill
+it while it runs). Started again, it resumes from CHECKPOINT. At the end it
 writes every key, in order, to OUT.
 """
 
@@ -19,6 +20,7 @@ import pipestate as ps
 
 def main() -> None:
     pattern, checkpoint, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    pause = float(sys.argv[4])
     it = iter(ps.Dataset.from_webdataset(pattern, shuffle_shards=True, seed=11))
     keys: list[str] = []
     if checkpoint.exists():
@@ -33,7 +35,7 @@ def main() -> None:
             temporary.write_text(json.dumps({"state": it.get_state(), "keys": keys}))
             os.replace(temporary, checkpoint)
             print(f"checkpoint {len(keys)}", flush=True)
-            time.sleep(0.05)  # time for the parent to kill this process mid-run
+            time.sleep(pause)
     out.write_text(json.dumps(keys))
 
 
