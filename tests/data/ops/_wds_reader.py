@@ -1,9 +1,9 @@
 """Reads tar shards in a process that may be killed: ``_wds_reader.py PATTERN CKPT OUT PAUSE``.
 
 Every 3 samples it saves the iterator's state and the keys read so far into
-CHECKPOINT (atomically: a temporary file, then a rename) and prints
+CKPT (atomically: a temporary file, then a rename) and prints
 ``checkpoint <n>``, then pauses PAUSE seconds (time for the test to kill
-it while it runs). Started again, it resumes from CHECKPOINT. At the end it
+it while it runs). Started again, it resumes from CKPT. At the end it
 writes every key, in order, to OUT.
 """
 
