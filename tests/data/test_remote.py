@@ -87,6 +87,26 @@ def test_transient_failures_are_retried(
         (OSError("no errno"), True),
         (type("EndpointConnectionError", (Exception,), {})("x"), True),
         (type("ReadTimeoutError", (Exception,), {})("x"), True),
+        (type("ClientResponseError", (Exception,), {"status": 503})("x"), True),
+        (type("ClientResponseError", (Exception,), {"status": 429})("x"), True),
+        (type("ClientResponseError", (Exception,), {"status": 403})("x"), False),
+        (
+            type(
+                "ClientError",
+                (Exception,),
+                {"response": {"ResponseMetadata": {"HTTPStatusCode": 500}}},
+            )("x"),
+            True,
+        ),
+        (
+            type(
+                "ClientError",
+                (Exception,),
+                {"response": {"ResponseMetadata": {"HTTPStatusCode": 400}}},
+            )("x"),
+            False,
+        ),
+        (type("ConnectionTimeoutError", (Exception,), {"status": 404})("x"), False),
         (FileNotFoundError("gone"), False),
         (PermissionError("denied"), False),
         (IsADirectoryError("dir"), False),

@@ -169,8 +169,10 @@ def is_transient(error: BaseException) -> bool:
     says the file is missing, not permitted or the request invalid (s3fs maps
     S3's ``InternalError``, ``SlowDown`` and unknown errors to ``OSError`` with
     ``EREMOTEIO`` / ``EBUSY`` / ``EIO``, and ``NoSuchKey`` to
-    ``FileNotFoundError``); another client's exception is when its class name
-    says connection, timeout or throttling. pipestate's own errors never are.
+    ``FileNotFoundError``); another client's exception is when it carries an
+    HTTP status of 5xx, 408 or 429 (aiohttp's ``ClientResponseError``,
+    botocore's ``ClientError``), or, carrying none, when its class name says
+    connection, timeout or throttling. pipestate's own errors never are.
     """
     if isinstance(error, (PipestateError, *_PERMANENT)):
         return False
@@ -178,7 +180,24 @@ def is_transient(error: BaseException) -> bool:
         return True
     if isinstance(error, OSError):
         return error.errno not in _PERMANENT_ERRNOS
+    status = _http_status(error)
+    if status is not None:
+        return status >= 500 or status in (408, 429)
     return any(word in cls.__name__ for cls in type(error).__mro__ for word in _TRANSIENT_NAMES)
+
+
+def _http_status(error: BaseException) -> int | None:
+    """The HTTP status a client's error carries (aiohttp's ``status``, botocore's response)."""
+    for name in ("status", "status_code"):
+        status = getattr(error, name, None)
+        if isinstance(status, int) and not isinstance(status, bool):
+            return status
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if isinstance(status, int):
+            return status
+    return None
 
 
 def call_with_retries(

@@ -615,3 +615,15 @@ def test_files_without_indexes_keep_the_streaming_fingerprint(files: list[str]) 
     auto = ps.data.RecordDataset(files)
     assert auto.fingerprint == ps.data.RecordDataset(files, use_index=False).fingerprint
     assert auto._params() == {"filenames": files, "compression_type": None}
+
+
+def test_s3_indexed_and_streaming(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # fsspec's per-protocol defaults point s3:// at the test server
+    monkeypatch.setitem(fsspec.config.conf, "s3", s3_server.storage_options)
+    files = _indexed("s3://pipestate-test/records", [5, 0, 9])
+    indexed = ps.data.RecordDataset(files)
+    assert len(indexed) == 14
+    streamed = ps.data.RecordDataset(files, use_index=False)
+    assert _values(indexed) == _values(streamed)
+    assert_conformant(indexed.global_shuffle(seed=2), variants=())
+    assert_conformant(streamed, variants=())
