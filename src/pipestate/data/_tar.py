@@ -91,6 +91,8 @@ def read_member(cursor: TarCursor, path: str, offset: int, op: str) -> Member | 
         ) from None
     except (tarfile.TarError, ValueError, OverflowError) as err:
         raise _damaged(path, offset, op, err) from err
+    if info.size < 0:  # base-256 sizes can be negative
+        raise _damaged(path, offset, op, ValueError(f"a negative size {info.size}"))
     if info.type in _REGULAR and not cursor.pax_headers:
         # A plain member: one header block, then its data padded to whole blocks.
         data = offset + BLOCK
@@ -108,6 +110,8 @@ def read_member(cursor: TarCursor, path: str, offset: int, op: str) -> Member | 
         info = tarfile.TarInfo.fromtarfile(cursor)  # type: ignore[arg-type]
     except (tarfile.TarError, ValueError, OverflowError, UnicodeError, EOFError) as err:
         raise _damaged(path, offset, op, err) from err
+    if info.size < 0 or cursor.offset < info.offset_data:
+        raise _damaged(path, offset, op, ValueError(f"a negative size {info.size}"))
     regular = info.isreg() and info.type != tarfile.GNUTYPE_SPARSE
     return Member(info.name, offset, info.offset_data, info.size, cursor.offset, regular)
 

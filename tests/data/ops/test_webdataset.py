@@ -351,6 +351,32 @@ def test_samples_before_the_damage_are_delivered(tmp_path: Path) -> None:
         next(it)
 
 
+def _with_header_field(data: bytes, offset: int, field: slice, value: bytes) -> bytes:
+    """``data`` with a field of the header at ``offset`` replaced, its checksum made valid."""
+    header = bytearray(data[offset : offset + 512])
+    header[field] = value
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % tarfile.calc_chksums(bytes(header))[0]
+    return data[:offset] + bytes(header) + data[offset + 512 :]
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        (b"\xff" * 12, "damaged tar header at byte offset 3072 .*a negative size -1"),
+        (b"77777777777\0", "truncated tar member 'k2.txt' at byte offset 3072 .*8589934591 data"),
+    ],
+    ids=["negative", "huge"],
+)
+def test_hostile_member_sizes(tmp_path: Path, size: bytes, message: str) -> None:
+    path, data = _shard(tmp_path)
+    Path(path).write_bytes(_with_header_field(data, 3072, slice(124, 136), size))
+    keys: list[bytes] = []
+    with pytest.raises(DataLossError, match=message):
+        keys.extend(bytes(sample["__key__"]) for sample in ps.Dataset.from_webdataset([path]))
+    assert keys in ([b"k0"], [b"k0", b"k1"])  # k1 ends at the damaged header
+
+
 def test_member_without_extension_is_an_error(tmp_path: Path) -> None:
     path = write_tar(str(tmp_path / "x.tar"), [("a.txt", b"1"), ("README", b"read me")])
     with pytest.raises(
