@@ -627,3 +627,24 @@ def test_s3_indexed_and_streaming(s3_server: Any, monkeypatch: pytest.MonkeyPatc
     assert _values(indexed) == _values(streamed)
     assert_conformant(indexed.global_shuffle(seed=2), variants=())
     assert_conformant(streamed, variants=())
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_indexed_records_in_loader_workers(tmp_path: Path, context: str) -> None:
+    # (no records ending in NUL bytes: the Loader's shared-memory transfer stacks
+    # bytes into S arrays, which drop them)
+    files = [
+        _write(tmp_path / f"l{i}", [b"%d-%d" % (i, k) for k in range(9)], index=True)
+        for i in range(3)
+    ]
+    ds = ps.data.RecordDataset(files).global_shuffle(seed=6)
+    it = iter(ps.data.Loader(ds, num_workers=2, chunk_size=3, multiprocessing_context=context))
+    first = [bytes(next(it)) for _ in range(5)]
+    state = it.get_state()
+    rest = [bytes(x) for x in it]
+    it.close()
+    assert first + rest == _values(ds)
+    resumed = iter(ps.data.Loader(ds, num_workers=1, multiprocessing_context=context))
+    resumed.set_state(state)
+    assert [bytes(x) for x in resumed] == rest
+    resumed.close()
