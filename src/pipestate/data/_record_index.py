@@ -22,24 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import struct
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
 
 import google_crc32c
 import numpy as np
 
 from pipestate.data import _record_format
-from pipestate.data._remote import (
-    ReadOptions,
-    call_with_retries,
-    filesystem,
-    is_local,
-    read_range,
-)
+from pipestate.data._remote import RangeReader, ReadOptions, call_with_retries, filesystem
 from pipestate.errors import DataLossError, NotFoundError
 
 INDEX_SUFFIX = ".index"
@@ -155,13 +145,9 @@ def load_index(path: str, options: ReadOptions, op: str) -> tuple[np.ndarray, in
 class RecordIndex:
     """Records of several indexed files, by global number: file ``i`` holds ``starts[i]`` on.
 
-    Reads are thread-safe (prefetch and parallel map read from their threads):
-    local files are read with ``os.pread`` from descriptors each thread keeps
-    open (a few at a time), remote ones with one retried ranged request per
-    run of consecutive records.
+    Reads are thread-safe (prefetch and parallel map read from their threads),
+    one read per run of consecutive records (``_remote.RangeReader``).
     """
-
-    _OPEN_FILES = 8  # per thread
 
     def __init__(
         self,
@@ -173,26 +159,15 @@ class RecordIndex:
     ) -> None:
         self._paths = tuple(paths)
         self._op = op
-        self._options = options
         self._offsets = list(offsets)
         # per file: the byte offset where each record ends
         self._ends = [np.append(o[1:], np.int64(size)) for o, size in zip(offsets, sizes)]
-        self._local = [is_local(filesystem(path)[0]) for path in self._paths]
         counts = [len(o) for o in offsets]
         self.starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
-        self._files = threading.local()
+        self._reader = RangeReader(paths, options, op)
 
     def __len__(self) -> int:
         return int(self.starts[-1])
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        del state["_files"]  # open descriptors stay with their process
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._files = threading.local()
 
     def read(self, positions: Sequence[int] | np.ndarray) -> list[bytes]:
         """The records at global ``positions`` (each in range), as far as they can be read.
@@ -255,22 +230,7 @@ class RecordIndex:
         )
 
     def _read_bytes(self, file: int, start: int, end: int) -> bytes:
-        path = self._paths[file]
-        if not self._local[file]:
-            fs, fs_path = filesystem(path)
-            return read_range(fs, fs_path, path, start, end, self._options, self._op)
-        files: OrderedDict[int, io.FileIO] | None = getattr(self._files, "open", None)
-        if files is None:
-            files = self._files.open = OrderedDict()
-        f = files.get(file)
-        if f is None:
-            try:
-                f = io.FileIO(filesystem(path)[1], "r")
-            except FileNotFoundError as err:
-                raise NotFoundError(f"{self._op}: file {path!r} does not exist") from err
-            files[file] = f
-            if len(files) > self._OPEN_FILES:
-                files.popitem(last=False)[1].close()
-        else:
-            files.move_to_end(file)
-        return os.pread(f.fileno(), end - start, start)
+        try:
+            return self._reader.read(file, start, end)
+        except FileNotFoundError as err:
+            raise NotFoundError(f"{self._op}: file {self._paths[file]!r} does not exist") from err

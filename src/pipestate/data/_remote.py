@@ -12,8 +12,8 @@ transient error (:func:`is_transient`) is retried with exponential backoff;
 after the last attempt :class:`~pipestate.errors.UnavailableError` names the
 URL, the byte range and the attempts.
 
-Other sources use :func:`open_input` for sequential reads and
-:func:`read_range` for random reads of one range (both retry).
+Other sources use :func:`open_input` for sequential reads, and
+:class:`RangeReader` (or :func:`read_range`) for random reads of byte ranges.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO, TypeVar
 
@@ -40,6 +41,7 @@ from pipestate.errors import PipestateError, UnavailableError
 T = TypeVar("T")
 
 __all__ = [
+    "RangeReader",
     "ReadOptions",
     "RemoteFile",
     "call_with_retries",
@@ -273,18 +275,29 @@ def open_input(
 
 
 def read_range(
-    fs: Any, fs_path: str, url: str, start: int, end: int, options: ReadOptions, op: str
+    fs: Any,
+    fs_path: str,
+    url: str,
+    start: int,
+    end: int,
+    options: ReadOptions,
+    op: str,
+    *,
+    exact: bool = True,
 ) -> bytes:
     """Bytes ``[start, end)`` of a file, in one request retried as :func:`call_with_retries`.
 
+    With ``exact=False`` a file that ends before ``end`` gives fewer bytes.
+
     Raises:
-      UnavailableError: the request kept failing, or kept returning fewer bytes.
+      UnavailableError: the request kept failing, or (``exact``) kept returning
+        fewer bytes.
       FileNotFoundError: the file does not exist.
     """
 
     def fetch() -> bytes:
         data = fs.cat_file(fs_path, start=start, end=end)
-        if len(data) != end - start:
+        if exact and len(data) != end - start:
             raise _ShortReadError(
                 f"the server returned {len(data)} of the {end - start} bytes asked for"
             )
@@ -443,3 +456,62 @@ class RemoteFile(io.RawIOBase):
 
     def __repr__(self) -> str:
         return f"RemoteFile({self._url!r}, size={self._size}, {self._options})"
+
+
+class RangeReader:
+    """Random reads of byte ranges of a fixed list of files, from any thread.
+
+    Local files are read with ``os.pread`` from files each thread keeps open
+    (the last few it used; they close with the thread or when evicted), so
+    reads need no lock; remote ones with one :func:`read_range` request per
+    read. Pickles without its open files (for worker processes).
+    """
+
+    _OPEN_FILES = 8  # per thread
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        options: ReadOptions,
+        op: str,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._paths = tuple(paths)
+        self._options = options
+        self._op = op
+        self._storage_options = dict(storage_options or {})
+        self._local = [is_local(filesystem(p, self._storage_options)[0]) for p in self._paths]
+        self._files = threading.local()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_files"]  # open files stay with their process
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._files = threading.local()
+
+    def read(self, file: int, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of file number ``file`` (fewer where the file ends first).
+
+        Raises:
+          FileNotFoundError: the file does not exist.
+          UnavailableError: a remote request kept failing.
+        """
+        path = self._paths[file]
+        if not self._local[file]:
+            fs, fs_path = filesystem(path, self._storage_options)
+            return read_range(fs, fs_path, path, start, end, self._options, self._op, exact=False)
+        files: OrderedDict[int, io.FileIO] | None = getattr(self._files, "open", None)
+        if files is None:
+            files = self._files.open = OrderedDict()
+        f = files.get(file)
+        if f is None:
+            f = io.FileIO(filesystem(path)[1], "r")
+            files[file] = f
+            if len(files) > self._OPEN_FILES:
+                files.popitem(last=False)[1].close()
+        else:
+            files.move_to_end(file)
+        return os.pread(f.fileno(), end - start, start)
