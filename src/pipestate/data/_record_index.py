@@ -21,9 +21,11 @@ checksums, so a file rewritten to the same size is caught at its first record.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import google_crc32c
 import numpy as np
@@ -46,18 +48,39 @@ def index_path(path: str) -> str:
     return path + INDEX_SUFFIX
 
 
-def encode_index(offsets: Sequence[int] | np.ndarray, data_size: int) -> bytes:
-    """The index of a record file of ``data_size`` bytes with records at ``offsets``."""
+@dataclasses.dataclass(frozen=True)
+class IndexFormat:
+    """One kind of offset index: its magic number, its name in messages, how to rebuild it."""
+
+    magic: bytes
+    kind: str  # "record index"
+    entries: str  # what its offsets count: "records"
+    rebuild: str  # the call that writes it again
+
+
+RECORD_INDEX = IndexFormat(_MAGIC, "record index", "records", "ps.data.write_record_index(path)")
+
+
+def encode_index(
+    offsets: Sequence[int] | np.ndarray, data_size: int, fmt: IndexFormat = RECORD_INDEX
+) -> bytes:
+    """The index of a file of ``data_size`` bytes with entries at ``offsets``."""
     array = np.asarray(offsets, dtype="<u8")
-    body = _HEADER.pack(_MAGIC, _VERSION, len(array), data_size) + array.tobytes()
+    body = _HEADER.pack(fmt.magic, _VERSION, len(array), data_size) + array.tobytes()
     return body + _CRC.pack(int(google_crc32c.value(body)))
 
 
-def write_index_file(path: str, offsets: Sequence[int] | np.ndarray, data_size: int) -> None:
-    """Writes the index of record file ``path`` beside it."""
-    fs, fs_path = filesystem(index_path(path))
+def write_index_file(
+    path: str,
+    offsets: Sequence[int] | np.ndarray,
+    data_size: int,
+    fmt: IndexFormat = RECORD_INDEX,
+    storage_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Writes the index of ``path`` beside it."""
+    fs, fs_path = filesystem(index_path(path), storage_options)
     with fs.open(fs_path, "wb") as f:
-        f.write(encode_index(offsets, data_size))
+        f.write(encode_index(offsets, data_size, fmt))
 
 
 def remove_index_file(path: str) -> None:
@@ -67,39 +90,47 @@ def remove_index_file(path: str) -> None:
         fs.rm_file(fs_path)
 
 
-def has_index(path: str, options: ReadOptions, op: str) -> bool:
+def has_index(
+    path: str, options: ReadOptions, op: str, storage_options: Mapping[str, Any] | None = None
+) -> bool:
     """Whether ``path`` has an index file beside it (valid or not)."""
     where = index_path(path)
-    fs, fs_path = filesystem(where)
+    fs, fs_path = filesystem(where, storage_options)
     return bool(
         call_with_retries(lambda: fs.exists(fs_path), lambda: f"looking for {where!r}", options, op)
     )
 
 
-def load_index(path: str, options: ReadOptions, op: str) -> tuple[np.ndarray, int]:
-    """The record offsets of ``path``'s index (int64, one per record), checked against the
-    file, and the file's size.
+def read_index_file(
+    path: str,
+    options: ReadOptions,
+    op: str,
+    fmt: IndexFormat,
+    storage_options: Mapping[str, Any] | None = None,
+) -> tuple[np.ndarray, int, Callable[[str], DataLossError]]:
+    """The offsets of ``path``'s index (int64), checked whole and against the file's size;
+    the file's size; and how to report the index damaged.
 
     Raises:
-      NotFoundError: the index or the record file does not exist.
+      NotFoundError: the index or the file does not exist.
       DataLossError: the index is damaged, truncated or stale.
     """
     where = index_path(path)
-    fs, fs_path = filesystem(where)
+    fs, fs_path = filesystem(where, storage_options)
     try:
         data = call_with_retries(
             lambda: fs.cat_file(fs_path), lambda: f"reading {where!r}", options, op
         )
     except FileNotFoundError as err:
         raise NotFoundError(
-            f"{op}: record file {path!r} has no index {where!r}; write it with "
-            "ps.data.write_record_index(path), or read the file without one (use_index=False)"
+            f"{op}: {path!r} has no {fmt.kind} {where!r}; write it with {fmt.rebuild}, or read "
+            "the file without one (use_index=False)"
         ) from err
-    record_fs, record_path = filesystem(path)
+    file_fs, file_path = filesystem(path, storage_options)
     try:
         size = int(
             call_with_retries(
-                lambda: record_fs.size(record_path), lambda: f"the size of {path!r}", options, op
+                lambda: file_fs.size(file_path), lambda: f"the size of {path!r}", options, op
             )
         )
     except FileNotFoundError as err:
@@ -107,20 +138,20 @@ def load_index(path: str, options: ReadOptions, op: str) -> tuple[np.ndarray, in
 
     def damaged(why: str) -> DataLossError:
         return DataLossError(
-            f"{op}: the record index {where!r} is {why}; rebuild it with "
-            "ps.data.write_record_index(path) (or read without it: use_index=False)"
+            f"{op}: the {fmt.kind} {where!r} is {why}; rebuild it with {fmt.rebuild} (or read "
+            "without it: use_index=False)"
         )
 
     if len(data) < _HEADER.size + _CRC.size:
         raise damaged(f"truncated ({len(data)} bytes)")
     magic, version, count, data_size = _HEADER.unpack_from(data)
-    if magic != _MAGIC:
-        raise damaged("not a record index (wrong magic number)")
+    if magic != fmt.magic:
+        raise damaged(f"not a {fmt.kind} (wrong magic number)")
     if version != _VERSION:
         raise damaged(f"of format version {version}; this pipestate reads version {_VERSION}")
     if len(data) != _HEADER.size + 8 * count + _CRC.size:
         raise damaged(
-            f"{len(data)} bytes long, but its header lists {count} records "
+            f"{len(data)} bytes long, but its header lists {count} {fmt.entries} "
             f"({_HEADER.size + 8 * count + _CRC.size} bytes): truncated or damaged"
         )
     if _CRC.unpack_from(data, len(data) - _CRC.size)[0] != google_crc32c.value(data[: -_CRC.size]):
@@ -131,13 +162,25 @@ def load_index(path: str, options: ReadOptions, op: str) -> tuple[np.ndarray, in
             "(the file changed after the index was written)"
         )
     offsets = np.frombuffer(data, dtype="<u8", count=count, offset=_HEADER.size).astype(np.int64)
-    if count and (
+    return offsets, size, damaged
+
+
+def load_index(path: str, options: ReadOptions, op: str) -> tuple[np.ndarray, int]:
+    """The record offsets of ``path``'s index (int64, one per record), checked against the
+    file, and the file's size.
+
+    Raises:
+      NotFoundError: the index or the record file does not exist.
+      DataLossError: the index is damaged, truncated or stale.
+    """
+    offsets, size, damaged = read_index_file(path, options, op, RECORD_INDEX)
+    if len(offsets) and (
         offsets[0] != 0
         or np.any(np.diff(offsets) < _MIN_RECORD)
         or size - int(offsets[-1]) < _MIN_RECORD
     ):
         raise damaged("inconsistent: its offsets do not leave room for each record's framing")
-    if not count and size:
+    if not len(offsets) and size:
         raise damaged(f"inconsistent: it lists no records for a file of {size} bytes")
     return offsets, size
 

@@ -451,7 +451,7 @@ def test_mixed_files_stream_unless_indexes_are_required(tmp_path: Path) -> None:
     mixed = ps.data.RecordDataset([*files, plain])
     assert mixed.cardinality() == ps.data.UNKNOWN_CARDINALITY  # streams
     assert len(_values(mixed)) == 6
-    with pytest.raises(NotFoundError, match=r"record: record file .*plain.tfrecord' has no index"):
+    with pytest.raises(NotFoundError, match=r"record: '.*plain.tfrecord' has no record index"):
         ps.data.RecordDataset([*files, plain], use_index=True)
     assert len(ps.data.RecordDataset([], use_index=True)) == 0
     assert ps.data.RecordDataset([]).cardinality() == 0
