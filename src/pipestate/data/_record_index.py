@@ -90,15 +90,40 @@ def remove_index_file(path: str) -> None:
         fs.rm_file(fs_path)
 
 
-def has_index(
-    path: str, options: ReadOptions, op: str, storage_options: Mapping[str, Any] | None = None
+def have_indexes(
+    paths: Sequence[str],
+    options: ReadOptions,
+    op: str,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> bool:
-    """Whether ``path`` has an index file beside it (valid or not)."""
-    where = index_path(path)
-    fs, fs_path = filesystem(where, storage_options)
-    return bool(
-        call_with_retries(lambda: fs.exists(fs_path), lambda: f"looking for {where!r}", options, op)
+    """Whether every file of ``paths`` has an index file beside it (valid or not).
+
+    Lists each directory once, rather than asking for every index (a request
+    each on object stores).
+    """
+    listed: dict[tuple[int, str], set[str]] = {}
+    for path in paths:
+        where = index_path(path)
+        fs, fs_path = filesystem(where, storage_options)
+        parent = fs._parent(fs_path)
+        key = (id(fs), parent)
+        if key not in listed:
+            try:
+                names = _list(fs, parent, options, op)
+            except FileNotFoundError:
+                names = []
+            listed[key] = {fs._strip_protocol(name) for name in names}
+        if fs._strip_protocol(fs_path) not in listed[key]:
+            return False
+    return True
+
+
+def _list(fs: Any, directory: str, options: ReadOptions, op: str) -> list[str]:
+    """The paths in ``directory``, listed with retries."""
+    names = call_with_retries(
+        lambda: fs.ls(directory, detail=False), lambda: f"listing {directory!r}", options, op
     )
+    return list(names)
 
 
 def read_index_file(

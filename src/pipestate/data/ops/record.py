@@ -14,7 +14,7 @@ import numpy as np
 from pipestate._validate import brief, check_bool
 from pipestate.data import _record_format, _record_index
 from pipestate.data._files import FileDataset, check_compression, open_file, to_path
-from pipestate.data._record_index import RecordIndex, has_index, load_index
+from pipestate.data._record_index import RecordIndex, have_indexes, load_index
 from pipestate.data._remote import ReadOptions, check_read_options
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import DatasetIterator
@@ -108,7 +108,7 @@ class RecordDataset(FileDataset):
                 )
             return None
         options = self._read_options
-        if use == "auto" and not (names and all(has_index(n, options, op) for n in names)):
+        if use == "auto" and not (names and have_indexes(names, options, op)):
             return None
         loaded = [load_index(name, options, op) for name in names]
         return RecordIndex(names, [o for o, _ in loaded], [s for _, s in loaded], op, options)
