@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import re
-from typing import Any, BinaryIO
-
-import numpy as np
+from typing import Any
 
 from pipestate._validate import check_bool, check_int
 from pipestate.data import _tar
@@ -13,15 +10,10 @@ from pipestate.data._files import describe_names, open_file
 from pipestate.data._permutation import Permutation
 from pipestate.data._remote import check_read_options, check_storage_options
 from pipestate.data._shards import shard_urls
+from pipestate.data._webdataset import ShardReader
 from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import State, StreamIterator, read_int
-from pipestate.errors import DataLossError, StateMismatchError
-
-# WebDataset's rules (webdataset.tariterators): a member's key is its name up
-# to the first dot of its base name, the rest (lower-cased) its field; names
-# of the form __x__ are metadata, not sample data.
-_KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
-_META = re.compile(r"__[^/]*__($|/)")
+from pipestate.errors import StateMismatchError
 
 
 class _WebDatasetIterator(StreamIterator["WebDatasetDataset"]):
@@ -35,20 +27,18 @@ class _WebDatasetIterator(StreamIterator["WebDatasetDataset"]):
     def _start(self) -> None:
         self._inputs = []
         self._position = 0  # the shard's position in this pass's order
-        self._offset = 0  # the next member's first header block in that shard
+        self._offset = 0  # where the next sample starts in that shard
         self._samples = 0
-        self._url: str | None = None
-        self._stream: BinaryIO | None = None
-        self._cursor: _tar.TarCursor | None = None
-        self._pending: _tar.Member | None = None  # a header read, its member not yet used
+        self._reader: ShardReader | None = None
 
     def _next(self) -> Any:
         dataset = self._source
         while self._position < len(dataset._urls):
-            if self._stream is None:
-                self._url = dataset._shard(self._epoch, self._position)
-                self._stream = open_file(
-                    self._url,
+            reader = self._reader
+            if reader is None:
+                url = dataset._shard(self._epoch, self._position)
+                stream = open_file(
+                    url,
                     None,
                     None,
                     self._offset,
@@ -56,71 +46,24 @@ class _WebDatasetIterator(StreamIterator["WebDatasetDataset"]):
                     dataset._read_options,
                     dataset._storage_options,
                 )
-                self._cursor = _tar.TarCursor(self._stream)
+                reader = self._reader = ShardReader(stream, url, self._op, self._offset)
             try:
-                sample = self._read_sample()
+                sample = reader.next_sample()
             except BaseException:
                 # The position stays at the sample being read: a next call
                 # (or a restore) reopens the shard there and reads it whole.
+                self._offset = reader.offset
                 self._close()
                 raise
+            self._offset = reader.offset
+            if reader.ended:
+                self._close()
+                self._position += 1
+                self._offset = 0
             if sample is not None:
                 self._samples += 1
                 return sample
         raise StopIteration
-
-    def _read_sample(self) -> dict[str, Any] | None:
-        """The next sample of the open shard; moves to the next shard after its last."""
-        stream, cursor, url = self._stream, self._cursor, self._url
-        assert stream is not None
-        assert cursor is not None
-        assert url is not None
-        sample: dict[str, Any] | None = None
-        current = ""  # the sample's key
-        offset = self._offset  # the next member's; self._offset moves once a sample is whole
-        while True:
-            member = self._pending or _tar.read_member(cursor, url, offset, self._op)
-            self._pending = None
-            if member is None:  # the end-of-archive block
-                self._next_shard()
-                return sample
-            name = member.name
-            if not member.regular or _META.match(name) is not None:
-                _tar.skip(stream, member)
-                offset = member.end
-                if sample is None:
-                    self._offset = offset
-                continue
-            match = _KEY.match(name)
-            if match is None:
-                raise DataLossError(
-                    f"{self._op}: tar member {name!r} at byte offset {member.offset} of {url!r} "
-                    "has no extension, so it belongs to no sample (webdataset skips such "
-                    "members); rename it to <key>.<field> or remove it from the shard"
-                )
-            key, field = match.group(1), match.group(2).lower()
-            if sample is not None and key != current:
-                self._pending = member  # the next sample's first member: read it next time
-                self._offset = member.offset
-                return sample
-            if sample is None:
-                current = key
-                sample = {
-                    "__key__": np.bytes_(key.encode("utf-8", "surrogateescape")),
-                    "__url__": np.bytes_(url.encode("utf-8", "surrogateescape")),
-                }
-            elif field in sample:
-                raise DataLossError(
-                    f"{self._op}: tar member {name!r} at byte offset {member.offset} of {url!r} "
-                    f"repeats field {field!r} of sample {key!r}; each sample's fields must differ"
-                )
-            sample[field] = np.bytes_(_tar.read_data(stream, member, url, self._op))
-            offset = member.end
-
-    def _next_shard(self) -> None:
-        self._close()
-        self._position += 1
-        self._offset = 0
 
     def _op_state(self) -> State:
         return {
@@ -145,10 +88,9 @@ class _WebDatasetIterator(StreamIterator["WebDatasetDataset"]):
         return []
 
     def _close(self) -> None:
-        if self._stream is not None:
-            stream, self._stream = self._stream, None
-            self._cursor = self._pending = None
-            stream.close()
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            reader.close()
 
     def _release(self) -> None:
         self._close()
