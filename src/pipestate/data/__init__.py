@@ -10,6 +10,7 @@ from __future__ import annotations
 from pipestate.data._remote import ReadOptions
 from pipestate.data._saveable import make_saveable_from_iterator
 from pipestate.data._spec import TensorSpec
+from pipestate.data._webdataset import write_webdataset_index
 from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import STATE_VERSION, DatasetIterator, State
 from pipestate.data.loader import Loader, LoaderWorkerError, WorkerInfo, get_worker_info
@@ -38,4 +39,5 @@ __all__ = [
     "get_worker_info",
     "make_saveable_from_iterator",
     "write_record_index",
+    "write_webdataset_index",
 ]

@@ -30,6 +30,7 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
+from pipestate._validate import brief
 from pipestate.data import _record_format
 from pipestate.data._remote import RangeReader, ReadOptions, call_with_retries, filesystem
 from pipestate.errors import DataLossError, NotFoundError
@@ -41,6 +42,15 @@ _HEADER = struct.Struct("<8sIQQ")
 _CRC = struct.Struct("<I")
 _MIN_RECORD = _record_format.HEADER_SIZE + _record_format.FOOTER_SIZE
 _LENGTH_HEADER = struct.Struct("<QI")
+
+
+def check_use_index(value: Any, op: str) -> bool | str:
+    """Validates a ``use_index`` argument: ``True``, ``False`` or ``"auto"``."""
+    if value is True or value is False or (isinstance(value, str) and value == "auto"):
+        return value
+    raise (TypeError if not isinstance(value, (bool, str, np.bool_)) else ValueError)(
+        f"{op}: use_index must be True, False or 'auto', got {brief(value, 80)}"
+    )
 
 
 def index_path(path: str) -> str:

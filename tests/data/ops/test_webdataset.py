@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -504,6 +505,9 @@ def _webdataset_sources(draw: st.DrawFn) -> ps.Dataset:
     urls = write_shards(f"memory://pipestate-wds-property/{unique_name()}", counts)
     shuffle = draw(st.booleans())
     seed = draw(st.none() | st.integers(0, 2**31)) if shuffle else None
+    if draw(st.booleans()):  # random access through shard indexes
+        _index_all(urls)
+        return ps.Dataset.from_webdataset(urls, shuffle, seed, use_index=True)
     return ps.Dataset.from_webdataset(urls, shuffle_shards=shuffle, seed=seed)
 
 
@@ -537,3 +541,157 @@ def test_next_after_an_unavailable_error_loses_nothing(
             break
     assert failures >= 5
     assert [{**s, "__url__": b""} for s in got] == [{**s, "__url__": b""} for s in expected]
+
+
+# ----------------------------------------------------------------- shard indexes
+def _index_all(urls: list[str], **kwargs: Any) -> list[int]:
+    return [ps.data.write_webdataset_index(url, **kwargs) for url in urls]
+
+
+def test_indexed_shards_are_random_access(shards: list[str]) -> None:
+    assert _index_all(shards) == COUNTS
+    ds = ps.Dataset.from_webdataset(shards)
+    assert len(ds) == sum(COUNTS)
+    streamed = ps.Dataset.from_webdataset(shards, use_index=False)
+    assert streamed.cardinality() == ps.data.UNKNOWN_CARDINALITY
+    assert _samples(ds) == _samples(streamed) == expected_samples(shards, COUNTS)
+    assert plain(ds[3]) == expected_samples(shards, COUNTS)[3]
+    assert plain(ds[-1]) == expected_samples(shards, COUNTS)[-1]
+    it = iter(ds)
+    next(it)
+    assert it.get_state()["iterator"] == {"index": 1, "seed": None}
+    # the same shard order as the streaming reader, pass by pass
+    for seed in (3, 4):
+        shuffled = ps.Dataset.from_webdataset(shards, True, seed).repeat(2)
+        streamed_shuffled = ps.Dataset.from_webdataset(shards, True, seed, use_index=False)
+        assert _samples(shuffled) == _samples(streamed_shuffled.repeat(2))
+    keys = [bytes(s["__key__"]) for s in ds.global_shuffle(seed=1)]
+    assert sorted(keys) == sorted(s["__key__"] for s in expected_samples(shards, COUNTS))
+
+
+def test_index_of_shards_with_skipped_members(tmp_path: Path) -> None:
+    members: list[tuple[str, bytes | None]] = [
+        ("dir", None),
+        ("__meta__", b"m"),
+        ("a.txt", b"1"),
+        ("a.json", b"2"),
+        ("__x__/y.txt", b"skipped"),
+        ("b.txt", b"3"),
+        ("q/" + "n" * 150 + ".bin", b"\x00" * 700),  # a pax long name
+        ("c.txt", b"4"),
+        ("__trailer__", b"t"),
+    ]
+    url = write_tar(str(tmp_path / "s.tar"), members)
+    assert ps.data.write_webdataset_index(url) == 4
+    indexed = ps.Dataset.from_webdataset([url], use_index=True)
+    assert _samples(indexed) == _samples(ps.Dataset.from_webdataset([url], use_index=False))
+    empty = write_tar(str(tmp_path / "empty.tar"), [("d", None)])
+    assert ps.data.write_webdataset_index(empty) == 0
+    assert len(ps.Dataset.from_webdataset([empty, url])) == 4
+
+
+INDEXED: dict[str, Any] = {
+    "indexed": lambda urls: ps.Dataset.from_webdataset(urls),
+    "shuffled-shards": lambda urls: ps.Dataset.from_webdataset(urls, True, seed=2),
+    "drawn-seed-repeat": lambda urls: ps.Dataset.from_webdataset(urls, True).repeat(2),
+    "global-shuffle-batch": lambda urls: (
+        ps.Dataset.from_webdataset(urls).global_shuffle(seed=5).map(lambda s: s["cls"]).batch(3)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INDEXED))
+def test_indexed_conformance(shards: list[str], name: str) -> None:
+    _index_all(shards)
+    assert_conformant(INDEXED[name](shards))
+
+
+def test_indexed_remote_shards(memory_dir: str, faulty: type[FaultyMemoryFileSystem]) -> None:
+    urls = write_shards(memory_dir, [6, 3])
+    remote = [url.replace("memory://", "faultymem://") for url in urls]
+    options = ps.data.ReadOptions(attempts=3, backoff=0.001)
+    assert _index_all(remote, read_options=options) == [6, 3]
+    faulty.reset(failures=2)
+    ds = ps.Dataset.from_webdataset(remote, use_index=True, read_options=options)
+    assert [plain(s)["txt"] for s in ds] == [s["txt"] for s in expected_samples(urls, [6, 3])]
+    faulty.reset()
+    assert plain(ds[7]) == {**expected_samples(urls, [6, 3])[7], "__url__": remote[1].encode()}
+    assert len(faulty.reads) == 1  # one request: the sample's own bytes
+
+
+def test_s3_indexed(s3_server: Any) -> None:
+    options = s3_server.storage_options
+    prefix = f"s3://pipestate-test/wds-indexed-{unique_name()}"
+    urls = write_shards(prefix, [3, 2], storage_options=options)
+    assert _index_all(urls, storage_options=options) == [3, 2]
+    ds = ps.Dataset.from_webdataset(f"{prefix}/shard-*.tar", storage_options=options)
+    assert len(ds) == 5
+    assert _samples(ds.global_shuffle(seed=1)) != _samples(ds)
+    assert sorted(map(str, _samples(ds))) == sorted(map(str, expected_samples(urls, [3, 2])))
+
+
+def test_streaming_states_and_indexed_shards(shards: list[str]) -> None:
+    ds = ps.Dataset.from_webdataset(shards)  # no indexes yet: streams
+    it = iter(ds)
+    for _ in range(4):
+        next(it)
+    state = roundtrip_state(it.get_state())
+    rest = _samples(it)
+    _index_all(shards)
+    with pytest.raises(
+        StateMismatchError,
+        match=r"op #0 'webdataset' had different settings than this dataset's "
+        r"webdataset\(.*indexed='10 samples'\)",
+    ):
+        iter(ps.Dataset.from_webdataset(shards)).set_state(state)
+    streaming = iter(ps.Dataset.from_webdataset(shards, use_index=False))
+    streaming.set_state(state)
+    assert _samples(streaming) == rest
+
+
+def test_index_required_or_mixed(shards: list[str]) -> None:
+    ps.data.write_webdataset_index(shards[0])
+    assert ps.Dataset.from_webdataset(shards).cardinality() == ps.data.UNKNOWN_CARDINALITY
+    with pytest.raises(NotFoundError, match=r"webdataset: '.*shard-001.tar' has no shard index"):
+        ps.Dataset.from_webdataset(shards, use_index=True)
+    with pytest.raises(ValueError, match="webdataset: use_index must be True, False or 'auto'"):
+        ps.Dataset.from_webdataset(shards, use_index="always")
+
+
+def test_stale_shard_index(tmp_path: Path) -> None:
+    path, data = _shard(tmp_path, count=3)
+    ps.data.write_webdataset_index(path)
+    Path(path).write_bytes(data + b"\0" * 512)
+    with pytest.raises(DataLossError, match=r"shard index .* is stale: it describes a file of"):
+        ps.Dataset.from_webdataset([path])
+    # the same size, samples laid out otherwise
+    members = sample_members([("k0", {"txt": b"t" * 600, "cls": b"c"}), ("k2", {"txt": b"t"})])
+    Path(path).write_bytes(
+        tar_bytes(members, tarfile.USTAR_FORMAT)[: len(data)].ljust(len(data), b"\0")
+    )
+    ds = ps.Dataset.from_webdataset([path], use_index=True)
+    with pytest.raises(DataLossError, match="does not end where its shard index says"):
+        ds[1]
+
+
+def test_write_webdataset_index_errors(tmp_path: Path) -> None:
+    path, data = _shard(tmp_path)
+    Path(path).write_bytes(data[: 1536 + 100])
+    with pytest.raises(DataLossError, match="write_webdataset_index: truncated tar header"):
+        ps.data.write_webdataset_index(path)
+    assert not Path(path + ".index").exists()
+    with pytest.raises(NotFoundError, match=r"write_webdataset_index: file .*nope.tar' does not"):
+        ps.data.write_webdataset_index(str(tmp_path / "nope.tar"))
+    with pytest.raises(TypeError, match="write_webdataset_index: url must be a str"):
+        ps.data.write_webdataset_index(None)  # type: ignore[arg-type]
+    buffer = io.BytesIO()
+    with tarfile.open(
+        fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"comment": "x"}
+    ) as tar:
+        info = tarfile.TarInfo("a.txt")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"1"))
+    global_pax = tmp_path / "g.tar"
+    global_pax.write_bytes(buffer.getvalue())
+    with pytest.raises(ValueError, match="has a global pax header"):
+        ps.data.write_webdataset_index(str(global_pax))

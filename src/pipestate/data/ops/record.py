@@ -14,7 +14,7 @@ import numpy as np
 from pipestate._validate import brief, check_bool
 from pipestate.data import _record_format, _record_index
 from pipestate.data._files import FileDataset, check_compression, open_file, to_path
-from pipestate.data._record_index import RecordIndex, have_indexes, load_index
+from pipestate.data._record_index import RecordIndex, check_use_index, have_indexes, load_index
 from pipestate.data._remote import ReadOptions, check_read_options
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import DatasetIterator
@@ -91,7 +91,7 @@ class RecordDataset(FileDataset):
         use_index: bool | str = "auto",
     ) -> None:
         super().__init__(filenames, compression_type, buffer_size, read_options)
-        self._use_index = _check_use_index(use_index)
+        self._use_index = check_use_index(use_index, self._op_name)
         self._index = self._open_index()
 
     def _open_index(self) -> RecordIndex | None:
@@ -339,14 +339,6 @@ def write_record_index(
             offset = result[1]
     _record_index.write_index_file(name, offsets, offset)
     return len(offsets)
-
-
-def _check_use_index(value: Any) -> bool | str:
-    if value is True or value is False or (isinstance(value, str) and value == "auto"):
-        return value
-    raise (TypeError if not isinstance(value, (bool, str, np.bool_)) else ValueError)(
-        f"record: use_index must be True, False or 'auto', got {brief(value, 80)}"
-    )
 
 
 class _ZlibWriter:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from pipestate._validate import check_bool, check_int
 from pipestate.data import _tar
 from pipestate.data._files import describe_names, open_file
-from pipestate.data._permutation import Permutation
-from pipestate.data._remote import check_read_options, check_storage_options
+from pipestate.data._permutation import Permutation, evict_oldest
+from pipestate.data._record_index import check_use_index, have_indexes
+from pipestate.data._remote import RangeReader, check_read_options, check_storage_options
 from pipestate.data._shards import shard_urls
-from pipestate.data._webdataset import ShardReader
+from pipestate.data._webdataset import ShardReader, load_shard_index, sample_at
 from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import State, StreamIterator, read_int
-from pipestate.errors import StateMismatchError
+from pipestate.errors import NotFoundError, StateMismatchError
 
 
 class _WebDatasetIterator(StreamIterator["WebDatasetDataset"]):
@@ -113,6 +116,11 @@ class WebDatasetDataset(Dataset):
     this pass. A restore opens that shard and seeks to the offset: it never
     reads earlier shards or earlier members.
 
+    With a shard index beside every shard (``<shard>.index``, written by
+    :func:`pipestate.data.write_webdataset_index`), the dataset is random
+    access instead: ``len()``, ``ds[i]``, ``global_shuffle``, and a state of
+    one index. Sample ``i`` is read with one ranged read of its bytes.
+
     Args:
       urls: a list or tuple of shard URLs / paths (taken as they are), or one
         str in brace notation (``"shard-{000..099}.tar"``) or a glob, matched
@@ -124,13 +132,18 @@ class WebDatasetDataset(Dataset):
       storage_options: fsspec filesystem arguments (credentials, endpoint);
         never part of the fingerprint or the repr.
       read_options: read-ahead and retries for remote filesystems.
+      use_index: ``"auto"`` (default): random access when every shard has an
+        index, else streaming; ``True``: require the indexes; ``False``:
+        always stream (the reading that states saved before the shards had
+        indexes restore into).
 
     Raises:
       TypeError: an argument of the wrong type.
       ValueError: an empty list of URLs, or unbalanced braces.
-      NotFoundError: a glob matches nothing, or (while iterating) a shard does
-        not exist.
-      DataLossError: (while iterating) a truncated or damaged shard, a member
+      NotFoundError: a glob matches nothing, ``use_index=True`` and a shard
+        has no index, or (while iterating) a shard does not exist.
+      DataLossError: (when made) a damaged or stale shard index; (while
+        iterating) a truncated or damaged shard, a member
         that belongs to no sample (a name without an extension) or two members
         of one sample with the same field; the message names the shard and
         the byte offset.
@@ -153,6 +166,7 @@ class WebDatasetDataset(Dataset):
         seed: int | None = None,
         storage_options: dict[str, Any] | None = None,
         read_options: Any = None,
+        use_index: bool | str = "auto",
     ) -> None:
         super().__init__()
         op = self._op_name
@@ -160,23 +174,80 @@ class WebDatasetDataset(Dataset):
         self._read_options = check_read_options(read_options, op)
         self._shuffle = bool(check_bool("shuffle_shards", shuffle_shards, op=op))
         self._seed = None if seed is None else check_int("seed", seed, op=op)
+        use = check_use_index(use_index, op)
         self._urls = shard_urls(urls, op, self._storage_options)
+        # With an index per shard: each sample's byte range, per shard.
+        self._offsets: list[np.ndarray] | None = None
+        if use is True or (
+            use == "auto"
+            and have_indexes(self._urls, self._read_options, op, self._storage_options)
+        ):
+            self._offsets = [
+                load_shard_index(url, self._read_options, op, self._storage_options)
+                for url in self._urls
+            ]
+            self._counts = np.array([len(o) - 1 for o in self._offsets], dtype=np.int64)
+            self._ranges = RangeReader(self._urls, self._read_options, op, self._storage_options)
+        self._orders: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def _random_access(self) -> bool:
+        return self._offsets is not None
+
+    @property
+    def _vectorised(self) -> bool:
+        return False  # dicts of bytes: stacking them as blocks would drop trailing NUL bytes
 
     def _cardinality(self) -> int:
-        return UNKNOWN_CARDINALITY
+        if self._offsets is None:
+            return UNKNOWN_CARDINALITY
+        return int(self._counts.sum())
 
     def _params(self) -> dict[str, Any]:
-        return {
+        params: dict[str, Any] = {
             "urls": describe_names(self._urls),
             "shuffle_shards": self._shuffle,
             "seed": self._seed,
         }
+        if self._offsets is not None:
+            # A streaming state (shard + offset) can't be read as an index.
+            params["indexed"] = f"{self._cardinality()} samples"
+        return params
 
     def _draws_seed(self) -> bool:
         return self._shuffle and self._seed is None
 
     def _set_drawn_seed(self, seed: int) -> None:
         self._seed = seed
+        self._orders = {}
+
+    def _get(self, epoch: int, position: int) -> Any:
+        assert self._offsets is not None  # the random-access path
+        shard, number = self._locate(epoch, position)
+        url, offsets = self._urls[shard], self._offsets[shard]
+        start, end = int(offsets[number]), int(offsets[number + 1])
+        try:
+            data = self._ranges.read(shard, start, end)
+        except FileNotFoundError as err:
+            raise NotFoundError(f"{self._op_name}: file {url!r} does not exist") from err
+        return sample_at(data, url, self._op_name, start, end)
+
+    def _locate(self, epoch: int, position: int) -> tuple[int, int]:
+        """The shard and the sample number in it of ``position`` in pass ``epoch``."""
+        key = epoch if self._shuffle else 0
+        entry = self._orders.get(key)
+        if entry is None:
+            order = np.arange(len(self._urls), dtype=np.int64)
+            if self._shuffle:
+                assert self._seed is not None  # resolved by the iterator
+                order = Permutation(len(order), self._seed, epoch).apply(order)
+            starts = np.concatenate([[0], np.cumsum(self._counts[order])]).astype(np.int64)
+            if len(self._orders) >= 8:
+                evict_oldest(self._orders)
+            entry = self._orders[key] = (order, starts)
+        order, starts = entry
+        k = int(np.searchsorted(starts, position, side="right")) - 1
+        return int(order[k]), position - int(starts[k])
 
     def _shard(self, epoch: int, position: int) -> str:
         """The URL of the shard read at ``position`` of pass ``epoch``."""
