@@ -11,6 +11,9 @@ Run: .venv/bin/python bench/bench_webdataset.py [--quick]
 (c) ``RecordDataset`` over indexed files: a ``global_shuffle``d pass against
     a sequential pass over the same index, and against the streaming reader
     (``use_index=False``).
+(d) ``from_webdataset`` over the shards of (a) with shard indexes: a
+    ``global_shuffle``d pass and an in-order pass by index, against the
+    streaming reader.
 """
 
 from __future__ import annotations
@@ -119,6 +122,29 @@ def _records(directory: Path, count: int, repeats: int) -> dict[str, Any]:
     }
 
 
+def _indexed_shards(urls: list[str], repeats: int) -> dict[str, Any]:
+    for url in urls:
+        ps.data.write_webdataset_index(url)
+    indexed = ps.Dataset.from_webdataset(urls)
+    streaming = ps.Dataset.from_webdataset(urls, use_index=False)
+    count = len(indexed)
+
+    def drain(ds: ps.Dataset) -> int:
+        return sum(1 for _ in ds)
+
+    streamed = best_of(lambda: drain(streaming), repeats)
+    in_order = best_of(lambda: drain(indexed), repeats)
+    shuffled = best_of(lambda: drain(indexed.global_shuffle(seed=0)), repeats)
+    return {
+        "samples": count,
+        "streaming_samples_per_s": count / streamed,
+        "indexed_samples_per_s": count / in_order,
+        "shuffled_samples_per_s": count / shuffled,
+        "ratio_indexed_to_streaming": streamed / in_order,
+        "ratio_shuffled_to_streaming": streamed / shuffled,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
@@ -133,6 +159,7 @@ def main() -> None:
             "throughput": _throughput(urls, repeats),
             "restore": _restore(urls, per_shard, 20 if args.quick else 200),
             "records": _records(scratch, records, repeats),
+            "indexed_shards": _indexed_shards(urls, repeats),
         }
         elapsed = time.perf_counter() - started
     finally:
@@ -173,6 +200,22 @@ def main() -> None:
                     "streaming (use_index=False)",
                     c["streaming_records_per_s"],
                     1 / c["ratio_indexed_to_streaming"],
+                ],
+            ],
+        )
+    )
+    d = results["indexed_shards"]
+    print(f"\n(d) the shards of (a) with shard indexes: {d['samples']} samples")
+    print(
+        table(
+            ["read", "samples/s", "ratio to streaming"],
+            [
+                ["streaming (use_index=False)", d["streaming_samples_per_s"], 1.0],
+                ["indexed, in order", d["indexed_samples_per_s"], d["ratio_indexed_to_streaming"]],
+                [
+                    "indexed, global_shuffle",
+                    d["shuffled_samples_per_s"],
+                    d["ratio_shuffled_to_streaming"],
                 ],
             ],
         )
