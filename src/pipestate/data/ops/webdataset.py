@@ -1,4 +1,5 @@
-"""``Dataset.from_webdataset``: the samples of WebDataset tar shards, resumable mid-shard."""
+"""``Dataset.from_webdataset``: the samples of WebDataset tar shards, resumable mid-shard,
+or by sample number through shard indexes."""
 
 from __future__ import annotations
 
@@ -139,14 +140,14 @@ class WebDatasetDataset(Dataset):
 
     Raises:
       TypeError: an argument of the wrong type.
-      ValueError: an empty list of URLs, or unbalanced braces.
+      ValueError: an empty list of URLs, unbalanced braces, or a
+        ``use_index`` other than ``True``, ``False`` or ``"auto"``.
       NotFoundError: a glob matches nothing, ``use_index=True`` and a shard
         has no index, or (while iterating) a shard does not exist.
       DataLossError: (when made) a damaged or stale shard index; (while
-        iterating) a truncated or damaged shard, a member
-        that belongs to no sample (a name without an extension) or two members
-        of one sample with the same field; the message names the shard and
-        the byte offset.
+        iterating) a truncated or damaged shard, a member that belongs to no
+        sample (a name without an extension) or two members of one sample
+        with the same field; the message names the shard and the byte offset.
       UnavailableError: (while iterating) a remote read kept failing.
 
     Example:
