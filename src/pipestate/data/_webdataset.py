@@ -25,7 +25,13 @@ from pipestate._validate import brief
 from pipestate.data import _tar
 from pipestate.data._files import open_file, to_path
 from pipestate.data._record_index import IndexFormat, read_index_file, write_index_file
-from pipestate.data._remote import ReadOptions, check_read_options, check_storage_options
+from pipestate.data._remote import (
+    ReadOptions,
+    check_read_options,
+    check_storage_options,
+    filesystem,
+    read_range,
+)
 from pipestate.errors import DataLossError
 
 _KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
@@ -129,22 +135,44 @@ class _Span(io.BytesIO):
         return super().tell() + self._base
 
 
-def sample_at(data: bytes, url: str, op: str, start: int, end: int) -> dict[str, Any]:
-    """The one sample that the shard's bytes ``data``, ``[start, end)``, hold.
+def sample_at(
+    data: bytes,
+    url: str,
+    op: str,
+    start: int,
+    end: int,
+    *,
+    last: bool = False,
+    empty: bool = False,
+) -> dict[str, Any] | None:
+    """The one sample that the shard's bytes ``data``, from ``start`` to ``end``, hold.
+
+    With ``last``, ``data`` also holds the block after ``end``, which must be
+    the end-of-archive block (so an index can't end a shard early). With
+    ``empty``, the bytes must hold no sample (an index of a shard without
+    samples), and ``None`` is returned.
 
     Raises:
-      DataLossError: the bytes hold no whole sample or more than one (the index is
-        stale), or a damaged member.
+      DataLossError: the bytes hold no whole sample or more than one, or the
+        end-of-archive block is not at ``end`` (the index is stale), or a
+        damaged member.
     """
+    trailer = data[end - start :]
+    data = data[: end - start]
     reader = ShardReader(_Span(data, start), url, op, start, limit=end)
     sample = reader.next_sample()
-    if sample is None or reader.offset != end or len(data) != end - start:
-        raise DataLossError(
-            f"{op}: the sample at byte offset {start} of {url!r} does not end where its shard "
-            f"index says (byte {end}); the index is stale: rebuild it with "
-            f"{SHARD_INDEX.rebuild}"
-        )
+    if last and trailer != bytes(_tar.BLOCK):
+        raise _stale(url, op, f"the end-of-archive block is not at byte {end}")
+    if (sample is None) != empty or reader.offset != end:
+        raise _stale(url, op, f"the sample at byte offset {start} does not end at byte {end}")
     return sample
+
+
+def _stale(url: str, op: str, what: str) -> DataLossError:
+    return DataLossError(
+        f"{op}: {url!r} does not match its shard index: {what}; the index is stale: rebuild "
+        f"it with {SHARD_INDEX.rebuild}"
+    )
 
 
 def load_shard_index(
@@ -164,6 +192,13 @@ def load_shard_index(
         or int(offsets[-1]) + _tar.BLOCK > size
     ):
         raise damaged("inconsistent: its offsets are not increasing tar member offsets")
+    if len(offsets) > 1 and offsets[0] != 0:
+        raise damaged("inconsistent: its first sample does not start the shard")
+    if len(offsets) == 1:  # no samples: check that the shard has none indeed
+        end = int(offsets[0])
+        fs, fs_path = filesystem(url, storage_options)
+        data = read_range(fs, fs_path, url, 0, end + _tar.BLOCK, options, op, exact=False)
+        sample_at(data, url, op, 0, end, last=True, empty=True)
     return offsets
 
 

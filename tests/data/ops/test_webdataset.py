@@ -17,7 +17,9 @@ import pytest
 from hypothesis import strategies as st
 
 import pipestate as ps
+from pipestate.data._record_index import write_index_file
 from pipestate.data._shards import expand_braces
+from pipestate.data._webdataset import SHARD_INDEX
 from pipestate.errors import DataLossError, NotFoundError, StateMismatchError, UnavailableError
 from pipestate.testing import assert_conformant, roundtrip_state
 
@@ -670,7 +672,11 @@ def test_stale_shard_index(tmp_path: Path) -> None:
         tar_bytes(members, tarfile.USTAR_FORMAT)[: len(data)].ljust(len(data), b"\0")
     )
     ds = ps.Dataset.from_webdataset([path], use_index=True)
-    with pytest.raises(DataLossError, match="does not end where its shard index says"):
+    with pytest.raises(
+        DataLossError,
+        match=r"bad.tar' does not match its shard index: the sample at byte offset 1536 does "
+        r"not end at byte 3072; the index is stale: rebuild it with ps.data.write_webdataset_index",
+    ):
         ds[1]
 
 
@@ -695,3 +701,29 @@ def test_write_webdataset_index_errors(tmp_path: Path) -> None:
     global_pax.write_bytes(buffer.getvalue())
     with pytest.raises(ValueError, match="has a global pax header"):
         ps.data.write_webdataset_index(str(global_pax))
+
+
+@pytest.mark.parametrize(
+    ("offsets", "when", "message"),
+    [
+        # three samples of 1536 bytes, the end-of-archive block at 4608
+        ([0, 1536, 3072], "read", "the end-of-archive block is not at byte 3072"),
+        ([4608], "made", "the sample at byte offset 0 does not end at byte 4608"),
+        ([1536, 3072, 4608], "made", "its first sample does not start the shard"),
+        ([0, 3072, 4608], "read", "the sample at byte offset 0 does not end at byte 3072"),
+        ([0, 1000, 4608], "made", "its offsets are not increasing tar member offsets"),
+    ],
+    ids=["ends-early", "claims-empty", "skips-first", "merges-two", "unaligned"],
+)
+def test_hostile_shard_index_loses_nothing(
+    tmp_path: Path, offsets: list[int], when: str, message: str
+) -> None:
+    path, data = _shard(tmp_path, count=3)
+    write_index_file(path, offsets, len(data), SHARD_INDEX)
+    if when == "made":
+        with pytest.raises(DataLossError, match=message):
+            ps.Dataset.from_webdataset([path])
+        return
+    ds = ps.Dataset.from_webdataset([path])
+    with pytest.raises(DataLossError, match=message):
+        list(ds)

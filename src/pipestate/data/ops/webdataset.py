@@ -227,11 +227,15 @@ class WebDatasetDataset(Dataset):
         shard, number = self._locate(epoch, position)
         url, offsets = self._urls[shard], self._offsets[shard]
         start, end = int(offsets[number]), int(offsets[number + 1])
+        # The last sample is read with the block after it, which must end the archive.
+        last = number == len(offsets) - 2
         try:
-            data = self._ranges.read(shard, start, end)
+            data = self._ranges.read(shard, start, end + _tar.BLOCK if last else end)
         except FileNotFoundError as err:
             raise NotFoundError(f"{self._op_name}: file {url!r} does not exist") from err
-        return sample_at(data, url, self._op_name, start, end)
+        sample = sample_at(data, url, self._op_name, start, end, last=last)
+        assert sample is not None  # sample_at raises for a sample the index lists but isn't
+        return sample
 
     def _locate(self, epoch: int, position: int) -> tuple[int, int]:
         """The shard and the sample number in it of ``position`` in pass ``epoch``."""
