@@ -42,6 +42,7 @@ _HEADER = struct.Struct("<8sIQQ")
 _CRC = struct.Struct("<I")
 _MIN_RECORD = _record_format.HEADER_SIZE + _record_format.FOOTER_SIZE
 _LENGTH_HEADER = struct.Struct("<QI")
+_ASK_EACH = 4  # files of one directory asked for one by one; more: the directory is listed
 
 
 def check_use_index(value: Any, op: str) -> bool | str:
@@ -108,22 +109,33 @@ def have_indexes(
 ) -> bool:
     """Whether every file of ``paths`` has an index file beside it (valid or not).
 
-    Lists each directory once, rather than asking for every index (a request
-    each on object stores).
+    Where many files share a directory, it is listed once rather than asking
+    for every index (a request each on object stores); a few files are
+    asked for one by one (a large directory is not listed for one file).
     """
-    listed: dict[tuple[int, str], set[str]] = {}
+    groups: dict[tuple[int, str], list[tuple[Any, str]]] = {}
     for path in paths:
-        where = index_path(path)
-        fs, fs_path = filesystem(where, storage_options)
-        parent = fs._parent(fs_path)
-        key = (id(fs), parent)
-        if key not in listed:
-            try:
-                names = _list(fs, parent, options, op)
-            except FileNotFoundError:
-                names = []
-            listed[key] = {fs._strip_protocol(name) for name in names}
-        if fs._strip_protocol(fs_path) not in listed[key]:
+        fs, fs_path = filesystem(index_path(path), storage_options)
+        groups.setdefault((id(fs), fs._parent(fs_path)), []).append((fs, fs_path))
+    for (_, parent), members in groups.items():
+        fs = members[0][0]
+        if len(members) <= _ASK_EACH:
+            for _, fs_path in members:
+                found = call_with_retries(
+                    lambda: fs.exists(fs_path),  # noqa: B023 (called at once)
+                    lambda: f"looking for {fs_path!r}",  # noqa: B023
+                    options,
+                    op,
+                )
+                if not found:
+                    return False
+            continue
+        try:
+            names = _list(fs, parent, options, op)
+        except FileNotFoundError:
+            return False
+        listed = {fs._strip_protocol(name) for name in names}
+        if not all(fs._strip_protocol(fs_path) in listed for _, fs_path in members):
             return False
     return True
 

@@ -648,3 +648,12 @@ def test_indexed_records_in_loader_workers(tmp_path: Path, context: str) -> None
     resumed.set_state(state)
     assert [bytes(x) for x in resumed] == rest
     resumed.close()
+
+
+@pytest.mark.parametrize("count", [3, 7])  # asked for one by one, or found in a listing
+def test_auto_finds_the_indexes_of_many_files(tmp_path: Path, count: int) -> None:
+    files = _indexed(tmp_path, [2] * count)
+    assert len(ps.data.RecordDataset(files)) == 2 * count
+    Path(files[-1] + ".index").unlink()
+    assert ps.data.RecordDataset(files).cardinality() == ps.data.UNKNOWN_CARDINALITY
+    assert len(ps.data.RecordDataset(files[:-1])) == 2 * (count - 1)
