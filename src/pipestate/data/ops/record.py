@@ -63,12 +63,11 @@ class RecordDataset(FileDataset):
       NotFoundError: ``use_index=True`` and a file has no index; or (while
         iterating) a file does not exist.
       DataLossError: (when made) an index is damaged or stale (the file
-        changed after it was written).
+        changed after it was written); (while iterating) a truncated record,
+        a checksum mismatch, damaged compressed data, or a record that does
+        not end where its index says; the message names the file and offset.
       UnavailableError: (while iterating) a remote read kept failing with
         transient errors through every attempt ``read_options`` allows.
-      DataLossError: (while iterating) a truncated record, a checksum mismatch,
-        damaged compressed data, or a record that does not end where its
-        index says; the message names the file and offset.
 
     Example:
       >>> import pipestate as ps
