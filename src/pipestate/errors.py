@@ -26,6 +26,7 @@ __all__ = [
     "StateMismatchError",
     "StorageError",
     "StorageTimeoutError",
+    "UnavailableError",
 ]
 
 
@@ -160,4 +161,16 @@ class FailedPreconditionError(PipestateError, ValueError):
     Raised while iterating by ``assert_cardinality`` when the input ends before
     or runs past the number of elements it was declared to have; the message
     names the op and both counts.
+    """
+
+
+class UnavailableError(PipestateError, OSError):
+    """Reading input data kept failing with transient errors (as ``tf.errors.UnavailableError``).
+
+    Raised by the file sources after the last of the attempts their
+    ``ReadOptions`` allow for a request that failed with a connection error,
+    a timeout or a server-side (5xx, throttling) error; the message names the
+    URL, the byte range and the number of attempts, and the last error is the
+    ``__cause__``. Errors that retrying can't fix (a missing file, a denied
+    permission) are never retried.
     """

@@ -14,15 +14,20 @@ import io
 import os
 import posixpath
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
-import fsspec
 import numpy as np
 
 from pipestate._validate import brief, check_int, check_parallelism
 from pipestate.data import _fingerprint
 from pipestate.data._engine import available_cores
+from pipestate.data._remote import (
+    DEFAULT_READ_OPTIONS,
+    ReadOptions,
+    check_read_options,
+    open_input,
+)
 from pipestate.data._spec import TensorSpec
 from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset
 from pipestate.data.iterator import DatasetIterator, State, StreamIterator, read_int
@@ -105,22 +110,30 @@ def describe_names(names: Sequence[str]) -> str | list[str]:
 
 
 def open_file(
-    path: str, compression: str | None, buffer_size: int | None, offset: int, op: str
+    path: str,
+    compression: str | None,
+    buffer_size: int | None,
+    offset: int,
+    op: str,
+    read_options: ReadOptions = DEFAULT_READ_OPTIONS,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> BinaryIO:
     """Opens ``path`` (a local path or an fsspec URL) for reading at byte ``offset``.
 
     Uncompressed files seek there; compressed ones decompress and discard the
-    ``offset`` bytes before it (O(offset)).
+    ``offset`` bytes before it (O(offset)). Remote files are read in blocks
+    fetched ahead, with retries (``pipestate.data._remote``).
 
     Raises:
       NotFoundError: the file does not exist.
       StateMismatchError: the file is shorter than ``offset`` (it changed since
         the position was saved).
+      UnavailableError: a remote read kept failing with transient errors.
     """
-    fs, fs_path = fsspec.core.url_to_fs(path)
-    options = {} if not buffer_size else {"block_size": buffer_size}
     try:
-        raw: BinaryIO = fs.open(fs_path, "rb", **options)
+        raw = open_input(
+            path, read_options, op, storage_options=storage_options, block_size=buffer_size
+        )
     except FileNotFoundError as err:
         raise NotFoundError(f"{op}: file {path!r} does not exist") from err
     except IsADirectoryError as err:
@@ -241,6 +254,7 @@ class FileDataset(Dataset):
         compression_type: Any,
         buffer_size: Any,
         num_parallel_reads: Any = None,
+        read_options: Any = None,
     ) -> None:
         op = self._op_name
         names = normalize_filenames(filenames, op)
@@ -253,6 +267,7 @@ class FileDataset(Dataset):
         self._compression = check_compression(compression_type, op)
         self._buffer_size = check_buffer_size(buffer_size, op)
         self._parallel_reads = check_parallel_reads(num_parallel_reads, op)
+        self._read_options = check_read_options(read_options, op)
 
     def _one_file(self, path: str) -> FileDataset:
         """This source over the single file ``path``, read alone."""
@@ -290,7 +305,9 @@ class FileDataset(Dataset):
 
     def _open(self, path: str, offset: int) -> BinaryIO:
         """``path`` opened for ``_read`` at byte ``offset`` (see :func:`open_file`)."""
-        return open_file(path, self._compression, self._buffer_size, offset, self._op_name)
+        return open_file(
+            path, self._compression, self._buffer_size, offset, self._op_name, self._read_options
+        )
 
     def _cardinality(self) -> int:
         if self._filenames == () or (self._parents and self._parents[0].cardinality() == 0):
@@ -359,6 +376,12 @@ class _FilesIterator(StreamIterator["FileDataset"]):
                 # As every failing element in pipestate, the failing rest of the file counts
                 # as consumed: a next call (or a restore) continues with the next file.
                 self._finish_file()
+                raise
+            except BaseException:
+                # Any other failure (a remote read that kept failing): the offset stays at
+                # the element being read; a next call (or a restore) reopens the file there
+                # and reads it again.
+                self._close_stream()
                 raise
             if result is None:
                 self._finish_file()

@@ -641,6 +641,42 @@ class Dataset:
 
         return load(path, element_spec, compression, reader_func)
 
+    @staticmethod
+    def from_webdataset(
+        urls: Any,
+        shuffle_shards: bool = False,
+        seed: int | None = None,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        read_options: Any = None,
+        use_index: bool | str = "auto",
+        name: str | None = None,
+    ) -> Dataset:
+        """The samples of WebDataset tar shards: dicts of field → ``np.bytes_`` plus
+        ``__key__`` and ``__url__``, grouped as the ``webdataset`` package groups them.
+
+        ``urls`` is a list of shard URLs, or one str in brace notation
+        (``"shard-{000..099}.tar"``) or a glob. The state is the shard, the
+        byte offset of its next member and the samples so far: a restore
+        seeks there. With a shard index beside every shard
+        (``write_webdataset_index``; ``use_index``), the dataset is random
+        access and its state one index. See ``docs/sources.md`` and
+        :class:`pipestate.data.ops.webdataset.WebDatasetDataset`.
+
+        Raises:
+          TypeError: an argument of the wrong type.
+          ValueError: an empty list, unbalanced braces or a bad ``use_index``.
+          NotFoundError: a glob matches nothing, or ``use_index=True`` and a
+            shard has no index.
+          DataLossError: a damaged or stale shard index.
+        """
+        from pipestate.data.ops.webdataset import WebDatasetDataset
+
+        dataset = WebDatasetDataset(
+            urls, shuffle_shards, seed, storage_options, read_options, use_index
+        )
+        return dataset._named(name)
+
     # --------------------------------------------------------------------- ops
     def map(
         self,

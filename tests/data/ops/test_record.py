@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import pickle
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,17 +14,21 @@ import fsspec.implementations.local
 import google_crc32c
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import pipestate as ps
 from pipestate.data import _record_format
 from pipestate.errors import DataLossError, NotFoundError, StateMismatchError
-from pipestate.testing import assert_conformant, assert_elements_equal
+from pipestate.testing import assert_conformant, assert_elements_equal, roundtrip_state
 
 RECORDS = [b"", b"a", b"\x00binary\x00", b"x" * 1000, "ünïcode".encode(), b"\n\r\n"]
 
 
-def _write(path: str | Path, records: list[bytes], compression: str | None = None) -> str:
-    with ps.data.RecordWriter(path, compression) as writer:
+def _write(
+    path: str | Path, records: list[bytes], compression: str | None = None, index: bool = False
+) -> str:
+    """Writes ``records``; without an index unless asked (the streaming reader's tests)."""
+    with ps.data.RecordWriter(path, compression, index=index) as writer:
         for record in records:
             writer.write(record)
     return str(path)
@@ -157,7 +163,7 @@ def test_restore_seeks_instead_of_rereading(
 ) -> None:
     count = 10_000
     path = tmp_path / "big.tfrecord"
-    with ps.data.RecordWriter(path) as writer:
+    with ps.data.RecordWriter(path, index=False) as writer:
         for i in range(count):
             writer.write(b"record %06d " % i + b"x" * 100)
     ds = ps.data.RecordDataset(str(path))
@@ -276,7 +282,7 @@ def test_changed_file_on_restore(tmp_path: Path) -> None:
 def test_writer(tmp_path: Path) -> None:
     path = tmp_path / "f.tfrecord"
     writer = ps.data.RecordWriter(path)
-    assert repr(writer) == f"RecordWriter({str(path)!r}, compression_type=None)"
+    assert repr(writer) == f"RecordWriter({str(path)!r}, compression_type=None, index=True)"
     writer.write(bytearray(b"ab"))
     writer.write(memoryview(b"cd"))
     writer.write(np.frombuffer(b"ef", np.uint8))
@@ -375,3 +381,296 @@ def test_parallel_reads_interleave_records_in_tf_order(files: list[str]) -> None
     expected = [RECORDS[0], RECORDS[1], b"c0", RECORDS[2], b"c1", RECORDS[3], b"c2"]
     expected += [RECORDS[4], b"c3", RECORDS[5], b"c4", b"c5", b"c6"]
     assert _values(ds) == expected
+
+
+# ------------------------------------------------------------------ record indexes
+def _indexed(directory: Path | str, counts: list[int]) -> list[str]:
+    """Files of ``counts[i]`` records each (NUL bytes at the ends included), with indexes."""
+    return [
+        _write(f"{directory}/i{i}.tfrecord", [b"%d:%d\x00" % (i, k) for k in range(n)], index=True)
+        for i, n in enumerate(counts)
+    ]
+
+
+@pytest.fixture
+def indexed(tmp_path: Path) -> list[str]:
+    return _indexed(tmp_path, [4, 0, 7, 1])
+
+
+def test_indexed_files_are_random_access(indexed: list[str]) -> None:
+    ds = ps.data.RecordDataset(indexed)
+    streamed = ps.data.RecordDataset(indexed, use_index=False)
+    assert len(ds) == 12
+    assert streamed.cardinality() == ps.data.UNKNOWN_CARDINALITY
+    values = list(ds)
+    assert [bytes(v) for v in values] == _values(streamed)  # trailing NUL bytes kept
+    assert all(type(v) is np.bytes_ for v in values)
+    assert bytes(ds[4]) == b"2:0\x00"
+    assert bytes(ds[-1]) == b"3:0\x00"
+    shuffled = [bytes(v) for v in ds.global_shuffle(seed=1)]
+    assert sorted(shuffled) == sorted(bytes(v) for v in values)
+    assert shuffled != [bytes(v) for v in values]
+    it = iter(ds)
+    next(it), next(it)
+    assert it.get_state()["iterator"] == {"index": 2, "seed": None}
+
+
+INDEXED_PIPELINES: dict[str, Callable[[list[str]], ps.Dataset]] = {
+    "indexed": lambda files: ps.data.RecordDataset(files),
+    "global-shuffle": lambda files: ps.data.RecordDataset(files).global_shuffle(seed=3),
+    "shuffle-drawn-seed-repeat": lambda files: (
+        ps.data.RecordDataset(files).global_shuffle().repeat(2)
+    ),
+    "map-batch": lambda files: ps.data.RecordDataset(files).map(len).batch(5),
+    "shard": lambda files: ps.data.RecordDataset(files).shard(3, 1),
+    "parallel-map": lambda files: (
+        ps.data.RecordDataset(files).global_shuffle(seed=2).map(bytes, num_parallel_calls=2)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INDEXED_PIPELINES))
+def test_indexed_conformance(indexed: list[str], name: str) -> None:
+    assert_conformant(INDEXED_PIPELINES[name](indexed))
+
+
+def test_indexed_memory_filesystem_with_failures(memory_dir: str) -> None:
+    from .._faulty_fs import FaultyMemoryFileSystem
+
+    files = [f.replace("memory://", "faultymem://") for f in _indexed(memory_dir, [30, 20])]
+    options = ps.data.ReadOptions(attempts=4, backoff=0.001)
+    FaultyMemoryFileSystem.reset(failures=3, error=TimeoutError)  # reading the indexes
+    ds = ps.data.RecordDataset(files, read_options=options, use_index=True)
+    try:
+        FaultyMemoryFileSystem.reset(failures=3)  # reading records
+        expected = [b"%d:%d\x00" % (i, k) for i, n in enumerate([30, 20]) for k in range(n)]
+        assert _values(ds) == expected
+        assert FaultyMemoryFileSystem.attempts > 3
+        FaultyMemoryFileSystem.reset(failures=4)
+        with pytest.raises(ps.errors.UnavailableError, match=r"record: reading bytes 0-\d+ of"):
+            ds[0]
+    finally:
+        FaultyMemoryFileSystem.reset()
+    assert_conformant(ds.global_shuffle(seed=4), variants=())
+
+
+def test_mixed_files_stream_unless_indexes_are_required(tmp_path: Path) -> None:
+    files = _indexed(tmp_path, [3, 2])
+    plain = _write(tmp_path / "plain.tfrecord", [b"p"])
+    mixed = ps.data.RecordDataset([*files, plain])
+    assert mixed.cardinality() == ps.data.UNKNOWN_CARDINALITY  # streams
+    assert len(_values(mixed)) == 6
+    with pytest.raises(NotFoundError, match=r"record: '.*plain.tfrecord' has no record index"):
+        ps.data.RecordDataset([*files, plain], use_index=True)
+    assert len(ps.data.RecordDataset([], use_index=True)) == 0
+    assert ps.data.RecordDataset([]).cardinality() == 0
+
+
+def test_streaming_state_into_indexed_files_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path / "f.tfrecord", RECORDS)
+    before = iter(ps.data.RecordDataset(path))  # no index yet: streams
+    for _ in range(3):
+        next(before)
+    state = roundtrip_state(before.get_state())
+    expected = _values(before)
+    assert ps.data.write_record_index(path) == len(RECORDS)
+    indexed = iter(ps.data.RecordDataset(path))
+    with pytest.raises(
+        StateMismatchError,
+        match=r"op #0 'record' had different settings than this dataset's "
+        r"record\(.*indexed='6 records'\)",
+    ):
+        indexed.set_state(state)
+    streaming = iter(ps.data.RecordDataset(path, use_index=False))  # the saved run's reading
+    streaming.set_state(state)
+    assert _values(streaming) == expected
+    # and the other way round: an index state into the streaming reader
+    it = iter(ps.data.RecordDataset(path))
+    next(it)
+    with pytest.raises(StateMismatchError, match="op #0 'record' had different settings"):
+        iter(ps.data.RecordDataset(path, use_index=False)).set_state(it.get_state())
+
+
+def test_write_record_index_matches_the_writer(tmp_path: Path) -> None:
+    path = _write(tmp_path / "w.tfrecord", RECORDS, index=True)
+    written = Path(path + ".index").read_bytes()
+    Path(path + ".index").unlink()
+    assert ps.data.write_record_index(Path(path)) == len(RECORDS)
+    assert Path(path + ".index").read_bytes() == written
+    empty = _write(tmp_path / "empty.tfrecord", [], index=True)
+    assert len(ps.data.RecordDataset(empty)) == 0
+    assert ps.data.write_record_index(empty) == 0
+
+
+def test_write_record_index_errors(tmp_path: Path) -> None:
+    gz = _write(tmp_path / "f.gz", RECORDS, "GZIP")
+    with pytest.raises(
+        DataLossError, match="write_record_index: corrupted record at byte offset 0"
+    ):
+        ps.data.write_record_index(gz)
+    assert not Path(gz + ".index").exists()
+    with pytest.raises(NotFoundError, match=r"write_record_index: file .*nope' does not exist"):
+        ps.data.write_record_index(str(tmp_path / "nope"))
+    with pytest.raises(TypeError, match="write_record_index: path must be a str"):
+        ps.data.write_record_index(3)  # type: ignore[arg-type]
+
+
+def test_rewriting_a_file_removes_its_index(tmp_path: Path) -> None:
+    path = _write(tmp_path / "f.tfrecord", RECORDS, index=True)
+    assert Path(path + ".index").exists()
+    _write(path, RECORDS[:2], index=False)
+    assert not Path(path + ".index").exists()
+    gz = _write(tmp_path / "g", RECORDS, "GZIP")  # compressed: no index by default
+    assert not Path(gz + ".index").exists()
+
+
+def _replace_index(path: str, change: Callable[[bytes], bytes]) -> None:
+    index = Path(path + ".index")
+    index.write_bytes(change(index.read_bytes()))
+
+
+def _with_crc(data: bytes) -> bytes:
+    return data + struct.pack("<I", google_crc32c.value(data))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d[:-1], r"is 79 bytes long, but its header lists 6 records \(80 bytes\)"),
+        (lambda d: d[:10], r"is truncated \(10 bytes\)"),
+        (lambda d: d[:40] + bytes([d[40] ^ 1]) + d[41:], r"is damaged \(its checksum does not"),
+        (lambda d: b"NOTINDEX" + d[8:], r"is not a record index \(wrong magic number\)"),
+        (lambda d: _with_crc(d[:8] + struct.pack("<I", 9) + d[12:-4]), "is of format version 9"),
+        (
+            lambda d: _with_crc(d[:28] + struct.pack("<Q", 5) + d[36:-4]),
+            "is inconsistent: its offsets do not leave room",
+        ),
+    ],
+    ids=["truncated-offsets", "truncated-header", "bad-crc", "magic", "version", "offsets"],
+)
+def test_damaged_index(tmp_path: Path, change: Callable[[bytes], bytes], message: str) -> None:
+    path = _write(tmp_path / "f.tfrecord", RECORDS, index=True)
+    _replace_index(path, change)
+    with pytest.raises(
+        DataLossError, match=f"record: the record index .*f.tfrecord.index' {message}"
+    ):
+        ps.data.RecordDataset(path)
+    assert _values(ps.data.RecordDataset(path, use_index=False)) == RECORDS
+
+
+def test_stale_index(tmp_path: Path) -> None:
+    path = _write(tmp_path / "f.tfrecord", RECORDS, index=True)
+    index = Path(path + ".index").read_bytes()
+    with open(path, "ab") as f:  # a record appended by another writer
+        header, footer = _record_format.frame(b"more")
+        f.write(header + b"more" + footer)
+    with pytest.raises(
+        DataLossError, match=r"is stale: it describes a file of 1117 bytes, and .* has"
+    ):
+        ps.data.RecordDataset(path)
+    # the same size, other record boundaries: caught at the first record read
+    _write(path, [b"x" * (1117 - 16)], index=False)
+    Path(path + ".index").write_bytes(index)
+    ds = ps.data.RecordDataset(path)
+    with pytest.raises(DataLossError, match="does not end where its index says"):
+        ds[0]
+    with pytest.raises(DataLossError, match="corrupted record at byte offset 16"):
+        ds[1]
+
+
+def test_use_index_argument(tmp_path: Path, indexed: list[str]) -> None:
+    with pytest.raises(
+        ValueError, match="record: use_index must be True, False or 'auto', got 'yes'"
+    ):
+        ps.data.RecordDataset(indexed, use_index="yes")
+    with pytest.raises(TypeError, match="record: use_index must be True, False or 'auto', got 1"):
+        ps.data.RecordDataset(indexed, use_index=1)
+    with pytest.raises(
+        ValueError,
+        match="use_index=True needs a list of uncompressed files; compressed files can't",
+    ):
+        ps.data.RecordDataset(indexed, "GZIP", use_index=True)
+    names = ps.Dataset.list_files(str(tmp_path / "*.tfrecord"))
+    with pytest.raises(ValueError, match="a Dataset of file names can't be read by index"):
+        ps.data.RecordDataset(names, use_index=True)
+    assert ps.data.RecordDataset(names).cardinality() == ps.data.UNKNOWN_CARDINALITY
+    with pytest.raises(ValueError, match="RecordWriter: index=True needs an uncompressed file"):
+        ps.data.RecordWriter(tmp_path / "x", "ZLIB", index=True)
+    with pytest.raises(TypeError, match="RecordWriter: index must be a bool or None"):
+        ps.data.RecordWriter(tmp_path / "x", index="yes")  # type: ignore[arg-type]
+
+
+def test_indexed_dataset_pickles(indexed: list[str]) -> None:
+    ds = ps.data.RecordDataset(indexed).global_shuffle(seed=5)
+    assert _values(pickle.loads(pickle.dumps(ds))) == _values(ds)
+
+
+@st.composite
+def _record_sources(draw: st.DrawFn) -> ps.Dataset:
+    counts = draw(st.lists(st.integers(0, 6), min_size=1, max_size=3))
+    directory = f"memory://pipestate-record-property/{next(_PROPERTY_DIRS)}"
+    files = _indexed(directory, counts)
+    if draw(st.booleans()):  # the streaming reader over the same files
+        return ps.data.RecordDataset(files, use_index=False)
+    return ps.data.RecordDataset(files, use_index=True)
+
+
+_PROPERTY_DIRS = itertools.count()
+PROPERTY_SOURCE = _record_sources()
+
+
+def test_files_without_indexes_keep_the_streaming_fingerprint(files: list[str]) -> None:
+    # States saved before indexes existed restore: unindexed files read as before.
+    auto = ps.data.RecordDataset(files)
+    assert auto.fingerprint == ps.data.RecordDataset(files, use_index=False).fingerprint
+    assert auto._params() == {"filenames": files, "compression_type": None}
+
+
+def test_s3_indexed_and_streaming(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # fsspec's per-protocol defaults point s3:// at the test server
+    monkeypatch.setitem(fsspec.config.conf, "s3", s3_server.storage_options)
+    files = _indexed("s3://pipestate-test/records", [5, 0, 9])
+    indexed = ps.data.RecordDataset(files)
+    assert len(indexed) == 14
+    streamed = ps.data.RecordDataset(files, use_index=False)
+    assert _values(indexed) == _values(streamed)
+    assert_conformant(indexed.global_shuffle(seed=2), variants=())
+    assert_conformant(streamed, variants=())
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_indexed_records_in_loader_workers(tmp_path: Path, context: str) -> None:
+    # (no records ending in NUL bytes: the Loader's shared-memory transfer stacks
+    # bytes into S arrays, which drop them)
+    files = [
+        _write(tmp_path / f"l{i}", [b"%d-%d" % (i, k) for k in range(9)], index=True)
+        for i in range(3)
+    ]
+    ds = ps.data.RecordDataset(files).global_shuffle(seed=6)
+    it = iter(ps.data.Loader(ds, num_workers=2, chunk_size=3, multiprocessing_context=context))
+    first = [bytes(next(it)) for _ in range(5)]
+    state = it.get_state()
+    rest = [bytes(x) for x in it]
+    it.close()
+    assert first + rest == _values(ds)
+    resumed = iter(ps.data.Loader(ds, num_workers=1, multiprocessing_context=context))
+    resumed.set_state(state)
+    assert [bytes(x) for x in resumed] == rest
+    resumed.close()
+
+
+@pytest.mark.parametrize("count", [3, 7])  # asked for one by one, or found in a listing
+def test_auto_finds_the_indexes_of_many_files(tmp_path: Path, count: int) -> None:
+    files = _indexed(tmp_path, [2] * count)
+    assert len(ps.data.RecordDataset(files)) == 2 * count
+    Path(files[-1] + ".index").unlink()
+    assert ps.data.RecordDataset(files).cardinality() == ps.data.UNKNOWN_CARDINALITY
+    assert len(ps.data.RecordDataset(files[:-1])) == 2 * (count - 1)
+
+
+def test_interleaved_files_are_streamed_not_indexed(indexed: list[str]) -> None:
+    ds = ps.data.RecordDataset(indexed, num_parallel_reads=2)
+    assert ds.cardinality() == ps.data.UNKNOWN_CARDINALITY  # tf.data's interleaved order
+    assert sorted(_values(ds)) == sorted(_values(ps.data.RecordDataset(indexed)))
+    with pytest.raises(ValueError, match="files interleaved by num_parallel_reads"):
+        ps.data.RecordDataset(indexed, num_parallel_reads=2, use_index=True)

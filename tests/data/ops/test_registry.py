@@ -44,7 +44,6 @@ NO_PROPERTY_STRATEGY = {
     # File sources: a strategy would have to write files for every example; their
     # conformance tests restore them at every position of real files instead.
     "list_files": "reads a directory",
-    "record": "reads record files",
     "text_line": "reads text files",
     # Background threads: tests/data/test_exactly_once_parallel.py puts prefetch
     # (and parallel map) into random pipelines under any number of threads.

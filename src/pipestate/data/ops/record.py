@@ -11,9 +11,13 @@ from typing import Any, BinaryIO
 import fsspec
 import numpy as np
 
-from pipestate._validate import brief
-from pipestate.data import _record_format
-from pipestate.data._files import FileDataset, check_compression, to_path
+from pipestate._validate import brief, check_bool
+from pipestate.data import _record_format, _record_index
+from pipestate.data._files import FileDataset, check_compression, open_file, to_path
+from pipestate.data._record_index import RecordIndex, check_use_index, have_indexes, load_index
+from pipestate.data._remote import ReadOptions, check_read_options
+from pipestate.data.dataset import Dataset
+from pipestate.data.iterator import DatasetIterator
 
 
 class RecordDataset(FileDataset):
@@ -25,7 +29,11 @@ class RecordDataset(FileDataset):
     files written by ``tf.io.TFRecordWriter`` (or :class:`RecordWriter`) read
     the same in both.
 
-    The iterator state is the current file (its index in a list of names, or
+    With an index beside every file (``<file>.index``, written by
+    :class:`RecordWriter` or :func:`write_record_index`), the dataset is
+    random access: ``len()``, ``ds[i]``, ``global_shuffle``, and an iterator
+    state that is one index (O(1) to save and restore). Without, it streams:
+    the iterator state is the current file (its index in a list of names, or
     the name read from a dataset of names, with that dataset's state) and the
     byte offset of the next record in it. A restore opens that file and seeks
     to the offset, reading nothing before it. A compressed file can't seek:
@@ -40,18 +48,35 @@ class RecordDataset(FileDataset):
       num_parallel_reads: files read at once, interleaved one element at a
         time in tf.data's order (``cycle_length=num_parallel_reads``,
         ``block_length=1``), each read ahead on a thread; ``AUTOTUNE`` reads
-        4; ``None`` or 1 reads them one after another.
+        4; ``None`` or 1 reads them one after another. Interleaved files are
+        streamed, not read by index.
       name: a label for the op (``Dataset.name``), shown in ``repr``.
+      read_options: read-ahead and retries for remote filesystems
+        (:class:`ReadOptions`; ``None`` for the defaults). ``buffer_size``,
+        when given, is the block size.
+      use_index: ``"auto"`` (default): read by index when every file of a
+        list of uncompressed files has an index (and files are not
+        interleaved), else stream; ``True``: require the indexes; ``False``:
+        always stream (the reading that states saved before the files had
+        indexes restore into).
 
     Raises:
       TypeError: ``filenames`` is not a name, a sequence of names or a Dataset,
-        ``buffer_size`` or ``num_parallel_reads`` is not an integer, or ``name``
-        is not a non-empty string.
+        ``buffer_size`` or ``num_parallel_reads`` is not an integer,
+        ``read_options`` is not a ``ReadOptions``, or ``name`` is not a
+        non-empty string.
       ValueError: an unknown ``compression_type``, a negative ``buffer_size``,
-        or ``num_parallel_reads < 1`` (other than ``AUTOTUNE``).
-      NotFoundError: (while iterating) a file does not exist.
-      DataLossError: (while iterating) a truncated record, a checksum mismatch
-        or damaged compressed data; the message names the file and offset.
+        ``num_parallel_reads < 1`` (other than ``AUTOTUNE``), a ``use_index``
+        other than ``True``, ``False`` or ``"auto"``, or ``use_index=True``
+        for compressed files, a Dataset of names or interleaved files.
+      NotFoundError: ``use_index=True`` and a file has no index; or (while
+        iterating) a file does not exist.
+      DataLossError: (when made) an index is damaged or stale (the file
+        changed after it was written); (while iterating) a truncated record,
+        a checksum mismatch, damaged compressed data, or a record that does
+        not end where its index says; the message names the file and offset.
+      UnavailableError: (while iterating) a remote read kept failing with
+        transient errors through every attempt ``read_options`` allows.
 
     Example:
       >>> import pipestate as ps
@@ -71,9 +96,75 @@ class RecordDataset(FileDataset):
         buffer_size: int | None = None,
         num_parallel_reads: int | None = None,
         name: str | None = None,
+        *,
+        read_options: ReadOptions | None = None,
+        use_index: bool | str = "auto",
     ) -> None:
-        super().__init__(filenames, compression_type, buffer_size, num_parallel_reads)
+        super().__init__(filenames, compression_type, buffer_size, num_parallel_reads, read_options)
+        self._use_index = check_use_index(use_index, self._op_name)
+        self._index = self._open_index()
         self._named(name)
+
+    def _open_index(self) -> RecordIndex | None:
+        """The files' record index, if the dataset reads by index."""
+        op, use, names = self._op_name, self._use_index, self._filenames
+        if use is False:
+            return None
+        if names is None or self._compression is not None or self._parallel_reads is not None:
+            if use is True:
+                what = (
+                    "a Dataset of file names"
+                    if names is None
+                    else "compressed files"
+                    if self._compression is not None
+                    else "files interleaved by num_parallel_reads"
+                )
+                raise ValueError(
+                    f"{op}: use_index=True needs a list of uncompressed files; {what} can't be "
+                    "read by index. Pass use_index='auto' or False to stream them."
+                )
+            return None
+        options = self._read_options
+        if use == "auto" and not (names and have_indexes(names, options, op)):
+            return None
+        loaded = [load_index(name, options, op) for name in names]
+        return RecordIndex(names, [o for o, _ in loaded], [s for _, s in loaded], op, options)
+
+    @property
+    def _random_access(self) -> bool:
+        return self._index is not None
+
+    @property
+    def _vectorised(self) -> bool:
+        # Records are read into a list: stacking them into one NumPy S array
+        # would drop the trailing NUL bytes of each.
+        return False
+
+    def _cardinality(self) -> int:
+        if self._index is not None:
+            return len(self._index)
+        return super()._cardinality()
+
+    def _params(self) -> dict[str, Any]:
+        params = super()._params()
+        if self._index is not None:
+            # A state of the streaming reader (file + offset) can't be read as
+            # an index: the two differ in their fingerprints.
+            params["indexed"] = f"{len(self._index)} records"
+        return params
+
+    def _make_iterator(self, entropy: int | None, epoch: int = 0) -> DatasetIterator:
+        if self._index is not None:
+            return Dataset._make_iterator(self, entropy, epoch)
+        return super()._make_iterator(entropy, epoch)
+
+    def _get(self, epoch: int, position: int) -> Any:
+        assert self._index is not None  # the random-access path
+        return np.bytes_(self._index.read([position])[0])
+
+    def _get_list(self, epoch: int, positions: np.ndarray) -> list[Any]:
+        assert self._index is not None  # the random-access path
+        return [np.bytes_(record) for record in self._index.read(positions)]
 
     def _read(self, stream: BinaryIO, path: str, offset: int) -> tuple[Any, int] | None:
         result = _record_format.read_record(stream, path, offset, self._op_name)
@@ -86,17 +177,23 @@ class RecordDataset(FileDataset):
 class RecordWriter:
     """Writes records to a TFRecord file, as ``tf.io.TFRecordWriter``.
 
-    The file is created (or truncated) when the writer is made. Use it as a
-    context manager, or call :meth:`close`; data is complete on disk only
-    after ``close``.
+    The file is created (or truncated) when the writer is made, and an index
+    file left beside it by an earlier writer is removed. Use it as a context
+    manager, or call :meth:`close`; data is complete on disk only after
+    ``close``, which then writes the record index ``<path>.index`` (byte
+    offset of every record; see :class:`RecordDataset`).
 
     Args:
       path: a local path or an fsspec URL (str or ``os.PathLike``).
       compression_type: ``None`` or ``""`` (none), ``"GZIP"`` or ``"ZLIB"``.
+      index: write the index: ``None`` (default) for uncompressed files
+        only, ``True`` (uncompressed files only), or ``False``.
 
     Raises:
-      TypeError: ``path`` is not a str or ``os.PathLike``.
-      ValueError: an unknown ``compression_type``.
+      TypeError: ``path`` is not a str or ``os.PathLike``, or ``index`` is
+        not a bool or ``None``.
+      ValueError: an unknown ``compression_type``, or ``index=True`` with
+        compression (a compressed file can't be read by offset).
 
     Example:
       >>> import pipestate as ps
@@ -104,7 +201,13 @@ class RecordWriter:
       ...     writer.write(b"payload")
     """
 
-    def __init__(self, path: str | os.PathLike[str], compression_type: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        compression_type: str | None = None,
+        *,
+        index: bool | None = None,
+    ) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(
                 f"RecordWriter: path must be a str or os.PathLike, got {type(path).__name__} "
@@ -112,6 +215,17 @@ class RecordWriter:
             )
         self._path = to_path(path, "RecordWriter")
         self._compression = check_compression(compression_type, "RecordWriter")
+        check_bool("index", index, op="RecordWriter", allow_none=True)
+        if index and self._compression is not None:
+            raise ValueError(
+                f"RecordWriter: index=True needs an uncompressed file, got compression_type="
+                f"{self._compression!r}: a compressed file can't be read by offset"
+            )
+        self._offsets: list[int] | None = (
+            [] if (self._compression is None if index is None else index) else None
+        )
+        self._written = 0
+        _record_index.remove_index_file(self._path)  # it would describe the old file
         fs, fs_path = fsspec.core.url_to_fs(self._path)
         self._raw: BinaryIO = fs.open(fs_path, "wb")
         self._stream: Any = self._raw
@@ -145,6 +259,9 @@ class RecordWriter:
         self._stream.write(header)
         self._stream.write(data)
         self._stream.write(footer)
+        if self._offsets is not None:
+            self._offsets.append(self._written)
+        self._written += len(header) + len(data) + len(footer)
 
     def flush(self) -> None:
         """Pushes what was written so far to the file (and the compressor's pending output)."""
@@ -154,7 +271,10 @@ class RecordWriter:
             self._raw.flush()
 
     def close(self) -> None:
-        """Finishes the file; further writes raise ``ValueError``. Closing twice is a no-op."""
+        """Finishes the file and writes its index; further writes raise ``ValueError``.
+
+        Closing twice is a no-op.
+        """
         if self._closed:
             return
         self._closed = True
@@ -163,6 +283,8 @@ class RecordWriter:
                 self._stream.close()
         finally:
             self._raw.close()
+        if self._offsets is not None:  # only once the data is complete
+            _record_index.write_index_file(self._path, self._offsets, self._written)
 
     @property
     def closed(self) -> bool:
@@ -185,7 +307,55 @@ class RecordWriter:
         self.close()
 
     def __repr__(self) -> str:
-        return f"RecordWriter({self._path!r}, compression_type={self._compression!r})"
+        return (
+            f"RecordWriter({self._path!r}, compression_type={self._compression!r}, "
+            f"index={self._offsets is not None})"
+        )
+
+
+def write_record_index(
+    path: str | os.PathLike[str], *, read_options: ReadOptions | None = None
+) -> int:
+    """Writes the index ``<path>.index`` of an existing uncompressed record file.
+
+    Every record is read and its checksums verified; the index lets
+    :class:`RecordDataset` read the file by record number. Files written by
+    :class:`RecordWriter` have one already.
+
+    Args:
+      path: the record file (a local path or an fsspec URL).
+      read_options: read-ahead and retries for remote filesystems.
+
+    Returns:
+      The number of records.
+
+    Raises:
+      TypeError: ``path`` is not a str or ``os.PathLike``.
+      NotFoundError: the file does not exist.
+      DataLossError: a damaged record (or a compressed file).
+
+    Example:
+      >>> import pipestate as ps
+      >>> with ps.data.RecordWriter("memory://old.tfrecord", index=False) as writer:
+      ...     writer.write(b"record")
+      >>> ps.data.write_record_index("memory://old.tfrecord")
+      1
+    """
+    op = "write_record_index"
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"{op}: path must be a str or os.PathLike, got {type(path).__name__} {brief(path, 80)}"
+        )
+    name = to_path(path, op)
+    options = check_read_options(read_options, op)
+    offsets: list[int] = []
+    offset = 0
+    with open_file(name, None, None, 0, op, options) as stream:
+        while (result := _record_format.read_record(stream, name, offset, op)) is not None:
+            offsets.append(offset)
+            offset = result[1]
+    _record_index.write_index_file(name, offsets, offset)
+    return len(offsets)
 
 
 class _ZlibWriter:

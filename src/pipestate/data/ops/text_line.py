@@ -7,6 +7,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from pipestate.data._files import FileDataset
+from pipestate.data._remote import ReadOptions
 
 
 class TextLineDataset(FileDataset):
@@ -35,14 +36,20 @@ class TextLineDataset(FileDataset):
         ``block_length=1``), each read ahead on a thread; ``AUTOTUNE`` reads
         4; ``None`` or 1 reads them one after another.
       name: a label for the op (``Dataset.name``), shown in ``repr``.
+      read_options: read-ahead and retries for remote filesystems
+        (:class:`ReadOptions`; ``None`` for the defaults). ``buffer_size``,
+        when given, is the block size.
 
     Raises:
       TypeError: ``filenames`` is not a name, a sequence of names or a Dataset,
-        ``buffer_size`` or ``num_parallel_reads`` is not an integer, or ``name``
-        is not a non-empty string.
+        ``buffer_size`` or ``num_parallel_reads`` is not an integer,
+        ``read_options`` is not a ``ReadOptions``, or ``name`` is not a
+        non-empty string.
       ValueError: an unknown ``compression_type``, a negative ``buffer_size``,
         or ``num_parallel_reads < 1`` (other than ``AUTOTUNE``).
       NotFoundError: (while iterating) a file does not exist.
+      UnavailableError: (while iterating) a remote read kept failing with
+        transient errors through every attempt ``read_options`` allows.
       DataLossError: (while iterating) a compressed file is damaged.
 
     Example:
@@ -59,8 +66,10 @@ class TextLineDataset(FileDataset):
         buffer_size: int | None = None,
         num_parallel_reads: int | None = None,
         name: str | None = None,
+        *,
+        read_options: ReadOptions | None = None,
     ) -> None:
-        super().__init__(filenames, compression_type, buffer_size, num_parallel_reads)
+        super().__init__(filenames, compression_type, buffer_size, num_parallel_reads, read_options)
         self._named(name)
 
     def _read(self, stream: BinaryIO, path: str, offset: int) -> tuple[Any, int] | None:
