@@ -397,3 +397,22 @@ def test_an_error_under_an_unordered_parallel_map_is_raised_once(streaming: bool
     outputs = _outputs(iter(ds), 60)
     assert outputs.count("error") == 1
     assert sorted(x for x in outputs if x != "error") == [x for x in range(40) if x != 3]
+
+
+def test_bytes_ending_in_nul_are_never_shortened() -> None:
+    """A NumPy S array drops trailing NUL bytes: such values are kept whole or refused loudly."""
+    import pipestate as ps
+    from pipestate.data import _shm
+
+    values = [b"a\x00", b"bc", b"\x00\x00"]
+    with pytest.raises(TypeError, match="end in NUL bytes"):
+        ps.Dataset.from_tensor_slices(values)
+    with pytest.raises(TypeError, match="end in NUL bytes"):
+        ps.Dataset.from_tensor_slices(np.array(values, dtype=object))
+    one_by_one = ps.Dataset.from_tensors(b"a\x00").concatenate(ps.Dataset.from_tensors(b"bc"))
+    assert [bytes(x) for x in one_by_one] == [b"a\x00", b"bc"]
+    with pytest.raises(ps.errors.InvalidArgumentError, match="end in NUL bytes"):
+        next(iter(one_by_one.batch(2)))
+    layout, created = _shm.pack([np.bytes_(v) for v in values], "pipestate-test-nul")
+    unpacked = _shm.unpack(layout, "pipestate-test-nul" if created else None)
+    assert [bytes(x) for x in unpacked] == values

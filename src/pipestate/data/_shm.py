@@ -72,6 +72,10 @@ def _flatten(element: Any, leaves: list[Any], objects: bool = False) -> Any:
         return ("T", dtype)
     if objects and not isinstance(element, (np.ndarray, np.generic)):
         return ("o", element)
+    if isinstance(element, np.bytes_) and element.endswith(b"\x00"):
+        # An S array (and pickling an np.bytes_) drops trailing NUL bytes: such a
+        # value travels as plain bytes in the structure.
+        return ("b", bytes(element))
     if not isinstance(element, (np.ndarray, np.generic)):
         element = np.asarray(element)
     if element.dtype.hasobject:
@@ -128,6 +132,8 @@ def _unflatten(tree: Any, leaves: Any) -> Any:
         return _to_tensor(next(leaves), tree[1])
     if kind == "o":
         return tree[1]
+    if kind == "b":
+        return np.bytes_(tree[1])
     if kind == "l":
         return [_unflatten(sub, leaves) for sub in tree[1]]
     if kind == "m":

@@ -65,7 +65,31 @@ def to_leaf(value: Any, what: object = None) -> Any:
         return encode_text(array)
     if kind == "O":
         return _from_objects(array, what)
+    if kind == "S" and array.size:
+        _check_no_trailing_nul(value, what)
     return array[()] if array.ndim == 0 else array
+
+
+def _check_no_trailing_nul(value: Any, what: object) -> None:
+    """Refuse bytes ending in NUL bytes that an ``S`` array would drop (data would be lost)."""
+
+    # The S array already dropped them: look at the Python values it was made from.
+    def walk(node: Any) -> bool:
+        if isinstance(node, bytes):
+            return node.endswith(b"\x00")
+        if isinstance(node, (list, tuple)) or (
+            isinstance(node, np.ndarray) and node.dtype.kind == "O"
+        ):
+            return any(walk(item) for item in node)
+        return False
+
+    if walk(value):
+        where = f"{what!s}: " if what is not None else ""
+        raise TypeError(
+            f"{where}bytes values that end in NUL bytes can't be stacked into a NumPy S array, "
+            "which drops trailing NULs (the data would be lost). Give them one by one (bytes "
+            "elements keep every byte), or as uint8 arrays (np.frombuffer(b, np.uint8))."
+        )
 
 
 def encode_text(value: Any) -> Any:
@@ -79,6 +103,7 @@ def _from_objects(array: Any, what: object) -> Any:
     items = np.asarray(array, dtype=object)
     flat = items.reshape(-1)
     if flat.size and all(isinstance(item, (bytes, str)) for item in flat):
+        _check_no_trailing_nul(flat, what)
         out = np.array(
             [item.encode("utf-8") if isinstance(item, str) else item for item in flat], dtype="S"
         ).reshape(items.shape)
@@ -228,6 +253,7 @@ def stack_leaves(leaves: Sequence[Any], what: object, path: str = "") -> np.ndar
     if len(types) == 1:
         kind = next(iter(types))
         if kind is np.bytes_:  # the dtype sizes by the longest string
+            _refuse_trailing_nul(leaves, what, path)
             return np.array(leaves, dtype="S")
         if kind in _READY_SCALARS:  # one NumPy scalar type: one dtype and shape
             return np.fromiter(leaves, leaves[0].dtype, len(leaves))
@@ -255,8 +281,23 @@ def stack_leaves(leaves: Sequence[Any], what: object, path: str = "") -> np.ndar
             )
     if isinstance(first, np.generic):
         # A string's dtype has its length: size the batch by the longest, not the first.
+        if dtype.kind == "S":
+            _refuse_trailing_nul(leaves, what, path)
         return np.array(leaves, dtype="S" if dtype.kind == "S" else dtype)
     return np.stack(leaves)
+
+
+def _refuse_trailing_nul(leaves: Sequence[Any], what: object, path: str) -> None:
+    """Refuse to stack bytes values that end in NUL bytes: a NumPy ``S`` array drops them."""
+    for i, leaf in enumerate(leaves):
+        if isinstance(leaf, bytes) and leaf.endswith(b"\x00"):
+            raise InvalidArgumentError(
+                f"{what!s}: cannot batch bytes values that end in NUL bytes in component "
+                f"{path or 0}: element {i} ({bytes(leaf)[-16:]!r} at its end) would lose them "
+                "in a NumPy S array. Batch them as arrays instead (e.g. "
+                "map(lambda b: np.frombuffer(b, np.uint8)) then padded_batch or "
+                "ragged_batch), or batch after parsing them."
+            )
 
 
 def _ready_array(value: Any) -> bool:

@@ -26,6 +26,14 @@ class FromTensorsDataset(Dataset):
     def _cardinality(self) -> int:
         return 1
 
+    @property
+    def _vectorised(self) -> bool:
+        # Bytes ending in NUL bytes are read one by one: an S array would drop the NULs.
+        return not any(
+            isinstance(leaf, np.bytes_) and leaf.endswith(b"\x00")
+            for leaf in _structure.flatten(self._data)
+        )
+
     def _element_spec(self) -> Any:
         return _spec.spec_of(self._data)
 
@@ -39,6 +47,8 @@ class FromTensorsDataset(Dataset):
         return self._data
 
     def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
+        if not self._vectorised:
+            return super()._get_batch(epochs, positions)  # stacked as every batch is
         count = len(positions)
         # Read-only, as the element itself is: the same value whichever path reads it.
         return _structure.map_structure(
