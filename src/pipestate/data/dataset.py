@@ -488,6 +488,89 @@ class Dataset:
 
         return ZipDataset(datasets[0] if len(datasets) == 1 else datasets)
 
+    @staticmethod
+    def from_source(source: Any, *, name: str | None = None) -> Dataset:
+        """The items ``source[0] ... source[len(source) - 1]`` of a random-access data source.
+
+        Anything with ``__len__`` and ``__getitem__`` (a torch map-style
+        ``Dataset``, a ``datasets.Dataset``, Grain's data sources); an optional
+        ``__getitems__(indices)`` reads several items at once. Random access:
+        the iterator state is one index through ``global_shuffle``, ``map``,
+        ``batch`` and ``shard``. See ``docs/sources.md``.
+
+        Raises:
+          TypeError: ``source`` lacks ``__len__`` or ``__getitem__``, or its
+            length is not a non-negative integer.
+        """
+        from pipestate.data.ops.from_source import FromSourceDataset
+
+        return FromSourceDataset(source)._named(name)
+
+    @staticmethod
+    def from_parquet(
+        paths_or_glob: Any,
+        columns: Sequence[str] | None = None,
+        filesystem: Any = None,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        random_access: bool = True,
+        cache_bytes: int | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """The rows of Parquet files (a path, a glob or a list), as dicts of column values.
+
+        Random access by global row through a row-group index read from the
+        footers (``random_access=False`` streams instead). Needs pyarrow
+        (``pipestate[parquet]``). See ``docs/sources.md``.
+        """
+        from pipestate.data.ops.parquet import ParquetDataset
+
+        return ParquetDataset(
+            paths_or_glob, columns, filesystem, storage_options, random_access, cache_bytes
+        )._named(name)
+
+    @staticmethod
+    def from_arrow(
+        paths: Any,
+        columns: Sequence[str] | None = None,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """The rows of Arrow IPC files (file or stream format), memory-mapped when local.
+
+        Needs pyarrow (``pipestate[parquet]``). See ``docs/sources.md``.
+        """
+        from pipestate.data.ops.arrow import ArrowDataset
+
+        return ArrowDataset(paths, columns, storage_options)._named(name)
+
+    @staticmethod
+    def from_hf(
+        dataset_or_path: Any,
+        columns: Sequence[str] | None = None,
+        *,
+        name: str | None = None,
+    ) -> Dataset:
+        """The rows of a Hugging Face ``datasets.Dataset`` (or a ``save_to_disk`` directory).
+
+        Reads its Arrow table directly, without copying it. Needs ``datasets``
+        (``pipestate[hf]``). See ``docs/sources.md``.
+        """
+        from pipestate.data.ops.hf import HFDataset
+
+        return HFDataset(dataset_or_path, columns)._named(name)
+
+    @staticmethod
+    def from_array_record(paths: Any, *, name: str | None = None) -> Dataset:
+        """The records of ArrayRecord files, as ``np.bytes_``, by global index.
+
+        Needs ``array-record`` (``pipestate[arrayrecord]``). See ``docs/sources.md``.
+        """
+        from pipestate.data.ops.array_record import ArrayRecordDataset
+
+        return ArrayRecordDataset(paths)._named(name)
+
     # --------------------------------------------------------------------- ops
     def map(
         self,
