@@ -34,9 +34,7 @@ def import_pyarrow(op: str, extra: str) -> Any:
     try:
         import pyarrow
     except ImportError as err:  # pragma: no cover - the tests run with pyarrow
-        raise ImportError(
-            f"{op} needs pyarrow: pip install 'pipestate[{extra}]' ({err})"
-        ) from err
+        raise ImportError(f"{op} needs pyarrow: pip install 'pipestate[{extra}]' ({err})") from err
     return pyarrow
 
 
@@ -79,7 +77,9 @@ def is_vectorisable(pa: Any, schema: Any, names: Sequence[str]) -> bool:
     """Whether every column is a fixed-width number or bool: blocks then stack exactly."""
     for name in names:
         kind = schema.field(name).type
-        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
+        if not (
+            pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+        ):
             return False
     return True
 
@@ -120,7 +120,11 @@ class Block:
             if array.null_count:
                 nulls = array.is_null().to_numpy(zero_copy_only=False)
             if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-                filled = array.fill_null(False if pa.types.is_boolean(kind) else 0) if nulls is not None else array
+                filled = (
+                    array.fill_null(False if pa.types.is_boolean(kind) else 0)
+                    if nulls is not None
+                    else array
+                )
                 values: Any = filled.to_numpy(zero_copy_only=False)
                 values.flags.writeable = False
                 self._add(_NUMPY, values, nulls, values.nbytes)
@@ -201,10 +205,14 @@ class Block:
 
 
 def _is_numeric_list(pa: Any, kind: Any) -> bool:
-    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
+    if not (
+        pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    ):
         return False
     inner = kind.value_type
-    return bool(pa.types.is_integer(inner) or pa.types.is_floating(inner) or pa.types.is_boolean(inner))
+    return bool(
+        pa.types.is_integer(inner) or pa.types.is_floating(inner) or pa.types.is_boolean(inner)
+    )
 
 
 class BlockCache:
@@ -300,6 +308,11 @@ class BlocksDataset(Dataset):
         self._cache_bytes = cache_bytes
         self._process = PerProcess()
 
+    @property
+    def _pa(self) -> Any:
+        """The pyarrow module (not kept on the dataset, which is pickled to workers)."""
+        return import_pyarrow(self._op_name, "parquet")
+
     def _load(self, number: int) -> Block:
         """Decodes block ``number``."""
         raise NotImplementedError
@@ -325,7 +338,11 @@ class BlocksDataset(Dataset):
     def _groups(self, rows: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """``(block, output indices, block rows)`` for each block ``rows`` touch, in order."""
         blocks = np.searchsorted(self._starts, rows, side="right") - 1
-        if len(blocks) and blocks[0] == blocks[-1] and (len(blocks) < 3 or (blocks == blocks[0]).all()):
+        if (
+            len(blocks)
+            and blocks[0] == blocks[-1]
+            and (len(blocks) < 3 or (blocks == blocks[0]).all())
+        ):
             number = int(blocks[0])
             return [(number, np.arange(len(rows)), rows - self._starts[number])]
         out = []

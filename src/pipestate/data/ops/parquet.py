@@ -13,7 +13,6 @@ from pipestate.data import _fingerprint
 from pipestate.data._arrow import (
     Block,
     BlocksDataset,
-    PerProcess,
     check_cache_bytes,
     check_columns,
     import_pyarrow,
@@ -166,16 +165,14 @@ class ParquetDataset(BlocksDataset):
         cache_bytes: int | None = None,
     ) -> None:
         super().__init__(check_cache_bytes(cache_bytes, _OP))
-        self._pa = import_pyarrow(_OP, "parquet")
+        import_pyarrow(_OP, "parquet")
         self._random = bool(check_bool("random_access", random_access, op=_OP))
         self._fs, self._paths, self._shown = resolve_files(
             paths_or_glob, filesystem, storage_options
         )
         first = _open(self._fs, self._paths[0], self._shown[0])
         self._schema = first.schema_arrow
-        self._names = check_columns(
-            columns, self._schema.names, _OP, f"{self._shown[0]!r}"
-        )
+        self._names = check_columns(columns, self._schema.names, _OP, f"{self._shown[0]!r}")
         self._columns_given = columns is not None
         self._vectorised_rows = is_vectorisable(self._pa, self._schema, self._names)
         if self._random:
