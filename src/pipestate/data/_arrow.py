@@ -194,14 +194,12 @@ class Block:
         names = self.names
         return [dict(zip(names, row)) for row in zip(*columns)]
 
-    def column_batch(self, column: int, rows: np.ndarray) -> np.ndarray:
+    def column_batch(self, column: int, rows: np.ndarray) -> Any:
         """Column ``column`` at ``rows`` stacked on a new first axis, as ``batch`` stacks it."""
         if self.kinds[column] == _NUMPY:
             self._check_nulls(column, rows)
             return np.asarray(self.data[column][rows])
-        return _structure.stack_leaves(
-            self.values(column, rows), self.op, f"[{self.names[column]!r}]"
-        )
+        return _structure.stack(self.values(column, rows), self.op, f"[{self.names[column]!r}]")
 
 
 def _is_numeric_list(pa: Any, kind: Any) -> bool:
@@ -375,7 +373,7 @@ class BlocksDataset(Dataset):
             return {name: block.column_batch(i, local) for i, name in enumerate(block.names)}
         if not self._vectorised_rows:
             return _structure.stack(self._get_list(0, positions), self)
-        out: dict[str, np.ndarray] = {}
+        out: dict[str, Any] = {}
         for number, where, local in groups:
             block = self._block(number)
             for i, name in enumerate(block.names):

@@ -57,7 +57,7 @@ class FromSourceDataset(Dataset):
             )
         try:
             length = len(source)
-        except TypeError as err:  # a torch Dataset subclass without __len__ raises this
+        except (TypeError, ValueError) as err:  # a negative or non-integer __len__
             raise TypeError(
                 f"from_source: len(source) failed for {kind.__name__}: {err}; the source must "
                 "know its length"
