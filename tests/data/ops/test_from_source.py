@@ -1,4 +1,4 @@
-"""``Dataset.from_source``: any object with ``__len__`` and ``__getitem__`` as a random-access source."""
+"""``Dataset.from_source``: objects with ``__len__`` and ``__getitem__`` as random-access data."""
 
 from __future__ import annotations
 
@@ -72,11 +72,13 @@ def test_torch_map_style_dataset() -> None:
 
     ds = ps.Dataset.from_source(Images())
     image, label = ds[3]
-    assert type(image) is np.ndarray and image.dtype == np.float32
+    assert type(image) is np.ndarray
+    assert image.dtype == np.float32
     np.testing.assert_array_equal(image, np.full((2, 2), 3.0, np.float32))
     assert label == np.int64(3)
     images, labels = next(iter(ds.batch(4)))
-    assert images.shape == (4, 2, 2) and labels.tolist() == [0, 1, 2, 3]
+    assert images.shape == (4, 2, 2)
+    assert labels.tolist() == [0, 1, 2, 3]
     assert_conformant(ds.global_shuffle(seed=1).batch(4))
 
 
@@ -103,7 +105,8 @@ def test_batches_and_blocks_are_read_with_getitems() -> None:
     assert [b["id"].tolist() for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
     assert source.single_reads == 0
     assert sorted(i for read in source.batched_reads for i in read) == list(range(12))
-    assert source[3]["id"] == 3 and ps.Dataset.from_source(source)[3]["id"] == np.int64(3)
+    assert source[3]["id"] == 3
+    assert ps.Dataset.from_source(source)[3]["id"] == np.int64(3)
 
 
 def test_without_getitems_items_are_read_one_by_one() -> None:
@@ -203,7 +206,8 @@ def test_bad_sources(source: object, match: str) -> None:
 
 def test_name_labels_the_op() -> None:
     ds = ps.Dataset.from_source(Rows(3), name="rows")
-    assert ds.name == "rows" and "name='rows'" in repr(ds)
+    assert ds.name == "rows"
+    assert "name='rows'" in repr(ds)
     assert ds.fingerprint == ps.Dataset.from_source(Rows(3)).fingerprint
     with pytest.raises(TypeError, match="name must be a non-empty string"):
         ps.Dataset.from_source(Rows(3), name="")
@@ -211,7 +215,8 @@ def test_name_labels_the_op() -> None:
 
 def test_empty_source() -> None:
     ds = ps.Dataset.from_source([])
-    assert len(ds) == 0 and list(ds) == []
+    assert len(ds) == 0
+    assert list(ds) == []
     assert_conformant(ds)
 
 

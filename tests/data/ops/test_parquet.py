@@ -120,7 +120,8 @@ def test_batches_read_whole_row_groups(files: list[str], monkeypatch: pytest.Mon
         assert [int(x) for b in batches for x in b["id"]] == list(range(sum(ROWS)))
         assert len(reads) == 4 + 3  # each row group decoded once
     batch = batches[0]
-    assert batch["pair"].shape == (5, 2) and batch["text"].dtype.kind == "S"
+    assert batch["pair"].shape == (5, 2)
+    assert batch["text"].dtype.kind == "S"
     assert batch["meta"]["a"].tolist() == [0, 1, 2, 3, 4]
     ds = ps.Dataset.from_parquet(files, columns=BATCHABLE)
     for k in (0, 3):  # one row group, and rows of two (read as one gather by index)
@@ -132,7 +133,8 @@ def test_batches_read_whole_row_groups(files: list[str], monkeypatch: pytest.Mon
 def test_global_shuffle_batches(files: list[str]) -> None:
     ds = ps.Dataset.from_parquet(files, columns=["id", "score"]).global_shuffle(seed=4).batch(6)
     got = [int(x) for b in ds for x in b["id"]]
-    assert sorted(got) == list(range(sum(ROWS))) and got != sorted(got)
+    assert sorted(got) == list(range(sum(ROWS)))
+    assert got != sorted(got)
     full = ps.Dataset.from_parquet(files, BATCHABLE).global_shuffle(seed=4).batch(6)
     assert [int(x) for b in full for x in b["id"]] == got
 
@@ -201,11 +203,11 @@ def test_missing_and_corrupt_files(files: list[str], tmp_path: Path) -> None:
         ps.Dataset.from_parquet(str(tmp_path / "*.nothing"))
     garbage = tmp_path / "garbage.parquet"
     garbage.write_bytes(b"PAR1" + b"x" * 100)
-    with pytest.raises(DataLossError, match="garbage.parquet.*not a readable Parquet file"):
+    with pytest.raises(DataLossError, match=r"garbage.parquet.*not a readable Parquet file"):
         ps.Dataset.from_parquet(str(garbage))
     truncated = tmp_path / "truncated.parquet"
     truncated.write_bytes(Path(files[0]).read_bytes()[:-30])
-    with pytest.raises(DataLossError, match="truncated.parquet"):
+    with pytest.raises(DataLossError, match=r"truncated.parquet"):
         ps.Dataset.from_parquet(str(truncated))
 
 
@@ -249,7 +251,7 @@ def test_changed_file_is_refused_at_restore(tmp_path: Path) -> None:
         iter(ps.Dataset.from_parquet(str(path))).set_state(state)
     resumed = iter(ps.Dataset.from_parquet(str(path), random_access=False))
     resumed.set_state(stream_state)
-    with pytest.raises(StateMismatchError, match="row group 2 of .*has 2 row groups"):
+    with pytest.raises(StateMismatchError, match=r"row group 2 of .*has 2 row groups"):
         next(resumed)
 
 
@@ -258,16 +260,16 @@ def test_file_changed_under_a_dataset(tmp_path: Path) -> None:
     pq.write_table(table(8), path, row_group_size=4)
     ds = ps.Dataset.from_parquet(str(path), columns=["id"])
     pq.write_table(table(7), path, row_group_size=4)
-    with pytest.raises(StateMismatchError, match="row group 1 .* has 3 rows, but 4"):
+    with pytest.raises(StateMismatchError, match=r"row group 1 .* has 3 rows, but 4"):
         ds[5]
 
 
 def test_files_with_other_columns(files: list[str], tmp_path: Path) -> None:
     other = tmp_path / "other.parquet"
     pq.write_table(pa.table({"id": np.arange(3, dtype=np.int32)}), other)
-    with pytest.raises(ValueError, match="column 'id' of .*other.parquet.* has type int32"):
+    with pytest.raises(ValueError, match=r"column 'id' of .*other.parquet.* has type int32"):
         ps.Dataset.from_parquet([files[0], str(other)], columns=["id"])
-    with pytest.raises(ValueError, match="column 'text' of .*has no such column"):
+    with pytest.raises(ValueError, match=r"column 'text' of .*has no such column"):
         ps.Dataset.from_parquet([files[0], str(other)], columns=["text"])
 
 
@@ -359,7 +361,8 @@ def test_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "empty.parquet"
     pq.write_table(table(0), path)
     ds = ps.Dataset.from_parquet(str(path))
-    assert len(ds) == 0 and list(ds) == []
+    assert len(ds) == 0
+    assert list(ds) == []
     assert list(ps.Dataset.from_parquet(str(path), random_access=False)) == []
     assert_conformant(ds)
 
