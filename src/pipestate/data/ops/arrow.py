@@ -80,7 +80,9 @@ class ArrowDataset(BlocksDataset):
     def __init__(self, paths: Any, columns: Any = None, storage_options: Any = None) -> None:
         super().__init__(DEFAULT_CACHE_BYTES)
         import_pyarrow(_OP, "parquet")
-        self._fs, self._paths, self._shown = resolve_files(paths, None, storage_options)
+        self._fs, self._paths, self._shown = resolve_files(
+            paths, None, storage_options, _OP, "paths"
+        )
         schema, batches = self._open_all()
         self._schema = schema
         self._names = check_columns(columns, schema.names, _OP, repr(self._shown[0]))

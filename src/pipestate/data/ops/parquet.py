@@ -27,10 +27,10 @@ _OP = "parquet"
 _STREAM_CHUNK = 256  # rows converted to elements at once by the streaming iterator
 
 
-def _filesystem(first: str, filesystem: Any, storage_options: Any) -> Any:
+def _filesystem(first: str, filesystem: Any, storage_options: Any, op: str) -> Any:
     if storage_options is not None and not isinstance(storage_options, dict):
         raise TypeError(
-            f"{_OP}: storage_options must be a dict of fsspec options or None, got "
+            f"{op}: storage_options must be a dict of fsspec options or None, got "
             f"{type(storage_options).__name__} {brief(storage_options, 80)}"
         )
     if filesystem is None:
@@ -38,36 +38,41 @@ def _filesystem(first: str, filesystem: Any, storage_options: Any) -> Any:
         return fs
     if storage_options:
         raise ValueError(
-            f"{_OP}: pass either filesystem or storage_options, not both (storage_options "
+            f"{op}: pass either filesystem or storage_options, not both (storage_options "
             "configure the filesystem made from the URL)"
         )
     if not isinstance(filesystem, fsspec.AbstractFileSystem):
         raise TypeError(
-            f"{_OP}: filesystem must be an fsspec filesystem (fsspec.AbstractFileSystem) or "
+            f"{op}: filesystem must be an fsspec filesystem (fsspec.AbstractFileSystem) or "
             f"None, got {type(filesystem).__name__} {brief(filesystem, 80)}"
         )
     return filesystem
 
 
 def resolve_files(
-    paths_or_glob: Any, filesystem: Any, storage_options: Any
+    paths_or_glob: Any,
+    filesystem: Any,
+    storage_options: Any,
+    op: str = _OP,
+    argument: str = "paths_or_glob",
 ) -> tuple[Any, list[str], list[str]]:
     """``(filesystem, paths in it, names to show)`` of the files ``paths_or_glob`` names.
 
-    A glob matches once, sorted; a path without wildcards names itself.
+    A glob matches once, sorted; a path without wildcards names itself. ``op``
+    and ``argument`` name the source and its argument in errors.
     """
     if isinstance(paths_or_glob, (list, tuple)):
-        given = [to_path(p, _OP) for p in paths_or_glob]
+        given = [to_path(p, op) for p in paths_or_glob]
         if not given:
-            raise ValueError(f"{_OP}: paths_or_glob is an empty list; name at least one file")
+            raise ValueError(f"{op}: {argument} is an empty list; name at least one file")
     elif isinstance(paths_or_glob, (str, bytes, os.PathLike)):
-        given = [to_path(paths_or_glob, _OP)]
+        given = [to_path(paths_or_glob, op)]
     else:
         raise TypeError(
-            f"{_OP}: paths_or_glob must be a path or glob (str, bytes, os.PathLike) or a list of "
+            f"{op}: {argument} must be a path or glob (str, bytes, os.PathLike) or a list of "
             f"them, got {type(paths_or_glob).__name__} {brief(paths_or_glob, 80)}"
         )
-    fs = _filesystem(given[0], filesystem, storage_options)
+    fs = _filesystem(given[0], filesystem, storage_options, op)
     paths: list[str] = []
     names: list[str] = []
     for pattern in given:
@@ -76,7 +81,7 @@ def resolve_files(
         if fsspec.core.has_magic(stripped):
             found = sorted(fs.glob(stripped))
             if not found:
-                raise NotFoundError(f"{_OP}: no files matched pattern {pattern!r}")
+                raise NotFoundError(f"{op}: no files matched pattern {pattern!r}")
         else:
             found = [stripped]
         for path in found:
