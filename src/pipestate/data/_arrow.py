@@ -286,6 +286,24 @@ class PerProcess:
         self.__init__()  # type: ignore[misc]
 
 
+def prefix_before_failure(
+    read: Callable[[np.ndarray], list[Any]], positions: np.ndarray
+) -> list[Any]:
+    """The elements at ``positions`` read one by one up to the first that fails.
+
+    Raises that element's error when it is the first; ``_get_list``'s contract.
+    """
+    out: list[Any] = []
+    for k in range(len(positions)):
+        try:
+            out.extend(read(positions[k : k + 1]))
+        except Exception:
+            if not out:
+                raise
+            break
+    return out
+
+
 class BlocksDataset(Dataset):
     """Base of the Arrow-backed random-access sources: rows in blocks, read by global row.
 
@@ -353,6 +371,16 @@ class BlocksDataset(Dataset):
         return self._get_list(epoch, np.array([position], np.int64))[0]
 
     def _get_list(self, epoch: int, positions: np.ndarray) -> list[Any]:
+        try:
+            return self._read_rows(positions)
+        except Exception:
+            if len(positions) < 2:
+                raise
+        # Find the failing row (a null, a damaged row group): the rows before it
+        # are delivered, and it raises when asked for again, as row by row.
+        return prefix_before_failure(self._read_rows, positions)
+
+    def _read_rows(self, positions: np.ndarray) -> list[Any]:
         rows = self._rows_of(positions)
         groups = self._groups(rows)
         if len(groups) == 1:

@@ -9,7 +9,7 @@ import numpy as np
 
 from pipestate._validate import brief
 from pipestate.data import _fingerprint, _structure
-from pipestate.data._arrow import PerProcess
+from pipestate.data._arrow import PerProcess, prefix_before_failure
 from pipestate.data._files import describe_names, to_path
 from pipestate.data._spec import TensorSpec
 from pipestate.data.dataset import Dataset
@@ -129,7 +129,12 @@ class ArrayRecordDataset(Dataset):
         return self._read([position])[0]
 
     def _get_list(self, epoch: int, positions: np.ndarray) -> list[Any]:
-        return self._read(positions.tolist())
+        try:
+            return self._read(positions.tolist())
+        except DataLossError:
+            if len(positions) < 2:
+                raise
+        return prefix_before_failure(lambda one: self._read(one.tolist()), positions)
 
     def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
         return _structure.stack(self._read(positions.tolist()), self)
