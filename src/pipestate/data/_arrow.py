@@ -198,7 +198,12 @@ class Block:
         """Column ``column`` at ``rows`` stacked on a new first axis, as ``batch`` stacks it."""
         if self.kinds[column] == _NUMPY:
             self._check_nulls(column, rows)
-            return np.asarray(self.data[column][rows])
+            data = self.data[column]
+            n = len(rows)
+            first = int(rows[0]) if n else 0
+            if n > 1 and int(rows[-1]) - first == n - 1 and (np.diff(rows) == 1).all():
+                return data[first : first + n].copy()  # consecutive rows: a slice, copied
+            return np.asarray(data[rows])
         return _structure.stack(self.values(column, rows), self.op, f"[{self.names[column]!r}]")
 
 
@@ -243,6 +248,64 @@ class BlockCache:
                 _, old = self._blocks.popitem(last=False)
                 self._bytes -= old.nbytes
         return block
+
+
+class DenseColumns:
+    """Every block's numeric columns copied into one array per column, as blocks are read.
+
+    For numeric sources whose projected columns fit ``limit`` bytes: then any
+    rows, from any blocks, are one fancy-index gather per column (a globally
+    shuffled batch touches many blocks), and each block is decoded once per
+    process. One per dataset per process, shared by its threads.
+    """
+
+    def __init__(self, starts: np.ndarray, limit: int, load: Callable[[int], Block]) -> None:
+        self._starts = starts
+        self._limit = limit
+        self._load = load
+        self._loaded = np.zeros(len(starts) - 1, dtype=bool)
+        self._complete = len(starts) == 1
+        self._columns: list[np.ndarray] | None = None
+        self._names: tuple[str, ...] = ()
+        self.usable = True  # False once it does not fit, or a block has nulls
+        self._lock = threading.Lock()
+
+    def _add(self, number: int) -> None:
+        block = self._load(number)
+        if any(nulls is not None for nulls in block.nulls):
+            self.usable = False  # the block path raises the null's error, naming its row
+            return
+        total = int(self._starts[-1])
+        with self._lock:
+            if self._columns is None:
+                if total * sum(data.dtype.itemsize for data in block.data) > self._limit:
+                    self.usable = False
+                    return
+                self._names = block.names
+                self._columns = [np.empty(total, data.dtype) for data in block.data]
+            start = int(self._starts[number])
+            for column, data in zip(self._columns, block.data):
+                column[start : start + block.length] = data
+            self._loaded[number] = True
+            self._complete = bool(self._loaded.all())
+
+    def gather(self, rows: np.ndarray) -> dict[str, np.ndarray] | None:
+        """The columns at ``rows``, or ``None`` where the dense copy can't serve them."""
+        if not self._complete:
+            blocks = np.searchsorted(self._starts, rows, side="right") - 1
+            missing = blocks[~self._loaded[blocks]]
+            for number in np.unique(missing).tolist() if len(missing) else ():
+                self._add(number)
+                if not self.usable:
+                    return None
+        columns = self._columns
+        if columns is None:  # no rows asked for yet
+            return None
+        n = len(rows)
+        first = int(rows[0]) if n else 0
+        if n > 1 and int(rows[-1]) - first == n - 1 and (np.diff(rows) == 1).all():
+            return {name: c[first : first + n].copy() for name, c in zip(self._names, columns)}
+        return {name: c[rows] for name, c in zip(self._names, columns)}
 
 
 class PerProcess:
@@ -340,6 +403,12 @@ class BlocksDataset(Dataset):
     def _block(self, number: int) -> Block:
         return self._cache().get(number, self._load)
 
+    def _dense(self) -> DenseColumns:
+        dense: DenseColumns = self._process.shared(
+            "dense", lambda: DenseColumns(self._starts, self._cache_bytes, self._load)
+        )
+        return dense
+
     @property
     def _vectorised(self) -> bool:
         return self._vectorised_rows
@@ -353,18 +422,18 @@ class BlocksDataset(Dataset):
 
     def _groups(self, rows: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """``(block, output indices, block rows)`` for each block ``rows`` touch, in order."""
-        blocks = np.searchsorted(self._starts, rows, side="right") - 1
-        if (
-            len(blocks)
-            and blocks[0] == blocks[-1]
-            and (len(blocks) < 3 or (blocks == blocks[0]).all())
-        ):
-            number = int(blocks[0])
-            return [(number, np.arange(len(rows)), rows - self._starts[number])]
+        if not len(rows):
+            return []
+        starts = self._starts
+        low, high = int(rows.min()), int(rows.max())
+        number = int(np.searchsorted(starts, low, side="right")) - 1
+        if high < starts[number + 1]:  # one block (a batch, a read-ahead block): no search
+            return [(number, np.arange(len(rows)), rows - starts[number])]
+        blocks = np.searchsorted(starts, rows, side="right") - 1
         out = []
         for number in np.unique(blocks).tolist():
             where = np.flatnonzero(blocks == number)
-            out.append((number, where, rows[where] - self._starts[number]))
+            out.append((number, where, rows[where] - starts[number]))
         return out
 
     def _get(self, epoch: int, position: int) -> Any:
@@ -394,6 +463,12 @@ class BlocksDataset(Dataset):
 
     def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
         rows = self._rows_of(positions)
+        if self._vectorised_rows and len(rows):
+            dense = self._dense()
+            if dense.usable:
+                gathered = dense.gather(rows)
+                if gathered is not None:
+                    return gathered
         groups = self._groups(rows)
         if len(groups) == 1:
             number, _, local = groups[0]

@@ -130,6 +130,24 @@ def test_batches_read_whole_row_groups(files: list[str], monkeypatch: pytest.Mon
         next(iter(ps.Dataset.from_parquet(files, columns=["tokens"]).batch(3)))
 
 
+def test_numeric_columns_gather_from_one_array_per_column(files: list[str]) -> None:
+    ds = ps.Dataset.from_parquet(files, columns=["id", "flag"])
+    shuffled = list(ds.global_shuffle(seed=6).batch(7))
+    dense = ds._dense()  # type: ignore[attr-defined]
+    assert dense.usable
+    assert dense._complete  # every row group decoded once, into one array per column
+    again = list(ds.global_shuffle(seed=6).batch(7))
+    for a, b in zip(shuffled, again):
+        assert_elements_equal(a, b)
+    rows = [ds[int(i)] for i in np.concatenate([b["id"] for b in shuffled])]
+    assert [bool(r["flag"]) for r in rows] == [bool(x) for b in shuffled for x in b["flag"]]
+    small = ps.Dataset.from_parquet(files, columns=["id", "flag"], cache_bytes=64)
+    assert [b["id"].tolist() for b in small.global_shuffle(seed=6).batch(7)] == [
+        b["id"].tolist() for b in shuffled
+    ]
+    assert not small._dense().usable  # type: ignore[attr-defined]
+
+
 def test_global_shuffle_batches(files: list[str]) -> None:
     ds = ps.Dataset.from_parquet(files, columns=["id", "score"]).global_shuffle(seed=4).batch(6)
     got = [int(x) for b in ds for x in b["id"]]
@@ -153,6 +171,9 @@ PIPELINES = {
     "streaming": lambda f: ps.Dataset.from_parquet(f, random_access=False),
     "streaming-batch": lambda f: ps.Dataset.from_parquet(f, ["id"], random_access=False).batch(5),
     "small-cache": lambda f: ps.Dataset.from_parquet(f, cache_bytes=0).global_shuffle(seed=3),
+    "numeric-small-cache": lambda f: (
+        ps.Dataset.from_parquet(f, ["id", "flag"], cache_bytes=64).global_shuffle(seed=3).batch(5)
+    ),
 }
 
 
@@ -194,6 +215,8 @@ def test_nulls_are_an_error_naming_the_row(tmp_path: Path) -> None:
         list(ps.Dataset.from_parquet(str(path), columns=["s"], random_access=False))
     with pytest.raises(InvalidArgumentError, match="column 'id' is null"):
         list(ps.Dataset.from_parquet(str(path)).batch(4))
+    with pytest.raises(InvalidArgumentError, match="column 'id' is null at row 2 of row group 0"):
+        list(ps.Dataset.from_parquet(str(path), columns=["id"]).batch(4))  # vectorised
 
 
 def test_null_surfaces_at_its_row_after_the_rows_before_it(tmp_path: Path) -> None:
