@@ -11,8 +11,9 @@ Run: .venv/bin/python bench/bench_sources.py [--quick]
     one chunk beforehand (neither timed).
 (c) Parquet restore: ``set_state`` + the first batch after really consuming
     10M rows, against the same after 10k. Goal: <= 1.5x.
-(d) Hugging Face: ``from_hf(ds).global_shuffle().batch(64)`` against
-    ``ds.shuffle()`` iterated with ``.iter(batch_size=64)`` in NumPy format.
+(d) Hugging Face: ``from_hf(ds, columns).global_shuffle().batch(64)`` against
+    ``ds.select_columns(columns).shuffle()`` iterated with ``.iter(batch_size=64)``
+    in NumPy format, for numeric columns and for an id and a text column.
     Goal: >= 1.0x.
 (e) Hugging Face restore: pipestate's ``set_state`` + first element against
     ``IterableDataset.load_state_dict`` + first element, at the same position.
@@ -131,26 +132,33 @@ def _hf_dataset(rows: int, directory: Path) -> Any:
     datasets.disable_progress_bars()
     ids = np.arange(rows)
     data = datasets.Dataset.from_dict(
-        {"id": ids, "label": ids % 10, "score": (ids % 100).astype(np.float32)}
+        {
+            "id": ids,
+            "label": ids % 10,
+            "score": (ids % 100).astype(np.float32),
+            "text": [f"example number {i}" for i in ids],
+        }
     )
     data.save_to_disk(str(directory))
     return datasets.load_from_disk(str(directory))
 
 
-def hf_shuffled(hf: Any, repeats: int) -> dict[str, Any]:
+def hf_shuffled(hf: Any, columns: list[str], repeats: int) -> dict[str, Any]:
     rows = len(hf)
+    projected = hf.select_columns(columns)
 
     def ours() -> int:
-        ds = ps.Dataset.from_hf(hf).global_shuffle(seed=2).batch(64)
+        ds = ps.Dataset.from_hf(hf, columns=columns).global_shuffle(seed=2).batch(64)
         return sum(len(batch["id"]) for batch in ds)
 
     def baseline() -> int:
-        shuffled = hf.shuffle(seed=2).with_format("numpy")
+        shuffled = projected.shuffle(seed=2).with_format("numpy")
         return sum(len(batch["id"]) for batch in shuffled.iter(batch_size=64))
 
     assert ours() == baseline() == rows
     t_ours, t_base = best_of(ours, repeats), best_of(baseline, repeats)
-    return _row("(d) hf global_shuffle().batch(64)", rows, t_ours, t_base, "shuffle().iter(64)")
+    case = f"(d) hf global_shuffle().batch(64), {'+'.join(columns)}"
+    return _row(case, rows, t_ours, t_base, "shuffle().iter(64)")
 
 
 def hf_restore(hf: Any, position: int, repeats: int) -> dict[str, Any]:
@@ -213,7 +221,8 @@ def main() -> None:
         _write_parquet(big, far + 4096, 64 * 1024)
         results.append(parquet_restore(big, far, 10_000, 10))
         hf = _hf_dataset(hf_rows, scratch / "hf")
-        results.append(hf_shuffled(hf, repeats))
+        results.append(hf_shuffled(hf, ["id", "label", "score"], repeats))
+        results.append(hf_shuffled(hf, ["id", "text"], repeats))
         results.append(hf_restore(hf, hf_rows - 1000, repeats + 2))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -103,6 +103,7 @@ class Block:
 
     def __init__(self, pa: Any, table: Any, where: Callable[[int], str], op: Any) -> None:
         self.names: tuple[str, ...] = tuple(table.column_names)
+        self.table = table
         self.where = where
         self.op = op
         self.length = table.num_rows
@@ -112,9 +113,9 @@ class Block:
         self.nbytes = 0
         for name in self.names:
             column = table.column(name)
+            if pa.types.is_dictionary(column.type):  # chunks may have different dictionaries
+                column = column.cast(column.type.value_type)
             array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-            if pa.types.is_dictionary(array.type):
-                array = array.dictionary_decode()
             kind = array.type
             nulls = None
             if array.null_count:
@@ -455,10 +456,22 @@ class BlocksDataset(Dataset):
         if len(groups) == 1:
             number, _, local = groups[0]
             return self._block(number).rows(local)
+        # Rows from many blocks (a shuffled read): one Arrow take per block, then
+        # every row converted at once, which costs far less than converting per block.
+        blocks = [self._block(number) for number, _, _ in groups]
+        parts = [block.table.take(local) for block, (_, _, local) in zip(blocks, groups)]
+        bounds = np.cumsum([len(local) for _, _, local in groups])
+
+        def where(row: int) -> str:
+            k = int(np.searchsorted(bounds, row, side="right"))
+            first = int(bounds[k - 1]) if k else 0
+            return blocks[k].where(int(groups[k][2][row - first]))
+
+        combined = Block(self._pa, self._pa.concat_tables(parts), where, self)
         out: list[Any] = [None] * len(rows)
-        for number, where, local in groups:
-            for i, element in zip(where.tolist(), self._block(number).rows(local)):
-                out[i] = element
+        order = np.concatenate([output for _, output, _ in groups]).tolist()
+        for i, element in zip(order, combined.rows(np.arange(len(rows), dtype=np.int64))):
+            out[i] = element
         return out
 
     def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:

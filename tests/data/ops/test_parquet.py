@@ -236,6 +236,17 @@ def test_null_surfaces_at_its_row_after_the_rows_before_it(tmp_path: Path) -> No
         next(resumed)
 
 
+def test_rows_of_many_row_groups_name_the_null_row(tmp_path: Path) -> None:
+    path = tmp_path / "nulls.parquet"
+    values = [f"v{i}" if i != 9 else None for i in range(12)]
+    pq.write_table(pa.table({"s": values}), path, row_group_size=4)
+    ds = ps.Dataset.from_parquet(str(path))
+    rows = ds._read_rows(np.array([0, 5, 10, 1]))  # type: ignore[attr-defined]
+    assert [bytes(row["s"]) for row in rows] == [b"v0", b"v5", b"v10", b"v1"]
+    with pytest.raises(InvalidArgumentError, match="column 's' is null at row 1 of row group 2"):
+        ds._read_rows(np.array([0, 5, 9, 1]))  # type: ignore[attr-defined]
+
+
 def test_missing_and_corrupt_files(files: list[str], tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="does not exist"):
         ps.Dataset.from_parquet([files[0], str(tmp_path / "missing.parquet")])
