@@ -27,6 +27,8 @@ from pipestate.errors import InvalidArgumentError
 
 DEFAULT_CACHE_BYTES = 256 << 20
 """Decoded blocks a source keeps per process by default (bytes)."""
+BLOCK_ROWS = 1 << 16
+"""Consecutive small record batches are read as one block of about this many rows."""
 
 
 def import_pyarrow(op: str, extra: str) -> Any:
@@ -36,6 +38,27 @@ def import_pyarrow(op: str, extra: str) -> Any:
     except ImportError as err:  # pragma: no cover - the tests run with pyarrow
         raise ImportError(f"{op} needs pyarrow: pip install 'pipestate[{extra}]' ({err})") from err
     return pyarrow
+
+
+def coalesce(counts: Sequence[int], files: Sequence[int]) -> list[tuple[int, int]]:
+    """Record batches grouped into blocks: ``(first, stop)`` ranges of consecutive batches of
+    one file, of about ``BLOCK_ROWS`` rows (a larger batch is a block of its own)."""
+    blocks: list[tuple[int, int]] = []
+    first, rows = 0, 0
+    for i, count in enumerate(counts):
+        if i > first and (rows + count > BLOCK_ROWS or files[i] != files[first]):
+            blocks.append((first, i))
+            first, rows = i, 0
+        rows += count
+    if first < len(counts):
+        blocks.append((first, len(counts)))
+    return blocks
+
+
+def block_starts(counts: Sequence[int], blocks: Sequence[tuple[int, int]]) -> np.ndarray:
+    """The first row of each block, then the total, as int64."""
+    rows = [sum(counts[first:stop]) for first, stop in blocks]
+    return np.concatenate([[0], np.cumsum(rows, dtype=np.int64)]).astype(np.int64)
 
 
 def check_columns(columns: Any, available: Sequence[str], op: str, where: str) -> tuple[str, ...]:

@@ -71,12 +71,19 @@ def test_rows_of_file_and_stream_format(files: list[str]) -> None:
     )
 
 
-def test_numeric_columns_are_views_of_the_mapping(files: list[str]) -> None:
-    ds = ps.Dataset.from_arrow(files[0], columns=["id", "x"])
-    block = ds._block(0)  # type: ignore[attr-defined]
-    column = block.data[0]
+def test_large_batches_are_views_of_the_mapping(tmp_path: Path) -> None:
+    rows = 70_000  # one record batch of more than BLOCK_ROWS: read in place
+    path = write(tmp_path / "big.arrow", pa.table({"id": np.arange(rows)}), chunk=rows)
+    ds = ps.Dataset.from_arrow(path)
+    column = ds._block(0).data[0]  # type: ignore[attr-defined]
     assert not column.flags.owndata  # NumPy over the mapped Arrow buffer, not a copy
     assert not column.flags.writeable
+    assert int(ds[69_999]["id"]) == 69_999
+
+
+def test_small_batches_are_read_as_one_block(files: list[str]) -> None:
+    ds = ps.Dataset.from_arrow(files)
+    assert ds._starts.tolist() == [0, 10, 17]  # type: ignore[attr-defined]  # one block a file
     batch = next(iter(ds.batch(10)))
     assert batch["id"].tolist() == list(range(10))
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from pipestate.data import _fingerprint
 from pipestate.data._arrow import (
     DEFAULT_CACHE_BYTES,
     Block,
     BlocksDataset,
+    block_starts,
     check_columns,
+    coalesce,
     import_pyarrow,
     is_vectorisable,
 )
@@ -55,8 +55,10 @@ class ArrowDataset(BlocksDataset):
     """The rows of Arrow IPC files (``.arrow`` / ``.feather`` v2, file or stream format).
 
     Local files are memory-mapped: record batches are read in place, numeric
-    columns are NumPy views of the mapping (zero copy), and a row costs only
-    its conversion to an element. Files on other filesystems are read whole
+    columns of a batch of at least 65 536 rows are NumPy views of the mapping
+    (zero copy; smaller consecutive batches are read as one block, copied
+    once into the block cache), and a row costs only its conversion to an
+    element. Files on other filesystems are read whole
     into memory once per process. Elements are dicts of column values,
     converted as ``from_parquet``'s are; the iterator state is one index.
 
@@ -92,7 +94,8 @@ class ArrowDataset(BlocksDataset):
         for file, batch in batches:
             per_file[file] += batch.num_rows
         counts = [batch.num_rows for _, batch in batches]
-        self._starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
+        self._ranges = coalesce(counts, [file for file, _ in batches])
+        self._starts = block_starts(counts, self._ranges)
         self._rows = f"{int(self._starts[-1])} rows, digest {_fingerprint.digest(per_file)}"
         self._process.shared("batches", lambda: batches)  # this process's mapping
 
@@ -121,13 +124,15 @@ class ArrowDataset(BlocksDataset):
 
     def _load(self, number: int) -> Block:
         batches = self._process.shared("batches", lambda: self._open_all()[1])
-        if len(batches) != len(self._starts) - 1:
+        if len(batches) != self._ranges[-1][1]:
             raise StateMismatchError(
                 f"{_OP}: the files have {len(batches)} record batches now, but "
-                f"{len(self._starts) - 1} when the dataset was made; they changed"
+                f"{self._ranges[-1][1]} when the dataset was made; they changed"
             )
-        file, batch = batches[number]
-        table = self._pa.Table.from_batches([batch]).select(list(self._names))
+        first, stop = self._ranges[number]
+        file = batches[first][0]
+        parts = [batch for _, batch in batches[first:stop]]
+        table = self._pa.Table.from_batches(parts, schema=self._schema).select(list(self._names))
         first = int(self._starts[number])
         name = self._shown[file]
 

@@ -13,7 +13,9 @@ from pipestate.data._arrow import (
     DEFAULT_CACHE_BYTES,
     Block,
     BlocksDataset,
+    block_starts,
     check_columns,
+    coalesce,
     import_pyarrow,
     is_vectorisable,
 )
@@ -100,7 +102,8 @@ class HFDataset(BlocksDataset):
         self._vectorised_rows = is_vectorisable(self._pa, table.schema, self._names)
         batches = self._batches()
         counts = [batch.num_rows for batch in batches]
-        self._starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
+        self._ranges = coalesce(counts, [0] * len(counts))
+        self._starts = block_starts(counts, self._ranges)
         self._mapping = self._indices()
         files = [os.path.basename(f["filename"]) for f in self._hf.cache_files]
         self._settings = {
@@ -125,6 +128,9 @@ class HFDataset(BlocksDataset):
         batches: list[Any] = self._process.shared("batches", make)
         return batches
 
+    def _batches_schema(self) -> Any:
+        return self._hf.data.table.select(list(self._names)).schema
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_mapping", None)  # re-read from the datasets.Dataset in the new process
@@ -141,8 +147,9 @@ class HFDataset(BlocksDataset):
         }
 
     def _load(self, number: int) -> Block:
-        batch = self._batches()[number]
-        table = self._pa.Table.from_batches([batch])
+        first, stop = self._ranges[number]
+        batches = self._batches()[first:stop]
+        table = self._pa.Table.from_batches(batches, schema=self._batches_schema())
         first = int(self._starts[number])
 
         def where(row: int) -> str:
