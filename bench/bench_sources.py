@@ -70,7 +70,7 @@ def parquet_sequential(path: Path, rows: int, repeats: int) -> dict[str, Any]:
         return count
 
     assert ours() == baseline() == rows
-    t_ours, t_base = best_of(ours, repeats), best_of(baseline, repeats)
+    t_ours, t_base = alternated(ours, baseline, repeats)
     return _row("(a) parquet sequential batch(1024)", rows, t_ours, t_base, "iter_batches")
 
 
@@ -91,7 +91,7 @@ def parquet_shuffled(path: Path, rows: int, repeats: int) -> dict[str, Any]:
         return count
 
     ours()  # the first epoch decodes the row groups into the cache
-    t_ours, t_base = best_of(ours, repeats), best_of(baseline, repeats)
+    t_ours, t_base = alternated(ours, baseline, repeats)
     return _row("(b) parquet global_shuffle().batch(64)", rows, t_ours, t_base, "Table.take")
 
 
@@ -111,11 +111,7 @@ def parquet_restore(path: Path, far: int, near: int, repeats: int) -> dict[str, 
         fresh.set_state(states[rows])
         return next(fresh)
 
-    # Alternated, best of each: the load of a shared machine shifts between runs.
-    t_far = t_near = float("inf")
-    for _ in range(repeats):
-        t_far = min(t_far, best_of(lambda: restore(far), 1))
-        t_near = min(t_near, best_of(lambda: restore(near), 1))
+    t_far, t_near = alternated(lambda: restore(far), lambda: restore(near), repeats)
     return {
         "case": f"(c) parquet restore after {far:,} vs {near:,} rows",
         "rows": far,
@@ -156,7 +152,7 @@ def hf_shuffled(hf: Any, columns: list[str], repeats: int) -> dict[str, Any]:
         return sum(len(batch["id"]) for batch in shuffled.iter(batch_size=64))
 
     assert ours() == baseline() == rows
-    t_ours, t_base = best_of(ours, repeats), best_of(baseline, repeats)
+    t_ours, t_base = alternated(ours, baseline, repeats)
     case = f"(d) hf global_shuffle().batch(64), {'+'.join(columns)}"
     return _row(case, rows, t_ours, t_base, "shuffle().iter(64)")
 
@@ -183,10 +179,19 @@ def hf_restore(hf: Any, position: int, repeats: int) -> dict[str, Any]:
         return next(iter(resumed))
 
     assert int(ours()["id"]) == int(baseline()["id"]) == position
-    t_ours, t_base = best_of(ours, repeats), best_of(baseline, repeats)
+    t_ours, t_base = alternated(ours, baseline, repeats)
     return _row(
         f"(e) hf restore at row {position:,}", position, t_ours, t_base, "IterableDataset resume"
     )
+
+
+def alternated(ours: Any, baseline: Any, repeats: int) -> tuple[float, float]:
+    """The best time of each, run alternately: the load of a shared machine shifts."""
+    t_ours = t_base = float("inf")
+    for _ in range(repeats):
+        t_ours = min(t_ours, best_of(ours, 1))
+        t_base = min(t_base, best_of(baseline, 1))
+    return t_ours, t_base
 
 
 def _row(case: str, rows: int, ours: float, base: float, baseline: str) -> dict[str, Any]:
@@ -207,7 +212,7 @@ def main() -> None:
     if args.quick:
         rows, shuffled, far, hf_rows, repeats = 200_000, 50_000, 1_000_000, 20_000, 1
     else:
-        rows, shuffled, far, hf_rows, repeats = 2_000_000, 500_000, 10_000_000, 200_000, 2
+        rows, shuffled, far, hf_rows, repeats = 2_000_000, 500_000, 10_000_000, 200_000, 3
     scratch = Path(tempfile.mkdtemp(prefix="pipestate-bench-sources-"))
     results = []
     try:
