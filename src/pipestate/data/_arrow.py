@@ -152,6 +152,12 @@ class Block:
                 values: Any = filled.to_numpy(zero_copy_only=False)
                 values.flags.writeable = False
                 self._add(_NUMPY, values, nulls, values.nbytes)
+            elif (
+                pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_duration(kind)
+            ):
+                values = array.to_numpy(zero_copy_only=False)  # datetime64 / timedelta64
+                values.flags.writeable = False
+                self._add(_NUMPY, values, nulls, values.nbytes)
             elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
                 binary = pa.large_binary() if pa.types.is_large_string(kind) else pa.binary()
                 self._add(_BYTES, array.cast(binary), nulls, array.nbytes)

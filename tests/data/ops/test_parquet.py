@@ -247,6 +247,29 @@ def test_rows_of_many_row_groups_name_the_null_row(tmp_path: Path) -> None:
         ds._read_rows(np.array([0, 5, 9, 1]))  # type: ignore[attr-defined]
 
 
+def test_temporal_and_unsupported_types(tmp_path: Path) -> None:
+    import datetime
+    import decimal
+
+    path = tmp_path / "types.parquet"
+    when = datetime.datetime(2024, 5, 6, 7, 8, 9)
+    data = {
+        "when": [when, when],
+        "day": [datetime.date(2024, 5, 6)] * 2,
+        "wait": [datetime.timedelta(seconds=3)] * 2,
+        "money": [decimal.Decimal("1.5"), decimal.Decimal("2.5")],
+    }
+    pq.write_table(pa.table(data), path)
+    ds = ps.Dataset.from_parquet(str(path), columns=["when", "day", "wait"])
+    row = ds[1]
+    assert row["when"] == np.datetime64("2024-05-06T07:08:09")
+    assert row["day"] == np.datetime64("2024-05-06", "D")
+    assert row["wait"] == np.timedelta64(3, "s")
+    assert next(iter(ds.batch(2)))["when"].dtype.kind == "M"
+    with pytest.raises(TypeError, match=r"column 'money' at row 0 of row group 0.*Decimal"):
+        ps.Dataset.from_parquet(str(path), columns=["money"])[0]
+
+
 def test_missing_and_corrupt_files(files: list[str], tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="does not exist"):
         ps.Dataset.from_parquet([files[0], str(tmp_path / "missing.parquet")])
