@@ -293,8 +293,8 @@ class DenseColumns:
         self._starts = starts
         self._limit = limit
         self._load = load
-        self._loaded = np.zeros(len(starts) - 1, dtype=bool)
-        self._complete = len(starts) == 1
+        self._loaded = np.diff(starts) == 0  # empty blocks have nothing to copy
+        self._complete = bool(self._loaded.all())
         self._columns: list[np.ndarray] | None = None
         self._names: tuple[str, ...] = ()
         self.usable = True  # False once it does not fit, or a block has nulls

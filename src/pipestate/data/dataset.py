@@ -520,8 +520,15 @@ class Dataset:
         """The rows of Parquet files (a path, a glob or a list), as dicts of column values.
 
         Random access by global row through a row-group index read from the
-        footers (``random_access=False`` streams instead). Needs pyarrow
-        (``pipestate[parquet]``). See ``docs/sources.md``.
+        footers (``random_access=False`` streams instead, its state the file,
+        row group and row). ``cache_bytes`` bounds the decoded row groups kept
+        per process (default 256 MiB). Needs pyarrow (``pipestate[parquet]``).
+        See ``docs/sources.md``.
+
+        Raises:
+          TypeError / ValueError: a bad argument, or ``columns`` not in the files.
+          NotFoundError: a missing file, or a glob that matches nothing.
+          DataLossError: a file that is not readable Parquet.
         """
         from pipestate.data.ops.parquet import ParquetDataset
 
@@ -540,6 +547,12 @@ class Dataset:
         """The rows of Arrow IPC files (file or stream format), memory-mapped when local.
 
         Needs pyarrow (``pipestate[parquet]``). See ``docs/sources.md``.
+
+        Raises:
+          TypeError / ValueError: a bad argument, ``columns`` not in the files, or
+            files whose schemas differ.
+          NotFoundError: a missing file, or a glob that matches nothing.
+          DataLossError: a file that is not a readable Arrow IPC file.
         """
         from pipestate.data.ops.arrow import ArrowDataset
 
@@ -556,6 +569,12 @@ class Dataset:
 
         Reads its Arrow table directly, without copying it. Needs ``datasets``
         (``pipestate[hf]``). See ``docs/sources.md``.
+
+        Raises:
+          TypeError: not a ``datasets.Dataset`` (a ``DatasetDict``: pick a split;
+            an ``IterableDataset``: no random access), or a bad ``columns``.
+          ValueError: ``columns`` the dataset does not have.
+          NotFoundError: the path is not a ``save_to_disk`` directory.
         """
         from pipestate.data.ops.hf import HFDataset
 
@@ -566,6 +585,11 @@ class Dataset:
         """The records of ArrayRecord files, as ``np.bytes_``, by global index.
 
         Needs ``array-record`` (``pipestate[arrayrecord]``). See ``docs/sources.md``.
+
+        Raises:
+          TypeError / ValueError: ``paths`` is not a path or a non-empty list of them.
+          NotFoundError: a file does not exist.
+          DataLossError: a file is not a readable ArrayRecord file.
         """
         from pipestate.data.ops.array_record import ArrayRecordDataset
 

@@ -383,6 +383,22 @@ def test_pickled_dataset_reopens_its_files(files: list[str]) -> None:
     assert copy.fingerprint == ds.fingerprint
 
 
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_loader_worker_processes(files: list[str], context: str) -> None:
+    ds = ps.Dataset.from_parquet(files, columns=["id", "text"]).global_shuffle(seed=8).batch(4)
+    ds[0]  # files open and row groups cached here: workers must open their own
+    expected = [b["id"].tolist() for b in ds]
+    loader = ps.data.Loader(ds, num_workers=2, chunk_size=2, multiprocessing_context=context)
+    it = iter(loader)
+    got = [next(it)["id"].tolist() for _ in range(3)]
+    state = it.get_state()
+    it.close()
+    resumed = iter(ps.data.Loader(ds, num_workers=1, multiprocessing_context=context))
+    resumed.set_state(state)
+    got += [b["id"].tolist() for b in resumed]
+    assert got == expected
+
+
 @pytest.fixture
 def memory_dir() -> Iterator[str]:
     fs = fsspec.filesystem("memory")
