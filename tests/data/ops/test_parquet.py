@@ -457,6 +457,18 @@ def test_empty_file(tmp_path: Path) -> None:
     assert_conformant(ds)
 
 
+def test_empty_file_between_others(tmp_path: Path) -> None:
+    paths = []
+    for k, n in enumerate([5, 0, 6]):
+        paths.append(str(tmp_path / f"f{k}.parquet"))
+        pq.write_table(table(n, 5 * k), paths[-1], row_group_size=4)
+    ds = ps.Dataset.from_parquet(paths, columns=["id", "score"])
+    assert ids(ds) == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14, 15]
+    assert_conformant(ds.global_shuffle(seed=1).batch(3))
+    streamed = ps.Dataset.from_parquet(paths, columns=["id"], random_access=False)
+    assert ids(streamed) == ids(ds)
+
+
 def test_resumes_after_sigkill(tmp_path: Path) -> None:
     path = tmp_path / "ids.parquet"
     pq.write_table(pa.table({"id": np.arange(60), "x": np.zeros(60)}), path, row_group_size=16)
