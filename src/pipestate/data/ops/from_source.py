@@ -12,7 +12,9 @@ from pipestate.data.dataset import Dataset
 
 
 def _qualified(kind: type) -> str:
-    return f"{kind.__module__}.{kind.__qualname__}"
+    # The qualified name without the module, which depends on how a script was
+    # started (``__main__`` or its import path), as user functions are identified.
+    return kind.__qualname__
 
 
 class FromSourceDataset(Dataset):
