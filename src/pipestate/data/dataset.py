@@ -530,9 +530,9 @@ class Dataset:
           NotFoundError: a missing file, or a glob that matches nothing.
           DataLossError: a file that is not readable Parquet.
         """
-        from pipestate.data.ops.parquet import ParquetDataset
+        from pipestate.data.ops.parquet import parquet_dataset
 
-        return ParquetDataset(
+        return parquet_dataset(
             paths_or_glob, columns, filesystem, storage_options, random_access, cache_bytes
         )._named(name)
 

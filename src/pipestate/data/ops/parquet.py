@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import fsspec
 import numpy as np
@@ -20,7 +20,7 @@ from pipestate.data._arrow import (
 )
 from pipestate.data._files import describe_names, to_path
 from pipestate.data.dataset import UNKNOWN_CARDINALITY
-from pipestate.data.iterator import DatasetIterator, State, StreamIterator, read_int
+from pipestate.data.iterator import State, StreamIterator, read_int
 from pipestate.errors import DataLossError, NotFoundError, StateMismatchError
 
 _OP = "parquet"
@@ -141,9 +141,6 @@ class ParquetDataset(BlocksDataset):
       columns: the columns to read (a list of names); ``None`` for all.
       filesystem: an fsspec filesystem to read the paths with.
       storage_options: options for the filesystem made from the URL.
-      random_access: ``False`` streams the files in order without indexing
-        them first (no ``len``, no ``global_shuffle``); the state is then the
-        file, row group and row.
       cache_bytes: decoded row groups kept per process (default 256 MiB).
 
     Raises:
@@ -159,6 +156,8 @@ class ParquetDataset(BlocksDataset):
     """
 
     _op_name = _OP
+    _indexed: ClassVar[bool] = True
+    """Whether the footers are read when the dataset is made (random access)."""
 
     def __init__(
         self,
@@ -166,12 +165,10 @@ class ParquetDataset(BlocksDataset):
         columns: Any = None,
         filesystem: Any = None,
         storage_options: Any = None,
-        random_access: bool = True,
         cache_bytes: int | None = None,
     ) -> None:
         super().__init__(check_cache_bytes(cache_bytes, _OP))
         import_pyarrow(_OP, "parquet")
-        self._random = bool(check_bool("random_access", random_access, op=_OP))
         self._fs, self._paths, self._shown = resolve_files(
             paths_or_glob, filesystem, storage_options
         )
@@ -180,7 +177,7 @@ class ParquetDataset(BlocksDataset):
         self._names = check_columns(columns, self._schema.names, _OP, f"{self._shown[0]!r}")
         self._columns_given = columns is not None
         self._vectorised_rows = is_vectorisable(self._pa, self._schema, self._names)
-        if self._random:
+        if self._indexed:
             self._index(first)
         else:
             first.close()
@@ -219,25 +216,13 @@ class ParquetDataset(BlocksDataset):
                     "same types"
                 )
 
-    @property
-    def _random_access(self) -> bool:
-        return self._random
-
-    def _make_iterator(self, entropy: int | None, epoch: int = 0) -> DatasetIterator:
-        if self._random:
-            return super()._make_iterator(entropy, epoch)
-        return _ParquetStreamIterator(self, entropy, epoch)
-
-    def _cardinality(self) -> int:
-        return super()._cardinality() if self._random else UNKNOWN_CARDINALITY
-
     def _params(self) -> dict[str, Any]:
         # cache_bytes is left out: it changes speed, not elements.
         params: dict[str, Any] = {
             "files": describe_names(self._shown),
             "columns": list(self._names) if self._columns_given else None,
         }
-        if self._random:
+        if self._indexed:
             params["rows"] = self._rows  # a changed file is refused at restore
         else:
             params["random_access"] = False
@@ -362,3 +347,35 @@ class _ParquetStreamIterator(StreamIterator["ParquetDataset"]):
     def _close(self) -> None:
         self._close_file()
         super()._close()
+
+
+class ParquetStreamDataset(ParquetDataset):
+    """The rows of Parquet files read in order, without an index: ``random_access=False``.
+
+    No footer but the first file's is read when the dataset is made, so it
+    suits more files than are worth indexing up front. Streaming: no ``len``,
+    no ``ds[i]``, no ``global_shuffle``. The iterator state is the file, row
+    group and row; a restore opens that file and decodes that row group.
+    Arguments and errors as :class:`ParquetDataset`'s.
+    """
+
+    _keeps_random_access = False
+    _iterator_class = _ParquetStreamIterator
+    _indexed = False
+
+    def _cardinality(self) -> int:
+        return UNKNOWN_CARDINALITY
+
+
+def parquet_dataset(
+    paths_or_glob: Any,
+    columns: Any,
+    filesystem: Any,
+    storage_options: Any,
+    random_access: Any,
+    cache_bytes: Any,
+) -> ParquetDataset:
+    """``Dataset.from_parquet``: the indexed dataset, or the stream for ``random_access=False``."""
+    indexed = check_bool("random_access", random_access, op=_OP)
+    kind = ParquetDataset if indexed else ParquetStreamDataset
+    return kind(paths_or_glob, columns, filesystem, storage_options, cache_bytes)
