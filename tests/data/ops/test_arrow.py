@@ -123,6 +123,18 @@ def test_memory_filesystem_reads_the_file_into_memory() -> None:
         fs.rm("/pipestate-arrow", recursive=True)
 
 
+def test_s3(s3_server: Any, tmp_path: Path) -> None:
+    from tests._s3 import BUCKET
+
+    fs = fsspec.filesystem("s3", **s3_server.storage_options)
+    fs.pipe(f"{BUCKET}/arrow/t.arrow", Path(write(tmp_path / "t.arrow", table(11))).read_bytes())
+    ds = ps.Dataset.from_arrow(
+        f"s3://{BUCKET}/arrow/*.arrow", storage_options=s3_server.storage_options
+    )
+    assert ids(ds) == list(range(11))
+    assert_conformant(ds.global_shuffle(seed=1).batch(4), max_positions=4)
+
+
 def test_pickled_dataset_maps_the_files_again(files: list[str]) -> None:
     ds = ps.Dataset.from_arrow(files)
     copy = pickle.loads(pickle.dumps(ds))
