@@ -219,20 +219,22 @@ def test_nulls_are_an_error_naming_the_row(tmp_path: Path) -> None:
         list(ps.Dataset.from_parquet(str(path), columns=["id"]).batch(4))  # vectorised
 
 
-def test_null_surfaces_at_its_row_after_the_rows_before_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("column", ["s", "n"], ids=["string", "numeric"])
+def test_null_surfaces_at_its_row_after_the_rows_before_it(tmp_path: Path, column: str) -> None:
     path = tmp_path / "nulls.parquet"
-    values = [f"v{i}" if i != 5 else None for i in range(10)]
-    pq.write_table(pa.table({"id": np.arange(10), "s": values}), path)
-    ds = ps.Dataset.from_parquet(str(path))
+    strings = [f"v{i}" if i != 5 else None for i in range(10)]
+    numbers = [float(i) if i != 5 else None for i in range(10)]
+    pq.write_table(pa.table({"id": np.arange(10), "s": strings, "n": numbers}), path)
+    ds = ps.Dataset.from_parquet(str(path), columns=["id", column])
     it = iter(ds)
     assert [int(next(it)["id"]) for _ in range(5)] == [0, 1, 2, 3, 4]
     state = it.get_state()
-    with pytest.raises(InvalidArgumentError, match="column 's' is null at row 5"):
+    with pytest.raises(InvalidArgumentError, match=f"column '{column}' is null at row 5"):
         next(it)
     assert int(next(it)["id"]) == 6  # the failing row counts as read; none after it is lost
     resumed = iter(ds)
     resumed.set_state(state)
-    with pytest.raises(InvalidArgumentError, match="column 's' is null at row 5"):
+    with pytest.raises(InvalidArgumentError, match=f"column '{column}' is null at row 5"):
         next(resumed)
 
 

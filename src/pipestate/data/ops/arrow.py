@@ -89,7 +89,9 @@ class ArrowDataset(BlocksDataset):
         self._schema = schema
         self._names = check_columns(columns, schema.names, _OP, repr(self._shown[0]))
         self._columns_given = columns is not None
-        self._vectorised_rows = is_vectorisable(self._pa, schema, self._names)
+        self._vectorised_rows = is_vectorisable(self._pa, schema, self._names) and not any(
+            batch.column(name).null_count for _, batch in batches for name in self._names
+        )  # with nulls: row by row, so a null surfaces at its row, after the rows before it
         per_file = [0] * len(self._paths)
         for file, batch in batches:
             per_file[file] += batch.num_rows

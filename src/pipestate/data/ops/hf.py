@@ -99,7 +99,9 @@ class HFDataset(BlocksDataset):
         table = self._hf.data.table
         self._names = check_columns(columns, table.column_names, _OP, "the dataset")
         self._columns_given = columns is not None
-        self._vectorised_rows = is_vectorisable(self._pa, table.schema, self._names)
+        self._vectorised_rows = is_vectorisable(self._pa, table.schema, self._names) and not any(
+            table.column(name).null_count for name in self._names
+        )  # with nulls: row by row, so a null surfaces at its row, after the rows before it
         batches = self._batches()
         counts = [batch.num_rows for batch in batches]
         self._ranges = coalesce(counts, [0] * len(counts))

@@ -120,6 +120,19 @@ def _read_group(parquet: Any, group: int, names: tuple[str, ...], name: str) -> 
         ) from err
 
 
+def _may_have_nulls(group: Any, names: tuple[str, ...]) -> bool:
+    """Whether a row group's statistics allow a null in one of the columns ``names``."""
+    found = set()
+    for j in range(group.num_columns):
+        column = group.column(j)
+        if column.path_in_schema in names:
+            found.add(column.path_in_schema)
+            statistics = column.statistics
+            if statistics is None or not statistics.has_null_count or statistics.null_count:
+                return True
+    return len(found) < len(names)
+
+
 class ParquetDataset(BlocksDataset):
     """The rows of Parquet files, each a dict of column name to NumPy value.
 
@@ -196,6 +209,11 @@ class ParquetDataset(BlocksDataset):
                 metadata = parquet.metadata
                 for group in range(metadata.num_row_groups):
                     counts.append(metadata.row_group(group).num_rows)
+                    if self._vectorised_rows and _may_have_nulls(
+                        metadata.row_group(group), self._names
+                    ):
+                        # Row by row, so a null surfaces at its row, after the rows before it.
+                        self._vectorised_rows = False
                     self._group_file.append(i)
                     self._group_number.append(group)
                 per_file.append(metadata.num_rows)
