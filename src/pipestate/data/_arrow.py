@@ -294,7 +294,7 @@ class DenseColumns:
         self._limit = limit
         self._load = load
         self._loaded = np.diff(starts) == 0  # empty blocks have nothing to copy
-        self._complete = bool(self._loaded.all())
+        self.complete = bool(self._loaded.all())
         self._columns: list[np.ndarray] | None = None
         self._names: tuple[str, ...] = ()
         self.usable = True  # False once it does not fit, or a block has nulls
@@ -317,11 +317,11 @@ class DenseColumns:
             for column, data in zip(self._columns, block.data):
                 column[start : start + block.length] = data
             self._loaded[number] = True
-            self._complete = bool(self._loaded.all())
+            self.complete = bool(self._loaded.all())
 
     def gather(self, rows: np.ndarray) -> dict[str, np.ndarray] | None:
         """The columns at ``rows``, or ``None`` where the dense copy can't serve them."""
-        if not self._complete:
+        if not self.complete:
             blocks = np.searchsorted(self._starts, rows, side="right") - 1
             missing = blocks[~self._loaded[blocks]]
             for number in np.unique(missing).tolist() if len(missing) else ():
@@ -435,7 +435,7 @@ class BlocksDataset(Dataset):
 
     def _dense(self) -> DenseColumns:
         dense: DenseColumns = self._process.shared(
-            "dense", lambda: DenseColumns(self._starts, self._cache_bytes, self._load)
+            "dense", lambda: DenseColumns(self._starts, self._cache_bytes, self._block)
         )
         return dense
 
@@ -450,14 +450,19 @@ class BlocksDataset(Dataset):
         rows = np.asarray(positions, dtype=np.int64)
         return rows if self._mapping is None else self._mapping[rows]
 
+    def _one_block(self, rows: np.ndarray) -> int | None:
+        """The block holding all of ``rows`` (not empty), or ``None`` when they span several."""
+        low, high = int(rows.min()), int(rows.max())
+        number = int(np.searchsorted(self._starts, low, side="right")) - 1
+        return number if high < self._starts[number + 1] else None
+
     def _groups(self, rows: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """``(block, output indices, block rows)`` for each block ``rows`` touch, in order."""
         if not len(rows):
             return []
         starts = self._starts
-        low, high = int(rows.min()), int(rows.max())
-        number = int(np.searchsorted(starts, low, side="right")) - 1
-        if high < starts[number + 1]:  # one block (a batch, a read-ahead block): no search
+        number = self._one_block(rows)
+        if number is not None:  # a batch, a read-ahead block: no search per row
             return [(number, np.arange(len(rows)), rows - starts[number])]
         blocks = np.searchsorted(starts, rows, side="right") - 1
         out = []
@@ -506,8 +511,11 @@ class BlocksDataset(Dataset):
     def _get_batch(self, epochs: np.ndarray, positions: np.ndarray) -> Any:
         rows = self._rows_of(positions)
         if self._vectorised_rows and len(rows):
+            # Rows of many blocks (a shuffled batch): one gather per column from the
+            # dense copy. Rows of one block (sequential reads) are cut from the block,
+            # until the dense copy holds every block.
             dense = self._dense()
-            if dense.usable:
+            if dense.usable and (dense.complete or self._one_block(rows) is None):
                 gathered = dense.gather(rows)
                 if gathered is not None:
                     return gathered

@@ -135,7 +135,7 @@ def test_numeric_columns_gather_from_one_array_per_column(files: list[str]) -> N
     shuffled = list(ds.global_shuffle(seed=6).batch(7))
     dense = ds._dense()  # type: ignore[attr-defined]
     assert dense.usable
-    assert dense._complete  # every row group decoded once, into one array per column
+    assert dense.complete  # every row group decoded once, into one array per column
     again = list(ds.global_shuffle(seed=6).batch(7))
     for a, b in zip(shuffled, again):
         assert_elements_equal(a, b)
