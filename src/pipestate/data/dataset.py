@@ -677,6 +677,113 @@ class Dataset:
         )
         return dataset._named(name)
 
+    @staticmethod
+    def from_source(source: Any, *, name: str | None = None) -> Dataset:
+        """The items ``source[0] ... source[len(source) - 1]`` of a random-access data source.
+
+        Anything with ``__len__`` and ``__getitem__`` (a torch map-style
+        ``Dataset``, a ``datasets.Dataset``, Grain's data sources); an optional
+        ``__getitems__(indices)`` reads several items at once. Random access:
+        the iterator state is one index through ``global_shuffle``, ``map``,
+        ``batch`` and ``shard``. See ``docs/sources.md``.
+
+        Raises:
+          TypeError: ``source`` lacks ``__len__`` or ``__getitem__``, or its
+            length is not a non-negative integer.
+        """
+        from pipestate.data.ops.from_source import FromSourceDataset
+
+        return FromSourceDataset(source)._named(name)
+
+    @staticmethod
+    def from_parquet(
+        paths_or_glob: Any,
+        columns: Sequence[str] | None = None,
+        filesystem: Any = None,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        random_access: bool = True,
+        cache_bytes: int | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """The rows of Parquet files (a path, a glob or a list), as dicts of column values.
+
+        Random access by global row through a row-group index read from the
+        footers (``random_access=False`` streams instead, its state the file,
+        row group and row). ``cache_bytes`` bounds the decoded row groups kept
+        per process (default 256 MiB). Needs pyarrow (``pipestate[parquet]``).
+        See ``docs/sources.md``.
+
+        Raises:
+          TypeError / ValueError: a bad argument, or ``columns`` not in the files.
+          NotFoundError: a missing file, or a glob that matches nothing.
+          DataLossError: a file that is not readable Parquet.
+        """
+        from pipestate.data.ops.parquet import parquet_dataset
+
+        return parquet_dataset(
+            paths_or_glob, columns, filesystem, storage_options, random_access, cache_bytes
+        )._named(name)
+
+    @staticmethod
+    def from_arrow(
+        paths: Any,
+        columns: Sequence[str] | None = None,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """The rows of Arrow IPC files (file or stream format), memory-mapped when local.
+
+        Needs pyarrow (``pipestate[parquet]``). See ``docs/sources.md``.
+
+        Raises:
+          TypeError / ValueError: a bad argument, ``columns`` not in the files, or
+            files whose schemas differ.
+          NotFoundError: a missing file, or a glob that matches nothing.
+          DataLossError: a file that is not a readable Arrow IPC file.
+        """
+        from pipestate.data.ops.arrow import ArrowDataset
+
+        return ArrowDataset(paths, columns, storage_options)._named(name)
+
+    @staticmethod
+    def from_hf(
+        dataset_or_path: Any,
+        columns: Sequence[str] | None = None,
+        *,
+        name: str | None = None,
+    ) -> Dataset:
+        """The rows of a Hugging Face ``datasets.Dataset`` (or a ``save_to_disk`` directory).
+
+        Reads its Arrow table directly, without copying it. Needs ``datasets``
+        (``pipestate[hf]``). See ``docs/sources.md``.
+
+        Raises:
+          TypeError: not a ``datasets.Dataset`` (a ``DatasetDict``: pick a split;
+            an ``IterableDataset``: no random access), or a bad ``columns``.
+          ValueError: ``columns`` the dataset does not have.
+          NotFoundError: the path is not a ``save_to_disk`` directory.
+        """
+        from pipestate.data.ops.hf import HFDataset
+
+        return HFDataset(dataset_or_path, columns)._named(name)
+
+    @staticmethod
+    def from_array_record(paths: Any, *, name: str | None = None) -> Dataset:
+        """The records of ArrayRecord files, as ``np.bytes_``, by global index.
+
+        Needs ``array-record`` (``pipestate[arrayrecord]``). See ``docs/sources.md``.
+
+        Raises:
+          TypeError / ValueError: ``paths`` is not a path or a non-empty list of them.
+          NotFoundError: a file does not exist.
+          DataLossError: a file is not a readable ArrayRecord file.
+        """
+        from pipestate.data.ops.array_record import ArrayRecordDataset
+
+        return ArrayRecordDataset(paths)._named(name)
+
     # --------------------------------------------------------------------- ops
     def map(
         self,
