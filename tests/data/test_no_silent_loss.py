@@ -7,6 +7,7 @@ parallel map and the multi-process ``Loader``.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -413,6 +414,11 @@ def test_bytes_ending_in_nul_are_never_shortened() -> None:
     assert [bytes(x) for x in one_by_one] == [b"a\x00", b"bc"]
     with pytest.raises(ps.errors.InvalidArgumentError, match="end in NUL bytes"):
         next(iter(one_by_one.batch(2)))
-    layout, created = _shm.pack([np.bytes_(v) for v in values], "pipestate-test-nul")
-    unpacked = _shm.unpack(layout, "pipestate-test-nul" if created else None)
+    name = f"pipestate-test-nul-{uuid.uuid4().hex[:12]}"
+    layout, created = _shm.pack([np.bytes_(v) for v in values], name)
+    try:
+        unpacked = _shm.unpack(layout, name if created else None)
+    finally:
+        if created:
+            _shm.unlink(name)
     assert [bytes(x) for x in unpacked] == values

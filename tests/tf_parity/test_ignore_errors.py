@@ -102,8 +102,13 @@ def test_tf_record_dataset_ignore_error(backend: Backend, tmp_path: Path) -> Non
         writer.close()
         with open(fn, "a") as f:
             f.write("corrupted data")
-    cls = backend.data.TFRecordDataset if backend.is_tf else backend.data.RecordDataset
-    backend.assert_produces(cls(filenames).ignore_errors(), [b"record"] * 50)
+    if backend.is_tf:
+        dataset = backend.data.TFRecordDataset(filenames)
+    else:
+        # Appending to a file makes the index RecordWriter wrote beside it stale, which is
+        # refused when the dataset is made; without the index the file streams as tf.data's.
+        dataset = backend.data.RecordDataset(filenames, use_index=False)
+    backend.assert_produces(dataset.ignore_errors(), [b"record"] * 50)
 
 
 def test_zip_ignore_error(backend: Backend) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import logging
 import pickle
 import struct
 from collections.abc import Callable, Iterator
@@ -548,14 +549,25 @@ def _with_crc(data: bytes) -> bytes:
     ],
     ids=["truncated-offsets", "truncated-header", "bad-crc", "magic", "version", "offsets"],
 )
-def test_damaged_index(tmp_path: Path, change: Callable[[bytes], bytes], message: str) -> None:
+def test_damaged_index(
+    tmp_path: Path,
+    change: Callable[[bytes], bytes],
+    message: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     path = _write(tmp_path / "f.tfrecord", RECORDS, index=True)
     _replace_index(path, change)
     with pytest.raises(
         DataLossError, match=f"record: the record index .*f.tfrecord.index' {message}"
     ):
-        ps.data.RecordDataset(path)
+        ps.data.RecordDataset(path, use_index=True)
     assert _values(ps.data.RecordDataset(path, use_index=False)) == RECORDS
+    # "auto": the file streams as without an index, saying why.
+    with caplog.at_level(logging.WARNING, logger="pipestate.data"):
+        auto = ps.data.RecordDataset(path)
+    assert auto.cardinality() == ps.data.UNKNOWN_CARDINALITY
+    assert _values(auto) == RECORDS
+    assert "reading the files without their indexes" in caplog.text
 
 
 def test_stale_index(tmp_path: Path) -> None:
@@ -567,7 +579,8 @@ def test_stale_index(tmp_path: Path) -> None:
     with pytest.raises(
         DataLossError, match=r"is stale: it describes a file of 1117 bytes, and .* has"
     ):
-        ps.data.RecordDataset(path)
+        ps.data.RecordDataset(path, use_index=True)
+    assert _values(ps.data.RecordDataset(path)) == [*RECORDS, b"more"]  # "auto" streams
     # the same size, other record boundaries: caught at the first record read
     _write(path, [b"x" * (1117 - 16)], index=False)
     Path(path + ".index").write_bytes(index)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import zlib
 from types import TracebackType
@@ -18,6 +19,9 @@ from pipestate.data._record_index import RecordIndex, check_use_index, have_inde
 from pipestate.data._remote import ReadOptions, check_read_options
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import DatasetIterator
+from pipestate.errors import DataLossError, NotFoundError
+
+_logger = logging.getLogger("pipestate.data")
 
 
 class RecordDataset(FileDataset):
@@ -55,8 +59,9 @@ class RecordDataset(FileDataset):
         (:class:`ReadOptions`; ``None`` for the defaults). ``buffer_size``,
         when given, is the block size.
       use_index: ``"auto"`` (default): read by index when every file of a
-        list of uncompressed files has an index (and files are not
-        interleaved), else stream; ``True``: require the indexes; ``False``:
+        list of uncompressed files has a valid index (and files are not
+        interleaved), else stream (a file gone or changed since its index
+        was written logs a warning); ``True``: require the indexes; ``False``:
         always stream (the reading that states saved before the files had
         indexes restore into).
 
@@ -71,7 +76,7 @@ class RecordDataset(FileDataset):
         for compressed files, a Dataset of names or interleaved files.
       NotFoundError: ``use_index=True`` and a file has no index; or (while
         iterating) a file does not exist.
-      DataLossError: (when made) an index is damaged or stale (the file
+      DataLossError: (when made, with ``use_index=True``) an index is damaged or stale (the file
         changed after it was written); (while iterating) a truncated record,
         a checksum mismatch, damaged compressed data, or a record that does
         not end where its index says; the message names the file and offset.
@@ -127,7 +132,15 @@ class RecordDataset(FileDataset):
         options = self._read_options
         if use == "auto" and not (names and have_indexes(names, options, op)):
             return None
-        loaded = [load_index(name, options, op) for name in names]
+        try:
+            loaded = [load_index(name, options, op) for name in names]
+        except (NotFoundError, DataLossError) as err:
+            if use is True:
+                raise
+            # "auto": a file gone or changed since its index was written streams, as
+            # files without an index do, and fails (or not) when it is read.
+            _logger.warning("%s; reading the files without their indexes", err)
+            return None
         return RecordIndex(names, [o for o, _ in loaded], [s for _, s in loaded], op, options)
 
     @property
