@@ -28,7 +28,9 @@ from pipestate.testing import assert_conformant, assert_elements_equal  # noqa: 
 from ._sources import assert_elastic, assert_resumes_after_sigkill  # noqa: E402
 
 ROWS = (13, 9)  # rows of the two files, in row groups of 4
-BATCHABLE = ["id", "text", "blob", "pair", "meta", "cat"]  # all but the ragged "tokens"
+# All but the ragged "tokens" and "blob", whose values end in NUL bytes (an S array
+# would drop them, so batch refuses them).
+BATCHABLE = ["id", "text", "pair", "meta", "cat"]
 
 
 def table(n: int, first: int = 0) -> Any:
