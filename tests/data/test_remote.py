@@ -443,3 +443,18 @@ def test_arrow_sources_check_read_options(arrow_files: dict[str, list[str]]) -> 
         ps.Dataset.from_arrow(arrow, read_options=tuned).fingerprint
         == ps.Dataset.from_arrow(arrow).fingerprint
     )
+
+
+@pytest.mark.parametrize("kind", ["parquet", "arrow"])
+def test_arrow_sources_in_forked_workers_retry_on_their_own(
+    kind: str, arrow_files: dict[str, list[str]], faulty: type[FaultyMemoryFileSystem]
+) -> None:
+    """Loader workers open the remote files again, with read-ahead threads of their own,
+    and retry their own failed requests."""
+    pipeline = _arrow_source(kind, arrow_files, attempts=4).global_shuffle(seed=2).batch(5)
+    pipeline[0]  # files open, blocks cached and read-ahead threads started here
+    expected = [_ids([batch]) for batch in pipeline]
+    faulty.reset(failures=3)  # each worker inherits these: its first three requests fail
+    loader = ps.data.Loader(pipeline, num_workers=2, chunk_size=2, multiprocessing_context="fork")
+    assert [_ids([batch]) for batch in loader] == expected
+    assert faulty.attempts == 0  # every request was a worker's
