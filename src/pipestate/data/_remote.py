@@ -12,8 +12,10 @@ transient error (:func:`is_transient`) is retried with exponential backoff;
 after the last attempt :class:`~pipestate.errors.UnavailableError` names the
 URL, the byte range and the attempts.
 
-Other sources use :func:`open_input` for sequential reads, and
-:class:`RangeReader` (or :func:`read_range`) for random reads of byte ranges.
+Sources use :func:`open_input` (or :func:`open_file`, given a filesystem)
+for sequential reads and for readers that seek (pyarrow's Parquet and IPC
+readers), and :class:`RangeReader` (or :func:`read_range`) for random reads
+of byte ranges.
 """
 
 from __future__ import annotations
