@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import fsspec
+import numpy as np
 import pytest
 
 import pipestate as ps
@@ -268,3 +269,192 @@ def test_next_after_an_unavailable_error_loses_nothing(
     assert failures >= 20  # one per 11 lines
     assert got == lines
     fs.rm("/pipestate-remote/retry.txt")
+
+
+# ------------------------------------------------- Parquet and Arrow IPC sources
+ARROW_ROOT = "/pipestate-remote-arrow"
+ARROW_FILES = (30, 22)  # rows per file
+ARROW_KINDS = ["parquet", "parquet-stream", "arrow"]
+
+
+@pytest.fixture
+def arrow_files() -> Iterator[dict[str, list[str]]]:
+    """Two Parquet files (row groups of 4 rows) and two Arrow IPC files in ``memory://``,
+    by kind: their ``faultymem://`` URLs."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    fs = fsspec.filesystem("memory")
+    urls: dict[str, list[str]] = {"parquet": [], "arrow": []}
+    first = 0
+    for k, n in enumerate(ARROW_FILES):
+        ids = list(range(first, first + n))
+        data = pa.table({"id": ids, "text": [f"row {i} " + "x" * (i % 40) for i in ids]})
+        with fs.open(f"{ARROW_ROOT}/part-{k}.parquet", "wb") as f:
+            pq.write_table(data, f, row_group_size=4)
+        with (
+            fs.open(f"{ARROW_ROOT}/part-{k}.arrow", "wb") as f,
+            pa.ipc.new_file(f, data.schema) as writer,
+        ):
+            for batch in data.to_batches(max_chunksize=5):
+                writer.write_batch(batch)
+        for kind in urls:
+            urls[kind].append(f"faultymem://{ARROW_ROOT}/part-{k}.{kind}")
+        first += n
+    yield urls
+    fs.rm(ARROW_ROOT, recursive=True)
+
+
+def _arrow_source(kind: str, urls: dict[str, list[str]], **options: Any) -> ps.Dataset:
+    read_options = ps.data.ReadOptions(**{**FAST, "block_size": 256, **options})
+    if kind == "arrow":
+        return ps.Dataset.from_arrow(urls["arrow"], read_options=read_options)
+    # cache_bytes=0 keeps one row group decoded: most reads go to the files again
+    return ps.Dataset.from_parquet(
+        urls["parquet"],
+        random_access=kind == "parquet",
+        cache_bytes=0,
+        read_options=read_options,
+    )
+
+
+def _ids(elements: Any) -> list[int]:
+    return [int(x) for e in elements for x in np.asarray(e["id"]).ravel()]
+
+
+@pytest.mark.parametrize("kind", ARROW_KINDS)
+def test_arrow_sources_read_through_failures(
+    kind: str, arrow_files: dict[str, list[str]], faulty: type[FaultyMemoryFileSystem]
+) -> None:
+    faulty.reset(failures=4, error=ConnectionResetError)
+    # no read-ahead: every request is made, and counted, before the last row is read
+    ds = _arrow_source(kind, arrow_files, attempts=5, read_ahead=0)
+    assert _ids(ds) == list(range(sum(ARROW_FILES)))
+    assert faulty.failures == 0  # every injected failure was met ...
+    assert faulty.attempts == len(faulty.reads) + 4  # ... and retried
+    assert max(n for _, _, n in faulty.reads) <= 256  # in ranged reads of one block
+
+
+@pytest.mark.parametrize("kind", ARROW_KINDS)
+def test_arrow_sources_unavailable_names_the_file(
+    kind: str, arrow_files: dict[str, list[str]], faulty: type[FaultyMemoryFileSystem]
+) -> None:
+    faulty.reset(failures=100, error=TimeoutError)
+    first = arrow_files["arrow" if kind == "arrow" else "parquet"][0]
+    op = "arrow" if kind == "arrow" else "parquet"
+    with pytest.raises(
+        UnavailableError,
+        match=rf"{op}: reading (the size|bytes \d+-\d+) of {first!r} failed 3 time\(s\)",
+    ) as info:
+        _arrow_source(kind, arrow_files, attempts=3, read_ahead=0)
+    assert isinstance(info.value.__cause__, TimeoutError)
+    assert faulty.attempts == 3
+
+
+def _read_through_outages(
+    pipeline: ps.Dataset, faulty: type[FaultyMemoryFileSystem], *, continue_after: bool
+) -> tuple[list[list[int]], list[str]]:
+    """Every element of ``pipeline``, while every fourth read finds the storage down.
+
+    Each outage lasts until an ``UnavailableError`` is raised. Then, with
+    ``continue_after``, the iterator goes on: with ``next`` after every other
+    error, else restored from the state taken after the error. Without it, a
+    fresh iterator restores the state saved before the failed read (as a job
+    restarts from its last checkpoint). Returns the ids read, per element, and
+    the errors' messages.
+    """
+    it = iter(pipeline)
+    got: list[list[int]] = []
+    messages: list[str] = []
+    armed_at = -1
+    while True:
+        if len(got) % 4 == 0 and armed_at != len(got):
+            armed_at = len(got)
+            faulty.reset(failures=10**6)  # every request fails until the error is seen
+        before = it.get_state()
+        try:
+            element = next(it)
+        except UnavailableError as err:
+            messages.append(str(err))
+            faulty.reset()
+            if not continue_after or len(messages) % 2:
+                state = it.get_state() if continue_after else before
+                it = iter(pipeline)
+                it.set_state(state)
+            continue
+        except StopIteration:
+            break
+        got.append(_ids([element]))
+    return got, messages
+
+
+def test_streamed_parquet_continues_after_unavailable_exactly_once(
+    arrow_files: dict[str, list[str]], faulty: type[FaultyMemoryFileSystem]
+) -> None:
+    """The state after an ``UnavailableError`` still points at the row that failed:
+    ``next``, or a restore of that state, reads it."""
+    pipeline = _arrow_source("parquet-stream", arrow_files, attempts=2, read_ahead=0)
+    expected = [_ids([row]) for row in pipeline]
+    got, messages = _read_through_outages(pipeline, faulty, continue_after=True)
+    assert got == expected
+    assert len(messages) >= 5
+    assert all("parquet: reading bytes " in m and f"{ARROW_ROOT}/part-" in m for m in messages)
+
+
+@pytest.mark.parametrize("kind", ["parquet", "arrow-in-a-new-process"])
+def test_random_access_arrow_sources_resume_after_unavailable_exactly_once(
+    kind: str, arrow_files: dict[str, list[str]], faulty: type[FaultyMemoryFileSystem]
+) -> None:
+    """A state saved before a read that raised ``UnavailableError`` restores to the same
+    rows: every row once. (The iterator that raised has counted its element as consumed,
+    as after any error of a random-access pipeline.)"""
+    import pickle
+
+    source = _arrow_source(kind.split("-")[0], arrow_files, attempts=2, read_ahead=0)
+    pipeline = source.global_shuffle(seed=5).batch(3)
+    expected = [_ids([batch]) for batch in pipeline]
+    if kind == "arrow-in-a-new-process":
+        # As in a Loader worker: no file read yet, the first read reads them all.
+        pipeline = pickle.loads(pickle.dumps(pipeline))
+    got, messages = _read_through_outages(pipeline, faulty, continue_after=False)
+    assert got == expected
+    suffix = ".arrow'" if kind.startswith("arrow") else ".parquet'"
+    assert len(messages) >= (1 if kind.startswith("arrow") else 3)
+    assert all(f"faultymem://{ARROW_ROOT}/part-" in m and suffix in m for m in messages)
+
+
+def test_arrow_sources_check_read_options(arrow_files: dict[str, list[str]]) -> None:
+    parquet, arrow = arrow_files["parquet"], arrow_files["arrow"]
+    with pytest.raises(
+        TypeError, match=r"parquet: read_options must be a pipestate\.data\.ReadOptions or None"
+    ):
+        ps.Dataset.from_parquet(parquet, read_options={"attempts": 3})
+    with pytest.raises(
+        TypeError, match=r"arrow: read_options must be a pipestate\.data\.ReadOptions or None"
+    ):
+        ps.Dataset.from_arrow(arrow, read_options=3)
+    tuned = ps.data.ReadOptions(block_size=100, attempts=9)
+    # Read options change how, never what: a state restores under other settings.
+    assert (
+        ps.Dataset.from_parquet(parquet, read_options=tuned).fingerprint
+        == ps.Dataset.from_parquet(parquet).fingerprint
+    )
+    assert (
+        ps.Dataset.from_arrow(arrow, read_options=tuned).fingerprint
+        == ps.Dataset.from_arrow(arrow).fingerprint
+    )
+
+
+@pytest.mark.parametrize("kind", ["parquet", "arrow"])
+def test_arrow_sources_in_forked_workers_retry_on_their_own(
+    kind: str, arrow_files: dict[str, list[str]], faulty: type[FaultyMemoryFileSystem]
+) -> None:
+    """Loader workers open the remote files again, with read-ahead threads of their own,
+    and retry their own failed requests."""
+    pipeline = _arrow_source(kind, arrow_files, attempts=4).global_shuffle(seed=2).batch(5)
+    pipeline[0]  # files open, blocks cached and read-ahead threads started here
+    expected = [_ids([batch]) for batch in pipeline]
+    faulty.reset(failures=3)  # each worker inherits these: its first three requests fail
+    loader = ps.data.Loader(pipeline, num_workers=2, chunk_size=2, multiprocessing_context="fork")
+    assert [_ids([batch]) for batch in loader] == expected
+    assert faulty.attempts == 0  # every request was a worker's

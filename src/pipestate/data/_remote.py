@@ -12,8 +12,10 @@ transient error (:func:`is_transient`) is retried with exponential backoff;
 after the last attempt :class:`~pipestate.errors.UnavailableError` names the
 URL, the byte range and the attempts.
 
-Other sources use :func:`open_input` for sequential reads, and
-:class:`RangeReader` (or :func:`read_range`) for random reads of byte ranges.
+Sources use :func:`open_input` (or :func:`open_file`, given a filesystem)
+for sequential reads and for readers that seek (pyarrow's Parquet and IPC
+readers), and :class:`RangeReader` (or :func:`read_range`) for random reads
+of byte ranges.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ __all__ = [
     "filesystem",
     "is_local",
     "is_transient",
+    "open_file",
     "open_input",
     "read_range",
 ]
@@ -263,12 +266,32 @@ def open_input(
       UnavailableError: the file's size could not be read after the last attempt.
     """
     fs, fs_path = filesystem(path, storage_options)
+    return open_file(fs, fs_path, path, options, op, block_size=block_size)
+
+
+def open_file(
+    fs: Any,
+    fs_path: str,
+    url: str,
+    options: ReadOptions,
+    op: str,
+    *,
+    block_size: int | None = None,
+) -> BinaryIO:
+    """:func:`open_input` for a file of a filesystem already made: ``fs_path`` in ``fs``.
+
+    ``url`` names the file in errors.
+
+    Raises:
+      FileNotFoundError: the file does not exist (never retried).
+      UnavailableError: the file's size could not be read after the last attempt.
+    """
     if is_local(fs):
         stream: BinaryIO = fs.open(fs_path, "rb")
         return stream
     if block_size:
         options = dataclasses.replace(options, block_size=block_size)
-    raw = RemoteFile(fs, fs_path, path, options, op)
+    raw = RemoteFile(fs, fs_path, url, options, op)
     # Headers and lines are small reads: a buffer in front of the blocks keeps
     # each from costing a call into the block cache.
     return io.BufferedReader(raw, buffer_size=min(options.block_size, 1 << 16))
@@ -413,6 +436,24 @@ class RemoteFile(io.RawIOBase):
         memoryview(buffer).cast("B")[:count] = block[start : start + count]
         self._position = position + count
         return count
+
+    def readall(self) -> bytes:
+        """The rest of the file, joined from whole blocks (read ahead as any read).
+
+        A failed block leaves the position where it was: a retry reads it all again.
+        """
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        size = self._options.block_size
+        position = self._position
+        parts = []
+        while position < self._size:
+            index = position // size
+            block = self._block(index)
+            parts.append(block[position - index * size :])
+            position = index * size + len(block)
+        self._position = max(position, self._position)
+        return b"".join(parts)
 
     def _block(self, index: int) -> bytes:
         """Block ``index``, with the blocks after it requested; the others dropped."""

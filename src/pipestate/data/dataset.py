@@ -16,6 +16,7 @@ from pipestate.data._structure import Element
 
 if TYPE_CHECKING:
     from pipestate.data._profile import ProfileReport
+    from pipestate.data._remote import ReadOptions
     from pipestate.data.iterator import DatasetIterator, StreamIterator
     from pipestate.data.ops.group_by_reducer import Reducer
     from pipestate.data.options import Options
@@ -704,6 +705,7 @@ class Dataset:
         *,
         random_access: bool = True,
         cache_bytes: int | None = None,
+        read_options: ReadOptions | None = None,
         name: str | None = None,
     ) -> Dataset:
         """The rows of Parquet files (a path, a glob or a list), as dicts of column values.
@@ -711,18 +713,28 @@ class Dataset:
         Random access by global row through a row-group index read from the
         footers (``random_access=False`` streams instead, its state the file,
         row group and row). ``cache_bytes`` bounds the decoded row groups kept
-        per process (default 256 MiB). Needs pyarrow (``pipestate[parquet]``).
-        See ``docs/sources.md``.
+        per process (default 256 MiB). Files not on the local disk are read
+        in read-ahead blocks with retries of transient errors, as
+        ``read_options`` (a ``ps.data.ReadOptions``) sets. Needs pyarrow
+        (``pipestate[parquet]``). See ``docs/sources.md``.
 
         Raises:
           TypeError / ValueError: a bad argument, or ``columns`` not in the files.
           NotFoundError: a missing file, or a glob that matches nothing.
           DataLossError: a file that is not readable Parquet.
+          UnavailableError: a remote file that kept failing with transient
+            errors through every attempt.
         """
         from pipestate.data.ops.parquet import parquet_dataset
 
         return parquet_dataset(
-            paths_or_glob, columns, filesystem, storage_options, random_access, cache_bytes
+            paths_or_glob,
+            columns,
+            filesystem,
+            storage_options,
+            random_access,
+            cache_bytes,
+            read_options,
         )._named(name)
 
     @staticmethod
@@ -731,21 +743,27 @@ class Dataset:
         columns: Sequence[str] | None = None,
         *,
         storage_options: dict[str, Any] | None = None,
+        read_options: ReadOptions | None = None,
         name: str | None = None,
     ) -> Dataset:
         """The rows of Arrow IPC files (file or stream format), memory-mapped when local.
 
-        Needs pyarrow (``pipestate[parquet]``). See ``docs/sources.md``.
+        Files on other filesystems are read whole, in read-ahead blocks with
+        retries of transient errors, as ``read_options`` (a
+        ``ps.data.ReadOptions``) sets. Needs pyarrow (``pipestate[parquet]``).
+        See ``docs/sources.md``.
 
         Raises:
           TypeError / ValueError: a bad argument, ``columns`` not in the files, or
             files whose schemas differ.
           NotFoundError: a missing file, or a glob that matches nothing.
           DataLossError: a file that is not a readable Arrow IPC file.
+          UnavailableError: a remote file that kept failing with transient
+            errors through every attempt.
         """
         from pipestate.data.ops.arrow import ArrowDataset
 
-        return ArrowDataset(paths, columns, storage_options)._named(name)
+        return ArrowDataset(paths, columns, storage_options, read_options)._named(name)
 
     @staticmethod
     def from_hf(

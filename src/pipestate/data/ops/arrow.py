@@ -16,22 +16,22 @@ from pipestate.data._arrow import (
     is_vectorisable,
 )
 from pipestate.data._files import describe_names
+from pipestate.data._remote import ReadOptions, check_read_options, is_local, open_file
 from pipestate.data.ops.parquet import resolve_files
 from pipestate.errors import DataLossError, NotFoundError, StateMismatchError
 
 _OP = "arrow"
 
 
-def _read_batches(fs: Any, path: str, name: str) -> tuple[Any, list[Any]]:
+def _read_batches(fs: Any, path: str, name: str, options: ReadOptions) -> tuple[Any, list[Any]]:
     """The schema and record batches of one IPC file (file or stream format), zero copy
-    where local."""
+    where local; a remote file is read whole through ``_remote`` (read-ahead, retries)."""
     pa = import_pyarrow(_OP, "parquet")
     try:
-        protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
-        if "file" in protocols:
+        if is_local(fs):
             source: Any = pa.memory_map(path, "r")
         else:
-            with fs.open(path, "rb") as remote:
+            with open_file(fs, path, name, options, _OP) as remote:
                 source = pa.BufferReader(remote.read())
     except FileNotFoundError as err:
         raise NotFoundError(f"{_OP}: file {name!r} does not exist") from err
@@ -58,19 +58,26 @@ class ArrowDataset(BlocksDataset):
     columns of a batch of at least 65 536 rows are NumPy views of the mapping
     (zero copy; smaller consecutive batches are read as one block, copied
     once into the block cache), and a row costs only its conversion to an
-    element. Files on other filesystems are read whole
-    into memory once per process. Elements are dicts of column values,
+    element. Files on other filesystems are read whole into memory once per
+    process, through read-ahead blocks with retries of transient errors
+    (``read_options``). Elements are dicts of column values,
     converted as ``from_parquet``'s are; the iterator state is one index.
 
     Args:
       paths: a path or glob (local or fsspec URL), or a list of them.
       columns: the columns to read; ``None`` for all.
       storage_options: options for the filesystem made from the URL.
+      read_options: read-ahead and retries for files not on the local disk
+        (a :class:`~pipestate.data.ReadOptions`; ``None`` for the defaults).
 
     Raises:
       TypeError / ValueError: a bad argument, or columns not in the files.
       NotFoundError: a file does not exist, or a glob matches nothing.
       DataLossError: a file is not a readable Arrow IPC file.
+      UnavailableError: a remote file kept failing with transient errors
+        through every attempt ``read_options`` allows (when made, or at the
+        first read of a worker process: the row is not skipped, and is read
+        again when asked again).
 
     Example:
       >>> import pipestate as ps
@@ -79,8 +86,15 @@ class ArrowDataset(BlocksDataset):
 
     _op_name = _OP
 
-    def __init__(self, paths: Any, columns: Any = None, storage_options: Any = None) -> None:
+    def __init__(
+        self,
+        paths: Any,
+        columns: Any = None,
+        storage_options: Any = None,
+        read_options: ReadOptions | None = None,
+    ) -> None:
         super().__init__(DEFAULT_CACHE_BYTES)
+        self._read_options = check_read_options(read_options, _OP)
         import_pyarrow(_OP, "parquet")
         self._fs, self._paths, self._shown = resolve_files(
             paths, None, storage_options, _OP, "paths"
@@ -106,7 +120,7 @@ class ArrowDataset(BlocksDataset):
         schemas: list[Any] = []
         batches: list[tuple[int, Any]] = []
         for file, (path, name) in enumerate(zip(self._paths, self._shown)):
-            schema, found = _read_batches(self._fs, path, name)
+            schema, found = _read_batches(self._fs, path, name, self._read_options)
             schemas.append(schema)
             batches.extend((file, batch) for batch in found)
         for file, schema in enumerate(schemas):
@@ -118,6 +132,7 @@ class ArrowDataset(BlocksDataset):
         return schemas[0], batches
 
     def _params(self) -> dict[str, Any]:
+        # read_options are left out: they change speed, not elements.
         return {
             "files": describe_names(self._shown),
             "columns": list(self._names) if self._columns_given else None,

@@ -19,9 +19,10 @@ from pipestate.data._arrow import (
     is_vectorisable,
 )
 from pipestate.data._files import describe_names, to_path
+from pipestate.data._remote import ReadOptions, check_read_options, open_file
 from pipestate.data.dataset import UNKNOWN_CARDINALITY
 from pipestate.data.iterator import State, StreamIterator, read_int
-from pipestate.errors import DataLossError, NotFoundError, StateMismatchError
+from pipestate.errors import DataLossError, NotFoundError, StateMismatchError, UnavailableError
 
 _OP = "parquet"
 _STREAM_CHUNK = 256  # rows converted to elements at once by the streaming iterator
@@ -92,19 +93,28 @@ def resolve_files(
     return fs, paths, names
 
 
-def _open(fs: Any, path: str, name: str) -> Any:
-    """A ``pyarrow.parquet.ParquetFile`` of ``path``, its errors naming the file."""
+def _open(fs: Any, path: str, name: str, options: ReadOptions) -> Any:
+    """A ``pyarrow.parquet.ParquetFile`` of ``path``, its errors naming the file.
+
+    A remote file is read through ``_remote``'s block cache: read-ahead, and
+    retries of transient errors (an ``UnavailableError`` after the last one).
+    Close it with ``close(force=True)``: pyarrow leaves a file object it was
+    given open otherwise.
+    """
     pa = import_pyarrow(_OP, "parquet")
     import pyarrow.parquet as pq
 
     try:
-        handle = fs.open(path, "rb")
+        handle = open_file(fs, path, name, options, _OP)
     except FileNotFoundError as err:
         raise NotFoundError(f"{_OP}: file {name!r} does not exist") from err
     except IsADirectoryError as err:
         raise NotFoundError(f"{_OP}: {name!r} is a directory, not a Parquet file") from err
     try:
         return pq.ParquetFile(handle)
+    except UnavailableError:
+        handle.close()
+        raise
     except (pa.ArrowException, OSError) as err:
         handle.close()
         raise DataLossError(f"{_OP}: {name!r} is not a readable Parquet file: {err}") from err
@@ -114,6 +124,8 @@ def _read_group(parquet: Any, group: int, names: tuple[str, ...], name: str) -> 
     pa = import_pyarrow(_OP, "parquet")
     try:
         return parquet.read_row_group(group, columns=list(names))
+    except UnavailableError:
+        raise  # transient: the row group is read again when asked again
     except (pa.ArrowException, OSError) as err:
         raise DataLossError(
             f"{_OP}: row group {group} of {name!r} can't be read (damaged data?): {err}"
@@ -155,12 +167,17 @@ class ParquetDataset(BlocksDataset):
       filesystem: an fsspec filesystem to read the paths with.
       storage_options: options for the filesystem made from the URL.
       cache_bytes: decoded row groups kept per process (default 256 MiB).
+      read_options: read-ahead and retries for files not on the local disk
+        (a :class:`~pipestate.data.ReadOptions`; ``None`` for the defaults).
 
     Raises:
       TypeError / ValueError: a bad argument, or columns that are not in the files.
       NotFoundError: a file does not exist, or a glob matches nothing.
       DataLossError: a file is not readable Parquet (also while iterating, for
         a damaged row group, naming the file and row group).
+      UnavailableError: a remote file kept failing with transient errors
+        through every attempt ``read_options`` allows (when made, or while
+        iterating: the row is not skipped, and is read again when asked again).
 
     Example:
       >>> import pipestate as ps
@@ -179,13 +196,15 @@ class ParquetDataset(BlocksDataset):
         filesystem: Any = None,
         storage_options: Any = None,
         cache_bytes: int | None = None,
+        read_options: ReadOptions | None = None,
     ) -> None:
         super().__init__(check_cache_bytes(cache_bytes, _OP))
+        self._read_options = check_read_options(read_options, _OP)
         import_pyarrow(_OP, "parquet")
         self._fs, self._paths, self._shown = resolve_files(
             paths_or_glob, filesystem, storage_options
         )
-        first = _open(self._fs, self._paths[0], self._shown[0])
+        first = self._open(0)
         self._schema = first.schema_arrow
         self._names = check_columns(columns, self._schema.names, _OP, f"{self._shown[0]!r}")
         self._columns_given = columns is not None
@@ -193,7 +212,7 @@ class ParquetDataset(BlocksDataset):
         if self._indexed:
             self._index(first)
         else:
-            first.close()
+            first.close(force=True)
 
     def _index(self, first: Any) -> None:
         """Reads every footer: the first global row of each row group."""
@@ -201,8 +220,8 @@ class ParquetDataset(BlocksDataset):
         self._group_file: list[int] = []
         self._group_number: list[int] = []
         per_file: list[int] = []
-        for i, (path, name) in enumerate(zip(self._paths, self._shown)):
-            parquet = first if i == 0 else _open(self._fs, path, name)
+        for i, name in enumerate(self._shown):
+            parquet = first if i == 0 else self._open(i)
             try:
                 if i:
                     self._check_schema(parquet.schema_arrow, name)
@@ -218,7 +237,7 @@ class ParquetDataset(BlocksDataset):
                     self._group_number.append(group)
                 per_file.append(metadata.num_rows)
             finally:
-                parquet.close()
+                parquet.close(force=True)
         self._starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
         self._rows = f"{int(self._starts[-1])} rows, digest {_fingerprint.digest(per_file)}"
 
@@ -235,7 +254,7 @@ class ParquetDataset(BlocksDataset):
                 )
 
     def _params(self) -> dict[str, Any]:
-        # cache_bytes is left out: it changes speed, not elements.
+        # cache_bytes and read_options are left out: they change speed, not elements.
         params: dict[str, Any] = {
             "files": describe_names(self._shown),
             "columns": list(self._names) if self._columns_given else None,
@@ -246,12 +265,16 @@ class ParquetDataset(BlocksDataset):
             params["random_access"] = False
         return params
 
+    def _open(self, index: int) -> Any:
+        """A new ``ParquetFile`` of file ``index``."""
+        return _open(self._fs, self._paths[index], self._shown[index], self._read_options)
+
     def _file(self, index: int) -> Any:
         """File ``index``, opened once per thread."""
         files = self._process.local()
         parquet = files.get(index)
         if parquet is None:
-            parquet = files[index] = _open(self._fs, self._paths[index], self._shown[index])
+            parquet = files[index] = self._open(index)
         return parquet
 
     def _load(self, number: int) -> Block:
@@ -302,9 +325,7 @@ class _ParquetStreamIterator(StreamIterator["ParquetDataset"]):
             if self._file_index >= len(dataset._paths):
                 raise StopIteration
             if self._parquet is None:
-                self._parquet = _open(
-                    dataset._fs, dataset._paths[self._file_index], dataset._shown[self._file_index]
-                )
+                self._parquet = dataset._open(self._file_index)
             groups = self._parquet.metadata.num_row_groups
             if self._group > groups or (self._group == groups and self._row):
                 raise StateMismatchError(
@@ -346,7 +367,7 @@ class _ParquetStreamIterator(StreamIterator["ParquetDataset"]):
         self._ready = []
         if self._parquet is not None:
             parquet, self._parquet = self._parquet, None
-            parquet.close()
+            parquet.close(force=True)
 
     def _op_state(self) -> State:
         return {self._FILE: self._file_index, self._GROUP: self._group, self._ROW: self._row}
@@ -392,8 +413,9 @@ def parquet_dataset(
     storage_options: Any,
     random_access: Any,
     cache_bytes: Any,
+    read_options: Any,
 ) -> ParquetDataset:
     """``Dataset.from_parquet``: the indexed dataset, or the stream for ``random_access=False``."""
     indexed = check_bool("random_access", random_access, op=_OP)
     kind = ParquetDataset if indexed else ParquetStreamDataset
-    return kind(paths_or_glob, columns, filesystem, storage_options, cache_bytes)
+    return kind(paths_or_glob, columns, filesystem, storage_options, cache_bytes, read_options)
