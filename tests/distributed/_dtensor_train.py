@@ -1,4 +1,4 @@
-"""A model sharded with FSDP2 (``fully_shard``: DTensor parameters) trained on gloo, run by the tests.
+"""A model sharded with FSDP2 (``fully_shard``: DTensor parameters) on gloo, run by the tests.
 
 ``--mode train`` trains ``--steps`` steps and saves through ``CheckpointManager``
 after ``--save-at`` of them; ``--mode resume`` restores and trains on; ``--mode
@@ -128,6 +128,10 @@ def main() -> int:
         name: str(getattr(p, "placements", None)) for name, p in model.named_parameters()
     }
     record["restored_state"] = state(model, optimizer)
+    record["moment_placements"] = {
+        name: str(getattr(optimizer.state.get(p, {}).get("exp_avg"), "placements", None))
+        for name, p in model.named_parameters()
+    }
     first = int(step.numpy())
     for s in range(first, first + args.steps):
         loss = (model(batch(s)) ** 2).mean()
@@ -135,7 +139,7 @@ def main() -> int:
         optimizer.step()
         optimizer.zero_grad()
         step.assign(s + 1)
-        record["losses"].append(float(loss))
+        record["losses"].append(float(loss.detach()))
         if s + 1 == args.save_at:
             record["saved_path"] = manager.save()
             record["saved_state"] = state(model, optimizer)
@@ -161,6 +165,8 @@ def main() -> int:
         with open(args.out, "w") as f:
             json.dump(record, f)
     if mesh is not None:
+        # Rank 0 hosts the store: it leaves last, once every rank is done with it.
+        dist.barrier()
         dist.destroy_process_group()
     return 0
 
