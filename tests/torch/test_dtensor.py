@@ -29,6 +29,7 @@ from torch.distributed.tensor import (  # noqa: E402
 
 import pipestate as ps  # noqa: E402
 from pipestate.checkpoint import load_variable  # noqa: E402
+from pipestate.checkpoint._inspect import describe_tree, verify_checkpoint  # noqa: E402
 from pipestate.checkpoint._values import decode_value, parse_sharding  # noqa: E402
 from pipestate.errors import CheckpointMismatchError, CorruptCheckpointError  # noqa: E402
 from pipestate.torch._dtensor import SavedDTensor  # noqa: E402
@@ -157,8 +158,12 @@ def test_round_trip_in_one_process(mesh: Any, tmp_path: Path, placement: Any) ->
     assert type(plain.tensor) is torch.Tensor
     assert torch.equal(plain.tensor, value)
     assert plain.tensor.dtype == torch.bfloat16
-    # Read by name: the whole tensor.
+    # Read by name: the whole tensor; described and verified chunk by chunk.
     assert torch.equal(load_variable(path, "h/.ATTRIBUTES/tensor"), value)
+    tree = describe_tree(path)
+    assert "sharded bfloat16[3, 4] in 1 chunk  24 B" in tree
+    assert "h/.ATTRIBUTES/tensor@[0,0]  BF16[3, 4]" in tree
+    assert verify_checkpoint(path) == (2, [])
 
 
 def test_module_and_optimizer_over_dtensor_parameters(mesh: Any, tmp_path: Path) -> None:
