@@ -32,7 +32,7 @@ from pipestate.checkpoint import load_variable  # noqa: E402
 from pipestate.checkpoint._inspect import describe_tree, verify_checkpoint  # noqa: E402
 from pipestate.checkpoint._values import decode_value, parse_sharding  # noqa: E402
 from pipestate.errors import CheckpointMismatchError, CorruptCheckpointError  # noqa: E402
-from pipestate.torch._dtensor import SavedDTensor  # noqa: E402
+from pipestate.torch._dtensor import SavedDTensor, resolve  # noqa: E402
 
 
 def body(shape: list[int], *chunks: tuple[list[int], list[int]]) -> dict[str, Any]:
@@ -164,6 +164,17 @@ def test_round_trip_in_one_process(mesh: Any, tmp_path: Path, placement: Any) ->
     assert "sharded bfloat16[3, 4] in 1 chunk  24 B" in tree
     assert "h/.ATTRIBUTES/tensor@[0,0]  BF16[3, 4]" in tree
     assert verify_checkpoint(path) == (2, [])
+
+
+def test_chunks_of_four_ranks_restore_onto_a_mesh_of_one(mesh: Any) -> None:
+    """A 2 x 2 grid of chunks (saved by 4 ranks) becomes this rank's DTensor, whole."""
+    arrays = chunk_arrays()
+    saved = SavedDTensor(parse_sharding(GRID, "w"), lambda key: (arrays[key], None))
+    target = distribute_tensor(torch.zeros(4, 6), mesh, [Shard(1)])
+    out = resolve({"w": saved}, {"w": target})["w"]
+    assert isinstance(out, DTensor)
+    assert out.placements == (Shard(1),)
+    assert torch.equal(out.to_local(), torch.from_numpy(full_array()))
 
 
 def test_module_and_optimizer_over_dtensor_parameters(mesh: Any, tmp_path: Path) -> None:
