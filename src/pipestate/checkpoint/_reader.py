@@ -232,6 +232,7 @@ class CheckpointReader:
             functools.partial(self.read_raw, copy=False),
             functools.partial(self.read_tensor, copy=False),
             placeholders,
+            copy=copy,
         )
         return decode_value(
             encoded, read, where=where, read_torch=read_torch, read_dtensor=read_dtensor

@@ -554,13 +554,16 @@ def sharded_reader(
     read_raw: Callable[[str], tuple[np.ndarray, str | None]],
     read_array: ReadArray,
     placeholders: list[Any] | None = None,
+    *,
+    copy: bool = True,
 ) -> ReadSharded:
     """A ``read_dtensor`` for :func:`decode_value` that imports torch only when one is read.
 
     With torch, a sharded value is read as a torch tensor; with
     ``placeholders``, as a ``SavedDTensor`` that reads only the chunks its
-    target needs, also appended to that list. Without torch (or
-    torch.distributed), it is read as one NumPy array.
+    target needs, also appended to that list. ``read_raw`` reads without a
+    copy; without ``copy``, a value that is one chunk may be a read-only view
+    of it. Without torch (or torch.distributed), it is read as one NumPy array.
     """
     reader: ReadSharded | None = None
 
@@ -572,7 +575,7 @@ def sharded_reader(
             except ImportError:
                 reader = functools.partial(assemble_array, read_array)
             else:
-                reader = ShardedReader(read_raw, placeholders)
+                reader = ShardedReader(read_raw, placeholders, copy=copy)
         return reader(saved)
 
     return read

@@ -22,7 +22,7 @@ import torch
 from torch.distributed.tensor import DTensor, Replicate, Shard
 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
-from pipestate.checkpoint._values import MAX_DEPTH, SavedSharding, Value
+from pipestate.checkpoint._values import MAX_DEPTH, Chunk, SavedSharding, Value
 from pipestate.errors import CheckpointMismatchError, CorruptCheckpointError
 from pipestate.torch._state import (
     _DTYPE_NAMES,
@@ -152,7 +152,7 @@ class DTensorEncoder:
 class SavedDTensor:
     """A sharded tensor as saved, not read yet: any box of it can be read from its chunks."""
 
-    def __init__(self, saved: SavedSharding, read_raw: ReadRaw) -> None:
+    def __init__(self, saved: SavedSharding, read_raw: ReadRaw, *, copy: bool = True) -> None:
         dtype = _DTYPE_NAMES.get(saved.dtype)
         if dtype is None:
             raise CorruptCheckpointError(
@@ -161,6 +161,7 @@ class SavedDTensor:
         self.saved = saved
         self.dtype = dtype
         self._read_raw = read_raw
+        self._copy = copy
 
     def __repr__(self) -> str:
         return (
@@ -178,6 +179,12 @@ class SavedDTensor:
         Raises:
             CorruptCheckpointError: When a chunk's array is not what the index says.
         """
+        if not self._copy:
+            # The same sharding: this box is one saved chunk, returned as read (a view of
+            # the memory map that its reader copies from).
+            same = [c for c in self.saved.chunks if c.offsets == offsets and c.shape == shape]
+            if same:
+                return self._chunk(same[0])
         out = torch.empty(shape, dtype=self.dtype)
         if out.numel() == 0:
             return out
@@ -188,17 +195,21 @@ class SavedDTensor:
             ]
             if any(lo >= hi for lo, hi in zip(low, high)):
                 continue
-            data = _tensor_from_raw(*self._read_raw(chunk.key), chunk.key)
-            if data.dtype != self.dtype or tuple(data.shape) != chunk.shape:
-                raise CorruptCheckpointError(
-                    f"chunk {chunk.key!r:.200} of the sharded tensor at {self.saved.where!r:.200} "
-                    f"holds {data.dtype}{list(data.shape)}, the index says "
-                    f"{self.dtype}{list(chunk.shape)}"
-                )
+            data = self._chunk(chunk)
             dst = tuple(slice(lo - o, hi - o) for lo, hi, o in zip(low, high, offsets))
             src = tuple(slice(lo - c, hi - c) for lo, hi, c in zip(low, high, chunk.offsets))
             out[dst] = data[src]
         return out
+
+    def _chunk(self, chunk: Chunk) -> torch.Tensor:
+        data = _tensor_from_raw(*self._read_raw(chunk.key), chunk.key)
+        if data.dtype != self.dtype or tuple(data.shape) != chunk.shape:
+            raise CorruptCheckpointError(
+                f"chunk {chunk.key!r:.200} of the sharded tensor at {self.saved.where!r:.200} "
+                f"holds {data.dtype}{list(data.shape)}, the index says "
+                f"{self.dtype}{list(chunk.shape)}"
+            )
+        return data
 
     def full(self) -> torch.Tensor:
         """The whole tensor (on the CPU, or where ``map_location`` says)."""
@@ -250,21 +261,27 @@ class ShardedReader:
     """The ``read_dtensor`` of a checkpoint reader with torch: placeholders, or whole tensors.
 
     Args:
-        read_raw: As for :class:`~pipestate.torch._state.TensorDecoder`.
+        read_raw: As for :class:`~pipestate.torch._state.TensorDecoder`, but
+            reading without a copy (chunks are copied where they are assembled).
         placeholders: Where given, each value is returned as a
             :class:`SavedDTensor` (resolved by :func:`resolve` against the
             object restored into) and appended to it, not read whole.
+        copy: Whether values must own their memory; without, a value (or a
+            box) that is one saved chunk may be a read-only view of it.
     """
 
-    def __init__(self, read_raw: ReadRaw, placeholders: list[Any] | None = None) -> None:
+    def __init__(
+        self, read_raw: ReadRaw, placeholders: list[Any] | None = None, *, copy: bool = True
+    ) -> None:
         self._read_raw = read_raw
         self._placeholders = placeholders
+        self._copy = copy
 
     def __repr__(self) -> str:
         return f"ShardedReader(lazy={self._placeholders is not None})"
 
     def __call__(self, saved: SavedSharding) -> SavedDTensor | torch.Tensor:
-        placeholder = SavedDTensor(saved, self._read_raw)
+        placeholder = SavedDTensor(saved, self._read_raw, copy=self._copy)
         if self._placeholders is None:
             return placeholder.full()
         self._placeholders.append(placeholder)
