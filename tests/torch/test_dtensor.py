@@ -34,6 +34,8 @@ from pipestate.checkpoint._values import decode_value, parse_sharding  # noqa: E
 from pipestate.errors import CheckpointMismatchError, CorruptCheckpointError  # noqa: E402
 from pipestate.torch._dtensor import SavedDTensor, resolve  # noqa: E402
 
+from ..checkpoint.test_distributed import run_ranks  # noqa: E402
+
 
 def body(shape: list[int], *chunks: tuple[list[int], list[int]]) -> dict[str, Any]:
     return {
@@ -217,3 +219,20 @@ def test_partial_is_refused(mesh: Any, tmp_path: Path) -> None:
     with pytest.raises(TypeError, match=r"placement P\(sum\).*redistribute"):
         ps.Checkpoint(h=Holder(partial)).save(str(tmp_path / "ckpt"))
     assert not list(tmp_path.iterdir())
+
+
+class PerRankHolder(Holder):
+    """A Holder each rank saves for itself (as iterators and random generators are)."""
+
+    _pipestate_per_rank = True
+
+
+def test_a_dtensor_of_a_per_rank_object_is_refused(mesh: Any, tmp_path: Path) -> None:
+    tensor = distribute_tensor(torch.ones(4), mesh, [Shard(0)])
+    results = run_ranks(
+        2, lambda rank: ps.Checkpoint(h=PerRankHolder(tensor)).save(str(tmp_path / "ckpt"))
+    )
+    for err in results:
+        assert isinstance(err, TypeError), err
+        assert "held by an object saved per rank" in str(err)
+    assert not list(tmp_path.glob("ckpt*"))
