@@ -62,6 +62,22 @@ def build(hidden: int, mesh: Any, shard_dim: int) -> torch.nn.Module:
     return model
 
 
+def extras(mesh: Any, world_size: int, initial: bool) -> dict[str, _Holder]:
+    """Tensors replicated over the ranks, on a 1-D mesh and on a 2-D one (as HSDP shards).
+
+    Only the first replica writes each chunk. Saved with ``initial`` values,
+    restored into zeros.
+    """
+    value = torch.arange(12.0).reshape(6, 2) if initial else torch.zeros(6, 2)
+    if mesh is None:
+        return {"replicated": _Holder(value), "hybrid": _Holder(value.clone())}
+    grid = init_device_mesh("cpu", (world_size, 1), mesh_dim_names=("replicate", "shard"))
+    return {
+        "replicated": _Holder(distribute_tensor(value, mesh, [Replicate()])),
+        "hybrid": _Holder(distribute_tensor(value, grid, [Replicate(), Shard(0)])),
+    }
+
+
 def batch(step: int) -> torch.Tensor:
     return torch.randn(5, IN, generator=torch.Generator().manual_seed(100 + step))
 
@@ -120,9 +136,14 @@ def main() -> int:
     model = build(HIDDEN, mesh, 1 if args.mode == "reshard" else 0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
     step = ps.checkpoint.Variable(np.zeros((), np.int64))
-    checkpoint = ps.Checkpoint(model=model, optimizer=optimizer, step=step)
+    held = extras(mesh, args.world_size, args.mode == "train")
+    checkpoint = ps.Checkpoint(model=model, optimizer=optimizer, step=step, **held)
     manager = ps.CheckpointManager(checkpoint, args.ckpt_dir, max_to_keep=2)
     record["restored"] = manager.restore_or_initialize()
+    record["extras"] = {
+        name: [str(getattr(h.tensor, "placements", None)), full(h.tensor)]
+        for name, h in held.items()
+    }
     record["start"] = int(step.numpy())
     record["placements"] = {
         name: str(getattr(p, "placements", None)) for name, p in model.named_parameters()

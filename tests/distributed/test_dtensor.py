@@ -98,10 +98,20 @@ def test_each_rank_writes_the_chunks_it_owns(trained: tuple[Path, dict[str, Any]
     state = {k: v["dict"] for k, v in optimizer["state"]["items"]}
     assert len(state[0]["exp_avg"]["dtensor"]["chunks"]) == 2
     assert "torch" in state[0]["step"]
+    # Replicated over the ranks (on a 1-D mesh, and on the first dimension of a 2-D
+    # one): only the first replica writes its chunk.
+    for name in ("replicated", "hybrid"):
+        holder = document["nodes"][document["nodes"][0]["children"][name]]["attributes"]
+        chunks = holder["tensor"]["dtensor"]["chunks"]
+        assert [(c["offsets"], c["shape"]) for c in chunks] == [([0, 0], [6, 2])]
+        assert tensors[chunks[0]["of"]]["shard"] == 0
     # Read whole, a sharded value is the gathered tensor.
     whole = load_variable(path, "model/.ATTRIBUTES/0..weight")
     assert whole.shape == (7, 8)
     assert [float(x) for x in whole.reshape(-1)] == records["saved"]["saved_state"]["0.weight"]
+
+
+ARANGE = [float(x) for x in range(12)]
 
 
 def test_resume_on_the_same_sharding_continues_bit_for_bit(
@@ -113,6 +123,10 @@ def test_resume_on_the_same_sharding_continues_bit_for_bit(
     assert resumed["restored"]
     assert resumed["start"] == 3
     assert resumed["restored_state"] == records["saved"]["saved_state"]
+    assert resumed["extras"] == {
+        "replicated": ["(Replicate(),)", ARANGE],
+        "hybrid": ["(Replicate(), Shard(dim=0))", ARANGE],
+    }
     # The state the save took (before the run went on) is what comes back, and the
     # steps after it are the uninterrupted run's, bit for bit.
     assert resumed["losses"] == records["saved"]["losses"][3:]
@@ -127,6 +141,7 @@ def test_restore_in_one_process_into_a_plain_model(
     plain = run(1, ckpt, tmp / "plain.json", "--mode", "plain")
     assert set(plain["placements"].values()) == {"None"}  # plain tensors
     assert plain["restored_state"] == records["saved"]["saved_state"]
+    assert plain["extras"] == {"replicated": ["None", ARANGE], "hybrid": ["None", ARANGE]}
 
 
 def test_restore_onto_another_sharding_of_another_size_and_refuse_another_shape(
@@ -139,6 +154,7 @@ def test_restore_onto_another_sharding_of_another_size_and_refuse_another_shape(
     assert other["placements"]["0.bias"] == "(Replicate(),)"
     assert other["moment_placements"]["0.weight"] == "(Shard(dim=1),)"
     assert other["restored_state"] == records["saved"]["saved_state"]
+    assert other["extras"]["hybrid"] == ["(Replicate(), Shard(dim=0))", ARANGE]
     # A model of another width first: refused with the key and both global shapes.
     assert other["error"] == (
         "cannot restore the sharded tensor at 'model/.ATTRIBUTES/0..weight': it was saved with "
