@@ -236,3 +236,11 @@ def test_a_dtensor_of_a_per_rank_object_is_refused(mesh: Any, tmp_path: Path) ->
         assert isinstance(err, TypeError), err
         assert "held by an object saved per rank" in str(err)
     assert not list(tmp_path.glob("ckpt*"))
+
+
+def test_restoring_into_a_partial_dtensor_is_a_mismatch(mesh: Any, tmp_path: Path) -> None:
+    saved = Holder(distribute_tensor(torch.ones(3), mesh, [Shard(0)]))
+    path = ps.Checkpoint(h=saved).save(str(tmp_path / "ckpt"))
+    target = Holder(DTensor.from_local(torch.zeros(3), mesh, [Partial()]))
+    with pytest.raises(CheckpointMismatchError, match=r"placed \(P\(sum\)\)"):
+        ps.Checkpoint(h=target).restore(path)

@@ -237,10 +237,12 @@ class SavedDTensor:
                 f"with global shape {list(self.shape)}, and the DTensor it restores into has "
                 f"global shape {list(target.shape)}"
             )
-        try:
-            _check_placements(target, self.saved.where)
-        except TypeError as err:
-            raise CheckpointMismatchError(str(err).replace("save", "restore into", 1)) from None
+        if any(type(p) not in (Shard, Replicate) for p in target.placements):
+            raise CheckpointMismatchError(
+                f"cannot restore the sharded tensor at {self.saved.where!r:.200} into a DTensor "
+                f"placed {_placements_text(target)}: only Shard and Replicate placements are "
+                "restored into"
+            )
         box = local_box(target)
         if box is None:
             local = torch.empty((0,) * len(self.shape), dtype=self.dtype)
