@@ -244,3 +244,18 @@ def test_restoring_into_a_partial_dtensor_is_a_mismatch(mesh: Any, tmp_path: Pat
     target = Holder(DTensor.from_local(torch.zeros(3), mesh, [Partial()]))
     with pytest.raises(CheckpointMismatchError, match=r"placed \(P\(sum\)\)"):
         ps.Checkpoint(h=target).restore(path)
+
+
+def test_a_dtensor_in_a_plain_attribute(mesh: Any, tmp_path: Path) -> None:
+    path = ps.Checkpoint(x=distribute_tensor(torch.arange(4.0), mesh, [Shard(0)])).save(
+        str(tmp_path / "ckpt")
+    )
+    sharded = ps.Checkpoint(x=distribute_tensor(torch.zeros(4), mesh, [Replicate()]))
+    sharded.restore(path).assert_consumed()
+    assert isinstance(sharded.x, DTensor)
+    assert sharded.x.placements == (Replicate(),)
+    assert torch.equal(sharded.x.full_tensor(), torch.arange(4.0))
+    plain = ps.Checkpoint(x=None)
+    plain.restore(path).assert_consumed()
+    assert type(plain.x) is torch.Tensor
+    assert torch.equal(plain.x, torch.arange(4.0))

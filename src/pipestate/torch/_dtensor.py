@@ -131,8 +131,11 @@ class DTensorEncoder:
                     "rank (a distributed save: no CheckpointOptions(distributed=False)), or save "
                     "tensor.full_tensor()"
                 )
-        body = {"shape": list(tensor.shape), "dtype": storage_dtype_code(tensor.dtype)}
-        body["chunks"] = chunks
+        body: dict[str, Any] = {
+            "shape": list(tensor.shape),
+            "dtype": storage_dtype_code(tensor.dtype),
+            "chunks": chunks,
+        }
         if self._on_body is not None:
             self._on_body(key, body)
         return body
