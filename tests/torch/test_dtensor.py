@@ -68,6 +68,12 @@ def chunk_arrays() -> dict[str, np.ndarray]:
     [
         pytest.param(body([4], ([0], [2])), "cover 2 of its 4 elements", id="missing-range"),
         pytest.param(body([4], ([0], [3]), ([2], [2])), "overlap", id="overlap"),
+        pytest.param(body([4], ([0], [2]), ([0], [2])), "overlap", id="same-chunk-twice"),
+        pytest.param(
+            body([5000], *(([i], [1]) for i in range(4999)), ([4998], [2])),
+            "not the cells of one grid",
+            id="many-off-grid",
+        ),
         pytest.param(body([4], ([0], [2]), ([2], [3])), "outside shape", id="out-of-bounds"),
         pytest.param(body([4], ([0], [0]), ([0], [4])), "empty", id="empty-chunk"),
         pytest.param(body([4, 2], ([0], [4])), "malformed", id="rank-mismatch"),
@@ -77,6 +83,19 @@ def chunk_arrays() -> dict[str, np.ndarray]:
 def test_malformed_sharding_is_corrupt(bad: dict[str, Any], message: str) -> None:
     with pytest.raises(CorruptCheckpointError, match=message):
         parse_sharding(bad, "model/w")
+
+
+@pytest.mark.parametrize(
+    "good",
+    [
+        pytest.param(body([2, 3], ([0, 0], [1, 3]), ([1, 0], [1, 1]), ([1, 1], [1, 2])), id="L"),
+        pytest.param(body([6000], *(([i], [1]) for i in range(6000))), id="6000-ranks"),
+        pytest.param(body([0, 3]), id="empty"),
+    ],
+)
+def test_chunks_that_tile_the_tensor(good: dict[str, Any]) -> None:
+    saved = parse_sharding(good, "w")
+    assert len(saved.chunks) == len(good["chunks"])
 
 
 def test_a_reader_without_torch_assembles_numpy() -> None:
