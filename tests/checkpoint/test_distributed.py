@@ -359,3 +359,10 @@ def test_rank_0_refuses_to_commit_a_dtensor_its_ranks_do_not_cover() -> None:
     mine = {1: {"w": _sharded([6], (0, 2), (4, 2))}}
     with pytest.raises(DistributedSaveError, match="cover 4 of its 6 elements"):
         _check_chunks(_lead_round(), mine)
+
+
+def test_rank_0_refuses_to_commit_overlapping_chunks() -> None:
+    mine = {1: {"w": _sharded([4], (0, 3))}}
+    _merge_chunks(_lead_round(), mine, 1, {"1": {"w": _sharded([4], (2, 2))}})
+    with pytest.raises(DistributedSaveError, match="overlap"):
+        _check_chunks(_lead_round(), mine)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import math
 from typing import Any
 
 from pipestate.checkpoint._cleanup import remove_stale_files
@@ -16,8 +15,9 @@ from pipestate.checkpoint._graph import Sharded
 from pipestate.checkpoint._index import MAX_SHARDS
 from pipestate.checkpoint._paths import index_path, shard_name
 from pipestate.checkpoint._storage import Storage
+from pipestate.checkpoint._values import parse_sharding
 from pipestate.checkpoint._writer import plan_shards, write_index, write_shards
-from pipestate.errors import DistributedSaveError
+from pipestate.errors import CorruptCheckpointError, DistributedSaveError
 
 __all__ = ["follow", "lead_write"]
 
@@ -175,19 +175,17 @@ def _describe(body: object) -> str:
 
 
 def _check_chunks(round_: SaveRound, sharded: Sharded) -> None:
-    """Refuse to commit a DTensor whose chunks do not cover it (never lose a range of it)."""
+    """Refuse to commit a DTensor whose chunks overlap or do not cover it (never lose a range)."""
     for bodies in sharded.values():
         for key, body in bodies.items():
-            chunks = body["chunks"]
-            chunks.sort(key=lambda chunk: chunk["offsets"])
-            covered = sum(math.prod(chunk["shape"]) for chunk in chunks)
-            total = math.prod(body["shape"])
-            if covered != total:
+            body["chunks"].sort(key=lambda chunk: chunk["offsets"])
+            try:
+                parse_sharding(body, key)
+            except CorruptCheckpointError as err:
                 raise round_.error(
-                    f"the ranks' chunks of the DTensor at {key!r:.200} (global shape "
-                    f"{body['shape']}) cover {covered} of its {total} elements; every rank "
-                    "holding a part of it must take part in the save"
-                )
+                    f"the ranks' chunks of the DTensor at {key!r:.200} do not make it up ({err}); "
+                    "every rank holding a part of it must take part in the save"
+                ) from None
 
 
 def _check_visible(
