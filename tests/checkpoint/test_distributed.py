@@ -8,6 +8,7 @@ holds, and how each failure ends on every rank.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,8 @@ import pytest
 
 import pipestate as ps
 from pipestate.checkpoint import Checkpoint, CheckpointManager, CheckpointOptions, Variable
-from pipestate.checkpoint._distributed import Coordinator, use_coordinator
+from pipestate.checkpoint._dist_write import _check_chunks, _merge_chunks
+from pipestate.checkpoint._distributed import Coordinator, SaveRound, use_coordinator
 from pipestate.errors import (
     CheckpointMismatchError,
     CorruptCheckpointError,
@@ -307,3 +309,60 @@ def test_index_of_several_ranks_is_validated(tmp_path: Path) -> None:
     index.write_text(json.dumps(document))
     with pytest.raises(CorruptCheckpointError, match="ranks must be a list of 2 objects"):
         Checkpoint(**make_objects(0, 2)).read(path)
+
+
+# -- sharded tensors: rank 0 completes each DTensor's chunk list ----------------------
+
+
+def _sharded(shape: list[int], *boxes: tuple[int, int]) -> dict[str, Any]:
+    chunks = [{"offsets": [o], "shape": [n], "of": f"w@[{o}]"} for o, n in boxes]
+    return {"shape": shape, "dtype": "float32", "chunks": chunks}
+
+
+def _lead_round() -> SaveRound:
+    return SaveRound(MemoryCoordinator({}, 0, 3), "ckpt", 1.0)
+
+
+def test_rank_0_merges_the_ranks_chunks_in_order() -> None:
+    round_ = _lead_round()
+    mine = {1: {"w": _sharded([6], (0, 2))}}
+    _merge_chunks(round_, mine, 2, {"1": {"w": _sharded([6], (4, 2))}})
+    _merge_chunks(round_, mine, 1, {"1": {"w": _sharded([6], (2, 2))}})
+    _check_chunks(round_, mine)
+    assert [c["offsets"] for c in mine[1]["w"]["chunks"]] == [[0], [2], [4]]
+
+
+@pytest.mark.parametrize(
+    ("theirs", "message"),
+    [
+        pytest.param(
+            {"1": {"w": _sharded([5], (4, 1))}},
+            "rank 1 saved the DTensor at 'w' as float32[5], rank 0 as float32[6]",
+            id="other-shape",
+        ),
+        pytest.param({"1": {"v": _sharded([6], (4, 2))}}, "rank 0 as nothing", id="other-tensor"),
+        pytest.param(
+            {"7": {"w": _sharded([6], (4, 2))}},
+            "rank 1 saved DTensors in object '7', where rank 0 saved none",
+            id="other-object",
+        ),
+    ],
+)
+def test_rank_0_refuses_chunks_that_do_not_match(theirs: dict[str, Any], message: str) -> None:
+    mine = {1: {"w": _sharded([6], (0, 2))}}
+    with pytest.raises(DistributedSaveError, match=re.escape(message)) as caught:
+        _merge_chunks(_lead_round(), mine, 1, theirs)
+    assert caught.value.failed_ranks == (1,)
+
+
+def test_rank_0_refuses_to_commit_a_dtensor_its_ranks_do_not_cover() -> None:
+    mine = {1: {"w": _sharded([6], (0, 2), (4, 2))}}
+    with pytest.raises(DistributedSaveError, match="cover 4 of its 6 elements"):
+        _check_chunks(_lead_round(), mine)
+
+
+def test_rank_0_refuses_to_commit_overlapping_chunks() -> None:
+    mine = {1: {"w": _sharded([4], (0, 3))}}
+    _merge_chunks(_lead_round(), mine, 1, {"1": {"w": _sharded([4], (2, 2))}})
+    with pytest.raises(DistributedSaveError, match="overlap"):
+        _check_chunks(_lead_round(), mine)

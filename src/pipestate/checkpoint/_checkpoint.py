@@ -23,7 +23,7 @@ from pipestate.checkpoint._distributed import (
     lead,
     placement,
 )
-from pipestate.checkpoint._graph import GraphView
+from pipestate.checkpoint._graph import GraphView, Sharded
 from pipestate.checkpoint._locate import locate
 from pipestate.checkpoint._names import NameBasedFile, restore_by_name
 from pipestate.checkpoint._reader import CheckpointReader
@@ -112,13 +112,15 @@ def options_or_default(options: CheckpointOptions | None) -> CheckpointOptions:
 class Snapshot:
     """What one save writes: the index nodes and the prepared arrays.
 
-    In a distributed save, ``round`` is this rank's part of it and
-    ``per_rank`` the nodes whose values each rank saves for itself.
+    In a distributed save, ``round`` is this rank's part of it,
+    ``per_rank`` the nodes whose values each rank saves for itself and
+    ``sharded`` the DTensors of replicated nodes, whose chunks every rank writes.
     """
 
     nodes: list[dict[str, Any]]
     arrays: list[Any]
     per_rank: list[int] = dataclasses.field(default_factory=list)
+    sharded: Sharded = dataclasses.field(default_factory=dict)
     round: SaveRound | None = None
 
     @classmethod
@@ -178,6 +180,7 @@ class Snapshot:
                     self.nodes,
                     self.arrays,
                     self.per_rank,
+                    self.sharded,
                     max_shard_bytes=options.max_shard_bytes,
                     fsync=options.fsync,
                     on_bytes=on_bytes,
@@ -214,6 +217,7 @@ class Snapshot:
                 self.nodes,
                 self.arrays,
                 self.per_rank,
+                self.sharded,
                 max_shard_bytes=options.max_shard_bytes,
                 fsync=options.fsync,
                 on_bytes=bar.update if bar.enabled else None,

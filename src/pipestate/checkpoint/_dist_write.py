@@ -12,11 +12,13 @@ from typing import Any
 
 from pipestate.checkpoint._cleanup import remove_stale_files
 from pipestate.checkpoint._distributed import SaveRound, graph_digest
+from pipestate.checkpoint._graph import Sharded
 from pipestate.checkpoint._index import MAX_SHARDS
 from pipestate.checkpoint._paths import index_path, shard_name
 from pipestate.checkpoint._storage import Storage
+from pipestate.checkpoint._values import parse_sharding
 from pipestate.checkpoint._writer import plan_shards, write_index, write_shards
-from pipestate.errors import DistributedSaveError
+from pipestate.errors import CorruptCheckpointError, DistributedSaveError
 
 __all__ = ["follow", "lead_write"]
 
@@ -35,12 +37,16 @@ def lead_write(
     nodes: list[dict[str, Any]],
     arrays: list[Any],
     per_rank: list[int],
+    sharded: Sharded,
     *,
     max_shard_bytes: int,
     fsync: bool,
     on_bytes: Callable[[int], None] | None = None,
 ) -> None:
     """Rank 0: gather the plans, say where to write, write its shards, then the index.
+
+    The other ranks' chunks of the DTensors in ``sharded`` join the chunk
+    lists of rank 0's bodies (which the nodes hold) before the index is written.
 
     Raises:
         DistributedSaveError: When a rank is missing or failed, or the ranks
@@ -94,7 +100,12 @@ def lead_write(
             message = written[rank]
             theirs = message.get("tensors")
             values = message.get("ranks")
-            if not isinstance(theirs, dict) or not isinstance(values, dict):
+            chunks = message.get("sharded")
+            if (
+                not isinstance(theirs, dict)
+                or not isinstance(values, dict)
+                or not isinstance(chunks, dict)
+            ):
                 raise round_.error(f"rank {rank} sent a malformed report", failed_ranks=(rank,))
             clash = theirs.keys() & tensors.keys()
             if clash:
@@ -103,6 +114,7 @@ def lead_write(
                     failed_ranks=(rank,),
                 )
             tensors.update(theirs)
+            _merge_chunks(round_, sharded, rank, chunks)
             for nid in per_rank:
                 attributes = values.get(str(nid))
                 if not isinstance(attributes, dict):
@@ -111,6 +123,7 @@ def lead_write(
                     )
                 ranked[nid].append(attributes)
             _check_visible(round_, storage, directory, basename, rank, firsts, counts, total)
+        _check_chunks(round_, sharded)
         merged = list(nodes)
         for nid, attributes in ranked.items():
             merged[nid] = {**nodes[nid], "ranks": attributes}
@@ -128,6 +141,53 @@ def lead_write(
         raise
     with contextlib.suppress(OSError):
         remove_stale_files(storage, directory, basename, total)
+
+
+def _merge_chunks(round_: SaveRound, sharded: Sharded, rank: int, theirs: dict[str, Any]) -> None:
+    """Add ``rank``'s chunks of each DTensor to rank 0's body of it."""
+    for nid, bodies in theirs.items():
+        mine = sharded.get(int(nid)) if nid.isdigit() else None
+        if not isinstance(bodies, dict) or mine is None:
+            raise round_.error(
+                f"rank {rank} saved DTensors in object {nid!r:.40}, where rank 0 saved none",
+                failed_ranks=(rank,),
+            )
+        for key, body in bodies.items():
+            own = mine.get(key)
+            if (
+                own is None
+                or not isinstance(body, dict)
+                or body.get("shape") != own["shape"]
+                or body.get("dtype") != own["dtype"]
+                or not isinstance(body.get("chunks"), list)
+            ):
+                raise round_.error(
+                    f"rank {rank} saved the DTensor at {key!r:.200} as "
+                    f"{_describe(body)}, rank 0 as {_describe(own)}; every rank must save "
+                    "the same DTensors",
+                    failed_ranks=(rank,),
+                )
+            own["chunks"].extend(body["chunks"])
+
+
+def _describe(body: object) -> str:
+    if not isinstance(body, dict):
+        return "nothing"
+    return f"{body.get('dtype')}{body.get('shape')}"
+
+
+def _check_chunks(round_: SaveRound, sharded: Sharded) -> None:
+    """Refuse to commit a DTensor whose chunks overlap or do not cover it (never lose a range)."""
+    for bodies in sharded.values():
+        for key, body in bodies.items():
+            body["chunks"].sort(key=lambda chunk: chunk["offsets"])
+            try:
+                parse_sharding(body, key)
+            except CorruptCheckpointError as err:
+                raise round_.error(
+                    f"the ranks' chunks of the DTensor at {key!r:.200} do not make it up ({err}); "
+                    "every rank holding a part of it must take part in the save"
+                ) from None
 
 
 def _check_visible(
@@ -159,12 +219,16 @@ def follow(
     nodes: list[dict[str, Any]],
     arrays: list[Any],
     per_rank: list[int],
+    sharded: Sharded,
     *,
     max_shard_bytes: int,
     fsync: bool,
     on_bytes: Callable[[int], None] | None = None,
 ) -> str:
     """A rank other than 0: publish its plan, write where rank 0 says, wait for the commit.
+
+    Its chunks of the DTensors in ``sharded`` go to rank 0 with the report of
+    what it wrote.
 
     Returns:
         The path of the checkpoint rank 0 committed.
@@ -196,7 +260,8 @@ def follow(
                 storage, shards, paths, first=first, fsync=fsync, on_bytes=on_bytes
             )
             values = {str(nid): nodes[nid]["attributes"] for nid in per_rank}
-            round_.publish("written", {"tensors": tensors, "ranks": values})
+            chunks = {str(nid): bodies for nid, bodies in sharded.items()}
+            round_.publish("written", {"tensors": tensors, "ranks": values, "sharded": chunks})
         except BaseException as err:
             _remove(storage, paths)
             round_.fail("written", err)

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
 from pipestate.checkpoint._distributed import Placement, is_per_rank
 from pipestate.checkpoint._index import check_graph_size
 from pipestate.checkpoint._trackable import DeferredRestoration, Trackable
-from pipestate.checkpoint._values import attribute_key, encode_value
+from pipestate.checkpoint._values import attribute_key, contains_dtensor, encode_value
 from pipestate.checkpoint._writer import prepare_array
 
-__all__ = ["GraphView", "format_path", "kind_of"]
+__all__ = ["GraphView", "Sharded", "format_path", "kind_of"]
+
+Sharded: TypeAlias = dict[int, dict[str, dict[str, Any]]]
+"""Per node number, each DTensor's value key and ``"dtensor"`` body (see ``serialize``)."""
 
 
 def kind_of(obj: Trackable) -> str:
@@ -88,8 +92,9 @@ class GraphView:
         *,
         copy: Callable[[str, np.ndarray], np.ndarray] | None = None,
         placement: Placement | None = None,
-    ) -> tuple[list[dict[str, Any]], list[Any], list[int]]:
-        """The index nodes, the arrays to write (keys unique, arrays prepared), per-rank nodes.
+    ) -> tuple[list[dict[str, Any]], list[Any], list[int], Sharded]:
+        """The index nodes, the arrays to write (keys unique, arrays prepared), per-rank nodes,
+        and the sharded tensors (DTensors) of replicated nodes.
 
         Every object's ``_serialize_to_values()`` runs here, before anything is
         written, so an object can still refuse the save. With ``copy`` (see
@@ -102,8 +107,11 @@ class GraphView:
         of the per-rank nodes (empty for one process).
 
         Raises:
-            ValueError: When the graph is deeper or larger than readers accept.
-            TypeError: When an object serializes something that is not a value.
+            ValueError: When the graph is deeper or larger than readers accept,
+                or one process alone saves a DTensor sharded over several.
+            TypeError: When an object serializes something that is not a value,
+                a DTensor with an unsupported placement, or a DTensor of a
+                per-rank object.
         """
         objects = self.walk()
         # Never write a checkpoint that readers would refuse (checked again below, once
@@ -155,9 +163,47 @@ class GraphView:
                 encoder = TensorEncoder(add_raw)
             return encoder(key, tensor)
 
+        sharded: Sharded = {}
+        current = 0  # the node being serialized
+        sharder: Callable[[str, Any], Any] | None = None
+
+        def on_body(key: str, body: dict[str, Any]) -> None:
+            bodies = sharded.setdefault(current, {})
+            unique, n = key, 1
+            while unique in bodies:
+                n += 1
+                unique = f"{key}#{n}"
+            bodies[unique] = body
+
+        def add_dtensor(key: str, tensor: Any) -> Any:
+            nonlocal sharder
+            if current in per_rank:
+                raise TypeError(
+                    f"cannot save the DTensor at {key!r}: it is held by an object saved per rank, "
+                    "and a DTensor is one tensor of the whole job; keep it in a replicated "
+                    "object (a model, an optimizer)"
+                )
+            if sharder is None:
+                from pipestate.torch._dtensor import DTensorEncoder
+
+                sharder = DTensorEncoder(
+                    add_raw, distributed=distributed, on_body=on_body if distributed else None
+                )
+            return sharder(key, tensor)
+
+        def skip(key: str, array: Any) -> str:
+            return ""
+
+        # DTensors exist only once torch.distributed.tensor is imported.
+        dtensors = distributed and rank != 0 and "torch.distributed.tensor" in sys.modules
         for i, (obj, path, children) in enumerate(objects):
+            current = i
             if distributed and rank != 0 and i not in per_rank:
-                # Replicated: rank 0 saves it.
+                # Replicated: rank 0 saves it, but each rank writes its chunks of DTensors.
+                if dtensors:
+                    for name, value in _values_of(obj).items():
+                        if contains_dtensor(value):
+                            encode_value(value, attribute_key(path, name), skip, skip, add_dtensor)
                 nodes.append(
                     {
                         "kind": kind_of(obj),
@@ -167,15 +213,11 @@ class GraphView:
                 )
                 continue
             suffix = f"@rank{rank}" if i in per_rank else ""
-            values = obj._serialize_to_values()
-            if not isinstance(values, Mapping) or not all(isinstance(k, str) for k in values):
-                raise TypeError(
-                    f"{type(obj).__name__}._serialize_to_values() must return a mapping with str "
-                    f"keys, got {values!r:.100}"
-                )
             attributes = {
-                name: encode_value(value, attribute_key(path, name) + suffix, add_array, add_tensor)
-                for name, value in values.items()
+                name: encode_value(
+                    value, attribute_key(path, name) + suffix, add_array, add_tensor, add_dtensor
+                )
+                for name, value in _values_of(obj).items()
             }
             nodes.append(
                 {
@@ -187,4 +229,14 @@ class GraphView:
         check_graph_size(
             depths, [c * max(len(node["attributes"]), 1) for c, node in zip(path_chars, nodes)]
         )
-        return nodes, arrays, sorted(per_rank)
+        return nodes, arrays, sorted(per_rank), sharded
+
+
+def _values_of(obj: Trackable) -> Mapping[str, Any]:
+    values = obj._serialize_to_values()
+    if not isinstance(values, Mapping) or not all(isinstance(k, str) for k in values):
+        raise TypeError(
+            f"{type(obj).__name__}._serialize_to_values() must return a mapping with str "
+            f"keys, got {values!r:.100}"
+        )
+    return values

@@ -15,6 +15,13 @@ A tensor's ``dtype`` is a NumPy dtype string, or the safetensors code of a
 type NumPy lacks (``"BF16"``, ``"F8_E4M3"``, ``"F8_E5M2"``, ...): such a
 tensor is stored as that type in its shard.
 
+A sharded torch tensor (``DTensor``) is an attribute value
+``{"dtensor": {"shape": [...], "dtype": "float32", "chunks": [{"offsets": [...],
+"shape": [...], "of": "<tensor key>"}, ...]}}``: the global shape and torch
+dtype, and each chunk its ranks wrote, a box at ``offsets`` of ``shape``
+whose array is tensor ``of`` (see :mod:`._values`; chunks never overlap and
+cover the tensor).
+
 Node 0 is the root. ``offset`` is absolute in the shard file. Shards are
 written first under their final names; the index is written last and
 atomically, so a checkpoint without its index does not exist.

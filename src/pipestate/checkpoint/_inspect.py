@@ -151,6 +151,16 @@ def _summary(encoded: Any, tensors: dict[str, Any]) -> tuple[str, list[str]]:
             t = tensors[ref]
             shape = ", ".join(map(str, t.shape))
             return f"{_dtype_name(t)}[{shape}]  {_size(t.length)}", []
+        if tag == "dtensor" and isinstance(body, dict) and isinstance(body.get("shape"), list):
+            chunks: list[str] = []
+            _collect_refs(encoded, chunks)
+            total = sum(tensors[r].length for r in chunks if r in tensors)
+            shape = ", ".join(map(str, body["shape"]))
+            counted = f"{len(chunks)} chunk{'' if len(chunks) == 1 else 's'}"
+            return (
+                f"sharded {body.get('dtype')}[{shape}] in {counted}  {_size(total)}",
+                [_tensor_line(r, tensors[r]) for r in chunks if r in tensors],
+            )
     refs: list[str] = []
     _collect_refs(encoded, refs)
     refs = list(dict.fromkeys(refs))  # tensors sharing storage name one tensor
@@ -164,11 +174,12 @@ def _summary(encoded: Any, tensors: dict[str, Any]) -> tuple[str, list[str]]:
     lines = []
     for r in refs:
         if r in tensors:
-            t = tensors[r]
-            lines.append(
-                f"{r}  {_dtype_name(t)}[{', '.join(map(str, t.shape))}]  {_size(t.length)}"
-            )
+            lines.append(_tensor_line(r, tensors[r]))
     return f"nested value with {len(refs)} arrays ({_size(total)})", lines
+
+
+def _tensor_line(key: str, t: Any) -> str:
+    return f"{key}  {_dtype_name(t)}[{', '.join(map(str, t.shape))}]  {_size(t.length)}"
 
 
 def _shorten(text: str, limit: int = 200) -> str:
@@ -192,6 +203,13 @@ def _collect_refs(encoded: Any, out: list[str]) -> None:
                 ref = _tensor_ref(tag, body)
                 if ref is not None:
                     out.append(ref)
+                    continue
+                if tag == "dtensor" and isinstance(body, dict):
+                    # A sharded tensor: the arrays of its chunks.
+                    chunks = body.get("chunks")
+                    for chunk in chunks if isinstance(chunks, list) else ():
+                        if isinstance(chunk, dict) and isinstance(chunk.get("of"), str):
+                            out.append(chunk["of"])
                     continue
             stack.extend(reversed(list(value.values())))
 

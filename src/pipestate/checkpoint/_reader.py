@@ -27,7 +27,7 @@ from pipestate.checkpoint._safetensors import (
     widen_to_float32,
 )
 from pipestate.checkpoint._storage import RandomAccessFile, Storage
-from pipestate.checkpoint._values import Value, decode_value, torch_reader
+from pipestate.checkpoint._values import Value, decode_value, sharded_reader, torch_reader
 from pipestate.errors import CorruptCheckpointError, NotFoundError
 
 __all__ = ["CheckpointReader", "gc_paused", "missing_checkpoint_error"]
@@ -212,13 +212,35 @@ class CheckpointReader:
             return np.frombuffer(view, dtype=entry.dtype).reshape(entry.shape), entry.native
         return out, entry.native
 
-    def decode(self, encoded: Any, *, where: str, copy: bool = True) -> Value:
-        """Decode one attribute's JSON, reading its arrays (see :meth:`read_tensor`)."""
+    def decode(
+        self,
+        encoded: Any,
+        *,
+        where: str,
+        copy: bool = True,
+        placeholders: list[Any] | None = None,
+    ) -> Value:
+        """Decode one attribute's JSON, reading its arrays (see :meth:`read_tensor`).
+
+        A sharded tensor (DTensor) is read whole; with ``placeholders`` (and
+        torch installed) it is left as a ``SavedDTensor``, also appended there,
+        that reads only the chunks its target needs (see
+        :func:`pipestate.torch._dtensor.resolve`).
+        """
         read = self.read_tensor if copy else functools.partial(self.read_tensor, copy=False)
         read_raw = self.read_raw if copy else functools.partial(self.read_raw, copy=False)
         tensors = self._torch_tensors.setdefault(copy, weakref.WeakValueDictionary())
         read_torch = torch_reader(read_raw, read, tensors)
-        return decode_value(encoded, read, where=where, read_torch=read_torch)
+        # Chunks are copied into the tensor assembled from them: no copy of their own.
+        read_dtensor = sharded_reader(
+            functools.partial(self.read_raw, copy=False),
+            functools.partial(self.read_tensor, copy=False),
+            placeholders,
+            copy=copy,
+        )
+        return decode_value(
+            encoded, read, where=where, read_torch=read_torch, read_dtensor=read_dtensor
+        )
 
     def close(self) -> None:
         """Close the shards opened so far."""

@@ -50,6 +50,14 @@ def _has_values(obj: Trackable) -> bool:
     return names is None or len(names) > 0
 
 
+def _resolve_sharded(obj: Trackable, values: dict[str, Any]) -> dict[str, Any]:
+    """Read the sharded tensors of ``values`` for what ``obj`` holds in their places now."""
+    from pipestate.torch._dtensor import resolve
+
+    template = obj._restore_template()
+    return {name: resolve(value, template.get(name)) for name, value in values.items()}
+
+
 class _Restoration:
     """A deferred restoration of checkpoint node ``node_id`` (see ``Trackable._add_deferred``)."""
 
@@ -159,14 +167,19 @@ class RestoreSession:
         if names:
             # Objects that copy what they restore may get read-only views of the memory map.
             copy = not getattr(obj, "_copies_restored_values", False)
-            values = {}
+            values: dict[str, Any] = {}
+            placeholders: list[Any] = []
             for n in names:
                 encoded = attributes[n]
                 if encoded is None or type(encoded) in _JSON_SCALARS:
                     values[n] = encoded  # stands for itself: no key to build, nothing to read
                 else:
                     where = attribute_key(self.node_path(node_id), n)
-                    values[n] = self.reader.decode(encoded, where=where, copy=copy)
+                    values[n] = self.reader.decode(
+                        encoded, where=where, copy=copy, placeholders=placeholders
+                    )
+            if placeholders:
+                values = _resolve_sharded(obj, values)
             try:
                 obj._restore_from_values(values)
             except (KeyError, TypeError) as err:

@@ -149,6 +149,14 @@ class Trackable:
     def _restore_from_values(self, values: Mapping[str, Value]) -> None:
         """Restore this object's values; nothing to do by default."""
 
+    def _restore_template(self) -> Mapping[str, Value]:
+        """What this object holds now, where a restore needs it to shape saved values.
+
+        A sharded tensor (DTensor) is restored with the sharding of the value
+        this returns in its place. By default, the values it would save.
+        """
+        return self._serialize_to_values()
+
     def _value_names(self) -> Collection[str] | None:
         """Which saved attributes ``_restore_from_values`` takes (``None``: all of them)."""
         if type(self)._restore_from_values is Trackable._restore_from_values:

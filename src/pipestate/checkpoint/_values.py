@@ -13,6 +13,19 @@ stand for themselves and everything else is a one-key tagged object::
     {"array": "<tensor key>"}             a NumPy array stored in a data shard
     {"scalar": "<tensor key>"}            a NumPy scalar stored in a data shard
     {"torch": "<tensor key>" | {...}}     a torch tensor (see ``pipestate.torch._state``)
+    {"dtensor": {...}}                    a sharded torch tensor (DTensor), in chunks
+
+A ``"dtensor"`` body is the tensor's global shape and dtype and the chunks
+its ranks wrote, each a box of the global tensor at ``offsets`` (one per
+dimension) of ``shape``, stored as the array ``of``::
+
+    {"shape": [8, 4], "dtype": "float32",
+     "chunks": [{"offsets": [0, 0], "shape": [4, 4], "of": "<tensor key>"},
+                {"offsets": [4, 0], "shape": [4, 4], "of": "<tensor key>"}]}
+
+The chunks never overlap and together cover the tensor (an empty tensor has
+none); ``dtype`` is a torch dtype name, and every chunk's array is of that
+dtype.
 
 Torch tensors are values too (without importing torch here: they are
 recognised when torch is already imported). They are stored in their own
@@ -31,7 +44,7 @@ import math
 import reprlib
 import sys
 from collections.abc import Callable, Mapping, MutableMapping
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 
@@ -39,15 +52,23 @@ from pipestate.errors import CheckpointMismatchError, CorruptCheckpointError
 
 __all__ = [
     "ATTRIBUTES",
+    "MAX_CHUNKS",
     "MAX_DEPTH",
+    "Chunk",
+    "SavedSharding",
     "Value",
+    "assemble_array",
     "attribute_key",
+    "contains_dtensor",
     "decode_value",
     "encode_value",
     "escape_name",
+    "is_dtensor",
     "is_plain_value",
     "is_torch_tensor",
     "node_key",
+    "parse_sharding",
+    "sharded_reader",
     "torch_reader",
 ]
 
@@ -56,7 +77,13 @@ Value: TypeAlias = Any
 
 ATTRIBUTES = ".ATTRIBUTES"
 MAX_DEPTH = 100
-_TAGS = frozenset({"float", "bytes", "tuple", "dict", "items", "array", "scalar", "torch"})
+_TAGS = frozenset(
+    {"float", "bytes", "tuple", "dict", "items", "array", "scalar", "torch", "dtensor"}
+)
+# Chunks of one sharded tensor; those that are not cells of one grid (a sharding's
+# always are) are checked pairwise for overlap, at most _MAX_PAIRWISE of them.
+MAX_CHUNKS = 1 << 20
+_MAX_PAIRWISE = 1 << 12
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
@@ -81,6 +108,26 @@ def is_torch_tensor(value: object) -> bool:
     """Whether ``value`` is a torch tensor (never imports torch: an object of it means it is)."""
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(value, torch.Tensor)
+
+
+def is_dtensor(value: object) -> bool:
+    """Whether ``value`` is a sharded torch tensor (``torch.distributed.tensor.DTensor``)."""
+    module = sys.modules.get("torch.distributed.tensor")
+    dtensor = getattr(module, "DTensor", None) if module is not None else None
+    return dtensor is not None and isinstance(value, dtensor)
+
+
+def contains_dtensor(value: object, depth: int = 0) -> bool:
+    """Whether a saved value holds a DTensor somewhere."""
+    if is_dtensor(value):
+        return True
+    if depth >= MAX_DEPTH:
+        return False
+    if isinstance(value, Mapping):
+        return any(contains_dtensor(v, depth + 1) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(contains_dtensor(v, depth + 1) for v in value)
+    return False
 
 
 def is_plain_value(value: object, depth: int = 0) -> bool:
@@ -111,27 +158,58 @@ AddTensor: TypeAlias = Callable[[str, Any], Any]
 
 
 def encode_value(
-    value: Value, key: str, add_array: AddArray, add_tensor: AddTensor | None = None
+    value: Value,
+    key: str,
+    add_array: AddArray,
+    add_tensor: AddTensor | None = None,
+    add_dtensor: AddTensor | None = None,
 ) -> Any:
     """Encode ``value`` as JSON, handing every array to ``add_array(key, array) -> tensor key``.
 
     Torch tensors go to ``add_tensor(key, tensor)``, which returns the body of
-    their ``"torch"`` tag; without it they are saved as NumPy arrays.
+    their ``"torch"`` tag; without it they are saved as NumPy arrays. DTensors
+    go to ``add_dtensor(key, tensor)``, which returns the body of their
+    ``"dtensor"`` tag.
 
     Raises:
-        TypeError: For a value of an unsupported type (named with its key).
+        TypeError: For a value of an unsupported type (named with its key), or
+            a DTensor without ``add_dtensor``.
         ValueError: For a structure nested deeper than ``MAX_DEPTH`` (or containing itself).
     """
     if add_tensor is None:
         add_tensor = functools.partial(_tensor_as_array, add_array)
-    return _encode(value, key, add_array, add_tensor, 0)
+    if add_dtensor is None:
+        add_dtensor = _no_dtensor
+    return _encode(value, key, add_array, _Adders(add_tensor, add_dtensor), 0)
+
+
+class _Adders:
+    """Where torch tensors and DTensors go (one object, so that the recursion passes one)."""
+
+    __slots__ = ("dtensor", "tensor")
+
+    def __init__(self, tensor: AddTensor, dtensor: AddTensor) -> None:
+        self.tensor = tensor
+        self.dtensor = dtensor
+
+    def __call__(self, key: str, value: Any) -> Any:
+        if is_dtensor(value):
+            return {"dtensor": self.dtensor(key, value)}
+        return {"torch": self.tensor(key, value)}
 
 
 def _tensor_as_array(add_array: AddArray, key: str, tensor: Any) -> Any:
     return add_array(key, tensor.detach().cpu().numpy())
 
 
-def _encode(value: Value, key: str, add_array: AddArray, add_tensor: AddTensor, depth: int) -> Any:
+def _no_dtensor(key: str, tensor: Any) -> Any:
+    raise TypeError(
+        f"cannot save the DTensor at {key!r} here: only object-graph checkpoints save sharded "
+        "tensors; save tensor.full_tensor() instead"
+    )
+
+
+def _encode(value: Value, key: str, add_array: AddArray, add_tensor: _Adders, depth: int) -> Any:
     if depth > MAX_DEPTH:
         raise ValueError(
             f"value at {key!r} is nested more than {MAX_DEPTH} levels deep (or contains itself)"
@@ -143,7 +221,7 @@ def _encode(value: Value, key: str, add_array: AddArray, add_tensor: AddTensor, 
     if isinstance(value, np.generic):
         return {"scalar": add_array(key, np.asarray(value))}
     if is_torch_tensor(value):
-        return {"torch": add_tensor(key, value)}
+        return add_tensor(key, value)
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
@@ -201,13 +279,164 @@ ReadArray: TypeAlias = Callable[[str], np.ndarray]
 ReadTorch: TypeAlias = Callable[[Any], Any]
 
 
+class Chunk(NamedTuple):
+    """One saved box of a sharded tensor: where it starts, its shape, and its array's key."""
+
+    offsets: tuple[int, ...]
+    shape: tuple[int, ...]
+    key: str
+
+
+class SavedSharding(NamedTuple):
+    """A ``"dtensor"`` body, checked: the global shape, the torch dtype name and the chunks."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    chunks: tuple[Chunk, ...]
+    where: str
+
+
+ReadSharded: TypeAlias = Callable[[SavedSharding], Any]
+_SHARDING_FIELDS = frozenset({"shape", "dtype", "chunks"})
+_CHUNK_FIELDS = frozenset({"offsets", "shape", "of"})
+
+
+def _dims(values: object, ndim: int | None) -> tuple[int, ...] | None:
+    if (
+        not isinstance(values, list)
+        or len(values) > 64
+        or (ndim is not None and len(values) != ndim)
+    ):
+        return None
+    if not all(type(v) is int and 0 <= v < 2**62 for v in values):
+        return None
+    return tuple(values)
+
+
+def parse_sharding(body: Any, where: str) -> SavedSharding:
+    """Check a ``"dtensor"`` body: chunks inside the tensor, none overlapping, all of it covered.
+
+    Raises:
+        CorruptCheckpointError: Naming ``where`` and what is wrong (a range of
+            the tensor no chunk covers, for one).
+    """
+    if not (isinstance(body, dict) and body.keys() == _SHARDING_FIELDS):
+        raise _bad(where, f"'dtensor' must have exactly chunks, dtype and shape: {_brief(body)}")
+    shape = _dims(body["shape"], None)
+    dtype, raw_chunks = body["dtype"], body["chunks"]
+    if shape is None or not isinstance(dtype, str) or not isinstance(raw_chunks, list):
+        raise _bad(where, f"malformed 'dtensor' {_brief(body)}")
+    if len(raw_chunks) > MAX_CHUNKS:
+        raise _bad(where, f"'dtensor' has {len(raw_chunks)} chunks, more than {MAX_CHUNKS}")
+    chunks = []
+    for raw in raw_chunks:
+        if not (isinstance(raw, dict) and raw.keys() == _CHUNK_FIELDS):
+            raise _bad(where, f"malformed 'dtensor' chunk {_brief(raw)}")
+        offsets, extent = _dims(raw["offsets"], len(shape)), _dims(raw["shape"], len(shape))
+        if offsets is None or extent is None or not isinstance(raw["of"], str):
+            raise _bad(where, f"malformed 'dtensor' chunk {_brief(raw)}")
+        if any(n == 0 or o + n > d for o, n, d in zip(offsets, extent, shape)):
+            raise _bad(where, f"'dtensor' chunk {_brief(raw)} is empty or outside shape {shape}")
+        chunks.append(Chunk(offsets, extent, raw["of"]))
+    _check_cover(shape, chunks, where)
+    return SavedSharding(shape, dtype, tuple(chunks), where)
+
+
+def _check_cover(shape: tuple[int, ...], chunks: list[Chunk], where: str) -> None:
+    """Refuse chunks that overlap, or leave a range of the tensor uncovered."""
+    if len(chunks) > 1 and not _distinct_cells(shape, chunks):
+        if len(chunks) > _MAX_PAIRWISE:
+            raise _bad(
+                where,
+                f"the {len(chunks)} chunks of a sharded tensor are not the cells of one grid, "
+                f"and more than {_MAX_PAIRWISE} such chunks are not read",
+            )
+        starts = np.array([c.offsets for c in chunks], dtype=np.int64).reshape(len(chunks), -1)
+        ends = starts + np.array([c.shape for c in chunks], dtype=np.int64).reshape(starts.shape)
+        for i in range(len(chunks) - 1):
+            overlap = np.all((starts[i] < ends[i + 1 :]) & (starts[i + 1 :] < ends[i]), axis=1)
+            if overlap.any():
+                j = i + 1 + int(np.argmax(overlap))
+                raise _bad(
+                    where, f"'dtensor' chunks {chunks[i].key!r} and {chunks[j].key!r} overlap"
+                )
+    covered = sum(math.prod(c.shape) for c in chunks)
+    total = math.prod(shape)
+    if covered != total:
+        raise _bad(
+            where,
+            f"the chunks of a sharded tensor of shape {list(shape)} cover {covered} of its "
+            f"{total} elements: a range of it is missing",
+        )
+
+
+def _distinct_cells(shape: tuple[int, ...], chunks: list[Chunk]) -> bool:
+    """Whether the chunks are distinct cells of the grid their edges draw (so none overlap).
+
+    A sharding's chunks always are: checked in linear time, where pairs would
+    take quadratic time on a job of thousands of ranks.
+    """
+    edges = []
+    for d, size in enumerate(shape):
+        cuts = {0, size}
+        for c in chunks:
+            cuts.add(c.offsets[d])
+            cuts.add(c.offsets[d] + c.shape[d])
+        edges.append({cut: i for i, cut in enumerate(sorted(cuts))})
+    cells = set()
+    for c in chunks:
+        cell = []
+        for d, index in enumerate(edges):
+            first = index[c.offsets[d]]
+            if index[c.offsets[d] + c.shape[d]] != first + 1:
+                return False  # an edge of another chunk cuts through this one
+            cell.append(first)
+        cells.add(tuple(cell))
+    return len(cells) == len(chunks)
+
+
+def _numpy_dtype(name: str) -> np.dtype[Any]:
+    try:
+        return np.dtype(name)
+    except TypeError:
+        return np.dtype(np.float32)  # bfloat16 and float8 are read widened to float32
+
+
+def assemble_array(read_array: ReadArray, saved: SavedSharding) -> np.ndarray:
+    """The whole of a sharded tensor as one NumPy array, from its chunks.
+
+    Raises:
+        CorruptCheckpointError: When a chunk's array does not have its chunk's shape,
+            or chunks differ in dtype.
+    """
+    parts = [(chunk, read_array(chunk.key)) for chunk in saved.chunks]
+    dtype = parts[0][1].dtype if parts else _numpy_dtype(saved.dtype)
+    out = np.empty(saved.shape, dtype)
+    for chunk, array in parts:
+        if array.shape != chunk.shape or array.dtype != dtype:
+            raise _bad(
+                saved.where,
+                f"chunk {chunk.key!r} holds {array.dtype}{list(array.shape)}, not "
+                f"{dtype}{list(chunk.shape)}",
+            )
+        out[tuple(slice(o, o + n) for o, n in zip(chunk.offsets, chunk.shape))] = array
+    return out
+
+
 def decode_value(
-    encoded: Any, read_array: ReadArray, *, where: str, read_torch: ReadTorch | None = None
+    encoded: Any,
+    read_array: ReadArray,
+    *,
+    where: str,
+    read_torch: ReadTorch | None = None,
+    read_dtensor: ReadSharded | None = None,
 ) -> Value:
     """Decode JSON written by :func:`encode_value`, reading arrays with ``read_array(tensor key)``.
 
     A ``"torch"`` value is read with ``read_torch(body)``; without it, it is
     read as a NumPy array (its tensor, when it is not a view of another one).
+    A ``"dtensor"`` value is checked and read with ``read_dtensor(sharding)``;
+    without it, it is read as one NumPy array.
 
     Raises:
         CorruptCheckpointError: For anything :func:`encode_value` cannot have written.
@@ -215,7 +444,22 @@ def decode_value(
     """
     if read_torch is None:
         read_torch = functools.partial(_torch_as_array, read_array, where)
-    return _decode(encoded, read_array, read_torch, where, 0)
+    if read_dtensor is None:
+        read_dtensor = functools.partial(assemble_array, read_array)
+    return _decode(encoded, read_array, _Readers(read_torch, read_dtensor), where, 0)
+
+
+class _Readers:
+    """How torch values and sharded values are read (one object for the recursion)."""
+
+    __slots__ = ("dtensor", "torch")
+
+    def __init__(self, torch: ReadTorch, dtensor: ReadSharded) -> None:
+        self.torch = torch
+        self.dtensor = dtensor
+
+    def __call__(self, body: Any) -> Any:
+        return self.torch(body)
 
 
 def _torch_as_array(read_array: ReadArray, where: str, body: Any) -> np.ndarray:
@@ -244,7 +488,7 @@ def _bad(where: str, why: str) -> CorruptCheckpointError:
 
 
 def _decode(
-    encoded: Any, read_array: ReadArray, read_torch: ReadTorch, where: str, depth: int
+    encoded: Any, read_array: ReadArray, read_torch: _Readers, where: str, depth: int
 ) -> Value:
     if depth > MAX_DEPTH:
         raise _bad(where, f"nested more than {MAX_DEPTH} levels deep")
@@ -300,6 +544,8 @@ def _decode(
         if not isinstance(body, (str, dict)):
             raise _bad(where, f"'torch' must name a tensor, got {_brief(body)}")
         return read_torch(body)
+    if tag == "dtensor":
+        return read_torch.dtensor(parse_sharding(body, where))
     if not isinstance(body, str):
         raise _bad(where, f"{tag!r} must name a tensor, got {_brief(body)}")
     array = read_array(body)
@@ -333,5 +579,36 @@ def torch_reader(
 
                 decoder = TensorDecoder(read_raw, tensors)
         return decoder(body)
+
+    return read
+
+
+def sharded_reader(
+    read_raw: Callable[[str], tuple[np.ndarray, str | None]],
+    read_array: ReadArray,
+    placeholders: list[Any] | None = None,
+    *,
+    copy: bool = True,
+) -> ReadSharded:
+    """A ``read_dtensor`` for :func:`decode_value` that imports torch only when one is read.
+
+    With torch, a sharded value is read as a torch tensor; with
+    ``placeholders``, as a ``SavedDTensor`` that reads only the chunks its
+    target needs, also appended to that list. ``read_raw`` reads without a
+    copy; without ``copy``, a value that is one chunk may be a read-only view
+    of it. Without torch (or torch.distributed), it is read as one NumPy array.
+    """
+    reader: ReadSharded | None = None
+
+    def read(saved: SavedSharding) -> Any:
+        nonlocal reader
+        if reader is None:
+            try:
+                from pipestate.torch._dtensor import ShardedReader
+            except ImportError:
+                reader = functools.partial(assemble_array, read_array)
+            else:
+                reader = ShardedReader(read_raw, placeholders, copy=copy)
+        return reader(saved)
 
     return read

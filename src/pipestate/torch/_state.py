@@ -168,7 +168,7 @@ def _check_saveable(tensor: torch.Tensor, key: str) -> None:
     if type(tensor) not in (torch.Tensor, torch.nn.Parameter):
         raise TypeError(
             f"cannot save the tensor at {key!r}: tensor subclass {type(tensor).__name__} is not "
-            "supported; save a plain tensor (e.g. DTensor.full_tensor())"
+            "supported (DTensor is); save a plain tensor"
         )
     if tensor.dtype not in _NATIVE and tensor.dtype not in _NUMPY_NATIVE:
         raise TypeError(
@@ -373,6 +373,15 @@ class TorchStateAdapter(StatefulAdapter):
 
     def _wants_torch(self) -> bool:
         return True
+
+    def _restore_template(self) -> Mapping[str, Value]:
+        state = self._serialize_to_values()
+        if isinstance(self.wrapped, torch.optim.Optimizer):
+            # Optimizer state not created yet is sharded as its parameter is.
+            from pipestate.torch._dtensor import optimizer_template
+
+            return dict(optimizer_template(self.wrapped, state))
+        return state
 
     def __repr__(self) -> str:
         return f"TorchStateAdapter({type(self.wrapped).__name__})"
