@@ -39,8 +39,10 @@ _BUDGET = 0.01
 """The share of a sampled op's own cost that timing its sampled calls may add."""
 _MAX_STRIDE = 1024
 """At most this many calls (on average) per timed call of a sampled op."""
-_OUTLIER = 4.0
-"""A sampled call's time above this many times its op's typical call counts once only."""
+_OUTLIER = 8.0
+"""A sampled call's time above this many times the median of its op's recent timed calls
+counts once only (a descheduled thread, a buffer refill), not for the calls it stands for."""
+_RECENT = 9
 
 _open = [0]
 """Timed calls open, all threads together. While one is, sampled ops time every call: the
@@ -85,21 +87,23 @@ class _Sampler:
     and stands for the untimed ones before it: they are counted exactly and their times
     estimated as its own. The stride grows while timing a call costs more than
     :data:`_BUDGET` of the call's own time, so cheap ops are timed in samples and
-    costly ones on every call. A timed call far above the op's typical cost (the
+    costly ones on every call. A timed call far above the op's recent ones (the
     thread was descheduled, a buffer refilled) stands for the others only with the
-    typical part; its excess counts once, as in an unsampled profile.
+    usual part; its excess counts once, as in an unsampled profile.
     """
 
     __slots__ = (
+        "active",
         "adaptive",
         "own",
         "raised",
+        "recent_own",
+        "recent_total",
         "run",
         "skip",
         "stride",
         "table",
         "total",
-        "typical",
         "weight",
     )
 
@@ -109,25 +113,27 @@ class _Sampler:
         self.run = 0  # untimed calls this run began with
         self.stride = 1
         self.adaptive = adaptive
+        self.active = False  # its op's iterator is timed by it (then so is the op's _apply)
         # Calls the timed calls stood for and their estimated times: per call, the
         # estimate for the untimed calls of the current run.
         self.weight = 0
         self.total = 0.0
         self.own = 0.0
         self.table: list[list[float]] | None = None  # the table of the last timed call
-        self.typical: list[float] = []  # running typical (total, own) seconds of a call
+        self.recent_total: list[float] = []  # the last timed calls' times
+        self.recent_own: list[float] = []
 
     def weigh(self, weight: int, total: float, own: float) -> tuple[float, float]:
         """The times a timed call standing for ``weight`` calls adds: (total, own)."""
-        typical = self.typical
-        if not typical:
-            typical.extend((total, own))
-        caps = [_OUTLIER * t for t in typical]
         added = []
-        for i, seconds in enumerate((total, own)):
-            usual = min(seconds, caps[i]) if seconds > 0 else seconds
+        for seconds, recent in ((total, self.recent_total), (own, self.recent_own)):
+            usual = seconds
+            if recent:  # above _OUTLIER times the median of the recent timed calls: once
+                usual = min(seconds, _OUTLIER * sorted(recent)[(len(recent) - 1) // 2])
             added.append(weight * usual + (seconds - usual))
-            typical[i] += (usual - typical[i]) / 8  # clipped: outliers barely move it
+            recent.append(seconds)
+            if len(recent) > _RECENT:
+                del recent[0]
         self.weight += weight
         self.total += added[0]
         self.own += added[1]
@@ -197,8 +203,10 @@ def _timed(
     iterator: bool = False,
 ) -> Any:
     """``method`` (of a dataset, or of an ``iterator``) timed for its op on every call:
-    cumulative, and self (less the ops it calls)."""
+    cumulative, and self (less the ops it calls). ``_apply`` is left to the op's
+    iterator when that times a sample of its calls (it runs inside them)."""
     perf = time.perf_counter
+    per_element = method.__name__ == "_apply"
     open_calls = _open
 
     @functools.wraps(method)
@@ -207,6 +215,8 @@ def _timed(
         owner = self._dataset if iterator else self
         op = owner._profile_op
         recorder = owner._profile_recorder
+        if per_element and recorder.samplers[op].active:  # in its op's (sampled) _next
+            return method(self, *args)
         stack, table = recorder.frames()
         if stack and stack[-1][_OP] == op:  # the op calling itself (_get through _get_batch)
             return method(self, *args)
@@ -378,6 +388,7 @@ def _instrumenting(make: Callable[..., DatasetIterator]) -> Any:
         base = cls.__dict__.get("_profile_base")
         if base is not None:  # born timed; one that reads a feed is timed as such instead
             if not hasattr(it, "_reader"):
+                self._profile_recorder.samplers[self._profile_op].active = True
                 return it
             cls = base
         made = _iterator_classes.get(cls)
