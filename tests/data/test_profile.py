@@ -142,11 +142,12 @@ def test_sampled_estimates_agree_with_timing_every_call() -> None:
         assert 2.0 < second.self_seconds / first.self_seconds < 8.0  # 4x the cost
         assert 0.8 < first.self_seconds / (first.elements * cheap) < 3.0
         assert report.bottleneck == second.op
-    for mine, theirs in zip(sampled.ops[1:], exact.ops[1:], strict=True):
-        assert mine.elements == theirs.elements
-        # The filter is cheap: its time is close to the timing's noise, so only its order.
-        bounds = (0.25, 4.0) if mine.op.startswith("filter") else (0.6, 1.6)
-        assert bounds[0] < mine.self_seconds / theirs.self_seconds < bounds[1], (mine, theirs)
+    assert [op.elements for op in sampled.ops] == [op.elements for op in exact.ops]
+    # The maps' estimates against their times with every call timed (the filter's time,
+    # under a millisecond here, is within the noise of a busy machine: not compared).
+    for mine, theirs in zip(sampled.ops[2:], exact.ops[2:], strict=True):
+        assert 0.6 < mine.self_seconds / theirs.self_seconds < 1.6, (mine, theirs)
+        assert 0.6 < mine.total_seconds / theirs.total_seconds < 1.6, (mine, theirs)
 
 
 def test_a_profiled_iterator_yields_and_saves_what_iter_does() -> None:

@@ -45,9 +45,9 @@ _CONSUMER_BOUND = 0.5
 """The consumer is the bottleneck when it spends at least this share of the time outside next()."""
 _BUDGET = 0.01
 """The share of a sampled op's own cost that timing its sampled calls may add."""
-_MAX_STRIDE = 1024
+_MAX_STRIDE = 256
 """At most this many calls (on average) per timed call of a sampled op."""
-_OUTLIER = 8.0
+_OUTLIER = 4.0
 """A sampled call's time above this many times the median of its op's recent timed calls
 counts once only (a descheduled thread, a buffer refill), not for the calls it stands for."""
 _RECENT = 9
