@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import os
 import random
 import threading
@@ -45,7 +44,7 @@ _CONSUMER_BOUND = 0.5
 """The consumer is the bottleneck when it spends at least this share of the time outside next()."""
 _BUDGET = 0.01
 """The share of a sampled op's own cost that timing its sampled calls may add."""
-_MAX_STRIDE = 256
+_MAX_STRIDE = 512
 """At most this many calls (on average) per timed call of a sampled op."""
 _OUTLIER = 4.0
 """A sampled call's time above this many times the median of its op's recent timed calls
@@ -133,29 +132,36 @@ class _Sampler:
 
     def weigh(self, weight: int, total: float, own: float) -> tuple[float, float]:
         """The times a timed call standing for ``weight`` calls adds: (total, own)."""
-        added = []
-        for seconds, recent in ((total, self.recent_total), (own, self.recent_own)):
-            usual = seconds
-            if recent:  # above _OUTLIER times the median of the recent timed calls: once
-                usual = min(seconds, _OUTLIER * sorted(recent)[(len(recent) - 1) // 2])
-            added.append(weight * usual + (seconds - usual))
-            recent.append(seconds)
-            if len(recent) > _RECENT:
-                del recent[0]
+        total = _stand_for(weight, total, self.recent_total)
+        own = _stand_for(weight, own, self.recent_own)
         self.weight += weight
-        self.total += added[0]
-        self.own += added[1]
-        return added[0], added[1]
+        self.total += total
+        self.own += own
+        return total, own
 
     def next_run(self, seconds: float, timing: float, recorder: _Recorder) -> None:
         """Sets the next run after a timed call of ``seconds``, whose timing cost ``timing``."""
-        wanted = math.ceil(timing / (_BUDGET * max(seconds, 1e-9)))
-        self.stride = stride = max(1, min(wanted, 4 * self.stride + 1, _MAX_STRIDE))
-        self.run = self.skip = recorder.random.randrange(2 * stride - 1)
+        wanted = int(timing / (_BUDGET * max(seconds, 1e-9))) + 1
+        self.stride = stride = min(wanted, _MAX_STRIDE)
+        self.run = self.skip = int(recorder.random.random() * (2 * stride - 1))
 
     def pending(self) -> int:
         """Untimed calls of the current run (not yet in any table)."""
         return max(self.run - self.skip, 0)
+
+
+def _stand_for(weight: int, seconds: float, recent: list[float]) -> float:
+    """``seconds`` of a timed call standing for ``weight`` calls, the part above
+    :data:`_OUTLIER` times the median of the ``recent`` timed calls counted once."""
+    if weight > 1 and recent:
+        usual = min(seconds, _OUTLIER * sorted(recent)[(len(recent) - 1) // 2])
+        stood = weight * usual + (seconds - usual)
+    else:
+        stood = seconds
+    recent.append(seconds)
+    if len(recent) > _RECENT:
+        del recent[0]
+    return stood
 
 
 @functools.cache
