@@ -653,7 +653,8 @@ class ProfiledIterator(DatasetIterator):
     Over a :class:`~pipestate.data.Loader` with worker processes, the ops run
     in the workers, untimed: the Loader is one stage, timed by the waits.
     With ``sampling`` (the default), a streaming op whose calls cost less than
-    timing them is timed on a sample of its calls (see :class:`OpProfile`).
+    timing them is timed on a sample of its calls (see :class:`OpProfile`), unless
+    the pipeline runs threads (prefetch, a parallel map).
     """
 
     def __init__(
@@ -664,8 +665,11 @@ class ProfiledIterator(DatasetIterator):
         self._ops = ops
         self._sampling = sampling
         self._loader = loader if loader is not None and loader.num_workers > 0 else None
+        # With threads (prefetch, parallel map), a sampled call may wait for the GIL held by
+        # another thread, which its run would repeat: such pipelines time every call.
+        threaded = any(op._background() is not None for op in ops)
         # The last slot: a Loader's waits.
-        self._recorder = _Recorder(len(ops) + 1, sampling=sampling)
+        self._recorder = _Recorder(len(ops) + 1, sampling=sampling and not threaded)
         self._consumer = threading.get_ident()
         ids = {id(op): i for i, op in enumerate(ops)}
         self._profiled = _instrument(dataset, self._recorder, ids)
@@ -845,7 +849,8 @@ def _diagnose(
     dataset, op = datasets[worst], ops[worst]
     share = 100 * max(op.cost, 0.0) / max(sum(max(o.cost, 0.0) for o in ops), 1e-12)
     per = op.cost / max(op.elements, 1)
-    where = f"{op.op} takes {share:.0f}% of the pipeline's time ({per * 1e6:,.0f} µs per element)"
+    micro = f"{per * 1e6:,.0f}" if per >= 10e-6 else f"{per * 1e6:.1f}"
+    where = f"{op.op} takes {share:.0f}% of the pipeline's time ({micro} µs per element)"
     name = dataset._op_name
     starved = [o.op for o in ops if o.waited_seconds > 0.2 * wall and o is not op]
     note = (
@@ -895,7 +900,8 @@ def profiled(dataset: Dataset | Loader, *, sampling: bool = True) -> ProfiledIte
       sampling: time a sample of the calls of streaming ops that cost less per
         call than timing them (their times are then estimates, marked ``~``;
         counts stay exact). ``False`` times every call, at up to several times
-        the pipeline's own cost on sub-microsecond ops.
+        the pipeline's own cost on sub-microsecond ops. A pipeline with threads
+        (prefetch, a parallel map) has every call timed either way.
 
     Raises:
       TypeError: ``dataset`` is not a pipestate Dataset or Loader, or ``sampling``
