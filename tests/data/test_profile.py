@@ -103,6 +103,7 @@ def test_a_prefetch_starved_by_a_slow_parallel_map_is_reported() -> None:
     assert ops["map"].threads == 2
     assert ops["prefetch"].waited_seconds > 0
     assert {"pipestate-map-0", "pipestate-map-1"} <= report.worker_threads.keys()
+    assert not any(op.estimated for op in report.ops)  # with threads, every call is timed
 
 
 def test_cheap_streaming_ops_are_timed_in_samples_and_counted_exactly() -> None:
