@@ -50,10 +50,12 @@ _OUTLIER = 4.0
 """A sampled call's time above this many times the median of its op's recent timed calls
 counts once only (a descheduled thread, a buffer refill), not for the calls it stands for."""
 _RECENT = 9
+"""How many of an op's last timed calls that median is taken over."""
 
 _open = [0]
 """Timed calls open, all threads together. While one is, sampled ops time every call: the
-open call's self time is its time less that of the calls it makes, which must be known."""
+open call's self time is its time less that of the calls it makes, which must be known.
+(Shared by the threads, it may make them time more than needed, never less.)"""
 
 
 # ----------------------------------------------------------- the recorder
@@ -197,13 +199,16 @@ def _measure_overhead() -> float:
     return max(best, 0.0)
 
 
-def _close(stack: list[list[Any]], frame: list[Any], raw: float, entry: float, c: float) -> None:
-    """Pops ``frame`` and charges the outer call with its time and its timing's cost."""
+def _close(
+    stack: list[list[Any]], frame: list[Any], raw: float, entry: float, inside: float
+) -> None:
+    """Pops ``frame`` and charges the outer call with its time and its timing's cost
+    (``inside``: the part of that cost within the ``raw`` interval)."""
     stack.pop()
     if stack:
         outer = stack[-1]
-        outer[_INNER] += raw - frame[_OVER] - c
-        outer[_OVER] += frame[_OVER] + c + (time.perf_counter() - entry - raw)
+        outer[_INNER] += raw - frame[_OVER] - inside
+        outer[_OVER] += frame[_OVER] + inside + (time.perf_counter() - entry - raw)
 
 
 def _timed(
