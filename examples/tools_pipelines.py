@@ -53,3 +53,16 @@ def _decode(x: Any) -> Any:
 def slow_decode() -> ps.Dataset:
     """A pipeline bound by a slow per-element decode."""
     return ps.Dataset.range(10_000).shuffle(100, seed=1).map(_decode).batch(16)
+
+
+def _tokens(x: Any) -> Any:
+    return x * 3 + 1
+
+
+def _keep(x: Any) -> bool:
+    return bool(x % 4 != 0)
+
+
+def cheap_stream() -> ps.Dataset:
+    """Sub-microsecond streaming ops: profiled on a sample of their calls."""
+    return ps.Dataset.range(200_000).map(_tokens).filter(_keep).shuffle(1000, seed=2).batch(32)

@@ -205,6 +205,10 @@ def test_profile_names_the_bottleneck(tmp_path: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert "bottleneck: map(map_func='_sleepy')" in out
     assert "num_parallel_calls=ps.data.AUTOTUNE" in out
+    assert main(["profile", "tests.testing._pipelines:slow_map", "-n", "5", "--exact"]) == 0
+    exact = capsys.readouterr().out
+    assert "bottleneck: map(map_func='_sleepy')" in exact
+    assert "~ estimated" not in exact
     pytest.importorskip("matplotlib")
     plot = tmp_path / "graph.png"
     args = ["profile", "tests.testing._pipelines:slow_map", "-n", "5", "--plot", str(plot)]

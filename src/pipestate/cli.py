@@ -15,7 +15,7 @@ Usage::
     pipestate verify-pipeline MODULE:FUNCTION [options]
                                   prove that a pipeline resumes exactly: restore it
                                   at many break points in fresh processes
-    pipestate profile MODULE:FUNCTION [-n N] [--plot OUT]
+    pipestate profile MODULE:FUNCTION [-n N] [--exact] [--plot OUT]
                                   time every op of a pipeline; name the bottleneck
 
 Exit status: 0 on success, 1 when ``verify`` finds damage, ``diff`` finds
@@ -137,6 +137,11 @@ def _add_pipeline_commands(commands: Any) -> None:
     prof.add_argument("target", help=target)
     prof.add_argument("-n", "--num-elements", type=int, default=1000, help="elements to read")
     prof.add_argument(
+        "--exact",
+        action="store_true",
+        help="time every call, also of ops cheaper than timing them (slower; no estimates)",
+    )
+    prof.add_argument(
         "--plot",
         metavar="OUT",
         default=None,
@@ -194,7 +199,7 @@ def _profile(args: argparse.Namespace) -> int:
     from pipestate.testing._verify import build_dataset
 
     dataset = build_dataset(_load_target(args.target), args.target)
-    report = profile(dataset, args.num_elements)
+    report = profile(dataset, args.num_elements, sampling=not args.exact)
     print(report.format())
     if args.plot is not None:
         report.plot(args.plot)

@@ -33,6 +33,32 @@ def _ops(report: ProfileReport) -> dict[str, Any]:
     return {op.op.split("(")[0]: op for op in report.ops}
 
 
+def _spin(seconds: float) -> Any:
+    """A map function that keeps the CPU busy for ``seconds`` (a known cost, unlike sleep)."""
+
+    def spin(x: Any) -> Any:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+        return x
+
+    spin.__name__ = f"spin_{round(seconds * 1e6)}us"
+    return spin
+
+
+def _is_even(x: Any) -> bool:
+    return bool(x % 2 == 0)
+
+
+def _read(ds: ps.Dataset, count: int, sampling: bool) -> ProfileReport:
+    it = ps.data.profiled(ds, sampling=sampling)
+    for _ in range(count):
+        next(it)
+    report = it.stats()
+    it.close()
+    return report
+
+
 def test_a_slow_map_is_the_bottleneck_and_parallel_map_is_suggested() -> None:
     report = ps.Dataset.range(100).map(_slow).map(lambda x: x + 1).batch(2).profile(10)
     assert report.bottleneck == "map(map_func='_slow')"
@@ -77,6 +103,52 @@ def test_a_prefetch_starved_by_a_slow_parallel_map_is_reported() -> None:
     assert ops["map"].threads == 2
     assert ops["prefetch"].waited_seconds > 0
     assert {"pipestate-map-0", "pipestate-map-1"} <= report.worker_threads.keys()
+    assert not any(op.estimated for op in report.ops)  # with threads, every call is timed
+
+
+def test_cheap_streaming_ops_are_timed_in_samples_and_counted_exactly() -> None:
+    ds = ps.Dataset.range(40_000).map(lambda x: x + 1).filter(_is_even).shuffle(100, seed=3)
+    ds = ds.batch(8)
+    sampled, exact = _read(ds, 600, sampling=True), _read(ds, 600, sampling=False)
+    # Counts are exact even in the middle of a run of untimed calls.
+    assert [op.elements for op in sampled.ops] == [op.elements for op in exact.ops]
+    assert [op.calls for op in sampled.ops] == [op.calls for op in exact.ops]
+    assert _ops(sampled)["batch"].elements == 600
+    estimated = [op for op in sampled.ops if op.estimated]
+    assert {op.op.split("(")[0] for op in estimated} >= {"filter", "shuffle"}
+    assert all(op.timed_calls < op.calls / 4 for op in estimated)
+    assert all(not op.estimated and op.timed_calls == op.calls for op in exact.ops)
+    text = sampled.format()
+    assert "~ estimated: " in text
+    assert f"{sum(op.timed_calls for op in estimated):,} of their" in text
+    assert "~" not in exact.format()
+    # An op's cumulative time includes its own and (here, read by it only) its input's.
+    for report in (sampled, exact):
+        for op in report.ops:
+            assert op.total_seconds >= op.self_seconds
+            for i in op.inputs:
+                assert op.total_seconds >= 0.5 * report.ops[i].total_seconds, report
+
+
+def test_sampled_estimates_agree_with_timing_every_call() -> None:
+    cheap, costly = 10e-6, 40e-6  # two maps with a known cost each; the cheaper one is sampled
+    ds = ps.Dataset.range(100_000).filter(_is_even).map(_spin(cheap)).map(_spin(costly))
+    sampled, exact = _read(ds, 2000, sampling=True), _read(ds, 2000, sampling=False)
+    first, second = sampled.ops[2], sampled.ops[3]
+    assert first.estimated
+    assert first.timed_calls < first.calls / 2
+    assert not any(op.estimated for op in exact.ops)
+    for report in (sampled, exact):
+        first, second = report.ops[2], report.ops[3]
+        assert 2.0 < second.self_seconds / first.self_seconds < 8.0  # 4x the cost
+        assert 0.8 < first.self_seconds / (first.elements * cheap) < 3.0
+        assert report.bottleneck == second.op
+    assert [op.elements for op in sampled.ops] == [op.elements for op in exact.ops]
+    # The maps' estimates against their times with every call timed (the filter's time,
+    # under a millisecond here, is within the noise of a busy machine: not compared).
+    for mine, theirs in zip(sampled.ops[2:], exact.ops[2:], strict=True):
+        assert 0.6 < mine.self_seconds / theirs.self_seconds < 1.6, (mine, theirs)
+        assert 0.6 < mine.total_seconds / theirs.total_seconds < 1.6, (mine, theirs)
 
 
 def test_a_profiled_iterator_yields_and_saves_what_iter_does() -> None:
@@ -115,6 +187,8 @@ def test_bad_arguments_are_refused() -> None:
         ds.profile(3, consume=3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="profiled: dataset must be a pipestate Dataset or Loader"):
         ps.data.profiled([1, 2])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="profiled: sampling must be True or False, got str 'no'"):
+        ds.profile(3, sampling="no")  # type: ignore[arg-type]
 
 
 def test_to_the_end_and_an_empty_profile() -> None:

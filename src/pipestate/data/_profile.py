@@ -6,6 +6,14 @@ with their reading methods (``_get``, ``_get_batch``, ``_get_list``,
 ``_apply`` and their streaming iterators' ``_next``) timed, so a pipeline
 that is not profiled pays nothing. The copy has the same fingerprint: a
 state saved from a profiled iterator restores into the plain pipeline.
+
+Timing a call costs about half a microsecond, more than many streaming ops
+spend per element, so a streaming op's ``_next`` is timed on a sample of its
+calls when timing every call would add more than 1% to the op's own cost
+(:class:`_Sampler`): the calls are all counted, the times of the untimed ones
+estimated from the timed ones, and the report marks such times ``~``. Every
+time has the timing's own cost taken out (what the timed calls inside a call
+added to it, and a calibrated clock read inside each interval).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -27,16 +36,33 @@ if TYPE_CHECKING:
 
 __all__ = ["OpProfile", "ProfileReport", "ProfiledIterator", "profile", "profiled"]
 
-_CALLS, _ELEMENTS, _TOTAL, _SELF = range(4)
+_CALLS, _ELEMENTS, _TOTAL, _SELF, _TIMED = range(5)
+_OP, _INNER, _OVER = range(3)
+"""A frame of an open timed call: its op, the time of the timed calls it made (less their
+timing), and what timing them cost (to take out of its own time)."""
 _CONSUMER_BOUND = 0.5
 """The consumer is the bottleneck when it spends at least this share of the time outside next()."""
+_BUDGET = 0.01
+"""The share of a sampled op's own cost that timing its sampled calls may add."""
+_MAX_STRIDE = 512
+"""At most this many calls (on average) per timed call of a sampled op."""
+_OUTLIER = 4.0
+"""A sampled call's time above this many times the median of its op's recent timed calls
+counts once only (a descheduled thread, a buffer refill), not for the calls it stands for."""
+_RECENT = 9
+"""How many of an op's last timed calls that median is taken over."""
+
+_open = [0]
+"""Timed calls open, all threads together. While one is, sampled ops time every call: the
+open call's self time is its time less that of the calls it makes, which must be known.
+(Shared by the threads, it may make them time more than needed, never less.)"""
 
 
 # ----------------------------------------------------------- the recorder
 class _Recorder:
-    """Per-thread tables of ``[calls, elements, cumulative s, self s]`` per op."""
+    """Per-thread tables of ``[calls, elements, cumulative s, self s, timed calls]`` per op."""
 
-    def __init__(self, ops: int) -> None:
+    def __init__(self, ops: int, sampling: bool = True, overhead: float | None = None) -> None:
         self.ops = ops
         self.local = threading.local()
         self.lock = threading.Lock()
@@ -44,6 +70,9 @@ class _Recorder:
         self.chunks = [0] * ops  # chunks a threaded op's consumer took
         self.ready = [0] * ops  # of which were ready before it asked
         self.waits = [0.0] * ops  # its time waiting for them
+        self.overhead = _timing_overhead() if overhead is None else overhead
+        self.samplers = [_Sampler(sampling) for _ in range(ops)]
+        self.random = random.Random(0)  # the sampling strides' jitter (not the global one)
 
     def frames(self) -> tuple[list[list[Any]], list[list[float]]]:
         """This thread's stack of open calls and its table (made on first use)."""
@@ -52,11 +81,134 @@ class _Recorder:
             return local.stack, local.table
         except AttributeError:
             local.stack = []
-            local.table = [[0, 0, 0.0, 0.0] for _ in range(self.ops)]
+            local.table = [[0, 0, 0.0, 0.0, 0] for _ in range(self.ops)]
             thread = threading.current_thread()
             with self.lock:
                 self.tables.append((thread.ident or 0, thread.name, local.table))
             return local.stack, local.table
+
+
+class _Sampler:
+    """Which calls of one streaming op are timed.
+
+    Of a run of ``stride`` calls (on average; the run's length is drawn, so it cannot
+    beat in step with the op's own pattern, e.g. a read-ahead block), the last is timed
+    and stands for the untimed ones before it: they are counted exactly and their times
+    estimated as its own. The stride grows while timing a call costs more than
+    :data:`_BUDGET` of the call's own time, so cheap ops are timed in samples and
+    costly ones on every call. A timed call far above the op's recent ones (the
+    thread was descheduled, a buffer refilled) stands for the others only with the
+    usual part; its excess counts once, as in an unsampled profile.
+    """
+
+    __slots__ = (
+        "active",
+        "adaptive",
+        "own",
+        "raised",
+        "recent_own",
+        "recent_total",
+        "run",
+        "skip",
+        "stride",
+        "table",
+        "total",
+        "weight",
+    )
+
+    def __init__(self, adaptive: bool) -> None:
+        self.skip = 0  # untimed calls left before the next timed one
+        self.raised = 0  # untimed calls of this run that raised
+        self.run = 0  # untimed calls this run began with
+        self.stride = 1
+        self.adaptive = adaptive
+        self.active = False  # its op's iterator is timed by it (then so is the op's _apply)
+        # Calls the timed calls stood for and their estimated times: per call, the
+        # estimate for the untimed calls of the current run.
+        self.weight = 0
+        self.total = 0.0
+        self.own = 0.0
+        self.table: list[list[float]] | None = None  # the table of the last timed call
+        self.recent_total: list[float] = []  # the last timed calls' times
+        self.recent_own: list[float] = []
+
+    def weigh(self, weight: int, total: float, own: float) -> tuple[float, float]:
+        """The times a timed call standing for ``weight`` calls adds: (total, own)."""
+        total = _stand_for(weight, total, self.recent_total)
+        own = _stand_for(weight, own, self.recent_own)
+        self.weight += weight
+        self.total += total
+        self.own += own
+        return total, own
+
+    def next_run(self, seconds: float, timing: float, recorder: _Recorder) -> None:
+        """Sets the next run after a timed call of ``seconds``, whose timing cost ``timing``."""
+        wanted = int(timing / (_BUDGET * max(seconds, 1e-9))) + 1
+        self.stride = stride = min(wanted, _MAX_STRIDE)
+        self.run = self.skip = int(recorder.random.random() * (2 * stride - 1))
+
+    def pending(self) -> int:
+        """Untimed calls of the current run (not yet in any table)."""
+        return max(self.run - self.skip, 0)
+
+
+def _stand_for(weight: int, seconds: float, recent: list[float]) -> float:
+    """``seconds`` of a timed call standing for ``weight`` calls, the part above
+    :data:`_OUTLIER` times the median of the ``recent`` timed calls counted once."""
+    if weight > 1 and recent:
+        usual = min(seconds, _OUTLIER * sorted(recent)[(len(recent) - 1) // 2])
+        stood = weight * usual + (seconds - usual)
+    else:
+        stood = seconds
+    recent.append(seconds)
+    if len(recent) > _RECENT:
+        del recent[0]
+    return stood
+
+
+@functools.cache
+def _timing_overhead() -> float:
+    """Seconds of a timed call's own timing inside its interval (measured once)."""
+    return _measure_overhead()
+
+
+def _measure_overhead() -> float:
+    """A no-op's timed interval less a plain call of it: the clock read inside the interval."""
+
+    class _Probe:
+        def _next(self) -> None:
+            return None
+
+    timed_probe = type("_Probe", (_Probe,), {"_next": _timed_next(_Probe._next)})
+    recorder = _Recorder(1, sampling=False, overhead=0.0)
+    owner = type("_Owner", (), {"_profile_op": 0, "_profile_recorder": recorder})()
+    plain, timed = _Probe(), timed_probe()
+    timed._dataset = owner
+    _, table = recorder.frames()
+    row = table[0]
+    best = float("inf")
+    for _ in range(5):
+        before = row[_TOTAL]
+        for _ in range(400):
+            timed._next()
+        began = time.perf_counter()
+        for _ in range(400):
+            plain._next()
+        call = (time.perf_counter() - began) / 400
+        best = min(best, (row[_TOTAL] - before) / 400 - call)
+    return max(best, 0.0)
+
+
+def _close(
+    stack: list[list[Any]], frame: list[Any], raw: float, entry: float, inside: float
+) -> None:
+    """Pops ``frame`` and charges the outer call with its time and its timing's cost
+    (``inside``: the part of that cost within the ``raw`` interval)."""
+    stack.pop()
+    if stack:
+        outer = stack[-1]
+        outer[_INNER] += raw - frame[_OVER] - inside
+        outer[_OVER] += frame[_OVER] + inside + (time.perf_counter() - entry - raw)
 
 
 def _timed(
@@ -64,69 +216,134 @@ def _timed(
     count: Callable[[tuple[Any, ...], Any], int],
     iterator: bool = False,
 ) -> Any:
-    """``method`` (of a dataset, or of an ``iterator``) timed for its op: cumulative, and
-    self (less the ops it calls)."""
+    """``method`` (of a dataset, or of an ``iterator``) timed for its op on every call:
+    cumulative, and self (less the ops it calls). ``_apply`` is left to the op's
+    iterator when that times a sample of its calls (it runs inside them)."""
+    perf = time.perf_counter
+    per_element = method.__name__ == "_apply"
+    open_calls = _open
 
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any) -> Any:
+        entry = perf()
         owner = self._dataset if iterator else self
         op = owner._profile_op
-        stack, table = owner._profile_recorder.frames()
-        if stack and stack[-1][0] == op:  # the op calling itself (_get through _get_batch)
+        recorder = owner._profile_recorder
+        if per_element and recorder.samplers[op].active:  # in its op's (sampled) _next
             return method(self, *args)
-        frame = [op, 0.0]
+        stack, table = recorder.frames()
+        if stack and stack[-1][_OP] == op:  # the op calling itself (_get through _get_batch)
+            return method(self, *args)
+        frame = [op, 0.0, 0.0]
         stack.append(frame)
-        began = time.perf_counter()
+        open_calls[0] += 1
+        began = perf()
         try:
             result = method(self, *args)
         finally:
-            elapsed = time.perf_counter() - began
-            stack.pop()
-            if stack:
-                stack[-1][1] += elapsed
+            raw = perf() - began
+            open_calls[0] -= 1
+            elapsed = raw - frame[_OVER] - recorder.overhead
             row = table[op]
             row[_CALLS] += 1
+            row[_TIMED] += 1
             row[_TOTAL] += elapsed
-            row[_SELF] += elapsed - frame[1]
+            row[_SELF] += elapsed - frame[_INNER]
+            _close(stack, frame, raw, entry, recorder.overhead)
         row[_ELEMENTS] += count(args, result)
         return result
 
     return wrapper
 
 
-def _timed_next(method: Callable[[Any], Any]) -> Any:
-    """An iterator's ``_next`` timed as :func:`_timed` does, on the shortest path (it runs
-    once per element)."""
+def _timed_next(
+    method: Callable[[Any], Any],
+    sampler: _Sampler | None = None,
+    slot: tuple[int, _Recorder] | None = None,
+) -> Any:
+    """An iterator's ``_next`` timed as :func:`_timed` does: every call, or, with a
+    ``sampler``, the calls it picks (and those made while a timed call is open).
+    ``slot``: the op's index and recorder, when the class serves one op only."""
     perf = time.perf_counter
+    open_calls = _open
 
-    @functools.wraps(method)
-    def wrapper(self: Any) -> Any:
-        owner = self._dataset
-        op = owner._profile_op
-        recorder = owner._profile_recorder
+    def timed(self: Any, sampler: _Sampler | None) -> Any:
+        entry = perf()
+        if slot is None:
+            owner = self._dataset
+            op, recorder = owner._profile_op, owner._profile_recorder
+        else:
+            op, recorder = slot
         local = recorder.local
         try:
             stack = local.stack
         except AttributeError:
             stack = recorder.frames()[0]
-        if stack and stack[-1][0] == op:
+        if stack and stack[-1][_OP] == op:
             return method(self)
-        frame = [op, 0.0]
+        run = raised = 0
+        if sampler is not None:  # this call ends a run: it stands for its untimed calls
+            run, raised = sampler.pending(), sampler.raised
+            sampler.run = sampler.raised = 0
+        frame = [op, 0.0, 0.0]
         stack.append(frame)
+        open_calls[0] += 1
+        produced = 0
         began = perf()
         try:
             result = method(self)
+            produced = 1
         finally:
-            elapsed = perf() - began
+            raw = perf() - began
+            open_calls[0] -= 1
+            elapsed = raw - frame[_OVER] - recorder.overhead
+            own = elapsed - frame[_INNER]
+            table = local.table
+            row = table[op]
+            weight = run + 1
+            row[_CALLS] += weight
+            row[_ELEMENTS] += run - raised + produced
+            row[_TIMED] += 1
+            if sampler is None:
+                row[_TOTAL] += elapsed
+                row[_SELF] += own
+            else:
+                total, own = sampler.weigh(weight, elapsed, own)
+                row[_TOTAL] += total
+                row[_SELF] += own
+                sampler.table = table
+                cost = frame[_OVER] + recorder.overhead + (perf() - entry - raw)
+                sampler.next_run(elapsed, cost, recorder)
             stack.pop()
-            if stack:
-                stack[-1][1] += elapsed
-            row = local.table[op]
-            row[_CALLS] += 1
-            row[_TOTAL] += elapsed
-            row[_SELF] += elapsed - frame[1]
-        row[_ELEMENTS] += 1
+            if stack:  # as _close does, inline: this runs on every timed call of a cheap op
+                outer = stack[-1]
+                outer[_INNER] += elapsed
+                outer[_OVER] += frame[_OVER] + recorder.overhead + (perf() - entry - raw)
         return result
+
+    if sampler is None or not sampler.adaptive:
+
+        @functools.wraps(method)
+        def always(self: Any) -> Any:
+            return timed(self, None)
+
+        return always
+
+    picks = sampler
+
+    @functools.wraps(method)
+    def wrapper(self: Any) -> Any:
+        skip = picks.skip
+        if skip and not open_calls[0]:  # untimed: counted when the run's timed call ends
+            picks.skip = skip - 1
+            try:
+                return method(self)
+            except BaseException:
+                picks.raised += 1
+                raise
+        if skip:  # within a timed call, which must subtract this one: timed, for itself
+            return timed(self, None)
+        return timed(self, picks)
 
     return wrapper
 
@@ -165,24 +382,45 @@ def _profiled_dataset_class(cls: type) -> type:
     return made
 
 
+def _born_timed(cls: type, sampler: _Sampler, op: int, recorder: _Recorder) -> type:
+    """``cls`` with ``_next`` timed as ``sampler`` picks, for one op to create its iterators.
+
+    Created so rather than given a new class afterwards: an instance whose class
+    changes after its attributes were set reads them slower (CPython specialises
+    attribute reads per class), which would weigh on every call of a cheap op.
+    """
+    timed = _timed_next(cls._next, sampler, (op, recorder))  # type: ignore[attr-defined]
+    namespace = {"_next": timed, "_profile_base": cls}
+    return type(cls.__name__, (cls,), namespace)
+
+
 def _instrumenting(make: Callable[..., DatasetIterator]) -> Any:
     @functools.wraps(make)
     def wrapper(self: Any, *args: Any) -> DatasetIterator:
         it = make(self, *args)
         cls = type(it)
+        base = cls.__dict__.get("_profile_base")
+        if base is not None:  # born timed; one that reads a feed is timed as such instead
+            if not hasattr(it, "_reader"):
+                self._profile_recorder.samplers[self._profile_op].active = True
+                return it
+            cls = base
         made = _iterator_classes.get(cls)
         if made is None:
             namespace: dict[str, Any] = {}
             advance = getattr(cls, "_advance", None)
             if advance is not None:  # a threaded index iterator: once per chunk
                 namespace["_advance"] = _chunk_timed(advance)
-            elif hasattr(it, "_reader"):  # reads a feed of chunks from threads
+            elif hasattr(it, "_reader"):  # reads a feed of chunks from threads: waits, per thread
                 namespace["_next"] = _feed_timed(_timed_next(cls._next))
             elif not issubclass(cls, IndexIterator):
                 namespace["_next"] = _timed_next(cls._next)
-            # A plain index iterator is timed through its op's _get_list / _get_batch.
-            made = _iterator_classes[cls] = type(cls.__name__, (cls,), namespace)
-        it.__class__ = made
+            # A plain index iterator is timed through its op's _get_list / _get_batch, and
+            # keeps its class: ops take faster paths over an exact IndexIterator.
+            made = type(cls.__name__, (cls,), namespace) if namespace else cls
+            _iterator_classes[cls] = made
+        if made is not type(it):
+            it.__class__ = made
         return it
 
     return wrapper
@@ -199,21 +437,21 @@ def _chunk_timed(advance: Callable[..., Any]) -> Any:
         recorder: _Recorder = holder._profile_recorder
         engine = getattr(self, "_engine", None)
         stack, _ = recorder.frames()
-        frame = [-1, 0.0]  # no op: the ops computed inline under it are timed as themselves
+        frame = [-1, 0.0, 0.0]  # no op: the ops computed inline under it are timed as themselves
         stack.append(frame)
-        began = time.perf_counter()
+        _open[0] += 1
+        entry = began = time.perf_counter()
         try:
             return advance(self)
         finally:
-            elapsed = time.perf_counter() - began
-            stack.pop()
-            if stack:
-                stack[-1][1] += elapsed
+            raw = time.perf_counter() - began
+            _open[0] -= 1
             with recorder.lock:
                 recorder.chunks[op] += 1
                 if engine is not None and engine._results:
                     recorder.ready[op] += 1
-                recorder.waits[op] += elapsed - frame[1]
+                recorder.waits[op] += raw - frame[_OVER] - frame[_INNER]
+            _close(stack, frame, raw, entry, 0.0)
 
     return wrapper
 
@@ -245,6 +483,10 @@ def _instrument(dataset: Dataset, recorder: _Recorder, ids: dict[int, int]) -> D
     clone.__class__ = _profiled_dataset_class(type(dataset))
     clone._profile_op = ids[id(dataset)]  # type: ignore[attr-defined]
     clone._profile_recorder = recorder  # type: ignore[attr-defined]
+    stream = clone._iterator_class
+    if stream is not None and not clone._random_access:
+        op = ids[id(dataset)]
+        clone._iterator_class = _born_timed(stream, recorder.samplers[op], op, recorder)  # type: ignore[misc]
     return clone
 
 
@@ -274,6 +516,10 @@ class OpProfile:
       ready_share: for prefetch and parallel map, the share of the chunks of elements
         their threads hand over that were ready when asked for (low: the buffer ran
         empty; ``None``: no chunk was taken, e.g. the work ran in the consumer's thread).
+      calls: calls of the op's reading methods (exact).
+      timed_calls: how many of them were timed. Fewer than ``calls`` when the op's calls
+        cost less than timing them: then a sample was timed and the times are estimates
+        (each timed call stands for the untimed calls before it).
     """
 
     op: str
@@ -284,6 +530,13 @@ class OpProfile:
     threads: int
     waited_seconds: float
     ready_share: float | None
+    calls: int = 0
+    timed_calls: int = 0
+
+    @property
+    def estimated(self) -> bool:
+        """Whether the times are estimated from a sample of the op's calls."""
+        return self.timed_calls < self.calls
 
     @property
     def rate(self) -> float:
@@ -343,6 +596,9 @@ class ProfileReport:
         total_cost = sum(max(op.cost, 0.0) for op in self.ops) or 1.0
         for op in self.ops:
             name = op.op if len(op.op) <= width - 2 else op.op[: width - 5] + "..."
+            mark = "~" if op.estimated else ""
+            own = f"{mark}{op.self_seconds * 1e3:.1f}"
+            total = f"{mark}{op.total_seconds * 1e3:.1f}"
             share = f"{100 * max(op.cost, 0.0) / total_cost:3.0f}%"
             rate = "-" if op.rate == float("inf") else f"{op.rate:,.0f}"
             extra = ""
@@ -352,11 +608,20 @@ class ProfileReport:
                     extra += f"; ready {100 * op.ready_share:.0f}% of chunks"
                 extra += ")"
             lines.append(
-                f"{name:<{width}} {op.self_seconds * 1e3:9.1f} {op.total_seconds * 1e3:9.1f} "
+                f"{name:<{width}} {own:>9} {total:>9} "
                 f"{op.elements:9d} {rate:>10}  {op.threads:>3} {share}{extra}"
             )
         wall = max(self.wall_seconds, 1e-12)
         lines.append("")
+        sampled = [op for op in self.ops if op.estimated]
+        if sampled:
+            timed = sum(op.timed_calls for op in sampled)
+            calls = sum(op.calls for op in sampled)
+            lines.append(
+                f"~ estimated: {len(sampled)} op(s) cost less per call than timing a call; "
+                f"{timed:,} of their {calls:,} calls were timed and the times scaled to all "
+                "calls (counts are exact; sampling=False, or --exact, times every call)"
+            )
         lines.append(
             f"{self.elements} elements in {self.wall_seconds:.3f} s ({self.rate:,.0f}/s); the "
             f"consumer waited in next() {100 * self.next_seconds / wall:.0f}% of the time and "
@@ -392,14 +657,24 @@ class ProfiledIterator(DatasetIterator):
     ``iter(ds)``; the time between ``next()`` calls counts as the consumer's.
     Over a :class:`~pipestate.data.Loader` with worker processes, the ops run
     in the workers, untimed: the Loader is one stage, timed by the waits.
+    With ``sampling`` (the default), a streaming op whose calls cost less than
+    timing them is timed on a sample of its calls (see :class:`OpProfile`), unless
+    the pipeline runs threads (prefetch, a parallel map).
     """
 
-    def __init__(self, dataset: Dataset, loader: Loader | None = None) -> None:
+    def __init__(
+        self, dataset: Dataset, loader: Loader | None = None, sampling: bool = True
+    ) -> None:
         super().__init__(dataset)
         ops = _ops(dataset)
         self._ops = ops
+        self._sampling = sampling
         self._loader = loader if loader is not None and loader.num_workers > 0 else None
-        self._recorder = _Recorder(len(ops) + 1)  # the last slot: a Loader's waits
+        # With threads (prefetch, parallel map), a sampled call may wait for the GIL held by
+        # another thread, which its run would repeat: such pipelines time every call.
+        threaded = any(op._background() is not None for op in ops)
+        # The last slot: a Loader's waits.
+        self._recorder = _Recorder(len(ops) + 1, sampling=sampling and not threaded)
         self._consumer = threading.get_ident()
         ids = {id(op): i for i, op in enumerate(ops)}
         self._profiled = _instrument(dataset, self._recorder, ids)
@@ -442,7 +717,8 @@ class ProfiledIterator(DatasetIterator):
         return _report(self, wall)
 
     def __repr__(self) -> str:
-        return f"ProfiledIterator({self._dataset!r})"
+        sampling = "" if self._sampling else ", sampling=False"
+        return f"ProfiledIterator({self._dataset!r}{sampling})"
 
 
 def _report(it: ProfiledIterator, wall: float) -> ProfileReport:
@@ -452,6 +728,8 @@ def _report(it: ProfiledIterator, wall: float) -> ProfileReport:
     work = [0.0] * n
     total = [0.0] * n
     elements = [0] * n
+    calls = [0] * n
+    timed = [0] * n
     waited = list(recorder.waits)
     threads: list[set[str]] = [set() for _ in range(n)]  # by name: engines restart threads
     busy: dict[str, float] = {}
@@ -461,11 +739,13 @@ def _report(it: ProfiledIterator, wall: float) -> ProfileReport:
         worker = ident != it._consumer
         worked = 0.0
         for op in range(n):
-            row = table[op]
+            row = _with_pending(table, op, recorder.samplers[op])
             if not row[_CALLS]:
                 continue
             total[op] += row[_TOTAL]
             elements[op] += int(row[_ELEMENTS])
+            calls[op] += int(row[_CALLS])
+            timed[op] += int(row[_TIMED])
             # In a threaded op's iterator, time outside its own workers is spent waiting
             # for them (the consumer, or the thread of a prefetch after it).
             dataset = datasets[op]
@@ -490,6 +770,8 @@ def _report(it: ProfiledIterator, wall: float) -> ProfileReport:
             threads=max(len(threads[i]), 1),
             waited_seconds=max(waited[i], 0.0),
             ready_share=(recorder.ready[i] / recorder.chunks[i] if recorder.chunks[i] else None),
+            calls=calls[i],
+            timed_calls=timed[i],
         )
         for i, op in enumerate(datasets)
     ]
@@ -518,6 +800,21 @@ def _report(it: ProfiledIterator, wall: float) -> ProfileReport:
         bottleneck=bottleneck,
         suggestion=suggestion,
     )
+
+
+def _with_pending(table: list[list[float]], op: int, sampler: _Sampler) -> list[float]:
+    """``table``'s row for ``op``, with the untimed calls of the op's current run if its
+    last timed call was in this table (their times estimated as the timed calls' average)."""
+    row = table[op]
+    pending = sampler.pending()
+    if not pending or sampler.table is not table or not sampler.weight:
+        return row
+    row = list(row)
+    row[_CALLS] += pending
+    row[_ELEMENTS] += pending - sampler.raised
+    row[_TOTAL] += pending * sampler.total / sampler.weight
+    row[_SELF] += pending * sampler.own / sampler.weight
+    return row
 
 
 def _diagnose(
@@ -557,7 +854,8 @@ def _diagnose(
     dataset, op = datasets[worst], ops[worst]
     share = 100 * max(op.cost, 0.0) / max(sum(max(o.cost, 0.0) for o in ops), 1e-12)
     per = op.cost / max(op.elements, 1)
-    where = f"{op.op} takes {share:.0f}% of the pipeline's time ({per * 1e6:,.0f} µs per element)"
+    micro = f"{per * 1e6:,.0f}" if per >= 10e-6 else f"{per * 1e6:.1f}"
+    where = f"{op.op} takes {share:.0f}% of the pipeline's time ({micro} µs per element)"
     name = dataset._op_name
     starved = [o.op for o in ops if o.waited_seconds > 0.2 * wall and o is not op]
     note = (
@@ -594,7 +892,7 @@ def _diagnose(
     )
 
 
-def profiled(dataset: Dataset | Loader) -> ProfiledIterator:
+def profiled(dataset: Dataset | Loader, *, sampling: bool = True) -> ProfiledIterator:
     """An iterator over ``dataset`` that profiles every op; ``it.stats()`` gives the report.
 
     Use it in your own loop, so the consumer's time (the training step) is
@@ -602,8 +900,17 @@ def profiled(dataset: Dataset | Loader) -> ProfiledIterator:
     same states, as ``iter(dataset)``. A :class:`~pipestate.data.Loader` with
     worker processes is profiled as one stage: the consumer's waits for it.
 
+    Args:
+      dataset: the pipeline.
+      sampling: time a sample of the calls of streaming ops that cost less per
+        call than timing them (their times are then estimates, marked ``~``;
+        counts stay exact). ``False`` times every call, at up to several times
+        the pipeline's own cost on sub-microsecond ops. A pipeline with threads
+        (prefetch, a parallel map) has every call timed either way.
+
     Raises:
-      TypeError: ``dataset`` is not a pipestate Dataset or Loader.
+      TypeError: ``dataset`` is not a pipestate Dataset or Loader, or ``sampling``
+        is not a bool.
 
     Example:
       >>> it = ps.data.profiled(ds)  # doctest: +SKIP
@@ -614,18 +921,27 @@ def profiled(dataset: Dataset | Loader) -> ProfiledIterator:
     from pipestate.data.dataset import Dataset
     from pipestate.data.loader import Loader
 
+    if not isinstance(sampling, bool):
+        raise TypeError(
+            f"profiled: sampling must be True or False, got {type(sampling).__name__} "
+            f"{brief(sampling, 80)}"
+        )
     if isinstance(dataset, Loader):
-        return ProfiledIterator(dataset.dataset, dataset)
+        return ProfiledIterator(dataset.dataset, dataset, sampling)
     if not isinstance(dataset, Dataset):
         raise TypeError(
             f"profiled: dataset must be a pipestate Dataset or Loader, got "
             f"{type(dataset).__name__} {brief(dataset, 80)}"
         )
-    return ProfiledIterator(dataset)
+    return ProfiledIterator(dataset, sampling=sampling)
 
 
 def profile(
-    dataset: Dataset, num_elements: int | None = 1000, consume: Callable[[Any], Any] | None = None
+    dataset: Dataset,
+    num_elements: int | None = 1000,
+    consume: Callable[[Any], Any] | None = None,
+    *,
+    sampling: bool = True,
 ) -> ProfileReport:
     """Reads up to ``num_elements`` elements of ``dataset`` and profiles every op.
 
@@ -634,6 +950,7 @@ def profile(
       num_elements: how many elements to read (``None``: to the end).
       consume: called on each element, standing in for the training step
         (its time counts as the consumer's).
+      sampling: as in :func:`profiled` (``False``: time every call).
 
     Returns:
       A :class:`ProfileReport`: per-op time (self and cumulative), elements
@@ -641,12 +958,13 @@ def profile(
       bottleneck and a suggestion.
 
     Raises:
-      TypeError: a non-Dataset, a non-integer ``num_elements`` or a non-callable ``consume``.
+      TypeError: a non-Dataset, a non-integer ``num_elements``, a non-callable ``consume``
+        or a non-bool ``sampling``.
       ValueError: ``num_elements < 1``.
     """
     count = check_count("profile: num_elements", num_elements, minimum=1)
     check_function("consume", consume, "profile", allow_none=True)
-    it = profiled(dataset)
+    it = profiled(dataset, sampling=sampling)
     try:
         read = 0
         while count is None or read < count:

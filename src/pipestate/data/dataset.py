@@ -1455,7 +1455,11 @@ class Dataset:
         return iter(self)
 
     def profile(
-        self, num_elements: int | None = 1000, consume: Callable[[Any], Any] | None = None
+        self,
+        num_elements: int | None = 1000,
+        consume: Callable[[Any], Any] | None = None,
+        *,
+        sampling: bool = True,
     ) -> ProfileReport:
         """Reads ``num_elements`` elements through an instrumented copy and profiles every op.
 
@@ -1465,20 +1469,23 @@ class Dataset:
         Args:
           num_elements: elements to read (``None``: to the end).
           consume: called on each element, standing in for the training step.
+          sampling: time a sample of the calls of ops cheaper per call than timing
+            them (their times estimated, marked ``~``); ``False`` times every call.
 
         Returns:
           A ``ProfileReport``: per-op self and total time, stage rates, threads,
           the consumer's waits, the bottleneck and a suggestion.
 
         Raises:
-          TypeError, ValueError: a bad ``num_elements`` or a non-callable ``consume``.
+          TypeError, ValueError: a bad ``num_elements``, a non-callable ``consume`` or a
+            non-bool ``sampling``.
 
         Example:
           >>> print(ds.profile(num_elements=500))  # doctest: +SKIP
         """
         from pipestate.data._profile import profile
 
-        return profile(self, num_elements, consume)
+        return profile(self, num_elements, consume, sampling=sampling)
 
 
 _structure_module.NOT_DATA.append(Dataset)
