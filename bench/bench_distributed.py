@@ -6,13 +6,15 @@ same run, on the same disk, best of ``--repeats``:
 
 * **2-rank save / restore** with ``CheckpointManager`` (every rank writes its
   own shards, rank 0 commits one index);
-* **one process** saving and restoring the same bytes (both ranks' tensors)
-  alone: what the 2-rank job is compared with;
+* **one process** (rank 0, while rank 1 waits) saving and restoring the same
+  bytes (both ranks' tensors) alone: what the 2-rank job is compared with;
 * **torch.distributed.checkpoint** ``dcp.save`` / ``dcp.load`` of the same
   state on the same 2 ranks;
 * the **coordination cost** of an empty save (one int): 2 ranks against one
   process.
 
+Each round runs the six measurements one after another on the same disk (each
+round starting with another library), and the best round of each is kept.
 Times are the slowest rank's, between barriers. Saves sync files to disk
 (``fsync``) as both libraries do by default. Ratios > 1 mean pipestate's
 2-rank job is faster.
@@ -33,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from _common import table, write_results
@@ -87,7 +88,9 @@ def _timed(fn: Any, repeats: int, barrier: Any) -> float:
 
 
 def worker(rank: int, world: int, port: int, directory: str, mb: int, repeats: int) -> None:
-    """One rank of the job: the 2-rank measurements."""
+    """One rank of the job. Each round measures, one after another on the same disk: the
+    2-rank save, rank 0 saving both ranks' bytes alone (rank 1 waits), and DCP's save; then
+    the same three restores. The best round of each is kept."""
     import torch
     import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
@@ -101,77 +104,79 @@ def worker(rank: int, world: int, port: int, directory: str, mb: int, repeats: i
         world_size=world,
         timeout=datetime.timedelta(seconds=600),
     )
-    results: dict[str, float] = {}
-    holder = _holder(rank, mb)
-    ckpt = ps.Checkpoint(state=holder)
-    counter = {"n": 0}
-
-    def save() -> None:
-        counter["n"] += 1
-        ckpt.write(f"{directory}/pipestate/ckpt-{counter['n']}")
-
-    results["save"] = _timed(save, repeats, dist.barrier)
-    path = f"{directory}/pipestate/ckpt-{counter['n']}"
-
-    def restore() -> None:
-        ps.Checkpoint(state=_holder(rank, 1)).read(path).expect_partial()
-
-    fresh = _holder(rank, mb)
-    results["restore"] = _timed(
-        lambda: ps.Checkpoint(state=fresh).read(path).assert_consumed(), repeats, dist.barrier
-    )
+    alone = ps.checkpoint.CheckpointOptions(distributed=False)
+    ckpt = ps.Checkpoint(state=_holder(rank, mb))
+    fresh = ps.Checkpoint(state=_holder(rank, mb))
+    both = ps.Checkpoint(state=_both(mb)) if rank == 0 else None
+    both_fresh = ps.Checkpoint(state=_both(mb)) if rank == 0 else None
     state = {f"rank{rank}/{k}": v for k, v in _tensors(rank, mb).items()}
-
-    def dcp_save() -> None:
-        counter["n"] += 1
-        dcp.save(state, checkpoint_id=f"{directory}/dcp/{counter['n']}")
-
-    results["dcp_save"] = _timed(dcp_save, repeats, dist.barrier)
-    dcp_path = f"{directory}/dcp/{counter['n']}"
     target = {k: torch.empty_like(v) for k, v in state.items()}
-    results["dcp_load"] = _timed(
-        lambda: dcp.load(target, checkpoint_id=dcp_path), repeats, dist.barrier
-    )
+    names = ("save", "single_save", "dcp_save", "restore", "single_restore", "dcp_load")
+    best = dict.fromkeys(names, float("inf"))
+
+    def round_of(root: str) -> list[tuple[str, Any]]:
+        """The saves, then the restores, of one round (rank 1 waits while rank 0 is alone)."""
+        single_save = single_restore = None
+        if both is not None and both_fresh is not None:
+            saver, reader = both, both_fresh
+
+            def single_save() -> None:
+                saver.write(f"{root}/single", options=alone)
+
+            def single_restore() -> None:
+                reader.read(f"{root}/single").assert_consumed()
+
+        def job_save() -> None:
+            ckpt.write(f"{root}/job")
+
+        def job_restore() -> None:
+            fresh.read(f"{root}/job").assert_consumed()
+
+        def dcp_save() -> None:
+            dcp.save(state, checkpoint_id=f"{root}/dcp")
+
+        def dcp_load() -> None:
+            dcp.load(target, checkpoint_id=f"{root}/dcp")
+
+        saves = [("save", job_save), ("single_save", single_save), ("dcp_save", dcp_save)]
+        loads = [("restore", job_restore), ("single_restore", single_restore)]
+        return [*saves, *loads, ("dcp_load", dcp_load)]
+
+    for n in range(repeats):
+        root = f"{directory}/round-{n}"
+        steps = round_of(root)
+        # Each round starts with another library, so none always follows the others' writes.
+        saves, loads = steps[:3], steps[3:]
+        shift = n % 3
+        for name, fn in [*saves[shift:], *saves[:shift], *loads[shift:], *loads[:shift]]:
+            best[name] = min(best[name], _timed(fn or (lambda: None), 1, dist.barrier))
+        dist.barrier()
+        if rank == 0:
+            shutil.rmtree(root, ignore_errors=True)
     empty = ps.Checkpoint(step=1)
-    results["empty_save"] = _timed(
+    best["empty_save"] = _timed(
         lambda: empty.write(f"{directory}/empty/e"), max(repeats, 5), dist.barrier
     )
-    del restore
     if rank == 0:
-        print("RESULT " + json.dumps(results), flush=True)
+        empty_alone = ps.Checkpoint(step=1)
+        times = []
+        for _ in range(max(repeats, 5)):
+            start = time.perf_counter()
+            empty_alone.write(f"{directory}/empty-alone/e", options=alone)
+            times.append(time.perf_counter() - start)
+        best["single_empty_save"] = min(times)
+        print("RESULT " + json.dumps(best), flush=True)
+    dist.barrier()
     dist.destroy_process_group()
 
 
-def single(directory: str, mb: int, repeats: int) -> dict[str, float]:
-    """One process saving and restoring both ranks' tensors alone."""
+def _both(mb: int) -> Any:
+    """Both ranks' tensors in one object: what one process saving the job's bytes holds."""
     import pipestate as ps
 
-    class Both(ps.checkpoint.AutoTrackable):
-        def __init__(self, scale: int) -> None:
-            self.ranks = ps.checkpoint.TrackableList([_holder(0, scale), _holder(1, scale)])
-
-    ckpt = ps.Checkpoint(state=Both(mb))
-    counter = {"n": 0}
-
-    def timed(fn: Any, n: int) -> float:
-        best = float("inf")
-        for _ in range(n):
-            start = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - start)
-        return best
-
-    def save() -> None:
-        counter["n"] += 1
-        ckpt.write(f"{directory}/single/ckpt-{counter['n']}")
-
-    out = {"save": timed(save, repeats)}
-    path = f"{directory}/single/ckpt-{counter['n']}"
-    fresh = ps.Checkpoint(state=Both(mb))
-    out["restore"] = timed(lambda: fresh.read(path).assert_consumed(), repeats)
-    empty = ps.Checkpoint(step=1)
-    out["empty_save"] = timed(lambda: empty.write(f"{directory}/single-empty/e"), max(repeats, 5))
-    return out
+    holder = ps.checkpoint.AutoTrackable()
+    holder.ranks = ps.checkpoint.TrackableList([_holder(0, mb), _holder(1, mb)])
+    return holder
 
 
 def main() -> None:
@@ -204,25 +209,22 @@ def main() -> None:
             raise SystemExit(f"a rank failed: {[p.returncode for p in ranks]}\n{outputs}")
         line = next(x for x in outputs[0].splitlines() if x.startswith("RESULT "))
         job = json.loads(line.removeprefix("RESULT "))
-        shutil.rmtree(Path(directory) / "pipestate", ignore_errors=True)
-        shutil.rmtree(Path(directory) / "dcp", ignore_errors=True)
-        alone = single(directory, args.mb, args.repeats)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     rows = [
         [
             "save",
             job["save"],
-            alone["save"],
-            alone["save"] / job["save"],
+            job["single_save"],
+            job["single_save"] / job["save"],
             job["dcp_save"],
             job["dcp_save"] / job["save"],
         ],
         [
             "restore",
             job["restore"],
-            alone["restore"],
-            alone["restore"] / job["restore"],
+            job["single_restore"],
+            job["single_restore"] / job["restore"],
             job["dcp_load"],
             job["dcp_load"] / job["restore"],
         ],
@@ -230,15 +232,12 @@ def main() -> None:
     print(f"2 ranks x {args.mb} MB of float32 tensors each (best of {args.repeats}, seconds)")
     headers = ["", "2 ranks", "1 process", "vs 1 process", "dcp, 2 ranks", "vs dcp"]
     print(table(headers, rows))
-    overhead = job["empty_save"] - alone["empty_save"]
+    overhead = job["empty_save"] - job["single_empty_save"]
     print(
         f"empty save: {job['empty_save'] * 1e3:.1f} ms on 2 ranks, "
-        f"{alone['empty_save'] * 1e3:.1f} ms alone: coordination {overhead * 1e3:.1f} ms"
+        f"{job['single_empty_save'] * 1e3:.1f} ms alone: coordination {overhead * 1e3:.1f} ms"
     )
-    write_results(
-        "distributed",
-        {"mb_per_rank": args.mb, "repeats": args.repeats, "job": job, "single": alone},
-    )
+    write_results("distributed", {"mb_per_rank": args.mb, "repeats": args.repeats, "job": job})
 
 
 if __name__ == "__main__":
