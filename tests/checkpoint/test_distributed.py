@@ -366,3 +366,14 @@ def test_rank_0_refuses_to_commit_overlapping_chunks() -> None:
     _merge_chunks(_lead_round(), mine, 1, {"1": {"w": _sharded([4], (2, 2))}})
     with pytest.raises(DistributedSaveError, match="overlap"):
         _check_chunks(_lead_round(), mine)
+
+
+def test_inspect_names_the_ranks(tmp_path: Path) -> None:
+    from pipestate.checkpoint._inspect import describe_tree
+
+    path = str(tmp_path / "c")
+    run_ranks(2, lambda rank: Checkpoint(**make_objects(rank, 2)).write(path))
+    text = describe_tree(path)
+    assert "(format 2, saved by 2 ranks)" in text
+    assert "data (IndexIterator, per rank: rank 0's of 2 shown)" in text
+    assert "model (Variable)\n" in text

@@ -10,7 +10,12 @@ from typing import Any
 import google_crc32c
 
 from pipestate._progress import Progress
-from pipestate.checkpoint._index import FORMAT_VERSION, Node, node_paths
+from pipestate.checkpoint._index import (
+    DISTRIBUTED_FORMAT_VERSION,
+    FORMAT_VERSION,
+    Node,
+    node_paths,
+)
 from pipestate.checkpoint._locate import Located, locate
 from pipestate.checkpoint._names import NameBasedFile
 from pipestate.checkpoint._pipeline_state import (
@@ -252,10 +257,13 @@ def describe_tree(path: Any) -> str:
                 )
             return "\n".join(lines)
         total = sum(t.length for t in source.tensors.values())
+        world = source.world_size
+        version = FORMAT_VERSION if world == 1 else DISTRIBUTED_FORMAT_VERSION
+        saved_by = f", saved by {world} ranks" if world > 1 else ""
         lines = [
-            f"{found.display}: pipestate checkpoint (format {FORMAT_VERSION}), {len(source.nodes)} "
-            f"objects, {len(source.tensors)} arrays ({_size(total)}) in {source.num_shards} "
-            f"shard{'s' if source.num_shards != 1 else ''}"
+            f"{found.display}: pipestate checkpoint (format {version}{saved_by}), "
+            f"{len(source.nodes)} objects, {len(source.tensors)} arrays ({_size(total)}) in "
+            f"{source.num_shards} shard{'s' if source.num_shards != 1 else ''}"
         ]
         paths = node_paths(source.nodes)
         parents = _first_parents(source.nodes)
@@ -276,7 +284,8 @@ def describe_tree(path: Any) -> str:
                     shown[nid] = _shorten("/".join(paths[nid]) or "(root)")
                 lines.append(f"{indent}{branch}{label} -> same object as {shown[nid]}")
                 continue
-            lines.append(f"{indent}{branch}{label} ({node.kind})")
+            per_rank = f", per rank: rank 0's of {world} shown" if node.ranks is not None else ""
+            lines.append(f"{indent}{branch}{label} ({node.kind}{per_rank})")
             child_indent = indent if top else indent + ("    " if is_last else "│   ")
             n_entries = len(node.attributes) + len(node.children)
             for i, name in enumerate(node.attributes):
