@@ -525,7 +525,12 @@ class BlocksDataset(Dataset):
             block = self._block(number)
             return {name: block.column_batch(i, local) for i, name in enumerate(block.names)}
         if not self._vectorised_rows:
-            return _structure.stack(self._get_list(0, positions), self)
+            elements = self._get_list(0, positions)
+            if len(elements) < len(positions):
+                # The row after these fails: read it alone, so that it raises its error
+                # (a batch is never shortened).
+                self._get(0, int(positions[len(elements)]))
+            return _structure.stack(elements, self)
         out: dict[str, Any] = {}
         for number, where, local in groups:
             block = self._block(number)

@@ -247,6 +247,9 @@ class _Cursor:
             payload, dtype, nbytes // dtype.itemsize if dtype.itemsize else 0, end
         )
         if not shape:
+            if dtype.kind == "S":
+                # From the raw bytes: indexing an S array drops trailing NUL bytes.
+                return np.bytes_(bytes(payload[end : end + nbytes]))
             return array[0] if len(array) else np.zeros((), dtype)[()]
         return array.reshape(shape).copy()
 

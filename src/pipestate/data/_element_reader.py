@@ -209,6 +209,9 @@ class StoredElements:
                 return None
             low = data_start + offset
             block = np.ascontiguousarray(rows[:, low : low + nbytes])
+            if dtype.kind == "S" and not shape and nbytes and (block[:, -1] == 0).any():
+                # A bytes value ending in NUL: read one by one (an S array drops them).
+                return None
             columns.append(block.view(dtype).reshape(count, *shape))
         batch = _element_codec.build(structure, iter(columns))
         return _structure.unstack(batch, count)

@@ -45,6 +45,15 @@ class _WindowIterator(StreamIterator["WindowDataset"]):
                 buffer.append(parent._next())
             except StopIteration:
                 break
+            except Exception:
+                # The failing element counts as consumed, and every window that would hold
+                # it fails with it, as on the random-access path: the next window starts
+                # at the first window start after it.
+                failed = len(buffer)  # its offset from this window's start
+                advance = (failed // dataset._shift + 1) * dataset._shift
+                buffer.clear()
+                self._skip = advance - failed - 1
+                raise
         if not buffer or (dataset._drop_remainder and len(buffer) < span):
             raise StopIteration
         elements = [buffer[i] for i in range(0, min(len(buffer), span), dataset._stride)]
