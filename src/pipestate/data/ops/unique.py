@@ -21,7 +21,7 @@ def _key(element: Any, op: str) -> Any:
     if isinstance(element, np.generic) and type(element) is not np.object_:
         kind = element.dtype.kind
         if kind == "S":
-            return (kind, bytes(element))  # .item() would drop trailing NUL bytes
+            return (kind, element.tobytes())  # .item() would drop trailing NUL bytes
         if kind in _KINDS:
             return (kind, element.item())
     elif isinstance(element, np.ndarray) and element.dtype.kind in _KINDS:
