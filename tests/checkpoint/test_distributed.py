@@ -377,3 +377,65 @@ def test_inspect_names_the_ranks(tmp_path: Path) -> None:
     assert "(format 2, saved by 2 ranks)" in text
     assert "data (IndexIterator, per rank: rank 0's of 2 shown)" in text
     assert "model (Variable)\n" in text
+
+
+def test_async_saves_recover_on_every_rank_after_one_fails(tmp_path: Path) -> None:
+    """A snapshot that fails once on one rank fails that save on every rank, reported at the
+    next save or sync as for any async save, and the saves after it succeed everywhere."""
+    directory = str(tmp_path / "ckpt")
+
+    def run(rank: int) -> list[str]:
+        counter = Counter(fail=False)
+        manager = CheckpointManager(
+            Checkpoint(model=Variable(np.ones(3)), counter=counter),
+            directory,
+            max_to_keep=5,
+            enable_async=True,
+        )
+        outcomes = []
+        for i in range(4):
+            counter.fail = rank == 1 and i == 1
+            counter.value = i
+            try:
+                manager.save(options=CheckpointOptions(timeout=5))
+                manager.sync()
+                outcomes.append(str(manager.latest_checkpoint))
+            except (DistributedSaveError, RuntimeError) as err:
+                outcomes.append(f"failed: {type(err).__name__}")
+        return outcomes
+
+    first, second = run_ranks(2, run)
+    assert first[1].startswith("failed")
+    assert second[1].startswith("failed")
+    assert first[0] == second[0] == directory + "/ckpt-1"
+    assert first[2:] == second[2:] == [directory + "/ckpt-3", directory + "/ckpt-4"]
+
+
+def test_a_follower_that_fails_to_write_is_named_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import time
+
+    from pipestate.checkpoint import _dist_write
+
+    original = _dist_write.write_shards
+
+    def full_on_rank_1(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("first", 0) > 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_dist_write, "write_shards", full_on_rank_1)
+    started = time.monotonic()
+    results = run_ranks(
+        2,
+        lambda rank: Checkpoint(model=Variable(np.ones(3)), data=iter(ps.Dataset.range(3))).write(
+            str(tmp_path / "c"), options=CheckpointOptions(timeout=30)
+        ),
+    )
+    assert time.monotonic() - started < 20  # not the timeout: the failure was heard
+    assert isinstance(results[0], DistributedSaveError)
+    assert results[0].failed_ranks == (1,)
+    assert "No space left on device" in str(results[0])
+    assert not (tmp_path / "c.index").exists()

@@ -230,6 +230,24 @@ class Snapshot:
             bar.close()
 
 
+def save_rank(options: CheckpointOptions) -> int | None:
+    """This process's rank in the job a save with ``options`` is made by, ``None`` alone."""
+    if options.distributed is False:
+        return None
+    coordinator = current_coordinator()
+    return None if coordinator is None else coordinator.rank
+
+
+def failed_job(err: Exception) -> Callable[[], str]:
+    """An async job that fails with ``err``: a snapshot's failure, reported as the
+    other ranks report the save's (at the next save or sync)."""
+
+    def job() -> str:
+        raise err
+
+    return job
+
+
 def start_round(what: str, options: CheckpointOptions) -> SaveRound | None:
     """This rank's part of a distributed save of ``what``, or ``None`` when it saves alone."""
     if options.distributed is False:
@@ -269,7 +287,14 @@ def _write(
         writer.wait()
         round_ = start_round(prefix, opts)
         buffers = writer.buffers if opts.enable_async else None
-        snapshot = Snapshot.take(graph, buffers=buffers, round_=round_)
+        try:
+            snapshot = Snapshot.take(graph, buffers=buffers, round_=round_)
+        except Exception as err:
+            if not (opts.enable_async and round_ is not None):
+                raise
+            # Reported as the other ranks report the save: at the next save or sync.
+            writer.submit(prefix, failed_job(err))
+            return prefix
 
         def commit() -> str:
             snapshot.commit(storage, fs_prefix, prefix, opts)
@@ -583,6 +608,13 @@ class Checkpoint(AutoTrackable):
         try:
             buffers = self._writer.buffers if opts.enable_async else None
             snapshot = Snapshot.take(self._graph(), buffers=buffers, round_=round_)
+        except Exception as err:
+            if opts.enable_async and round_ is not None:
+                # Reported as the other ranks report the save: at the next save or sync.
+                self._writer.submit(path, failed_job(err))
+                return path
+            counter.assign(number - 1)
+            raise
         except BaseException:
             counter.assign(number - 1)
             raise

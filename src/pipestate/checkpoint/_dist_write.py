@@ -238,43 +238,40 @@ def follow(
         OSError: When the storage fails on this rank (rank 0 is told).
     """
     try:
-        try:
-            shards = plan_shards(arrays, max_shard_bytes)
-            round_.publish("plan", _plan_message(nodes, shards, display))
-        except BaseException as err:
-            round_.fail("plan", err)
-            raise
-        go = round_.wait_leader("go")
-        try:
-            fs_prefix, total = str(go["prefix"]), int(go["num_shards"])
-            first = int(go["first"][round_.rank])
-        except (KeyError, TypeError, ValueError, IndexError) as err:
-            raise round_.error(f"rank 0 sent a malformed message ({err})") from None
-        directory, basename = storage.split(fs_prefix)
-        paths = [
-            storage.join(directory, shard_name(basename, first + i, total))
-            for i in range(len(shards))
-        ]
-        try:
-            tensors = write_shards(
-                storage, shards, paths, first=first, fsync=fsync, on_bytes=on_bytes
-            )
-            values = {str(nid): nodes[nid]["attributes"] for nid in per_rank}
-            chunks = {str(nid): bodies for nid, bodies in sharded.items()}
-            round_.publish("written", {"tensors": tensors, "ranks": values, "sharded": chunks})
-        except BaseException as err:
+        shards = plan_shards(arrays, max_shard_bytes)
+        round_.publish("plan", _plan_message(nodes, shards, display))
+    except BaseException as err:
+        round_.fail("plan", err)
+        raise
+    go = round_.wait_leader("go")
+    try:
+        fs_prefix, total = str(go["prefix"]), int(go["num_shards"])
+        first = int(go["first"][round_.rank])
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise round_.error(f"rank 0 sent a malformed message ({err})") from None
+    directory, basename = storage.split(fs_prefix)
+    paths = [
+        storage.join(directory, shard_name(basename, first + i, total)) for i in range(len(shards))
+    ]
+    try:
+        tensors = write_shards(storage, shards, paths, first=first, fsync=fsync, on_bytes=on_bytes)
+        values = {str(nid): nodes[nid]["attributes"] for nid in per_rank}
+        chunks = {str(nid): bodies for nid, bodies in sharded.items()}
+        round_.publish("written", {"tensors": tensors, "ranks": values, "sharded": chunks})
+    except BaseException as err:
+        _remove(storage, paths)
+        round_.fail("written", err)
+        raise
+    try:
+        done = round_.wait_leader("done")
+    except DistributedSaveError:
+        if not round_.committed:
             _remove(storage, paths)
-            round_.fail("written", err)
-            raise
-        try:
-            done = round_.wait_leader("done")
-        except DistributedSaveError:
-            if not round_.committed:
-                _remove(storage, paths)
-            raise
-        return str(done.get("path", display))
-    finally:
-        round_.close()
+        raise
+    # Only now are this rank's messages read by everyone. A failure's message stays
+    # in the store: rank 0 may read it after this rank gave up.
+    round_.close()
+    return str(done.get("path", display))
 
 
 def _remove(storage: Storage, paths: list[str]) -> None:

@@ -20,7 +20,9 @@ from pipestate.checkpoint._checkpoint import (
     Checkpoint,
     CheckpointOptions,
     Snapshot,
+    failed_job,
     run_round,
+    save_rank,
     start_round,
 )
 from pipestate.checkpoint._checkpoint import options_or_default as _options
@@ -324,9 +326,8 @@ class CheckpointManager:
             number = _read_int(checkpoint_number, "checkpoint_number")
             if number < 0:
                 raise ValueError(f"checkpoint_number must be >= 0, got {number}")
-        round_ = start_round(self._prefix, opts)
-        if round_ is None or round_.leader:
-            self._take_writer_lock()
+        if save_rank(opts) in (None, 0):
+            self._take_writer_lock()  # rank 0 records the state file for the job
         previous_step = self._last_checkpoint_step
         if not self._step_is_due(check_interval):
             return None
@@ -339,14 +340,23 @@ class CheckpointManager:
                 old = int(counter.numpy())
                 n = old + 1 if number is None else number
                 basename, prefix = f"{self._checkpoint_name}-{n}", f"{self._prefix}-{n}"
-                if round_ is not None:
-                    round_.what = prefix
+                # After the wait: a rank whose earlier async save failed raises here, before
+                # taking part in a round, as every rank of that save does.
+                round_ = start_round(prefix, opts)
                 counter.assign(old + 1)
                 try:
                     buffers = writer.buffers if enable_async else None
                     snapshot = Snapshot.take(
                         self._checkpoint._graph(), buffers=buffers, round_=round_
                     )
+                except Exception as err:
+                    if enable_async and round_ is not None:
+                        # The other ranks learn of it on their writer threads: this rank
+                        # reports it as they do, at its next save or sync.
+                        writer.submit(prefix, failed_job(err))
+                        return prefix
+                    counter.assign(old)
+                    raise
                 except BaseException:
                     counter.assign(old)
                     raise
