@@ -517,3 +517,67 @@ def test_fifo_in_place_of_a_file_does_not_hang(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "other.index")  # 'pipestate ls' opens every index in a directory
     (line,) = [line for line in list_checkpoints(str(tmp_path)) if "other" in line]
     assert line.endswith("is not a regular file")
+
+
+@pytest.mark.parametrize(
+    ("sharding", "match"),
+    [
+        (
+            lambda key: {
+                "shape": [2**40],
+                "dtype": "float32",
+                "chunks": [{"offsets": [0], "shape": [2**40], "of": key}],
+            },
+            r"has shape \[1099511627776\] in the sharded tensor but \[4\] in the index",
+        ),
+        (
+            lambda key: {
+                "shape": [2**61, 2**61],
+                "dtype": "float32",
+                "chunks": [{"offsets": [0, 0], "shape": [2**61, 2**61], "of": key}],
+            },
+            "in the sharded tensor but",
+        ),
+        (
+            lambda key: {"shape": [0], "dtype": "(1000000000000,)f4", "chunks": []},
+            "which is not a torch dtype",
+        ),
+        (lambda key: {"shape": [0], "dtype": "O", "chunks": []}, "which is not a torch dtype"),
+        (
+            lambda key: {
+                "shape": [4],
+                "dtype": "int64",
+                "chunks": [{"offsets": [0], "shape": [4], "of": key}],
+            },
+            "float32.*int64",  # the chunks hold float32, the value says int64
+        ),
+        (
+            lambda key: {
+                "shape": [4],
+                "dtype": "float32",
+                "chunks": [{"offsets": [0], "shape": [4], "of": "no/such/array"}],
+            },
+            "no/such/array",
+        ),
+    ],
+    ids=["huge", "huge-2d", "crafted-dtype", "object-dtype", "dtype-lie", "missing-array"],
+)
+def test_hostile_sharded_values_are_corrupt(
+    tmp_path: Path, sharding: Callable[[str], Any], match: str
+) -> None:
+    """A sharded-tensor value whose chunks the files don't hold is refused before anything
+    is allocated for it (the reader's NumPy path, as without torch)."""
+    from pipestate.checkpoint import Checkpoint, Variable, load_variable
+    from pipestate.checkpoint._index import body_crc
+
+    path = str(tmp_path / "c")
+    Checkpoint(w=Variable(np.arange(4, dtype=np.float32))).write(path)
+    index = Path(path + ".index")
+    document = json.loads(index.read_text())
+    body = document["checkpoint"]
+    node = next(n for n in body["nodes"] if "VARIABLE_VALUE" in n["attributes"])
+    node["attributes"]["VARIABLE_VALUE"] = {"dtensor": sharding(next(iter(body["tensors"])))}
+    document["crc32c"] = body_crc(body)
+    index.write_text(json.dumps(document))
+    with pytest.raises(CorruptCheckpointError, match=match):
+        load_variable(path, "w")

@@ -27,7 +27,13 @@ from pipestate.checkpoint._safetensors import (
     widen_to_float32,
 )
 from pipestate.checkpoint._storage import RandomAccessFile, Storage
-from pipestate.checkpoint._values import Value, decode_value, sharded_reader, torch_reader
+from pipestate.checkpoint._values import (
+    SavedSharding,
+    Value,
+    decode_value,
+    sharded_reader,
+    torch_reader,
+)
 from pipestate.errors import CorruptCheckpointError, NotFoundError
 
 __all__ = ["CheckpointReader", "gc_paused", "missing_checkpoint_error"]
@@ -232,15 +238,51 @@ class CheckpointReader:
         tensors = self._torch_tensors.setdefault(copy, weakref.WeakValueDictionary())
         read_torch = torch_reader(read_raw, read, tensors)
         # Chunks are copied into the tensor assembled from them: no copy of their own.
-        read_dtensor = sharded_reader(
+        read_sharded = sharded_reader(
             functools.partial(self.read_raw, copy=False),
             functools.partial(self.read_tensor, copy=False),
             placeholders,
             copy=copy,
         )
+
+        def read_dtensor(saved: SavedSharding) -> Any:
+            self._check_chunks(saved)
+            return read_sharded(saved)
+
         return decode_value(
             encoded, read, where=where, read_torch=read_torch, read_dtensor=read_dtensor
         )
+
+    def _check_chunks(self, saved: SavedSharding) -> None:
+        """Refuse chunks whose arrays the files don't hold as the index says, before the
+        tensor they make up is allocated (its size is then what the files hold).
+
+        Raises:
+            CorruptCheckpointError: Naming the value and the chunk.
+        """
+        dtypes = set()
+        for chunk in saved.chunks:
+            entry = self.entry(chunk.key)
+            raw = safetensors_dtype(entry.dtype) == "U8" and entry.dtype != np.uint8
+            shape = entry.shape
+            if shape != chunk.shape and not raw:
+                raise CorruptCheckpointError(
+                    f"{saved.where}: chunk {chunk.key!r:.200} has shape {list(chunk.shape)} in "
+                    f"the sharded tensor but {list(shape)} in the index"
+                )
+            dtypes.add(entry.native or entry.dtype.str)
+            _, header = self._shard(entry.shard)
+            info = header.get(chunk.key)
+            if info is None or info.length != entry.length or info.offset != entry.offset:
+                raise CorruptCheckpointError(
+                    f"{saved.where}: chunk {chunk.key!r:.200} is not in its data shard as the "
+                    "index says"
+                )
+        if len(dtypes) > 1:
+            raise CorruptCheckpointError(
+                f"{saved.where}: the chunks of a sharded tensor have different dtypes "
+                f"({sorted(dtypes)})"
+            )
 
     def close(self) -> None:
         """Close the shards opened so far."""

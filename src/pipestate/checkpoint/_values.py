@@ -326,6 +326,8 @@ def parse_sharding(body: Any, where: str) -> SavedSharding:
     dtype, raw_chunks = body["dtype"], body["chunks"]
     if shape is None or not isinstance(dtype, str) or not isinstance(raw_chunks, list):
         raise _bad(where, f"malformed 'dtensor' {_brief(body)}")
+    if dtype not in _TORCH_DTYPE_NAMES:
+        raise _bad(where, f"'dtensor' has dtype {dtype!r:.60}, which is not a torch dtype")
     if len(raw_chunks) > MAX_CHUNKS:
         raise _bad(where, f"'dtensor' has {len(raw_chunks)} chunks, more than {MAX_CHUNKS}")
     chunks = []
@@ -397,9 +399,31 @@ def _distinct_cells(shape: tuple[int, ...], chunks: list[Chunk]) -> bool:
 
 def _numpy_dtype(name: str) -> np.dtype[Any]:
     try:
-        return np.dtype(name)
-    except TypeError:
+        dtype = np.dtype(name)
+    except (TypeError, ValueError):
         return np.dtype(np.float32)  # bfloat16 and float8 are read widened to float32
+    if dtype.kind not in "biufc" or dtype.subdtype is not None:
+        return np.dtype(np.float32)  # not a torch dtype: only the chunks' own dtype counts
+    return dtype
+
+
+def _torch_dtype_as_numpy(name: str) -> np.dtype[Any] | None:
+    """The NumPy dtype a torch dtype name (``"float32"``) reads as; ``None`` for types NumPy
+    lacks (``"bfloat16"``: widened) or names that are not a torch dtype."""
+    if name not in _TORCH_NUMPY_NAMES:
+        return None
+    return np.dtype(name)
+
+
+_TORCH_DTYPE_NAMES = frozenset(
+    {"bool", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64"}
+    | {"float16", "bfloat16", "float32", "float64", "complex64", "complex128"}
+    | {"float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu"}
+)
+_TORCH_NUMPY_NAMES = frozenset(
+    {"bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64"}
+    | {"complex64", "complex128", "uint16", "uint32", "uint64"}
+)
 
 
 def assemble_array(read_array: ReadArray, saved: SavedSharding) -> np.ndarray:
@@ -411,6 +435,9 @@ def assemble_array(read_array: ReadArray, saved: SavedSharding) -> np.ndarray:
     """
     parts = [(chunk, read_array(chunk.key)) for chunk in saved.chunks]
     dtype = parts[0][1].dtype if parts else _numpy_dtype(saved.dtype)
+    named = _torch_dtype_as_numpy(saved.dtype)
+    if parts and named is not None and named != dtype:
+        raise _bad(saved.where, f"the chunks hold {dtype}, but the tensor is {saved.dtype}")
     out = np.empty(saved.shape, dtype)
     for chunk, array in parts:
         if array.shape != chunk.shape or array.dtype != dtype:
