@@ -439,3 +439,30 @@ def test_a_follower_that_fails_to_write_is_named_at_once(
     assert results[0].failed_ranks == (1,)
     assert "No space left on device" in str(results[0])
     assert not (tmp_path / "c.index").exists()
+
+
+def test_verify_and_diff_read_every_rank(tmp_path: Path) -> None:
+    from pipestate.checkpoint._index import body_crc
+    from pipestate.checkpoint._inspect import diff_checkpoints, verify_checkpoint
+
+    def save(rank: int, path: str, steps: int) -> str:
+        data = iter(ps.Dataset.range(100).shard(2, rank))
+        for _ in range(steps + rank):
+            next(data)
+        return Checkpoint(data=data).write(path)
+
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    run_ranks(2, lambda rank: save(rank, a, 3))
+    run_ranks(2, lambda rank: save(rank, b, 3 + 5 * rank))  # only rank 1's differs
+    assert any("@rank1" in line for line in diff_checkpoints(a, b))
+    assert not any("@rank0" in line for line in diff_checkpoints(a, b))
+    assert verify_checkpoint(a)[1] == []
+    index = Path(a + ".index")
+    document = json.loads(index.read_text())
+    node = next(n for n in document["checkpoint"]["nodes"] if "ranks" in n)
+    node["ranks"][1]["iterator"] = {"array": "no/such/tensor"}
+    document["crc32c"] = body_crc(document["checkpoint"])
+    index.write_text(json.dumps(document))
+    checked, problems = verify_checkpoint(a)
+    assert len(problems) == 1
+    assert "no/such/tensor" in problems[0]

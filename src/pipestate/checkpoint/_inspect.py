@@ -328,6 +328,18 @@ def describe_state(path: Any, name: str) -> str:
         source.close()
 
 
+def _all_attributes(node: Node) -> list[tuple[str, Any, str]]:
+    """``(name, encoded value, rank suffix)`` of every saved value of a node: each rank's for a
+    per-rank object of a distributed checkpoint (suffix ``@rank<r>``), else its own."""
+    if node.ranks is None:
+        return [(name, encoded, "") for name, encoded in node.attributes.items()]
+    return [
+        (name, encoded, f"@rank{rank}")
+        for rank, attributes in enumerate(node.ranks)
+        for name, encoded in attributes.items()
+    ]
+
+
 def verify_checkpoint(path: Any, *, progress: bool = False) -> tuple[int, list[str]]:
     """Read every value of a checkpoint and check every checksum.
 
@@ -368,8 +380,8 @@ def verify_checkpoint(path: Any, *, progress: bool = False) -> tuple[int, list[s
             bar.update(source.tensors[key].length)
         paths = node_paths(source.nodes)
         for nid, node in enumerate(source.nodes):
-            for name, encoded in node.attributes.items():
-                key = attribute_key(paths[nid], name)
+            for name, encoded, rank in _all_attributes(node):
+                key = attribute_key(paths[nid], name) + rank
                 try:
                     source.decode(encoded, where=key)
                 except (CheckpointError, FileNotFoundError) as err:
@@ -392,10 +404,12 @@ def _fingerprint(path: Any) -> dict[str, str]:
                 out[name] = f"{info.dtype}{list(info.shape)} crc32c={crc:08x}"
             return out
         paths = node_paths(source.nodes)
+        if source.world_size > 1:
+            out["(world size)"] = str(source.world_size)
         for nid, node in enumerate(source.nodes):
             out["/".join(paths[nid]) or "(root)"] = f"object {node.kind}"
-            for name, encoded in node.attributes.items():
-                out[attribute_key(paths[nid], name)] = json.dumps(encoded, sort_keys=True)
+            for name, encoded, rank in _all_attributes(node):
+                out[attribute_key(paths[nid], name) + rank] = json.dumps(encoded, sort_keys=True)
         for key, t in source.tensors.items():
             out[key] = f"{_dtype_name(t)}{list(t.shape)} crc32c={t.crc32c:08x}"
         return out
