@@ -581,3 +581,46 @@ def test_hostile_sharded_values_are_corrupt(
     index.write_text(json.dumps(document))
     with pytest.raises(CorruptCheckpointError, match=match):
         load_variable(path, "w")
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"dict": {"buffer": {"scalar": "KEY"}}},
+        {"dict": {"buffer": {"array": "no/such/array"}}},
+        {
+            "dict": {
+                "buffer": {
+                    "dtensor": {
+                        "shape": [4],
+                        "dtype": "float32",
+                        "chunks": [{"offsets": [0], "shape": [4], "of": "KEY"}],
+                    }
+                }
+            }
+        },
+    ],
+    ids=["scalar", "missing-array", "dtensor"],
+)
+def test_inspect_of_a_hostile_pipeline_state_says_so(tmp_path: Path, state: Any) -> None:
+    """A value in an iterator's place that no pipeline saved is named, not a crash."""
+    import pipestate as ps
+    from pipestate.checkpoint import Checkpoint
+    from pipestate.checkpoint._index import body_crc
+    from pipestate.checkpoint._inspect import describe_state
+
+    path = str(tmp_path / "c")
+    data = iter(ps.Dataset.range(20).shuffle(4, seed=1))
+    next(data)
+    Checkpoint(data=data).write(path)
+    index = Path(path + ".index")
+    document = json.loads(index.read_text())
+    body = document["checkpoint"]
+    node = next(n for n in body["nodes"] if "iterator" in n["attributes"])
+    key = next(iter(body["tensors"]))
+    node["attributes"]["iterator"] = json.loads(json.dumps(state).replace("KEY", key))
+    document["crc32c"] = body_crc(body)
+    index.write_text(json.dumps(document))
+    assert "input-pipeline state that can't be described" in describe_tree(path)
+    with pytest.raises(CorruptCheckpointError, match=r"data/\.iterator"):
+        describe_state(path, "data")

@@ -17,7 +17,7 @@ from typing import Any
 from pipestate.checkpoint._index import node_paths
 from pipestate.checkpoint._reader import CheckpointReader
 from pipestate.checkpoint._values import decode_value
-from pipestate.errors import CheckpointError, CheckpointKeyError
+from pipestate.errors import CheckpointError, CheckpointKeyError, CorruptCheckpointError
 
 __all__ = ["describe_pipeline_state", "find_pipeline_states", "state_as_json"]
 
@@ -75,10 +75,23 @@ def _decoded(reader: CheckpointReader, nid: int, name: str, where: str) -> Any:
     tensors = reader.tensors
 
     def summary(key: str) -> Any:
-        t = tensors[key]
+        t = tensors.get(key)
+        if t is None:
+            raise CorruptCheckpointError(
+                f"{where}: refers to array {key!r:.200}, which the index lacks"
+            )
         return _Array(str(t.native or t.dtype.name), list(t.shape), t.length)
 
-    return decode_value(reader.nodes[nid].attributes[name], summary, where=where)
+    try:
+        return decode_value(reader.nodes[nid].attributes[name], summary, where=where)
+    except CorruptCheckpointError:
+        raise
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as err:
+        # A value shaped as no saved state is (a scalar or sharded tensor where an
+        # iterator's state has arrays): say so rather than fail while summarising it.
+        raise CorruptCheckpointError(
+            f"{where}: not an input-pipeline state ({type(err).__name__}: {err!s:.200})"
+        ) from None
 
 
 def _value(value: Any) -> str:
