@@ -235,3 +235,19 @@ def test_inspect_renders_an_odd_pipeline_state_as_it_is(
     out = capsys.readouterr().out
     assert "odd (_OddState): input-pipeline state version 7, fingerprint f\n" in out
     assert "  ops, sources first: (none)\n  position, outermost op first:\n    [1, 2]" in out
+
+
+def test_a_target_that_raises_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken_pipelines.py").write_text(
+        "def raises():\n    raise RuntimeError('no data here')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    for command in (
+        ["verify-pipeline", "broken_pipelines.py:raises", "--in-process"],
+        ["profile", "broken_pipelines.py:raises"],
+    ):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "the pipeline of broken_pipelines.py:raises raised RuntimeError: no data here" in err

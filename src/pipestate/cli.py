@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pipestate.checkpoint._inspect import (
@@ -162,6 +162,24 @@ def _load_target(spec: str) -> Any:
     return load_function(spec)
 
 
+def _user_code(target: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, where an error of the user's pipeline becomes a usage error."""
+    try:
+        return fn(*args, **kwargs)
+    except (CheckpointError, OSError, ValueError, TypeError):
+        raise
+    except Exception as err:
+        raise ValueError(f"the pipeline of {target} raised {type(err).__name__}: {err}") from err
+
+
+def _build_target(target: str) -> Any:
+    """The dataset ``MODULE:FUNCTION`` builds (its errors are usage errors)."""
+    from pipestate.testing._verify import build_dataset
+
+    fn = _load_target(target)
+    return _user_code(target, build_dataset, fn, target)
+
+
 def _verify_pipeline(args: argparse.Namespace) -> int:
     from pipestate.testing._verify import verify
 
@@ -177,8 +195,10 @@ def _verify_pipeline(args: argparse.Namespace) -> int:
         settings = [{"num_workers": n, **extra} for n in counts]
     elif args.prefetch_factor is not None:
         raise ValueError("--prefetch-factor applies to the Loader: give --num-workers too")
-    _load_target(args.target)
-    report = verify(
+    _build_target(args.target)
+    report = _user_code(
+        args.target,
+        verify,
         args.target,
         num_elements=args.num_elements,
         break_points=args.break_points,
@@ -196,10 +216,9 @@ def _verify_pipeline(args: argparse.Namespace) -> int:
 
 def _profile(args: argparse.Namespace) -> int:
     from pipestate.data._profile import profile
-    from pipestate.testing._verify import build_dataset
 
-    dataset = build_dataset(_load_target(args.target), args.target)
-    report = profile(dataset, args.num_elements, sampling=not args.exact)
+    dataset = _build_target(args.target)
+    report = _user_code(args.target, profile, dataset, args.num_elements, sampling=not args.exact)
     print(report.format())
     if args.plot is not None:
         report.plot(args.plot)
@@ -213,6 +232,11 @@ def _export(args: argparse.Namespace) -> int:
     except ImportError as err:
         print(f"pipestate export: error: --torch needs torch installed ({err})", file=sys.stderr)
         return 2
+    parent = os.path.dirname(os.path.abspath(args.torch))
+    if "://" not in args.torch and not os.path.isdir(parent):
+        raise FileNotFoundError(
+            f"cannot write {args.torch!r}: the directory {parent!r} does not exist"
+        )
     names = export_state_dict(args.path, args.torch, key=args.key)
     print(f"{args.torch}: {len(names)} tensor(s) written")
     return 0
