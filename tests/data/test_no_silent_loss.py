@@ -464,3 +464,9 @@ def test_a_streaming_window_after_an_error_matches_the_random_access_one() -> No
         # The same windows; random access raises once per window holding the element.
         assert [w for w in got if w != "error"] == [w for w in expected if w != "error"]
         assert "error" in got
+
+
+def test_generator_bytes_keep_trailing_nul() -> None:
+    signature = ps.data.TensorSpec((), np.bytes_)
+    ds = ps.Dataset.from_generator(lambda: iter([b"ab\x00\x00", b"c"]), output_signature=signature)
+    assert [bytes(x) for x in ds] == [b"ab\x00\x00", b"c"]

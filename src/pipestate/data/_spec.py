@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from pipestate._validate import brief
+from pipestate.data import _structure
 from pipestate.data._structure import Element, is_namedtuple
 
 _STRING_NAMES = ("string", "str", "bytes")
@@ -127,6 +128,10 @@ class TensorSpec:
         """``value`` as a NumPy value of this spec; TypeError / ValueError when it can't be."""
         if isinstance(value, Mapping):
             raise TypeError(f"expected a single value, got a dict {brief(value, 80)}")
+        if isinstance(value, bytes) and self.dtype.kind == "S" and self.shape in ((), None):
+            return np.bytes_(value)  # not through an array, which drops trailing NUL bytes
+        if isinstance(value, (list, tuple)) and self.dtype.kind == "S":
+            _structure.to_leaf(value)  # refuses bytes ending in NUL: an S array drops them
         try:
             array = value if isinstance(value, np.ndarray) else np.asarray(value)
         except (TypeError, ValueError) as err:

@@ -135,3 +135,21 @@ PROPERTY_OP = st.builds(
     st.lists(st.integers(0, 3), min_size=1, max_size=3).filter(any),
     st.booleans(),
 )
+
+
+@pytest.mark.parametrize(
+    ("count", "sizes", "expected"),
+    [
+        (3, [2, 0], [[0, 1], [], [2]]),
+        (4, [4, 0], [[0, 1, 2, 3], []]),
+        (5, [2, 0], [[0, 1], [], [2, 3], [], [4]]),
+    ],
+)
+def test_no_empty_batch_after_the_input_ends(
+    count: int, sizes: list[int], expected: list[list[int]]
+) -> None:
+    """As tf.data (checked with TensorFlow 2.21): an empty batch follows only while input
+    may remain."""
+    ds = ps.Dataset.range(count).batch(4).rebatch(sizes)
+    assert [b.tolist() for b in ds] == expected
+    assert_conformant(ds)

@@ -9,7 +9,7 @@ import numpy as np
 from pipestate._validate import brief, check_bool, check_int
 from pipestate.data import _buffer, _structure
 from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset
-from pipestate.data.iterator import State, StreamIterator, read_int
+from pipestate.data.iterator import State, StreamIterator, read_bool, read_int
 from pipestate.errors import InvalidArgumentError, StateMismatchError
 
 
@@ -47,7 +47,8 @@ class _RebatchIterator(StreamIterator["RebatchDataset"]):
     _BATCH = "batch"
     _OFFSET = "offset"
     _NEXT_SIZE = "next_size"
-    _STATE_KEYS = (_BATCH, _OFFSET, _NEXT_SIZE, StreamIterator._PARENT)
+    _ENDED = "ended"
+    _STATE_KEYS = (_BATCH, _OFFSET, _NEXT_SIZE, _ENDED, StreamIterator._PARENT)
 
     def _start(self) -> None:
         super()._start()
@@ -55,12 +56,14 @@ class _RebatchIterator(StreamIterator["RebatchDataset"]):
         self._rows = 0  # its rows
         self._offset = 0  # its rows already output
         self._next_size = 0
+        self._ended = False  # the input ended: no batch follows, not even an empty one
 
     def _read(self) -> bool:
         """Reads the next input batch; ``False`` at the input's end."""
         try:
             batch = self._inputs[0]._next()
         except StopIteration:
+            self._ended = True
             return False
         if self._batch is not None:
             _structure.assert_same_structure(self._batch, batch, self._op)
@@ -72,9 +75,9 @@ class _RebatchIterator(StreamIterator["RebatchDataset"]):
         sizes = dataset._sizes
         size = sizes[self._next_size]
         if size == 0:
-            # As tf.data: an empty batch reads no input (even after its end); its
-            # dtypes and shapes are those of the last input batch.
-            if self._batch is None and not self._read():
+            # As tf.data: an empty batch reads no input; its dtypes and shapes are those
+            # of the last input batch. After the input's end, none follows.
+            if self._ended or (self._batch is None and not self._read()):
                 raise StopIteration
             self._next_size = (self._next_size + 1) % len(sizes)
             return _structure.index_leaves(self._batch, slice(0, 0))
@@ -99,6 +102,7 @@ class _RebatchIterator(StreamIterator["RebatchDataset"]):
             self._BATCH: _buffer.pack(batch, self._op),
             self._OFFSET: self._offset,
             self._NEXT_SIZE: self._next_size,
+            self._ENDED: self._ended,
             self._PARENT: self._inputs[0]._get_state(),
         }
 
@@ -110,9 +114,11 @@ class _RebatchIterator(StreamIterator["RebatchDataset"]):
         rows = _rows(batch[0], op) if batch else 0
         offset = read_int(state, self._OFFSET, op, maximum=rows)
         next_size = read_int(state, self._NEXT_SIZE, op, maximum=len(self._source._sizes) - 1)
+        ended = read_bool(state, self._ENDED, op)
         super()._restore({self._PARENT: state[self._PARENT]})
         self._batch = batch[0] if batch else None
         self._rows, self._offset = rows, offset
+        self._ended = ended
         self._next_size = next_size
 
 
