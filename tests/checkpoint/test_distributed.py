@@ -463,6 +463,6 @@ def test_verify_and_diff_read_every_rank(tmp_path: Path) -> None:
     node["ranks"][1]["iterator"] = {"array": "no/such/tensor"}
     document["crc32c"] = body_crc(document["checkpoint"])
     index.write_text(json.dumps(document))
-    checked, problems = verify_checkpoint(a)
+    _, problems = verify_checkpoint(a)
     assert len(problems) == 1
     assert "no/such/tensor" in problems[0]
