@@ -466,3 +466,28 @@ def test_verify_and_diff_read_every_rank(tmp_path: Path) -> None:
     _, problems = verify_checkpoint(a)
     assert len(problems) == 1
     assert "no/such/tensor" in problems[0]
+
+
+def test_checkpoint_save_on_every_rank_is_one_checkpoint(tmp_path: Path) -> None:
+    prefix = str(tmp_path / "run" / "ckpt")
+
+    def save(rank: int) -> tuple[str, str, int]:
+        ckpt = Checkpoint(model=Variable(np.ones(2)), data=iter(ps.Dataset.range(4)))
+        ckpt.save(prefix)
+        path = ckpt.save(prefix)
+        return (
+            path,
+            str(ps.checkpoint.latest_checkpoint(str(tmp_path / "run"))),
+            int(ckpt.save_counter.numpy()),
+        )
+
+    results = run_ranks(2, save)
+    assert results[0] == results[1] == (prefix + "-2", prefix + "-2", 2)
+    assert index_of(prefix + "-2")["world_size"] == 2
+
+    def restore(rank: int) -> int:
+        ckpt = Checkpoint(model=Variable(np.zeros(2)), data=iter(ps.Dataset.range(4)))
+        ckpt.restore(prefix + "-2").assert_consumed()
+        return int(ckpt.save_counter.numpy())
+
+    assert run_ranks(2, restore) == [2, 2]
