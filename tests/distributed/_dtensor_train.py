@@ -108,6 +108,7 @@ def main() -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=0)
     parser.add_argument("--save-at", type=int, default=-1)
+    parser.add_argument("--async-save", action="store_true")
     parser.add_argument("--rank", type=int, default=0)
     parser.add_argument("--world-size", type=int, default=1)
     parser.add_argument("--port", type=int, default=0)
@@ -138,7 +139,9 @@ def main() -> int:
     step = ps.checkpoint.Variable(np.zeros((), np.int64))
     held = extras(mesh, args.world_size, args.mode == "train")
     checkpoint = ps.Checkpoint(model=model, optimizer=optimizer, step=step, **held)
-    manager = ps.CheckpointManager(checkpoint, args.ckpt_dir, max_to_keep=2)
+    manager = ps.CheckpointManager(
+        checkpoint, args.ckpt_dir, max_to_keep=2, enable_async=args.async_save
+    )
     record["restored"] = manager.restore_or_initialize()
     record["extras"] = {
         name: [str(getattr(h.tensor, "placements", None)), full(h.tensor)]
@@ -164,6 +167,8 @@ def main() -> int:
         if s + 1 == args.save_at:
             record["saved_path"] = manager.save()
             record["saved_state"] = state(model, optimizer)
+            # An async save copies the values before it returns: the next steps change
+            # the model while the chunks are written, and the checkpoint holds step 3.
             if mesh is not None:
                 try:  # one rank alone can't save a tensor sharded over two: refused
                     ps.Checkpoint(model=model).save(
@@ -181,7 +186,7 @@ def main() -> int:
                 except TypeError as err:
                     record["partial_error"] = str(err)
     record["final_state"] = state(model, optimizer)
-    manager.close()
+    manager.close()  # waits for an async save in flight
     if args.rank == 0:
         with open(args.out, "w") as f:
             json.dump(record, f)

@@ -184,3 +184,19 @@ def test_a_missing_chunk_range_is_corrupt(trained: tuple[Path, dict[str, Any]]) 
     index.write_text(json.dumps(document))
     with pytest.raises(CorruptCheckpointError, match="cover 32 of its 56 elements"):
         load_variable(path, "model/.ATTRIBUTES/0..weight")
+
+
+def test_an_async_save_holds_the_step_it_was_made_at(
+    trained: tuple[Path, dict[str, Any]],
+) -> None:
+    """Each rank's chunks are copied before save() returns; training goes on meanwhile."""
+    tmp, records = trained
+    args = ("--mode", "train", "--steps", "6", "--save-at", "3", "--async-save")
+    saved = run(2, tmp / "async-ckpt", tmp / "async.json", *args)
+    assert saved["losses"] == records["saved"]["losses"]
+    resumed = run(
+        2, tmp / "async-ckpt", tmp / "async-resume.json", "--mode", "resume", "--steps", "3"
+    )
+    assert resumed["start"] == 3
+    assert resumed["restored_state"] == records["saved"]["saved_state"]
+    assert resumed["final_state"] == records["saved"]["final_state"]
