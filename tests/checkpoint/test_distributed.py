@@ -7,6 +7,7 @@ holds, and how each failure ends on every rank.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -46,9 +47,15 @@ class MemoryCoordinator(Coordinator):
         self._store.pop(key, None)
 
 
-def run_ranks(world_size: int, body: Callable[[int], Any], *, timeout: float = 60) -> list[Any]:
+def run_ranks(
+    world_size: int,
+    body: Callable[[int], Any],
+    *,
+    timeout: float = 60,
+    store: dict[str, bytes] | None = None,
+) -> list[Any]:
     """``body(rank)`` run on ``world_size`` threads, one coordinator each: results or errors."""
-    store: dict[str, bytes] = {}
+    store = {} if store is None else store
     results: list[Any] = [None] * world_size
 
     def run(rank: int) -> None:
@@ -491,3 +498,24 @@ def test_checkpoint_save_on_every_rank_is_one_checkpoint(tmp_path: Path) -> None
         return int(ckpt.save_counter.numpy())
 
     assert run_ranks(2, restore) == [2, 2]
+
+
+def test_the_store_keeps_one_rounds_keys(tmp_path: Path) -> None:
+    """However many saves a job makes (failed ones too), the store holds one round's keys."""
+    directory = str(tmp_path / "ckpt")
+    store: dict[str, bytes] = {}
+
+    def save(rank: int) -> None:
+        counter = Counter(fail=False)
+        manager = CheckpointManager(
+            Checkpoint(model=Variable(np.ones(3)), counter=counter), directory, max_to_keep=2
+        )
+        for i in range(6):
+            counter.fail = rank == 1 and i == 2
+            with contextlib.suppress(DistributedSaveError, RuntimeError):
+                manager.save(options=CheckpointOptions(timeout=5))
+
+    run_ranks(3, save, store=store)
+    rounds = {key.rsplit("/", 2)[0] for key in store}
+    assert len(rounds) == 1, sorted(store)
+    assert len(store) <= 3 * 4  # plan, go, written, done: at most one of each per rank

@@ -87,6 +87,7 @@ def lead_write(
     # An older checkpoint at this very prefix is being replaced: drop its index first.
     if storage.remove(index_path(fs_prefix)) and fsync:
         storage.fsync_dir(directory)
+    round_.forget_earlier()
     round_.publish("go", {"prefix": fs_prefix, "num_shards": total, "first": firsts})
     round_.leader_step = "done"
     paths = [storage.join(directory, shard_name(basename, i, total)) for i in range(counts[0])]
@@ -244,6 +245,7 @@ def follow(
         round_.fail("plan", err)
         raise
     go = round_.wait_leader("go")
+    round_.forget_earlier()
     try:
         fs_prefix, total = str(go["prefix"]), int(go["num_shards"])
         first = int(go["first"][round_.rank])
@@ -268,9 +270,6 @@ def follow(
         if not round_.committed:
             _remove(storage, paths)
         raise
-    # Only now are this rank's messages read by everyone. A failure's message stays
-    # in the store: rank 0 may read it after this rank gave up.
-    round_.close()
     return str(done.get("path", display))
 
 

@@ -307,7 +307,9 @@ class SaveRound:
         self.what = what
         self.timeout = timeout
         self._prefix = f"pipestate/save/{coordinator.namespace()}/{coordinator.next_round()}"
-        self._published: list[str] = []
+        # The keys this process published in this round and earlier ones, kept until every
+        # rank has read them (see forget_earlier): shared by the coordinator's rounds.
+        self._published: list[str] = coordinator.__dict__.setdefault("_pipestate_published", [])
         # The step whose message the other ranks wait for now (rank 0's "go", then "done").
         self.leader_step = "go"
         # Whether rank 0 wrote the index: the ranks' shards then belong to a checkpoint
@@ -423,12 +425,19 @@ class SaveRound:
             failed_ranks=failed_ranks,
         )
 
-    def close(self) -> None:
-        """Forget the keys this rank published (after the round is over for everyone)."""
-        for key in self._published:
+    def forget_earlier(self) -> None:
+        """Delete the keys this process published so far; call once this round's ``go`` is out.
+
+        Rank 0 publishes ``go`` only after reading every rank's plan, which each rank
+        publishes only after the round before has ended for it: by then every message
+        of the earlier rounds (a failure's too) has been read, and so have the plans of
+        this one. The store keeps one round's keys, however many saves a job makes.
+        """
+        keys = list(self._published)
+        self._published.clear()
+        for key in keys:
             with contextlib.suppress(Exception):  # a key left behind is harmless
                 self.coordinator.delete(key)
-        self._published.clear()
 
 
 def _decode(raw: bytes, rank: int, step: str) -> dict[str, Any]:
