@@ -1493,7 +1493,12 @@ _structure_module.NOT_DATA.append(Dataset)
 
 def stage_seed(entropy: int, stages: Iterator[int]) -> int:
     """The 63-bit seed of the next ``seed=None`` op, from the iterator's drawn ``entropy``."""
-    state = np.random.SeedSequence([entropy, next(stages)]).generate_state(1, np.uint64)
+    return derived_seed(entropy, next(stages))
+
+
+def derived_seed(*keys: int) -> int:
+    """A 63-bit seed derived from ``keys`` (each >= 0) by NumPy's ``SeedSequence``."""
+    state = np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)
     return int(state[0]) >> 1
 
 

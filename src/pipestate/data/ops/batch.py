@@ -139,10 +139,9 @@ class BatchDataset(Dataset):
         return self._batch_size
 
     def _cardinality(self) -> int:
-        n = self._parents[0].cardinality()
-        if n in (INFINITE_CARDINALITY, UNKNOWN_CARDINALITY):
-            return n
-        return n // self._batch_size if self._drop_remainder else -(-n // self._batch_size)
+        return batched_cardinality(
+            self._parents[0].cardinality(), self._batch_size, self._drop_remainder
+        )
 
     def _element_spec(self) -> Any:
         size = self._batch_size if self._drop_remainder else None
@@ -231,3 +230,10 @@ class BatchDataset(Dataset):
         if not out:
             return [self._get(epoch, int(positions[0]))]  # raises the input's error
         return out
+
+
+def batched_cardinality(n: int, batch_size: int, drop_remainder: bool) -> int:
+    """The number of batches of ``batch_size`` of ``n`` elements (or ``n``'s unknown/infinite)."""
+    if n in (INFINITE_CARDINALITY, UNKNOWN_CARDINALITY):
+        return n
+    return n // batch_size if drop_remainder else -(-n // batch_size)

@@ -12,7 +12,12 @@ from pipestate.data import _groups
 from pipestate.data._calls import stop_error
 from pipestate.data._elements import ElementsDataset
 from pipestate.data._fingerprint import describe_callable
-from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
+from pipestate.data.dataset import (
+    INFINITE_CARDINALITY,
+    UNKNOWN_CARDINALITY,
+    Dataset,
+    derived_seed,
+)
 from pipestate.data.iterator import (
     DatasetIterator,
     State,
@@ -277,9 +282,7 @@ class GroupByWindowDataset(Dataset):
 
     def _inner_entropy(self, epoch: int, number: int) -> int:
         """The seed of the ``seed=None`` ops in the dataset reduced from window ``number``."""
-        seed = 0 if self._seed is None else self._seed
-        state = np.random.SeedSequence([seed, epoch, number]).generate_state(1, np.uint64)
-        return int(state[0]) >> 1
+        return derived_seed(0 if self._seed is None else self._seed, epoch, number)
 
     def _window_size_of(self, key: int) -> int:
         fn = self._window_size_func

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
-
 from pipestate._validate import (
     brief,
     check_bool,
@@ -19,7 +17,7 @@ from pipestate.data import _buffer
 from pipestate.data._calls import call, stop_error
 from pipestate.data._engine import resolve_parallelism
 from pipestate.data._fingerprint import describe_callable
-from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset
+from pipestate.data.dataset import UNKNOWN_CARDINALITY, Dataset, derived_seed
 from pipestate.data.iterator import (
     DatasetIterator,
     State,
@@ -283,9 +281,7 @@ class _InterleaveBase(Dataset):
 
     def _inner_entropy(self, epoch: int, index: int) -> int:
         """The seed of the ``seed=None`` ops in the dataset made from input element ``index``."""
-        seed = 0 if self._seed is None else self._seed
-        state = np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)
-        return int(state[0]) >> 1
+        return derived_seed(0 if self._seed is None else self._seed, epoch, index)
 
     def _inner_dataset(self, element: Any) -> Dataset:
         """``map_func(element)`` (a tuple unpacked), which must be a Dataset."""

@@ -9,9 +9,9 @@ import numpy as np
 from pipestate._validate import brief, check_bool, check_int
 from pipestate.data import _spec, _structure
 from pipestate.data._ragged import ragged
-from pipestate.data.dataset import INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset
+from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import StreamIterator
-from pipestate.data.ops.batch import read_batch
+from pipestate.data.ops.batch import batched_cardinality, read_batch
 from pipestate.errors import InvalidArgumentError
 
 
@@ -134,10 +134,9 @@ class RaggedBatchDataset(Dataset):
         return False
 
     def _cardinality(self) -> int:
-        n = self._parents[0].cardinality()
-        if n in (INFINITE_CARDINALITY, UNKNOWN_CARDINALITY):
-            return n
-        return n // self._batch_size if self._drop_remainder else -(-n // self._batch_size)
+        return batched_cardinality(
+            self._parents[0].cardinality(), self._batch_size, self._drop_remainder
+        )
 
     def _leading_dimension(self) -> int | None:
         return None  # a RaggedBatch's leaves are not rows
