@@ -425,10 +425,14 @@ class IndexIterator(DatasetIterator):
             stop = min(stop, self._length)
         positions = np.arange(index, stop, dtype=np.int64)
         if reading is _VECTORISED:
-            batch = self._source._get_batch(np.full_like(positions, self._epoch), positions)
-            self._block = _structure.unstack(batch, len(positions))
-            self._block_start = index
-            return
+            try:
+                batch = self._source._get_batch(np.full_like(positions, self._epoch), positions)
+            except Exception:
+                pass  # an element fails: read as a list below, which stops before it
+            else:
+                self._block = _structure.unstack(batch, len(positions))
+                self._block_start = index
+                return
         started = time.perf_counter()
         try:
             block = self._source._get_list(self._epoch, positions)
