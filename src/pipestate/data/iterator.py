@@ -255,12 +255,12 @@ _MALFORMED = (
 )
 
 _INT64_MAX = 2**63 - 1
+"""The largest position or count a state may hold: every index is an int64."""
 
 # How an IndexIterator reads its blocks (see IndexIterator.__init__).
 _VECTORISED = "vectorised"
 _LISTED = "listed"
 _SINGLE = "single"
-"""The largest position or count a state may hold: every index is an int64."""
 
 
 def _describe_mismatch(dataset: Dataset, saved_ops: Any) -> str:
