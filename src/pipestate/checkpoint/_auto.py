@@ -9,11 +9,18 @@ of two ways, decided at save time from its contents:
 * only plain values (or empty): one value, ``VALUE``, restored in place;
 * otherwise: one dependency per element, named ``"0"``, ``"1"``, ... or by
   the dict's keys, with plain elements adapted one by one.
+
+Where JAX is imported, a value that is a JAX pytree (it holds a ``jax.Array``,
+or pytree nodes other than dict, list and tuple: named tuples such as optax
+states, registered dataclasses) is not wrapped: it becomes one dependency, a
+pytree slot (see :mod:`pipestate.jax._pytree`), restored by rebinding it to a
+new pytree of the same structure.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, SupportsIndex, TypeVar
@@ -34,8 +41,26 @@ __all__ = [
 _T = TypeVar("_T")
 
 
+def _is_pytree(value: Any) -> bool:
+    """Whether ``value`` is saved as a JAX pytree (never imports JAX: only where it is imported)."""
+    if "jax" not in sys.modules or isinstance(value, Trackable):
+        return False
+    from pipestate.jax._pytree import is_pytree
+
+    return is_pytree(value)
+
+
+def _pytree_slot(slot: PythonValue) -> Trackable:
+    from pipestate.jax._pytree import PyTreeSlot
+
+    return PyTreeSlot(slot)
+
+
 def wrap_container(value: Any) -> Any:
-    """Replace a plain ``list`` / ``dict`` by its tracking wrapper (other values are unchanged)."""
+    """Replace a plain ``list`` / ``dict`` by its tracking wrapper (other values are unchanged;
+    a JAX pytree stays as it is)."""
+    if type(value) not in (list, dict) or _is_pytree(value):
+        return value
     if type(value) is list:
         return TrackableList(value)
     if type(value) is dict:
@@ -51,7 +76,12 @@ def _wrap_element(value: Any) -> Any:
 def can_track(value: Any) -> bool:
     """Whether ``value`` can be a dependency (directly, wrapped, or through an adapter)."""
     value = wrap_container(value)
-    return isinstance(value, Trackable) or is_plain_value(value) or adapt(value) is not None
+    return (
+        isinstance(value, Trackable)
+        or is_plain_value(value)
+        or _is_pytree(value)
+        or adapt(value) is not None
+    )
 
 
 def as_dependency(
@@ -63,6 +93,10 @@ def as_dependency(
     """
     if isinstance(value, Trackable):
         return value
+    if _is_pytree(value):
+        if getattr(current, "_pipestate_pytree", False):
+            return current
+        return _pytree_slot(make_slot())
     if is_plain_value(value):
         return current if isinstance(current, PythonValue) else make_slot()
     if current is not None and getattr(current, "wrapped", None) is value:
@@ -157,7 +191,7 @@ class _Container(Trackable):
         raise NotImplementedError
 
     def _is_plain(self) -> bool:
-        return all(is_plain_value(v) for _, v in self._entries())
+        return all(is_plain_value(v) and not _is_pytree(v) for _, v in self._entries())
 
     def _trackable_children(self) -> Mapping[str, Trackable]:
         if self._is_plain():
