@@ -228,7 +228,9 @@ class GraphView:
                 if data.size:
                     # The offsets make the key unique across ranks: each box has one writer.
                     written = add_raw(f"{key}@[{','.join(map(str, offsets))}]", data, None)
-                    chunks.append({"offsets": list(offsets), "shape": list(data.shape), "of": written})
+                    chunks.append(
+                        {"offsets": list(offsets), "shape": list(data.shape), "of": written}
+                    )
             body: dict[str, Any] = {
                 "shape": list(array.shape),
                 "dtype": array.dtype.name,
@@ -255,7 +257,12 @@ class GraphView:
                             arrays_of_jax and contains_sharded(value)
                         ):
                             encode_value(
-                                value, attribute_key(path, name), skip, skip, add_dtensor, add_sharded
+                                value,
+                                attribute_key(path, name),
+                                skip,
+                                skip,
+                                add_dtensor,
+                                add_sharded,
                             )
                 nodes.append(
                     {

@@ -499,7 +499,8 @@ def array_dtype(name: str) -> np.dtype[Any] | None:
             import ml_dtypes
         except ImportError:
             return None
-        return np.dtype(getattr(ml_dtypes, name))
+        dtype: np.dtype[Any] = np.dtype(getattr(ml_dtypes, name))
+        return dtype
     return np.dtype(name) if name in _TORCH_NUMPY_NAMES else None
 
 
@@ -571,9 +572,7 @@ def decode_value(
         read_dtensor = functools.partial(assemble_array, read_array)
     if read_sharded is None:
         read_sharded = functools.partial(assemble_array, read_array)
-    return _decode(
-        encoded, read_array, _Readers(read_torch, read_dtensor, read_sharded), where, 0
-    )
+    return _decode(encoded, read_array, _Readers(read_torch, read_dtensor, read_sharded), where, 0)
 
 
 class _Readers:

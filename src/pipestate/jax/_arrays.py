@@ -84,7 +84,7 @@ def is_array_target(leaf: object) -> bool:
 def _saved_shape(saved: object) -> tuple[int, ...]:
     if isinstance(saved, SavedArray):
         return saved.shape
-    return tuple(np.shape(saved))
+    return tuple(np.shape(saved))  # type: ignore[call-overload]
 
 
 def _whole(saved: object) -> np.ndarray:

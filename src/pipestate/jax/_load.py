@@ -29,7 +29,9 @@ _MAX_LISTED = 20
 _PLAIN_TAGS = frozenset({"dict", "tuple", "items", "array", "scalar", "sharded"})
 
 
-def restore_pytree(path: str | os.PathLike[str], target: Any = None, *, key: str | None = None) -> Any:
+def restore_pytree(
+    path: str | os.PathLike[str], target: Any = None, *, key: str | None = None
+) -> Any:
     """Read one object of a checkpoint as a new pytree, of ``target``'s structure and placement.
 
     The object is a pytree saved by ``Checkpoint(params=tree)`` or a plain
@@ -67,8 +69,8 @@ def restore_pytree(path: str | os.PathLike[str], target: Any = None, *, key: str
         CorruptCheckpointError: When the checkpoint is damaged.
 
     Example:
-        >>> abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)  # doctest: +SKIP
-        >>> params = restore_pytree("ckpt", abstract, key="params")  # doctest: +SKIP
+        >>> shapes = jax.eval_shape(lambda: params)  # doctest: +SKIP
+        >>> params = restore_pytree("ckpt", shapes, key="params")  # doctest: +SKIP
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(
