@@ -130,7 +130,7 @@ def _find(reader: CheckpointReader, key: str | None) -> tuple[int, tuple[str, ..
     paths = node_paths(reader.nodes)
     if key is None:
         found = [i for i, node in enumerate(reader.nodes) if _is_pytree_like(node)]
-        names = ["/".join(paths[i]) for i in found]
+        names = sorted("/".join(paths[i]) for i in found)
         if len(found) != 1:
             raise CheckpointKeyError(
                 f"checkpoint {reader.display!r} holds {len(found)} pytrees ({_listed(names)}); "

@@ -66,20 +66,22 @@ def _builtin_only(value: object, depth: int = 0) -> bool:
 
 
 def is_pytree(value: object) -> bool:
-    """Whether ``value`` is saved as a pytree: its leaves are all arrays or scalars, and it holds
-    a ``jax.Array`` or pytree nodes other than dict, list and tuple (a named tuple, a registered
-    dataclass)."""
+    """Whether ``value`` is saved as a pytree: it holds a ``jax.Array``, or its leaves are all
+    arrays or scalars and it has pytree nodes other than dict, list and tuple (a named tuple,
+    a registered dataclass). A dict or list with leaves of other kinds (trackables) is not:
+    its entries are tracked one by one."""
     if isinstance(value, Trackable):
         return False
     try:
         leaves = jax.tree_util.tree_leaves(value)
     except Exception:  # a node that cannot be flattened is no pytree of ours
         return False
+    has_jax = any(isinstance(leaf, jax.Array) for leaf in leaves)
     if not all(_is_leaf_value(leaf) for leaf in leaves):
-        return False
-    if any(isinstance(leaf, jax.Array) for leaf in leaves):
-        return True
-    return not _builtin_only(value)
+        # A dict or list of trackables and pytrees tracks each entry on its own; anything
+        # else holding a jax array is a pytree that cannot be saved (the save says why).
+        return has_jax and type(value) not in (dict, list)
+    return has_jax or not _builtin_only(value)
 
 
 def _entry(key: object, where: str) -> list[Any]:
