@@ -276,7 +276,9 @@ def test_manager_saves_a_pytree_with_a_data_iterator(tmp_path: Path) -> None:
         manager.save()
     expected_next = next(data)
     fresh = Checkpoint(
-        params=_scrambled(params), opt_state=_scrambled(state), data=iter(ps.Dataset.range(100).batch(4))
+        params=_scrambled(params),
+        opt_state=_scrambled(state),
+        data=iter(ps.Dataset.range(100).batch(4)),
     )
     CheckpointManager(fresh, str(tmp_path), max_to_keep=2).restore_or_initialize()
     _same(fresh.params, ckpt.params)

@@ -34,6 +34,7 @@ __all__ = [
     "empty_shape_fits",
     "json_depth",
     "ml_dtype_code",
+    "ml_dtypes_module",
     "native_array",
     "numpy_dtype",
     "parse_header",
@@ -135,7 +136,8 @@ def ml_dtype_code(dtype: np.dtype[Any], key: str) -> str | None:
     return code
 
 
-def _ml_dtypes() -> Any:
+def ml_dtypes_module() -> Any:
+    """The ml_dtypes module, or ``None`` where it is not installed."""
     try:
         import ml_dtypes
     except ImportError:
@@ -150,8 +152,8 @@ def native_array(carrier: np.ndarray, code: str) -> np.ndarray:
     Raises:
         ValueError: For a code that is not one of ``NATIVE_CARRIERS``.
     """
-    module = _ml_dtypes()
-    if module is None or code not in ML_DTYPE_NAMES:
+    module = ml_dtypes_module()
+    if module is None:
         return widen_to_float32(carrier, code)
     return carrier.view(np.dtype(getattr(module, ML_DTYPE_NAMES[code])))
 

@@ -60,6 +60,7 @@ from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 
+from pipestate.checkpoint import _safetensors
 from pipestate.errors import CheckpointMismatchError, CorruptCheckpointError
 
 __all__ = [
@@ -495,11 +496,10 @@ def array_dtype(name: str) -> np.dtype[Any] | None:
     """The NumPy dtype of a ``"sharded"`` dtype name: an ml_dtypes one for ``"bfloat16"`` and
     the float8 names (``None`` where ml_dtypes is not installed: those are widened)."""
     if name in _ML_NAMES:
-        try:
-            import ml_dtypes
-        except ImportError:
+        module = _safetensors.ml_dtypes_module()
+        if module is None:
             return None
-        dtype: np.dtype[Any] = np.dtype(getattr(ml_dtypes, name))
+        dtype: np.dtype[Any] = np.dtype(getattr(module, name))
         return dtype
     return np.dtype(name) if name in _TORCH_NUMPY_NAMES else None
 
