@@ -1,4 +1,4 @@
-"""ML dtypes (bfloat16, float8) stored as their own safetensors types, NumPy and jax arrays alike."""
+"""ML dtypes (bfloat16, float8) stored as their own safetensors types, NumPy and jax arrays."""
 
 from __future__ import annotations
 
@@ -17,8 +17,13 @@ import numpy as np  # noqa: E402
 from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
-from pipestate.checkpoint import Checkpoint, Variable, load_variable, restore_pytree  # noqa: E402
-from pipestate.checkpoint import _safetensors  # noqa: E402
+from pipestate.checkpoint import (  # noqa: E402
+    Checkpoint,
+    Variable,
+    _safetensors,
+    load_variable,
+    restore_pytree,
+)
 
 CODES = {
     "bfloat16": "BF16",
@@ -75,7 +80,8 @@ def test_sharded_jax_arrays_of_ml_dtypes_round_trip(tmp_path: Path, name: str) -
     assert body["dtype"] == name
     assert {index["tensors"][c["of"]]["dtype"] for c in body["chunks"]} == {CODES[name]}
     restored = restore_pytree(path, array)
-    assert restored.dtype == array.dtype and restored.sharding == array.sharding
+    assert restored.dtype == array.dtype
+    assert restored.sharding == array.sharding
     assert np.asarray(restored).tobytes() == values.tobytes()
 
 

@@ -195,13 +195,17 @@ def test_restore_pytree_targets(tmp_path: Path) -> None:
     cast = restore_pytree(path, shapes)
     assert cast["w"].dtype == jnp.bfloat16
     assert cast["w"].devices() == {jax.devices()[0]}
-    assert cast["n"].dtype == jnp.float32 and float(cast["n"]) == 3.0
+    assert cast["n"].dtype == jnp.float32
+    assert float(cast["n"]) == 3.0
     np.testing.assert_array_equal(np.asarray(cast["w"], np.float32), np.arange(6.0).reshape(2, 3))
-    assert cast["s"] == 1.5 and type(cast["s"]) is float
+    assert cast["s"] == 1.5
+    assert type(cast["s"]) is float
     # NumPy leaves: NumPy results of their dtype.
     host = restore_pytree(path, {"w": np.zeros((2, 3), np.float64), "n": np.int8(0), "s": 0.0})
-    assert type(host["w"]) is np.ndarray and host["w"].dtype == np.float64
-    assert type(host["n"]) is np.int8 and host["n"] == 3
+    assert type(host["w"]) is np.ndarray
+    assert host["w"].dtype == np.float64
+    assert type(host["n"]) is np.int8
+    assert host["n"] == 3
     # No target: nested dicts of NumPy arrays.
     plain = restore_pytree(str(tmp_path), key="params")
     assert sorted(plain) == ["n", "s", "w"]
@@ -213,7 +217,8 @@ def test_restore_pytree_without_target_rebuilds_lists_and_attributes(tmp_path: P
     state = optax.adam(1e-3).init({"w": jnp.ones(2)})
     path = Checkpoint(opt=state).save(str(tmp_path / "ckpt"))
     plain = restore_pytree(path)
-    assert isinstance(plain, list) and len(plain) == 1  # EmptyState has no leaves
+    assert isinstance(plain, list)
+    assert len(plain) == 1
     assert sorted(plain[0]) == ["count", "mu", "nu"]
     np.testing.assert_array_equal(plain[0]["mu"]["w"], np.zeros(2, np.float32))
 
@@ -224,7 +229,8 @@ def test_restore_pytree_reads_plain_numpy_values(tmp_path: Path) -> None:
     ).save(str(tmp_path / "ckpt"))
     target = {"a": jax.ShapeDtypeStruct((3,), jnp.float32), "b": [jnp.zeros(2, jnp.int32)]}
     tree = restore_pytree(path, target, key="d")
-    assert isinstance(tree["a"], jax.Array) and tree["a"].dtype == jnp.float32
+    assert isinstance(tree["a"], jax.Array)
+    assert tree["a"].dtype == jnp.float32
     np.testing.assert_array_equal(tree["b"][0], np.ones(2))
     plain = restore_pytree(path)
     np.testing.assert_array_equal(plain["a"], np.arange(3.0))
@@ -269,8 +275,8 @@ def test_manager_saves_a_pytree_with_a_data_iterator(tmp_path: Path) -> None:
     ckpt = Checkpoint(params=params, opt_state=state, data=data)
     manager = CheckpointManager(ckpt, str(tmp_path), max_to_keep=2)
     for _ in range(3):
-        batch = next(data)
-        grads = jax.tree.map(lambda p: jnp.full(p.shape, float(batch.sum()), p.dtype), ckpt.params)
+        total = float(next(data).sum())
+        grads = jax.tree.map(lambda p, t=total: jnp.full(p.shape, t, p.dtype), ckpt.params)
         updates, ckpt.opt_state = opt.update(grads, ckpt.opt_state, ckpt.params)
         ckpt.params = optax.apply_updates(ckpt.params, updates)
         manager.save()

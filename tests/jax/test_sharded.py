@@ -67,7 +67,8 @@ def test_each_distinct_shard_is_one_chunk(tmp_path: Path, name: str) -> None:
         assert set(value) == {"array"}  # one array: one replica's copy
     else:
         body = value["sharded"]
-        assert body["shape"] == [8, 16] and body["dtype"] == "float32"
+        assert body["shape"] == [8, 16]
+        assert body["dtype"] == "float32"
         boxes = [(tuple(c["offsets"]), tuple(c["shape"])) for c in body["chunks"]]
         assert len(boxes) == len(set(boxes)) == CHUNKS[name]
         assert sum(int(np.prod(s)) for _, s in boxes) == 8 * 16
@@ -136,7 +137,8 @@ def test_a_sharded_restore_reads_only_the_chunks_it_overlaps(
     monkeypatch.setattr(SavedArray, "read", read_box)
     # Onto the same sharding: each device reads its own chunk, each chunk is read once.
     restore_pytree(path, jax.ShapeDtypeStruct((8, 16), jnp.float32, sharding=array.sharding))
-    assert sorted(read) == sorted(set(read)) and len(read) == 8
+    assert sorted(read) == sorted(set(read))
+    assert len(read) == 8
     assert [len(keys) for _, keys in boxes] == [1] * 8
     # Onto boxes of two rows, each on two devices: two chunks per box, read once per box.
     read.clear()
@@ -144,13 +146,15 @@ def test_a_sharded_restore_reads_only_the_chunks_it_overlaps(
     rows = NamedSharding(_mesh(4, 2), P("x", None))
     restore_pytree(path, jax.ShapeDtypeStruct((8, 16), jnp.float32, sharding=rows))
     assert [(shape, len(keys)) for shape, keys in boxes] == [((2, 16), 2)] * 4
-    assert sorted(read) == sorted(set(read)) and len(read) == 8
+    assert sorted(read) == sorted(set(read))
+    assert len(read) == 8
     # Onto columns: every box overlaps every chunk, and each chunk is still read once.
     read.clear()
     boxes.clear()
     columns = NamedSharding(_mesh(2, 4), P(None, "y"))
     restore_pytree(path, jax.ShapeDtypeStruct((8, 16), jnp.float32, sharding=columns))
-    assert len(boxes) == 4 and len(read) == 8 == len(set(read))
+    assert len(boxes) == 4
+    assert len(read) == 8 == len(set(read))
 
 
 def test_a_corrupt_chunk_is_refused(tmp_path: Path) -> None:
