@@ -34,25 +34,25 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import importlib.util
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from jax.sharding import Mesh, NamedSharding  # noqa: E402
-from jax.sharding import PartitionSpec as P  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from _common import table, write_results  # noqa: E402
-from pipestate.checkpoint import Checkpoint, CheckpointOptions, restore_pytree  # noqa: E402
+from _common import table, write_results
+from pipestate.checkpoint import Checkpoint, CheckpointOptions, restore_pytree
 
 WIDTH = 1024
 
@@ -89,7 +89,9 @@ def abstract(tree: Any) -> Any:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
-def best(fn: Callable[[], object], repeats: int, after: Callable[[], object] | None = None) -> float:
+def best(
+    fn: Callable[[], object], repeats: int, after: Callable[[], object] | None = None
+) -> float:
     """The fastest of ``repeats`` runs of ``fn``; ``after`` runs untimed after each."""
     times = []
     for _ in range(repeats):
