@@ -69,8 +69,9 @@ def restore_pytree(
         CorruptCheckpointError: When the checkpoint is damaged.
 
     Example:
-        >>> shapes = jax.eval_shape(lambda: params)  # doctest: +SKIP
-        >>> params = restore_pytree("ckpt", shapes, key="params")  # doctest: +SKIP
+        >>> rows = NamedSharding(mesh, P("data"))  # doctest: +SKIP
+        >>> target = {"w": jax.ShapeDtypeStruct((8, 4), "float32", sharding=rows)}  # doctest: +SKIP
+        >>> params = restore_pytree("runs/exp1", target, key="params")  # doctest: +SKIP
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(
