@@ -26,6 +26,7 @@ from pipestate.checkpoint import (  # noqa: E402
 from pipestate.errors import (  # noqa: E402
     CheckpointKeyError,
     CheckpointMismatchError,
+    CorruptCheckpointError,
     NotFoundError,
 )
 from pipestate.jax import PyTreeSlot  # noqa: E402
@@ -309,3 +310,61 @@ def test_pytree_leaves_must_be_arrays_or_scalars(tmp_path: Path) -> None:
     expected = r"cannot save the pytree at 'stuff': leaf \.second is <object object"
     with pytest.raises(TypeError, match=expected):
         ckpt.save(str(tmp_path / "ckpt"))
+
+
+def test_a_plain_value_and_a_pytree_restore_into_each_other(tmp_path: Path) -> None:
+    # Saved as a dict of NumPy arrays, restored into a pytree of jax arrays, and back.
+    plain = {"w": np.arange(3.0), "n": [np.int32(4)]}
+    path = Checkpoint(p=plain).save(str(tmp_path / "plain"))
+    fresh = Checkpoint(p={"w": jnp.zeros(3), "n": [jnp.int32(0)]})
+    fresh.restore(path).assert_consumed()
+    assert isinstance(fresh.p["w"], jax.Array)
+    np.testing.assert_array_equal(fresh.p["w"], np.arange(3.0))
+    assert int(fresh.p["n"][0]) == 4
+    tree = {"w": jnp.arange(3.0), "n": [jnp.int32(4)]}
+    path = Checkpoint(p=tree).save(str(tmp_path / "tree"))
+    back = Checkpoint(p={"w": np.zeros(3), "n": [np.int32(0)]})
+    assert type(back.p) is TrackableDict
+    back.restore(path).assert_consumed()
+    np.testing.assert_array_equal(back.p["w"], np.arange(3.0))
+    np.testing.assert_array_equal(back.p["n"][0], 4)
+
+
+def _tampered(path: str, name: str, change: Any) -> None:
+    from pipestate.checkpoint._index import body_crc
+
+    index = Path(path + ".index")
+    document = json.loads(index.read_text())
+    body = document["checkpoint"]
+    change(body["nodes"][body["nodes"][0]["children"][name]]["attributes"])
+    document["crc32c"] = body_crc(body)
+    index.write_text(json.dumps(document))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param(
+            lambda a: a["PYTREE"]["dict"]["leaves"].pop(),
+            "names other leaves than the saved ones",
+            id="leaf-missing-from-structure",
+        ),
+        pytest.param(
+            lambda a: a["PYTREE"]["dict"]["leaves"][0][1].append(["call", "os.system"]),
+            r"malformed key path entry \['call', 'os.system'\]",
+            id="unknown-entry",
+        ),
+        pytest.param(
+            lambda a: a["PYTREE"].update({"dict": {"leaves": 3, "treedef": "x"}}),
+            "the saved pytree structure is malformed",
+            id="not-a-list",
+        ),
+    ],
+)
+def test_a_malformed_saved_structure_is_refused(tmp_path: Path, change: Any, message: str) -> None:
+    path = Checkpoint(p={"a": jnp.ones(2), "b": jnp.ones(2)}).save(str(tmp_path / "ckpt"))
+    _tampered(path, "p", change)
+    with pytest.raises(CorruptCheckpointError, match=message):
+        Checkpoint(p={"a": jnp.ones(2), "b": jnp.ones(2)}).restore(path)
+    with pytest.raises(CorruptCheckpointError, match=message):
+        restore_pytree(path)

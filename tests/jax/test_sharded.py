@@ -187,6 +187,34 @@ def test_a_chunk_list_that_does_not_cover_the_array_is_refused(tmp_path: Path) -
         restore_pytree(path, jax.ShapeDtypeStruct((8, 16), jnp.float32))
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        pytest.param("dtype", "object", "which is not a NumPy or ml_dtypes dtype", id="dtype"),
+        pytest.param("dtype", "float64", "holds float32", id="other-dtype"),
+        pytest.param("shape", [8, 17], "cover 128 of its 136 elements", id="shape"),
+    ],
+)
+def test_a_malformed_sharded_body_is_refused(
+    tmp_path: Path, field: str, value: Any, message: str
+) -> None:
+    array = _array((8, 16), NamedSharding(_mesh(8, names=("x",)), P("x")))
+    path = Checkpoint(w=array).save(str(tmp_path / "ckpt"))
+    index = Path(path + ".index")
+    document = json.loads(index.read_text())
+    body = document["checkpoint"]
+    node = body["nodes"][body["nodes"][0]["children"]["w"]]
+    node["attributes"]["LEAF"]["sharded"][field] = value
+    from pipestate.checkpoint._index import body_crc
+
+    document["crc32c"] = body_crc(body)
+    index.write_text(json.dumps(document))
+    with pytest.raises(CorruptCheckpointError, match=message):
+        restore_pytree(path)
+    with pytest.raises(CorruptCheckpointError, match=message):
+        load_variable(path, "w/.ATTRIBUTES/LEAF")
+
+
 def test_async_save_of_sharded_arrays(tmp_path: Path) -> None:
     sharding = NamedSharding(_mesh(4, 2), P("x", "y"))
     array = _array((8, 16), sharding)

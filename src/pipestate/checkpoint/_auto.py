@@ -26,6 +26,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, SupportsIndex, TypeVar
 
 from pipestate.checkpoint._adapters import VALUE, PythonValue, adapt
+from pipestate.checkpoint._pytree_form import PYTREE, check_structure, nested_from_paths
 from pipestate.checkpoint._trackable import Trackable
 from pipestate.checkpoint._values import Value, is_plain_value
 
@@ -61,6 +62,10 @@ def wrap_container(value: Any) -> Any:
     a JAX pytree stays as it is)."""
     if type(value) not in (list, dict) or _is_pytree(value):
         return value
+    return _wrap_plain(value)
+
+
+def _wrap_plain(value: Any) -> Any:
     if type(value) is list:
         return TrackableList(value)
     if type(value) is dict:
@@ -85,15 +90,20 @@ def can_track(value: Any) -> bool:
 
 
 def as_dependency(
-    value: Any, current: Trackable | None, make_slot: Callable[[], PythonValue]
+    value: Any,
+    current: Trackable | None,
+    make_slot: Callable[[], PythonValue],
+    *,
+    pytree: bool | None = None,
 ) -> Trackable | None:
     """The dependency for a (wrapped) value held in a slot, reusing ``current`` when it still fits.
 
+    ``pytree`` says whether the value is a JAX pytree, where the caller knows.
     Returns ``None`` when the value cannot be checkpointed.
     """
     if isinstance(value, Trackable):
         return value
-    if _is_pytree(value):
+    if pytree if pytree is not None else _is_pytree(value):
         if getattr(current, "_pipestate_pytree", False):
             return current
         return _pytree_slot(make_slot())
@@ -147,10 +157,14 @@ class AutoTrackable(Trackable):
         if name.startswith("_") or isinstance(getattr(type(self), name, None), property):
             object.__setattr__(self, name, value)
             return
-        value = wrap_container(value)
+        pytree = _is_pytree(value)
+        if not pytree:
+            value = _wrap_plain(value)
         object.__setattr__(self, name, value)
         current = self._dependencies().get(name)
-        dependency = as_dependency(value, current, lambda: _attribute_slot(self, name))
+        dependency = as_dependency(
+            value, current, lambda: _attribute_slot(self, name), pytree=pytree
+        )
         if dependency is None:
             self._untrack(name)
         elif dependency is not current:
@@ -231,6 +245,17 @@ class _Container(Trackable):
     def _restore_from_values(self, values: Mapping[str, Value]) -> None:
         if VALUE in values:
             self._replace_contents(values[VALUE])
+        elif PYTREE in values:
+            # Saved as a JAX pytree (it held jax arrays then): its leaves, nested again.
+            leaves = {name: value for name, value in values.items() if name != PYTREE}
+            where = f"the {type(self).__name__} restored from a saved pytree"
+            paths = check_structure(values[PYTREE], leaves, where)
+            self._replace_contents(nested_from_paths(paths, leaves, where))
+        elif values:
+            raise TypeError(
+                f"a {type(self).__name__} cannot be restored from saved attributes "
+                f"{sorted(values)[:5]}"
+            )
 
     def _changed(self) -> None:
         # A restore may be waiting for the index or key that was just filled.

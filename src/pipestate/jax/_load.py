@@ -11,17 +11,19 @@ from pipestate.checkpoint._adapters import VALUE
 from pipestate.checkpoint._index import Node, node_paths
 from pipestate.checkpoint._locate import locate
 from pipestate.checkpoint._paths import index_path
+from pipestate.checkpoint._pytree_form import (
+    PYTREE,
+    check_structure,
+    flatten_plain,
+    nested_from_paths,
+    structure_text,
+)
 from pipestate.checkpoint._reader import CheckpointReader, SavedArray
 from pipestate.checkpoint._state_api import latest_checkpoint
 from pipestate.checkpoint._storage import Storage, as_path
-from pipestate.checkpoint._values import MAX_DEPTH, attribute_key
-from pipestate.errors import (
-    CheckpointKeyError,
-    CheckpointMismatchError,
-    CorruptCheckpointError,
-    NotFoundError,
-)
-from pipestate.jax._pytree import PYTREE, check_structure, rebuild, structure_text
+from pipestate.checkpoint._values import attribute_key
+from pipestate.errors import CheckpointKeyError, CheckpointMismatchError, NotFoundError
+from pipestate.jax._pytree import rebuild
 
 __all__ = ["restore_pytree"]
 
@@ -176,29 +178,13 @@ def _restore(reader: CheckpointReader, target: Any, key: str | None) -> Any:
         structure = decode(PYTREE, lazy=False)
         paths = check_structure(structure, leaves, f"checkpoint {reader.display!r}")
         if target is None:
-            return _nested(paths, leaves, where)
+            return nested_from_paths(paths, leaves, where, _own)
         return rebuild(target, leaves, where, structure_text(structure))
     (name,) = node.attributes
     if target is None:
         return decode(name, lazy=False)
-    value = decode(name)
-    leaves = {}
-    _flatten(value, "", leaves, 0)
+    leaves = flatten_plain(decode(name))
     return rebuild(target, leaves, where, f"a saved {node.kind:.100}")
-
-
-def _flatten(value: Any, prefix: str, out: dict[str, Any], depth: int) -> None:
-    """A plain value's leaves by the names ``jax.tree_util.keystr`` gives their paths."""
-    if depth > MAX_DEPTH:
-        raise CorruptCheckpointError(f"a saved value nests more than {MAX_DEPTH} levels deep")
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flatten(v, f"{prefix}[{k!r}]", out, depth + 1)
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            _flatten(v, f"{prefix}[{i}]", out, depth + 1)
-    elif value is not None:
-        out[prefix or "LEAF"] = value
 
 
 def _own(value: Any) -> Any:
@@ -207,31 +193,3 @@ def _own(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return np.array(value)
     return value
-
-
-def _nested(paths: list[Any], leaves: dict[str, Any], where: str) -> Any:
-    """The saved leaves in nested dicts and lists, rebuilt from their key paths."""
-    root: dict[Any, Any] = {}
-    for name, entries in paths:
-        value = _own(leaves[name])
-        if not entries:
-            return value
-        node = root
-        for kind, part in entries[:-1]:
-            child = node.setdefault((kind in ("index", "flat"), part), {})
-            if not isinstance(child, dict):
-                raise CorruptCheckpointError(f"{where}: saved pytree leaves overlap at {name!r}")
-            node = child
-        last = (entries[-1][0] in ("index", "flat"), entries[-1][1])
-        if last in node:
-            raise CorruptCheckpointError(f"{where}: saved pytree leaves overlap at {name!r}")
-        node[last] = value
-    return _containers(root)
-
-
-def _containers(node: Any) -> Any:
-    if not isinstance(node, dict):
-        return node
-    if node and all(indexed for indexed, _ in node):
-        return [_containers(node[k]) for k in sorted(node, key=lambda k: k[1])]
-    return {part: _containers(v) for (_, part), v in node.items()}

@@ -30,18 +30,23 @@ import jax
 import numpy as np
 from jax.tree_util import DictKey, FlattenedIndexKey, GetAttrKey, SequenceKey, keystr
 
-from pipestate.checkpoint._adapters import PythonValue
+from pipestate.checkpoint._adapters import VALUE, PythonValue
+from pipestate.checkpoint._pytree_form import (
+    PYTREE,
+    ROOT_LEAF,
+    bounded,
+    check_structure,
+    flatten_plain,
+    structure_text,
+)
 from pipestate.checkpoint._trackable import Trackable
 from pipestate.checkpoint._values import MAX_DEPTH, Value
-from pipestate.errors import CheckpointMismatchError, CorruptCheckpointError
+from pipestate.errors import CheckpointMismatchError
 from pipestate.jax._arrays import restore_leaf, saved_leaf
 
-__all__ = ["PYTREE", "PyTreeSlot", "is_pytree", "leaf_name", "rebuild", "saved_tree"]
+__all__ = ["PyTreeSlot", "is_pytree", "leaf_name", "rebuild", "saved_tree"]
 
-PYTREE = "PYTREE"
-ROOT_LEAF = "LEAF"
 _MAX_LISTED = 10
-_TREEDEF_CHARS = 2000
 _LEAF_TYPES = (np.ndarray, np.generic, bool, numbers.Number, str)
 
 
@@ -77,6 +82,8 @@ def is_pytree(value: object) -> bool:
     except Exception:  # a node that cannot be flattened is no pytree of ours
         return False
     has_jax = any(isinstance(leaf, jax.Array) for leaf in leaves)
+    if has_jax and type(value) not in (dict, list):
+        return True
     if not all(_is_leaf_value(leaf) for leaf in leaves):
         # A dict or list of trackables and pytrees tracks each entry on its own; anything
         # else holding a jax array is a pytree that cannot be saved (the save says why).
@@ -109,10 +116,6 @@ def leaf_name(path: tuple[Any, ...]) -> str:
     return keystr(path) if path else ROOT_LEAF
 
 
-def _bounded(text: str) -> str:
-    return text if len(text) <= _TREEDEF_CHARS else text[: _TREEDEF_CHARS - 3] + "..."
-
-
 def saved_tree(value: object, where: str) -> dict[str, Value]:
     """The attributes a pytree is saved as: one per leaf, and ``PYTREE``.
 
@@ -140,7 +143,7 @@ def saved_tree(value: object, where: str) -> dict[str, Value]:
                 f"{type(leaf).__name__}; leaves must be jax or NumPy arrays, or scalars"
             )
         paths.append([name, [_entry(k, where) for k in path]])
-    out[PYTREE] = {"leaves": paths, "treedef": _bounded(str(treedef))}
+    out[PYTREE] = {"leaves": paths, "treedef": bounded(str(treedef))}
     return out
 
 
@@ -177,47 +180,6 @@ def rebuild(target: object, saved: Mapping[str, Any], where: str, structure: str
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def structure_text(attribute: object) -> str:
-    """The saved structure's text for messages (``"?"`` when the attribute lacks it)."""
-    if isinstance(attribute, dict) and isinstance(attribute.get("treedef"), str):
-        return _bounded(attribute["treedef"])
-    return "?"
-
-
-def check_structure(attribute: object, leaves: Collection[str], where: str) -> list[Any]:
-    """The saved leaves' paths (``[name, entries]`` pairs) of a ``PYTREE`` attribute, checked.
-
-    Raises:
-        CorruptCheckpointError: When it is malformed or names other leaves than saved.
-    """
-    paths = attribute.get("leaves") if isinstance(attribute, dict) else None
-    if not isinstance(paths, list) or not isinstance(attribute, dict):
-        raise CorruptCheckpointError(f"{where}: the saved pytree structure is malformed")
-    names = []
-    for item in paths:
-        ok = isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
-        entries = item[1] if ok else None
-        if not ok or not isinstance(entries, list) or len(entries) > MAX_DEPTH:
-            raise CorruptCheckpointError(f"{where}: malformed saved pytree leaf {item!r:.200}")
-        for e in entries:
-            kind, part = e if isinstance(e, list) and len(e) == 2 else (None, None)
-            if not (
-                (kind == "key" and type(part) in (str, int))
-                or (kind == "attr" and type(part) is str)
-                or (kind in ("index", "flat") and type(part) is int and part >= 0)
-            ):
-                raise CorruptCheckpointError(
-                    f"{where}: malformed key path entry {e!r:.100} of saved pytree leaf "
-                    f"{item[0]!r:.100}"
-                )
-        names.append(item[0])
-    if sorted(names) != sorted(leaves) or len(set(names)) != len(names):
-        raise CorruptCheckpointError(
-            f"{where}: the saved pytree structure names other leaves than the saved ones"
-        )
-    return paths
-
-
 class PyTreeSlot(Trackable):
     """A JAX pytree held in a slot of another object (an attribute, a list index, a dict key).
 
@@ -250,14 +212,19 @@ class PyTreeSlot(Trackable):
 
     def _restore_from_values(self, values: Mapping[str, Value]) -> None:
         where = f"the pytree {self._slot._where}"
+        target = self._slot._get()
+        if PYTREE not in values and set(values) == {VALUE}:
+            # Saved as a plain value (a dict of NumPy arrays, before it held a jax array).
+            leaves = flatten_plain(values[VALUE])
+            self._slot._set(rebuild(target, leaves, where, "a saved plain value"))
+            return
         if PYTREE not in values:
             raise CheckpointMismatchError(
                 f"cannot restore {where}: the checkpoint holds no pytree there (it was saved "
-                "as another kind of value)"
+                f"as another kind of value, with attributes {sorted(values)[:5]})"
             )
         leaves = {name: value for name, value in values.items() if name != PYTREE}
         check_structure(values[PYTREE], leaves, where)
-        target = self._slot._get()
         self._slot._set(rebuild(target, leaves, where, structure_text(values[PYTREE])))
 
     def __repr__(self) -> str:
