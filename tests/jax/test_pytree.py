@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -368,3 +371,18 @@ def test_a_malformed_saved_structure_is_refused(tmp_path: Path, change: Any, mes
         Checkpoint(p={"a": jnp.ones(2), "b": jnp.ones(2)}).restore(path)
     with pytest.raises(CorruptCheckpointError, match=message):
         restore_pytree(path)
+
+
+def test_the_checkpoint_package_never_imports_jax(tmp_path: Path) -> None:
+    code = (
+        "import sys, numpy as np, pipestate as ps\n"
+        "from pipestate.checkpoint import *\n"
+        f"ps.Checkpoint(d={{'a': np.ones(2)}}).save({str(tmp_path / 'ckpt')!r})\n"
+        "assert 'jax' not in sys.modules and 'ml_dtypes' not in sys.modules, 'imported'\n"
+        "from pipestate.checkpoint import restore_pytree\n"
+        "assert 'jax' in sys.modules\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -72,14 +72,14 @@ __all__ = [
     "latest_checkpoint",
     "list_variables",
     "load_variable",
-    "restore_pytree",
     "update_checkpoint_state",
     "use_coordinator",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    # restore_pytree needs JAX: imported on first use, so this package never imports it.
+    # restore_pytree needs JAX: imported on first use, so this package never imports it
+    # (and left out of __all__, so that a star import works without JAX).
     if name == "restore_pytree":
         from pipestate.jax import restore_pytree
 
