@@ -386,3 +386,14 @@ def test_the_checkpoint_package_never_imports_jax(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(root / "src")}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_abstract_leaves_restore_in_place_and_are_never_saved(tmp_path: Path) -> None:
+    params = _params()
+    path = Checkpoint(params=params).save(str(tmp_path / "ckpt"))
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+    fresh = Checkpoint(params=abstract)
+    with pytest.raises(TypeError, match=r"leaf \['dense'\]\['bias'\] is a jax.ShapeDtypeStruct"):
+        fresh.save(str(tmp_path / "abstract"))
+    fresh.restore(path).assert_consumed()
+    _same(fresh.params, params)

@@ -50,8 +50,12 @@ _MAX_LISTED = 10
 _LEAF_TYPES = (np.ndarray, np.generic, bool, numbers.Number, str)
 
 
+# A ShapeDtypeStruct stands for an array to restore into (not one to save).
+_JAX_LEAVES = (jax.Array, jax.ShapeDtypeStruct)
+
+
 def _is_leaf_value(leaf: object) -> bool:
-    if isinstance(leaf, jax.Array):
+    if isinstance(leaf, _JAX_LEAVES):
         return True
     if isinstance(leaf, np.ndarray):
         return bool(leaf.dtype.kind != "O")
@@ -71,7 +75,8 @@ def _builtin_only(value: object, depth: int = 0) -> bool:
 
 
 def is_pytree(value: object) -> bool:
-    """Whether ``value`` is saved as a pytree: it holds a ``jax.Array``, or its leaves are all
+    """Whether ``value`` is saved as a pytree: it holds a ``jax.Array`` (or a
+    ``jax.ShapeDtypeStruct``, to restore into), or its leaves are all
     arrays or scalars and it has pytree nodes other than dict, list and tuple (a named tuple,
     a registered dataclass). A dict or list with leaves of other kinds (trackables) is not:
     its entries are tracked one by one."""
@@ -81,7 +86,7 @@ def is_pytree(value: object) -> bool:
         leaves = jax.tree_util.tree_leaves(value)
     except Exception:  # a node that cannot be flattened is no pytree of ours
         return False
-    has_jax = any(isinstance(leaf, jax.Array) for leaf in leaves)
+    has_jax = any(isinstance(leaf, _JAX_LEAVES) for leaf in leaves)
     if has_jax and type(value) not in (dict, list):
         return True
     if not all(_is_leaf_value(leaf) for leaf in leaves):
@@ -135,6 +140,11 @@ def saved_tree(value: object, where: str) -> dict[str, Value]:
             )
         if isinstance(leaf, jax.Array):
             out[name] = saved_leaf(leaf)
+        elif isinstance(leaf, jax.ShapeDtypeStruct):
+            raise TypeError(
+                f"cannot save the pytree at {where!r}: leaf {name} is a jax.ShapeDtypeStruct, "
+                "which has no values; restore the checkpoint into it first (or assign arrays)"
+            )
         elif _is_leaf_value(leaf):
             out[name] = leaf
         else:
