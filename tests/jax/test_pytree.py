@@ -72,6 +72,7 @@ def _trees() -> dict[str, Any]:
         "scalar": jnp.array(11, dtype=jnp.int32),
         "bf16": {"w": jnp.linspace(-3, 3, 7, dtype=jnp.bfloat16)},
         "numpy_namedtuple": Pair(np.arange(3.0), np.float32(2)),
+        "odd_keys": {"a/b.c": jnp.ones(1), "['x']": jnp.zeros(1), "": [{1: jnp.ones(2)}]},
     }
 
 
