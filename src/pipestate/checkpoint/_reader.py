@@ -353,12 +353,21 @@ class SavedArray:
             self._chunks[chunk.key] = data
         return data
 
-    def read(self, offsets: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
-        """The box at ``offsets`` of ``shape``, a new array, from the chunks that overlap it.
+    def read(
+        self, offsets: tuple[int, ...], shape: tuple[int, ...], *, copy: bool = True
+    ) -> np.ndarray:
+        """The box at ``offsets`` of ``shape``, from the chunks that overlap it.
+
+        Without ``copy``, a box that is one saved chunk is returned as read: a
+        read-only view of the memory map, valid while the reader is open.
 
         Raises:
             CorruptCheckpointError: When a chunk's array is not what the index says.
         """
+        if not copy:
+            for chunk in self.saved.chunks:
+                if chunk.offsets == offsets and chunk.shape == shape:
+                    return self._chunk(chunk)
         out = np.empty(shape, self.dtype)
         if out.size == 0:
             return out

@@ -14,6 +14,7 @@ device's box is read from the saved chunks it overlaps, and nothing else.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -96,7 +97,8 @@ def _whole(saved: object) -> np.ndarray:
 
 def _reader_of(saved: object) -> Callable[[tuple[int, ...], tuple[int, ...]], np.ndarray]:
     if isinstance(saved, SavedArray):
-        return saved.read
+        # Views of the memory map: make_array_from_callback copies them onto the devices.
+        return functools.partial(saved.read, copy=False)
     array = np.asarray(saved)
 
     def read(offsets: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
