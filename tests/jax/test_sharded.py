@@ -290,3 +290,39 @@ def test_a_rank_missing_from_the_save_fails_it(tmp_path: Path) -> None:
 def test_one_process_refuses_to_save_part_of_an_array(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="from this process alone: it is sharded over ranks"):
         Checkpoint(w=_Part(1, 4)).save(str(tmp_path / "ckpt"))
+
+
+def test_arrays_every_rank_holds_whole_are_written_once(tmp_path: Path) -> None:
+    # Ranks as threads of one process: each holds the whole sharded array, as a process
+    # holds an array on its own devices; rank 0 writes it, the others nothing.
+    array = _array((8, 16), NamedSharding(_mesh(4, 2), P("x", "y")))
+    prefix = str(tmp_path / "ckpt")
+
+    def save(rank: int) -> str:
+        return Checkpoint(params={"w": array}).save(prefix)
+
+    paths = run_ranks(3, save)
+    assert len(set(paths)) == 1, paths
+    chunks = _value_of(paths[0], "params")["['w']"]["sharded"]["chunks"]
+    assert len(chunks) == 8
+    index = json.loads(Path(paths[0] + ".index").read_text())["checkpoint"]
+    assert len(index["tensors"]) == 8 + 1  # the chunks and the save counter
+    np.testing.assert_array_equal(load_variable(paths[0], "params/.ATTRIBUTES/['w']"), array)
+
+
+def test_a_rank_holding_no_chunk_of_an_array_still_commits_it(tmp_path: Path) -> None:
+    prefix = str(tmp_path / "ckpt")
+
+    def save(rank: int) -> str:
+        part = _Part(rank, 2)
+        if rank == 0:
+            part.part.chunks = []  # rank 1 holds rows 0-7 instead: 4-7 and 0-3
+        else:
+            whole = np.arange(24, dtype=np.float32).reshape(8, 3)
+            part.part.chunks = [((0, 0), whole[:4]), ((4, 0), whole[4:])]
+        return Checkpoint(w=part).save(prefix)
+
+    paths = run_ranks(2, save)
+    assert len(set(paths)) == 1, paths
+    expected = np.arange(24, dtype=np.float32).reshape(8, 3)
+    np.testing.assert_array_equal(load_variable(paths[0], "w/.ATTRIBUTES/VALUE"), expected)

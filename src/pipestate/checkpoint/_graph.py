@@ -224,7 +224,10 @@ class GraphView:
                     "process (a distributed save), or gather the array first"
                 )
             chunks = []
-            for offsets, data in array.chunks:
+            # An array this process holds whole is one replicated value: rank 0 writes it.
+            # Of one held in part, every rank writes its chunks and rank 0 merges them.
+            writes = rank == 0 or not array.complete
+            for offsets, data in array.chunks if writes else ():
                 if data.size:
                     # The offsets make the key unique across ranks: each box has one writer.
                     written = add_raw(f"{key}@[{','.join(map(str, offsets))}]", data, None)
@@ -236,7 +239,7 @@ class GraphView:
                 "dtype": array.dtype.name,
                 "chunks": chunks,
             }
-            if distributed:
+            if distributed and writes:
                 on_body(ARRAY_PREFIX + key, body)
             return body
 
