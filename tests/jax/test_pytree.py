@@ -254,6 +254,10 @@ def test_restore_pytree_key_rules(tmp_path: Path) -> None:
         restore_pytree(path, key="model/nope")
     with pytest.raises(CheckpointMismatchError, match="not a pytree"):
         restore_pytree(path, key="model/data")
+    # A node of one value (a Variable) is a pytree of one leaf.
+    counter = restore_pytree(path, jax.ShapeDtypeStruct((), jnp.int32), key="save_counter")
+    assert counter.dtype == jnp.int32
+    assert int(counter) == 1
     empty = Checkpoint(data=iter(ps.Dataset.range(2))).save(str(tmp_path / "other"))
     with pytest.raises(CheckpointKeyError, match=r"holds 0 pytrees \(\(none\)\)"):
         restore_pytree(empty)
