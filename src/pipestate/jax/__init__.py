@@ -1,0 +1,21 @@
+"""JAX support: pytrees and sharded ``jax.Array`` values in checkpoints.
+
+Needs JAX (``pip install pipestate[jax]``). See ``docs/jax.md``.
+"""
+
+from __future__ import annotations
+
+try:
+    import jax  # noqa: F401
+except ImportError as err:  # pragma: no cover - exercised without jax installed
+    raise ImportError(
+        f"pipestate.jax needs JAX, which is not installed: pip install pipestate[jax] ({err})"
+    ) from err
+
+from pipestate.jax._load import restore_pytree
+from pipestate.jax._pytree import PyTreeSlot
+
+__all__ = [
+    "PyTreeSlot",
+    "restore_pytree",
+]
