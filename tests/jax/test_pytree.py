@@ -402,3 +402,47 @@ def test_abstract_leaves_restore_in_place_and_are_never_saved(tmp_path: Path) ->
         fresh.save(str(tmp_path / "abstract"))
     fresh.restore(path).assert_consumed()
     _same(fresh.params, params)
+
+
+def test_typed_prng_keys_round_trip_with_their_implementation(tmp_path: Path) -> None:
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("x",))
+    spread = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("x"))
+    keys = jax.device_put(jax.random.split(jax.random.key(0), 8), spread)
+    tree = {"keys": keys, "rbg": jax.random.key(3, impl="rbg"), "raw": jax.random.PRNGKey(1)}
+    path = Checkpoint(tree=tree).save(str(tmp_path / "ckpt"))
+
+    fresh = {
+        "keys": jax.random.split(jax.random.key(9), 8),
+        "rbg": jax.random.key(9, impl="rbg"),
+        "raw": jax.random.PRNGKey(9),
+    }
+    ckpt = Checkpoint(tree=fresh)
+    ckpt.restore(path).assert_consumed()
+    for name in tree:
+        restored, saved = ckpt.tree[name], tree[name]
+        assert restored.dtype == saved.dtype
+        if jax.numpy.issubdtype(saved.dtype, jax.dtypes.prng_key):
+            assert jax.random.key_impl(restored) == jax.random.key_impl(saved)
+            restored, saved = jax.random.key_data(restored), jax.random.key_data(saved)
+        np.testing.assert_array_equal(np.asarray(restored), np.asarray(saved))
+    # The same draws follow from the restored keys.
+    np.testing.assert_array_equal(
+        jax.random.uniform(ckpt.tree["keys"][3], (4,)), jax.random.uniform(keys[3], (4,))
+    )
+
+    # Abstract targets keep their sharding; no target gives key arrays too.
+    abstract = jax.tree_util.tree_map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding), tree
+    )
+    placed = restore_pytree(path, abstract, key="tree")
+    assert placed["keys"].sharding == spread
+    assert bool((placed["keys"] == keys).all())
+    loose = restore_pytree(path, key="tree")
+    assert bool((loose["rbg"] == tree["rbg"]).all())
+
+    with pytest.raises(CheckpointMismatchError, match=r"\['rbg'\] holds rbg PRNG keys in the "):
+        restore_pytree(path, {**fresh, "rbg": jax.random.key(0)}, key="tree")
+    with pytest.raises(CheckpointMismatchError, match=r"\['keys'\] holds PRNG keys in the check"):
+        restore_pytree(path, {**fresh, "keys": np.zeros(8)}, key="tree")
+    with pytest.raises(CheckpointMismatchError, match=r"\['raw'\] is an array of PRNG keys in"):
+        restore_pytree(path, {**fresh, "raw": jax.random.key(0)}, key="tree")

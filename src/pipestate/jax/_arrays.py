@@ -25,9 +25,9 @@ from jax.sharding import SingleDeviceSharding
 
 from pipestate.checkpoint._reader import SavedArray
 from pipestate.checkpoint._values import ShardedArray
-from pipestate.errors import CheckpointMismatchError
+from pipestate.errors import CheckpointMismatchError, CorruptCheckpointError
 
-__all__ = ["is_array_target", "restore_leaf", "saved_leaf"]
+__all__ = ["is_array_target", "is_key_array", "restore_leaf", "saved_key", "saved_leaf"]
 
 _Box = tuple[tuple[int, ...], tuple[int, ...]]
 
@@ -75,6 +75,80 @@ def saved_leaf(array: jax.Array) -> np.ndarray | ShardedArray:
         complete=array.is_fully_addressable and held == math.prod(shape),
         what=_describe(array),
     )
+
+
+_KEY_FIELDS = frozenset({"prng_impl", "key_data"})
+
+
+def is_key_array(leaf: Any) -> bool:
+    """Whether ``leaf`` (an array or a ``ShapeDtypeStruct``) holds typed PRNG keys."""
+    dtype = getattr(leaf, "dtype", None)
+    return dtype is not None and bool(jax.numpy.issubdtype(dtype, jax.dtypes.prng_key))
+
+
+def _key_impl(leaf: Any) -> str:
+    if isinstance(leaf, jax.Array):
+        return str(jax.random.key_impl(leaf))
+    impl = getattr(getattr(leaf.dtype, "_impl", None), "name", None)
+    return str(impl)
+
+
+def saved_key(keys: jax.Array) -> dict[str, Any]:
+    """What a typed PRNG key array is saved as: its implementation's name and its key data
+    (an array of unsigned integers, saved as any ``jax.Array``)."""
+    return {"prng_impl": _key_impl(keys), "key_data": saved_leaf(jax.random.key_data(keys))}
+
+
+def _is_saved_key(saved: object) -> bool:
+    return isinstance(saved, dict) and saved.keys() == _KEY_FIELDS
+
+
+def _key_data_target(target: Any) -> Any:
+    """The shape, dtype and sharding of ``target``'s key data (a trailing dimension added)."""
+    if isinstance(target, jax.Array):
+        return jax.random.key_data(target)
+    abstract = jax.eval_shape(jax.random.key_data, target)
+    sharding = getattr(target, "sharding", None)
+    if isinstance(sharding, jax.sharding.NamedSharding):
+        padding = (None,) * (abstract.ndim - len(sharding.spec))
+        spec = jax.sharding.PartitionSpec(*sharding.spec, *padding)  # type: ignore[no-untyped-call]
+        sharding = jax.sharding.NamedSharding(sharding.mesh, spec)
+    elif sharding is not None and not isinstance(sharding, SingleDeviceSharding):
+        sharding = None  # another kind of sharding of keys: their data on the default device
+    return jax.ShapeDtypeStruct(  # type: ignore[no-untyped-call]
+        abstract.shape, abstract.dtype, sharding=sharding
+    )
+
+
+def _restore_key(saved: object, target: Any, name: str, where: str) -> Any:
+    if not _is_saved_key(saved):
+        raise CheckpointMismatchError(
+            f"cannot restore {where}: leaf {name} is an array of PRNG keys in the target, but "
+            "the checkpoint holds no keys there; give a target of the saved kind"
+        )
+    assert isinstance(saved, dict)
+    impl = saved["prng_impl"]
+    if not isinstance(impl, str):
+        raise CorruptCheckpointError(f"{where}: leaf {name} has a malformed PRNG implementation")
+    wanted = _key_impl(target) if target is not None else impl
+    if impl != wanted:
+        raise CheckpointMismatchError(
+            f"cannot restore {where}: leaf {name} holds {impl} PRNG keys in the checkpoint and "
+            f"{wanted} keys in the target"
+        )
+    try:
+        if target is None:
+            data = jax.numpy.asarray(_whole(saved["key_data"]))
+        else:
+            data = _place(saved["key_data"], _key_data_target(target), name, where)
+        return jax.random.wrap_key_data(data, impl=impl)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, CheckpointMismatchError):
+            raise
+        raise CheckpointMismatchError(
+            f"cannot restore {where}: leaf {name} holds {impl} PRNG keys whose saved key data "
+            f"does not make keys ({err})"
+        ) from None
 
 
 def is_array_target(leaf: object) -> bool:
@@ -148,6 +222,15 @@ def restore_leaf(saved: object, target: Any, name: str, where: str) -> Any:
     Raises:
         CheckpointMismatchError: When shapes differ (naming the leaf and both shapes).
     """
+    if is_key_array(target):
+        return _restore_key(saved, target, name, where)
+    if _is_saved_key(saved):
+        if target is None:
+            return _restore_key(saved, None, name, where)
+        raise CheckpointMismatchError(
+            f"cannot restore {where}: leaf {name} holds PRNG keys in the checkpoint, and the "
+            f"target's leaf is {type(target).__name__}; give a key array (jax.random.key) target"
+        )
     if is_array_target(target):
         return _place(saved, target, name, where)
     if isinstance(target, (np.ndarray, np.generic)):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
-
 from pipestate.checkpoint._adapters import VALUE
 from pipestate.checkpoint._index import Node, node_paths
 from pipestate.checkpoint._locate import locate
@@ -18,11 +16,12 @@ from pipestate.checkpoint._pytree_form import (
     nested_from_paths,
     structure_text,
 )
-from pipestate.checkpoint._reader import CheckpointReader, SavedArray
+from pipestate.checkpoint._reader import CheckpointReader
 from pipestate.checkpoint._state_api import latest_checkpoint
 from pipestate.checkpoint._storage import Storage, as_path
 from pipestate.checkpoint._values import attribute_key
 from pipestate.errors import CheckpointKeyError, CheckpointMismatchError, NotFoundError
+from pipestate.jax._arrays import restore_leaf
 from pipestate.jax._pytree import rebuild
 
 __all__ = ["restore_pytree"]
@@ -178,18 +177,12 @@ def _restore(reader: CheckpointReader, target: Any, key: str | None) -> Any:
         structure = decode(PYTREE, lazy=False)
         paths = check_structure(structure, leaves, f"checkpoint {reader.display!r}")
         if target is None:
-            return nested_from_paths(paths, leaves, where, _own)
+            return nested_from_paths(
+                paths, leaves, where, lambda value: restore_leaf(value, None, "a leaf", where)
+            )
         return rebuild(target, leaves, where, structure_text(structure))
     (name,) = node.attributes
     if target is None:
         return decode(name, lazy=False)
     leaves = flatten_plain(decode(name))
     return rebuild(target, leaves, where, f"a saved {node.kind:.100}")
-
-
-def _own(value: Any) -> Any:
-    if isinstance(value, SavedArray):
-        return value.full()
-    if isinstance(value, np.ndarray):
-        return np.array(value)
-    return value

@@ -13,7 +13,9 @@ bounded text of the tree's structure for messages::
      "treedef": "PyTreeDef((CustomNode(namedtuple[ScaleByAdamState], ...)))"}
 
 Leaves are NumPy arrays and scalars (ml_dtypes included), Python scalars and
-strings, and ``jax.Array`` values (see :mod:`pipestate.jax._arrays`).
+strings, and ``jax.Array`` values (see :mod:`pipestate.jax._arrays`). A typed
+PRNG key array (``jax.random.key``) is saved as ``{"prng_impl": "threefry2x32",
+"key_data": <its key data>}``.
 
 Restoring is functional: the attribute is rebound to a new pytree with the
 structure, dtypes and shardings of the value it holds when restored (or when
@@ -42,7 +44,7 @@ from pipestate.checkpoint._pytree_form import (
 from pipestate.checkpoint._trackable import Trackable
 from pipestate.checkpoint._values import MAX_DEPTH, Value
 from pipestate.errors import CheckpointMismatchError
-from pipestate.jax._arrays import restore_leaf, saved_leaf
+from pipestate.jax._arrays import is_key_array, restore_leaf, saved_key, saved_leaf
 
 __all__ = ["PyTreeSlot", "is_pytree", "leaf_name", "rebuild", "saved_tree"]
 
@@ -138,7 +140,9 @@ def saved_tree(value: object, where: str) -> dict[str, Value]:
             raise ValueError(
                 f"cannot save the pytree at {where!r}: two leaves have the key path {name!r}"
             )
-        if isinstance(leaf, jax.Array):
+        if isinstance(leaf, jax.Array) and is_key_array(leaf):
+            out[name] = saved_key(leaf)
+        elif isinstance(leaf, jax.Array):
             out[name] = saved_leaf(leaf)
         elif isinstance(leaf, jax.ShapeDtypeStruct):
             raise TypeError(
