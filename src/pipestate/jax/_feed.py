@@ -1,0 +1,535 @@
+"""``device_prefetch``: batches put on devices ahead of the training step, with the pipeline's state.
+
+Each batch travels with the wrapped iterator's state just after it, taken when
+the batch was read, so ``get_state()`` describes what the caller received and
+never what was read ahead. Batches on the devices are dropped on
+``set_state()`` and never saved.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from jax.sharding import Sharding, SingleDeviceSharding
+
+from pipestate._validate import brief
+from pipestate.data._feed import _copy_state
+from pipestate.data.dataset import Dataset
+from pipestate.data.iterator import DatasetIterator, State
+from pipestate.data.options import ExternalStatePolicy
+
+__all__ = ["DeviceIterator", "device_prefetch"]
+
+_OP = "device_prefetch"
+# Leaves of these dtype kinds have no device representation: objects, strings, dates.
+_NO_DEVICE_KINDS = frozenset("OSUVMm")
+
+
+class _Source:
+    """The wrapped iterator: its elements, a cheap state after each, and restore."""
+
+    def __init__(self, iterator: Any) -> None:
+        self.iterator = iterator
+        self.read: Callable[[], Any] = iterator.__next__
+        if isinstance(iterator, DatasetIterator):
+            # The inner state is cheap and never applies the external state policy,
+            # which get_state() applies once, when the caller asks.
+            self.snapshot: Callable[[], Any] = iterator._get_state
+            self.restore: Callable[[State], None] = iterator.set_state
+        elif callable(getattr(iterator, "get_state", None)):
+            self.snapshot = iterator.get_state
+            self.restore = iterator.set_state
+        else:
+            self.snapshot = iterator.state_dict
+            self.restore = iterator.load_state_dict
+
+    def state(self, token: Any, policy: ExternalStatePolicy | str | None) -> State:
+        """The public state for a token taken by ``snapshot()``."""
+        iterator = self.iterator
+        if isinstance(iterator, DatasetIterator):
+            iterator._check_external(policy)
+            return iterator._wrap_state(_copy_state(token))
+        if policy is not None:
+            raise ValueError(
+                f"{_OP}: external_state_policy applies to pipestate dataset iterators only; "
+                f"{type(iterator).__name__} has its own rules: pass external_state_policy=None"
+            )
+        return _copy_state(token)  # type: ignore[no-any-return]
+
+
+class _Item(NamedTuple):
+    """One read of the wrapped iterator: a batch on the devices, an error or the end."""
+
+    batch: Any
+    token: Any  # the wrapped iterator's state just after this read (None: could not be taken)
+    error: BaseException | None
+    end: bool
+
+
+class _Placer:
+    """Puts a NumPy pytree on devices with a sharding (or a pytree prefix of shardings)."""
+
+    def __init__(self, sharding: Any) -> None:
+        self.sharding = sharding
+        self._prefix: tuple[list[Sharding], Any] | None = None
+        if sharding is not None:
+            leaves, treedef = jax.tree_util.tree_flatten(sharding, is_leaf=_is_sharding_leaf)
+            self._prefix = ([_as_sharding(leaf) for leaf in leaves], treedef)
+        self._treedef: Any = None  # the structure the plan below was made for
+        self._targets: list[Sharding] | None = None  # one sharding per leaf
+        self._spans: list[bool] = []  # per leaf: whether its sharding spans processes
+        self._global = False
+
+    def __call__(self, element: Any) -> Any:
+        leaves, treedef = jax.tree_util.tree_flatten(element)
+        if self._treedef is None or treedef != self._treedef:
+            self._plan(element, treedef)
+        for leaf in leaves:
+            dtype = getattr(leaf, "dtype", None)
+            if (
+                dtype is None and not isinstance(leaf, (bool, int, float, complex))
+            ) or getattr(dtype, "kind", "") in _NO_DEVICE_KINDS:
+                self._refuse(element)
+        targets = self._targets
+        try:
+            if targets is None:
+                arrays = jax.device_put(leaves)
+            elif not self._global:
+                arrays = jax.device_put(leaves, targets)
+            else:
+                arrays = [
+                    jax.make_array_from_process_local_data(target, np.asarray(leaf))
+                    if spans
+                    else jax.device_put(leaf, target)
+                    for leaf, target, spans in zip(leaves, targets, self._spans)
+                ]
+        except Exception as err:
+            self._explain(element, err)
+            raise
+        return jax.tree_util.tree_unflatten(treedef, arrays)
+
+    def _plan(self, element: Any, treedef: Any) -> None:
+        """One sharding per leaf of batches with structure ``treedef``."""
+        if self._prefix is None:
+            self._targets, self._spans, self._global = None, [], False
+        else:
+            shardings, prefix = self._prefix
+            try:
+                subtrees = prefix.flatten_up_to(element)
+            except (ValueError, TypeError) as err:
+                raise ValueError(
+                    f"{_OP}: the sharding pytree {prefix} is not a prefix of the batch's "
+                    f"structure {treedef}; give one sharding, or a pytree of shardings whose "
+                    f"structure matches the batch down to where one sharding covers a "
+                    f"subtree: {err}"
+                ) from None
+            targets: list[Sharding] = []
+            for sharding, subtree in zip(shardings, subtrees):
+                targets.extend([sharding] * len(jax.tree_util.tree_leaves(subtree)))
+            self._targets = targets
+            self._spans = [not target.is_fully_addressable for target in targets]
+            self._global = any(self._spans)
+        self._treedef = treedef
+
+    def _refuse(self, element: Any) -> None:
+        """Raises a TypeError naming the first leaf that can't go on a device."""
+        for path, leaf in jax.tree_util.tree_flatten_with_path(element)[0]:
+            dtype = getattr(leaf, "dtype", None)
+            if dtype is None and not isinstance(leaf, (bool, int, float, complex)):
+                what = f"a {type(leaf).__name__} {brief(leaf, 60)}"
+            elif getattr(dtype, "kind", "") in _NO_DEVICE_KINDS:
+                what = f"an array of dtype {dtype}"
+            else:
+                continue
+            raise TypeError(
+                f"{_OP}: batch leaf {_path(path)} is {what}, which can't be put on a device; "
+                "turn it into a numeric array in the pipeline (e.g. encode strings to token "
+                "ids with a map) or drop it before device_prefetch"
+            )
+
+    def _explain(self, element: Any, err: Exception) -> None:
+        """Re-raises ``err`` naming the leaf it came from, with its shape and sharding."""
+        flat = jax.tree_util.tree_flatten_with_path(element)[0]
+        targets = self._targets
+        for i, (path, leaf) in enumerate(flat):
+            target = None if targets is None else targets[i]
+            try:
+                if target is not None and self._spans[i]:
+                    jax.make_array_from_process_local_data(target, np.asarray(leaf))
+                else:
+                    jax.device_put(leaf, target)
+            except Exception:
+                shape = getattr(leaf, "shape", ())
+                detail = (
+                    f"{_OP}: could not put batch leaf {_path(path)} of shape {tuple(shape)} "
+                    f"and dtype {getattr(leaf, 'dtype', type(leaf).__name__)} on "
+                    f"{'the default device' if target is None else target}: "
+                    f"{type(err).__name__}: {err}"
+                )
+                if isinstance(err, ValueError):
+                    raise ValueError(detail) from err
+                if isinstance(err, TypeError):
+                    raise TypeError(detail) from err
+                err.add_note(detail)
+                raise err from None
+
+
+def _path(path: Any) -> str:
+    """A pytree key path as text: ``batch['image']``, ``batch[0]``."""
+    return "batch" + jax.tree_util.keystr(path)
+
+
+def _is_sharding_leaf(value: Any) -> bool:
+    return value is None or isinstance(value, (Sharding, jax.Device))
+
+
+def _as_sharding(value: Any) -> Sharding:
+    if isinstance(value, Sharding):
+        return value
+    if isinstance(value, jax.Device):
+        return SingleDeviceSharding(value)
+    raise TypeError(
+        f"{_OP}: sharding must be None, a jax.Device, a jax.sharding.Sharding or a pytree of "
+        f"them, got a leaf {brief(value, 80)} of type {type(value).__name__}; inside a pytree "
+        "give every leaf a device or sharding (jax.devices()[0] for the default device)"
+    )
+
+
+class _Producer:
+    """Reads the wrapped iterator and puts its batches on devices, inline or on a thread.
+
+    Holds no reference to its :class:`DeviceIterator`, so an iterator dropped
+    without ``close()`` is collected and its finalizer stops the thread.
+    """
+
+    def __init__(self, source: _Source, placer: _Placer, size: int, thread: bool) -> None:
+        self.source = source
+        self.placer = placer
+        self.size = size
+        self.thread = thread
+        self.ready: deque[_Item] = deque()  # read and put on devices, oldest first
+        self.cond = threading.Condition()
+        self.worker: threading.Thread | None = None
+        self.stopping = False
+
+    def produce(self) -> _Item:
+        """Reads one batch and starts its transfer (JAX returns before the copy is done)."""
+        source = self.source
+        try:
+            element = source.read()
+        except StopIteration:
+            return _Item(None, _try(source.snapshot), None, True)
+        except BaseException as err:
+            # The failing batch counts as consumed, as in the wrapped iterator.
+            return _Item(None, _try(source.snapshot), err, False)
+        token = source.snapshot()
+        try:
+            batch = self.placer(element)
+        except Exception as err:
+            return _Item(None, token, err, False)
+        return _Item(batch, token, None, False)
+
+    def take(self) -> _Item:
+        """The next item, reading ahead so that ``size`` batches stay in flight after it."""
+        ready = self.ready
+        if not self.thread:
+            while len(ready) <= self.size and not (ready and _stops(ready[-1])):
+                ready.append(self.produce())
+            return ready.popleft()
+        with self.cond:
+            while not ready:
+                if self.worker is None:
+                    self.worker = threading.Thread(
+                        target=self._run, name="pipestate-device-prefetch", daemon=True
+                    )
+                    self.worker.start()
+                self.cond.wait()
+            item = ready.popleft()
+            self.cond.notify_all()
+            return item
+
+    def _run(self) -> None:
+        ready, cond = self.ready, self.cond
+        while True:
+            with cond:
+                while len(ready) >= self.size and not self.stopping:
+                    cond.wait()
+                if self.stopping:
+                    self.worker = None
+                    cond.notify_all()
+                    return
+            item = self.produce()
+            with cond:
+                # Even when stopping: the wrapped iterator has moved past this batch.
+                ready.append(item)
+                if _stops(item):
+                    self.worker = None
+                cond.notify_all()
+                if _stops(item):
+                    return
+
+    def halt(self) -> None:
+        """Stops the thread (keeping what it read) and waits for it."""
+        with self.cond:
+            worker = self.worker
+            if worker is None:
+                return
+            self.stopping = True
+            self.cond.notify_all()
+        if worker is not threading.current_thread():
+            worker.join()
+        with self.cond:
+            self.stopping = False
+            self.worker = None
+
+
+def _stops(item: _Item) -> bool:
+    """Whether reading ahead stops after ``item`` (the end, or an error to raise first)."""
+    return item.end or item.error is not None
+
+
+def _try(snapshot: Callable[[], Any]) -> Any:
+    """The wrapped iterator's state, or None when it can't be taken (after a failure)."""
+    try:
+        return snapshot()
+    except Exception:
+        return None
+
+
+class DeviceIterator(Iterator[Any]):
+    """Batches of a pipeline put on devices ahead of the caller; created by :func:`device_prefetch`.
+
+    ``__next__`` returns the next batch as a pytree of ``jax.Array`` placed with
+    the sharding, while the following ``size`` batches are already read and on
+    their way to the devices. ``get_state()`` is the wrapped iterator's state
+    just after the last batch returned; ``set_state()`` drops the batches read
+    ahead and restores the wrapped iterator, so the next batch is the one after
+    the last batch consumed when the state was saved: none is lost or repeated.
+    ``state_dict()`` / ``load_state_dict()`` are aliases, so a
+    ``pipestate.Checkpoint`` saves and restores it like a dataset iterator
+    (per rank in a distributed checkpoint, re-sharded as the wrapped iterator is).
+    """
+
+    _pipestate_per_rank = True
+    # Checkpoints restore the state as NumPy values without asking for the current one.
+    _state_dict_is_numpy = True
+
+    def __init__(self, iterator: Any, sharding: Any, size: int, thread: bool) -> None:
+        self._source = _Source(iterator)
+        self._producer = _Producer(self._source, _Placer(sharding), size, thread)
+        self._finalizer = weakref.finalize(self, self._producer.halt)
+        self._token = self._source.snapshot()  # the state after the last batch returned
+        self._ended = False
+        self._closed = False
+        self._pipestate_reshards = getattr(iterator, "_pipestate_reshards", False) is True
+        if not isinstance(iterator, DatasetIterator):
+            self._state_dict_is_numpy = getattr(iterator, "_state_dict_is_numpy", False) is True
+
+    @property
+    def iterator(self) -> Any:
+        """The wrapped iterator; reading it directly skips the batches read ahead."""
+        return self._source.iterator
+
+    @property
+    def sharding(self) -> Any:
+        """The sharding (or pytree of shardings) batches are placed with; None: default device."""
+        return self._producer.placer.sharding
+
+    @property
+    def size(self) -> int:
+        """Batches read and put on devices ahead of the one returned."""
+        return self._producer.size
+
+    def __iter__(self) -> DeviceIterator:
+        return self
+
+    def __next__(self) -> Any:
+        if self._closed:
+            self._raise_closed()
+        if self._ended:
+            raise StopIteration
+        item = self._producer.take()
+        if item.token is not None:
+            self._token = item.token
+        if item.error is not None:
+            raise item.error
+        if item.end:
+            self._ended = True
+            raise StopIteration
+        return item.batch
+
+    def get_state(self, *, external_state_policy: ExternalStatePolicy | str | None = None) -> State:
+        """The wrapped iterator's state just after the last batch returned.
+
+        Batches read ahead are not part of it: restoring it reads them again.
+
+        Args:
+          external_state_policy: for a pipestate dataset iterator, as its
+            ``get_state()``; must be ``None`` for other iterators.
+
+        Returns:
+          The wrapped iterator's ``get_state()`` (or ``state_dict()``) as it
+          was after that batch: for a pipestate pipeline, its usual state dict,
+          which restores into ``iter(dataset)`` as well as into a
+          ``DeviceIterator``.
+
+        Raises:
+          ExternalStateError: as the wrapped iterator's ``get_state()``.
+          RuntimeError: the iterator is closed.
+        """
+        self._check_open()
+        return self._source.state(self._token, external_state_policy)
+
+    def set_state(self, state: State) -> None:
+        """Restores a state from ``get_state()``, dropping the batches read ahead.
+
+        If the wrapped iterator refuses the state, nothing changes: the batches
+        read ahead are kept and the next batch is the one it would have been.
+
+        Raises:
+          StateMismatchError: as the wrapped iterator's ``set_state()``.
+          RuntimeError: the iterator is closed.
+        """
+        self._check_open()
+        producer = self._producer
+        producer.halt()
+        self._source.restore(state)
+        producer.ready.clear()
+        self._token = self._source.snapshot()
+        self._ended = False
+
+    def state_dict(self) -> State:
+        """Alias of :meth:`get_state` (PyTorch's Stateful protocol)."""
+        return self.get_state()
+
+    def load_state_dict(self, state_dict: State) -> None:
+        """Alias of :meth:`set_state` (PyTorch's Stateful protocol)."""
+        self.set_state(state_dict)
+
+    def close(self) -> None:
+        """Stops the background thread, drops the batches read ahead and closes the wrapped iterator.
+
+        Further use raises ``RuntimeError``. Idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer.detach()
+        self._producer.halt()
+        self._producer.ready.clear()
+        close = getattr(self._source.iterator, "close", None)
+        if callable(close):
+            close()
+
+    def _raise_closed(self) -> None:
+        raise RuntimeError(f"{self!r} is closed; wrap a new iterator with device_prefetch")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            self._raise_closed()
+
+    def __enter__(self) -> DeviceIterator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        producer = self._producer
+        return (
+            f"DeviceIterator({self._source.iterator!r}, sharding={producer.placer.sharding!r}, "
+            f"size={producer.size}, thread={producer.thread})"
+        )
+
+
+def device_prefetch(
+    iterable: Any, sharding: Any = None, *, size: int = 2, thread: bool = True
+) -> DeviceIterator:
+    """Puts a pipeline's batches on devices, ``size`` batches ahead of the caller, resumably.
+
+    Each batch (a NumPy pytree: an array, or tuples / lists / dicts of arrays)
+    becomes a pytree of ``jax.Array`` placed with ``sharding``. Transfers are
+    started ahead of time through JAX's asynchronous dispatch, and with
+    ``thread=True`` the pipeline itself runs on a background thread, so the
+    next batches are read while the training step runs. The iterator's state
+    is the pipeline's state after the last batch returned: batches read ahead
+    are never saved, and after a restore the next batch is exactly the one
+    after the last consumed (see ``docs/jax.md#feeding-devices``).
+
+    In a multi-process job each process passes its own part of the global
+    batch; leaves whose sharding spans several processes are assembled with
+    ``jax.make_array_from_process_local_data`` into one global array.
+
+    Args:
+      iterable: a ``pipestate.data.Dataset`` (iterated here), a pipestate
+        dataset or ``Loader`` iterator, or any iterator with
+        ``get_state()`` / ``set_state()`` (or ``state_dict()`` /
+        ``load_state_dict()``). The returned iterator owns it: reading it
+        directly would skip batches, and ``close()`` closes it.
+      sharding: ``None`` (JAX's default device), a ``jax.Device``, a
+        ``jax.sharding.Sharding`` (e.g. ``NamedSharding(mesh, P("batch"))``),
+        or a pytree of those that is a prefix of the batch's structure, as
+        ``jax.device_put`` accepts.
+      size: batches to keep read and on their way to the devices beyond the
+        one returned; at least 1.
+      thread: read the pipeline on a background thread (``True``) or in the
+        caller's thread when it asks for a batch (``False``).
+
+    Returns:
+      A :class:`DeviceIterator`.
+
+    Raises:
+      TypeError: ``iterable`` has no state to save, or ``sharding``, ``size``
+        or ``thread`` has the wrong type. A batch leaf that can't go on a
+        device (strings, objects) raises a TypeError naming it from the
+        ``next()`` that would have returned the batch.
+      ValueError: ``size`` < 1 or ``iterable`` is a closed iterator.
+
+    Example:
+      >>> import jax, numpy as np, pipestate as ps
+      >>> from pipestate.jax import device_prefetch
+      >>> ds = ps.Dataset.from_tensor_slices(np.arange(8, dtype=np.float32)).batch(4)
+      >>> batches = device_prefetch(ds, jax.devices()[0], size=2)
+      >>> first = next(batches)
+      >>> state = batches.get_state()  # after the first batch, whatever was read ahead
+      >>> second = next(batches)
+      >>> batches.set_state(state)
+      >>> bool((next(batches) == second).all())
+      True
+    """
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        raise TypeError(f"{_OP}: size must be an int >= 1, got {type(size).__name__} {size!r}")
+    if size < 1:
+        raise ValueError(f"{_OP}: size must be >= 1 (batches read ahead), got size={int(size)}")
+    if not isinstance(thread, (bool, np.bool_)):
+        raise TypeError(f"{_OP}: thread must be a bool, got {type(thread).__name__} {thread!r}")
+    _Placer(sharding)  # checks the sharding's type before anything is read
+    if isinstance(iterable, DeviceIterator):
+        raise TypeError(
+            f"{_OP}: iterable is already a DeviceIterator ({iterable!r}); wrap its pipeline once"
+        )
+    if isinstance(iterable, Dataset):
+        iterable = iter(iterable)
+    elif isinstance(iterable, DatasetIterator):
+        if iterable._closed:
+            raise ValueError(f"{_OP}: iterable {iterable!r} is closed; pass an open iterator")
+    elif not callable(getattr(iterable, "__next__", None)) or not (
+        (callable(getattr(iterable, "get_state", None)) and callable(getattr(iterable, "set_state", None)))
+        or (
+            callable(getattr(iterable, "state_dict", None))
+            and callable(getattr(iterable, "load_state_dict", None))
+        )
+    ):
+        raise TypeError(
+            f"{_OP}: iterable must be a pipestate Dataset or an iterator with get_state() / "
+            f"set_state() (or state_dict() / load_state_dict()), got {type(iterable).__name__} "
+            f"{brief(iterable, 80)}, whose position can't be saved; build the input with "
+            "pipestate.Dataset (e.g. Dataset.from_generator) or pass iter(dataset)"
+        )
+    return DeviceIterator(iterable, sharding, int(size), bool(thread))
