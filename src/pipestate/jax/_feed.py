@@ -1,4 +1,4 @@
-"""``device_prefetch``: batches put on devices ahead of the training step, with the pipeline's state.
+"""``device_prefetch``: batches put on devices ahead of the step, with the pipeline's state.
 
 Each batch travels with the wrapped iterator's state just after it, taken when
 the batch was read, so ``get_state()`` describes what the caller received and
@@ -90,12 +90,8 @@ class _Placer:
         leaves, treedef = jax.tree_util.tree_flatten(element)
         if self._treedef is None or treedef != self._treedef:
             self._plan(element, treedef)
-        for leaf in leaves:
-            dtype = getattr(leaf, "dtype", None)
-            if (
-                dtype is None and not isinstance(leaf, (bool, int, float, complex))
-            ) or getattr(dtype, "kind", "") in _NO_DEVICE_KINDS:
-                self._refuse(element)
+        if not all(map(_has_device_type, leaves)):
+            self._refuse(element)
         targets = self._targets
         try:
             if targets is None:
@@ -104,9 +100,7 @@ class _Placer:
                 arrays = jax.device_put(leaves, targets)
             else:
                 arrays = [
-                    jax.make_array_from_process_local_data(target, np.asarray(leaf))
-                    if spans
-                    else jax.device_put(leaf, target)
+                    _assemble(target, leaf) if spans else jax.device_put(leaf, target)
                     for leaf, target, spans in zip(leaves, targets, self._spans)
                 ]
         except Exception as err:
@@ -140,15 +134,16 @@ class _Placer:
     def _refuse(self, element: Any) -> None:
         """Raises a TypeError naming the first leaf that can't go on a device."""
         for path, leaf in jax.tree_util.tree_flatten_with_path(element)[0]:
-            dtype = getattr(leaf, "dtype", None)
-            if dtype is None and not isinstance(leaf, (bool, int, float, complex)):
-                what = f"a {type(leaf).__name__} {brief(leaf, 60)}"
-            elif getattr(dtype, "kind", "") in _NO_DEVICE_KINDS:
-                what = f"an array of dtype {dtype}"
-            else:
+            if _has_device_type(leaf):
                 continue
+            dtype = getattr(leaf, "dtype", None)
+            what = (
+                f"a {type(leaf).__name__} {brief(leaf, 60)}"
+                if dtype is None
+                else f"an array of dtype {dtype}"
+            )
             raise TypeError(
-                f"{_OP}: batch leaf {_path(path)} is {what}, which can't be put on a device; "
+                f"{_OP}: leaf {_path(path)} is {what}, which can't be put on a device; "
                 "turn it into a numeric array in the pipeline (e.g. encode strings to token "
                 "ids with a map) or drop it before device_prefetch"
             )
@@ -161,13 +156,13 @@ class _Placer:
             target = None if targets is None else targets[i]
             try:
                 if target is not None and self._spans[i]:
-                    jax.make_array_from_process_local_data(target, np.asarray(leaf))
+                    _assemble(target, leaf)
                 else:
                     jax.device_put(leaf, target)
             except Exception:
                 shape = getattr(leaf, "shape", ())
                 detail = (
-                    f"{_OP}: could not put batch leaf {_path(path)} of shape {tuple(shape)} "
+                    f"{_OP}: could not put leaf {_path(path)} of shape {tuple(shape)} "
                     f"and dtype {getattr(leaf, 'dtype', type(leaf).__name__)} on "
                     f"{'the default device' if target is None else target}: "
                     f"{type(err).__name__}: {err}"
@@ -176,13 +171,26 @@ class _Placer:
                     raise ValueError(detail) from err
                 if isinstance(err, TypeError):
                     raise TypeError(detail) from err
-                err.add_note(detail)
-                raise err from None
+                raise RuntimeError(detail) from err
+
+
+def _has_device_type(leaf: Any) -> bool:
+    """Whether JAX can hold ``leaf``: a number, or an array of numbers or bools."""
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is None:
+        return isinstance(leaf, (bool, int, float, complex))
+    return getattr(dtype, "kind", "") not in _NO_DEVICE_KINDS
 
 
 def _path(path: Any) -> str:
     """A pytree key path as text: ``batch['image']``, ``batch[0]``."""
     return "batch" + jax.tree_util.keystr(path)
+
+
+def _assemble(sharding: Sharding, local: Any) -> jax.Array:
+    """A global array from this process's part of it (a multi-process job)."""
+    make = jax.make_array_from_process_local_data
+    return make(sharding, np.asarray(local))  # type: ignore[no-untyped-call,no-any-return]
 
 
 def _is_sharding_leaf(value: Any) -> bool:
@@ -413,9 +421,9 @@ class DeviceIterator(Iterator[Any]):
         self.set_state(state_dict)
 
     def close(self) -> None:
-        """Stops the background thread, drops the batches read ahead and closes the wrapped iterator.
+        """Stops the thread, drops the batches read ahead and closes the wrapped iterator.
 
-        Further use raises ``RuntimeError``. Idempotent.
+        Further use raises ``RuntimeError``; closing again does nothing.
         """
         if self._closed:
             return
@@ -446,6 +454,17 @@ class DeviceIterator(Iterator[Any]):
             f"DeviceIterator({self._source.iterator!r}, sharding={producer.placer.sharding!r}, "
             f"size={producer.size}, thread={producer.thread})"
         )
+
+
+def _has_state(iterable: Any) -> bool:
+    """Whether ``iterable`` is an iterator whose position can be saved and restored."""
+
+    def has(*names: str) -> bool:
+        return all(callable(getattr(iterable, name, None)) for name in names)
+
+    return has("__next__") and (
+        has("get_state", "set_state") or has("state_dict", "load_state_dict")
+    )
 
 
 def device_prefetch(
@@ -519,13 +538,7 @@ def device_prefetch(
     elif isinstance(iterable, DatasetIterator):
         if iterable._closed:
             raise ValueError(f"{_OP}: iterable {iterable!r} is closed; pass an open iterator")
-    elif not callable(getattr(iterable, "__next__", None)) or not (
-        (callable(getattr(iterable, "get_state", None)) and callable(getattr(iterable, "set_state", None)))
-        or (
-            callable(getattr(iterable, "state_dict", None))
-            and callable(getattr(iterable, "load_state_dict", None))
-        )
-    ):
+    elif not _has_state(iterable):
         raise TypeError(
             f"{_OP}: iterable must be a pipestate Dataset or an iterator with get_state() / "
             f"set_state() (or state_dict() / load_state_dict()), got {type(iterable).__name__} "
