@@ -467,6 +467,17 @@ def test_a_batch_the_mesh_does_not_divide_names_the_leaf(mesh: Mesh) -> None:
     assert info.value.__cause__ is not None  # JAX's own error, chained
 
 
+def test_64_bit_integers_jax_would_wrap_are_refused() -> None:
+    assert not jax.config.jax_enable_x64
+    ds = ps.Dataset.from_tensor_slices({"id": np.array([1, 2, 2**40, 3])}).batch(2)
+    with device_prefetch(ds, size=1) as batches:
+        first = next(batches)
+        assert first["id"].dtype == np.int32  # JAX's 32-bit mode, for values that fit
+        np.testing.assert_array_equal(np.asarray(first["id"]), [1, 2])
+        with pytest.raises(OverflowError, match=r"leaf batch\['id'\] of dtype int64 holds"):
+            next(batches)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [

@@ -29,6 +29,8 @@ __all__ = ["DeviceIterator", "device_prefetch"]
 _OP = "device_prefetch"
 # Leaves of these dtype kinds have no device representation: objects, strings, dates.
 _NO_DEVICE_KINDS = frozenset("OSUVMm")
+# Without jax_enable_x64 JAX stores these as 32-bit integers, wrapping larger values.
+_WIDE_INTEGERS = frozenset({np.dtype(np.int64), np.dtype(np.uint64)})
 
 
 class _Source:
@@ -92,6 +94,10 @@ class _Placer:
             self._plan(element, treedef)
         if not all(map(_has_device_type, leaves)):
             self._refuse(element)
+        for leaf in leaves:
+            if getattr(leaf, "dtype", None) in _WIDE_INTEGERS and _narrowed(leaf.dtype):
+                _check_narrowing(element)
+                break
         targets = self._targets
         try:
             if targets is None:
@@ -174,6 +180,29 @@ class _Placer:
                 raise RuntimeError(detail) from err
 
 
+def _check_narrowing(element: Any) -> None:
+    """Raises OverflowError for a 64-bit integer leaf whose values JAX would wrap to 32 bits."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(element)[0]:
+        dtype = getattr(leaf, "dtype", None)
+        if dtype not in _WIDE_INTEGERS or not _narrowed(dtype) or np.size(leaf) == 0:
+            continue
+        info = np.iinfo(jax.dtypes.canonicalize_dtype(dtype))
+        low, high = np.min(leaf), np.max(leaf)
+        if low < info.min or high > info.max:
+            raise OverflowError(
+                f"{_OP}: leaf {_path(path)} of dtype {leaf.dtype} holds values in "
+                f"[{low}, {high}], outside {info.dtype}'s range; JAX without 64-bit mode "
+                f"stores it as {info.dtype} and would wrap them. Enable 64-bit mode "
+                "(jax.config.update('jax_enable_x64', True)) or map the values into range "
+                "in the pipeline"
+            )
+
+
+def _narrowed(dtype: np.dtype[Any]) -> bool:
+    """Whether JAX stores ``dtype`` narrower (64-bit integers without 64-bit mode)."""
+    return bool(jax.dtypes.canonicalize_dtype(dtype) != dtype)
+
+
 def _has_device_type(leaf: Any) -> bool:
     """Whether JAX can hold ``leaf``: a number, or an array of numbers or bools."""
     dtype = getattr(leaf, "dtype", None)
@@ -251,16 +280,31 @@ class _Producer:
                 ready.append(self.produce())
             return ready.popleft()
         with self.cond:
+            idle = not ready and self.worker is None
+        if idle:
+            # Nothing read ahead (the start, a restore, after an error): this batch is
+            # read here, then the thread reads ahead. A Loader starts its worker
+            # processes from this thread, by fork while it is the only Python thread.
+            item = self.produce()
+            if not _stops(item):
+                with self.cond:
+                    self._start()
+            return item
+        with self.cond:
             while not ready:
                 if self.worker is None:
-                    self.worker = threading.Thread(
-                        target=self._run, name="pipestate-device-prefetch", daemon=True
-                    )
-                    self.worker.start()
+                    self._start()
                 self.cond.wait()
             item = ready.popleft()
             self.cond.notify_all()
             return item
+
+    def _start(self) -> None:
+        """Starts the thread (under the condition's lock)."""
+        self.worker = threading.Thread(
+            target=self._run, name="pipestate-device-prefetch", daemon=True
+        )
+        self.worker.start()
 
     def _run(self) -> None:
         ready, cond = self.ready, self.cond
