@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,21 @@ def assert_same(actual: list[Any], expected: list[Any]) -> None:
         assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(e), i
         for got, want in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(e)):
             np.testing.assert_array_equal(got, want, err_msg=f"batch {i}")
+
+
+def states_equal(a: Any, b: Any) -> bool:
+    """Whether two iterator states are equal, arrays compared by value."""
+    if isinstance(a, dict):
+        return (
+            isinstance(b, dict)
+            and a.keys() == b.keys()
+            and all(states_equal(a[k], b[k]) for k in a)
+        )
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(states_equal, a, b))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return bool(np.array_equal(a, b)) and np.asarray(a).dtype == np.asarray(b).dtype
+    return type(a) is type(b) and a == b
 
 
 def feeder_threads() -> list[threading.Thread]:
@@ -201,7 +217,7 @@ def test_the_state_is_the_pipelines_and_restores_into_a_plain_iterator(
     plain = iter(ds)
     for _ in range(2):
         next(plain)
-    assert repr(state) == repr(plain.get_state())
+    assert states_equal(state, plain.get_state())
     resumed = iter(ds)
     resumed.set_state(state)
     assert_same([jax.tree_util.tree_map(jax.numpy.asarray, b) for b in resumed], expected[2:])
@@ -209,6 +225,44 @@ def test_the_state_is_the_pipelines_and_restores_into_a_plain_iterator(
     with device_prefetch(ds, size=2) as batches:
         batches.set_state(plain.get_state())
         assert_same(list(batches), expected[2:])
+
+
+def costly_state() -> ps.Dataset:
+    """A buffer shuffle after a filter: its state saves the buffer's elements (~1 MB)."""
+    return (
+        ps.Dataset.range(300)
+        .map(lambda x: np.full(1024, x, np.float32))
+        .filter(lambda x: x[0] % 7 != 0)
+        .shuffle(250, seed=2)
+        .batch(2)
+    )
+
+
+@pytest.mark.parametrize("thread", [True, False], ids=["thread", "inline"])
+def test_a_costly_state_is_taken_now_and_then_and_found_by_reading_again(thread: bool) -> None:
+    expected = list(costly_state())
+    batches = device_prefetch(costly_state(), size=2, thread=thread)
+    head = [next(batches) for _ in range(len(expected) // 2)]
+    assert batches._source.every > 1  # taking the state after every batch would dominate
+    state = batches.get_state()
+    assert (
+        batches.get_state()["iterator"]["parent"]["produced"]
+        == state["iterator"]["parent"]["produced"]
+    )
+    batches.close()
+    resumed = device_prefetch(costly_state(), size=2, thread=thread)
+    resumed.set_state(state)
+    assert_same(head + list(resumed), expected)
+    resumed.close()
+    # Every position: the state found by reading again is the one taken directly.
+    plain = iter(costly_state())
+    batches = device_prefetch(costly_state(), size=3, thread=thread)
+    for position in range(len(expected) + 1):
+        assert states_equal(batches.get_state(), plain.get_state()), position
+        if position < len(expected):
+            next(batches)
+            next(plain)
+    batches.close()
 
 
 def test_a_refused_state_changes_nothing() -> None:
@@ -572,3 +626,33 @@ def test_repr_shows_the_settings() -> None:
     assert "size=3" in text
     assert "thread=False" in text
     assert repr(jax.devices()[0]) in text
+
+
+# ----------------------------------------------------------------------- docs
+
+DOCS = Path(__file__).parents[2] / "docs" / "jax.md"
+
+
+def feeding_example() -> str:
+    """The first Python example of docs/jax.md's "Feeding devices" section."""
+    section = DOCS.read_text().split("## Feeding devices", 1)[1].split("\n## ", 1)[0]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_docs_example_resumes_bit_for_bit(tmp_path: Path, monkeypatch: Any) -> None:
+    code = feeding_example()
+    loop = "for batch in batches:"
+    assert code.count(loop) == 1
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "stopped").mkdir()
+    monkeypatch.chdir(tmp_path / "whole")
+    whole: dict[str, Any] = {}
+    exec(compile(code, "docs/jax.md", "exec"), whole)
+    monkeypatch.chdir(tmp_path / "stopped")
+    # Stopped after 50 steps (the last save was at step 40), then run again.
+    stopped = code.replace(loop, "for batch in __import__('itertools').islice(batches, 50):")
+    exec(compile(stopped, "docs/jax.md", "exec"), {})
+    resumed: dict[str, Any] = {}
+    exec(compile(code, "docs/jax.md", "exec"), resumed)
+    assert int(resumed["ckpt"].step.numpy()) == int(whole["ckpt"].step.numpy()) == 96
+    np.testing.assert_array_equal(np.asarray(resumed["w"]), np.asarray(whole["w"]))

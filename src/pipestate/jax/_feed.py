@@ -8,7 +8,9 @@ never what was read ahead. Batches on the devices are dropped on
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -33,26 +35,67 @@ _NO_DEVICE_KINDS = frozenset("OSUVMm")
 _WIDE_INTEGERS = frozenset({np.dtype(np.int64), np.dtype(np.uint64)})
 
 
+class _Behind(NamedTuple):
+    """A state not taken: ``batches`` batches after the state ``anchor``."""
+
+    anchor: Any
+    batches: int
+
+
 class _Source:
-    """The wrapped iterator: its elements, a cheap state after each, and restore."""
+    """The wrapped iterator: its batches, the state after each, and restore.
+
+    The state is taken after every batch while that costs at most
+    ``STATE_SHARE`` of reading the batch. A pipestate pipeline whose state is
+    dearer (a shuffle buffer of elements saves them) and that can be read again
+    (no external state) takes it every ``every`` batches instead; the state
+    after a batch in between is found, only when ``get_state()`` asks for it,
+    by reading the pipeline again from the state before, in a scratch iterator.
+    """
 
     def __init__(self, iterator: Any) -> None:
         self.iterator = iterator
         self.read: Callable[[], Any] = iterator.__next__
+        self.replayable = False
         if isinstance(iterator, DatasetIterator):
-            # The inner state is cheap and never applies the external state policy,
-            # which get_state() applies once, when the caller asks.
+            # The inner state never applies the external state policy, which
+            # get_state() applies when the caller asks.
             self.snapshot: Callable[[], Any] = iterator._get_state
             self.restore: Callable[[State], None] = iterator.set_state
+            self.replayable = not iterator.dataset._external_ops()
         elif callable(getattr(iterator, "get_state", None)):
             self.snapshot = iterator.get_state
             self.restore = iterator.set_state
         else:
             self.snapshot = iterator.state_dict
             self.restore = iterator.load_state_dict
+        self.every = 1  # batches between states taken
+        self.anchor: Any = None  # the last state taken
+        self.since = 0  # batches read since
+
+    def start(self) -> Any:
+        """Takes the state now (at the start, after a restore, an error or the end)."""
+        self.anchor, self.since = None, 0
+        self.anchor = self.snapshot()
+        return self.anchor
+
+    def after(self, seconds: float) -> Any:
+        """The token of the state after a batch just read in ``seconds``."""
+        self.since += 1
+        if self.since < self.every and self.anchor is not None:
+            return _Behind(self.anchor, self.since)
+        clock = time.perf_counter
+        began = clock()
+        token = self.anchor = self.snapshot()
+        cost = clock() - began
+        self.since = 0
+        if self.replayable:
+            wanted = math.ceil(cost / (STATE_SHARE * max(seconds, 1e-6)))
+            self.every = max(1, min(wanted, _MAX_EVERY))
+        return token
 
     def state(self, token: Any, policy: ExternalStatePolicy | str | None) -> State:
-        """The public state for a token taken by ``snapshot()``."""
+        """The public state for a token of ``after()`` (a copy: callers may change it)."""
         iterator = self.iterator
         if isinstance(iterator, DatasetIterator):
             iterator._check_external(policy)
@@ -63,6 +106,26 @@ class _Source:
                 f"{type(iterator).__name__} has its own rules: pass external_state_policy=None"
             )
         return _copy_state(token)  # type: ignore[no-any-return]
+
+    def resolve(self, token: Any) -> Any:
+        """The state a token stands for, read again from its anchor when it was not taken."""
+        if not isinstance(token, _Behind):
+            return token
+        iterator = self.iterator
+        scratch = iter(iterator.dataset)
+        try:
+            scratch.set_state(iterator._wrap_state(_copy_state(token.anchor)))
+            for _ in range(token.batches):
+                next(scratch)
+            return scratch._get_state()
+        finally:
+            scratch.close()
+
+
+STATE_SHARE = 0.05
+"""Take the state after every batch while that costs at most this share of reading it."""
+_MAX_EVERY = 256
+"""The most batches between states taken: ``get_state()`` reads at most this many again."""
 
 
 class _Item(NamedTuple):
@@ -258,14 +321,15 @@ class _Producer:
     def produce(self) -> _Item:
         """Reads one batch and starts its transfer (JAX returns before the copy is done)."""
         source = self.source
+        began = time.perf_counter()
         try:
             element = source.read()
         except StopIteration:
-            return _Item(None, _try(source.snapshot), None, True)
+            return _Item(None, _try(source.start), None, True)
         except BaseException as err:
             # The failing batch counts as consumed, as in the wrapped iterator.
-            return _Item(None, _try(source.snapshot), err, False)
-        token = source.snapshot()
+            return _Item(None, _try(source.start), err, False)
+        token = source.after(time.perf_counter() - began)
         try:
             batch = self.placer(element)
         except Exception as err:
@@ -376,7 +440,7 @@ class DeviceIterator(Iterator[Any]):
         self._source = _Source(iterator)
         self._producer = _Producer(self._source, _Placer(sharding), size, thread)
         self._finalizer = weakref.finalize(self, self._producer.halt)
-        self._token = self._source.snapshot()  # the state after the last batch returned
+        self._token = self._source.start()  # the state after the last batch returned
         self._ended = False
         self._closed = False
         self._pipestate_reshards = getattr(iterator, "_pipestate_reshards", False) is True
@@ -436,7 +500,9 @@ class DeviceIterator(Iterator[Any]):
           RuntimeError: the iterator is closed.
         """
         self._check_open()
-        return self._source.state(self._token, external_state_policy)
+        source = self._source
+        self._token = token = source.resolve(self._token)
+        return source.state(token, external_state_policy)
 
     def set_state(self, state: State) -> None:
         """Restores a state from ``get_state()``, dropping the batches read ahead.
@@ -453,7 +519,7 @@ class DeviceIterator(Iterator[Any]):
         producer.halt()
         self._source.restore(state)
         producer.ready.clear()
-        self._token = self._source.snapshot()
+        self._token = self._source.start()
         self._ended = False
 
     def state_dict(self) -> State:
