@@ -1,20 +1,24 @@
-"""pipestate.jax.device_prefetch against Grain's DataLoader + jax.device_put, feeding 8 CPU devices.
+"""pipestate.jax.device_prefetch against Grain + jax.device_put, feeding 8 CPU devices.
 
-Run: .venv/bin/python bench/bench_jax_feed.py [--quick]
+Run: .venv/bin/python bench/bench_jax_feed.py [--quick] [--workers N]
 
 The same work on both sides: a random-access source of float32 records of
 4 KB (in memory), a global shuffle, a per-record NumPy function
-(standardising the record), batches of 128 put on 8 CPU devices with
-``NamedSharding(mesh, P("batch"))``, every batch blocked on
+(standardising the record, in ``_jax_feed_work.py``), batches of 128 put on
+8 CPU devices with ``NamedSharding(mesh, P("batch"))``, every batch blocked on
 (``jax.block_until_ready``) so the transfer is counted.
 
-(a) throughput, records/s over one epoch, best of several rounds:
-    pipestate ``device_prefetch`` (with and without its thread) over
-    ``iter(dataset)`` or a ``Loader`` with worker processes, against Grain's
-    ``DataLoader`` (``IndexSampler``, ``worker_count`` 0 or 2) followed by
-    ``jax.device_put`` of each batch; with no training step, and with a
-    jitted step on each batch (a matmul), where reading ahead overlaps it.
-    Ratio = pipestate / Grain (goal: >= 1.0).
+(a) throughput, records/s over one epoch from making the iterator to its last
+    batch, best of several rounds, interleaved: pipestate ``device_prefetch``
+    with its thread and without, against Grain's ``DataLoader``
+    (``IndexSampler``; default ``ReadOptions`` and one thread reading 16
+    records ahead) followed by ``jax.device_put`` of each batch, and Grain's
+    dataset API with its own ``grain.experimental.device_put``. Three loops:
+    no step; a jitted matmul on each batch (computed on the same CPU cores);
+    a 2 ms wait per batch that the loop blocks on (an accelerator's step,
+    leaving the CPU free). Ratio = pipestate / the best Grain feed
+    (goal: >= 1.0). ``--workers N`` adds rows with N worker processes (a
+    ``Loader``; Grain's ``worker_count``).
 (b) restore cost: a fresh iterator restored to the state after batch ``k``
     (far into the epoch) and its first batch on the devices, against the
     same after batch 1; seconds, best of several.
@@ -199,11 +203,15 @@ def wait_step(batch: Any) -> None:
     time.sleep(0.002)
 
 
-def epoch_rate(feed: Any, step: Callable[[Any], Any] | None) -> float:
-    """Records per second over one epoch, after its first batch."""
-    jax.block_until_ready(next(feed))
+def epoch_rate(make: Callable[[], Any], step: Callable[[Any], Any] | None) -> float:
+    """Records per second over one epoch, from making the feed to its last batch.
+
+    The start is counted: a feed that reads far ahead before its first batch
+    is returned would otherwise be timed on its buffer.
+    """
     count = 0
     began = time.perf_counter()
+    feed = make()
     for batch in feed:
         jax.block_until_ready(batch)
         if step is not None:
@@ -214,7 +222,9 @@ def epoch_rate(feed: Any, step: Callable[[Any], Any] | None) -> float:
     return count / elapsed
 
 
-def throughput(data: np.ndarray, target: NamedSharding, rounds: int) -> list[dict[str, Any]]:
+def throughput(
+    data: np.ndarray, target: NamedSharding, rounds: int, worker_counts: list[int]
+) -> list[dict[str, Any]]:
     matmul = make_step(target)
     jax.block_until_ready(matmul(jax.device_put(data[:BATCH], target)))  # compiled once
     steps: dict[str, Callable[[Any], Any] | None] = {
@@ -224,12 +234,12 @@ def throughput(data: np.ndarray, target: NamedSharding, rounds: int) -> list[dic
     }
     rows = []
     for step_name, step in steps.items():
-        for workers in (0, 2):
+        for workers in worker_counts:
             feeds = makers(data, target, workers)
             best: dict[str, float] = {}
             for _ in range(rounds):
                 for name, make in feeds.items():  # interleaved, so all see the same machine
-                    best[name] = max(best.get(name, 0.0), epoch_rate(make(), step))
+                    best[name] = max(best.get(name, 0.0), epoch_rate(make, step))
             peers = {name: rate for name, rate in best.items() if name.startswith("grain")}
             peer = max(peers, key=peers.__getitem__) if peers else None
             for name in ("pipestate thread", "pipestate inline"):
@@ -293,14 +303,19 @@ def restore(data: np.ndarray, target: NamedSharding, rounds: int) -> list[dict[s
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The benchmark's rows (throughput, then restore), for ``bench/bench_jax.py`` too.
 
-    ``args.quick`` (bool) chooses small sizes.
+    ``args.quick`` (bool) chooses small sizes; ``args.workers`` (int, 0 for
+    none) adds rows with that many worker processes.
     """
     quick = bool(getattr(args, "quick", False))
     if grain is not None:
         _absl_flags_parsed()
     data = records(2048 if quick else 8192)
     target = sharding()
-    rows = [{"part": "throughput", **row} for row in throughput(data, target, 2 if quick else 3)]
+    worker_counts = [0, *([args.workers] if getattr(args, "workers", 0) else [])]
+    rounds = 2 if quick else 3
+    rows = [
+        {"part": "throughput", **row} for row in throughput(data, target, rounds, worker_counts)
+    ]
     rows += [{"part": "restore", **row} for row in restore(data, target, 3 if quick else 5)]
     return rows
 
@@ -308,6 +323,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="also compare with this many worker processes (a Loader; Grain's worker_count)",
+    )
     args = parser.parse_args()
     if grain is None:
         print("grain is not installed: the Grain rows are skipped")

@@ -265,6 +265,23 @@ def test_a_costly_state_is_taken_now_and_then_and_found_by_reading_again(thread:
     batches.close()
 
 
+def test_pipelines_that_may_reorder_take_every_state() -> None:
+    from pipestate.jax._feed import _replayable
+
+    assert _replayable(costly_state())
+    ds = costly_state().map(lambda x: x, num_parallel_calls=2, deterministic=False)
+    assert not _replayable(ds)
+    unordered = costly_state().map(lambda x: x, num_parallel_calls=2)
+    assert _replayable(unordered)
+    options = ps.data.Options()
+    options.deterministic = False
+    assert not _replayable(iter(unordered.with_options(options)).dataset)
+    with device_prefetch(ds, size=2) as batches:
+        for _ in range(20):
+            next(batches)
+        assert batches._source.every == 1
+
+
 def test_a_refused_state_changes_nothing() -> None:
     expected = list(random_access())
     batches = device_prefetch(random_access(), size=4)

@@ -62,7 +62,7 @@ class _Source:
             # get_state() applies when the caller asks.
             self.snapshot: Callable[[], Any] = iterator._get_state
             self.restore: Callable[[State], None] = iterator.set_state
-            self.replayable = not iterator.dataset._external_ops()
+            self.replayable = _replayable(iterator.dataset)
         elif callable(getattr(iterator, "get_state", None)):
             self.snapshot = iterator.get_state
             self.restore = iterator.set_state
@@ -120,6 +120,26 @@ class _Source:
             return scratch._get_state()
         finally:
             scratch.close()
+
+
+def _replayable(dataset: Dataset) -> bool:
+    """Whether reading ``dataset`` again from a state gives the same batches.
+
+    Not with external state (a generator, a stateful function), nor where an
+    op may deliver elements in the order they complete (``deterministic=False``).
+    """
+    if dataset._external_ops():
+        return False
+    pending = [dataset]
+    while pending:
+        ds = pending.pop()
+        background = ds._background()
+        if background is not None and background.reorder:
+            return False
+        if hasattr(ds, "_deterministic") and ds._out_of_order(ds._deterministic):
+            return False
+        pending.extend(ds._parents)
+    return True
 
 
 STATE_SHARE = 0.05
