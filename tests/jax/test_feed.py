@@ -145,6 +145,32 @@ def test_a_pytree_of_shardings_places_each_subtree(mesh: Mesh) -> None:
     assert batch["y"].devices() == {device}
 
 
+def test_shardings_across_processes_assemble_the_local_parts(mesh: Mesh, monkeypatch: Any) -> None:
+    from pipestate.jax import _feed
+
+    # One process can't make a sharding that spans processes; the path that
+    # serves one is taken here for every leaf whose sharding is the split one.
+    split = NamedSharding(mesh, P("batch"))
+    assembled: list[Any] = []
+    assemble = _feed._assemble
+
+    def spy(sharding: Any, local: Any) -> Any:
+        assembled.append(np.shape(local))
+        return assemble(sharding, local)
+
+    monkeypatch.setattr(_feed, "_spans_processes", lambda sharding: sharding == split)
+    monkeypatch.setattr(_feed, "_assemble", spy)
+    expected = list(random_access())
+    device = jax.devices()[2]
+    with device_prefetch(random_access(), {"x": split, "y": device}) as batches:
+        got = list(batches)
+    assert_same(got, expected)
+    assert assembled == [(8, 3)] * len(expected)
+    for batch in got:
+        assert batch["x"].sharding == split
+        assert batch["y"].devices() == {device}
+
+
 def test_a_sharding_tree_that_is_no_prefix_of_the_batch_is_refused(mesh: Mesh) -> None:
     split = NamedSharding(mesh, P("batch"))
     with (
@@ -419,7 +445,7 @@ def test_other_stateful_iterators_and_loaders_are_wrapped(tmp_path: Any) -> None
 
     loader = ps.data.Loader(random_access(), num_workers=0)
     expected = list(random_access())
-    with device_prefetch(iter(loader), size=2) as batches:
+    with device_prefetch(loader, size=2) as batches:
         next(batches)
         state = batches.get_state()
     with device_prefetch(iter(loader), size=2) as batches:

@@ -24,6 +24,7 @@ from pipestate._validate import brief
 from pipestate.data._feed import _copy_state
 from pipestate.data.dataset import Dataset
 from pipestate.data.iterator import DatasetIterator, State
+from pipestate.data.loader import Loader
 from pipestate.data.options import ExternalStatePolicy
 
 __all__ = ["DeviceIterator", "device_prefetch"]
@@ -216,7 +217,7 @@ class _Placer:
             for sharding, subtree in zip(shardings, subtrees):
                 targets.extend([sharding] * len(jax.tree_util.tree_leaves(subtree)))
             self._targets = targets
-            self._spans = [not target.is_fully_addressable for target in targets]
+            self._spans = [_spans_processes(target) for target in targets]
             self._global = any(self._spans)
         self._treedef = treedef
 
@@ -297,6 +298,11 @@ def _has_device_type(leaf: Any) -> bool:
 def _path(path: Any) -> str:
     """A pytree key path as text: ``batch['image']``, ``batch[0]``."""
     return "batch" + jax.tree_util.keystr(path)
+
+
+def _spans_processes(sharding: Sharding) -> bool:
+    """Whether ``sharding`` places data on devices of other processes too."""
+    return not sharding.is_fully_addressable
 
 
 def _assemble(sharding: Sharding, local: Any) -> jax.Array:
@@ -616,8 +622,8 @@ def device_prefetch(
     ``jax.make_array_from_process_local_data`` into one global array.
 
     Args:
-      iterable: a ``pipestate.data.Dataset`` (iterated here), a pipestate
-        dataset or ``Loader`` iterator, or any iterator with
+      iterable: a ``pipestate.data.Dataset`` or ``Loader`` (iterated here),
+        a pipestate dataset or ``Loader`` iterator, or any iterator with
         ``get_state()`` / ``set_state()`` (or ``state_dict()`` /
         ``load_state_dict()``). The returned iterator owns it: reading it
         directly would skip batches, and ``close()`` closes it.
@@ -663,7 +669,7 @@ def device_prefetch(
         raise TypeError(
             f"{_OP}: iterable is already a DeviceIterator ({iterable!r}); wrap its pipeline once"
         )
-    if isinstance(iterable, Dataset):
+    if isinstance(iterable, (Dataset, Loader)):
         iterable = iter(iterable)
     elif isinstance(iterable, DatasetIterator):
         if iterable._closed:
