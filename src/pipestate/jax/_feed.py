@@ -312,10 +312,12 @@ def _assemble(sharding: Sharding, local: Any) -> jax.Array:
 
 
 def _is_sharding_leaf(value: Any) -> bool:
+    """Whether ``value`` ends a branch of a sharding pytree (``None`` too, to refuse it)."""
     return value is None or isinstance(value, (Sharding, jax.Device))
 
 
 def _as_sharding(value: Any) -> Sharding:
+    """A leaf of the ``sharding`` argument as a Sharding, or a TypeError naming it."""
     if isinstance(value, Sharding):
         return value
     if isinstance(value, jax.Device):
