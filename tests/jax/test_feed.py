@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import gc
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -699,3 +703,43 @@ def test_the_docs_example_resumes_bit_for_bit(tmp_path: Path, monkeypatch: Any) 
     exec(compile(code, "docs/jax.md", "exec"), resumed)
     assert int(resumed["ckpt"].step.numpy()) == int(whole["ckpt"].step.numpy()) == 96
     np.testing.assert_array_equal(np.asarray(resumed["w"]), np.asarray(whole["w"]))
+
+
+def run_example(code: str, where: Path) -> subprocess.Popen[str]:
+    where.mkdir(exist_ok=True)
+    script = where / "train.py"
+    script.write_text(code + "\nnp.save('w.npy', np.asarray(w))\n")
+    return subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=where,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+
+
+def test_the_docs_example_killed_mid_run_resumes_bit_for_bit(tmp_path: Path) -> None:
+    code = feeding_example()
+    save = "        manager.save()\n"
+    assert code.count(save) == 1
+    whole = run_example(code, tmp_path / "whole")
+    # A run that reports its saves and takes its time, killed after its second save.
+    slow = code.replace(
+        save, save + "        print('saved', int(ckpt.step.numpy()), flush=True)\n"
+    ).replace(
+        "    w = train_step(w, batch)\n", "    w = train_step(w, batch)\n    time.sleep(0.01)\n"
+    )
+    killed = run_example("import time\n" + slow, tmp_path / "killed")
+    assert killed.stdout is not None
+    for line in killed.stdout:
+        if line.strip() == "saved 40":
+            killed.send_signal(signal.SIGKILL)
+            break
+    assert killed.wait(timeout=60) == -signal.SIGKILL
+    assert not (tmp_path / "killed" / "w.npy").exists()
+    resumed = run_example(code, tmp_path / "killed")
+    assert resumed.wait(timeout=120) == 0
+    assert whole.wait(timeout=120) == 0
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "killed" / "w.npy"), np.load(tmp_path / "whole" / "w.npy")
+    )
