@@ -325,9 +325,7 @@ def test_a_refused_state_changes_nothing() -> None:
     batches.close()
 
 
-@settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     n=st.integers(0, 70),
     batch_size=st.integers(1, 9),
