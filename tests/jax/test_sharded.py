@@ -326,3 +326,19 @@ def test_a_rank_holding_no_chunk_of_an_array_still_commits_it(tmp_path: Path) ->
     assert len(set(paths)) == 1, paths
     expected = np.arange(24, dtype=np.float32).reshape(8, 3)
     np.testing.assert_array_equal(load_variable(paths[0], "w/.ATTRIBUTES/VALUE"), expected)
+
+
+def test_an_uncommitted_target_gives_an_uncommitted_array(tmp_path: Path) -> None:
+    """``jnp.zeros(...)`` asks for no placement: the restored array goes where jit needs it."""
+    path = Checkpoint(w=jnp.arange(16.0)).save(str(tmp_path / "ckpt"))
+    ckpt = Checkpoint(w=jnp.zeros(16))
+    ckpt.restore(path).assert_consumed()
+    assert not ckpt.w.committed
+    mesh = Mesh(np.array(jax.devices()), ("batch",))
+    x = jax.device_put(jnp.ones((8, 16)), NamedSharding(mesh, P("batch")))
+    np.testing.assert_array_equal(jax.jit(lambda w, x: x @ w)(ckpt.w, x), np.ones(8) * 120.0)
+    placed = jax.device_put(jnp.zeros(16), jax.devices()[3])
+    ckpt = Checkpoint(w=placed)
+    ckpt.restore(path).assert_consumed()
+    assert ckpt.w.committed
+    assert ckpt.w.devices() == {jax.devices()[3]}

@@ -122,15 +122,27 @@ class DatasetIterator(Iterator[Element]):
           ValueError: an invalid ``external_state_policy``.
         """
         self._check_open()
+        self._check_external(external_state_policy)
+        return self._wrap_state(self._get_state())
+
+    def _check_external(self, external_state_policy: ExternalStatePolicy | str | None) -> None:
+        """Applies the external state policy of ``get_state()`` (may raise or warn)."""
         external = self._dataset._external_ops()
         if external or external_state_policy is not None:
             policy = self._policy(external_state_policy)
             apply_external_state_policy(policy, external, repr(self))
+
+    def _wrap_state(self, inner: State) -> State:
+        """``get_state()``'s dict around ``inner``, a ``_get_state()`` taken now or earlier.
+
+        A consumer ahead of its caller (``pipestate.jax.device_prefetch``) keeps
+        the inner state after each element it hands over and wraps it when asked.
+        """
         return {
             _VERSION: STATE_VERSION,
             _FINGERPRINT: self._dataset.fingerprint,
             _OPS: self._dataset._op_list(),
-            _ITERATOR: self._get_state(),
+            _ITERATOR: inner,
         }
 
     def _policy(self, explicit: ExternalStatePolicy | str | None) -> ExternalStatePolicy:

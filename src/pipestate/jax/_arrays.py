@@ -194,8 +194,11 @@ def _place(saved: object, target: Any, name: str, where: str) -> jax.Array:
     _mismatch(where, name, _saved_shape(saved), shape)
     dtype = np.dtype(target.dtype)
     sharding = getattr(target, "sharding", None)
-    if sharding is None:
-        sharding = SingleDeviceSharding(jax.devices()[0])
+    if sharding is None or (isinstance(target, jax.Array) and not target.committed):
+        # No placement asked for (jnp.zeros(...), a ShapeDtypeStruct without a sharding):
+        # an uncommitted array on the default device, which jit moves where it is needed.
+        placed: jax.Array = jax.device_put(_whole(saved).astype(dtype, copy=False))
+        return placed
     read = _reader_of(saved)
     boxes: dict[_Box, np.ndarray] = {}
 
