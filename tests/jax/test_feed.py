@@ -739,3 +739,22 @@ def test_the_docs_example_killed_mid_run_resumes_bit_for_bit(tmp_path: Path) -> 
     np.testing.assert_array_equal(
         np.load(tmp_path / "killed" / "w.npy"), np.load(tmp_path / "whole" / "w.npy")
     )
+
+
+def test_make_saveable_from_iterator_takes_a_device_iterator(tmp_path: Path) -> None:
+    ds = ps.Dataset.range(40).global_shuffle(seed=1).batch(4)
+    batches = device_prefetch(ds, size=3)
+    ckpt = ps.Checkpoint(input=ps.data.make_saveable_from_iterator(batches))
+    seen = [np.asarray(next(batches)).tolist() for _ in range(3)]
+    path = ckpt.save(str(tmp_path / "ckpt"))
+    after = [np.asarray(b).tolist() for b in batches]
+    fresh = device_prefetch(ds, size=3)
+    ps.Checkpoint(input=ps.data.make_saveable_from_iterator(fresh)).restore(path).assert_consumed()
+    assert [np.asarray(b).tolist() for b in fresh] == after
+    assert sorted(sum(seen + after, [])) == list(range(40))
+    # The saveable's policy applies to the pipeline it wraps.
+    generated = ps.Dataset.from_generator(lambda: iter(range(4)), output_signature=None)
+    with pytest.raises(ValueError, match="from_generator"):
+        ps.data.make_saveable_from_iterator(device_prefetch(generated.batch(2)))
+    with pytest.raises(ValueError, match="or a device_prefetch iterator of one"):
+        ps.data.make_saveable_from_iterator(object())

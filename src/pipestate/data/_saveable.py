@@ -16,7 +16,11 @@ from pipestate._validate import brief
 from pipestate.data.iterator import DatasetIterator, State
 from pipestate.data.options import ExternalStatePolicy, apply_external_state_policy
 
-__all__ = ["IteratorSaveable", "make_saveable_from_iterator"]
+__all__ = ["WRAPS_ITERATOR", "IteratorSaveable", "make_saveable_from_iterator"]
+
+WRAPS_ITERATOR = "_pipestate_wraps_iterator"
+"""Class attribute of an iterator wrapper whose ``iterator`` property is the pipeline it
+wraps and whose ``get_state`` / ``set_state`` are that pipeline's state."""
 
 
 class IteratorSaveable:
@@ -35,12 +39,12 @@ class IteratorSaveable:
     # Checkpoints restore the state as NumPy values without asking for the current one.
     _state_dict_is_numpy = True
 
-    def __init__(self, iterator: DatasetIterator, policy: ExternalStatePolicy) -> None:
+    def __init__(self, iterator: Any, policy: ExternalStatePolicy) -> None:
         self._iterator = iterator
         self._policy = policy
 
     @property
-    def iterator(self) -> DatasetIterator:
+    def iterator(self) -> Any:
         """The iterator whose state is saved."""
         return self._iterator
 
@@ -51,7 +55,8 @@ class IteratorSaveable:
 
     def state_dict(self) -> State:
         """The iterator's state; the policy decides about external state (may raise)."""
-        return self._iterator.get_state(external_state_policy=self._policy)
+        state: State = self._iterator.get_state(external_state_policy=self._policy)
+        return state
 
     def load_state_dict(self, state_dict: State) -> None:
         """Restores the iterator to ``state_dict``, discarding its current position."""
@@ -73,7 +78,9 @@ def make_saveable_from_iterator(
     current state entirely and puts the saved one in its place.
 
     Args:
-        iterator: A :class:`DatasetIterator` (``iter(dataset)``).
+        iterator: A :class:`DatasetIterator` (``iter(dataset)``), or a
+            ``pipestate.jax.device_prefetch`` iterator of one (its state is
+            the pipeline's after the last batch it returned).
         external_state_policy: ``'warn'``, ``'ignore'``, ``'fail'`` or an
             :class:`ExternalStatePolicy`; ``None`` means ``'fail'`` (the
             dataset's ``Options`` are not consulted, as in TensorFlow).
@@ -99,15 +106,20 @@ def make_saveable_from_iterator(
         if external_state_policy is None
         else ExternalStatePolicy.coerce(external_state_policy)
     )
-    if not isinstance(iterator, DatasetIterator):
+    # A wrapper whose state is its pipeline's (pipestate.jax's DeviceIterator) is saved
+    # through its own get_state / set_state; the pipeline it wraps is checked here.
+    wrapped = getattr(type(iterator), WRAPS_ITERATOR, False) is True
+    inner = iterator.iterator if wrapped else iterator
+    if not isinstance(inner, DatasetIterator):
         raise ValueError(
             f"make_saveable_from_iterator expects a pipestate DatasetIterator (iter(dataset)), "
-            f"got {brief(iterator, 100)} of type {type(iterator).__name__}, which can't be "
+            "or a device_prefetch iterator of one, got "
+            f"{brief(inner, 100)} of type {type(inner).__name__}, which can't be "
             "checkpointed; build the input with pipestate.Dataset"
         )
-    if iterator._closed:
+    if inner._closed or getattr(iterator, "_closed", False) is True:
         raise ValueError(f"{iterator!r} is closed and can't be checkpointed; use an open iterator")
     if policy is ExternalStatePolicy.FAIL:
         # Refuse now rather than at the first save: the dataset never changes.
-        apply_external_state_policy(policy, iterator.dataset._external_ops(), repr(iterator))
+        apply_external_state_policy(policy, inner.dataset._external_ops(), repr(iterator))
     return IteratorSaveable(iterator, policy)

@@ -461,6 +461,8 @@ class DeviceIterator(Iterator[Any]):
     """
 
     _pipestate_per_rank = True
+    # make_saveable_from_iterator saves it through get_state / set_state.
+    _pipestate_wraps_iterator = True
     # Checkpoints restore the state as NumPy values without asking for the current one.
     _state_dict_is_numpy = True
 
