@@ -751,7 +751,7 @@ def test_make_saveable_from_iterator_takes_a_device_iterator(tmp_path: Path) -> 
     fresh = device_prefetch(ds, size=3)
     ps.Checkpoint(input=ps.data.make_saveable_from_iterator(fresh)).restore(path).assert_consumed()
     assert [np.asarray(b).tolist() for b in fresh] == after
-    assert sorted(sum(seen + after, [])) == list(range(40))
+    assert sorted(x for batch in seen + after for x in batch) == list(range(40))
     # The saveable's policy applies to the pipeline it wraps.
     generated = ps.Dataset.from_generator(lambda: iter(range(4)), output_signature=None)
     with pytest.raises(ValueError, match="from_generator"):

@@ -60,7 +60,9 @@ init = jax.random.PRNGKey(0)
 k1, k2 = jax.random.split(init)
 params = {
     "hidden": {
-        "w": jax.device_put(jax.random.normal(k1, (8, 32)) * 0.3, NamedSharding(mesh, P(None, "batch"))),
+        "w": jax.device_put(
+            jax.random.normal(k1, (8, 32)) * 0.3, NamedSharding(mesh, P(None, "batch"))
+        ),
         "b": jax.device_put(jnp.zeros(32), replicated),
     },
     "out": {"w": jax.device_put(jax.random.normal(k2, (32,)) * 0.3, replicated)},
