@@ -170,8 +170,8 @@ def _whole(saved: object) -> np.ndarray:
 
 
 def _reader_of(saved: object) -> Callable[[tuple[int, ...], tuple[int, ...]], np.ndarray]:
+    """Reads boxes of ``saved``; a box may be a read-only view of the checkpoint's memory map."""
     if isinstance(saved, SavedArray):
-        # Views of the memory map: make_array_from_callback copies them onto the devices.
         return functools.partial(saved.read, copy=False)
     array = np.asarray(saved)
 
@@ -179,6 +179,53 @@ def _reader_of(saved: object) -> Callable[[tuple[int, ...], tuple[int, ...]], np
         return array[tuple(slice(o, o + n) for o, n in zip(offsets, shape))]
 
     return read
+
+
+def _saved_dtype(saved: object) -> np.dtype[Any]:
+    if isinstance(saved, SavedArray):
+        return saved.dtype
+    return np.asarray(saved).dtype
+
+
+def _check_dtype(saved: object, dtype: np.dtype[Any], name: str, where: str) -> None:
+    """Refuse a dtype JAX would silently change (64-bit types without ``jax_enable_x64``)."""
+    placed = np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+    if placed != dtype:
+        raise CheckpointMismatchError(
+            f"cannot restore {where}: leaf {name} is asked for as {dtype}, which JAX holds as "
+            f"{placed} here (64-bit types need jax.config.update('jax_enable_x64', True)); "
+            f"give a target of dtype {placed} to restore the saved {_saved_dtype(saved)} into it"
+        )
+
+
+def _cast(part: np.ndarray, dtype: np.dtype[Any], name: str, where: str) -> np.ndarray:
+    """``part`` as ``dtype``; an integer value the target's type can't hold is refused, never
+    wrapped (floats round as NumPy casts them)."""
+    if part.dtype == dtype:
+        return part
+    if dtype.kind in "iub" and part.dtype.kind in "iub" and part.size:
+        info = np.iinfo(dtype) if dtype.kind != "b" else np.iinfo(np.uint8)
+        low, high = int(part.min()), int(part.max())
+        if low < info.min or high > (info.max if dtype.kind != "b" else 1):
+            raise CheckpointMismatchError(
+                f"cannot restore {where}: leaf {name} holds {part.dtype} values from {low} to "
+                f"{high}, which {dtype} can't hold; give a target of a wider dtype"
+            )
+    if dtype.kind in "iu" and part.dtype.kind in "fc":
+        raise CheckpointMismatchError(
+            f"cannot restore {where}: leaf {name} holds {part.dtype} values and the target is "
+            f"{dtype}; cast it yourself after restoring into a {part.dtype} target"
+        )
+    return part.astype(dtype)
+
+
+def _owned(part: np.ndarray, devices: Any) -> np.ndarray:
+    """``part``, copied if it is a view and a device may keep it: the CPU backend takes a
+    host array without copying it, and a view of the checkpoint's memory map must not outlive
+    its reader (nor change when the file does)."""
+    if part.base is None or not any(d.platform == "cpu" for d in devices):
+        return part
+    return np.array(part)
 
 
 def _mismatch(where: str, name: str, saved: tuple[int, ...], target: tuple[int, ...]) -> None:
@@ -193,13 +240,15 @@ def _place(saved: object, target: Any, name: str, where: str) -> jax.Array:
     shape = tuple(int(d) for d in target.shape)
     _mismatch(where, name, _saved_shape(saved), shape)
     dtype = np.dtype(target.dtype)
+    _check_dtype(saved, dtype, name, where)
     sharding = getattr(target, "sharding", None)
     if sharding is None or (isinstance(target, jax.Array) and not target.committed):
         # No placement asked for (jnp.zeros(...), a ShapeDtypeStruct without a sharding):
         # an uncommitted array on the default device, which jit moves where it is needed.
-        placed: jax.Array = jax.device_put(_whole(saved).astype(dtype, copy=False))
+        placed: jax.Array = jax.device_put(_cast(_whole(saved), dtype, name, where))
         return placed
     read = _reader_of(saved)
+    devices = sharding.device_set
     boxes: dict[_Box, np.ndarray] = {}
 
     def data(index: Any) -> np.ndarray:
@@ -207,10 +256,50 @@ def _place(saved: object, target: Any, name: str, where: str) -> jax.Array:
         part = boxes.get(box)
         if part is None:
             # Replicas of one box (several devices) share one read.
-            part = boxes[box] = read(*box).astype(dtype, copy=False)
+            part = boxes[box] = _owned(_cast(read(*box), dtype, name, where), devices)
         return part
 
     return jax.make_array_from_callback(shape, sharding, data)
+
+
+_SCALARS = (bool, int, float, complex)
+
+
+def _kind(saved: object, name: str, where: str) -> str:
+    """What a saved leaf is: ``"array"`` (arrays, NumPy scalars), ``"number"`` (a Python
+    number), ``"str"``, or ``"keys"``; anything else no save writes."""
+    if isinstance(saved, (SavedArray, np.ndarray, np.generic)):
+        return "array"
+    if isinstance(saved, _SCALARS):
+        return "number"
+    if isinstance(saved, str):
+        return "str"
+    if _is_saved_key(saved):
+        return "keys"
+    raise CorruptCheckpointError(
+        f"{where}: leaf {name} holds {type(saved).__name__} {saved!r:.80}, which no pytree "
+        "save writes (a leaf is an array, a scalar or a string)"
+    )
+
+
+def _python_scalar(saved: object, target: Any, name: str, where: str) -> Any:
+    kind = type(target)
+    if isinstance(saved, _SCALARS):
+        value: Any = saved
+    else:
+        _mismatch(where, name, _saved_shape(saved), ())
+        value = _whole(saved)[()].item()
+    if kind is int and isinstance(value, (float, complex)):
+        raise CheckpointMismatchError(
+            f"cannot restore {where}: leaf {name} holds the {type(value).__name__} {value!r:.40} "
+            "and the target is an int; give a float target"
+        )
+    if kind is float and isinstance(value, complex):
+        raise CheckpointMismatchError(
+            f"cannot restore {where}: leaf {name} holds a complex number and the target is a "
+            "float; give a complex target"
+        )
+    return kind(value)
 
 
 def restore_leaf(saved: object, target: Any, name: str, where: str) -> Any:
@@ -234,15 +323,35 @@ def restore_leaf(saved: object, target: Any, name: str, where: str) -> Any:
             f"cannot restore {where}: leaf {name} holds PRNG keys in the checkpoint, and the "
             f"target's leaf is {type(target).__name__}; give a key array (jax.random.key) target"
         )
+    kind = _kind(saved, name, where)
+    if target is not None and not isinstance(target, str) and kind == "str":
+        raise CheckpointMismatchError(
+            f"cannot restore {where}: leaf {name} holds the string {saved!r:.60} and the "
+            f"target's leaf is {type(target).__name__}; give a str target"
+        )
+    if isinstance(target, str) and kind != "str":
+        raise CheckpointMismatchError(
+            f"cannot restore {where}: leaf {name} is a str in the target and holds "
+            f"{type(saved).__name__} {saved!r:.60} in the checkpoint"
+        )
+    if kind == "number" and (
+        is_array_target(target) or isinstance(target, (np.ndarray, np.generic))
+    ):
+        number = np.asarray(saved)
+        if number.dtype == object:
+            raise CheckpointMismatchError(
+                f"cannot restore {where}: leaf {name} holds the int {saved!r:.60}, which no "
+                "array dtype holds; give an int target"
+            )
+        saved = number
     if is_array_target(target):
         return _place(saved, target, name, where)
     if isinstance(target, (np.ndarray, np.generic)):
         _mismatch(where, name, _saved_shape(saved), tuple(target.shape))
-        value = _whole(saved).astype(target.dtype, copy=False)
+        value = _cast(_whole(saved), np.dtype(target.dtype), name, where)
         return value if isinstance(target, np.ndarray) else value[()]
-    if isinstance(target, (bool, int, float, complex)):
-        _mismatch(where, name, _saved_shape(saved), ())
-        return type(target)(_whole(saved)[()].item())
+    if isinstance(target, _SCALARS):
+        return _python_scalar(saved, target, name, where)
     if isinstance(saved, SavedArray):
         return saved.full()
     if isinstance(saved, np.ndarray):
