@@ -32,6 +32,7 @@ from pipestate.checkpoint._reader import CheckpointReader
 from pipestate.checkpoint._storage import Storage
 from pipestate.errors import DistributedSaveError
 from pipestate.jax import JaxCoordinator
+from pipestate.jax import _distributed as jax_coordination
 
 from ._mp_sharded import GLOBAL_SHAPE, global_value
 from ._mp_train import BATCH, global_stream, pipeline
@@ -288,6 +289,7 @@ def jax_job(monkeypatch: pytest.MonkeyPatch) -> FakeClient:
     monkeypatch.setattr(state, "process_id", 1)
     monkeypatch.setattr(state, "num_processes", 2)
     monkeypatch.setattr(distributed, "_jax_clients", {})
+    monkeypatch.setattr(jax_coordination, "_attempts", {})
     monkeypatch.delitem(sys.modules, "torch.distributed", raising=False)
     for name in ("TORCHELASTIC_RUN_ID", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
@@ -324,7 +326,7 @@ def test_a_job_of_one_process_saves_alone(
     assert distributed.current_coordinator() is None
 
 
-def test_the_store_operations(jax_job: FakeClient) -> None:
+def test_the_store_operations(jax_job: FakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
     coordinator = JaxCoordinator()
     assert coordinator.get("a") is None  # NOT_FOUND is "not set yet"
     coordinator.set("a", b"\x00\xff")
@@ -332,10 +334,12 @@ def test_the_store_operations(jax_job: FakeClient) -> None:
     assert coordinator.get("a") == b"again"
     coordinator.delete("a")
     assert coordinator.get("a") is None
-    # The namespace counts how often a process of this rank joined the service.
+    # The namespace counts how often a process of this rank joined the service, once per
+    # process: every coordinator over the client shares it.
     assert coordinator.namespace() == "jax1"
-    assert coordinator.namespace() == "jax1"
-    assert JaxCoordinator().namespace() == "jax2"  # as a restarted process of rank 1 would
+    assert JaxCoordinator().namespace() == "jax1"
+    monkeypatch.setattr(jax_coordination, "_attempts", {})  # as a restarted process
+    assert JaxCoordinator().namespace() == "jax2"
     jax_job.fail_with = "UNAVAILABLE: failed to connect to all addresses"
     for operation in (lambda: coordinator.get("a"), lambda: coordinator.set("a", b"")):
         with pytest.raises(DistributedSaveError, match="coordination service") as info:

@@ -22,6 +22,9 @@ __all__ = ["JaxCoordinator"]
 _ATTEMPT_KEY = "pipestate/jax/attempt/{rank}"
 
 _lock = threading.Lock()
+# This process's attempt number on each client's service (kept with the client: its id is
+# the key), shared by every coordinator over that client.
+_attempts: dict[int, tuple[Any, int]] = {}
 
 
 def _state() -> Any:
@@ -78,7 +81,6 @@ class JaxCoordinator(Coordinator):
         self._client = client
         self.rank = int(state.process_id)
         self.world_size = int(state.num_processes)
-        self._namespace: str | None = None
 
     def __repr__(self) -> str:
         return f"JaxCoordinator(rank={self.rank}, world_size={self.world_size})"
@@ -106,11 +108,18 @@ class JaxCoordinator(Coordinator):
             raise _store_error("delete", key, err) from err
 
     def namespace(self) -> str:
-        """``jax<n>``: ``n`` counts how many times a process of this rank joined the service."""
+        """``jax<n>``: ``n`` counts how many times a process of this rank joined the service.
+
+        Counted once per process and client: every coordinator over the same
+        client has the same namespace.
+        """
+        client = self._client
         with _lock:
-            if self._namespace is None:
-                self._namespace = f"jax{self._attempt()}"
-            return self._namespace
+            found = _attempts.get(id(client))
+            if found is None or found[0] is not client:
+                found = (client, self._attempt())
+                _attempts[id(client)] = found
+        return f"jax{found[1]}"
 
     def _attempt(self) -> int:
         increment = getattr(self._client, "key_value_increment", None)
