@@ -10,6 +10,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 from pipestate.checkpoint._auto import AutoTrackable, TrackableDict, TrackableList
 from pipestate.checkpoint._checkpoint import (
     Checkpoint,
@@ -73,3 +75,13 @@ __all__ = [
     "update_checkpoint_state",
     "use_coordinator",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # restore_pytree needs JAX: imported on first use, so this package never imports it
+    # (and left out of __all__, so that a star import works without JAX).
+    if name == "restore_pytree":
+        from pipestate.jax import restore_pytree
+
+        return restore_pytree
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,16 +9,24 @@ of two ways, decided at save time from its contents:
 * only plain values (or empty): one value, ``VALUE``, restored in place;
 * otherwise: one dependency per element, named ``"0"``, ``"1"``, ... or by
   the dict's keys, with plain elements adapted one by one.
+
+Where JAX is imported, a value that is a JAX pytree (it holds a ``jax.Array``,
+or pytree nodes other than dict, list and tuple: named tuples such as optax
+states, registered dataclasses) is not wrapped: it becomes one dependency, a
+pytree slot (see :mod:`pipestate.jax._pytree`), restored by rebinding it to a
+new pytree of the same structure.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, SupportsIndex, TypeVar
 
 from pipestate.checkpoint._adapters import VALUE, PythonValue, adapt
+from pipestate.checkpoint._pytree_form import PYTREE, check_structure, nested_from_paths
 from pipestate.checkpoint._trackable import Trackable
 from pipestate.checkpoint._values import Value, is_plain_value
 
@@ -34,8 +42,30 @@ __all__ = [
 _T = TypeVar("_T")
 
 
+def _is_pytree(value: Any) -> bool:
+    """Whether ``value`` is saved as a JAX pytree (never imports JAX: only where it is imported)."""
+    if "jax" not in sys.modules or isinstance(value, Trackable):
+        return False
+    from pipestate.jax._pytree import is_pytree
+
+    return is_pytree(value)
+
+
+def _pytree_slot(slot: PythonValue) -> Trackable:
+    from pipestate.jax._pytree import PyTreeSlot
+
+    return PyTreeSlot(slot)
+
+
 def wrap_container(value: Any) -> Any:
-    """Replace a plain ``list`` / ``dict`` by its tracking wrapper (other values are unchanged)."""
+    """Replace a plain ``list`` / ``dict`` by its tracking wrapper (other values are unchanged;
+    a JAX pytree stays as it is)."""
+    if type(value) not in (list, dict) or _is_pytree(value):
+        return value
+    return _wrap_plain(value)
+
+
+def _wrap_plain(value: Any) -> Any:
     if type(value) is list:
         return TrackableList(value)
     if type(value) is dict:
@@ -51,18 +81,32 @@ def _wrap_element(value: Any) -> Any:
 def can_track(value: Any) -> bool:
     """Whether ``value`` can be a dependency (directly, wrapped, or through an adapter)."""
     value = wrap_container(value)
-    return isinstance(value, Trackable) or is_plain_value(value) or adapt(value) is not None
+    return (
+        isinstance(value, Trackable)
+        or is_plain_value(value)
+        or _is_pytree(value)
+        or adapt(value) is not None
+    )
 
 
 def as_dependency(
-    value: Any, current: Trackable | None, make_slot: Callable[[], PythonValue]
+    value: Any,
+    current: Trackable | None,
+    make_slot: Callable[[], PythonValue],
+    *,
+    pytree: bool | None = None,
 ) -> Trackable | None:
     """The dependency for a (wrapped) value held in a slot, reusing ``current`` when it still fits.
 
+    ``pytree`` says whether the value is a JAX pytree, where the caller knows.
     Returns ``None`` when the value cannot be checkpointed.
     """
     if isinstance(value, Trackable):
         return value
+    if pytree if pytree is not None else _is_pytree(value):
+        if getattr(current, "_pipestate_pytree", False):
+            return current
+        return _pytree_slot(make_slot())
     if is_plain_value(value):
         return current if isinstance(current, PythonValue) else make_slot()
     if current is not None and getattr(current, "wrapped", None) is value:
@@ -113,10 +157,14 @@ class AutoTrackable(Trackable):
         if name.startswith("_") or isinstance(getattr(type(self), name, None), property):
             object.__setattr__(self, name, value)
             return
-        value = wrap_container(value)
+        pytree = _is_pytree(value)
+        if not pytree:
+            value = _wrap_plain(value)
         object.__setattr__(self, name, value)
         current = self._dependencies().get(name)
-        dependency = as_dependency(value, current, lambda: _attribute_slot(self, name))
+        dependency = as_dependency(
+            value, current, lambda: _attribute_slot(self, name), pytree=pytree
+        )
         if dependency is None:
             self._untrack(name)
         elif dependency is not current:
@@ -157,7 +205,7 @@ class _Container(Trackable):
         raise NotImplementedError
 
     def _is_plain(self) -> bool:
-        return all(is_plain_value(v) for _, v in self._entries())
+        return all(is_plain_value(v) and not _is_pytree(v) for _, v in self._entries())
 
     def _trackable_children(self) -> Mapping[str, Trackable]:
         if self._is_plain():
@@ -197,6 +245,17 @@ class _Container(Trackable):
     def _restore_from_values(self, values: Mapping[str, Value]) -> None:
         if VALUE in values:
             self._replace_contents(values[VALUE])
+        elif PYTREE in values:
+            # Saved as a JAX pytree (it held jax arrays then): its leaves, nested again.
+            leaves = {name: value for name, value in values.items() if name != PYTREE}
+            where = f"the {type(self).__name__} restored from a saved pytree"
+            paths = check_structure(values[PYTREE], leaves, where)
+            self._replace_contents(nested_from_paths(paths, leaves, where))
+        elif values:
+            raise TypeError(
+                f"a {type(self).__name__} cannot be restored from saved attributes "
+                f"{sorted(values)[:5]}"
+            )
 
     def _changed(self) -> None:
         # A restore may be waiting for the index or key that was just filled.

@@ -12,7 +12,7 @@ from typing import Any
 
 from pipestate.checkpoint._cleanup import remove_stale_files
 from pipestate.checkpoint._distributed import SaveRound, graph_digest
-from pipestate.checkpoint._graph import Sharded
+from pipestate.checkpoint._graph import ARRAY_PREFIX, Sharded
 from pipestate.checkpoint._index import MAX_SHARDS
 from pipestate.checkpoint._paths import index_path, shard_name
 from pipestate.checkpoint._storage import Storage
@@ -145,7 +145,7 @@ def lead_write(
 
 
 def _merge_chunks(round_: SaveRound, sharded: Sharded, rank: int, theirs: dict[str, Any]) -> None:
-    """Add ``rank``'s chunks of each DTensor to rank 0's body of it."""
+    """Add ``rank``'s chunks of each DTensor (and sharded array) to rank 0's body of it."""
     for nid, bodies in theirs.items():
         mine = sharded.get(int(nid)) if nid.isdigit() else None
         if not isinstance(bodies, dict) or mine is None:
@@ -163,12 +163,17 @@ def _merge_chunks(round_: SaveRound, sharded: Sharded, rank: int, theirs: dict[s
                 or not isinstance(body.get("chunks"), list)
             ):
                 raise round_.error(
-                    f"rank {rank} saved the DTensor at {key!r:.200} as "
-                    f"{_describe(body)}, rank 0 as {_describe(own)}; every rank must save "
-                    "the same DTensors",
+                    f"rank {rank} saved {_named(key)} as {_describe(body)}, rank 0 as "
+                    f"{_describe(own)}; every rank must save the same sharded values",
                     failed_ranks=(rank,),
                 )
             own["chunks"].extend(body["chunks"])
+
+
+def _named(key: str) -> str:
+    if key.startswith(ARRAY_PREFIX):
+        return f"the sharded array at {key.removeprefix(ARRAY_PREFIX)!r:.200}"
+    return f"the DTensor at {key!r:.200}"
 
 
 def _describe(body: object) -> str:
@@ -178,15 +183,17 @@ def _describe(body: object) -> str:
 
 
 def _check_chunks(round_: SaveRound, sharded: Sharded) -> None:
-    """Refuse to commit a DTensor whose chunks overlap or do not cover it (never lose a range)."""
+    """Refuse to commit a DTensor (or sharded array) whose chunks overlap or do not cover it
+    (never lose a range)."""
     for bodies in sharded.values():
         for key, body in bodies.items():
             body["chunks"].sort(key=lambda chunk: chunk["offsets"])
+            tag = "sharded" if key.startswith(ARRAY_PREFIX) else "dtensor"
             try:
-                parse_sharding(body, key)
+                parse_sharding(body, key.removeprefix(ARRAY_PREFIX), tag)
             except CorruptCheckpointError as err:
                 raise round_.error(
-                    f"the ranks' chunks of the DTensor at {key!r:.200} do not make it up ({err}); "
+                    f"the ranks' chunks of {_named(key)} do not make it up ({err}); "
                     "every rank holding a part of it must take part in the save"
                 ) from None
 

@@ -12,13 +12,27 @@ import numpy as np
 from pipestate.checkpoint._distributed import Placement, is_per_rank
 from pipestate.checkpoint._index import check_graph_size
 from pipestate.checkpoint._trackable import DeferredRestoration, Trackable
-from pipestate.checkpoint._values import attribute_key, contains_dtensor, encode_value
+from pipestate.checkpoint._values import (
+    ShardedArray,
+    attribute_key,
+    contains_dtensor,
+    contains_sharded,
+    encode_value,
+)
 from pipestate.checkpoint._writer import prepare_array
 
-__all__ = ["GraphView", "Sharded", "format_path", "kind_of"]
+__all__ = ["ARRAY_PREFIX", "GraphView", "Sharded", "format_path", "kind_of"]
 
 Sharded: TypeAlias = dict[int, dict[str, dict[str, Any]]]
-"""Per node number, each DTensor's value key and ``"dtensor"`` body (see ``serialize``)."""
+"""Per node number, each DTensor's (or sharded array's) value key and ``"dtensor"``
+(``"sharded"``) body (see ``serialize``)."""
+ARRAY_PREFIX = "array:"
+"""Marks the keys of sharded arrays (not DTensors) in ``Sharded``."""
+_SHARDED_DTYPES = frozenset(
+    {"bool", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64"}
+    | {"float16", "bfloat16", "float32", "float64", "complex64", "complex128"}
+    | {"float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu"}
+)
 
 
 def kind_of(obj: Trackable) -> str:
@@ -191,19 +205,68 @@ class GraphView:
                 )
             return sharder(key, tensor)
 
+        def add_sharded(key: str, array: ShardedArray) -> Any:
+            if current in per_rank:
+                raise TypeError(
+                    f"cannot save the sharded array at {key!r}: it is held by an object saved "
+                    "per rank, and a sharded array is one array of the whole job; keep it in a "
+                    "replicated object"
+                )
+            if array.dtype.name not in _SHARDED_DTYPES:
+                raise TypeError(
+                    f"cannot save the sharded array at {key!r}: dtype {array.dtype.name} has no "
+                    "safetensors type; cast it first, e.g. to float32"
+                )
+            if not distributed and not array.complete:
+                raise ValueError(
+                    f"cannot save the array at {key!r} from this process alone: it is "
+                    f"{array.what}, and this process holds only part of it. Save from every "
+                    "process (a distributed save), or gather the array first"
+                )
+            chunks = []
+            # An array this process holds whole is one replicated value: rank 0 writes it.
+            # Of one held in part, every rank writes its chunks and rank 0 merges them.
+            writes = rank == 0 or not array.complete
+            for offsets, data in array.chunks if writes else ():
+                if data.size:
+                    # The offsets make the key unique across ranks: each box has one writer.
+                    written = add_raw(f"{key}@[{','.join(map(str, offsets))}]", data, None)
+                    chunks.append(
+                        {"offsets": list(offsets), "shape": list(data.shape), "of": written}
+                    )
+            body: dict[str, Any] = {
+                "shape": list(array.shape),
+                "dtype": array.dtype.name,
+                "chunks": chunks,
+            }
+            if distributed and writes:
+                on_body(ARRAY_PREFIX + key, body)
+            return body
+
         def skip(key: str, array: Any) -> str:
             return ""
 
-        # DTensors exist only once torch.distributed.tensor is imported.
+        # DTensors exist only once torch.distributed.tensor is imported, jax arrays once jax is.
         dtensors = distributed and rank != 0 and "torch.distributed.tensor" in sys.modules
+        arrays_of_jax = distributed and rank != 0 and "jax" in sys.modules
         for i, (obj, path, children) in enumerate(objects):
             current = i
             if distributed and rank != 0 and i not in per_rank:
-                # Replicated: rank 0 saves it, but each rank writes its chunks of DTensors.
-                if dtensors:
+                # Replicated: rank 0 saves it, but each rank writes its chunks of DTensors
+                # and sharded arrays.
+                if dtensors or arrays_of_jax:
                     for name, value in _values_of(obj).items():
-                        if contains_dtensor(value):
-                            encode_value(value, attribute_key(path, name), skip, skip, add_dtensor)
+                        if (dtensors and contains_dtensor(value)) or (
+                            arrays_of_jax and contains_sharded(value)
+                        ):
+                            encode_value(
+                                value,
+                                attribute_key(path, name),
+                                skip,
+                                skip,
+                                add_dtensor,
+                                add_sharded,
+                            )
                 nodes.append(
                     {
                         "kind": kind_of(obj),
@@ -215,7 +278,12 @@ class GraphView:
             suffix = f"@rank{rank}" if i in per_rank else ""
             attributes = {
                 name: encode_value(
-                    value, attribute_key(path, name) + suffix, add_array, add_tensor, add_dtensor
+                    value,
+                    attribute_key(path, name) + suffix,
+                    add_array,
+                    add_tensor,
+                    add_dtensor,
+                    add_sharded,
                 )
                 for name, value in _values_of(obj).items()
             }

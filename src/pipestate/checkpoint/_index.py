@@ -20,7 +20,8 @@ A sharded torch tensor (``DTensor``) is an attribute value
 "shape": [...], "of": "<tensor key>"}, ...]}}``: the global shape and torch
 dtype, and each chunk its ranks wrote, a box at ``offsets`` of ``shape``
 whose array is tensor ``of`` (see :mod:`._values`; chunks never overlap and
-cover the tensor).
+cover the tensor). A sharded ``jax.Array`` is the same body under the tag
+``"sharded"``, with a NumPy or ml_dtypes dtype name.
 
 Node 0 is the root. ``offset`` is absolute in the shard file. Shards are
 written first under their final names; the index is written last and

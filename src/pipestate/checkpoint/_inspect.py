@@ -135,6 +135,10 @@ def _size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+# Values saved in chunks: DTensors and sharded (JAX) arrays.
+_SHARDED_TAGS = frozenset({"dtensor", "sharded"})
+
+
 def _tensor_ref(tag: str, body: Any) -> str | None:
     """The tensor key of an ``array``, ``scalar`` or ``torch`` tag (a torch view names its base)."""
     if tag == "torch" and isinstance(body, dict):
@@ -156,7 +160,7 @@ def _summary(encoded: Any, tensors: dict[str, Any]) -> tuple[str, list[str]]:
             t = tensors[ref]
             shape = ", ".join(map(str, t.shape))
             return f"{_dtype_name(t)}[{shape}]  {_size(t.length)}", []
-        if tag == "dtensor" and isinstance(body, dict) and isinstance(body.get("shape"), list):
+        if tag in _SHARDED_TAGS and isinstance(body, dict) and isinstance(body.get("shape"), list):
             chunks: list[str] = []
             _collect_refs(encoded, chunks)
             total = sum(tensors[r].length for r in chunks if r in tensors)
@@ -209,7 +213,7 @@ def _collect_refs(encoded: Any, out: list[str]) -> None:
                 if ref is not None:
                     out.append(ref)
                     continue
-                if tag == "dtensor" and isinstance(body, dict):
+                if tag in _SHARDED_TAGS and isinstance(body, dict):
                     # A sharded tensor: the arrays of its chunks.
                     chunks = body.get("chunks")
                     for chunk in chunks if isinstance(chunks, list) else ():

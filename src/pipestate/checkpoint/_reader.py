@@ -22,21 +22,24 @@ from pipestate.checkpoint._limits import INDEX_LIMIT, read_limited
 from pipestate.checkpoint._paths import index_path, shard_name
 from pipestate.checkpoint._safetensors import (
     TensorInfo,
+    native_array,
     parse_header,
     safetensors_dtype,
     widen_to_float32,
 )
 from pipestate.checkpoint._storage import RandomAccessFile, Storage
 from pipestate.checkpoint._values import (
+    Chunk,
     SavedSharding,
     Value,
+    array_dtype,
     decode_value,
     sharded_reader,
     torch_reader,
 )
 from pipestate.errors import CorruptCheckpointError, NotFoundError
 
-__all__ = ["CheckpointReader", "gc_paused", "missing_checkpoint_error"]
+__all__ = ["CheckpointReader", "SavedArray", "gc_paused", "missing_checkpoint_error"]
 
 _CHUNK = 4 << 20
 
@@ -156,6 +159,13 @@ class CheckpointReader:
         array, native = self.read_raw(key, copy=copy)
         return array if native is None else widen_to_float32(array, native)
 
+    def read_array(self, key: str, *, copy: bool = True) -> np.ndarray:
+        """Read tensor ``key`` as :meth:`read_raw` does (same arguments and errors), with BF16
+        and float8 tensors as ml_dtypes arrays (where ml_dtypes is not installed: widened
+        exactly to float32). This is how NumPy values are read."""
+        array, native = self.read_raw(key, copy=copy)
+        return array if native is None else native_array(array, native)
+
     def read_raw(self, key: str, *, copy: bool = True) -> tuple[np.ndarray, str | None]:
         """Read tensor ``key`` as stored, and verify its checksum.
 
@@ -225,18 +235,22 @@ class CheckpointReader:
         where: str,
         copy: bool = True,
         placeholders: list[Any] | None = None,
+        lazy_arrays: bool = False,
     ) -> Value:
-        """Decode one attribute's JSON, reading its arrays (see :meth:`read_tensor`).
+        """Decode one attribute's JSON, reading its arrays (see :meth:`read_array`).
 
         A sharded tensor (DTensor) is read whole; with ``placeholders`` (and
         torch installed) it is left as a ``SavedDTensor``, also appended there,
         that reads only the chunks its target needs (see
-        :func:`pipestate.torch._dtensor.resolve`).
+        :func:`pipestate.torch._dtensor.resolve`). A sharded array (``"sharded"``)
+        is read whole too; with ``lazy_arrays``, it is left as a
+        :class:`SavedArray` that reads the chunks a box of it overlaps.
         """
-        read = self.read_tensor if copy else functools.partial(self.read_tensor, copy=False)
+        read = self.read_array if copy else functools.partial(self.read_array, copy=False)
+        widened = self.read_tensor if copy else functools.partial(self.read_tensor, copy=False)
         read_raw = self.read_raw if copy else functools.partial(self.read_raw, copy=False)
         tensors = self._torch_tensors.setdefault(copy, weakref.WeakValueDictionary())
-        read_torch = torch_reader(read_raw, read, tensors)
+        read_torch = torch_reader(read_raw, widened, tensors)
         # Chunks are copied into the tensor assembled from them: no copy of their own.
         read_sharded = sharded_reader(
             functools.partial(self.read_raw, copy=False),
@@ -249,8 +263,18 @@ class CheckpointReader:
             self._check_chunks(saved)
             return read_sharded(saved)
 
+        def read_array_chunks(saved: SavedSharding) -> Any:
+            self._check_chunks(saved)
+            lazy = SavedArray(saved, functools.partial(self.read_array, copy=False))
+            return lazy if lazy_arrays else lazy.full()
+
         return decode_value(
-            encoded, read, where=where, read_torch=read_torch, read_dtensor=read_dtensor
+            encoded,
+            read,
+            where=where,
+            read_torch=read_torch,
+            read_dtensor=read_dtensor,
+            read_sharded=read_array_chunks,
         )
 
     def _check_chunks(self, saved: SavedSharding) -> None:
@@ -295,6 +319,73 @@ class CheckpointReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class SavedArray:
+    """A sharded array as saved, not read yet: any box of it is read from the chunks it overlaps.
+
+    Each chunk is read (and its checksum verified) at most once, on first use.
+    """
+
+    def __init__(self, saved: SavedSharding, read_array: Callable[[str], np.ndarray]) -> None:
+        self.saved = saved
+        self.shape = saved.shape
+        self.dtype = array_dtype(saved.dtype) or np.dtype(np.float32)
+        self._read_array = read_array
+        self._chunks: dict[str, np.ndarray] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"SavedArray({self.saved.where!r:.200}, {self.saved.dtype}{list(self.shape)}, "
+            f"chunks={len(self.saved.chunks)})"
+        )
+
+    def _chunk(self, chunk: Chunk) -> np.ndarray:
+        data = self._chunks.get(chunk.key)
+        if data is None:
+            data = self._read_array(chunk.key)
+            if data.shape != chunk.shape or data.dtype != self.dtype:
+                raise CorruptCheckpointError(
+                    f"chunk {chunk.key!r:.200} of the sharded array at {self.saved.where!r:.200} "
+                    f"holds {data.dtype}{list(data.shape)}, the index says "
+                    f"{self.dtype}{list(chunk.shape)}"
+                )
+            self._chunks[chunk.key] = data
+        return data
+
+    def read(
+        self, offsets: tuple[int, ...], shape: tuple[int, ...], *, copy: bool = True
+    ) -> np.ndarray:
+        """The box at ``offsets`` of ``shape``, from the chunks that overlap it.
+
+        Without ``copy``, a box that is one saved chunk is returned as read: a
+        read-only view of the memory map, valid while the reader is open.
+
+        Raises:
+            CorruptCheckpointError: When a chunk's array is not what the index says.
+        """
+        if not copy:
+            for chunk in self.saved.chunks:
+                if chunk.offsets == offsets and chunk.shape == shape:
+                    return self._chunk(chunk)
+        out = np.empty(shape, self.dtype)
+        if out.size == 0:
+            return out
+        for chunk in self.saved.chunks:
+            low = [max(o, c) for o, c in zip(offsets, chunk.offsets)]
+            high = [
+                min(o + n, c + m) for o, n, c, m in zip(offsets, shape, chunk.offsets, chunk.shape)
+            ]
+            if any(lo >= hi for lo, hi in zip(low, high)):
+                continue
+            dst = tuple(slice(lo - o, hi - o) for lo, hi, o in zip(low, high, offsets))
+            src = tuple(slice(lo - c, hi - c) for lo, hi, c in zip(low, high, chunk.offsets))
+            out[dst] = self._chunk(chunk)[src]
+        return out
+
+    def full(self) -> np.ndarray:
+        """The whole array, a new NumPy array."""
+        return self.read((0,) * len(self.shape), self.shape)
 
 
 def missing_checkpoint_error(storage: Storage, prefix: str, display: str) -> NotFoundError:

@@ -167,6 +167,8 @@ class RestoreSession:
         if names:
             # Objects that copy what they restore may get read-only views of the memory map.
             copy = not getattr(obj, "_copies_restored_values", False)
+            # Objects that place arrays themselves (JAX pytrees) read boxes of sharded ones.
+            lazy = bool(getattr(obj, "_reads_saved_arrays", False))
             values: dict[str, Any] = {}
             placeholders: list[Any] = []
             for n in names:
@@ -176,7 +178,11 @@ class RestoreSession:
                 else:
                     where = attribute_key(self.node_path(node_id), n)
                     values[n] = self.reader.decode(
-                        encoded, where=where, copy=copy, placeholders=placeholders
+                        encoded,
+                        where=where,
+                        copy=copy,
+                        placeholders=placeholders,
+                        lazy_arrays=lazy,
                     )
             if placeholders:
                 values = _resolve_sharded(obj, values)

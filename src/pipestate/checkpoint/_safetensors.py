@@ -26,12 +26,16 @@ from pipestate.errors import CorruptCheckpointError
 __all__ = [
     "MAX_HEADER_BYTES",
     "MAX_JSON_DEPTH",
+    "ML_DTYPE_NAMES",
     "NATIVE_CARRIERS",
     "TensorInfo",
     "build_header",
     "carrier_dtype",
     "empty_shape_fits",
     "json_depth",
+    "ml_dtype_code",
+    "ml_dtypes_module",
+    "native_array",
     "numpy_dtype",
     "parse_header",
     "safetensors_dtype",
@@ -99,6 +103,59 @@ _FLOAT8 = {
     "F8_E5M2FNUZ": (5, 2, 16, "fnuz"),
     "F8_E8M0": (8, 0, 127, "e8m0"),
 }
+
+
+# The ml_dtypes types (NumPy's bfloat16 and float8 as JAX uses them) by safetensors code.
+ML_DTYPE_NAMES = {
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "F8_E4M3FNUZ": "float8_e4m3fnuz",
+    "F8_E5M2FNUZ": "float8_e5m2fnuz",
+    "F8_E8M0": "float8_e8m0fnu",
+}
+_ML_CODES = {name: code for code, name in ML_DTYPE_NAMES.items()}
+
+
+def ml_dtype_code(dtype: np.dtype[Any], key: str) -> str | None:
+    """The safetensors code of an ml_dtypes dtype (``"BF16"`` for bfloat16); ``None`` for others.
+
+    Raises:
+        TypeError: For an ml_dtypes dtype safetensors has no code for (int4,
+            float4_e2m1fn, float8_e3m4, ...), naming ``key``.
+    """
+    if getattr(dtype.type, "__module__", "") != "ml_dtypes":
+        return None
+    code = _ML_CODES.get(dtype.name)
+    if code is None or NATIVE_CARRIERS[code].itemsize != dtype.itemsize:
+        raise TypeError(
+            f"cannot save the array at {key!r}: dtype {dtype.name} has no safetensors type "
+            f"(supported ml_dtypes types: {', '.join(ML_DTYPE_NAMES.values())}); cast it to "
+            "one of them or to a NumPy dtype first, e.g. array.astype(numpy.int8)"
+        )
+    return code
+
+
+def ml_dtypes_module() -> Any:
+    """The ml_dtypes module, or ``None`` where it is not installed."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    return ml_dtypes
+
+
+def native_array(carrier: np.ndarray, code: str) -> np.ndarray:
+    """``carrier``'s bytes as the ml_dtypes type of ``code`` (no copy); where ml_dtypes is not
+    installed, widened exactly to float32 (see :func:`widen_to_float32`).
+
+    Raises:
+        ValueError: For a code that is not one of ``NATIVE_CARRIERS``.
+    """
+    module = ml_dtypes_module()
+    if module is None:
+        return widen_to_float32(carrier, code)
+    return carrier.view(np.dtype(getattr(module, ML_DTYPE_NAMES[code])))
 
 
 def carrier_dtype(code: str) -> np.dtype[Any] | None:

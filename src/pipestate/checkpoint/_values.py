@@ -14,6 +14,7 @@ stand for themselves and everything else is a one-key tagged object::
     {"scalar": "<tensor key>"}            a NumPy scalar stored in a data shard
     {"torch": "<tensor key>" | {...}}     a torch tensor (see ``pipestate.torch._state``)
     {"dtensor": {...}}                    a sharded torch tensor (DTensor), in chunks
+    {"sharded": {...}}                    a sharded array (a JAX array over devices), in chunks
 
 A ``"dtensor"`` body is the tensor's global shape and dtype and the chunks
 its ranks wrote, each a box of the global tensor at ``offsets`` (one per
@@ -26,6 +27,17 @@ dimension) of ``shape``, stored as the array ``of``::
 The chunks never overlap and together cover the tensor (an empty tensor has
 none); ``dtype`` is a torch dtype name, and every chunk's array is of that
 dtype.
+
+A ``"sharded"`` body has the same form, with a NumPy or ml_dtypes dtype name
+(``"float32"``, ``"bfloat16"``, ``"float8_e4m3fn"``); it is what a
+:class:`ShardedArray` (built by :mod:`pipestate.jax` from a ``jax.Array``
+sharded over several devices) is saved as, one chunk per distinct shard.
+Readers get one NumPy array for it; restoring onto a sharding reads only the
+chunks each device's shard overlaps.
+
+NumPy arrays of the ml_dtypes types safetensors has (bfloat16 and the float8
+types) are stored as those types and read back as such where ml_dtypes is
+installed (it comes with JAX), else widened exactly to float32.
 
 Torch tensors are values too (without importing torch here: they are
 recognised when torch is already imported). They are stored in their own
@@ -48,6 +60,7 @@ from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 
+from pipestate.checkpoint import _safetensors
 from pipestate.errors import CheckpointMismatchError, CorruptCheckpointError
 
 __all__ = [
@@ -56,10 +69,13 @@ __all__ = [
     "MAX_DEPTH",
     "Chunk",
     "SavedSharding",
+    "ShardedArray",
     "Value",
+    "array_dtype",
     "assemble_array",
     "attribute_key",
     "contains_dtensor",
+    "contains_sharded",
     "decode_value",
     "encode_value",
     "escape_name",
@@ -78,7 +94,7 @@ Value: TypeAlias = Any
 ATTRIBUTES = ".ATTRIBUTES"
 MAX_DEPTH = 100
 _TAGS = frozenset(
-    {"float", "bytes", "tuple", "dict", "items", "array", "scalar", "torch", "dtensor"}
+    {"float", "bytes", "tuple", "dict", "items", "array", "scalar", "torch", "dtensor", "sharded"}
 )
 # Chunks of one sharded tensor; those that are not cells of one grid (a sharding's
 # always are) are checked pairwise for overlap, at most _MAX_PAIRWISE of them.
@@ -117,17 +133,60 @@ def is_dtensor(value: object) -> bool:
     return dtensor is not None and isinstance(value, dtensor)
 
 
-def contains_dtensor(value: object, depth: int = 0) -> bool:
-    """Whether a saved value holds a DTensor somewhere."""
-    if is_dtensor(value):
+class ShardedArray:
+    """An array saved in chunks, each written from where it lives (no gathering).
+
+    ``chunks`` are ``(offsets, array)`` pairs: boxes of the whole array at
+    ``offsets``, none overlapping. ``complete`` says whether they cover the
+    array: a process that holds only some of it saves it only as one rank of
+    a distributed save, where the other ranks write the rest. ``what`` names
+    the array's placement in error messages.
+    """
+
+    __slots__ = ("chunks", "complete", "dtype", "shape", "what")
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        dtype: np.dtype[Any],
+        chunks: list[tuple[tuple[int, ...], np.ndarray]],
+        *,
+        complete: bool,
+        what: str,
+    ) -> None:
+        self.shape = shape
+        self.dtype = dtype
+        self.chunks = chunks
+        self.complete = complete
+        self.what = what
+
+    def __repr__(self) -> str:
+        return (
+            f"ShardedArray({self.dtype.name}{list(self.shape)}, chunks={len(self.chunks)}, "
+            f"{self.what})"
+        )
+
+
+def _contains(value: object, test: Callable[[object], bool], depth: int = 0) -> bool:
+    if test(value):
         return True
     if depth >= MAX_DEPTH:
         return False
     if isinstance(value, Mapping):
-        return any(contains_dtensor(v, depth + 1) for v in value.values())
+        return any(_contains(v, test, depth + 1) for v in value.values())
     if isinstance(value, (list, tuple)):
-        return any(contains_dtensor(v, depth + 1) for v in value)
+        return any(_contains(v, test, depth + 1) for v in value)
     return False
+
+
+def contains_dtensor(value: object) -> bool:
+    """Whether a saved value holds a DTensor somewhere."""
+    return _contains(value, is_dtensor)
+
+
+def contains_sharded(value: object) -> bool:
+    """Whether a saved value holds a :class:`ShardedArray` somewhere."""
+    return _contains(value, lambda v: isinstance(v, ShardedArray))
 
 
 def is_plain_value(value: object, depth: int = 0) -> bool:
@@ -163,13 +222,15 @@ def encode_value(
     add_array: AddArray,
     add_tensor: AddTensor | None = None,
     add_dtensor: AddTensor | None = None,
+    add_sharded: AddTensor | None = None,
 ) -> Any:
     """Encode ``value`` as JSON, handing every array to ``add_array(key, array) -> tensor key``.
 
     Torch tensors go to ``add_tensor(key, tensor)``, which returns the body of
     their ``"torch"`` tag; without it they are saved as NumPy arrays. DTensors
     go to ``add_dtensor(key, tensor)``, which returns the body of their
-    ``"dtensor"`` tag.
+    ``"dtensor"`` tag; :class:`ShardedArray` values to ``add_sharded(key,
+    array)``, which returns the body of their ``"sharded"`` tag.
 
     Raises:
         TypeError: For a value of an unsupported type (named with its key), or
@@ -180,17 +241,20 @@ def encode_value(
         add_tensor = functools.partial(_tensor_as_array, add_array)
     if add_dtensor is None:
         add_dtensor = _no_dtensor
-    return _encode(value, key, add_array, _Adders(add_tensor, add_dtensor), 0)
+    if add_sharded is None:
+        add_sharded = _no_sharded
+    return _encode(value, key, add_array, _Adders(add_tensor, add_dtensor, add_sharded), 0)
 
 
 class _Adders:
-    """Where torch tensors and DTensors go (one object, so that the recursion passes one)."""
+    """Where torch tensors, DTensors and sharded arrays go (one object for the recursion)."""
 
-    __slots__ = ("dtensor", "tensor")
+    __slots__ = ("dtensor", "sharded", "tensor")
 
-    def __init__(self, tensor: AddTensor, dtensor: AddTensor) -> None:
+    def __init__(self, tensor: AddTensor, dtensor: AddTensor, sharded: AddTensor) -> None:
         self.tensor = tensor
         self.dtensor = dtensor
+        self.sharded = sharded
 
     def __call__(self, key: str, value: Any) -> Any:
         if is_dtensor(value):
@@ -209,6 +273,13 @@ def _no_dtensor(key: str, tensor: Any) -> Any:
     )
 
 
+def _no_sharded(key: str, array: Any) -> Any:
+    raise TypeError(
+        f"cannot save the sharded array at {key!r} here: only object-graph checkpoints save "
+        "arrays in chunks"
+    )
+
+
 def _encode(value: Value, key: str, add_array: AddArray, add_tensor: _Adders, depth: int) -> Any:
     if depth > MAX_DEPTH:
         raise ValueError(
@@ -222,6 +293,8 @@ def _encode(value: Value, key: str, add_array: AddArray, add_tensor: _Adders, de
         return {"scalar": add_array(key, np.asarray(value))}
     if is_torch_tensor(value):
         return add_tensor(key, value)
+    if isinstance(value, ShardedArray):
+        return {"sharded": add_tensor.sharded(key, value)}
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
@@ -288,12 +361,14 @@ class Chunk(NamedTuple):
 
 
 class SavedSharding(NamedTuple):
-    """A ``"dtensor"`` body, checked: the global shape, the torch dtype name and the chunks."""
+    """A ``"dtensor"`` or ``"sharded"`` body, checked: the global shape, the dtype name (a
+    torch one, or a NumPy / ml_dtypes one) and the chunks; ``tag`` says which."""
 
     shape: tuple[int, ...]
     dtype: str
     chunks: tuple[Chunk, ...]
     where: str
+    tag: str = "dtensor"
 
 
 ReadSharded: TypeAlias = Callable[[SavedSharding], Any]
@@ -313,35 +388,37 @@ def _dims(values: object, ndim: int | None) -> tuple[int, ...] | None:
     return tuple(values)
 
 
-def parse_sharding(body: Any, where: str) -> SavedSharding:
-    """Check a ``"dtensor"`` body: chunks inside the tensor, none overlapping, all of it covered.
+def parse_sharding(body: Any, where: str, tag: str = "dtensor") -> SavedSharding:
+    """Check a ``"dtensor"`` (or ``"sharded"``) body: chunks inside the tensor, none
+    overlapping, all of it covered.
 
     Raises:
         CorruptCheckpointError: Naming ``where`` and what is wrong (a range of
             the tensor no chunk covers, for one).
     """
     if not (isinstance(body, dict) and body.keys() == _SHARDING_FIELDS):
-        raise _bad(where, f"'dtensor' must have exactly chunks, dtype and shape: {_brief(body)}")
+        raise _bad(where, f"'{tag}' must have exactly chunks, dtype and shape: {_brief(body)}")
     shape = _dims(body["shape"], None)
     dtype, raw_chunks = body["dtype"], body["chunks"]
     if shape is None or not isinstance(dtype, str) or not isinstance(raw_chunks, list):
-        raise _bad(where, f"malformed 'dtensor' {_brief(body)}")
+        raise _bad(where, f"malformed '{tag}' {_brief(body)}")
     if dtype not in _TORCH_DTYPE_NAMES:
-        raise _bad(where, f"'dtensor' has dtype {dtype!r:.60}, which is not a torch dtype")
+        kind = "a torch dtype" if tag == "dtensor" else "a NumPy or ml_dtypes dtype"
+        raise _bad(where, f"'{tag}' has dtype {dtype!r:.60}, which is not {kind}")
     if len(raw_chunks) > MAX_CHUNKS:
-        raise _bad(where, f"'dtensor' has {len(raw_chunks)} chunks, more than {MAX_CHUNKS}")
+        raise _bad(where, f"'{tag}' has {len(raw_chunks)} chunks, more than {MAX_CHUNKS}")
     chunks = []
     for raw in raw_chunks:
         if not (isinstance(raw, dict) and raw.keys() == _CHUNK_FIELDS):
-            raise _bad(where, f"malformed 'dtensor' chunk {_brief(raw)}")
+            raise _bad(where, f"malformed '{tag}' chunk {_brief(raw)}")
         offsets, extent = _dims(raw["offsets"], len(shape)), _dims(raw["shape"], len(shape))
         if offsets is None or extent is None or not isinstance(raw["of"], str):
-            raise _bad(where, f"malformed 'dtensor' chunk {_brief(raw)}")
+            raise _bad(where, f"malformed '{tag}' chunk {_brief(raw)}")
         if any(n == 0 or o + n > d for o, n, d in zip(offsets, extent, shape)):
-            raise _bad(where, f"'dtensor' chunk {_brief(raw)} is empty or outside shape {shape}")
+            raise _bad(where, f"'{tag}' chunk {_brief(raw)} is empty or outside shape {shape}")
         chunks.append(Chunk(offsets, extent, raw["of"]))
     _check_cover(shape, chunks, where)
-    return SavedSharding(shape, dtype, tuple(chunks), where)
+    return SavedSharding(shape, dtype, tuple(chunks), where, tag)
 
 
 def _check_cover(shape: tuple[int, ...], chunks: list[Chunk], where: str) -> None:
@@ -415,6 +492,22 @@ def _torch_dtype_as_numpy(name: str) -> np.dtype[Any] | None:
     return np.dtype(name)
 
 
+def array_dtype(name: str) -> np.dtype[Any] | None:
+    """The NumPy dtype of a ``"sharded"`` dtype name: an ml_dtypes one for ``"bfloat16"`` and
+    the float8 names (``None`` where ml_dtypes is not installed: those are widened)."""
+    if name in _ML_NAMES:
+        module = _safetensors.ml_dtypes_module()
+        if module is None:
+            return None
+        dtype: np.dtype[Any] = np.dtype(getattr(module, name))
+        return dtype
+    return np.dtype(name) if name in _TORCH_NUMPY_NAMES else None
+
+
+_ML_NAMES = frozenset(
+    {"bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz"}
+    | {"float8_e8m0fnu"}
+)
 _TORCH_DTYPE_NAMES = frozenset(
     {"bool", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64"}
     | {"float16", "bfloat16", "float32", "float64", "complex64", "complex128"}
@@ -434,8 +527,10 @@ def assemble_array(read_array: ReadArray, saved: SavedSharding) -> np.ndarray:
             or chunks differ in dtype.
     """
     parts = [(chunk, read_array(chunk.key)) for chunk in saved.chunks]
-    dtype = parts[0][1].dtype if parts else _numpy_dtype(saved.dtype)
-    named = _torch_dtype_as_numpy(saved.dtype)
+    named = (
+        _torch_dtype_as_numpy(saved.dtype) if saved.tag == "dtensor" else array_dtype(saved.dtype)
+    )
+    dtype = parts[0][1].dtype if parts else (named or _numpy_dtype(saved.dtype))
     if parts and named is not None and named != dtype:
         raise _bad(saved.where, f"the chunks hold {dtype}, but the tensor is {saved.dtype}")
     out = np.empty(saved.shape, dtype)
@@ -457,13 +552,15 @@ def decode_value(
     where: str,
     read_torch: ReadTorch | None = None,
     read_dtensor: ReadSharded | None = None,
+    read_sharded: ReadSharded | None = None,
 ) -> Value:
     """Decode JSON written by :func:`encode_value`, reading arrays with ``read_array(tensor key)``.
 
     A ``"torch"`` value is read with ``read_torch(body)``; without it, it is
     read as a NumPy array (its tensor, when it is not a view of another one).
     A ``"dtensor"`` value is checked and read with ``read_dtensor(sharding)``;
-    without it, it is read as one NumPy array.
+    without it, it is read as one NumPy array. A ``"sharded"`` value likewise,
+    with ``read_sharded``.
 
     Raises:
         CorruptCheckpointError: For anything :func:`encode_value` cannot have written.
@@ -473,17 +570,20 @@ def decode_value(
         read_torch = functools.partial(_torch_as_array, read_array, where)
     if read_dtensor is None:
         read_dtensor = functools.partial(assemble_array, read_array)
-    return _decode(encoded, read_array, _Readers(read_torch, read_dtensor), where, 0)
+    if read_sharded is None:
+        read_sharded = functools.partial(assemble_array, read_array)
+    return _decode(encoded, read_array, _Readers(read_torch, read_dtensor, read_sharded), where, 0)
 
 
 class _Readers:
     """How torch values and sharded values are read (one object for the recursion)."""
 
-    __slots__ = ("dtensor", "torch")
+    __slots__ = ("dtensor", "sharded", "torch")
 
-    def __init__(self, torch: ReadTorch, dtensor: ReadSharded) -> None:
+    def __init__(self, torch: ReadTorch, dtensor: ReadSharded, sharded: ReadSharded) -> None:
         self.torch = torch
         self.dtensor = dtensor
+        self.sharded = sharded
 
     def __call__(self, body: Any) -> Any:
         return self.torch(body)
@@ -573,6 +673,8 @@ def _decode(
         return read_torch(body)
     if tag == "dtensor":
         return read_torch.dtensor(parse_sharding(body, where))
+    if tag == "sharded":
+        return read_torch.sharded(parse_sharding(body, where, "sharded"))
     if not isinstance(body, str):
         raise _bad(where, f"{tag!r} must name a tensor, got {_brief(body)}")
     array = read_array(body)

@@ -30,7 +30,12 @@ from pipestate.checkpoint._index import (
     body_crc,
 )
 from pipestate.checkpoint._paths import SHARD_SUFFIX, index_path, shard_name
-from pipestate.checkpoint._safetensors import build_header, carrier_dtype, safetensors_dtype
+from pipestate.checkpoint._safetensors import (
+    build_header,
+    carrier_dtype,
+    ml_dtype_code,
+    safetensors_dtype,
+)
 from pipestate.checkpoint._storage import Storage
 from pipestate.errors import CheckpointWriteError
 
@@ -95,11 +100,20 @@ def prepare_array(
     changes to the saved objects. With ``native`` (a safetensors code such as
     ``"BF16"``), ``array`` carries the bytes of that type in its unsigned
     carrier dtype (see ``NATIVE_CARRIERS``), and is stored as that type.
+    Arrays of the ml_dtypes types that safetensors has (bfloat16, float8) are
+    stored as themselves the same way.
 
     Raises:
-        TypeError: For object, structured and sub-array dtypes, which have no byte layout to save.
+        TypeError: For object, structured and sub-array dtypes, which have no byte layout to
+            save, and ml_dtypes types safetensors lacks (int4, float4_e2m1fn, ...).
         ValueError: For a ``native`` code whose carrier is not ``array``'s dtype.
     """
+    if native is None:
+        native = ml_dtype_code(array.dtype, key)
+        if native is not None:
+            carrier = carrier_dtype(native)
+            assert carrier is not None
+            array = array.view(carrier)
     if native is not None and carrier_dtype(native) != array.dtype:
         raise ValueError(
             f"cannot save the array at {key!r} as {native}: its carrier must be "

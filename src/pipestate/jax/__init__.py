@@ -1,6 +1,7 @@
-"""JAX support: checkpoints of a ``jax.distributed`` job.
+"""JAX support: pytrees and sharded ``jax.Array`` values in checkpoints, saved by one
+process or by every process of a ``jax.distributed`` job.
 
-Needs jax (``pip install pipestate[jax]``). See ``docs/jax.md``.
+Needs JAX (``pip install pipestate[jax]``). See ``docs/jax.md``.
 """
 
 from __future__ import annotations
@@ -13,5 +14,11 @@ except ImportError as err:  # pragma: no cover - exercised without jax installed
     ) from err
 
 from pipestate.jax._distributed import JaxCoordinator
+from pipestate.jax._load import restore_pytree
+from pipestate.jax._pytree import PyTreeSlot
 
-__all__ = ["JaxCoordinator"]
+__all__ = [
+    "JaxCoordinator",
+    "PyTreeSlot",
+    "restore_pytree",
+]
