@@ -21,7 +21,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import SingleDeviceSharding
 
 from pipestate.checkpoint._reader import SavedArray
 from pipestate.checkpoint._values import ShardedArray
@@ -120,8 +119,13 @@ def _place(saved: object, target: Any, name: str, where: str) -> jax.Array:
     _mismatch(where, name, _saved_shape(saved), shape)
     dtype = np.dtype(target.dtype)
     sharding = getattr(target, "sharding", None)
-    if sharding is None:
-        sharding = SingleDeviceSharding(jax.devices()[0])
+    if sharding is None or (isinstance(target, jax.Array) and not target.committed):
+        # Where jax puts a new value (this process's default device: in a job of several
+        # processes jax.devices()[0] is process 0's), and uncommitted as the target is
+        # (optax's step count, jnp.zeros(...)): a jitted step may still move it next to
+        # sharded arguments, as it could before the restore.
+        placed: jax.Array = jax.device_put(_whole(saved).astype(dtype, copy=False))
+        return placed
     read = _reader_of(saved)
     boxes: dict[_Box, np.ndarray] = {}
 
@@ -140,7 +144,9 @@ def restore_leaf(saved: object, target: Any, name: str, where: str) -> Any:
     """The leaf restored from ``saved`` for ``target``: of its kind, shape, dtype and sharding.
 
     ``jax.Array`` and ``jax.ShapeDtypeStruct`` targets give a ``jax.Array``
-    (a ``ShapeDtypeStruct`` without a sharding: on the default device); NumPy
+    (for a ``ShapeDtypeStruct`` without a sharding, or an uncommitted array
+    such as optax's step count: on this process's default device,
+    uncommitted, so that jit may still move it); NumPy
     arrays and scalars give NumPy values, Python scalars Python values, cast
     to the target's type. Other targets (a ``None`` target: any leaf) get the
     saved value as it is.
