@@ -1,13 +1,16 @@
 """A data-parallel JAX loop on ``jax.distributed`` (CPU, loopback), run by the tests.
 
-Each process reads its shard of one global stream in batches, gathers every
-process's batch (``process_allgather``: a cross-process computation) into a
-replicated total and a replicated parameter vector, and saves through
-``CheckpointManager`` every ``--save-every`` steps: with ``jax.distributed``
-initialized, the save finds the job's coordinator by itself. It appends a JSON
-line per process to ``--record``: the elements consumed up to each committed
-save, and the outcome of every save. ``--port 0`` runs one process without
-``jax.distributed``.
+Each process reads its shard of one global stream in batches and gathers
+every process's batch (``process_allgather``: a cross-process computation)
+into a replicated total; a jitted step updates parameters sharded over the
+devices of every process (``w``: rows over the global mesh, ``b``: replicated)
+with optax's Adam. It saves through ``CheckpointManager`` every
+``--save-every`` steps: with ``jax.distributed`` initialized, the save finds
+the job's coordinator by itself. It appends a JSON line per process to
+``--record``: the elements consumed up to each committed save, the
+parameters' global values, and the outcome of every save. ``--port 0`` runs
+one process without ``jax.distributed`` (its parameters on its own devices);
+``--restore-from`` resumes a given checkpoint instead of the latest.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax
 import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import pipestate as ps
 from pipestate.checkpoint import current_coordinator
@@ -60,6 +66,36 @@ def _gather(batch: np.ndarray, world_size: int) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(batch))
 
 
+def _global(array: jax.Array) -> list[Any]:
+    """The global value of ``array``, the same on every process, as nested lists."""
+    if jax.process_count() == 1:
+        return np.asarray(array).tolist()  # type: ignore[no-any-return]
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True)).tolist()  # type: ignore[no-any-return]
+
+
+def initial_params() -> dict[str, jax.Array]:
+    """``w`` sharded by rows over every process's devices, ``b`` replicated on all of them."""
+    mesh = Mesh(np.array(jax.devices()), ("x",))
+    w = np.linspace(-1, 1, 32, dtype=np.float32).reshape(8, 4)
+    b = np.full(4, 0.5, np.float32)
+    return {
+        "w": jax.make_array_from_callback(w.shape, NamedSharding(mesh, P("x")), lambda i: w[i]),
+        "b": jax.make_array_from_callback(b.shape, NamedSharding(mesh, P()), lambda i: b[i]),
+    }
+
+
+OPTIMIZER = optax.adam(0.05)
+
+
+@jax.jit
+def train_step(params: Any, opt_state: Any, x: jax.Array) -> tuple[Any, Any]:
+    grads = jax.tree.map(lambda p: p * 0.1 + x, params)
+    updates, opt_state = OPTIMIZER.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--process-id", type=int, default=0)
@@ -72,6 +108,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=20.0)
     parser.add_argument("--skip-save", type=int, default=0, help="this process skips save N")
     parser.add_argument("--exit-at-save", type=int, default=0, help="this process exits at save N")
+    parser.add_argument("--restore-from", default="", help="this checkpoint, not the latest")
+    parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
 
     if args.port:
@@ -86,12 +124,18 @@ def main() -> int:
 
     iterator = iter(pipeline(world_size, rank))
     total = ps.checkpoint.Variable(np.zeros((), np.int64))
-    params = ps.checkpoint.Variable(np.zeros(4, np.float32))
     step = ps.checkpoint.Variable(np.zeros((), np.int64))
-    checkpoint = ps.Checkpoint(data=iterator, total=total, params=params, step=step)
+    params = initial_params()
+    checkpoint = ps.Checkpoint(
+        data=iterator, total=total, step=step, params=params, opt_state=OPTIMIZER.init(params)
+    )
     options = ps.checkpoint.CheckpointOptions(timeout=args.timeout)
     manager = ps.CheckpointManager(checkpoint, args.ckpt_dir, max_to_keep=3)
-    restored = manager.restore_or_initialize()
+    if args.restore_from:
+        checkpoint.restore(args.restore_from).assert_consumed()
+        restored: str | None = args.restore_from
+    else:
+        restored = manager.restore_or_initialize()
     _log(
         args.record,
         {
@@ -101,7 +145,7 @@ def main() -> int:
             "restored": restored,
             "step": int(step.numpy()),
             "total": int(total.numpy()),
-            "params": params.numpy().tolist(),
+            "params": {name: _global(a) for name, a in checkpoint.params.items()},
             "coordinator": type(coordinator).__name__,
             "coordinator_rank": getattr(coordinator, "rank", None),
             "coordinator_world_size": getattr(coordinator, "world_size", None),
@@ -116,9 +160,12 @@ def main() -> int:
         consumed.extend(int(x) for x in batch)
         gathered = _gather(batch, world_size)
         total.assign(total.numpy() + gathered.sum())
-        params.assign(params.numpy() * np.float32(0.5) + gathered.astype(np.float32).mean())
+        x = np.float32(gathered.mean() / GLOBAL_LENGTH)
+        checkpoint.params, checkpoint.opt_state = train_step(
+            checkpoint.params, checkpoint.opt_state, x
+        )
         step.assign(step.numpy() + 1)
-        if int(step.numpy()) % args.save_every:
+        if args.no_save or int(step.numpy()) % args.save_every:
             continue
         saves += 1
         if saves == args.exit_at_save:
@@ -154,7 +201,18 @@ def main() -> int:
                 "path": path,
                 "consumed": consumed,
                 "total": int(total.numpy()),
-                "params": params.numpy().tolist(),
+                "params": {name: _global(a) for name, a in checkpoint.params.items()},
+            },
+        )
+    if not code:  # gathering the parameters needs every process
+        _log(
+            args.record,
+            {
+                "event": "end",
+                "rank": rank,
+                "step": int(step.numpy()),
+                "consumed": consumed,
+                "params": {name: _global(a) for name, a in checkpoint.params.items()},
             },
         )
     if args.port and rank == 0:

@@ -34,7 +34,7 @@ from pipestate.errors import DistributedSaveError
 from pipestate.jax import JaxCoordinator
 from pipestate.jax import _distributed as jax_coordination
 
-from ._mp_sharded import GLOBAL_SHAPE, global_value
+from ._mp_sharded import GLOBAL_SHAPE, LEAVES, global_value, leaf_value, own_value
 from ._mp_train import BATCH, global_stream, pipeline
 
 TRAIN = Path(__file__).with_name("_mp_train.py")
@@ -153,10 +153,26 @@ def test_two_processes_save_one_checkpoint_and_resume_on_two_then_one(tmp_path: 
             reader.read_tensor(key)
     total_saved = saves[0][-1]["total"]
     params_saved = saves[0][-1]["params"]
+    # The parameters (sharded over both processes' devices) and the optimizer state of the
+    # first checkpoint resume the training bit for bit: 3 more steps give the 6th step's.
+    check(
+        launch(
+            2,
+            tmp_path,
+            *("--ckpt-dir", str(directory), "--steps", "3", "--no-save"),
+            *("--restore-from", str(directory / "ckpt-1")),
+        )
+    )
+    ends = by_rank(records(tmp_path), "end")
+    for rank in (0, 1):
+        (end,) = ends[rank]
+        assert end["step"] == 6
+        assert end["consumed"] == shard_elements(2, rank, 3, 3)
+        assert end["params"] == params_saved
 
     # The same job size resumes where each process stopped, with the replicated values.
     check(launch(2, tmp_path, "--ckpt-dir", str(directory), "--steps", "4", "--save-every", "5"))
-    found = records(tmp_path)
+    found = found_two = records(tmp_path)
     starts = by_rank(found, "start")
     saves = by_rank(found, "saved")
     for rank in (0, 1):
@@ -173,6 +189,8 @@ def test_two_processes_save_one_checkpoint_and_resume_on_two_then_one(tmp_path: 
     ((start,),) = by_rank(found, "start").values()
     assert start["coordinator"] == "NoneType"
     assert start["step"] == 10
+    # The parameters restored onto this process's own 2 devices.
+    assert start["params"] == by_rank(found_two, "saved")[0][-1]["params"]
     (last,) = by_rank(found, "saved")[0]
     consumed = [x for rank in (0, 1) for x in shard_elements(2, rank, 0, 10)] + last["consumed"]
     stream = [int(x) for x in global_stream().take(2 * 10 * BATCH + 5 * BATCH)]
@@ -241,6 +259,165 @@ def test_an_array_sharded_across_processes_on_cpu(tmp_path: Path) -> None:
     assert 0 in replicas[0]
 
 
+def _owner(name: str, offsets: list[int]) -> int:
+    """The process whose devices hold the chunk of leaf ``name`` at ``offsets`` (as saved)."""
+    if name == "w":  # rows over the 4 devices, 2 per process
+        return 0 if offsets[0] < 4 else 1
+    if name == "m":  # columns over the processes
+        return 0 if offsets[1] < 3 else 1
+    return 1  # "r": replicated across the processes, the first replica on process 1
+
+
+def _check_held(record: dict[str, Any], save: int) -> None:
+    """Every shard a process holds after a restore is the saved value there, bit for bit."""
+    for name, held in record.items():
+        expected = leaf_value(name, save)
+        for shard in held["shards"]:
+            box = tuple(slice(a, b) for a, b in shard["box"])
+            got = np.asarray(shard["value"]).astype(expected.dtype)
+            assert got.tobytes() == expected[box].tobytes(), (name, shard["box"])
+
+
+def _check_covered(found: dict[int, dict[str, Any]], key: str) -> None:
+    """The two processes' shards of each leaf make up the whole leaf."""
+    for name, (shape, _) in LEAVES.items():
+        cells = np.zeros(shape, np.int64)
+        for record in found.values():
+            for shard in record[key][name]["shards"]:
+                box = tuple(slice(a, b) for a, b in shard["box"])
+                cells[box] += 1
+        assert cells.min() >= 1, (key, name)
+
+
+def test_sharded_arrays_written_by_their_owners_restored_anywhere(tmp_path: Path) -> None:
+    """A pytree of arrays sharded across both processes: saved without gathering, restored
+    onto 2 processes (the same and other shardings) and one; process 1 killed in a save."""
+    directory = tmp_path / "ckpt"
+    results = launch(
+        2,
+        tmp_path,
+        *("--mode", "save", "--ckpt-dir", str(directory), "--saves", "3", "--timeout", "3"),
+        *("--die-rank", "1", "--die-at-save", "3"),
+        script=SHARDED,
+    )
+    assert [r.returncode for r in results] == [3, -9], [r.stdout for r in results]
+    (record,) = records(tmp_path)
+    assert record["saved"] == [str(directory / "ckpt-1"), str(directory / "ckpt-2")]
+    assert record["missing"] == [1]
+    assert "rank 1 did not arrive within 3 s" in record["error"]
+    assert latest_checkpoint(str(directory)) == str(directory / "ckpt-2")
+    assert not (directory / "ckpt-3.index").exists()
+
+    # Each process wrote its own shards' chunks, once; the replicated leaf process 0 alone.
+    storage, prefix = Storage.for_path(str(directory / "ckpt-2"))
+    with CheckpointReader(storage, prefix) as reader:
+        assert reader.world_size == 2
+        written: dict[int, set[int]] = {0: set(), 1: set()}
+        for name, chunks in (("w", 4), ("m", 4), ("r", 2)):
+            keys = [k for k in reader.tensors if k.startswith(f"params/.ATTRIBUTES/['{name}']@")]
+            assert len(keys) == chunks
+            cells = np.zeros(LEAVES[name][0], np.int64)
+            for key in keys:
+                offsets = json.loads(key.rsplit("@", 1)[1])
+                entry = reader.tensors[key]
+                cells[tuple(slice(o, o + n) for o, n in zip(offsets, entry.shape))] += 1
+                written[_owner(name, offsets)].add(entry.shard)
+            assert (cells == 1).all()  # every element in exactly one chunk
+        (b,) = [k for k in reader.tensors if k.startswith("params/.ATTRIBUTES/['b']")]
+        written[0].add(reader.tensors[b].shard)
+        assert written[0]
+        assert written[1]
+        assert max(written[0]) < min(written[1])  # rank 1's shards follow rank 0's
+
+    # One process (this one, 8 devices): the whole arrays, and the arrays on its own mesh.
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from pipestate.jax import restore_pytree
+
+    tree = restore_pytree(str(directory), key="params")
+    for name in LEAVES:
+        assert tree[name].tobytes() == leaf_value(name, 2).tobytes()
+    # Arrays of no global mesh are replicated values: process 0's copy is saved.
+    own = restore_pytree(str(directory), key="own")
+    assert np.array_equal(own["local"], own_value(0))
+    assert np.array_equal(own["on_first"], global_value((4, 2)))
+    mesh = Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("a", "b"))
+    specs = {2: P("a", "b"), 1: P("b")}
+    target = {
+        name: jax.ShapeDtypeStruct(
+            shape, jax.numpy.dtype(dtype), sharding=NamedSharding(mesh, specs[len(shape)])
+        )
+        for name, (shape, dtype) in LEAVES.items()
+    }
+    placed = restore_pytree(str(directory), target=target, key="params")
+    for name in LEAVES:
+        assert placed[name].sharding == target[name].sharding
+        assert np.asarray(placed[name]).tobytes() == leaf_value(name, 2).tobytes()
+
+    # Two processes again: onto the saved shardings and onto others, bit for bit.
+    check(launch(2, tmp_path, "--mode", "restore", "--ckpt-dir", str(directory), script=SHARDED))
+    found = {r["rank"]: r for r in records(tmp_path)}
+    assert sorted(found) == [0, 1]
+    for layout in ("same", "other"):
+        for how in ("restore_pytree", "checkpoint_restore"):
+            _check_covered(found, f"{layout}/{how}")
+            for record in found.values():
+                _check_held(record[f"{layout}/{how}"], 2)
+    assert [record["step"] for record in found.values()] == [2, 2]
+
+
+def test_an_array_no_process_wrote_is_refused_saying_where_it_lives() -> None:
+    """Process 0 holds none of an array that the processes holding it took for their own."""
+    from pipestate.checkpoint._dist_write import _check_chunks
+    from pipestate.checkpoint._graph import ARRAY_PREFIX
+
+    round_ = distributed.SaveRound(FakeCoordinator(), "ckpt-1", timeout=1)
+    body = {"shape": [4], "dtype": "float32", "chunks": []}
+    with pytest.raises(DistributedSaveError, match="process 0 holds none of it") as info:
+        _check_chunks(round_, {1: {ARRAY_PREFIX + "params/.ATTRIBUTES/['a']": body}})
+    assert "place it on devices of process 0 too" in str(info.value)
+    assert "previous checkpoint stays the latest" in str(info.value)
+
+
+def test_a_restored_uncommitted_leaf_still_meets_sharded_ones_in_jit(tmp_path: Path) -> None:
+    """optax's step count is uncommitted: restored, it is too, and the next step still runs."""
+    import optax
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    import pipestate as ps
+
+    mesh = Mesh(np.array(jax.devices()), ("x",))
+    params = {"w": jax.device_put(np.ones((8, 2), np.float32), NamedSharding(mesh, P("x")))}
+    optimizer = optax.adam(0.1)
+
+    @jax.jit
+    def step(params: Any, state: Any) -> tuple[Any, Any]:
+        updates, state = optimizer.update(params, state, params)
+        return optax.apply_updates(params, updates), state
+
+    checkpoint = ps.Checkpoint(params=params, opt_state=optimizer.init(params))
+    checkpoint.params, checkpoint.opt_state = step(checkpoint.params, checkpoint.opt_state)
+    path = checkpoint.save(str(tmp_path / "ckpt"))
+    expected = step(checkpoint.params, checkpoint.opt_state)
+    fresh = ps.Checkpoint(params=params, opt_state=optimizer.init(params))
+    assert fresh.opt_state[0].count.committed is False
+    fresh.restore(path).assert_consumed()
+    assert fresh.opt_state[0].count.committed is False
+    assert int(fresh.opt_state[0].count) == 1
+    got = step(fresh.params, fresh.opt_state)  # devices of both arguments agree
+    assert np.asarray(got[0]["w"]).tobytes() == np.asarray(expected[0]["w"]).tobytes()
+    # A ShapeDtypeStruct without a sharding: this process's default device, uncommitted.
+    from pipestate.jax import restore_pytree
+
+    tree = restore_pytree(
+        path, target={"w": jax.ShapeDtypeStruct((8, 2), np.float32)}, key="params"
+    )
+    assert tree["w"].committed is False
+    assert tree["w"].devices() == {jax.local_devices()[0]}
+
+
 # -- finding the job's coordinator (in this process, with stand-ins) --------------------
 
 
@@ -278,6 +455,21 @@ class FakeClient:
         return value
 
 
+class FakeCoordinator(distributed.Coordinator):
+    """Rank 0 of 2 over a dict (for the protocol's checks alone)."""
+
+    rank, world_size = 0, 2
+
+    def __init__(self) -> None:
+        self.store: dict[str, bytes] = {}
+
+    def set(self, key: str, value: bytes) -> None:
+        self.store[key] = value
+
+    def get(self, key: str) -> bytes | None:
+        return self.store.get(key)
+
+
 @pytest.fixture
 def jax_job(monkeypatch: pytest.MonkeyPatch) -> FakeClient:
     """``jax.distributed`` as if initialized as process 1 of 2, over a fake client."""
@@ -290,7 +482,6 @@ def jax_job(monkeypatch: pytest.MonkeyPatch) -> FakeClient:
     monkeypatch.setattr(state, "num_processes", 2)
     monkeypatch.setattr(distributed, "_jax_clients", {})
     monkeypatch.setattr(jax_coordination, "_attempts", {})
-    monkeypatch.delitem(sys.modules, "torch.distributed", raising=False)
     for name in ("TORCHELASTIC_RUN_ID", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     return client
