@@ -13,11 +13,11 @@ devices, blocks of the 2 x 2 mesh in bfloat16, rows over each process's
 devices replicated across the processes with the first replica on process 1,
 and a replicated vector; ``own``: arrays of no global mesh) with
 ``CheckpointManager`` on every process, ``--saves`` times (the values change
-with each save); ``--die-rank``/``--die-at-save`` SIGKILL that process while
-it writes its shards of that save. ``--mode restore`` reads the latest
-checkpoint's ``params`` onto the saved shardings and onto others, with
-``restore_pytree`` and with ``Checkpoint.restore``, and records what each
-process then holds.
+with each save; ``--async-save``: in the background); ``--die-rank`` and
+``--die-at-save`` SIGKILL that process while it writes its shards of that
+save. ``--mode restore`` reads the latest checkpoint's ``params`` onto the
+saved shardings and onto others, with ``restore_pytree`` and with
+``Checkpoint.restore``, and records what each process then holds.
 """
 
 from __future__ import annotations
@@ -198,21 +198,21 @@ def save(args: argparse.Namespace, record: dict[str, Any]) -> int:
     checkpoint = ps.Checkpoint(params=params, own=own_arrays(), step=step)
     manager = ps.CheckpointManager(checkpoint, args.ckpt_dir, max_to_keep=3)
     options = ps.checkpoint.CheckpointOptions(timeout=args.timeout, enable_async=args.async_save)
-    record["saved"] = []
-    for n in range(1, args.saves + 1):
-        checkpoint.params = {
-            name: make_sharded(placed[name], leaf_value(name, n)) for name in LEAVES
-        }
-        step.assign(n)
-        try:
-            record["saved"].append(manager.save(options=options))
-            if args.async_save:
-                manager.sync()
-        except ps.errors.DistributedSaveError as err:
-            record["error"] = str(err)
-            record["missing"] = list(err.missing_ranks)
-            return 3
-    return 0
+    code = 0
+    try:
+        for n in range(1, args.saves + 1):
+            checkpoint.params = {
+                name: make_sharded(placed[name], leaf_value(name, n)) for name in LEAVES
+            }
+            step.assign(n)
+            manager.save(options=options)  # async: waits for the save before, raising its error
+        manager.sync()
+    except ps.errors.DistributedSaveError as err:
+        record["error"] = str(err)
+        record["missing"] = list(err.missing_ranks)
+        code = 3
+    record["saved"] = manager.checkpoints  # the committed ones
+    return code
 
 
 def restore(args: argparse.Namespace, record: dict[str, Any]) -> int:

@@ -290,14 +290,15 @@ def _check_covered(found: dict[int, dict[str, Any]], key: str) -> None:
 
 
 def test_sharded_arrays_written_by_their_owners_restored_anywhere(tmp_path: Path) -> None:
-    """A pytree of arrays sharded across both processes: saved without gathering, restored
-    onto 2 processes (the same and other shardings) and one; process 1 killed in a save."""
+    """A pytree of arrays sharded across both processes: saved without gathering (async),
+    restored onto 2 processes (the same and other shardings) and one; process 1 killed in
+    a save."""
     directory = tmp_path / "ckpt"
     results = launch(
         2,
         tmp_path,
         *("--mode", "save", "--ckpt-dir", str(directory), "--saves", "3", "--timeout", "3"),
-        *("--die-rank", "1", "--die-at-save", "3"),
+        *("--die-rank", "1", "--die-at-save", "3", "--async-save"),
         script=SHARDED,
     )
     assert [r.returncode for r in results] == [3, -9], [r.stdout for r in results]
