@@ -69,10 +69,10 @@ def _gather(batch: np.ndarray, world_size: int) -> np.ndarray:
 def _global(array: jax.Array) -> list[Any]:
     """The global value of ``array``, the same on every process, as nested lists."""
     if jax.process_count() == 1:
-        return np.asarray(array).tolist()  # type: ignore[no-any-return]
+        return list(np.asarray(array).tolist())
     from jax.experimental import multihost_utils
 
-    return np.asarray(multihost_utils.process_allgather(array, tiled=True)).tolist()  # type: ignore[no-any-return]
+    return list(np.asarray(multihost_utils.process_allgather(array, tiled=True)).tolist())
 
 
 def initial_params() -> dict[str, jax.Array]:
