@@ -192,9 +192,17 @@ def _check_chunks(round_: SaveRound, sharded: Sharded) -> None:
             try:
                 parse_sharding(body, key.removeprefix(ARRAY_PREFIX), tag)
             except CorruptCheckpointError as err:
+                hint = "every rank holding a part of it must take part in the save"
+                if tag == "sharded" and not body["chunks"]:
+                    # Each process that holds a jax.Array whole takes it for its own copy of a
+                    # replicated value, which rank 0 writes: here rank 0 has none.
+                    hint = (
+                        "process 0 holds none of it, and the processes that do hold it whole "
+                        "(on their own devices alone), so none wrote it: place it on devices "
+                        "of process 0 too (e.g. a mesh over every process's devices)"
+                    )
                 raise round_.error(
-                    f"the ranks' chunks of {_named(key)} do not make it up ({err}); "
-                    "every rank holding a part of it must take part in the save"
+                    f"the ranks' chunks of {_named(key)} do not make it up ({err}); {hint}"
                 ) from None
 
 

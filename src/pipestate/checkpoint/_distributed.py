@@ -1,7 +1,8 @@
 """One checkpoint from many processes: every rank writes its own shards, rank 0 commits.
 
-A save called on every rank of a job (``torch.distributed`` initialized, or
-torchrun's store reachable) runs in rounds over the job's key-value store:
+A save called on every rank of a job (``torch.distributed`` or
+``jax.distributed`` initialized, or torchrun's store reachable) runs in rounds
+over the job's key-value store:
 
 1. **plan** — every rank serializes its objects (rank 0 the replicated ones,
    every rank its per-rank ones) and publishes how many shards it will write,
@@ -73,8 +74,9 @@ class Placement:
 class Coordinator(abc.ABC):
     """A job-wide key-value store with this process's rank: all a distributed save needs.
 
-    Implementations wrap ``torch.distributed``'s store (``StoreCoordinator``)
-    or another framework's; ``set`` publishes bytes under a key, ``get``
+    Implementations wrap ``torch.distributed``'s store (``StoreCoordinator``),
+    ``jax.distributed``'s (``pipestate.jax.JaxCoordinator``) or another
+    framework's; ``set`` publishes bytes under a key, ``get``
     returns them, or ``None`` while no process has set the key.
     """
 
@@ -141,14 +143,16 @@ _override = _Override()
 _agent_store: dict[tuple[str, int, int, int], StoreCoordinator] = {}
 # The coordinator of torch's default process group (kept with the group: its id is the key).
 _group_stores: dict[int, tuple[Any, StoreCoordinator]] = {}
+# The coordinator of jax.distributed's client (kept with the client: its id is the key).
+_jax_clients: dict[int, tuple[Any, Coordinator]] = {}
 _lock = threading.Lock()
 
 
 class use_coordinator:  # noqa: N801 - used as a function and a context manager
     """Make ``coordinator`` the one checkpoints use in this thread (``None``: save alone).
 
-    Frameworks other than torch (a JAX job's key-value store) and tests plug
-    in here; without it, a save finds ``torch.distributed``'s by itself. The
+    Other frameworks' stores and tests plug in here; without it, a save finds
+    ``torch.distributed``'s or ``jax.distributed``'s by itself. The
     setting holds for saves and restores started in the calling thread until
     the ``with`` block ends (or for good, called as a function).
 
@@ -183,9 +187,13 @@ def current_coordinator() -> Coordinator | None:
 
     That is the one set with :class:`use_coordinator`, else the store of
     ``torch.distributed``'s default process group when it is initialized with
-    more than one rank, else torchrun's agent store when the process runs
-    under torchrun with more than one rank. torch is never imported here: a
-    program that has not imported it saves alone.
+    more than one rank, else the key-value store of ``jax.distributed`` when
+    it is initialized with more than one process
+    (:class:`pipestate.jax.JaxCoordinator`), else torchrun's agent store when
+    the process runs under torchrun with more than one rank. A process that
+    initialized both torch.distributed and jax.distributed saves with torch's
+    ranks. Neither torch nor jax is imported here: a program that has not
+    imported them saves alone.
 
     Raises:
         DistributedSaveError: Under a launcher that says the job has several
@@ -209,7 +217,31 @@ def current_coordinator() -> Coordinator | None:
                 _group_stores.clear()  # a process has one default group at a time
                 _group_stores[id(group)] = found
         return found[1]
+    jax_job = _jax_coordinator()
+    if jax_job is not None:
+        return jax_job
     return _torchrun_store()
+
+
+def _jax_coordinator() -> Coordinator | None:
+    """The coordinator of ``jax.distributed``'s job of several processes (never imports jax)."""
+    if "jax" not in sys.modules:
+        return None
+    # jax.distributed's state, read without side effects (jax.process_count() would start
+    # the backends).
+    state = getattr(sys.modules.get("jax._src.distributed"), "global_state", None)
+    client = getattr(state, "client", None)
+    if client is None or int(getattr(state, "num_processes", 1) or 1) <= 1:
+        return None
+    with _lock:
+        found = _jax_clients.get(id(client))
+        if found is None or found[0] is not client:
+            from pipestate.jax._distributed import JaxCoordinator
+
+            found = (client, JaxCoordinator())
+            _jax_clients.clear()  # a process has one jax.distributed client at a time
+            _jax_clients[id(client)] = found
+    return found[1]
 
 
 def _torchrun_store() -> StoreCoordinator | None:

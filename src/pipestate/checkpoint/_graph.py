@@ -225,8 +225,10 @@ class GraphView:
                 )
             chunks = []
             # An array this process holds whole is one replicated value: rank 0 writes it.
-            # Of one held in part, every rank writes its chunks and rank 0 merges them.
-            writes = rank == 0 or not array.complete
+            # Of one held in part, every rank writes its chunks and rank 0 merges them; a
+            # rank that holds none of it (replicated on other processes' devices) sends none.
+            holds = any(data.size for _, data in array.chunks)
+            writes = rank == 0 or (holds and not array.complete)
             for offsets, data in array.chunks if writes else ():
                 if data.size:
                     # The offsets make the key unique across ranks: each box has one writer.

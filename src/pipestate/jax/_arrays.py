@@ -21,7 +21,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import SingleDeviceSharding
 
 from pipestate.checkpoint._reader import SavedArray
 from pipestate.checkpoint._values import ShardedArray
@@ -113,7 +112,7 @@ def _key_data_target(target: Any) -> Any:
         padding = (None,) * (abstract.ndim - len(sharding.spec))
         spec = jax.sharding.PartitionSpec(*sharding.spec, *padding)  # type: ignore[no-untyped-call]
         sharding = jax.sharding.NamedSharding(sharding.mesh, spec)
-    elif sharding is not None and not isinstance(sharding, SingleDeviceSharding):
+    elif sharding is not None and not isinstance(sharding, jax.sharding.SingleDeviceSharding):
         sharding = None  # another kind of sharding of keys: their data on the default device
     return jax.ShapeDtypeStruct(  # type: ignore[no-untyped-call]
         abstract.shape, abstract.dtype, sharding=sharding
@@ -243,8 +242,10 @@ def _place(saved: object, target: Any, name: str, where: str) -> jax.Array:
     _check_dtype(saved, dtype, name, where)
     sharding = getattr(target, "sharding", None)
     if sharding is None or (isinstance(target, jax.Array) and not target.committed):
-        # No placement asked for (jnp.zeros(...), a ShapeDtypeStruct without a sharding):
-        # an uncommitted array on the default device, which jit moves where it is needed.
+        # Where jax puts a new value (this process's default device: in a job of several
+        # processes jax.devices()[0] is process 0's), and uncommitted as the target is
+        # (optax's step count, jnp.zeros(...)): a jitted step may still move it next to
+        # sharded arguments, as it could before the restore.
         placed: jax.Array = jax.device_put(_cast(_whole(saved), dtype, name, where))
         return placed
     read = _reader_of(saved)
@@ -306,7 +307,9 @@ def restore_leaf(saved: object, target: Any, name: str, where: str) -> Any:
     """The leaf restored from ``saved`` for ``target``: of its kind, shape, dtype and sharding.
 
     ``jax.Array`` and ``jax.ShapeDtypeStruct`` targets give a ``jax.Array``
-    (a ``ShapeDtypeStruct`` without a sharding: on the default device); NumPy
+    (for a ``ShapeDtypeStruct`` without a sharding, or an uncommitted array
+    such as optax's step count: on this process's default device,
+    uncommitted, so that jit may still move it); NumPy
     arrays and scalars give NumPy values, Python scalars Python values, cast
     to the target's type. Other targets (a ``None`` target: any leaf) get the
     saved value as it is.

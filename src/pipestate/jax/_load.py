@@ -46,7 +46,8 @@ def restore_pytree(
             state file names the latest checkpoint (a ``CheckpointManager``'s).
         target: The pytree to restore into: its structure, and each leaf's
             shape, dtype and placement. ``jax.Array`` leaves give arrays of their
-            sharding; ``jax.ShapeDtypeStruct`` leaves of their sharding, or on
+            sharding (uncommitted ones: uncommitted, on the default device);
+            ``jax.ShapeDtypeStruct`` leaves of their sharding, or uncommitted on
             the default device when they have none; NumPy leaves NumPy arrays;
             Python scalars Python scalars. Values of another dtype are cast to
             the target's. ``None``: the saved leaves as NumPy arrays, in nested
