@@ -224,3 +224,30 @@ def test_torch_values_are_read_as_arrays_without_a_torch_reader() -> None:
         decode_value(view, arrays.__getitem__, where="x")
     with pytest.raises(CorruptCheckpointError, match="must name a tensor"):
         decode_value({"torch": 3}, arrays.__getitem__, where="x")
+
+
+@pytest.mark.parametrize("tag", ["sharded", "dtensor"])
+def test_two_chunks_stored_in_one_tensor_are_corrupt(tag: str) -> None:
+    # Every box is covered once and every shape is right: only the repeated tensor is wrong,
+    # and reading it would give rows 2-3 the values of rows 0-1.
+    from pipestate.checkpoint._values import decode_value, parse_sharding
+    from pipestate.errors import CorruptCheckpointError
+
+    body = {
+        "shape": [4, 2],
+        "dtype": "float32",
+        "chunks": [
+            {"offsets": [0, 0], "shape": [2, 2], "of": "w@[0,0]"},
+            {"offsets": [2, 0], "shape": [2, 2], "of": "w@[0,0]"},
+        ],
+    }
+    expected = r"two '" + tag + r"' chunks are stored in one tensor 'w@\[0,0\]'"
+    with pytest.raises(CorruptCheckpointError, match=expected):
+        parse_sharding(body, "model/w", tag)
+    arrays = {"w@[0,0]": np.zeros((2, 2), np.float32), "w@[2,0]": np.ones((2, 2), np.float32)}
+    with pytest.raises(CorruptCheckpointError, match=expected):
+        decode_value({tag: body}, arrays.__getitem__, where="model/w")
+    body["chunks"][1]["of"] = "w@[2,0]"
+    assert parse_sharding(body, "model/w", tag).chunks[1].key == "w@[2,0]"
+    whole = decode_value({tag: body}, arrays.__getitem__, where="model/w")
+    np.testing.assert_array_equal(whole, np.repeat([0.0, 1.0], 4).reshape(4, 2))

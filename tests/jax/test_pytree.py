@@ -446,3 +446,251 @@ def test_typed_prng_keys_round_trip_with_their_implementation(tmp_path: Path) ->
         restore_pytree(path, {**fresh, "keys": np.zeros(8)}, key="tree")
     with pytest.raises(CheckpointMismatchError, match=r"\['raw'\] is an array of PRNG keys in"):
         restore_pytree(path, {**fresh, "raw": jax.random.key(0)}, key="tree")
+
+
+def test_a_prng_key_restores_into_a_plain_dict_as_its_key_data(tmp_path: Path) -> None:
+    key = jax.random.key(7)
+    saved = {"w": jnp.arange(3.0), "k": key, "ks": [jax.random.split(key, 2)]}
+    path = Checkpoint(t=saved).save(str(tmp_path / "ckpt"))
+    # A process without device arrays: NumPy values where the pytree was.
+    plain = Checkpoint(t={"w": np.zeros(3, np.float32), "k": np.zeros(2, np.uint32), "ks": []})
+    assert type(plain.t) is TrackableDict
+    plain.restore(path).assert_consumed()
+    assert sorted(plain.t) == ["k", "ks", "w"]
+    assert type(plain.t["k"]) is np.ndarray
+    np.testing.assert_array_equal(plain.t["k"], np.asarray(jax.random.key_data(key)))
+    np.testing.assert_array_equal(plain.t["ks"][0], np.asarray(jax.random.key_data(saved["ks"][0])))
+    np.testing.assert_array_equal(plain.t["w"], np.arange(3.0))
+    # The key data makes the same keys again.
+    again = jax.random.wrap_key_data(plain.t["k"], impl="threefry2x32")
+    np.testing.assert_array_equal(jax.random.uniform(again, (3,)), jax.random.uniform(key, (3,)))
+
+
+def _restructured(path: str, leaves: list[tuple[str, list[Any]]]) -> None:
+    """Give the saved leaves of ``p`` (in saved order) other names and key paths."""
+
+    def change(attributes: dict[str, Any]) -> None:
+        items = attributes["PYTREE"]["dict"]["leaves"]
+        values = [attributes.pop(name) for name, _ in items]
+        for item, value, (name, entries) in zip(items, values, leaves, strict=True):
+            item[:] = [name, entries]
+            attributes[name] = value
+
+    _tampered(path, "p", change)
+
+
+@pytest.mark.parametrize(
+    ("leaves", "message"),
+    [
+        pytest.param(
+            [("[0]", [["index", 0]]), ("['b']", [["key", "b"]]), ("['c']", [["key", "c"]])],
+            "an indexed child of one that has named children",
+            id="index-and-key-siblings",
+        ),
+        pytest.param(
+            [("LEAF", []), ("['b']", [["key", "b"]]), ("['c']", [["key", "c"]])],
+            r"the leaf 'LEAF' \(the whole tree\) is saved next to other leaves",
+            id="root-leaf-and-others",
+        ),
+        pytest.param(
+            [("['a']", [["key", "a"]]), ("['b']", [["key", "c"]]), ("['c']", [["key", "b"]])],
+            "leaf \"\\['b'\\]\" is saved under another name than its key path \"\\['c'\\]\"",
+            id="names-swapped",
+        ),
+        pytest.param(
+            [("['a']", [["key", "a"]]), (".a", [["attr", "a"]]), ("['c']", [["key", "c"]])],
+            r"leaf '.a' is at the place of another leaf",
+            id="key-and-attribute-of-one-name",
+        ),
+        pytest.param(
+            [("[0]", [["index", 0]]), ("[<flat index 0>]", [["flat", 0]]), ("[1]", [["index", 1]])],
+            r"leaf '\[<flat index 0>\]' is at the place of another leaf",
+            id="index-and-flat-index-of-one-place",
+        ),
+        pytest.param(
+            [
+                ("['a']", [["key", "a"]]),
+                ("['a']['x']", [["key", "a"], ["key", "x"]]),
+                ("['c']", [["key", "c"]]),
+            ],
+            r"leaf \"\['a'\]\['x'\]\" has its path through another leaf",
+            id="leaf-through-a-leaf",
+        ),
+        pytest.param(
+            [
+                ("[0]", [["index", 0]]),
+                ("[1]", [["index", 1]]),
+                ("[1099511627776]", [["index", 2**40]]),
+            ],
+            "its sequences have more than 1048576 positions without leaves",
+            id="huge-index",
+        ),
+    ],
+)
+def test_an_inconsistent_saved_structure_is_refused(
+    tmp_path: Path, leaves: list[tuple[str, list[Any]]], message: str
+) -> None:
+    path = Checkpoint(p={"a": jnp.zeros(1), "b": jnp.ones(1), "c": jnp.full(1, 2.0)}).save(
+        str(tmp_path / "ckpt")
+    )
+    _restructured(path, leaves)
+    with pytest.raises(CorruptCheckpointError, match=message):
+        restore_pytree(path, key="p")
+    with pytest.raises(CorruptCheckpointError, match=message):
+        Checkpoint(p={"a": jnp.zeros(1), "b": jnp.zeros(1), "c": jnp.zeros(1)}).restore(path)
+    with pytest.raises(CorruptCheckpointError, match=message):
+        Checkpoint(p={"a": np.zeros(1), "b": np.zeros(1)}).restore(path)
+    with pytest.raises(CorruptCheckpointError, match=message):
+        Checkpoint(p=None).restore(path)
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        pytest.param({"dict": {"x": 1}}, "dict", id="dict"),
+        pytest.param({"dict": {"prng_impl": "rbg", "key_data": 3}}, "dict", id="key-without-data"),
+        pytest.param([1, 2], "list", id="list"),
+        pytest.param(None, "NoneType", id="none"),
+    ],
+)
+def test_a_saved_leaf_that_is_a_container_is_refused(tmp_path: Path, value: Any, kind: str) -> None:
+    path = Checkpoint(p={"a": jnp.zeros(1), "b": jnp.ones(1)}).save(str(tmp_path / "ckpt"))
+    _tampered(path, "p", lambda attributes: attributes.update({"['a']": value}))
+    message = rf"saved pytree leaf \"\['a'\]\" holds {kind} "
+    with pytest.raises(CorruptCheckpointError, match=message):
+        restore_pytree(path, key="p")
+    with pytest.raises(CorruptCheckpointError, match=message):
+        restore_pytree(path, {"a": jnp.zeros(1), "b": jnp.zeros(1)}, key="p")
+    with pytest.raises(CorruptCheckpointError, match=message):
+        Checkpoint(p={"a": np.zeros(1), "b": np.zeros(1)}).restore(path)
+
+
+def test_names_match_their_key_paths_across_unicode_versions(tmp_path: Path) -> None:
+    # U+0378 is unassigned (repr escapes it); a Python whose Unicode database assigns it
+    # writes it as it is, and the name still matches its key path.
+    path = Checkpoint(p={"\u0378": jnp.ones(1), "é": jnp.zeros(1)}).save(str(tmp_path / "ckpt"))
+    # Saved in flattening order: "é" (U+00E9) first.
+    _restructured(path, [("['é']", [["key", "é"]]), ("['\u0378']", [["key", "\u0378"]])])
+    plain = restore_pytree(path, key="p")
+    np.testing.assert_array_equal(plain["\u0378"], np.ones(1))
+    np.testing.assert_array_equal(plain["é"], np.zeros(1))
+
+
+def test_sequences_keep_the_positions_of_children_without_leaves(tmp_path: Path) -> None:
+    chained = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))
+    state = chained.init({"w": jnp.ones(2)})
+    tree = [None, jnp.ones(1), (), jnp.zeros(2), optax.EmptyState()]
+    path = Checkpoint(opt=state, tree=tree).save(str(tmp_path / "ckpt"))
+    # clip_by_global_norm's state has no leaves: adam's keeps its position.
+    opt = restore_pytree(path, key="opt")
+    assert opt[0] is None
+    assert sorted(opt[1][0]) == ["count", "mu", "nu"]
+    plain = restore_pytree(path, key="tree")
+    assert len(plain) == 4
+    assert plain[0] is None
+    assert plain[2] is None
+    np.testing.assert_array_equal(plain[3], np.zeros(2))
+    fresh = Checkpoint(opt=chained.init({"w": jnp.zeros(2)}), tree=_scrambled(tree))
+    fresh.restore(path).assert_consumed()
+    _same(fresh.opt, state)
+    _same(fresh.tree, tree)
+
+
+class Mixed:
+    """A custom node whose children have a sequence index and a dict key."""
+
+    def __init__(self, first: Any, second: Any) -> None:
+        self.first, self.second = first, second
+
+
+jax.tree_util.register_pytree_with_keys(
+    Mixed,
+    lambda m: (
+        ((jax.tree_util.SequenceKey(0), m.first), (jax.tree_util.DictKey("x"), m.second)),
+        None,
+    ),
+    lambda _, children: Mixed(*children),
+)
+
+
+def test_a_pytree_a_reader_would_refuse_is_refused_when_saved(tmp_path: Path) -> None:
+    ckpt = Checkpoint(p=Mixed(jnp.ones(1), jnp.zeros(1)))
+    with pytest.raises(ValueError, match="cannot save the pytree at 'p': its key paths cannot be"):
+        ckpt.save(str(tmp_path / "ckpt"))
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_sharded_leaf_whose_chunks_share_a_tensor_is_refused(tmp_path: Path) -> None:
+    from pipestate.checkpoint import load_variable
+
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("x",))
+    rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("x"))
+    w = jax.device_put(jnp.arange(16.0).reshape(8, 2), rows)
+    path = Checkpoint(p={"w": w}).save(str(tmp_path / "ckpt"))
+
+    def share(attributes: dict[str, Any]) -> None:
+        chunks = attributes["['w']"]["sharded"]["chunks"]
+        chunks[1]["of"] = chunks[0]["of"]
+
+    _tampered(path, "p", share)
+    message = r"two 'sharded' chunks are stored in one tensor \"p/.ATTRIBUTES/\['w'\]@\[0,0\]\""
+    with pytest.raises(CorruptCheckpointError, match=message):
+        restore_pytree(path, key="p")
+    with pytest.raises(CorruptCheckpointError, match=message):
+        restore_pytree(path, {"w": w}, key="p")
+    with pytest.raises(CorruptCheckpointError, match=message):
+        load_variable(path, "p/.ATTRIBUTES/['w']")
+
+
+def test_a_pytree_restores_into_a_plain_slot_as_nested_values(tmp_path: Path) -> None:
+    key = jax.random.key(1)
+    saved = {"w": jnp.arange(3.0), "k": key, "state": Pair(jnp.ones(2), 4)}
+    path = Checkpoint(params=saved).save(str(tmp_path / "ckpt"))
+    # Not made yet (None): the leaves as NumPy values, a key as its key data.
+    ckpt = Checkpoint(params=None)
+    ckpt.restore(path).assert_consumed()
+    assert sorted(ckpt.params) == ["k", "state", "w"]
+    np.testing.assert_array_equal(ckpt.params["w"], np.arange(3.0))
+    np.testing.assert_array_equal(ckpt.params["k"], np.asarray(jax.random.key_data(key)))
+    assert sorted(ckpt.params["state"]) == ["first", "second"]
+    assert int(ckpt.params["state"]["second"]) == 4
+    # Assigned after a restore that had no place for it: restored then.
+    late = Checkpoint()
+    status = late.restore(path)
+    late.params = None
+    np.testing.assert_array_equal(late.params["w"], np.arange(3.0))
+    status.assert_consumed()
+
+
+def test_restore_pytree_keys_are_escaped_as_checkpoint_keys(tmp_path: Path) -> None:
+    path = Checkpoint(
+        state={
+            "enc/dec": {"w": jnp.ones(2)},
+            "v1.0": [jnp.zeros(1)],
+            "it": iter(ps.Dataset.range(4)),
+        }
+    ).save(str(tmp_path / "ckpt"))
+    np.testing.assert_array_equal(restore_pytree(path, key="state/enc./dec")["w"], np.ones(2))
+    np.testing.assert_array_equal(restore_pytree(path, key="/state/v1..0/")[0], np.zeros(1))
+    with pytest.raises(
+        CheckpointKeyError,
+        match=r"has no object 'state/enc'; state holds 'enc./dec', 'it', 'v1..0'",
+    ):
+        restore_pytree(path, key="state/enc/dec")
+    with pytest.raises(ValueError, match=r"key 'state/v1.0' has a '.' at position 8 that escapes"):
+        restore_pytree(path, key="state/v1.0")
+    with pytest.raises(CheckpointKeyError, match=r"\('state/enc./dec', 'state/v1..0'\)"):
+        restore_pytree(path)
+
+
+def test_saving_a_donated_array_names_its_leaf(tmp_path: Path) -> None:
+    params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.zeros(2)}}
+    ckpt = Checkpoint(params=params)
+    # What donating the tree to a jitted step does to its buffers (where donation is supported).
+    for leaf in jax.tree.leaves(params):
+        leaf.delete()
+    with pytest.raises(
+        ValueError, match=r"leaf \['dense'\]\['bias'\] is a deleted jax.Array"
+    ) as caught:
+        ckpt.save(str(tmp_path / "ckpt"))
+    assert isinstance(caught.value.__cause__, RuntimeError)

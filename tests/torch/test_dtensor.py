@@ -78,6 +78,18 @@ def chunk_arrays() -> dict[str, np.ndarray]:
         pytest.param(body([4], ([0], [0]), ([0], [4])), "empty", id="empty-chunk"),
         pytest.param(body([4, 2], ([0], [4])), "malformed", id="rank-mismatch"),
         pytest.param({"shape": [4], "dtype": "float32"}, "exactly", id="no-chunks"),
+        pytest.param(
+            {
+                "shape": [4],
+                "dtype": "float32",
+                "chunks": [
+                    {"offsets": [0], "shape": [2], "of": "k[0]"},
+                    {"offsets": [2], "shape": [2], "of": "k[0]"},
+                ],
+            },
+            "two 'dtensor' chunks are stored in one tensor 'k\\[0\\]'",
+            id="two-chunks-one-tensor",
+        ),
     ],
 )
 def test_malformed_sharding_is_corrupt(bad: dict[str, Any], message: str) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from pipestate.checkpoint._pytree_form import PYTREE, plain_from_saved
 from pipestate.checkpoint._trackable import Trackable
 from pipestate.checkpoint._values import Value, is_torch_tensor
 from pipestate.errors import CheckpointMismatchError
@@ -33,7 +34,15 @@ STATE = "STATE"
 
 
 class PythonValue(Trackable):
-    """A plain Python value living in a slot of another object (an attribute, a list index)."""
+    """A plain Python value living in a slot of another object (an attribute, a list index).
+
+    Restored by rebinding the slot to the saved value; a slot where a JAX pytree was
+    saved (it holds ``None`` until the pytree is made) gets the pytree's leaves in
+    nested dicts and lists, as NumPy arrays (a PRNG key array as its key data).
+    """
+
+    # Takes every attribute of a node saved as a pytree, not only ``VALUE``.
+    _restores_saved_pytrees = True
 
     def __init__(self, get: Callable[[], Value], set_: Callable[[Value], None], where: str) -> None:
         self._get = get
@@ -53,6 +62,9 @@ class PythonValue(Trackable):
         return (VALUE,)
 
     def _restore_from_values(self, values: Mapping[str, Value]) -> None:
+        if PYTREE in values:
+            self._set(plain_from_saved(values, f"the value {self._where} restored from a pytree"))
+            return
         self._set(values[VALUE])
 
     def __repr__(self) -> str:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, SupportsIndex, TypeVar
 
 from pipestate.checkpoint._adapters import VALUE, PythonValue, adapt
-from pipestate.checkpoint._pytree_form import PYTREE, check_structure, nested_from_paths
+from pipestate.checkpoint._pytree_form import PYTREE, plain_from_saved
 from pipestate.checkpoint._trackable import Trackable
 from pipestate.checkpoint._values import Value, is_plain_value
 
@@ -246,11 +246,10 @@ class _Container(Trackable):
         if VALUE in values:
             self._replace_contents(values[VALUE])
         elif PYTREE in values:
-            # Saved as a JAX pytree (it held jax arrays then): its leaves, nested again.
-            leaves = {name: value for name, value in values.items() if name != PYTREE}
+            # Saved as a JAX pytree (it held jax arrays then): its leaves, nested again,
+            # a PRNG key array as its key data.
             where = f"the {type(self).__name__} restored from a saved pytree"
-            paths = check_structure(values[PYTREE], leaves, where)
-            self._replace_contents(nested_from_paths(paths, leaves, where))
+            self._replace_contents(plain_from_saved(values, where))
         elif values:
             raise TypeError(
                 f"a {type(self).__name__} cannot be restored from saved attributes "

@@ -12,6 +12,7 @@ from typing import Any
 from pipestate.checkpoint._distributed import reshards
 from pipestate.checkpoint._graph import GraphView, format_path, kind_of
 from pipestate.checkpoint._index import node_paths
+from pipestate.checkpoint._pytree_form import PYTREE
 from pipestate.checkpoint._reader import CheckpointReader, gc_paused
 from pipestate.checkpoint._trackable import Trackable
 from pipestate.checkpoint._values import attribute_key
@@ -156,6 +157,9 @@ class RestoreSession:
             self.consumed.update((node_id, name) for name in attributes)
             return
         expected = obj._value_names()
+        if PYTREE in attributes and getattr(obj, "_restores_saved_pytrees", False):
+            # A plain slot where a pytree was saved takes all of the pytree's attributes.
+            expected = None
         if expected is None:
             # "Every saved attribute" is complete whatever was saved.
             names, complete = list(attributes), True

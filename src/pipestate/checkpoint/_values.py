@@ -390,7 +390,7 @@ def _dims(values: object, ndim: int | None) -> tuple[int, ...] | None:
 
 def parse_sharding(body: Any, where: str, tag: str = "dtensor") -> SavedSharding:
     """Check a ``"dtensor"`` (or ``"sharded"``) body: chunks inside the tensor, none
-    overlapping, all of it covered.
+    overlapping, all of it covered, each stored in a tensor of its own.
 
     Raises:
         CorruptCheckpointError: Naming ``where`` and what is wrong (a range of
@@ -418,6 +418,13 @@ def parse_sharding(body: Any, where: str, tag: str = "dtensor") -> SavedSharding
             raise _bad(where, f"'{tag}' chunk {_brief(raw)} is empty or outside shape {shape}")
         chunks.append(Chunk(offsets, extent, raw["of"]))
     _check_cover(shape, chunks, where)
+    # Each box is written to a tensor of its own: two chunks reading one tensor would give
+    # one of them the other's values (with every shape and checksum right).
+    stored: set[str] = set()
+    for chunk in chunks:
+        if chunk.key in stored:
+            raise _bad(where, f"two '{tag}' chunks are stored in one tensor {chunk.key!r:.200}")
+        stored.add(chunk.key)
     return SavedSharding(shape, dtype, tuple(chunks), where, tag)
 
 

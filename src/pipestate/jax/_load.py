@@ -19,7 +19,7 @@ from pipestate.checkpoint._pytree_form import (
 from pipestate.checkpoint._reader import CheckpointReader
 from pipestate.checkpoint._state_api import latest_checkpoint
 from pipestate.checkpoint._storage import Storage, as_path
-from pipestate.checkpoint._values import attribute_key
+from pipestate.checkpoint._values import attribute_key, escape_name, node_key
 from pipestate.errors import CheckpointKeyError, CheckpointMismatchError, NotFoundError
 from pipestate.jax._arrays import restore_leaf
 from pipestate.jax._pytree import rebuild
@@ -53,15 +53,19 @@ def restore_pytree(
             the target's. ``None``: the saved leaves as NumPy arrays, in nested
             dicts (dict keys and attributes) and lists (sequence indices).
         key: The ``/``-separated name path of the object in the checkpoint
-            (``"params"``, ``"model/params"``). ``None``: the only pytree or
-            plain container value in the checkpoint.
+            (``"params"``, ``"model/params"``), each name escaped as in the
+            checkpoint's keys: ``.`` written ``..`` and ``/`` written ``./``
+            (the object ``"enc/dec"`` of ``state`` is ``"state/enc./dec"``;
+            messages show names so). ``None``: the only pytree or plain
+            container value in the checkpoint.
 
     Returns:
         The new pytree.
 
     Raises:
         TypeError: For a ``path`` or ``key`` of the wrong type.
-        ValueError: For an empty ``key``.
+        ValueError: For a ``key`` that names no object (empty), or has a
+            ``.`` not followed by ``.`` or ``/``.
         NotFoundError: When there is no checkpoint at ``path``.
         CheckpointKeyError: When no object has the name ``key``, or ``key`` is
             ``None`` and the checkpoint holds no pytree or several (the
@@ -82,13 +86,51 @@ def restore_pytree(
         )
     if key is not None and not isinstance(key, str):
         raise TypeError(f"key must be a str such as 'params' or None, got {key!r:.80}")
-    if key is not None and not key.strip("/"):
-        raise ValueError(f"key must name an object such as 'params', got {key!r}")
+    names = None if key is None else split_key(key)
     reader = _open(path)
     try:
-        return _restore(reader, target, key)
+        return _restore(reader, target, names)
     finally:
         reader.close()
+
+
+def split_key(key: str) -> tuple[str, ...]:
+    """The names of an object's key (``"state/enc./dec"``: ``("state", "enc/dec")``), split on
+    the ``/`` that are not escaped and unescaped (``..`` is ``.``, ``./`` is ``/``); ``/`` at
+    either end is ignored.
+
+    Raises:
+        ValueError: When ``key`` names no object, or has a ``.`` that escapes nothing.
+    """
+    names: list[str] = []
+    name: list[str] = []
+    i = 0
+    while i < len(key):
+        char = key[i]
+        if char == "/":
+            names.append("".join(name))
+            name = []
+        elif char == ".":
+            following = key[i + 1 : i + 2]
+            if following not in (".", "/"):
+                raise ValueError(
+                    f"key {key!r:.200} has a '.' at position {i} that escapes nothing: names in "
+                    "a key are escaped as in the checkpoint's keys, '.' written '..' and '/' "
+                    f"written './' (e.g. {key[: i + 1] + '.' + key[i + 1 :]!r:.200})"
+                )
+            name.append(following)
+            i += 1
+        else:
+            name.append(char)
+        i += 1
+    names.append("".join(name))
+    while names and not names[0]:
+        names.pop(0)
+    while names and not names[-1]:
+        names.pop()
+    if not names:
+        raise ValueError(f"key must name an object such as 'params', got {key!r:.200}")
+    return tuple(names)
 
 
 def _open(path: str | os.PathLike[str]) -> CheckpointReader:
@@ -129,11 +171,11 @@ def _listed(names: list[str]) -> str:
     return shown or "(none)"
 
 
-def _find(reader: CheckpointReader, key: str | None) -> tuple[int, tuple[str, ...]]:
+def _find(reader: CheckpointReader, key: tuple[str, ...] | None) -> tuple[int, tuple[str, ...]]:
     paths = node_paths(reader.nodes)
     if key is None:
         found = [i for i, node in enumerate(reader.nodes) if _is_pytree_like(node)]
-        names = sorted("/".join(paths[i]) for i in found)
+        names = sorted(node_key(paths[i]) for i in found)
         if len(found) != 1:
             raise CheckpointKeyError(
                 f"checkpoint {reader.display!r} holds {len(found)} pytrees ({_listed(names)}); "
@@ -142,28 +184,29 @@ def _find(reader: CheckpointReader, key: str | None) -> tuple[int, tuple[str, ..
         return found[0], paths[found[0]]
     nid = 0
     walked: list[str] = []
-    for name in key.strip("/").split("/"):
+    for name in key:
         children = reader.nodes[nid].children
         if name not in children:
             raise CheckpointKeyError(
-                f"checkpoint {reader.display!r} has no object {'/'.join([*walked, name])!r}; "
-                f"{'/'.join(walked) or 'the root'} holds {_listed(sorted(children))}"
+                f"checkpoint {reader.display!r} has no object {node_key((*walked, name))!r}; "
+                f"{node_key(tuple(walked)) or 'the root'} holds "
+                f"{_listed(sorted(escape_name(c) for c in children))}"
             )
         walked.append(name)
         nid = children[name]
     node = reader.nodes[nid]
     if not _is_pytree_like(node) and len(node.attributes) != 1:
         raise CheckpointMismatchError(
-            f"the object {key!r} of checkpoint {reader.display!r} is a {node.kind:.100}, not a "
-            "pytree or a value"
+            f"the object {node_key(key)!r} of checkpoint {reader.display!r} is a "
+            f"{node.kind:.100}, not a pytree or a value"
         )
     return nid, paths[nid]
 
 
-def _restore(reader: CheckpointReader, target: Any, key: str | None) -> Any:
+def _restore(reader: CheckpointReader, target: Any, key: tuple[str, ...] | None) -> Any:
     nid, path = _find(reader, key)
     node = reader.nodes[nid]
-    where = f"{'/'.join(path)!r} of checkpoint {reader.display!r}"
+    where = f"{node_key(path)!r} of checkpoint {reader.display!r}"
 
     def decode(name: str, lazy: bool = True) -> Any:
         return reader.decode(

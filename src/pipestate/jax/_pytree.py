@@ -39,6 +39,7 @@ from pipestate.checkpoint._pytree_form import (
     bounded,
     check_structure,
     flatten_plain,
+    structure_problem,
     structure_text,
 )
 from pipestate.checkpoint._trackable import Trackable
@@ -129,7 +130,9 @@ def saved_tree(value: object, where: str) -> dict[str, Value]:
     Raises:
         TypeError: For a leaf that is not an array or a scalar, or a key path
             entry that cannot be saved.
-        ValueError: When two leaves have the same key path text.
+        ValueError: When two leaves have the same key path text, the key paths
+            cannot be rebuilt (see :func:`structure_problem`), or a leaf is a
+            deleted (donated) array.
     """
     pairs, treedef = jax.tree_util.tree_flatten_with_path(value)
     out: dict[str, Value] = {}
@@ -140,10 +143,8 @@ def saved_tree(value: object, where: str) -> dict[str, Value]:
             raise ValueError(
                 f"cannot save the pytree at {where!r}: two leaves have the key path {name!r}"
             )
-        if isinstance(leaf, jax.Array) and is_key_array(leaf):
-            out[name] = saved_key(leaf)
-        elif isinstance(leaf, jax.Array):
-            out[name] = saved_leaf(leaf)
+        if isinstance(leaf, jax.Array):
+            out[name] = _saved_array(leaf, name, where)
         elif isinstance(leaf, jax.ShapeDtypeStruct):
             raise TypeError(
                 f"cannot save the pytree at {where!r}: leaf {name} is a jax.ShapeDtypeStruct, "
@@ -157,8 +158,27 @@ def saved_tree(value: object, where: str) -> dict[str, Value]:
                 f"{type(leaf).__name__}; leaves must be jax or NumPy arrays, or scalars"
             )
         paths.append([name, [_entry(k, where) for k in path]])
+    problem = structure_problem(paths)
+    if problem is not None:
+        # What a reader would refuse as corrupt is refused here (custom nodes' key paths).
+        raise ValueError(
+            f"cannot save the pytree at {where!r}: its key paths cannot be restored: {problem}"
+        )
     out[PYTREE] = {"leaves": paths, "treedef": bounded(str(treedef))}
     return out
+
+
+def _saved_array(leaf: jax.Array, name: str, where: str) -> Value:
+    try:
+        return saved_key(leaf) if is_key_array(leaf) else saved_leaf(leaf)
+    except RuntimeError as err:
+        if not leaf.is_deleted():
+            raise
+        raise ValueError(
+            f"cannot save the pytree at {where!r}: leaf {name} is a deleted jax.Array (its "
+            "buffer was donated to a jitted function, or deleted); save the arrays the step "
+            "returned instead"
+        ) from err
 
 
 def _listed(names: list[str]) -> str:
