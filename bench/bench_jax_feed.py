@@ -320,7 +320,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument(
@@ -329,7 +329,7 @@ def main() -> None:
         default=0,
         help="also compare with this many worker processes (a Loader; Grain's worker_count)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if grain is None:
         print("grain is not installed: the Grain rows are skipped")
     rows = run(args)
