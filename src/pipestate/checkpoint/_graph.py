@@ -257,7 +257,7 @@ class GraphView:
                 # Replicated: rank 0 saves it, but each rank writes its chunks of DTensors
                 # and sharded arrays.
                 if dtensors or arrays_of_jax:
-                    for name, value in _values_of(obj).items():
+                    for name, value in _values_in_part(obj).items():
                         if (dtensors and contains_dtensor(value)) or (
                             arrays_of_jax and contains_sharded(value)
                         ):
@@ -300,6 +300,19 @@ class GraphView:
             depths, [c * max(len(node["attributes"]), 1) for c, node in zip(path_chars, nodes)]
         )
         return nodes, arrays, sorted(per_rank), sharded
+
+
+def _values_in_part(obj: Trackable) -> Mapping[str, Any]:
+    """What a rank other than 0 looks through for its chunks of a replicated object: the
+    values that may hold arrays this process holds only part of (an object can name them
+    with ``_values_held_in_part()``, sparing the copies of the rest to the host)."""
+    held_in_part = getattr(obj, "_values_held_in_part", None)
+    if held_in_part is None:
+        return _values_of(obj)
+    values = held_in_part()
+    if not isinstance(values, Mapping):
+        raise TypeError(f"{type(obj).__name__}._values_held_in_part() must return a mapping")
+    return values
 
 
 def _values_of(obj: Trackable) -> Mapping[str, Any]:

@@ -241,6 +241,18 @@ class PyTreeSlot(Trackable):
     def _serialize_to_values(self) -> Mapping[str, Value]:
         return saved_tree(self._slot._get(), self._slot._where)
 
+    def _values_held_in_part(self) -> Mapping[str, Value]:
+        """The leaves this process holds only part of (arrays on other processes' devices
+        too): all a rank other than 0 writes of a pytree in a distributed save, under the
+        names ``_serialize_to_values`` gives them. The other leaves are not copied to the host."""
+        where = self._slot._where
+        out: dict[str, Value] = {}
+        for path, leaf in jax.tree_util.tree_flatten_with_path(self._slot._get())[0]:
+            if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+                name = leaf_name(path)
+                out[name] = _saved_array(leaf, name, where)
+        return out
+
     def _value_names(self) -> Collection[str] | None:
         return None
 
