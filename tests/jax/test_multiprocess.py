@@ -482,7 +482,7 @@ def jax_job(monkeypatch: pytest.MonkeyPatch) -> FakeClient:
     monkeypatch.setattr(state, "process_id", 1)
     monkeypatch.setattr(state, "num_processes", 2)
     monkeypatch.setattr(distributed, "_jax_clients", {})
-    monkeypatch.setattr(jax_coordination, "_attempts", {})
+    monkeypatch.setattr(jax_coordination, "_shared", {})
     for name in ("TORCHELASTIC_RUN_ID", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     return client
@@ -530,13 +530,28 @@ def test_the_store_operations(jax_job: FakeClient, monkeypatch: pytest.MonkeyPat
     # process: every coordinator over the client shares it.
     assert coordinator.namespace() == "jax1"
     assert JaxCoordinator().namespace() == "jax1"
-    monkeypatch.setattr(jax_coordination, "_attempts", {})  # as a restarted process
+    monkeypatch.setattr(jax_coordination, "_shared", {})  # as a restarted process
     assert JaxCoordinator().namespace() == "jax2"
     jax_job.fail_with = "UNAVAILABLE: failed to connect to all addresses"
     for operation in (lambda: coordinator.get("a"), lambda: coordinator.set("a", b"")):
         with pytest.raises(DistributedSaveError, match="coordination service") as info:
             operation()
         assert "UNAVAILABLE: failed to connect" in str(info.value)
+
+
+def test_coordinators_over_one_client_number_their_saves_together(jax_job: FakeClient) -> None:
+    """A save's keys are its round's: a coordinator made for use_coordinator and the one
+    current_coordinator() finds must not both start at round 0 (the second would read the
+    first one's outcome, still in the store, as its own)."""
+    found = distributed.current_coordinator()
+    assert isinstance(found, JaxCoordinator)
+    made = JaxCoordinator()
+    rounds = [found.next_round(), made.next_round(), JaxCoordinator().next_round()]
+    assert rounds == [0, 1, 2]
+    first = distributed.SaveRound(found, "a save", timeout=1.0)
+    second = distributed.SaveRound(made, "a save", timeout=1.0)
+    assert first._prefix != second._prefix
+    assert first._published is second._published
 
 
 def test_torch_distributed_wins_over_jax_distributed(

@@ -9,6 +9,7 @@ itself when the job has more than one process.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any
 
@@ -22,9 +23,33 @@ __all__ = ["JaxCoordinator"]
 _ATTEMPT_KEY = "pipestate/jax/attempt/{rank}"
 
 _lock = threading.Lock()
-# This process's attempt number on each client's service (kept with the client: its id is
-# the key), shared by every coordinator over that client.
-_attempts: dict[int, tuple[Any, int]] = {}
+
+
+class _Shared:
+    """What every coordinator over one client shares: the process's attempt number on the
+    service, the number of its next save, and the keys it published (a save's keys are
+    those of its round: two coordinators counting rounds apart would read each other's)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.attempt: int | None = None
+        self.rounds = itertools.count()
+        self.published: list[str] = []
+
+
+# The state shared over this process's client (a process has one jax.distributed client at
+# a time: kept with it, its id the key, and dropped when another one appears).
+_shared: dict[int, _Shared] = {}
+
+
+def _shared_for(client: Any) -> _Shared:
+    with _lock:
+        found = _shared.get(id(client))
+        if found is None or found.client is not client:
+            found = _Shared(client)
+            _shared.clear()
+            _shared[id(client)] = found
+        return found
 
 
 def _state() -> Any:
@@ -81,6 +106,11 @@ class JaxCoordinator(Coordinator):
         self._client = client
         self.rank = int(state.process_id)
         self.world_size = int(state.num_processes)
+        self._shared = _shared_for(client)
+        # Saves number their rounds per process, whichever coordinator makes them (the one
+        # current_coordinator() finds, or one made for use_coordinator).
+        self.__dict__["_pipestate_rounds"] = self._shared.rounds
+        self.__dict__["_pipestate_published"] = self._shared.published
 
     def __repr__(self) -> str:
         return f"JaxCoordinator(rank={self.rank}, world_size={self.world_size})"
@@ -113,13 +143,12 @@ class JaxCoordinator(Coordinator):
         Counted once per process and client: every coordinator over the same
         client has the same namespace.
         """
-        client = self._client
+        shared = self._shared
         with _lock:
-            found = _attempts.get(id(client))
-            if found is None or found[0] is not client:
-                found = (client, self._attempt())
-                _attempts[id(client)] = found
-        return f"jax{found[1]}"
+            if shared.attempt is None:
+                shared.attempt = self._attempt()
+            attempt = shared.attempt
+        return f"jax{attempt}"
 
     def _attempt(self) -> int:
         increment = getattr(self._client, "key_value_increment", None)
