@@ -547,8 +547,14 @@ class _Producer:
                     self.worker = None
                 cond.notify_all()
 
-    def halt(self) -> None:
-        """Stops the thread (keeping what it read) and waits for it."""
+    def halt(self, timeout: float | None = None) -> None:
+        """Stops the thread (keeping what it read) and waits for it.
+
+        Args:
+          timeout: the most seconds to wait for the read in progress; past it
+            the thread is left to stop after that read (the producer can't
+            be used again then: for the finalizer).
+        """
         with self.cond:
             worker = self.worker
             if worker is None:
@@ -556,10 +562,16 @@ class _Producer:
             self.stopping = True
             self.cond.notify_all()
         if worker is not threading.current_thread():
-            worker.join()
+            worker.join(timeout)
+            if worker.is_alive():
+                return
         with self.cond:
             self.stopping = False
             self.worker = None
+
+
+_FINAL_WAIT = 1.0
+"""Seconds an iterator dropped without ``close()`` (or open at exit) waits for its thread."""
 
 
 def _stops(item: _Item) -> bool:
@@ -609,7 +621,9 @@ class DeviceIterator(Iterator[Any]):
     def __init__(self, iterator: Any, sharding: Any, size: int, thread: bool) -> None:
         self._source = _Source(iterator)
         self._producer = _Producer(self._source, _Placer(sharding), size, thread)
-        self._finalizer = weakref.finalize(self, self._producer.halt)
+        # Dropped without close(), or open at exit: the thread stops after its read in
+        # progress; a read that blocks is not waited for past _FINAL_WAIT.
+        self._finalizer = weakref.finalize(self, self._producer.halt, _FINAL_WAIT)
         self._token = self._source.start()  # the state after the last batch returned
         self._ended = False
         self._closed = False
