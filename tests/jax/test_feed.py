@@ -516,6 +516,167 @@ def test_a_pipeline_error_surfaces_at_its_batch_with_its_type(size: int, thread:
         assert outcomes(batches) == outcomes(plain)
 
 
+class StateUnavailableError(Exception):
+    """A wrapped iterator's get_state() failing."""
+
+
+class Flaky:
+    """Batches 1..stop whose get_state() (or read) raises on the calls numbered in ``fail``."""
+
+    def __init__(
+        self, stop: int = 8, *, state_fails: set[int] = frozenset(), error: Any = None
+    ) -> None:
+        self.position = 0
+        self.stop = stop
+        self.calls = 0
+        self.state_fails = state_fails
+        self.error = error or StateUnavailableError
+        self.read_fails: set[int] = set()
+
+    def __iter__(self) -> Flaky:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        if self.position + 1 in self.read_fails:  # before it moves on: nothing consumed
+            self.read_fails.discard(self.position + 1)
+            raise self.error(f"read of batch {self.position + 1} interrupted")
+        if self.position == self.stop:
+            raise StopIteration
+        self.position += 1
+        return np.full(2, self.position, np.float32)
+
+    def get_state(self) -> dict[str, int]:
+        self.calls += 1
+        if self.calls in self.state_fails:
+            raise self.error(f"state unavailable at call {self.calls}")
+        return {"position": self.position}
+
+    def set_state(self, state: dict[str, int]) -> None:
+        self.position = int(state["position"])
+
+
+def outcomes_and_states(batches: DeviceIterator) -> list[Any]:
+    """Each batch's first value (or the error), with get_state() after it, up to the end."""
+    seen: list[Any] = []
+    for _ in range(50):
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return seen
+        except (Exception, KeyboardInterrupt) as err:  # not pytest's timeout
+            seen.append((type(err).__name__, str(err), batches.get_state()["position"]))
+        else:
+            seen.append((int(np.asarray(batch)[0]), batches.get_state()["position"]))
+    raise AssertionError("no end")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("size", [1, 2, 3])
+@pytest.mark.parametrize("thread", [True, False], ids=["thread", "inline"])
+@pytest.mark.parametrize(
+    "fails", [{2}, {4}, {4, 5}, {9}], ids=["first", "third", "third_twice", "last"]
+)
+def test_a_failed_state_is_raised_at_its_batch_and_the_batch_kept(
+    fails: set[int], thread: bool, size: int
+) -> None:
+    # Call 1 is the state at the start, call k + 1 the state after batch k; after a
+    # failure the state is asked for again before the batch is returned.
+    batch = min(fails) - 1
+    errors = [("StateUnavailableError", f"state unavailable at call {c}", batch - 1) for c in fails]
+    expected = [(k, k) for k in range(1, batch)] + sorted(errors, key=lambda e: e[1])
+    expected += [(k, k) for k in range(batch, 9)]
+    with device_prefetch(Flaky(8, state_fails=fails), size=size, thread=thread) as batches:
+        assert outcomes_and_states(batches) == expected
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("thread", [True, False], ids=["thread", "inline"])
+def test_a_restore_after_a_failed_state_resumes_exactly(thread: bool) -> None:
+    with device_prefetch(Flaky(8, state_fails={5}), size=2, thread=thread) as batches:
+        assert [int(np.asarray(next(batches))[0]) for _ in range(3)] == [1, 2, 3]
+        with pytest.raises(StateUnavailableError):
+            next(batches)
+        state = batches.get_state()
+        assert state == {"position": 3}
+        assert int(np.asarray(next(batches))[0]) == 4
+        batches.set_state(state)
+        assert [int(np.asarray(b)[0]) for b in batches] == [4, 5, 6, 7, 8]
+
+
+@pytest.mark.timeout(30)
+def test_the_thread_never_dies_without_waking_the_caller(monkeypatch: Any) -> None:
+    from pipestate.jax import _feed
+
+    produce = _feed._Producer.produce
+    calls = []
+
+    def broken(self: Any) -> Any:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 3:
+            raise MemoryError("no memory for the item")
+        return produce(self)
+
+    monkeypatch.setattr(_feed._Producer, "produce", broken)
+    with device_prefetch(Flaky(8), size=2) as batches:
+        assert int(np.asarray(next(batches))[0]) == 1
+        assert int(np.asarray(next(batches))[0]) == 2
+        with pytest.raises(MemoryError, match="no memory for the item"):
+            next(batches)
+        assert calls[2] == THREAD_NAME
+        assert batches._producer.worker is None
+        assert int(np.asarray(next(batches))[0]) == 3
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("where", ["read", "state", "device_put"])
+def test_a_keyboard_interrupt_while_reading_ahead_keeps_every_batch(
+    where: str, monkeypatch: Any
+) -> None:
+    from pipestate.jax import _feed
+
+    wrapped = Flaky(8, error=KeyboardInterrupt)
+    if where == "read":
+        wrapped.read_fails = {4}
+    elif where == "state":
+        wrapped.state_fails = {5}  # after batch 4
+    else:
+        put = _feed.jax.device_put
+        count = []
+
+        def interrupted(value: Any, *args: Any) -> Any:
+            count.append(1)
+            if len(count) == 4:
+                raise KeyboardInterrupt("put of batch 4 interrupted")
+            return put(value, *args)
+
+        monkeypatch.setattr(_feed.jax, "device_put", interrupted)
+    with device_prefetch(wrapped, size=2, thread=False) as batches:
+        # The first next() reads batches 1-3, the second reads batch 4 ahead and is
+        # interrupted: raised at once, batch 4 is read (or put) again by the next one.
+        assert outcomes_and_states(batches) == [
+            (1, 1),
+            ("KeyboardInterrupt", INTERRUPTED[where], 1),
+            *[(k, k) for k in range(2, 9)],
+        ]
+
+
+INTERRUPTED = {
+    "read": "read of batch 4 interrupted",
+    "state": "state unavailable at call 5",
+    "device_put": "put of batch 4 interrupted",
+}
+
+
+@pytest.mark.timeout(30)
+def test_a_keyboard_interrupt_before_the_thread_starts_keeps_the_batch() -> None:
+    wrapped = Flaky(4, state_fails={2}, error=KeyboardInterrupt)  # after batch 1
+    with device_prefetch(wrapped, size=2, thread=True) as batches:
+        assert outcomes_and_states(batches) == [
+            ("KeyboardInterrupt", "state unavailable at call 2", 0),
+            *[(k, k) for k in range(1, 5)],
+        ]
+
+
 def test_leaves_without_a_device_type_are_refused_by_path() -> None:
     ds = ps.Dataset.from_tensor_slices(
         {"ids": np.arange(4), "text": np.array(["a", "b", "c", "d"])}
@@ -575,6 +736,124 @@ def test_64_bit_integers_jax_would_wrap_are_refused() -> None:
         np.testing.assert_array_equal(np.asarray(first["id"]), [1, 2])
         with pytest.raises(OverflowError, match=r"leaf batch\['id'\] of dtype int64 holds"):
             next(batches)
+
+
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+@pytest.mark.parametrize("thread", [True, False], ids=["thread", "inline"])
+def test_64_bit_floats_jax_would_make_infinite_are_refused(thread: bool) -> None:
+    assert not jax.config.jax_enable_x64
+    elements = [
+        {"x": np.array([1.0000000001, 3.0])},  # rounds to float32, as JAX does
+        {"x": np.array([1.0000000001, 1e300])},
+        {"x": np.array([np.inf, -np.inf, np.nan, F32_MAX * (1 + 1e-9), -1e38])},
+        {"x": np.array([-1e39, 2.0, 1e40])},
+        {"x": 1e300},
+        {"x": np.array([1 + 1e300j])},
+        {"x": np.complex128(1e-3 + 2j)},
+    ]
+    with device_prefetch(Replay(elements), size=2, thread=thread) as batches:
+        first = next(batches)["x"]
+        assert first.dtype == np.float32
+        np.testing.assert_array_equal(np.asarray(first), np.float32([1.0, 3.0]))
+        with pytest.raises(
+            OverflowError,
+            match=r"leaf batch\['x'\] of dtype float64 holds 1 finite value beyond float32's "
+            r"range \(first: 1e\+300\); JAX without 64-bit mode stores it as float32, where it "
+            r"would become infinite. Enable 64-bit mode \(jax.config.update\('jax_enable_x64'",
+        ):
+            next(batches)
+        kept = np.asarray(next(batches)["x"])  # infinities and NaN stay, the largest rounds
+        np.testing.assert_array_equal(kept, np.float32([np.inf, -np.inf, np.nan, F32_MAX, -1e38]))
+        with pytest.raises(OverflowError, match=r"holds 2 finite values .*\(first: -1e\+39\)"):
+            next(batches)
+        with pytest.raises(OverflowError, match=r"batch\['x'\] of a Python float holds 1 finite"):
+            next(batches)
+        with pytest.raises(OverflowError, match=r"dtype complex128 .* beyond complex64's range"):
+            next(batches)
+        last = next(batches)["x"]
+        assert last.dtype == np.complex64
+        assert next(batches, None) is None
+
+
+def test_python_ints_beyond_int32_are_refused_like_64_bit_integers() -> None:
+    elements: list[Any] = [(2**31 - 1, [-(2**31)]), (1, [2, 2**40]), np.int64(-(2**40)), 3]
+    with device_prefetch(Replay(elements), thread=False) as batches:
+        first = next(batches)
+        assert first[0].dtype == np.int32
+        assert (int(first[0]), int(first[1][0])) == (2**31 - 1, -(2**31))
+        with pytest.raises(
+            OverflowError,
+            match=r"leaf batch\[1\]\[1\] of a Python int holds the value 1099511627776, outside "
+            r"int32's range; JAX without 64-bit mode stores it as int32 and would wrap it",
+        ):
+            next(batches)
+        with pytest.raises(OverflowError, match=r"leaf batch of dtype int64 holds the value -1"):
+            next(batches)
+        assert int(next(batches)) == 3
+
+
+def test_64_bit_mode_puts_64_bit_leaves_as_they_are() -> None:
+    elements: list[Any] = [{"f": np.array([1e300]), "i": 2**40}, {"i": 2**70}]
+    with jax.enable_x64(True), device_prefetch(Replay(elements), thread=False) as batches:
+        first = next(batches)
+        assert first["f"].dtype == np.float64
+        assert float(first["f"][0]) == 1e300
+        assert int(first["i"]) == 2**40
+        # JAX's own OverflowError, naming the leaf.
+        with pytest.raises(OverflowError, match=r"could not put leaf batch\['i'\]") as info:
+            next(batches)
+        assert isinstance(info.value.__cause__, OverflowError)
+        assert "too large to convert to int64" in str(info.value)
+
+
+class DeviceLostError(RuntimeError):
+    """An error of the transfer itself."""
+
+
+class TwoArgumentError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(code, message)
+
+
+@pytest.mark.parametrize(
+    ("error", "rewritten"),
+    [
+        (DeviceLostError("device 0 is gone"), True),
+        (OSError("pinned memory exhausted"), True),
+        (TwoArgumentError(7, "no"), False),
+    ],
+    ids=["runtime_error_subclass", "os_error", "two_arguments"],
+)
+def test_a_transfer_error_keeps_its_type_and_names_the_leaf(
+    error: Exception, rewritten: bool, monkeypatch: Any
+) -> None:
+    from pipestate.jax import _feed
+
+    put = _feed.jax.device_put
+
+    def failing_put(value: Any, *args: Any) -> Any:
+        leaves = jax.tree_util.tree_leaves(value)
+        if any(np.asarray(leaf).shape == (5,) for leaf in leaves):
+            raise error
+        return put(value, *args)
+
+    monkeypatch.setattr(_feed.jax, "device_put", failing_put)
+    elements = [{"a": np.zeros(2), "b": np.zeros(5)}, {"a": np.ones(2), "b": np.ones(3)}]
+    with device_prefetch(Replay(elements), thread=False) as batches:
+        with pytest.raises(type(error)) as info:
+            next(batches)
+        assert type(info.value) is type(error)
+        if rewritten:
+            assert str(info.value).startswith(
+                "device_prefetch: could not put leaf batch['b'] of shape (5,) and dtype "
+                f"float64 on the default device: {type(error).__name__}: {error}"
+            )
+            assert info.value.__cause__ is error
+        else:
+            assert info.value is error
+        np.testing.assert_array_equal(np.asarray(next(batches)["b"]), np.ones(3))
 
 
 @pytest.mark.parametrize(

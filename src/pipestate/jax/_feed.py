@@ -32,8 +32,11 @@ __all__ = ["DeviceIterator", "device_prefetch"]
 _OP = "device_prefetch"
 # Leaves of these dtype kinds have no device representation: objects, strings, dates.
 _NO_DEVICE_KINDS = frozenset("OSUVMm")
-# Without jax_enable_x64 JAX stores these as 32-bit integers, wrapping larger values.
+# Without jax_enable_x64 JAX stores these in 32 bits: integers wrap, floats beyond
+# float32's range become infinite.
 _WIDE_INTEGERS = frozenset({np.dtype(np.int64), np.dtype(np.uint64)})
+_WIDE_INEXACT = frozenset({np.dtype(np.float64), np.dtype(np.complex128)})
+_WIDE = _WIDE_INTEGERS | _WIDE_INEXACT
 
 
 class _Behind(NamedTuple):
@@ -81,12 +84,16 @@ class _Source:
         return self.anchor
 
     def after(self, seconds: float) -> Any:
-        """The token of the state after a batch just read in ``seconds``."""
+        """The token of the state after a batch just read in ``seconds``.
+
+        If the state can't be taken, the next state is taken anew by ``start()``.
+        """
         self.since += 1
         if self.since < self.every and self.anchor is not None:
             return _Behind(self.anchor, self.since)
         clock = time.perf_counter
         began = clock()
+        self.anchor = None
         token = self.anchor = self.snapshot()
         cost = clock() - began
         self.since = 0
@@ -149,6 +156,13 @@ _MAX_EVERY = 256
 """The most batches between states taken: ``get_state()`` reads at most this many again."""
 
 
+class _Held(NamedTuple):
+    """An element read whose batch was not made: its state or its transfer failed."""
+
+    element: Any
+    token: Any  # the wrapped iterator's state just after it (None: not taken yet)
+
+
 class _Item(NamedTuple):
     """One read of the wrapped iterator: a batch on the devices, an error or the end."""
 
@@ -156,6 +170,7 @@ class _Item(NamedTuple):
     token: Any  # the wrapped iterator's state just after this read (None: could not be taken)
     error: BaseException | None
     end: bool
+    held: _Held | None = None  # made into the next batch after ``error`` is raised
 
 
 class _Placer:
@@ -179,7 +194,8 @@ class _Placer:
         if not all(map(_has_device_type, leaves)):
             self._refuse(element)
         for leaf in leaves:
-            if getattr(leaf, "dtype", None) in _WIDE_INTEGERS and _narrowed(leaf.dtype):
+            dtype = _wide_dtype(leaf)
+            if dtype is not None and _narrowed(dtype):
                 _check_narrowing(element)
                 break
         targets = self._targets
@@ -257,33 +273,96 @@ class _Placer:
                     f"{'the default device' if target is None else target}: "
                     f"{type(err).__name__}: {err}"
                 )
-                if isinstance(err, ValueError):
-                    raise ValueError(detail) from err
-                if isinstance(err, TypeError):
-                    raise TypeError(detail) from err
-                raise RuntimeError(detail) from err
+                raise _retyped(err, detail) from err
+
+
+def _retyped(err: Exception, detail: str) -> Exception:
+    """``err``'s type with the message ``detail``, or ``err`` if that type can't be made so."""
+    try:
+        made = type(err)(detail)
+    except Exception:
+        return err
+    return made if type(made) is type(err) else err
+
+
+_X64 = "Enable 64-bit mode (jax.config.update('jax_enable_x64', True)) or "
 
 
 def _check_narrowing(element: Any) -> None:
-    """Raises OverflowError for a 64-bit integer leaf whose values JAX would wrap to 32 bits."""
+    """Raises OverflowError for a leaf JAX would store in 32 bits out of range.
+
+    Without 64-bit mode, 64-bit integers (and Python ints) would wrap, and
+    finite 64-bit floats (and Python floats) beyond float32's range would
+    become infinite. One min / max pass over each such leaf.
+    """
     for path, leaf in jax.tree_util.tree_flatten_with_path(element)[0]:
-        dtype = getattr(leaf, "dtype", None)
-        if dtype not in _WIDE_INTEGERS or not _narrowed(dtype) or np.size(leaf) == 0:
+        dtype = _wide_dtype(leaf)
+        if dtype is None or not _narrowed(dtype) or np.size(leaf) == 0:
             continue
-        info = np.iinfo(jax.dtypes.canonicalize_dtype(dtype))
-        low, high = np.min(leaf), np.max(leaf)
-        if low < info.min or high > info.max:
+        stored = np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+        python = not hasattr(leaf, "dtype")
+        kind = f"a Python {type(leaf).__name__}" if python else f"dtype {dtype}"
+        if dtype in _WIDE_INTEGERS:
+            info = np.iinfo(stored)
+            low, high = (leaf, leaf) if python else (np.min(leaf), np.max(leaf))
+            if low < info.min or high > info.max:
+                holds = f"the value {low}" if np.size(leaf) == 1 else f"values in [{low}, {high}]"
+                raise OverflowError(
+                    f"{_OP}: leaf {_path(path)} of {kind} holds {holds}, outside "
+                    f"{stored}'s range; JAX without 64-bit mode stores it as {stored} and "
+                    f"would wrap it. {_X64}map the values into range in the pipeline"
+                )
+            continue
+        beyond = _beyond_range(np.asarray(leaf), stored)
+        if beyond is not None:
+            count, first = beyond
             raise OverflowError(
-                f"{_OP}: leaf {_path(path)} of dtype {leaf.dtype} holds values in "
-                f"[{low}, {high}], outside {info.dtype}'s range; JAX without 64-bit mode "
-                f"stores it as {info.dtype} and would wrap them. Enable 64-bit mode "
-                "(jax.config.update('jax_enable_x64', True)) or map the values into range "
-                "in the pipeline"
+                f"{_OP}: leaf {_path(path)} of {kind} holds {count} finite "
+                f"value{'s' if count > 1 else ''} beyond {stored}'s range (first: {first}); "
+                f"JAX without 64-bit mode stores it as {stored}, where "
+                f"{'they' if count > 1 else 'it'} would become infinite. "
+                f"{_X64}scale the values into range in the pipeline"
             )
 
 
+def _beyond_range(leaf: np.ndarray[Any, Any], stored: np.dtype[Any]) -> tuple[int, Any] | None:
+    """How many finite values of a float leaf become infinite as ``stored``, and the first."""
+    largest = float(np.finfo(stored).max)
+    parts = (leaf.real, leaf.imag) if leaf.dtype.kind == "c" else (leaf,)
+    # NaN is ignored by fmin / fmax; infinities already infinite are ruled out below.
+    if all(
+        np.fmax.reduce(part, axis=None) <= largest and np.fmin.reduce(part, axis=None) >= -largest
+        for part in parts
+    ):
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = np.isfinite(leaf) & ~np.isfinite(leaf.astype(stored))
+    count = int(np.count_nonzero(bad))
+    if count == 0:  # values that round to the largest float, or infinities already
+        return None
+    return count, np.reshape(leaf, -1)[np.argmax(np.reshape(bad, -1))].item()
+
+
+_PYTHON_NUMBERS = (int, float, complex)
+_PYTHON_DTYPES = {
+    int: np.dtype(np.int64),
+    float: np.dtype(np.float64),
+    complex: np.dtype(np.complex128),
+}
+
+
+def _wide_dtype(leaf: Any) -> np.dtype[Any] | None:
+    """The 64-bit dtype of ``leaf`` (Python numbers' too), None for other leaves."""
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is None:
+        if isinstance(leaf, bool) or not isinstance(leaf, _PYTHON_NUMBERS):
+            return None
+        return next(d for t, d in _PYTHON_DTYPES.items() if isinstance(leaf, t))
+    return dtype if dtype in _WIDE else None
+
+
 def _narrowed(dtype: np.dtype[Any]) -> bool:
-    """Whether JAX stores ``dtype`` narrower (64-bit integers without 64-bit mode)."""
+    """Whether JAX stores ``dtype`` narrower (64-bit numbers without 64-bit mode)."""
     return bool(jax.dtypes.canonicalize_dtype(dtype) != dtype)
 
 
@@ -342,35 +421,65 @@ class _Producer:
         self.size = size
         self.thread = thread
         self.ready: deque[_Item] = deque()  # read and put on devices, oldest first
+        # An element read whose state or transfer failed: the next batch, made from it
+        # by the next produce() instead of reading the wrapped iterator.
+        self.held: _Held | None = None
         self.cond = threading.Condition()
         self.worker: threading.Thread | None = None
         self.stopping = False
 
     def produce(self) -> _Item:
-        """Reads one batch and starts its transfer (JAX returns before the copy is done)."""
+        """Reads one batch and starts its transfer (JAX returns before the copy is done).
+
+        Raises nothing: an error becomes an item, raised by the ``next()`` whose
+        batch it is. An element read whose state or transfer failed (JAX's error
+        types aside) is held, and made into the batch after the error.
+        """
         source = self.source
-        began = time.perf_counter()
-        try:
-            element = source.read()
-        except StopIteration:
-            return _Item(None, _try(source.start), None, True)
-        except BaseException as err:
-            # The failing batch counts as consumed, as in the wrapped iterator.
-            return _Item(None, _try(source.start), err, False)
-        token = source.after(time.perf_counter() - began)
+        held, self.held = self.held, None
+        if held is None:
+            began = time.perf_counter()
+            try:
+                element = source.read()
+            except StopIteration:
+                return _Item(None, _try(source.start), None, True)
+            except BaseException as err:
+                # The failing batch counts as consumed, as in the wrapped iterator.
+                return _Item(None, _try(source.start), err, False)
+            seconds = time.perf_counter() - began
+            token = None
+        else:
+            element, token = held
+            seconds = 0.0
+        if token is None:
+            try:
+                # After a failure the wrapped iterator is still just after the element.
+                token = source.after(seconds) if held is None else source.start()
+            except BaseException as err:
+                return _Item(None, None, err, False, _Held(element, None))
         try:
             batch = self.placer(element)
         except Exception as err:
             return _Item(None, token, err, False)
+        except BaseException as err:  # KeyboardInterrupt: the batch is made again
+            return _Item(None, None, err, False, _Held(element, token))
         return _Item(batch, token, None, False)
 
     def take(self) -> _Item:
-        """The next item, reading ahead so that ``size`` batches stay in flight after it."""
+        """The next item, reading ahead so that ``size`` batches stay in flight after it.
+
+        A ``KeyboardInterrupt`` (or other exception that is no ``Exception``)
+        in the caller's thread is raised at once; what was read is kept.
+        """
         ready = self.ready
         if not self.thread:
             while len(ready) <= self.size and not (ready and _stops(ready[-1])):
-                ready.append(self.produce())
-            return ready.popleft()
+                item = self.produce()
+                if _interrupts(item):
+                    self.held = item.held
+                    raise _error(item)
+                ready.append(item)
+            return self._taken(ready.popleft())
         with self.cond:
             idle = not ready and self.worker is None
         if idle:
@@ -381,7 +490,7 @@ class _Producer:
             if not _stops(item):
                 with self.cond:
                     self._start()
-            return item
+            return self._taken(item)
         with self.cond:
             while not ready:
                 if self.worker is None:
@@ -389,7 +498,18 @@ class _Producer:
                 self.cond.wait()
             item = ready.popleft()
             self.cond.notify_all()
-            return item
+            return self._taken(item)
+
+    def _taken(self, item: _Item) -> _Item:
+        """``item``, once what it holds is kept for the next batch (reading stopped at it)."""
+        if item.held is not None:
+            self.held = item.held
+        return item
+
+    def drop(self) -> None:
+        """Drops what was read ahead (the thread stopped)."""
+        self.ready.clear()
+        self.held = None
 
     def _start(self) -> None:
         """Starts the thread (under the condition's lock)."""
@@ -400,26 +520,41 @@ class _Producer:
 
     def _run(self) -> None:
         ready, cond = self.ready, self.cond
-        while True:
-            with cond:
-                while len(ready) >= self.size and not self.stopping:
-                    cond.wait()
-                if self.stopping:
-                    self.worker = None
+        failure: BaseException | None = None
+        try:
+            while True:
+                with cond:
+                    while len(ready) >= self.size and not self.stopping:
+                        cond.wait()
+                    if self.stopping:
+                        return
+                item = self.produce()
+                with cond:
+                    # Even when stopping: the wrapped iterator has moved past this batch.
+                    ready.append(item)
+                    if _stops(item):
+                        self.worker = None
                     cond.notify_all()
-                    return
-            item = self.produce()
+                    if _stops(item):
+                        return
+        except BaseException as err:  # never left without waking the caller
+            failure = err
+        finally:
             with cond:
-                # Even when stopping: the wrapped iterator has moved past this batch.
-                ready.append(item)
-                if _stops(item):
+                if failure is not None:
+                    ready.append(_Item(None, None, failure, False))
+                if self.worker is threading.current_thread():
                     self.worker = None
                 cond.notify_all()
-                if _stops(item):
-                    return
 
-    def halt(self) -> None:
-        """Stops the thread (keeping what it read) and waits for it."""
+    def halt(self, timeout: float | None = None) -> None:
+        """Stops the thread (keeping what it read) and waits for it.
+
+        Args:
+          timeout: the most seconds to wait for the read in progress; past it
+            the thread is left to stop after that read (the producer can't
+            be used again then: for the finalizer).
+        """
         with self.cond:
             worker = self.worker
             if worker is None:
@@ -427,15 +562,32 @@ class _Producer:
             self.stopping = True
             self.cond.notify_all()
         if worker is not threading.current_thread():
-            worker.join()
+            worker.join(timeout)
+            if worker.is_alive():
+                return
         with self.cond:
             self.stopping = False
             self.worker = None
 
 
+_FINAL_WAIT = 1.0
+"""Seconds an iterator dropped without ``close()`` (or open at exit) waits for its thread."""
+
+
 def _stops(item: _Item) -> bool:
     """Whether reading ahead stops after ``item`` (the end, or an error to raise first)."""
     return item.end or item.error is not None
+
+
+def _interrupts(item: _Item) -> bool:
+    """Whether ``item`` holds a ``KeyboardInterrupt`` or the like, raised at once."""
+    return item.error is not None and not isinstance(item.error, Exception)
+
+
+def _error(item: _Item) -> BaseException:
+    """The error ``item`` holds."""
+    assert item.error is not None
+    return item.error
 
 
 def _try(snapshot: Callable[[], Any]) -> Any:
@@ -469,7 +621,9 @@ class DeviceIterator(Iterator[Any]):
     def __init__(self, iterator: Any, sharding: Any, size: int, thread: bool) -> None:
         self._source = _Source(iterator)
         self._producer = _Producer(self._source, _Placer(sharding), size, thread)
-        self._finalizer = weakref.finalize(self, self._producer.halt)
+        # Dropped without close(), or open at exit: the thread stops after its read in
+        # progress; a read that blocks is not waited for past _FINAL_WAIT.
+        self._finalizer = weakref.finalize(self, self._producer.halt, _FINAL_WAIT)
         self._token = self._source.start()  # the state after the last batch returned
         self._ended = False
         self._closed = False
@@ -548,7 +702,7 @@ class DeviceIterator(Iterator[Any]):
         producer = self._producer
         producer.halt()
         self._source.restore(state)
-        producer.ready.clear()
+        producer.drop()
         self._token = self._source.start()
         self._ended = False
 
@@ -570,7 +724,7 @@ class DeviceIterator(Iterator[Any]):
         self._closed = True
         self._finalizer.detach()
         self._producer.halt()
-        self._producer.ready.clear()
+        self._producer.drop()
         close = getattr(self._source.iterator, "close", None)
         if callable(close):
             close()
