@@ -7,7 +7,6 @@ it is read; a damaged or hostile manifest, index or record raises
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import struct
@@ -225,8 +224,11 @@ class StoredElements:
             handle.close()
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):
+        # At interpreter exit module globals may already be gone: a plain try, no helpers.
+        try:  # noqa: SIM105 - contextlib itself may be gone
             self.close()
+        except Exception:
+            pass
 
     def __getstate__(self) -> dict[str, Any]:
         # Worker processes open their own descriptors.
