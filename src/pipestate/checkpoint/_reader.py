@@ -33,6 +33,7 @@ from pipestate.checkpoint._values import (
     SavedSharding,
     Value,
     array_dtype,
+    box_overlap,
     decode_value,
     sharded_reader,
     torch_reader,
@@ -372,15 +373,9 @@ class SavedArray:
         if out.size == 0:
             return out
         for chunk in self.saved.chunks:
-            low = [max(o, c) for o, c in zip(offsets, chunk.offsets)]
-            high = [
-                min(o + n, c + m) for o, n, c, m in zip(offsets, shape, chunk.offsets, chunk.shape)
-            ]
-            if any(lo >= hi for lo, hi in zip(low, high)):
-                continue
-            dst = tuple(slice(lo - o, hi - o) for lo, hi, o in zip(low, high, offsets))
-            src = tuple(slice(lo - c, hi - c) for lo, hi, c in zip(low, high, chunk.offsets))
-            out[dst] = self._chunk(chunk)[src]
+            common = box_overlap(offsets, shape, chunk)
+            if common is not None:
+                out[common[0]] = self._chunk(chunk)[common[1]]
         return out
 
     def full(self) -> np.ndarray:

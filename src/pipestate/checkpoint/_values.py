@@ -74,6 +74,7 @@ __all__ = [
     "array_dtype",
     "assemble_array",
     "attribute_key",
+    "box_overlap",
     "contains_dtensor",
     "contains_sharded",
     "decode_value",
@@ -386,6 +387,20 @@ def _dims(values: object, ndim: int | None) -> tuple[int, ...] | None:
     if not all(type(v) is int and 0 <= v < 2**62 for v in values):
         return None
     return tuple(values)
+
+
+def box_overlap(
+    offsets: tuple[int, ...], shape: tuple[int, ...], chunk: Chunk
+) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+    """Where ``chunk`` meets the box at ``offsets`` of ``shape``: the slices of the box and of
+    the chunk that hold the common part, or ``None`` when they don't meet."""
+    low = [max(o, c) for o, c in zip(offsets, chunk.offsets)]
+    high = [min(o + n, c + m) for o, n, c, m in zip(offsets, shape, chunk.offsets, chunk.shape)]
+    if any(lo >= hi for lo, hi in zip(low, high)):
+        return None
+    box = tuple(slice(lo - o, hi - o) for lo, hi, o in zip(low, high, offsets))
+    part = tuple(slice(lo - c, hi - c) for lo, hi, c in zip(low, high, chunk.offsets))
+    return box, part
 
 
 def parse_sharding(body: Any, where: str, tag: str = "dtensor") -> SavedSharding:

@@ -22,7 +22,7 @@ import torch
 from torch.distributed.tensor import DTensor, Replicate, Shard
 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
-from pipestate.checkpoint._values import MAX_DEPTH, Chunk, SavedSharding, Value
+from pipestate.checkpoint._values import MAX_DEPTH, Chunk, SavedSharding, Value, box_overlap
 from pipestate.errors import CheckpointMismatchError, CorruptCheckpointError
 from pipestate.torch._state import (
     _DTYPE_NAMES,
@@ -192,16 +192,9 @@ class SavedDTensor:
         if out.numel() == 0:
             return out
         for chunk in self.saved.chunks:
-            low = [max(o, c) for o, c in zip(offsets, chunk.offsets)]
-            high = [
-                min(o + n, c + m) for o, n, c, m in zip(offsets, shape, chunk.offsets, chunk.shape)
-            ]
-            if any(lo >= hi for lo, hi in zip(low, high)):
-                continue
-            data = self._chunk(chunk)
-            dst = tuple(slice(lo - o, hi - o) for lo, hi, o in zip(low, high, offsets))
-            src = tuple(slice(lo - c, hi - c) for lo, hi, c in zip(low, high, chunk.offsets))
-            out[dst] = data[src]
+            common = box_overlap(offsets, shape, chunk)
+            if common is not None:
+                out[common[0]] = self._chunk(chunk)[common[1]]
         return out
 
     def _chunk(self, chunk: Chunk) -> torch.Tensor:
