@@ -14,13 +14,12 @@ see the same batches and end with the same bytes in every leaf.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests._resume import digest, run_or_kill
 
 jax = pytest.importorskip("jax")
 pytest.importorskip("optax")
@@ -128,28 +127,7 @@ def run(script: Path, directory: Path, kill_at: int) -> str:
         "JAX_PLATFORMS": "cpu",
         "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
     }
-    if kill_at < 0:
-        return subprocess.run(
-            args, capture_output=True, text=True, check=True, timeout=180, env=env
-        ).stdout
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
-    assert process.stdout is not None
-    lines = []
-    deadline = time.monotonic() + 180
-    for line in process.stdout:
-        lines.append(line)
-        if line.strip() == "waiting" or time.monotonic() > deadline:
-            break
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL
-    assert lines[-1].strip() == "waiting", lines
-    return "".join(lines)
-
-
-def digest(output: str) -> str:
-    (line,) = [line for line in output.splitlines() if line.startswith("digest ")]
-    return line.split()[1]
+    return run_or_kill(args, env, kill=kill_at >= 0, timeout=180)
 
 
 @pytest.mark.timeout(300)

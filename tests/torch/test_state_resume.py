@@ -11,13 +11,12 @@ bytes in every parameter, optimizer slot and scheduler value.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests._resume import digest, run_or_kill
 
 torch = pytest.importorskip("torch")
 
@@ -84,28 +83,7 @@ def run(script: Path, directory: Path, kill_at: int) -> str:
     """Run the loop to the end (or until the test kills it); return its output."""
     args = [sys.executable, str(script), str(directory), str(STEPS), str(SAVE_EVERY), str(kill_at)]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    if kill_at < 0:
-        return subprocess.run(
-            args, capture_output=True, text=True, check=True, timeout=120, env=env
-        ).stdout
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
-    assert process.stdout is not None
-    lines = []
-    deadline = time.monotonic() + 120
-    for line in process.stdout:
-        lines.append(line)
-        if line.strip() == "waiting" or time.monotonic() > deadline:
-            break
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL
-    assert lines[-1].strip() == "waiting", lines
-    return "".join(lines)
-
-
-def digest(output: str) -> str:
-    (line,) = [line for line in output.splitlines() if line.startswith("digest ")]
-    return line.split()[1]
+    return run_or_kill(args, env, kill=kill_at >= 0, timeout=120)
 
 
 @pytest.mark.timeout(240)
