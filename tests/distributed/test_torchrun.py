@@ -8,15 +8,15 @@ the others to live on. Every process has a timeout: nothing here can hang.
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests._processes import free_port, records, wait_all
 
 pytest.importorskip("torch.distributed")
 
@@ -29,12 +29,6 @@ from ._train import global_stream
 TRAIN = Path(__file__).with_name("_train.py")
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 TIMEOUT = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env() -> dict[str, str]:
@@ -94,24 +88,7 @@ def launch(world_size: int, tmp: Path, *args: str) -> list[subprocess.CompletedP
         )
         for rank in range(world_size)
     ]
-    done = []
-    try:
-        for p in processes:
-            out, _ = p.communicate(timeout=TIMEOUT)
-            done.append(subprocess.CompletedProcess(p.args, p.returncode, out, ""))
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return done
-
-
-def records(tmp: Path) -> list[dict[str, Any]]:
-    path = tmp / "record"
-    lines = path.read_text().splitlines() if path.exists() else []
-    (path).unlink(missing_ok=True)
-    return [json.loads(line) for line in lines]
+    return wait_all(processes, TIMEOUT)
 
 
 def last_saves(found: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import types
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests._processes import free_port, records, wait_all
 
 pytest.importorskip("jax")
 
@@ -41,12 +42,6 @@ TRAIN = Path(__file__).with_name("_mp_train.py")
 SHARDED = Path(__file__).with_name("_mp_sharded.py")
 TIMEOUT = 60
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env() -> dict[str, str]:
@@ -86,24 +81,7 @@ def launch(
         )
         for pid in range(num_processes)
     ]
-    done = []
-    try:
-        for p in processes:
-            out, _ = p.communicate(timeout=TIMEOUT)
-            done.append(subprocess.CompletedProcess(p.args, p.returncode, out, ""))
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return done
-
-
-def records(tmp: Path) -> list[dict[str, Any]]:
-    path = tmp / "record"
-    lines = path.read_text().splitlines() if path.exists() else []
-    path.unlink(missing_ok=True)
-    return [json.loads(line) for line in lines]
+    return wait_all(processes, TIMEOUT)
 
 
 def check(results: list[subprocess.CompletedProcess[str]]) -> None:
