@@ -342,3 +342,32 @@ def test_an_uncommitted_target_gives_an_uncommitted_array(tmp_path: Path) -> Non
     ckpt.restore(path).assert_consumed()
     assert ckpt.w.committed
     assert ckpt.w.devices() == {jax.devices()[3]}
+
+
+def test_ranks_other_than_0_copy_no_replicated_leaf_to_the_host(monkeypatch: Any) -> None:
+    """Rank 0 writes what every process holds whole: the others look only at the leaves they
+    hold in part (none here), and never copy a replicated leaf to the host to drop it."""
+    from pipestate.checkpoint._distributed import Placement
+    from pipestate.checkpoint._graph import GraphView
+    from pipestate.jax import _pytree
+
+    mesh = Mesh(np.array(jax.devices()), ("x",))
+    tree = {
+        "w": jax.device_put(jnp.ones((8, 4)), NamedSharding(mesh, P("x"))),
+        "b": jnp.zeros(4),
+    }
+    ckpt = Checkpoint(params=tree)
+    copied: list[Any] = []
+    real = _pytree.saved_leaf
+
+    def counting(array: Any) -> Any:
+        copied.append(array)
+        return real(array)
+
+    monkeypatch.setattr(_pytree, "saved_leaf", counting)
+    _, arrays, _, sharded = GraphView(ckpt).serialize(placement=Placement(1, 2))
+    assert copied == []
+    assert arrays == []
+    assert sharded == {}
+    GraphView(ckpt).serialize(placement=Placement(0, 2))
+    assert len(copied) == 2  # rank 0 saves both leaves
